@@ -1,0 +1,314 @@
+//! Layered configuration: defaults < TOML file < environment < flags, validated at start.
+//!
+//! Every layer is merged into one TOML table and deserialized once into the keeper's typed
+//! settings (`deny_unknown_fields` everywhere), so an unknown key, a wrong type and a bad value
+//! are all reported the same way: one line naming the setting (and its env variable).
+
+mod sections;
+pub mod validate;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+
+pub use sections::*;
+
+/// Exit code for invalid configuration or usage (DESIGN §3).
+pub const EXIT_CONFIG: i32 = 2;
+
+/// A setting that could not be accepted: which one, and why (never its value if it is secret).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid setting {setting}: {problem}")]
+pub struct ConfigError {
+    /// The setting's dotted path in the TOML file, with its env name when it has one.
+    pub setting: String,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+impl ConfigError {
+    /// Builds an error for a dotted setting path.
+    pub fn new(setting: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self {
+            setting: setting.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// How an environment variable's text becomes a TOML value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Kept as a string.
+    Str,
+    /// A whole number.
+    Int,
+    /// A number with a fraction, kept as a string so it stays exact (amounts of TON).
+    Decimal,
+    /// `true`/`false`/`1`/`0`/`yes`/`no`.
+    Bool,
+    /// A comma-separated list of strings.
+    List,
+}
+
+/// Maps one environment variable onto one dotted path of the settings.
+#[derive(Debug, Clone, Copy)]
+pub struct EnvBinding {
+    /// The environment variable, e.g. `TON_RPC_URL`.
+    pub env: &'static str,
+    /// The dotted TOML path, e.g. `ton.rpc_url`.
+    pub path: &'static str,
+    /// How to convert the text.
+    pub kind: Kind,
+}
+
+/// Shorthand constructor for [`EnvBinding`] tables.
+pub const fn bind(env: &'static str, path: &'static str, kind: Kind) -> EnvBinding {
+    EnvBinding { env, path, kind }
+}
+
+/// Reads environment variables; production uses the process environment, tests a map.
+pub trait Env {
+    /// The variable's value; an empty value counts as unset (systemd env files often carry `X=`).
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The real process environment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
+}
+
+impl Env for HashMap<String, String> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).filter(|v| !v.is_empty()).cloned()
+    }
+}
+
+/// Everything that feeds the settings, lowest precedence first after the built-in defaults.
+pub struct Layers<'a> {
+    /// The `--config` file, if any.
+    pub file: Option<&'a Path>,
+    /// Where environment variables come from.
+    pub env: &'a dyn Env,
+    /// Which environment variables bind to which settings.
+    pub bindings: &'a [EnvBinding],
+    /// Values from command-line flags (dotted path → value), highest precedence.
+    pub flags: Vec<(&'static str, toml::Value)>,
+}
+
+impl Layers<'_> {
+    /// Merges the layers and deserializes them into `T`, naming the setting on any error.
+    pub fn load<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
+        let mut table = match self.file {
+            Some(path) => read_file(path)?,
+            None => toml::Table::new(),
+        };
+        for b in self.bindings {
+            if let Some(text) = self.env.var(b.env) {
+                let value = env_value(b, &text)?;
+                set_path(&mut table, b.path, value)
+                    .map_err(|p| ConfigError::new(describe(b.path, self.bindings), p))?;
+            }
+        }
+        for (path, value) in &self.flags {
+            set_path(&mut table, path, value.clone())
+                .map_err(|p| ConfigError::new(describe(path, self.bindings), p))?;
+        }
+        deserialize(table, self.bindings)
+    }
+}
+
+fn read_file(path: &Path) -> Result<toml::Table, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError::new("--config", format!("cannot read {}: {e}", path.display()))
+    })?;
+    text.parse::<toml::Table>().map_err(|e| {
+        let msg = e.message().to_owned();
+        let line = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].lines().count().max(1))
+            .unwrap_or(0);
+        ConfigError::new(
+            format!("--config {}", path.display()),
+            format!("line {line}: {msg}"),
+        )
+    })
+}
+
+fn env_value(b: &EnvBinding, text: &str) -> Result<toml::Value, ConfigError> {
+    let bad = |why: &str| ConfigError::new(format!("{} ({})", b.path, b.env), why.to_owned());
+    let text = text.trim();
+    Ok(match b.kind {
+        Kind::Str | Kind::Decimal => toml::Value::String(text.to_owned()),
+        Kind::Int => toml::Value::Integer(
+            text.parse::<i64>()
+                .map_err(|_| bad("expected a whole number"))?,
+        ),
+        Kind::Bool => toml::Value::Boolean(match text.to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => true,
+            "0" | "false" | "no" | "off" => false,
+            _ => return Err(bad("expected true or false")),
+        }),
+        Kind::List => toml::Value::Array(
+            text.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.to_owned()))
+                .collect(),
+        ),
+    })
+}
+
+fn set_path(table: &mut toml::Table, path: &str, value: toml::Value) -> Result<(), String> {
+    let mut parts: Vec<&str> = path.split('.').collect();
+    let last = parts.pop().ok_or_else(|| "empty setting path".to_owned())?;
+    let mut cur = table;
+    for part in parts {
+        let entry = cur
+            .entry(part.to_owned())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cur = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("[{part}] in the config file must be a table"))?;
+    }
+    cur.insert(last.to_owned(), value);
+    Ok(())
+}
+
+/// A dotted path with its env name, as error messages show it.
+pub fn describe(path: &str, bindings: &[EnvBinding]) -> String {
+    match bindings.iter().find(|b| b.path == path) {
+        Some(b) => format!("{path} ({})", b.env),
+        None => path.to_owned(),
+    }
+}
+
+fn deserialize<T: DeserializeOwned>(
+    table: toml::Table,
+    bindings: &[EnvBinding],
+) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        // serde's message names the field for unknown keys; keep only its first line.
+        let problem = inner.lines().next().unwrap_or("invalid value").to_owned();
+        let setting = if path == "." {
+            "config".to_owned()
+        } else {
+            describe(&path, bindings)
+        };
+        ConfigError::new(setting, problem)
+    })
+}
+
+/// Resolves the keeper's mnemonic: `ton.mnemonic` (`KEEPER_MNEMONIC`), then `ton.mnemonic_file`
+/// (`KEEPER_MNEMONIC_FILE`), then systemd's `$CREDENTIALS_DIRECTORY/keeper-mnemonic`.
+pub fn resolve_mnemonic(
+    ton: &TonSettings,
+    env: &dyn Env,
+) -> Result<Option<crate::secret::Secret>, ConfigError> {
+    if let Some(m) = &ton.mnemonic {
+        return Ok(Some(m.clone()));
+    }
+    let file: Option<PathBuf> = ton.mnemonic_file.clone().or_else(|| {
+        env.var("CREDENTIALS_DIRECTORY")
+            .map(|d| Path::new(&d).join("keeper-mnemonic"))
+            .filter(|p| p.exists())
+    });
+    match file {
+        Some(path) => crate::secret::Secret::from_file(&path)
+            .map(Some)
+            .map_err(|e| {
+                ConfigError::new(
+                    "ton.mnemonic_file (KEEPER_MNEMONIC_FILE)",
+                    format!("cannot read {}: {}", path.display(), e.kind()),
+                )
+            }),
+        None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize, Default)]
+    #[serde(deny_unknown_fields, default)]
+    struct Demo {
+        a: DemoA,
+    }
+    #[derive(Debug, Deserialize, Default)]
+    #[serde(deny_unknown_fields, default)]
+    struct DemoA {
+        n: u64,
+        s: String,
+        l: Vec<String>,
+    }
+
+    const B: &[EnvBinding] = &[
+        bind("DEMO_N", "a.n", Kind::Int),
+        bind("DEMO_S", "a.s", Kind::Str),
+        bind("DEMO_L", "a.l", Kind::List),
+    ];
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn precedence_is_default_file_env_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "[a]\nn = 5\ns = \"file\"\n").unwrap();
+        let e = env(&[("DEMO_S", "env"), ("DEMO_L", "x, y")]);
+        let layers = Layers {
+            file: Some(&f),
+            env: &e,
+            bindings: B,
+            flags: vec![("a.n", toml::Value::Integer(9))],
+        };
+        let d: Demo = layers.load().unwrap();
+        assert_eq!((d.a.n, d.a.s.as_str(), d.a.l.len()), (9, "env", 2));
+    }
+
+    #[test]
+    fn unknown_key_names_the_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "[a]\nnn = 5\n").unwrap();
+        let e = env(&[]);
+        let err = Layers {
+            file: Some(&f),
+            env: &e,
+            bindings: B,
+            flags: vec![],
+        }
+        .load::<Demo>()
+        .unwrap_err();
+        assert!(err.to_string().contains("nn"), "{err}");
+    }
+
+    #[test]
+    fn bad_env_number_names_the_variable() {
+        let e = env(&[("DEMO_N", "ten")]);
+        let err = Layers {
+            file: None,
+            env: &e,
+            bindings: B,
+            flags: vec![],
+        }
+        .load::<Demo>()
+        .unwrap_err();
+        assert_eq!(err.setting, "a.n (DEMO_N)");
+    }
+}

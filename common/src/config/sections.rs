@@ -1,0 +1,312 @@
+//! Settings sections shared by every keeper. Each keeper's own settings embed the ones it uses.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::{ConfigError, EnvBinding, Kind, bind, validate};
+use crate::secret::{Secret, SecretUrl};
+
+/// Environment bindings of the sections below; keepers append their own.
+pub const COMMON_ENV: &[EnvBinding] = &[
+    bind("TON_RPC_URL", "ton.rpc_url", Kind::Str),
+    bind("TON_API_KEY", "ton.api_key", Kind::Str),
+    bind("TON_NETWORK", "ton.network", Kind::Str),
+    bind("WALLET_VERSION", "ton.wallet_version", Kind::Str),
+    bind("KEEPER_MNEMONIC", "ton.mnemonic", Kind::Str),
+    bind("KEEPER_MNEMONIC_FILE", "ton.mnemonic_file", Kind::Str),
+    bind("UPDATE_VALUE_TON", "ton.update_value_ton", Kind::Decimal),
+    bind("MESSAGE_TTL", "ton.message_ttl", Kind::Int),
+    bind("UPDATE_INTERVAL", "runner.interval", Kind::Int),
+    bind("CYCLE_TIMEOUT", "runner.cycle_timeout", Kind::Int),
+    bind("SHUTDOWN_GRACE", "runner.shutdown_grace", Kind::Int),
+    bind("METRICS_ADDR", "telemetry.metrics_addr", Kind::Str),
+    bind("LOG_FORMAT", "telemetry.log_format", Kind::Str),
+    bind(
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "telemetry.otlp_endpoint",
+        Kind::Str,
+    ),
+    bind("SLACK_WEBHOOK_URL", "alerts.slack_webhook_url", Kind::Str),
+    bind("ALERT_WEBHOOK_URL", "alerts.webhook_url", Kind::Str),
+    bind("ALERTMANAGER_URL", "alerts.alertmanager_url", Kind::Str),
+    bind(
+        "PAGERDUTY_ROUTING_KEY",
+        "alerts.pagerduty_routing_key",
+        Kind::Str,
+    ),
+    bind("PAGERDUTY_URL", "alerts.pagerduty_url", Kind::Str),
+    bind("ALERT_RENOTIFY", "alerts.renotify", Kind::Int),
+    bind("DATABASE_URL", "storage.database_url", Kind::Str),
+    bind("DB_SCHEMA", "storage.db_schema", Kind::Str),
+    bind("REDIS_URL", "storage.redis_url", Kind::Str),
+    bind("REDIS_PREFIX", "storage.redis_prefix", Kind::Str),
+    bind("LEASE_TTL", "storage.lease_ttl", Kind::Int),
+];
+
+/// Which TON network the wallet lives on (the V5R1 wallet id, and so the address, differ).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    /// The main network (global id −239).
+    #[default]
+    Mainnet,
+    /// The test network (global id −3).
+    Testnet,
+}
+
+/// Wallet contract version of the keeper's hot wallet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum WalletVersion {
+    /// Wallet V5R1: up to 255 actions per external message (default).
+    #[default]
+    V5r1,
+    /// Wallet V4R2: up to 4 actions per external message.
+    V4r2,
+}
+
+/// `[ton]`: chain access, wallet and message settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TonSettings {
+    /// toncenter v2 endpoint: the JSON-RPC URL or the `/api/v2/` base (`TON_RPC_URL`).
+    pub rpc_url: String,
+    /// toncenter API key, sent as `X-API-Key` (`TON_API_KEY`).
+    pub api_key: Option<Secret>,
+    /// `mainnet` or `testnet` (`TON_NETWORK`).
+    pub network: Network,
+    /// `v5r1` or `v4r2` (`WALLET_VERSION`).
+    pub wallet_version: WalletVersion,
+    /// The 24-word mnemonic (`KEEPER_MNEMONIC`); prefer a file or systemd credential.
+    pub mnemonic: Option<Secret>,
+    /// File holding the mnemonic (`KEEPER_MNEMONIC_FILE`).
+    pub mnemonic_file: Option<PathBuf>,
+    /// TON attached to each oracle message, in TON (`UPDATE_VALUE_TON`).
+    #[serde(deserialize_with = "validate::de_ton_amount")]
+    pub update_value_ton: u64,
+    /// Seconds an external message stays valid after chain time (`MESSAGE_TTL`).
+    pub message_ttl: u64,
+    /// Per-request timeout towards toncenter, seconds.
+    pub request_timeout: u64,
+    /// Milliseconds between seqno polls while waiting for confirmation.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for TonSettings {
+    fn default() -> Self {
+        Self {
+            rpc_url: "https://toncenter.com/api/v2/jsonRPC".into(),
+            api_key: None,
+            network: Network::Mainnet,
+            wallet_version: WalletVersion::V5r1,
+            mnemonic: None,
+            mnemonic_file: None,
+            update_value_ton: 50_000_000,
+            message_ttl: 60,
+            request_timeout: 10,
+            poll_interval_ms: 2_000,
+        }
+    }
+}
+
+impl TonSettings {
+    /// Checks URLs and bounds; the mnemonic is checked where it is resolved.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        validate::http_url("ton.rpc_url (TON_RPC_URL)", &self.rpc_url)?;
+        validate::nonzero("ton.message_ttl (MESSAGE_TTL)", self.message_ttl)?;
+        validate::nonzero("ton.request_timeout", self.request_timeout)?;
+        validate::nonzero("ton.poll_interval_ms", self.poll_interval_ms)?;
+        Ok(())
+    }
+}
+
+/// `[runner]`: the interval loop.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunnerSettings {
+    /// Seconds between ticks (`UPDATE_INTERVAL`).
+    pub interval: u64,
+    /// Seconds one cycle may take before it is abandoned (`CYCLE_TIMEOUT`); default: the interval.
+    pub cycle_timeout: Option<u64>,
+    /// Seconds an in-flight cycle gets to finish after SIGTERM (`SHUTDOWN_GRACE`).
+    pub shutdown_grace: u64,
+    /// Raise `keeper_stale` after this many intervals without a successful cycle.
+    pub stale_intervals: u32,
+}
+
+impl Default for RunnerSettings {
+    fn default() -> Self {
+        Self {
+            interval: 60,
+            cycle_timeout: None,
+            shutdown_grace: 30,
+            stale_intervals: 3,
+        }
+    }
+}
+
+impl RunnerSettings {
+    /// Rejects zero durations.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        validate::nonzero("runner.interval (UPDATE_INTERVAL)", self.interval)?;
+        if let Some(t) = self.cycle_timeout {
+            validate::nonzero("runner.cycle_timeout (CYCLE_TIMEOUT)", t)?;
+        }
+        validate::nonzero(
+            "runner.shutdown_grace (SHUTDOWN_GRACE)",
+            self.shutdown_grace,
+        )?;
+        validate::nonzero("runner.stale_intervals", u64::from(self.stale_intervals))?;
+        Ok(())
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// JSON when stdout is not a terminal, pretty otherwise.
+    #[default]
+    Auto,
+    /// One JSON object per line.
+    Json,
+    /// Human-readable.
+    Pretty,
+}
+
+/// `[telemetry]`: logs, traces, the ops HTTP server.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetrySettings {
+    /// Address of the ops server (`METRICS_ADDR`); each keeper has its own default port.
+    pub metrics_addr: Option<SocketAddr>,
+    /// `json`, `pretty` or `auto` (`LOG_FORMAT`).
+    pub log_format: LogFormat,
+    /// OTLP/HTTP endpoint for traces (`OTEL_EXPORTER_OTLP_ENDPOINT`).
+    pub otlp_endpoint: Option<String>,
+}
+
+impl TelemetrySettings {
+    /// Checks the OTLP endpoint is a URL.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(u) = &self.otlp_endpoint {
+            validate::http_url("telemetry.otlp_endpoint (OTEL_EXPORTER_OTLP_ENDPOINT)", u)?;
+        }
+        Ok(())
+    }
+}
+
+/// `[alerts]`: channels and re-notification.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertSettings {
+    /// Slack incoming webhook (`SLACK_WEBHOOK_URL`); the URL is itself a credential.
+    pub slack_webhook_url: Option<Secret>,
+    /// Generic JSON webhook (`ALERT_WEBHOOK_URL`).
+    pub webhook_url: Option<Secret>,
+    /// Alertmanager base URL; alerts go to `POST {url}/api/v2/alerts` (`ALERTMANAGER_URL`).
+    pub alertmanager_url: Option<String>,
+    /// PagerDuty Events v2 routing key (`PAGERDUTY_ROUTING_KEY`).
+    pub pagerduty_routing_key: Option<Secret>,
+    /// PagerDuty Events v2 endpoint (`PAGERDUTY_URL`).
+    pub pagerduty_url: String,
+    /// Seconds between re-notifications while an alert keeps firing (`ALERT_RENOTIFY`).
+    pub renotify: u64,
+    /// Per-request timeout for a delivery, seconds.
+    pub timeout: u64,
+    /// Delivery attempts per notification before giving up (logged and counted).
+    pub attempts: u32,
+}
+
+impl Default for AlertSettings {
+    fn default() -> Self {
+        Self {
+            slack_webhook_url: None,
+            webhook_url: None,
+            alertmanager_url: None,
+            pagerduty_routing_key: None,
+            pagerduty_url: "https://events.pagerduty.com/v2/enqueue".into(),
+            renotify: 1800,
+            timeout: 10,
+            attempts: 4,
+        }
+    }
+}
+
+impl AlertSettings {
+    /// Checks every configured channel URL.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(u) = &self.slack_webhook_url {
+            validate::secret_http_url("alerts.slack_webhook_url (SLACK_WEBHOOK_URL)", u)?;
+        }
+        if let Some(u) = &self.webhook_url {
+            validate::secret_http_url("alerts.webhook_url (ALERT_WEBHOOK_URL)", u)?;
+        }
+        if let Some(u) = &self.alertmanager_url {
+            validate::http_url("alerts.alertmanager_url (ALERTMANAGER_URL)", u)?;
+        }
+        validate::http_url("alerts.pagerduty_url (PAGERDUTY_URL)", &self.pagerduty_url)?;
+        validate::nonzero("alerts.renotify (ALERT_RENOTIFY)", self.renotify)?;
+        validate::nonzero("alerts.timeout", self.timeout)?;
+        validate::nonzero("alerts.attempts", u64::from(self.attempts))?;
+        Ok(())
+    }
+}
+
+/// `[storage]`: optional PostgreSQL and Redis.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSettings {
+    /// PostgreSQL URL for records (`DATABASE_URL`); unset means no records.
+    pub database_url: Option<SecretUrl>,
+    /// Schema for the keepers' tables and migration bookkeeping (`DB_SCHEMA`).
+    pub db_schema: String,
+    /// Redis URL (`REDIS_URL`); unset means no cache, pub/sub or Redis lease.
+    pub redis_url: Option<SecretUrl>,
+    /// Prefix of every Redis key (`REDIS_PREFIX`).
+    pub redis_prefix: String,
+    /// Seconds the wallet lease lasts without renewal (`LEASE_TTL`).
+    pub lease_ttl: u64,
+    /// Apply the embedded migrations at start when a database is configured.
+    pub migrate_on_start: bool,
+}
+
+impl Default for StorageSettings {
+    fn default() -> Self {
+        Self {
+            database_url: None,
+            db_schema: "keepers".into(),
+            redis_url: None,
+            redis_prefix: "tonsurance:".into(),
+            lease_ttl: 180,
+            migrate_on_start: true,
+        }
+    }
+}
+
+impl StorageSettings {
+    /// Checks URL schemes and the schema name.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(u) = &self.database_url {
+            validate::url_with_scheme(
+                "storage.database_url (DATABASE_URL)",
+                u.expose(),
+                &["postgres", "postgresql"],
+                true,
+            )?;
+        }
+        if let Some(u) = &self.redis_url {
+            validate::url_with_scheme(
+                "storage.redis_url (REDIS_URL)",
+                u.expose(),
+                &["redis", "rediss"],
+                true,
+            )?;
+        }
+        validate::identifier("storage.db_schema (DB_SCHEMA)", &self.db_schema)?;
+        validate::nonzero("storage.lease_ttl (LEASE_TTL)", self.lease_ttl)?;
+        Ok(())
+    }
+}

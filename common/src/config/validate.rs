@@ -1,0 +1,214 @@
+//! Checks for individual settings; each names the setting and never echoes a secret value.
+
+use std::str::FromStr;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Deserializer};
+
+use super::ConfigError;
+use crate::secret::Secret;
+
+/// Nanotons in one TON.
+pub const NANOTON: u64 = 1_000_000_000;
+
+/// Rejects zero for durations, counts and intervals.
+pub fn nonzero(setting: &str, value: u64) -> Result<(), ConfigError> {
+    if value == 0 {
+        return Err(ConfigError::new(setting, "must be greater than zero"));
+    }
+    Ok(())
+}
+
+/// Requires an absolute `http`/`https` URL with a host.
+pub fn http_url(setting: &str, value: &str) -> Result<url::Url, ConfigError> {
+    url_with_scheme(setting, value, &["http", "https"], false)
+}
+
+/// Like [`http_url`] for a URL that is itself a credential: the message never shows it.
+pub fn secret_http_url(setting: &str, value: &Secret) -> Result<url::Url, ConfigError> {
+    url_with_scheme(setting, value.expose(), &["http", "https"], true)
+}
+
+/// Requires a URL with one of `schemes` and a host; `secret` keeps the value out of the message.
+pub fn url_with_scheme(
+    setting: &str,
+    value: &str,
+    schemes: &[&str],
+    secret: bool,
+) -> Result<url::Url, ConfigError> {
+    let shown = if secret {
+        String::new()
+    } else {
+        format!(" {value:?}")
+    };
+    let u = url::Url::parse(value)
+        .map_err(|e| ConfigError::new(setting, format!("malformed URL{shown}: {e}")))?;
+    if !schemes.contains(&u.scheme()) {
+        return Err(ConfigError::new(
+            setting,
+            format!(
+                "URL scheme must be one of {}, got {:?}",
+                schemes.join("/"),
+                u.scheme()
+            ),
+        ));
+    }
+    if u.host_str().is_none_or(str::is_empty) {
+        return Err(ConfigError::new(setting, format!("URL{shown} has no host")));
+    }
+    Ok(u)
+}
+
+/// Requires a TON address in raw (`0:abcd…`) or user-friendly (48 base64 chars) form.
+pub fn ton_address(setting: &str, value: &str) -> Result<tonlib_core::TonAddress, ConfigError> {
+    tonlib_core::TonAddress::from_str(value.trim()).map_err(|_| {
+        ConfigError::new(
+            setting,
+            format!(
+                "{value:?} is not a TON address (raw 0:<64 hex> or 48-char user-friendly form)"
+            ),
+        )
+    })
+}
+
+/// Requires a SQL identifier usable unquoted (schema names).
+pub fn identifier(setting: &str, value: &str) -> Result<(), ConfigError> {
+    let ok = !value.is_empty()
+        && value.len() <= 63
+        && value
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && value
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if !ok {
+        return Err(ConfigError::new(
+            setting,
+            format!("{value:?} must be a lower-case SQL identifier (a-z, 0-9, _; at most 63)"),
+        ));
+    }
+    Ok(())
+}
+
+/// Requires a cron expression with an optional seconds field (`0 0 */6 * * *`).
+pub fn cron(setting: &str, value: &str) -> Result<(), ConfigError> {
+    use croner::parser::{CronParser, Seconds};
+    CronParser::builder()
+        .seconds(Seconds::Optional)
+        .build()
+        .parse(value)
+        .map(|_| ())
+        .map_err(|e| {
+            ConfigError::new(
+                setting,
+                format!("cron expression {value:?} does not parse: {e}"),
+            )
+        })
+}
+
+/// Checks a TON mnemonic without ever echoing a word: 24 words, each in the TON word list,
+/// and a passwordless TON seed version.
+pub fn mnemonic(setting: &str, phrase: &Secret) -> Result<(), ConfigError> {
+    let words: Vec<&str> = phrase.expose().split_whitespace().collect();
+    if words.len() != 24 {
+        return Err(ConfigError::new(
+            setting,
+            format!("mnemonic must have 24 words, it has {}", words.len()),
+        ));
+    }
+    let list = &*tonlib_core::wallet::mnemonic::WORDLIST_EN_SET;
+    if let Some(pos) = words
+        .iter()
+        .position(|w| !list.contains_key(w.to_lowercase().as_str()))
+    {
+        return Err(ConfigError::new(
+            setting,
+            format!("mnemonic word #{} is not in the TON word list", pos + 1),
+        ));
+    }
+    tonlib_core::wallet::mnemonic::Mnemonic::new(words, &None).map(|_| ()).map_err(|_| {
+        ConfigError::new(
+            setting,
+            "mnemonic has a bad TON seed version (not a TON wallet mnemonic, or one with a password)",
+        )
+    })
+}
+
+/// Deserializes an amount of TON given as a number or a decimal string into nanotons.
+pub fn de_ton_amount<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Amount {
+        Text(String),
+        Int(i64),
+        Float(f64),
+    }
+    let text = match Amount::deserialize(d)? {
+        Amount::Text(s) => s,
+        Amount::Int(i) => i.to_string(),
+        Amount::Float(f) => f.to_string(),
+    };
+    ton_to_nano(&text).map_err(serde::de::Error::custom)
+}
+
+/// Converts a decimal amount of TON (`"0.05"`) into nanotons, exactly.
+pub fn ton_to_nano(text: &str) -> Result<u64, String> {
+    let d = Decimal::from_str(text.trim())
+        .map_err(|_| format!("{text:?} is not a decimal amount of TON"))?;
+    if d.is_sign_negative() || d.is_zero() {
+        return Err(format!("{text:?} must be a positive amount of TON"));
+    }
+    let nano = d * Decimal::from(NANOTON);
+    if nano.fract() != Decimal::ZERO {
+        return Err(format!("{text:?} has more than 9 decimals"));
+    }
+    u64::try_from(nano).map_err(|_| format!("{text:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "fancy carpet hello mandate penalty trial consider property top vicious exit rebuild tragic profit urban major total month holiday sudden rib gather media vicious";
+
+    #[test]
+    fn mnemonic_checks_never_echo_words() {
+        assert!(mnemonic("m", &Secret::new(GOOD)).is_ok());
+        let short = mnemonic("m", &Secret::new("fancy carpet hello")).unwrap_err();
+        assert!(short.problem.contains("24 words") && !short.problem.contains("fancy"));
+        let bad_word = GOOD.replace("penalty", "zzzzzz");
+        let e = mnemonic("m", &Secret::new(bad_word)).unwrap_err();
+        assert!(
+            e.problem.contains("#5") && !e.problem.contains("zzzzzz"),
+            "{e}"
+        );
+        // Valid words, wrong seed version: swap two words.
+        let swapped = GOOD.replacen("fancy carpet", "carpet fancy", 1);
+        let e = mnemonic("m", &Secret::new(swapped)).unwrap_err();
+        assert!(e.problem.contains("seed version"), "{e}");
+    }
+
+    #[test]
+    fn amounts_are_exact() {
+        assert_eq!(ton_to_nano("0.05"), Ok(50_000_000));
+        assert_eq!(ton_to_nano("1"), Ok(NANOTON));
+        assert!(ton_to_nano("0.0000000001").is_err());
+        assert!(ton_to_nano("-1").is_err());
+        assert!(ton_to_nano("abc").is_err());
+    }
+
+    #[test]
+    fn urls_and_cron() {
+        assert!(http_url("u", "https://toncenter.com/api/v2/jsonRPC").is_ok());
+        assert!(http_url("u", "toncenter.com").is_err());
+        assert!(http_url("u", "ftp://x").is_err());
+        let e = secret_http_url("s", &Secret::new("hooks.slack.com/T000/SECRET")).unwrap_err();
+        assert!(!e.problem.contains("SECRET"));
+        assert!(cron("c", "0 0 */6 * * *").is_ok());
+        assert!(cron("c", "*/5 * * * *").is_ok());
+        assert!(cron("c", "every day").is_err());
+        assert!(ton_address("a", "EQCDM_QGggZ3qMa_f3lRPk4_qLDnLTqdi6OkMAV2NB9r5TG3").is_ok());
+        assert!(ton_address("a", "EQnot-an-address").is_err());
+    }
+}

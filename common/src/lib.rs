@@ -1,0 +1,21 @@
+//! Shared runtime of the TON insurance keepers.
+//!
+//! One module per concern; keeper crates hold only their policy and wiring and depend on this
+//! crate, never the other way round.
+
+pub mod aggregate;
+pub mod alert;
+pub mod cli;
+pub mod config;
+pub mod runner;
+pub mod secret;
+pub mod sources;
+pub mod store;
+pub mod telemetry;
+pub mod ton;
+
+/// Installs the process-wide TLS crypto provider (ring); call once at the start of `main`.
+pub fn install_crypto_provider() {
+    // Err means another provider is already installed, which is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
