@@ -257,6 +257,10 @@ impl Metrics {
                 b.size_bytes.clone(),
             );
             r.register("backup_runs", "Backup runs by outcome", b.runs.clone());
+            // Zero series exist from the start so `increase()` sees the first failure.
+            for outcome in ["success", "failure"] {
+                b.runs.get_or_create(&labels([("outcome", outcome)]));
+            }
         }
         m.build_info
             .get_or_create(&labels([("version", env!("CARGO_PKG_VERSION"))]))
@@ -309,7 +313,7 @@ mod tests {
             "keeper_update_success_total",
             "keeper_source_requests_total{source=\"coingecko\",outcome=\"ok\"} 1",
             "bridge_health_score{bridge=\"wormhole\"} 0.5",
-            "# TYPE backup_runs counter",
+            "backup_runs_total{outcome=\"failure\"} 0",
             "keeper_build_info{version=",
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");
