@@ -7,6 +7,8 @@ pub mod aggregate;
 pub mod alert;
 pub mod cli;
 pub mod config;
+pub mod http;
+pub mod retry;
 pub mod runner;
 pub mod secret;
 pub mod sources;
