@@ -259,7 +259,7 @@ impl Metrics {
             r.register("backup_runs", "Backup runs by outcome", b.runs.clone());
             // Zero series exist from the start so `increase()` sees the first failure.
             for outcome in ["success", "failure"] {
-                b.runs.get_or_create(&labels([("outcome", outcome)]));
+                drop(b.runs.get_or_create(&labels([("outcome", outcome)])));
             }
         }
         m.build_info
