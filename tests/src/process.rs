@@ -1,0 +1,37 @@
+//! Running the real keeper binaries as child processes.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+/// Path of a workspace binary (`scripts/test.sh` builds them before the tests run).
+pub fn bin_path(name: &str) -> PathBuf {
+    // The test executable lives in target/<profile>/deps/; binaries one level up.
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(|p| p.parent()).expect("target profile dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} not built: run `cargo build --workspace --bins` (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// A command for a keeper binary with a clean environment: only PATH and HOME are inherited,
+/// so a developer's own `DATABASE_URL` or `KEEPER_MNEMONIC` never leaks into a test.
+pub fn keeper(name: &str) -> Command {
+    let mut cmd = Command::new(bin_path(name));
+    cmd.env_clear();
+    for var in ["PATH", "HOME"] {
+        if let Ok(v) = std::env::var(var) {
+            cmd.env(var, v);
+        }
+    }
+    cmd.env("LOG_FORMAT", "json").env("RUST_LOG", "warn");
+    cmd
+}
+
+/// stdout and stderr of a finished process, as text.
+pub fn texts(out: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}

@@ -1,0 +1,146 @@
+//! Invalid configuration: every case exits 2 with one line naming the setting, and no output
+//! ever contains the secret that was given.
+
+use std::process::Command;
+
+use keeper_tests::process::{keeper, texts};
+
+const MNEMONIC: &str = "fancy carpet hello mandate penalty trial consider property top vicious exit rebuild tragic profit urban major total month holiday sudden rib gather media vicious";
+const SECRET_WORDS: [&str; 3] = ["carpet", "mandate", "vicious"];
+
+/// Runs the command, expects exit 2 and returns the error text (stderr).
+fn expect_config_error(mut cmd: Command, setting: &str) -> String {
+    let out = cmd.output().expect("spawn keeper");
+    let (stdout, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(2), "stdout: {stdout}\nstderr: {stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one line, got: {stderr}");
+    assert!(lines[0].contains(setting), "{setting} not named in: {stderr}");
+    stderr
+}
+
+fn pricing() -> Command {
+    let mut cmd = keeper("pricing-oracle-keeper");
+    cmd.arg("--once").arg("--dry-run");
+    cmd
+}
+
+fn assert_no_secret(text: &str, secrets: &[&str]) {
+    for s in secrets {
+        assert!(!text.contains(s), "secret {s:?} leaked into: {text}");
+    }
+}
+
+#[test]
+fn unknown_key_in_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("k.toml");
+    std::fs::write(&file, "[runner]\nintervall = 5\n").unwrap();
+    let mut cmd = pricing();
+    cmd.arg("--config").arg(&file);
+    let err = expect_config_error(cmd, "intervall");
+    assert!(err.contains("unknown field"), "{err}");
+}
+
+#[test]
+fn malformed_url() {
+    let mut cmd = pricing();
+    cmd.env("TON_RPC_URL", "toncenter.com/api/v2");
+    expect_config_error(cmd, "TON_RPC_URL");
+}
+
+#[test]
+fn invalid_ton_address() {
+    let mut cmd = pricing();
+    cmd.env("PRICING_ORACLE_ADDRESS", "EQnot_an_address");
+    expect_config_error(cmd, "PRICING_ORACLE_ADDRESS");
+}
+
+#[test]
+fn mnemonic_with_wrong_word_count() {
+    let short: Vec<&str> = MNEMONIC.split(' ').take(12).collect();
+    let mut cmd = pricing();
+    cmd.env("KEEPER_MNEMONIC", short.join(" "));
+    let err = expect_config_error(cmd, "KEEPER_MNEMONIC");
+    assert!(err.contains("24 words"), "{err}");
+    assert_no_secret(&err, &SECRET_WORDS);
+}
+
+#[test]
+fn mnemonic_word_not_in_list() {
+    let mut cmd = pricing();
+    cmd.env("KEEPER_MNEMONIC", MNEMONIC.replace("penalty", "penaltyx"));
+    let err = expect_config_error(cmd, "KEEPER_MNEMONIC");
+    assert!(err.contains("word #5"), "{err}");
+    assert_no_secret(&err, &["penaltyx", "carpet"]);
+}
+
+#[test]
+fn mnemonic_with_bad_seed_version() {
+    let mut cmd = pricing();
+    cmd.env("KEEPER_MNEMONIC", MNEMONIC.replacen("fancy carpet", "carpet fancy", 1));
+    let err = expect_config_error(cmd, "KEEPER_MNEMONIC");
+    assert!(err.contains("seed version"), "{err}");
+    assert_no_secret(&err, &SECRET_WORDS);
+}
+
+#[test]
+fn mnemonic_file_that_does_not_exist() {
+    let mut cmd = pricing();
+    cmd.env("KEEPER_MNEMONIC_FILE", "/nonexistent/keeper-mnemonic");
+    expect_config_error(cmd, "KEEPER_MNEMONIC_FILE");
+}
+
+#[test]
+fn zero_interval() {
+    let mut cmd = pricing();
+    cmd.env("UPDATE_INTERVAL", "0");
+    let err = expect_config_error(cmd, "UPDATE_INTERVAL");
+    assert!(err.contains("greater than zero"), "{err}");
+}
+
+#[test]
+fn non_numeric_interval() {
+    let mut cmd = pricing();
+    cmd.env("UPDATE_INTERVAL", "sixty");
+    expect_config_error(cmd, "UPDATE_INTERVAL");
+}
+
+#[test]
+fn cron_expression_that_does_not_parse() {
+    let mut cmd = keeper("db-backup");
+    cmd.arg("--once").env("BACKUP_SCHEDULE", "every six hours");
+    expect_config_error(cmd, "BACKUP_SCHEDULE");
+}
+
+#[test]
+fn secrets_in_bad_urls_stay_hidden() {
+    let mut cmd = pricing();
+    cmd.env("SLACK_WEBHOOK_URL", "hooks.slack.com/services/T000/B000/XOXBSECRET");
+    let err = expect_config_error(cmd, "SLACK_WEBHOOK_URL");
+    assert_no_secret(&err, &["XOXBSECRET"]);
+
+    let mut cmd = pricing();
+    cmd.env("DATABASE_URL", "mysql://keeper:hunter2@db/app");
+    let err = expect_config_error(cmd, "DATABASE_URL");
+    assert_no_secret(&err, &["hunter2"]);
+}
+
+#[test]
+fn help_shows_no_secret_from_the_environment() {
+    let mut cmd = keeper("pricing-oracle-keeper");
+    cmd.arg("--help").env("KEEPER_MNEMONIC", MNEMONIC).env("TON_API_KEY", "tonkeysecret");
+    let out = cmd.output().unwrap();
+    let (stdout, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stdout.contains("--dry-run"), "{stdout}");
+    assert_no_secret(&format!("{stdout}{stderr}"), &["carpet", "tonkeysecret"]);
+}
+
+#[test]
+fn unknown_flag_is_a_usage_error() {
+    let mut cmd = keeper("pricing-oracle-keeper");
+    cmd.arg("--frobnicate");
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
