@@ -1,1 +1,705 @@
-//! TODO(owner): see issue.
+//! Optional storage (DESIGN §7) and the wallet lease (DESIGN §5): PostgreSQL records, a Redis
+//! cache with pub/sub, and "one wallet, one sender".
+//!
+//! Both stores are optional and neither is ever on the critical path: the chain is the source of
+//! truth. [`Store::connect`] never fails; a store that is unreachable at start or lost mid-run
+//! *degrades* — one log line, `keeper_store_up{store}` = 0, alert `store_degraded:{store}` — and
+//! every call to it returns [`StoreError::Unavailable`] at once until a background probe sees it
+//! answer again (then the alert resolves). Calls that do reach a store are bounded by a short
+//! timeout, so a cycle never hangs on storage. The store logs its own failures; callers may ignore
+//! the `Err` of a record call.
+
+mod cache;
+mod health;
+mod lease;
+pub mod pg;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, RwLock, Weak};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use sqlx::PgPool;
+use tracing::{info, warn};
+
+pub use cache::Channel;
+pub use lease::{LeaseStatus, WalletLease};
+pub use pg::{
+    BackupOutcome, BackupRunRecord, BackupStatus, BridgeSnapshotRecord, BridgeStatus,
+    NewBridgeSnapshot, NewPriceUpdate, PriceUpdateRecord, StatusChange, UpdateReason, UpdateStatus,
+    migrate,
+};
+
+use crate::alert::Alerter;
+use crate::config::StorageSettings;
+use crate::telemetry::metrics::Metrics;
+use health::Health;
+
+/// Which store an operation concerns; also the `store` label of the store metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StoreKind {
+    /// PostgreSQL: the records.
+    Postgres,
+    /// Redis: cache, pub/sub and the wallet lease.
+    Redis,
+}
+
+impl StoreKind {
+    /// The metric label and alert subject: `postgres` or `redis`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Postgres => "postgres",
+            Self::Redis => "redis",
+        }
+    }
+}
+
+impl fmt::Display for StoreKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a storage call did not happen or did not succeed. Never carries a password.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store has no URL configured; nothing was attempted.
+    #[error("{store} is not configured")]
+    NotConfigured {
+        /// The store concerned.
+        store: StoreKind,
+    },
+    /// The store is degraded (it failed earlier and has not answered a probe since); the call
+    /// was skipped so the cycle is not slowed down.
+    #[error("{store} is unavailable (degraded); {op} skipped")]
+    Unavailable {
+        /// The store concerned.
+        store: StoreKind,
+        /// The skipped operation.
+        op: &'static str,
+    },
+    /// The store did not answer within the operation timeout.
+    #[error("{store} did not answer {op} within {timeout:?}")]
+    Timeout {
+        /// The store concerned.
+        store: StoreKind,
+        /// The operation that timed out.
+        op: &'static str,
+        /// The bound that was exceeded.
+        timeout: Duration,
+    },
+    /// A storage URL is unusable (the URL itself is not repeated: it may hold a password).
+    #[error("{store} URL {url} is unusable: {problem}")]
+    InvalidUrl {
+        /// The store concerned.
+        store: StoreKind,
+        /// The URL with its password redacted.
+        url: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// The schema name is not a plain lower-case SQL identifier.
+    #[error("schema {0:?} must be a lower-case SQL identifier (a-z, 0-9, _; at most 63)")]
+    InvalidSchema(String),
+    /// PostgreSQL answered with an error, or the connection failed.
+    #[error("postgres {op} failed: {source}")]
+    Postgres {
+        /// The operation that failed.
+        op: &'static str,
+        /// The driver's error.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// Applying the embedded migrations failed.
+    #[error("migrating schema {schema} failed: {source}")]
+    Migrate {
+        /// The schema being migrated.
+        schema: String,
+        /// The migrator's error.
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+    /// Redis answered with an error, or the connection failed.
+    #[error("redis {op} failed: {source}")]
+    Redis {
+        /// The operation that failed.
+        op: &'static str,
+        /// The client's error.
+        #[source]
+        source: redis::RedisError,
+    },
+    /// An update addressed a row that does not exist.
+    #[error("{table} has no row with id {id}")]
+    NoSuchRow {
+        /// The table.
+        table: &'static str,
+        /// The id looked for.
+        id: i64,
+    },
+    /// A stored value is not one the keepers write (a column was edited by hand?).
+    #[error("{table}.{column} holds unexpected value {value:?}")]
+    BadValue {
+        /// The table.
+        table: &'static str,
+        /// The column.
+        column: &'static str,
+        /// The value found.
+        value: String,
+    },
+}
+
+impl StoreError {
+    /// True when the error means the store is unreachable (connection refused or lost, timeout),
+    /// as opposed to the store answering with an error; only those degrade the store.
+    pub fn is_outage(&self) -> bool {
+        match self {
+            Self::Unavailable { .. } | Self::Timeout { .. } => true,
+            Self::Postgres { source, .. } => pg::is_outage(source),
+            Self::Migrate { source, .. } => match source {
+                sqlx::migrate::MigrateError::Execute(e) => pg::is_outage(e),
+                _ => false,
+            },
+            Self::Redis { source, .. } => cache::is_outage(source),
+            Self::NotConfigured { .. }
+            | Self::InvalidUrl { .. }
+            | Self::InvalidSchema(_)
+            | Self::NoSuchRow { .. }
+            | Self::BadValue { .. } => false,
+        }
+    }
+
+    /// True when the store is simply not configured (callers usually ignore this one silently).
+    pub fn is_not_configured(&self) -> bool {
+        matches!(self, Self::NotConfigured { .. })
+    }
+}
+
+/// Time bounds of storage calls.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreTimeouts {
+    /// Bound of one connection attempt (at start, by probes, for the Postgres lease connection).
+    pub connect: Duration,
+    /// Bound of one operation, connection included.
+    pub op: Duration,
+    /// How often a background probe checks each configured store (and revives a degraded one).
+    pub probe_every: Duration,
+}
+
+impl Default for StoreTimeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(3),
+            op: Duration::from_secs(2),
+            probe_every: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Handle to the optional stores; cheap to clone, shared by the keeper's tasks.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    postgres: Option<PgState>,
+    redis: Option<RedisState>,
+    /// A URL was configured but could not be used: the lease must not fall back to another
+    /// backend (or to "always held") because of it.
+    postgres_unusable: bool,
+    redis_unusable: bool,
+    prefix: String,
+    lease_ttl: Duration,
+    timeouts: StoreTimeouts,
+    metrics: Arc<Metrics>,
+}
+
+struct PgState {
+    pool: PgPool,
+    options: sqlx::postgres::PgConnectOptions,
+    schema: String,
+    /// Set once migrations were applied (or were not asked for), so a probe that revives a
+    /// database that was down at start applies them then.
+    migrated: tokio::sync::Mutex<bool>,
+    health: Health,
+}
+
+struct RedisState {
+    client: redis::Client,
+    config: ConnectionManagerConfig,
+    /// Replaced by the probe when a connection manager stops recovering on its own.
+    conn: RwLock<ConnectionManager>,
+    health: Health,
+}
+
+impl RedisState {
+    fn conn(&self) -> ConnectionManager {
+        match self.conn.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn renew_connection(&self) {
+        match ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone()) {
+            Ok(fresh) => match self.conn.write() {
+                Ok(mut c) => *c = fresh,
+                Err(poisoned) => *poisoned.into_inner() = fresh,
+            },
+            Err(e) => tracing::debug!(error = %e, "could not rebuild the redis connection"),
+        }
+    }
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("postgres", &self.inner.postgres.as_ref().map(|p| &p.schema))
+            .field("redis", &self.inner.redis.is_some())
+            .field("prefix", &self.inner.prefix)
+            .finish()
+    }
+}
+
+impl Store {
+    /// Connects to whatever is configured, with the default [`StoreTimeouts`]. Never fails: an
+    /// unusable or unreachable store is logged, alerted and degraded, and the keeper runs on.
+    pub async fn connect(
+        settings: &StorageSettings,
+        metrics: Arc<Metrics>,
+        alerter: Alerter,
+    ) -> Store {
+        Self::connect_with(settings, metrics, alerter, StoreTimeouts::default()).await
+    }
+
+    /// Like [`Store::connect`] with explicit time bounds.
+    pub async fn connect_with(
+        settings: &StorageSettings,
+        metrics: Arc<Metrics>,
+        alerter: Alerter,
+        timeouts: StoreTimeouts,
+    ) -> Store {
+        let pg_health = || Health::new(StoreKind::Postgres, metrics.clone(), alerter.clone());
+        let redis_health = || Health::new(StoreKind::Redis, metrics.clone(), alerter.clone());
+
+        let postgres = match &settings.database_url {
+            None => None,
+            Some(url) => match pg::pool(url, &settings.db_schema, timeouts) {
+                Ok((pool, options)) => Some(PgState {
+                    pool,
+                    options,
+                    schema: settings.db_schema.clone(),
+                    migrated: tokio::sync::Mutex::new(!settings.migrate_on_start),
+                    health: pg_health(),
+                }),
+                Err(e) => {
+                    // Config validation normally catches this; stay up without records.
+                    warn!(error = %e, "PostgreSQL is configured but unusable: records are off");
+                    pg_health().degrade(&e);
+                    None
+                }
+            },
+        };
+        let redis = match &settings.redis_url {
+            None => None,
+            Some(url) => match cache::manager(url, timeouts) {
+                Ok((client, config, conn)) => Some(RedisState {
+                    client,
+                    config,
+                    conn: RwLock::new(conn),
+                    health: redis_health(),
+                }),
+                Err(e) => {
+                    warn!(error = %e, "Redis is configured but unusable: cache, pub/sub and the Redis lease are off");
+                    redis_health().degrade(&e);
+                    None
+                }
+            },
+        };
+
+        say_what_is_not_recorded(postgres.is_some(), redis.is_some());
+        let postgres_unusable = postgres.is_none() && settings.database_url.is_some();
+        let redis_unusable = redis.is_none() && settings.redis_url.is_some();
+
+        let store = Store {
+            inner: Arc::new(Inner {
+                postgres,
+                redis,
+                postgres_unusable,
+                redis_unusable,
+                prefix: settings.redis_prefix.clone(),
+                lease_ttl: Duration::from_secs(settings.lease_ttl),
+                timeouts,
+                metrics,
+            }),
+        };
+        // First look at each store now, so the start-up log says where things stand.
+        tokio::join!(
+            probe_postgres(store.inner.clone()),
+            probe_redis(store.inner.clone())
+        );
+        if store.inner.postgres.is_some() || store.inner.redis.is_some() {
+            tokio::spawn(probe_loop(Arc::downgrade(&store.inner)));
+        }
+        store
+    }
+
+    /// A store with nothing configured (tests, tools): records nothing, the lease is local.
+    pub async fn none(metrics: Arc<Metrics>) -> Store {
+        let settings = StorageSettings::default();
+        Self::connect(&settings, metrics, Alerter::disabled()).await
+    }
+
+    /// True when a database URL is configured (whether or not it answers right now).
+    pub fn postgres_configured(&self) -> bool {
+        self.inner.postgres.is_some()
+    }
+
+    /// True when a Redis URL is configured (whether or not it answers right now).
+    pub fn redis_configured(&self) -> bool {
+        self.inner.redis.is_some()
+    }
+
+    /// True while the store is configured and not degraded.
+    pub fn is_up(&self, store: StoreKind) -> bool {
+        match store {
+            StoreKind::Postgres => self
+                .inner
+                .postgres
+                .as_ref()
+                .is_some_and(|p| p.health.is_up()),
+            StoreKind::Redis => self.inner.redis.as_ref().is_some_and(|r| r.health.is_up()),
+        }
+    }
+
+    /// The PostgreSQL pool (connections use the keepers' schema), for queries this module does
+    /// not offer; calls through it are not bounded or health-tracked.
+    pub fn pg_pool(&self) -> Option<&PgPool> {
+        self.inner.postgres.as_ref().map(|p| &p.pool)
+    }
+
+    /// The Redis key prefix (`REDIS_PREFIX`).
+    pub fn redis_prefix(&self) -> &str {
+        &self.inner.prefix
+    }
+
+    /// Runs a PostgreSQL operation gated by health and bounded by the op timeout.
+    async fn with_pg<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(PgPool) -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        let Some(pg) = &self.inner.postgres else {
+            return Err(StoreError::NotConfigured {
+                store: StoreKind::Postgres,
+            });
+        };
+        let fut = f(pg.pool.clone());
+        bounded(&pg.health, op, self.inner.timeouts.op, fut).await
+    }
+
+    /// Runs a Redis operation gated by health and bounded by the op timeout.
+    async fn with_redis<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        let Some(r) = &self.inner.redis else {
+            return Err(StoreError::NotConfigured {
+                store: StoreKind::Redis,
+            });
+        };
+        let fut = f(r.conn());
+        bounded(&r.health, op, self.inner.timeouts.op, fut).await
+    }
+
+    /// Records a price update; returns its id (for [`Store::set_price_update_status`]).
+    pub async fn insert_price_update(&self, update: &NewPriceUpdate) -> Result<i64, StoreError> {
+        self.with_pg("insert price update", |pool| async move {
+            pg::insert_price_update(&pool, update).await
+        })
+        .await
+    }
+
+    /// Moves a recorded price update to its outcome (confirmed, failed…).
+    pub async fn set_price_update_status(
+        &self,
+        id: i64,
+        change: &StatusChange,
+    ) -> Result<(), StoreError> {
+        self.with_pg("update price update status", |pool| async move {
+            pg::set_price_update_status(&pool, id, change).await
+        })
+        .await
+    }
+
+    /// The newest recorded update of one asset.
+    pub async fn latest_price_update(
+        &self,
+        asset: &str,
+    ) -> Result<Option<PriceUpdateRecord>, StoreError> {
+        self.with_pg("read latest price update", |pool| async move {
+            pg::latest_price_update(&pool, asset).await
+        })
+        .await
+    }
+
+    /// The newest recorded update of every asset, ordered by asset.
+    pub async fn latest_price_updates(&self) -> Result<Vec<PriceUpdateRecord>, StoreError> {
+        self.with_pg("read latest price updates", |pool| async move {
+            pg::latest_price_updates(&pool).await
+        })
+        .await
+    }
+
+    /// Records a bridge health snapshot; returns its id.
+    pub async fn insert_bridge_snapshot(
+        &self,
+        snapshot: &NewBridgeSnapshot,
+    ) -> Result<i64, StoreError> {
+        self.with_pg("insert bridge snapshot", |pool| async move {
+            pg::insert_bridge_snapshot(&pool, snapshot).await
+        })
+        .await
+    }
+
+    /// The newest snapshot of one bridge.
+    pub async fn latest_bridge_snapshot(
+        &self,
+        bridge_id: i32,
+    ) -> Result<Option<BridgeSnapshotRecord>, StoreError> {
+        self.with_pg("read latest bridge snapshot", |pool| async move {
+            pg::latest_bridge_snapshot(&pool, bridge_id).await
+        })
+        .await
+    }
+
+    /// The newest snapshot of every bridge, ordered by bridge id.
+    pub async fn latest_bridge_snapshots(&self) -> Result<Vec<BridgeSnapshotRecord>, StoreError> {
+        self.with_pg("read latest bridge snapshots", |pool| async move {
+            pg::latest_bridge_snapshots(&pool).await
+        })
+        .await
+    }
+
+    /// Records the start of a backup run (status `running`); returns its id.
+    pub async fn start_backup_run(&self, database: &str) -> Result<i64, StoreError> {
+        self.with_pg("start backup run", |pool| async move {
+            pg::start_backup_run(&pool, database).await
+        })
+        .await
+    }
+
+    /// Records how a backup run ended (`success` or `failed`) and stamps `finished_at`.
+    pub async fn finish_backup_run(
+        &self,
+        id: i64,
+        outcome: &BackupOutcome,
+    ) -> Result<(), StoreError> {
+        self.with_pg("finish backup run", |pool| async move {
+            pg::finish_backup_run(&pool, id, outcome).await
+        })
+        .await
+    }
+
+    /// The newest backup runs, newest first; with a status, only those (`success` ordered by
+    /// `finished_at`, others by `started_at`).
+    pub async fn latest_backup_runs(
+        &self,
+        status: Option<BackupStatus>,
+        limit: u32,
+    ) -> Result<Vec<BackupRunRecord>, StoreError> {
+        self.with_pg("list backup runs", |pool| async move {
+            pg::latest_backup_runs(&pool, status, limit).await
+        })
+        .await
+    }
+
+    /// Writes fields of the hash `{prefix}price:{asset}`.
+    pub async fn put_price(
+        &self,
+        asset: &str,
+        fields: &[(&str, String)],
+    ) -> Result<(), StoreError> {
+        let key = cache::price_key(&self.inner.prefix, asset);
+        self.with_redis("write price hash", |mut conn| async move {
+            cache::hset(&mut conn, &key, fields).await
+        })
+        .await
+    }
+
+    /// Reads the hash `{prefix}price:{asset}` (empty when absent).
+    pub async fn get_price(&self, asset: &str) -> Result<HashMap<String, String>, StoreError> {
+        let key = cache::price_key(&self.inner.prefix, asset);
+        self.with_redis("read price hash", |mut conn| async move {
+            cache::hgetall(&mut conn, &key).await
+        })
+        .await
+    }
+
+    /// Writes fields of the hash `{prefix}bridge_health:{bridge_id}`.
+    pub async fn put_bridge_health(
+        &self,
+        bridge_id: i32,
+        fields: &[(&str, String)],
+    ) -> Result<(), StoreError> {
+        let key = cache::bridge_key(&self.inner.prefix, bridge_id);
+        self.with_redis("write bridge health hash", |mut conn| async move {
+            cache::hset(&mut conn, &key, fields).await
+        })
+        .await
+    }
+
+    /// Reads the hash `{prefix}bridge_health:{bridge_id}` (empty when absent).
+    pub async fn get_bridge_health(
+        &self,
+        bridge_id: i32,
+    ) -> Result<HashMap<String, String>, StoreError> {
+        let key = cache::bridge_key(&self.inner.prefix, bridge_id);
+        self.with_redis("read bridge health hash", |mut conn| async move {
+            cache::hgetall(&mut conn, &key).await
+        })
+        .await
+    }
+
+    /// Publishes `message` on a pub/sub channel; returns how many subscribers received it.
+    pub async fn publish(&self, channel: Channel, message: &str) -> Result<u64, StoreError> {
+        self.with_redis("publish", |mut conn| async move {
+            cache::publish(&mut conn, channel, message).await
+        })
+        .await
+    }
+
+    /// The wallet lease for `wallet`, contended under the name `holder_id` (host and pid, pod
+    /// name…): Redis when configured, else a Postgres advisory lock, else always held.
+    pub fn lease(&self, wallet: &str, holder_id: &str) -> WalletLease {
+        lease::WalletLease::new(self.inner.clone(), wallet, holder_id)
+    }
+}
+
+/// Gates on health, bounds by `limit`, and feeds the outcome back into health.
+async fn bounded<T>(
+    health: &Health,
+    op: &'static str,
+    limit: Duration,
+    fut: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    if !health.is_up() {
+        let e = StoreError::Unavailable {
+            store: health.kind(),
+            op,
+        };
+        health.count_error();
+        return Err(e);
+    }
+    let result = match tokio::time::timeout(limit, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(StoreError::Timeout {
+            store: health.kind(),
+            op,
+            timeout: limit,
+        }),
+    };
+    match &result {
+        Ok(_) => health.ok(),
+        Err(e) => {
+            health.count_error();
+            health.failed(e);
+        }
+    }
+    result
+}
+
+fn say_what_is_not_recorded(postgres: bool, redis: bool) {
+    match (postgres, redis) {
+        (false, false) => info!(
+            "no DATABASE_URL and no REDIS_URL: price updates, bridge snapshots and backup runs are \
+             not recorded, nothing is cached or published on Redis, and the wallet lease is local \
+             to this process (run a single instance per wallet)"
+        ),
+        (false, true) => info!(
+            "no DATABASE_URL: price updates, bridge snapshots and backup runs are not recorded"
+        ),
+        (true, false) => info!(
+            "no REDIS_URL: nothing is cached or published on Redis; the wallet lease uses a \
+             PostgreSQL advisory lock"
+        ),
+        (true, true) => {}
+    }
+}
+
+/// One look at PostgreSQL: `SELECT 1`, and the migrations if still due.
+async fn probe_postgres(inner: Arc<Inner>) {
+    let Some(pg) = &inner.postgres else { return };
+    let limit = inner.timeouts.connect.max(inner.timeouts.op);
+    let result = tokio::time::timeout(limit, async {
+        let mut migrated = pg.migrated.lock().await;
+        if !*migrated {
+            let mut conn = pg
+                .pool
+                .acquire()
+                .await
+                .map_err(|source| StoreError::Postgres {
+                    op: "connect",
+                    source,
+                })?;
+            pg::apply_migrations(&mut conn, &pg.schema).await?;
+            info!(schema = %pg.schema, "database migrations applied");
+            *migrated = true;
+        } else {
+            pg::ping(&pg.pool).await?;
+        }
+        Ok::<_, StoreError>(())
+    })
+    .await
+    .unwrap_or(Err(StoreError::Timeout {
+        store: StoreKind::Postgres,
+        op: "probe",
+        timeout: limit,
+    }));
+    match result {
+        Ok(()) => pg.health.ok(),
+        Err(e) => {
+            // A database that answers but cannot be migrated is as good as down for records.
+            pg.health.degrade(&e);
+        }
+    }
+}
+
+/// One look at Redis: `PING`; a failed probe rebuilds the connection manager.
+async fn probe_redis(inner: Arc<Inner>) {
+    let Some(r) = &inner.redis else { return };
+    let limit = inner.timeouts.connect.max(inner.timeouts.op);
+    let mut conn = r.conn();
+    let result = tokio::time::timeout(limit, cache::ping(&mut conn))
+        .await
+        .unwrap_or(Err(StoreError::Timeout {
+            store: StoreKind::Redis,
+            op: "probe",
+            timeout: limit,
+        }));
+    match result {
+        Ok(()) => r.health.ok(),
+        Err(e) => {
+            r.health.failed(&e);
+            r.renew_connection();
+        }
+    }
+}
+
+async fn probe_loop(inner: Weak<Inner>) {
+    let every = match inner.upgrade() {
+        Some(i) => i.timeouts.probe_every,
+        None => return,
+    };
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        tokio::join!(probe_postgres(inner.clone()), probe_redis(inner));
+    }
+}
