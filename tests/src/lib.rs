@@ -2,3 +2,4 @@
 //! stand-ins for the third-party services (answering in their documented formats).
 
 pub mod env;
+pub mod probe;

@@ -308,10 +308,7 @@ impl From<&RunnerSettings> for Timing {
         let interval = Duration::from_secs(s.interval.max(1));
         Self {
             interval,
-            cycle_timeout: s
-                .cycle_timeout
-                .map(Duration::from_secs)
-                .unwrap_or(interval),
+            cycle_timeout: s.cycle_timeout.map(Duration::from_secs).unwrap_or(interval),
             shutdown_grace: Duration::from_secs(s.shutdown_grace),
             stale_intervals: s.stale_intervals.max(1),
         }
@@ -414,8 +411,10 @@ impl Runner {
             .notifier
             .watchdog_every()
             .map(|every| tokio::time::interval_at(Instant::now() + every, every));
-        self.notifier
-            .ready(&format!("started; ticking every {} s", period.as_secs_f64()));
+        self.notifier.ready(&format!(
+            "started; ticking every {} s",
+            period.as_secs_f64()
+        ));
         tracing::info!(
             keeper = %self.keeper,
             interval_s = period.as_secs_f64(),
@@ -566,7 +565,8 @@ impl Runner {
             ),
         }
         drop(_entered);
-        self.notifier.status(&format!("tick {tick} {outcome}: {summary}"));
+        self.notifier
+            .status(&format!("tick {tick} {outcome}: {summary}"));
         self.health.record_cycle(CycleRecord {
             tick,
             outcome: outcome.as_str().to_owned(),

@@ -44,7 +44,10 @@ impl Notifier {
     }
 
     pub(crate) fn ready(&self, status: &str) {
-        self.send(&[NotifyState::Ready, NotifyState::Status(&status_line(status))]);
+        self.send(&[
+            NotifyState::Ready,
+            NotifyState::Status(&status_line(status)),
+        ]);
     }
 
     pub(crate) fn watchdog(&self) {

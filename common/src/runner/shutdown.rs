@@ -87,7 +87,10 @@ impl Shutdown {
                 };
                 let Some(name) = name else { break };
                 if this.is_triggered() {
-                    tracing::warn!(signal = name, "second stop signal: cutting the in-flight cycle");
+                    tracing::warn!(
+                        signal = name,
+                        "second stop signal: cutting the in-flight cycle"
+                    );
                 } else {
                     tracing::info!(
                         signal = name,

@@ -27,7 +27,9 @@ pub enum TelemetryError {
     #[error("RUST_LOG: invalid filter directive: {0}")]
     Filter(String),
     /// The OTLP exporter could not be built.
-    #[error("telemetry.otlp_endpoint (OTEL_EXPORTER_OTLP_ENDPOINT): cannot build the OTLP exporter: {0}")]
+    #[error(
+        "telemetry.otlp_endpoint (OTEL_EXPORTER_OTLP_ENDPOINT): cannot build the OTLP exporter: {0}"
+    )]
     Exporter(String),
     /// A global subscriber was already installed in this process.
     #[error("logging is already initialised in this process")]
@@ -156,7 +158,8 @@ fn tracer_provider(base: &str, service: &str) -> Result<SdkTracerProvider, Telem
         .with_timeout(EXPORT_TIMEOUT)
         .build()
         .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
-    let processor = BatchSpanProcessor::builder(exporter, opentelemetry_sdk::runtime::Tokio).build();
+    let processor =
+        BatchSpanProcessor::builder(exporter, opentelemetry_sdk::runtime::Tokio).build();
     let mut resource = Resource::builder();
     if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
         resource = resource.with_service_name(service.to_owned());

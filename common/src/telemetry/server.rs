@@ -24,7 +24,9 @@ pub const OPENMETRICS_TEXT: &str = "application/openmetrics-text; version=1.0.0;
 #[derive(Debug, thiserror::Error)]
 pub enum OpsError {
     /// The listen address is taken, not local, or not permitted.
-    #[error("ops server: cannot listen on {addr} (telemetry.metrics_addr / METRICS_ADDR): {source}")]
+    #[error(
+        "ops server: cannot listen on {addr} (telemetry.metrics_addr / METRICS_ADDR): {source}"
+    )]
     Bind {
         /// The address that was asked for.
         addr: SocketAddr,
@@ -192,9 +194,14 @@ mod tests {
         let m = Metrics::new("pricing-oracle");
         m.record_cycle("success", 0.1);
         let text = to_prometheus_text(&m.render());
-        assert!(text.contains("# TYPE keeper_cycles_total counter\n"), "{text}");
+        assert!(
+            text.contains("# TYPE keeper_cycles_total counter\n"),
+            "{text}"
+        );
         assert!(text.contains("# HELP keeper_cycles_total Cycles by outcome"));
-        assert!(text.contains("keeper_cycles_total{keeper=\"pricing-oracle\",outcome=\"success\"} 1\n"));
+        assert!(
+            text.contains("keeper_cycles_total{keeper=\"pricing-oracle\",outcome=\"success\"} 1\n")
+        );
         assert!(text.contains("# TYPE keeper_cycle_duration_seconds histogram\n"));
         assert!(!text.contains("# EOF"));
     }
