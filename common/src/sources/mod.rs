@@ -1,1 +1,31 @@
-//! TODO(owner): see issue.
+//! Price sources (DESIGN §4): Chainlink feeds over Ethereum JSON-RPC, CoinGecko and DefiLlama,
+//! fetched concurrently into per-asset observations for [`crate::aggregate`].
+//!
+//! The JSON-RPC client ([`EvmRpc`]) and the DefiLlama and CoinGecko clients are public: the
+//! bridge keeper reuses them for `allowLock()` and `ton:` peg checks.
+
+pub mod chainlink;
+pub mod coingecko;
+mod config;
+pub mod defillama;
+pub mod evm;
+mod fetcher;
+mod quote;
+pub mod upstream;
+
+pub use chainlink::Chainlink;
+pub use coingecko::CoinGecko;
+pub use config::{
+    AggregationSettings, AssetConfig, AssetList, COINGECKO_PRO_URL, COINGECKO_PUBLIC_URL,
+    ChainlinkFeed, CoinGeckoTier, DEFAULT_ETH_RPC_URLS, DEFILLAMA_COINS_URL, RequestPolicy,
+    SOURCES_ENV, SanityBand, SourcesSettings, host_of, parse_address, parse_search_width,
+    validate_defillama_key,
+};
+pub use defillama::DefiLlama;
+pub use evm::{EthCall, EvmRpc, RpcError, RpcErrorKind};
+pub use fetcher::{AssetObservations, Fetched, PriceFetcher};
+pub use quote::{
+    InvalidValue, MicroError, Observation, PricePoint, Quote, Reason, Rejected, Source,
+    decimal_from_json_number, parse_decimal, parse_timestamp, price_micro,
+};
+pub use upstream::SourceError;

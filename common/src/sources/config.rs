@@ -1,0 +1,919 @@
+//! Settings of the price sources (`[sources]`), of aggregation (`[aggregation]`) and the asset
+//! table (`[[assets]]`), with their environment bindings and validation.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use alloy_primitives::Address;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Deserializer, Serialize};
+
+use super::Source;
+use crate::config::{ConfigError, EnvBinding, Kind, bind, validate};
+use crate::secret::Secret;
+
+/// Environment bindings of `[sources]` and `[aggregation]`; the pricing and bridge keepers
+/// append them to `COMMON_ENV`.
+pub const SOURCES_ENV: &[EnvBinding] = &[
+    bind("ETH_RPC_URL", "sources.eth_rpc_urls", Kind::List),
+    bind(
+        "COINGECKO_BASE_URL",
+        "sources.coingecko_base_url",
+        Kind::Str,
+    ),
+    bind("COINGECKO_API_KEY", "sources.coingecko_api_key", Kind::Str),
+    bind("COINGECKO_TIER", "sources.coingecko_tier", Kind::Str),
+    bind(
+        "DEFILLAMA_COINS_URL",
+        "sources.defillama_coins_url",
+        Kind::Str,
+    ),
+    bind(
+        "DEFILLAMA_SEARCH_WIDTH",
+        "sources.defillama_search_width",
+        Kind::Str,
+    ),
+    bind("SOURCE_TIMEOUT", "sources.request_timeout", Kind::Int),
+    bind("MIN_SOURCES", "aggregation.min_sources", Kind::Int),
+    bind(
+        "MAX_DEVIATION_BPS",
+        "aggregation.max_deviation_bps",
+        Kind::Int,
+    ),
+];
+
+/// Default public Ethereum JSON-RPC endpoints (keyless), tried in order.
+pub const DEFAULT_ETH_RPC_URLS: &[&str] = &[
+    "https://ethereum-rpc.publicnode.com",
+    "https://eth.drpc.org",
+];
+/// CoinGecko's public and demo host.
+pub const COINGECKO_PUBLIC_URL: &str = "https://api.coingecko.com/api/v3";
+/// CoinGecko's paid host.
+pub const COINGECKO_PRO_URL: &str = "https://pro-api.coingecko.com/api/v3";
+/// DefiLlama's coins API.
+pub const DEFILLAMA_COINS_URL: &str = "https://coins.llama.fi";
+
+/// CoinGecko plan: decides the host and the key header (reference §1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CoinGeckoTier {
+    /// No key, api.coingecko.com, per-IP rate limit.
+    Keyless,
+    /// Demo key in `x-cg-demo-api-key`, api.coingecko.com.
+    Demo,
+    /// Pro key in `x-cg-pro-api-key`, pro-api.coingecko.com.
+    Pro,
+}
+
+impl CoinGeckoTier {
+    /// The header carrying the key, if the tier has one.
+    pub fn key_header(self) -> Option<&'static str> {
+        match self {
+            Self::Keyless => None,
+            Self::Demo => Some("x-cg-demo-api-key"),
+            Self::Pro => Some("x-cg-pro-api-key"),
+        }
+    }
+
+    /// The tier's default base URL.
+    pub fn default_base_url(self) -> &'static str {
+        match self {
+            Self::Pro => COINGECKO_PRO_URL,
+            Self::Keyless | Self::Demo => COINGECKO_PUBLIC_URL,
+        }
+    }
+}
+
+/// Timeout and retry behaviour of every request to one upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestPolicy {
+    /// Bound on one request, connection to last body byte.
+    pub timeout: Duration,
+    /// Tries per request, the first included (so `attempts - 1` retries).
+    pub attempts: u32,
+    /// First backoff delay; doubles per retry, with jitter.
+    pub min_delay: Duration,
+    /// Longest wait between tries, also the cap on a server's `Retry-After` within one tick.
+    pub max_delay: Duration,
+}
+
+impl Default for RequestPolicy {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(10),
+            attempts: 3,
+            min_delay: Duration::from_millis(250),
+            max_delay: Duration::from_secs(5),
+        }
+    }
+}
+
+/// `[sources]`: where prices come from and how hard to try.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourcesSettings {
+    /// Which sources run: any of `chainlink`, `coingecko`, `defillama`.
+    pub enabled: Vec<Source>,
+    /// Ethereum JSON-RPC endpoints, tried in order (`ETH_RPC_URL`, comma-separated); URLs often
+    /// carry a key in their path, so they are secrets.
+    pub eth_rpc_urls: Vec<Secret>,
+    /// CoinGecko API base (`COINGECKO_BASE_URL`); default: the tier's host.
+    pub coingecko_base_url: Option<String>,
+    /// CoinGecko demo or pro key (`COINGECKO_API_KEY`).
+    pub coingecko_api_key: Option<Secret>,
+    /// `keyless`, `demo` or `pro` (`COINGECKO_TIER`); default: `demo` with a key, else `keyless`.
+    pub coingecko_tier: Option<CoinGeckoTier>,
+    /// DefiLlama coins API base (`DEFILLAMA_COINS_URL`); may carry a pro key in its path.
+    pub defillama_coins_url: Secret,
+    /// DefiLlama `searchWidth` (`4h`, `12h`, `1d`…): older coins are left out of the answer.
+    pub defillama_search_width: String,
+    /// Per-request timeout, seconds (`SOURCE_TIMEOUT`).
+    pub request_timeout: u64,
+    /// Retries after the first try of a request.
+    pub retries: u32,
+    /// First backoff delay, milliseconds (doubles per retry, with jitter).
+    pub retry_delay_ms: u64,
+    /// Longest wait between tries, seconds; a longer `Retry-After` skips the source until then.
+    pub retry_max_delay: u64,
+    /// Bound on one source's whole fetch in a tick (retries and failover included), seconds.
+    pub deadline: u64,
+    /// Oldest acceptable CoinGecko quote, seconds.
+    pub coingecko_max_age: u64,
+    /// Oldest acceptable DefiLlama quote, seconds.
+    pub defillama_max_age: u64,
+    /// Seconds a Chainlink round may exceed its feed's heartbeat before it is stale.
+    pub chainlink_grace: u64,
+}
+
+impl Default for SourcesSettings {
+    fn default() -> Self {
+        Self {
+            enabled: vec![Source::Chainlink, Source::Coingecko, Source::Defillama],
+            eth_rpc_urls: DEFAULT_ETH_RPC_URLS
+                .iter()
+                .map(|u| Secret::new(*u))
+                .collect(),
+            coingecko_base_url: None,
+            coingecko_api_key: None,
+            coingecko_tier: None,
+            defillama_coins_url: Secret::new(DEFILLAMA_COINS_URL),
+            defillama_search_width: "4h".into(),
+            request_timeout: 10,
+            retries: 2,
+            retry_delay_ms: 250,
+            retry_max_delay: 5,
+            deadline: 30,
+            coingecko_max_age: 600,
+            defillama_max_age: 600,
+            chainlink_grace: 600,
+        }
+    }
+}
+
+impl fmt::Debug for SourcesSettings {
+    // URLs may carry keys in their path; show only hosts.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SourcesSettings")
+            .field("enabled", &self.enabled)
+            .field(
+                "eth_rpc_urls",
+                &self
+                    .eth_rpc_urls
+                    .iter()
+                    .map(|u| host_of(u.expose()))
+                    .collect::<Vec<_>>(),
+            )
+            .field("coingecko_base_url", &self.coingecko_base_url())
+            .field("coingecko_api_key", &self.coingecko_api_key)
+            .field("coingecko_tier", &self.coingecko_tier())
+            .field(
+                "defillama_coins_url",
+                &host_of(self.defillama_coins_url.expose()),
+            )
+            .field("defillama_search_width", &self.defillama_search_width)
+            .field("request_timeout", &self.request_timeout)
+            .field("retries", &self.retries)
+            .field("retry_delay_ms", &self.retry_delay_ms)
+            .field("retry_max_delay", &self.retry_max_delay)
+            .field("deadline", &self.deadline)
+            .field("coingecko_max_age", &self.coingecko_max_age)
+            .field("defillama_max_age", &self.defillama_max_age)
+            .field("chainlink_grace", &self.chainlink_grace)
+            .finish()
+    }
+}
+
+/// The host of a URL, for messages that must not show a path or query (keys live there).
+pub fn host_of(url: &str) -> String {
+    url::Url::parse(url)
+        .ok()
+        .and_then(|u| {
+            u.host_str().map(|h| match u.port() {
+                Some(p) => format!("{h}:{p}"),
+                None => h.to_owned(),
+            })
+        })
+        .unwrap_or_else(|| "[unparsable url]".to_owned())
+}
+
+impl SourcesSettings {
+    /// The effective CoinGecko tier: explicit, else `demo` when a key is set, else `keyless`.
+    pub fn coingecko_tier(&self) -> CoinGeckoTier {
+        match (self.coingecko_tier, &self.coingecko_api_key) {
+            (Some(t), _) => t,
+            (None, Some(k)) if !k.is_empty() => CoinGeckoTier::Demo,
+            (None, _) => CoinGeckoTier::Keyless,
+        }
+    }
+
+    /// The effective CoinGecko base URL (override, else the tier's host), without trailing `/`.
+    pub fn coingecko_base_url(&self) -> String {
+        self.coingecko_base_url
+            .as_deref()
+            .unwrap_or(self.coingecko_tier().default_base_url())
+            .trim_end_matches('/')
+            .to_owned()
+    }
+
+    /// True when `source` is enabled.
+    pub fn is_enabled(&self, source: Source) -> bool {
+        self.enabled.contains(&source)
+    }
+
+    /// Timeout and retry behaviour derived from these settings.
+    pub fn request_policy(&self) -> RequestPolicy {
+        RequestPolicy {
+            timeout: Duration::from_secs(self.request_timeout),
+            attempts: self.retries.saturating_add(1),
+            min_delay: Duration::from_millis(self.retry_delay_ms),
+            max_delay: Duration::from_secs(self.retry_max_delay),
+        }
+    }
+
+    /// The oldest acceptable quote for a non-Chainlink source, seconds.
+    pub fn max_age(&self, source: Source) -> u64 {
+        match source {
+            Source::Coingecko => self.coingecko_max_age,
+            Source::Defillama => self.defillama_max_age,
+            // Chainlink's limit is per feed: heartbeat + grace.
+            Source::Chainlink => self.chainlink_grace,
+        }
+    }
+
+    /// Checks URLs, the CoinGecko tier and key, durations and the search width.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut seen = HashSet::new();
+        for s in &self.enabled {
+            if !seen.insert(*s) {
+                return Err(ConfigError::new(
+                    "sources.enabled",
+                    format!("{s} is listed twice"),
+                ));
+            }
+        }
+        if self.is_enabled(Source::Chainlink) && self.eth_rpc_urls.is_empty() {
+            return Err(ConfigError::new(
+                "sources.eth_rpc_urls (ETH_RPC_URL)",
+                "chainlink is enabled but no Ethereum RPC URL is set",
+            ));
+        }
+        for (i, u) in self.eth_rpc_urls.iter().enumerate() {
+            validate::secret_http_url(&format!("sources.eth_rpc_urls[{i}] (ETH_RPC_URL)"), u)?;
+        }
+        if let Some(u) = &self.coingecko_base_url {
+            validate::http_url("sources.coingecko_base_url (COINGECKO_BASE_URL)", u)?;
+        }
+        validate::secret_http_url(
+            "sources.defillama_coins_url (DEFILLAMA_COINS_URL)",
+            &self.defillama_coins_url,
+        )?;
+        let key = self.coingecko_api_key.as_ref().filter(|k| !k.is_empty());
+        match (self.coingecko_tier(), key) {
+            (CoinGeckoTier::Keyless, Some(_)) => {
+                return Err(ConfigError::new(
+                    "sources.coingecko_tier (COINGECKO_TIER)",
+                    "keyless, but COINGECKO_API_KEY is set: use demo or pro",
+                ));
+            }
+            (t @ (CoinGeckoTier::Demo | CoinGeckoTier::Pro), None) => {
+                return Err(ConfigError::new(
+                    "sources.coingecko_api_key (COINGECKO_API_KEY)",
+                    format!("required by coingecko_tier {t:?}"),
+                ));
+            }
+            (_, Some(k)) => {
+                if !k.expose().bytes().all(|b| b.is_ascii_graphic()) {
+                    return Err(ConfigError::new(
+                        "sources.coingecko_api_key (COINGECKO_API_KEY)",
+                        "must be printable ASCII without spaces",
+                    ));
+                }
+            }
+            (CoinGeckoTier::Keyless, None) => {}
+        }
+        parse_search_width(&self.defillama_search_width).map_err(|p| {
+            ConfigError::new("sources.defillama_search_width (DEFILLAMA_SEARCH_WIDTH)", p)
+        })?;
+        validate::nonzero(
+            "sources.request_timeout (SOURCE_TIMEOUT)",
+            self.request_timeout,
+        )?;
+        validate::nonzero("sources.deadline", self.deadline)?;
+        if self.deadline < self.request_timeout {
+            return Err(ConfigError::new(
+                "sources.deadline",
+                format!(
+                    "{}s is shorter than sources.request_timeout ({}s)",
+                    self.deadline, self.request_timeout
+                ),
+            ));
+        }
+        if self.retries > 10 {
+            return Err(ConfigError::new("sources.retries", "at most 10"));
+        }
+        validate::nonzero("sources.coingecko_max_age", self.coingecko_max_age)?;
+        validate::nonzero("sources.defillama_max_age", self.defillama_max_age)?;
+        Ok(())
+    }
+}
+
+/// Parses a DefiLlama `searchWidth` (`30m`, `4h`, `1d`, `1w`, or bare seconds) into seconds.
+pub fn parse_search_width(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (digits, unit) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&t[..i], c),
+        _ => (t, 's'),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a search width like 4h, 12h, 1d or 1w"))?;
+    let mult = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3_600,
+        'd' => 86_400,
+        'w' => 604_800,
+        _ => return Err(format!("{text:?}: unit must be s, m, h, d or w")),
+    };
+    match n.checked_mul(mult) {
+        Some(0) | None => Err(format!("{text:?} must be a positive width")),
+        Some(s) => Ok(s),
+    }
+}
+
+/// An inclusive USD price range outside which a quote is rejected as implausible.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SanityBand {
+    /// Lowest plausible price.
+    pub low: Decimal,
+    /// Highest plausible price.
+    pub high: Decimal,
+}
+
+impl SanityBand {
+    /// The stablecoin default, [0.5, 2.0] USD.
+    pub const STABLECOIN: Self = Self {
+        low: Decimal::from_parts(5, 0, 0, false, 1),
+        high: Decimal::from_parts(2, 0, 0, false, 0),
+    };
+
+    /// True when `price` lies within the band.
+    pub fn contains(&self, price: Decimal) -> bool {
+        price >= self.low && price <= self.high
+    }
+
+    fn validate(&self, setting: &str) -> Result<(), ConfigError> {
+        if self.low <= Decimal::ZERO || self.high <= self.low {
+            return Err(ConfigError::new(
+                setting,
+                format!("[{}, {}] must satisfy 0 < low < high", self.low, self.high),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl<'de> Deserialize<'de> for SanityBand {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v: Vec<ConfigDecimal> = Vec::deserialize(d)?;
+        match v.as_slice() {
+            [low, high] => Ok(Self {
+                low: low.0,
+                high: high.0,
+            }),
+            _ => Err(serde::de::Error::custom(
+                "expected [low, high], two USD prices",
+            )),
+        }
+    }
+}
+
+/// A decimal written in TOML as a string, an integer or a float (a float is read from its
+/// shortest text form, so `0.98` is exactly 0.98).
+struct ConfigDecimal(Decimal);
+
+impl<'de> Deserialize<'de> for ConfigDecimal {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            Int(i64),
+            Float(f64),
+        }
+        let text = match Raw::deserialize(d)? {
+            Raw::Text(s) => s,
+            Raw::Int(i) => i.to_string(),
+            Raw::Float(f) if f.is_finite() => f.to_string(),
+            Raw::Float(_) => return Err(serde::de::Error::custom("expected a finite number")),
+        };
+        Decimal::from_str(text.trim())
+            .map(ConfigDecimal)
+            .map_err(|_| serde::de::Error::custom(format!("{text:?} is not a decimal number")))
+    }
+}
+
+/// `[aggregation]`: how quotes become one price (DESIGN §4).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AggregationSettings {
+    /// Valid, agreeing sources needed to publish (`MIN_SOURCES`).
+    pub min_sources: u32,
+    /// Quotes further than this from the median are dropped, basis points (`MAX_DEVIATION_BPS`).
+    pub max_deviation_bps: u32,
+    /// Default plausible price range, `[low, high]` USD; assets may override it.
+    pub sanity_band: SanityBand,
+}
+
+impl Default for AggregationSettings {
+    fn default() -> Self {
+        Self {
+            min_sources: 2,
+            max_deviation_bps: 200,
+            sanity_band: SanityBand::STABLECOIN,
+        }
+    }
+}
+
+impl AggregationSettings {
+    /// Checks the quorum, the deviation and the band.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        validate::nonzero(
+            "aggregation.min_sources (MIN_SOURCES)",
+            u64::from(self.min_sources),
+        )?;
+        if self.min_sources > 3 {
+            return Err(ConfigError::new(
+                "aggregation.min_sources (MIN_SOURCES)",
+                format!("{} exceeds the 3 available sources", self.min_sources),
+            ));
+        }
+        validate::nonzero(
+            "aggregation.max_deviation_bps (MAX_DEVIATION_BPS)",
+            u64::from(self.max_deviation_bps),
+        )?;
+        if self.max_deviation_bps > 10_000 {
+            return Err(ConfigError::new(
+                "aggregation.max_deviation_bps (MAX_DEVIATION_BPS)",
+                "at most 10000 (100%)",
+            ));
+        }
+        self.sanity_band.validate("aggregation.sanity_band")
+    }
+
+    /// The rules for one asset: these settings with the asset's own band, if it has one.
+    pub fn policy_for(&self, asset: &AssetConfig) -> crate::aggregate::AggregatePolicy {
+        crate::aggregate::AggregatePolicy {
+            min_sources: self.min_sources as usize,
+            max_deviation_bps: self.max_deviation_bps,
+            band: asset.sanity_band.unwrap_or(self.sanity_band),
+        }
+    }
+}
+
+/// A Chainlink feed on Ethereum mainnet.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainlinkFeed {
+    /// The feed's proxy (EACAggregatorProxy) address, `0x…` (EIP-55 checksum checked when mixed-case).
+    pub proxy: String,
+    /// The feed's heartbeat, seconds: a round older than heartbeat + grace is stale.
+    pub heartbeat: u64,
+}
+
+impl ChainlinkFeed {
+    /// The proxy as an address; validated at start, so this fails only on unvalidated input.
+    pub fn address(&self) -> Result<Address, String> {
+        parse_address(&self.proxy)
+    }
+}
+
+/// Parses an Ethereum address, checking the EIP-55 checksum when the text is mixed-case.
+pub fn parse_address(text: &str) -> Result<Address, String> {
+    let t = text.trim();
+    let hex = t
+        .strip_prefix("0x")
+        .ok_or_else(|| format!("{t:?} must start with 0x"))?;
+    if hex.len() != 40 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!("{t:?} is not a 20-byte hex address"));
+    }
+    let mixed =
+        hex.bytes().any(|b| b.is_ascii_lowercase()) && hex.bytes().any(|b| b.is_ascii_uppercase());
+    if mixed {
+        Address::parse_checksummed(t, None)
+            .map_err(|_| format!("{t:?} has a wrong EIP-55 checksum (typo?)"))
+    } else {
+        Address::from_str(t).map_err(|e| format!("{t:?}: {e}"))
+    }
+}
+
+/// One `[[assets]]` entry: an asset the oracle prices and where each source finds it.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssetConfig {
+    /// Display name and metric label, e.g. `USDT`.
+    pub symbol: String,
+    /// The asset id in the on-chain oracle.
+    pub id: u16,
+    /// Chainlink feed on Ethereum mainnet, if there is one.
+    #[serde(default)]
+    pub chainlink: Option<ChainlinkFeed>,
+    /// CoinGecko coin id, e.g. `tether`.
+    #[serde(default)]
+    pub coingecko_id: Option<String>,
+    /// DefiLlama coins key: `coingecko:tether`, `ethereum:0x…` or `ton:EQ…` (case kept).
+    #[serde(default)]
+    pub defillama_key: Option<String>,
+    /// This asset's plausible range, overriding `aggregation.sanity_band`.
+    #[serde(default)]
+    pub sanity_band: Option<SanityBand>,
+}
+
+impl AssetConfig {
+    /// Which sources are configured for this asset.
+    pub fn sources(&self) -> Vec<Source> {
+        let mut v = Vec::with_capacity(3);
+        if self.chainlink.is_some() {
+            v.push(Source::Chainlink);
+        }
+        if self.coingecko_id.is_some() {
+            v.push(Source::Coingecko);
+        }
+        if self.defillama_key.is_some() {
+            v.push(Source::Defillama);
+        }
+        v
+    }
+}
+
+/// The `[[assets]]` table; its default is the DESIGN §4 table, so no config file is needed.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct AssetList(pub Vec<AssetConfig>);
+
+impl std::ops::Deref for AssetList {
+    type Target = [AssetConfig];
+    fn deref(&self) -> &[AssetConfig] {
+        &self.0
+    }
+}
+
+fn design_asset(
+    symbol: &str,
+    id: u16,
+    feed: Option<(&str, u64)>,
+    coingecko_id: &str,
+) -> AssetConfig {
+    AssetConfig {
+        symbol: symbol.into(),
+        id,
+        chainlink: feed.map(|(proxy, heartbeat)| ChainlinkFeed {
+            proxy: proxy.into(),
+            heartbeat,
+        }),
+        coingecko_id: Some(coingecko_id.into()),
+        defillama_key: Some(format!("coingecko:{coingecko_id}")),
+        sanity_band: None,
+    }
+}
+
+impl Default for AssetList {
+    fn default() -> Self {
+        Self(vec![
+            design_asset(
+                "USDT",
+                1,
+                Some(("0x3E7d1eAB13ad0104d2750B8863b489D65364e32D", 86_400)),
+                "tether",
+            ),
+            design_asset(
+                "USDC",
+                2,
+                Some(("0x8fFfFfd4AfB6115b954Bd326cbe7B4BA576818f6", 86_400)),
+                "usd-coin",
+            ),
+            design_asset(
+                "DAI",
+                3,
+                Some(("0xAed0c38402a5d19df6E4c03F4E2DceD6e29c1ee9", 3_600)),
+                "dai",
+            ),
+            design_asset("USDD", 4, None, "usdd"),
+            design_asset(
+                "TUSD",
+                5,
+                Some(("0xec746eCF986E2927Abd291a2A1716c940100f8Ba", 86_400)),
+                "true-usd",
+            ),
+            design_asset(
+                "FDUSD",
+                6,
+                Some(("0xfAA9147190c2C2cc5B8387B4f49016bDB3380572", 86_400)),
+                "first-digital-usd",
+            ),
+        ])
+    }
+}
+
+/// Checks a DefiLlama coins key: `chain:address` from a safe character set, since it is placed
+/// in a URL path as-is.
+pub fn validate_defillama_key(key: &str) -> Result<(), String> {
+    let Some((chain, id)) = key.split_once(':') else {
+        return Err(format!(
+            "{key:?} must look like coingecko:tether, ethereum:0x… or ton:EQ…"
+        ));
+    };
+    let safe = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    };
+    if !safe(chain) || !safe(id) {
+        return Err(format!(
+            "{key:?} may contain only letters, digits, '-', '_' and '.' around one ':'"
+        ));
+    }
+    Ok(())
+}
+
+impl AssetList {
+    /// Checks each asset, that symbols and ids are unique, and that every asset has at least
+    /// `min_sources` enabled sources (otherwise it could never be published).
+    pub fn validate(
+        &self,
+        aggregation: &AggregationSettings,
+        sources: &SourcesSettings,
+    ) -> Result<(), ConfigError> {
+        if self.0.is_empty() {
+            return Err(ConfigError::new("assets", "no asset configured"));
+        }
+        let mut symbols = HashSet::new();
+        let mut ids = HashSet::new();
+        for (i, a) in self.0.iter().enumerate() {
+            let at = |field: &str| format!("assets[{i}].{field}");
+            let sym_ok = !a.symbol.is_empty()
+                && a.symbol.len() <= 32
+                && a.symbol
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+            if !sym_ok {
+                return Err(ConfigError::new(
+                    at("symbol"),
+                    format!(
+                        "{:?} must be 1-32 letters, digits, '-', '_' or '.'",
+                        a.symbol
+                    ),
+                ));
+            }
+            if !symbols.insert(a.symbol.as_str()) {
+                return Err(ConfigError::new(
+                    at("symbol"),
+                    format!("{} is configured twice", a.symbol),
+                ));
+            }
+            if !ids.insert(a.id) {
+                return Err(ConfigError::new(
+                    at("id"),
+                    format!("id {} is used by another asset", a.id),
+                ));
+            }
+            if let Some(feed) = &a.chainlink {
+                feed.address()
+                    .map_err(|p| ConfigError::new(at("chainlink.proxy"), p))?;
+                validate::nonzero(&at("chainlink.heartbeat"), feed.heartbeat)?;
+            }
+            if let Some(id) = &a.coingecko_id {
+                let ok = !id.is_empty()
+                    && id
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+                if !ok {
+                    return Err(ConfigError::new(
+                        at("coingecko_id"),
+                        format!("{id:?} must be a CoinGecko id (a-z, 0-9, '-')"),
+                    ));
+                }
+            }
+            if let Some(k) = &a.defillama_key {
+                validate_defillama_key(k).map_err(|p| ConfigError::new(at("defillama_key"), p))?;
+            }
+            if let Some(b) = &a.sanity_band {
+                b.validate(&at("sanity_band"))?;
+            }
+            let usable = a
+                .sources()
+                .into_iter()
+                .filter(|s| sources.is_enabled(*s))
+                .count();
+            if usable < aggregation.min_sources as usize {
+                return Err(ConfigError::new(
+                    format!("assets[{i}] ({})", a.symbol),
+                    format!(
+                        "{usable} enabled source(s) configured, fewer than aggregation.min_sources (MIN_SOURCES) = {}: it could never be published",
+                        aggregation.min_sources
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::config::Layers;
+
+    #[derive(Debug, Deserialize, Default)]
+    #[serde(deny_unknown_fields, default)]
+    struct Demo {
+        sources: SourcesSettings,
+        aggregation: AggregationSettings,
+        assets: AssetList,
+    }
+
+    fn load(toml_text: &str, env: &[(&str, &str)]) -> Result<Demo, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, toml_text).unwrap();
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let d: Demo = Layers {
+            file: Some(&f),
+            env: &env,
+            bindings: SOURCES_ENV,
+            flags: vec![],
+        }
+        .load()?;
+        d.sources.validate()?;
+        d.aggregation.validate()?;
+        d.assets.validate(&d.aggregation, &d.sources)?;
+        Ok(d)
+    }
+
+    #[test]
+    fn defaults_are_the_design_table_and_valid() {
+        let d = load("", &[]).unwrap();
+        assert_eq!(d.assets.len(), 6);
+        assert_eq!(d.assets[3].symbol, "USDD");
+        assert!(d.assets[3].chainlink.is_none());
+        assert_eq!(d.assets[2].chainlink.as_ref().unwrap().heartbeat, 3_600);
+        assert_eq!(d.aggregation.min_sources, 2);
+        assert_eq!(d.aggregation.max_deviation_bps, 200);
+        assert_eq!(d.aggregation.sanity_band, SanityBand::STABLECOIN);
+        assert_eq!(d.sources.coingecko_tier(), CoinGeckoTier::Keyless);
+        assert_eq!(d.sources.coingecko_base_url(), COINGECKO_PUBLIC_URL);
+    }
+
+    #[test]
+    fn env_overrides_and_pro_switches_host() {
+        let d = load(
+            "",
+            &[
+                ("ETH_RPC_URL", "https://a.example/v3/k1, https://b.example"),
+                ("COINGECKO_API_KEY", "CG-abc"),
+                ("COINGECKO_TIER", "pro"),
+                ("MAX_DEVIATION_BPS", "150"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(d.sources.eth_rpc_urls.len(), 2);
+        assert_eq!(d.sources.coingecko_base_url(), COINGECKO_PRO_URL);
+        assert_eq!(
+            d.sources.coingecko_tier().key_header(),
+            Some("x-cg-pro-api-key")
+        );
+        assert_eq!(d.aggregation.max_deviation_bps, 150);
+        // USDD has no Chainlink feed, so 3 sources can never be met for it.
+        let mut d = d;
+        d.aggregation.min_sources = 3;
+        let e = d.assets.validate(&d.aggregation, &d.sources).unwrap_err();
+        assert!(e.setting.contains("USDD"), "{e}");
+        // A key alone means demo on the public host; debug output hides keys and URL paths.
+        let d = load("", &[("COINGECKO_API_KEY", "CG-abc")]).unwrap();
+        assert_eq!(d.sources.coingecko_tier(), CoinGeckoTier::Demo);
+        assert_eq!(d.sources.coingecko_base_url(), COINGECKO_PUBLIC_URL);
+        let shown = format!(
+            "{:?}",
+            load(
+                "",
+                &[
+                    ("ETH_RPC_URL", "https://h.example/v3/SECRETKEY"),
+                    ("COINGECKO_API_KEY", "CG-SECRET")
+                ]
+            )
+            .unwrap()
+            .sources
+        );
+        assert!(
+            !shown.contains("SECRET") && shown.contains("h.example"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let cases: &[(&str, &[(&str, &str)], &str)] = &[
+            (
+                "[sources]\ncoingecko_tier = \"pro\"\n",
+                &[],
+                "coingecko_api_key",
+            ),
+            (
+                "",
+                &[("COINGECKO_TIER", "keyless"), ("COINGECKO_API_KEY", "x")],
+                "coingecko_tier",
+            ),
+            ("", &[("ETH_RPC_URL", "ftp://x")], "eth_rpc_urls[0]"),
+            (
+                "",
+                &[("DEFILLAMA_SEARCH_WIDTH", "4 hours")],
+                "defillama_search_width",
+            ),
+            ("", &[("MIN_SOURCES", "0")], "min_sources"),
+            ("", &[("MAX_DEVIATION_BPS", "ten")], "max_deviation_bps"),
+            (
+                "[aggregation]\nsanity_band = [2.0, 0.5]\n",
+                &[],
+                "sanity_band",
+            ),
+            ("[sources]\nbogus = 1\n", &[], "bogus"),
+            (
+                "[sources]\nenabled = [\"coingecko\", \"pyth\"]\n",
+                &[],
+                "enabled",
+            ),
+            (
+                "[[assets]]\nsymbol = \"USDT\"\nid = 1\nchainlink = { proxy = \"0x3E7d1eAB13ad0104d2750B8863b489D65364e32d\", heartbeat = 86400 }\ncoingecko_id = \"tether\"\n",
+                &[],
+                "chainlink.proxy",
+            ),
+            (
+                "[[assets]]\nsymbol = \"USDT\"\nid = 1\ncoingecko_id = \"tether\"\ndefillama_key = \"coingecko:tether\"\n[[assets]]\nsymbol = \"USDC\"\nid = 1\ncoingecko_id = \"usd-coin\"\ndefillama_key = \"coingecko:usd-coin\"\n",
+                &[],
+                "assets[1].id",
+            ),
+            (
+                "[[assets]]\nsymbol = \"X\"\nid = 9\ncoingecko_id = \"x\"\ndefillama_key = \"ton:EQ/..\"\n",
+                &[],
+                "defillama_key",
+            ),
+        ];
+        for (text, env, want) in cases {
+            let e = load(text, env).unwrap_err();
+            assert!(e.to_string().contains(want), "{text:?} {env:?}: {e}");
+        }
+        let e = load(
+            "",
+            &[
+                ("COINGECKO_TIER", "keyless"),
+                ("COINGECKO_API_KEY", "CG-SECRET"),
+            ],
+        )
+        .unwrap_err();
+        assert!(!e.to_string().contains("CG-SECRET"));
+    }
+
+    #[test]
+    fn custom_asset_with_band_and_ton_key() {
+        let d = load(
+            "[[assets]]\nsymbol = \"jUSDT\"\nid = 7\ndefillama_key = \"ton:EQBynBO23ywHy_CgarY9NK9FTz0yDsG82PtcbSTQgGoXwiuA\"\ncoingecko_id = \"tether\"\nsanity_band = [\"0.9\", 1.1]\n",
+            &[],
+        )
+        .unwrap();
+        let a = &d.assets[0];
+        assert_eq!(a.sanity_band.unwrap().low.to_string(), "0.9");
+        assert_eq!(a.sanity_band.unwrap().high.to_string(), "1.1");
+        assert_eq!(d.aggregation.policy_for(a).band.low.to_string(), "0.9");
+        assert_eq!(parse_search_width("12h"), Ok(43_200));
+        assert_eq!(parse_search_width("1w"), Ok(604_800));
+        assert!(parse_search_width("0h").is_err());
+    }
+}
