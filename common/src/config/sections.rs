@@ -92,6 +92,12 @@ pub struct TonSettings {
     pub request_timeout: u64,
     /// Milliseconds between seqno polls while waiting for confirmation.
     pub poll_interval_ms: u64,
+    /// Seconds to wait for one external message to confirm or expire before leaving it in flight.
+    pub confirm_timeout: u64,
+    /// Seconds to wait for the oracle's get-methods to show a confirmed update.
+    pub readback_timeout: u64,
+    /// Rebuilds of an expired message (fresh seqno and valid_until) before the send fails.
+    pub max_rebuilds: u32,
 }
 
 impl Default for TonSettings {
@@ -107,6 +113,9 @@ impl Default for TonSettings {
             message_ttl: 60,
             request_timeout: 10,
             poll_interval_ms: 2_000,
+            confirm_timeout: 120,
+            readback_timeout: 30,
+            max_rebuilds: 2,
         }
     }
 }
@@ -118,6 +127,7 @@ impl TonSettings {
         validate::nonzero("ton.message_ttl (MESSAGE_TTL)", self.message_ttl)?;
         validate::nonzero("ton.request_timeout", self.request_timeout)?;
         validate::nonzero("ton.poll_interval_ms", self.poll_interval_ms)?;
+        validate::nonzero("ton.confirm_timeout", self.confirm_timeout)?;
         Ok(())
     }
 }

@@ -1,1 +1,112 @@
-//! TODO(owner): see issue.
+//! TON: keys, the keeper wallet, signed oracle messages, toncenter transport, delivery with
+//! confirmation and read-back, and dry runs (DESIGN §5).
+//!
+//! Typical use by a keeper:
+//! ```no_run
+//! # async fn demo(settings: keeper_common::config::TonSettings, phrase: keeper_common::secret::Secret,
+//! #   oracle: tonlib_core::TonAddress, metrics: std::sync::Arc<keeper_common::telemetry::metrics::Metrics>)
+//! #   -> Result<(), Box<dyn std::error::Error>> {
+//! use keeper_common::ton::*;
+//! let keys = WalletKeys::from_mnemonic_blocking(phrase).await?;       // once, at start
+//! let wallet = Wallet::new(keys, settings.wallet_version, settings.network)?;
+//! let transport = Toncenter::new(&settings)?;
+//! let delivery = Delivery::new(transport, wallet, DeliveryConfig::from_settings(&settings))
+//!     .with_metrics(metrics);
+//! let update = OracleUpdate::Price(PriceUpdate {
+//!     asset: "USDT".into(), asset_id: 1, price_micro: 999_850, timestamp: 1_760_000_000 });
+//! let report = delivery.deliver(&[OracleMessage::new(oracle, update)]).await?;
+//! # let _ = report; Ok(()) }
+//! ```
+
+pub mod delivery;
+pub mod external;
+pub mod keys;
+pub mod oracle;
+pub mod summary;
+pub mod toncenter;
+pub mod transport;
+pub mod wallet;
+
+pub use delivery::{
+    BatchReport, Delivery, DeliveryConfig, DeliveryError, DeliveryReport, ReadBack,
+    read_bridge_status, read_price,
+};
+pub use external::{
+    DecodedAction, DecodedExternal, OutgoingMessage, SEND_MODE, SignedExternal, build_external,
+    decode_external,
+};
+pub use keys::{KeyError, WalletKeys, verify_signature};
+pub use oracle::{
+    BridgeStatusUpdate, DecodedBody, DecodedPayload, OP_UPDATE_BRIDGE_STATUS, OP_UPDATE_PRICE,
+    OracleMessage, OracleUpdate, PriceUpdate, decode_body,
+};
+pub use summary::{
+    DryRun, DryRunError, DryRunExternal, MessageSummary, SummarySubject, dry_run_offline,
+};
+pub use toncenter::Toncenter;
+pub use transport::{
+    AccountState, AddressInformation, GetMethodResult, SentMessage, StackValue, TonTransport,
+    Transaction, TransportError, WalletInformation,
+};
+pub use wallet::{Wallet, WalletInfo};
+
+/// Re-export, so callers can name addresses and cells without their own dependency line.
+pub use tonlib_core::TonAddress;
+
+/// Building a cell, message or wallet failed (a bug or an out-of-range value, never the network).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BuildError {
+    /// The cell library refused (overflow, too many references…).
+    #[error("cannot build TON cell: {0}")]
+    Cell(String),
+    /// Too many or zero messages for one external of this wallet version.
+    #[error("an external message carries 1 to {limit} actions, not {count}")]
+    Actions {
+        /// Requested.
+        count: usize,
+        /// Version limit.
+        limit: usize,
+    },
+}
+
+impl From<tonlib_core::cell::TonCellError> for BuildError {
+    fn from(e: tonlib_core::cell::TonCellError) -> Self {
+        Self::Cell(e.to_string())
+    }
+}
+
+impl From<tonlib_core::message::TonMessageError> for BuildError {
+    fn from(e: tonlib_core::message::TonMessageError) -> Self {
+        Self::Cell(e.to_string())
+    }
+}
+
+/// A BoC, cell or message did not have the expected layout.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot decode {what}: {problem}")]
+pub struct DecodeError {
+    /// What was being decoded.
+    pub what: &'static str,
+    /// What was wrong.
+    pub problem: String,
+}
+
+impl DecodeError {
+    /// Builds a decode error.
+    pub fn new(what: &'static str, problem: impl Into<String>) -> Self {
+        Self {
+            what,
+            problem: problem.into(),
+        }
+    }
+}
+
+/// Parses an address given as raw `0:hex` or user-friendly base64 (either flag set).
+pub fn parse_address(text: &str) -> Result<TonAddress, DecodeError> {
+    text.trim().parse::<TonAddress>().map_err(|_| {
+        DecodeError::new(
+            "TON address",
+            format!("{text:?} is neither raw nor user-friendly"),
+        )
+    })
+}

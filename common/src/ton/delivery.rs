@@ -1,0 +1,819 @@
+//! Delivery (DESIGN §5): one in-flight seqno per wallet, confirm by seqno (and the wallet
+//! transaction when the API has it), rebuild after expiry, never a second body for a seqno
+//! while the first can still land, then read the oracle back.
+//!
+//! The caller holds the wallet lease around [`Delivery::deliver`]; inside one process the
+//! `Delivery` itself serializes calls.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::Serialize;
+use tokio::sync::Mutex;
+use tonlib_core::TonAddress;
+
+use super::BuildError;
+use super::external::{SignedExternal, build_external};
+use super::oracle::{OracleMessage, OracleUpdate};
+use super::summary::{DryRun, DryRunError, dry_run_offline, outgoing};
+use super::transport::{AccountState, StackValue, TonTransport, TransportError};
+use super::wallet::{Wallet, seqno_from_data};
+use crate::config::TonSettings;
+use crate::telemetry::metrics::{Metrics, labels};
+
+/// Nanotons per TON, for the balance gauge.
+const NANO: f64 = 1e9;
+
+/// Delivery knobs; [`DeliveryConfig::from_settings`] maps `[ton]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryConfig {
+    /// TON attached to each oracle message, nanotons.
+    pub value_nanoton: u64,
+    /// `valid_until` = chain time + this.
+    pub ttl: Duration,
+    /// Time between seqno polls.
+    pub poll_interval: Duration,
+    /// Local-clock bound on waiting for one external to confirm or expire; after it the message
+    /// stays in flight and the next call settles it first.
+    pub confirm_timeout: Duration,
+    /// How long to wait for the oracle to show the updates after confirmation.
+    pub readback_timeout: Duration,
+    /// Rebuilds after expiry before giving up on a batch.
+    pub max_rebuilds: u32,
+}
+
+impl DeliveryConfig {
+    /// From `[ton]` settings.
+    pub fn from_settings(s: &TonSettings) -> Self {
+        Self {
+            value_nanoton: s.update_value_ton,
+            ttl: Duration::from_secs(s.message_ttl),
+            poll_interval: Duration::from_millis(s.poll_interval_ms),
+            confirm_timeout: Duration::from_secs(s.confirm_timeout),
+            readback_timeout: Duration::from_secs(s.readback_timeout),
+            max_rebuilds: s.max_rebuilds,
+        }
+    }
+}
+
+/// One confirmed external message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BatchReport {
+    /// Seqno it consumed.
+    pub seqno: u32,
+    /// Its valid_until.
+    pub valid_until: u32,
+    /// Oracle messages it carried.
+    pub actions: usize,
+    /// StateInit attached (the wallet was deployed by it).
+    pub state_init: bool,
+    /// Normalized message hash, hex.
+    pub normalized_hash: String,
+    /// Wallet transaction `(lt, hash)`, when found through `getTransactions`.
+    pub transaction: Option<(u64, String)>,
+    /// Times it was rebuilt after expiring.
+    pub rebuilds: u32,
+    /// From the first send to confirmation.
+    pub latency_ms: u64,
+}
+
+/// What the oracle showed for one update after delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReadBack {
+    /// `update_price` or `update_bridge_status`.
+    pub op: String,
+    /// Asset or bridge name.
+    pub subject: String,
+    /// Asset or bridge id.
+    pub id: u16,
+    /// Published value (price_micro, or 1/0 for online).
+    pub expected_value: u128,
+    /// Published timestamp / last_seen.
+    pub expected_timestamp: u32,
+    /// On-chain value, when the get-method answered.
+    pub onchain_value: Option<u128>,
+    /// On-chain timestamp / last_seen, when the get-method answered.
+    pub onchain_timestamp: Option<u32>,
+    /// The update is in: on-chain time is newer than ours, or equal with our value.
+    pub landed: bool,
+    /// Why it could not be read, if so.
+    pub error: Option<String>,
+}
+
+/// A delivery that reached the chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeliveryReport {
+    /// One per external message (V4R2: one per 4 updates).
+    pub batches: Vec<BatchReport>,
+    /// One per update, in input order.
+    pub read_back: Vec<ReadBack>,
+}
+
+impl DeliveryReport {
+    /// Updates that did not land.
+    pub fn not_landed(&self) -> impl Iterator<Item = &ReadBack> {
+        self.read_back.iter().filter(|r| !r.landed)
+    }
+}
+
+/// Why a delivery failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    /// Nothing to send.
+    #[error("no oracle updates to deliver")]
+    Empty,
+    /// Building or signing failed.
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// A chain call failed after retries.
+    #[error("{stage}: {source}")]
+    Transport {
+        /// What delivery was doing.
+        stage: &'static str,
+        /// The failure.
+        source: TransportError,
+    },
+    /// The wallet is frozen and cannot send.
+    #[error("wallet {wallet} is frozen")]
+    Frozen {
+        /// Wallet label.
+        wallet: String,
+    },
+    /// The wallet refused the message and its seqno did not move. It stays in flight until it
+    /// expires, so the next call cannot sign another body for that seqno.
+    #[error("wallet rejected the message with seqno {seqno}: {error}")]
+    Rejected {
+        /// Seqno of the refused message.
+        seqno: u32,
+        /// toncenter's answer.
+        error: String,
+    },
+    /// Expired again after the allowed rebuilds.
+    #[error("message with seqno {seqno} expired {attempts} times without landing")]
+    Expired {
+        /// Last seqno tried.
+        seqno: u32,
+        /// Builds tried.
+        attempts: u32,
+    },
+    /// Neither confirmed nor expired within the confirm timeout; it may still land, so it stays
+    /// in flight.
+    #[error("message with seqno {seqno} neither confirmed nor expired within {waited:?}")]
+    Unconfirmed {
+        /// Its seqno.
+        seqno: u32,
+        /// Time waited.
+        waited: Duration,
+    },
+    /// A message from an earlier call can still land; nothing new was signed.
+    #[error("message with seqno {seqno} (valid until {valid_until}) is still in flight")]
+    InFlight {
+        /// Its seqno.
+        seqno: u32,
+        /// Its valid_until.
+        valid_until: u32,
+    },
+    /// Confirmed on the wallet, but some updates are not on the oracle (keeper not registered,
+    /// stale timestamp, bounced message…).
+    #[error("{} of {} updates did not land on the oracle: {}", .missing.len(), .report.read_back.len(), describe(.missing))]
+    NotLanded {
+        /// The updates that did not land.
+        missing: Vec<ReadBack>,
+        /// The full report.
+        report: Box<DeliveryReport>,
+    },
+}
+
+fn describe(missing: &[ReadBack]) -> String {
+    missing
+        .iter()
+        .map(|r| match (&r.error, r.onchain_timestamp) {
+            (Some(e), _) => format!("{} {}: {e}", r.op, r.subject),
+            (None, Some(t)) => format!(
+                "{} {} (ours {}@{}, chain {}@{t})",
+                r.op,
+                r.subject,
+                r.expected_value,
+                r.expected_timestamp,
+                r.onchain_value.unwrap_or_default()
+            ),
+            (None, None) => format!("{} {}", r.op, r.subject),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl DeliveryError {
+    /// A short label for logs and records: `empty`, `build`, `transport`, `frozen`, `rejected`,
+    /// `expired`, `unconfirmed`, `in_flight`, `not_landed`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Empty => "empty",
+            Self::Build(_) => "build",
+            Self::Transport { .. } => "transport",
+            Self::Frozen { .. } => "frozen",
+            Self::Rejected { .. } => "rejected",
+            Self::Expired { .. } => "expired",
+            Self::Unconfirmed { .. } => "unconfirmed",
+            Self::InFlight { .. } => "in_flight",
+            Self::NotLanded { .. } => "not_landed",
+        }
+    }
+}
+
+/// The message that may still land, remembered across calls.
+#[derive(Debug, Clone)]
+struct InFlight {
+    ext: SignedExternal,
+    ops: Vec<&'static str>,
+    /// Chain time when it was built, and the local instant of that read.
+    chain_at_build: u64,
+    built_at: Instant,
+}
+
+impl InFlight {
+    fn estimated_chain_time(&self) -> u64 {
+        self.chain_at_build + self.built_at.elapsed().as_secs()
+    }
+}
+
+enum Settled {
+    Confirmed(Option<(u64, String)>),
+    Expired,
+}
+
+/// What the wallet looked like at one read.
+struct WalletRead {
+    state: AccountState,
+    seqno: u32,
+}
+
+/// Sends oracle updates through one wallet.
+pub struct Delivery<T> {
+    transport: T,
+    wallet: Wallet,
+    config: DeliveryConfig,
+    metrics: Option<Arc<Metrics>>,
+    in_flight: Mutex<Option<InFlight>>,
+}
+
+impl<T: TonTransport> Delivery<T> {
+    /// A delivery through `transport` for `wallet`.
+    pub fn new(transport: T, wallet: Wallet, config: DeliveryConfig) -> Self {
+        Self {
+            transport,
+            wallet,
+            config,
+            metrics: None,
+            in_flight: Mutex::new(None),
+        }
+    }
+
+    /// Records `keeper_ton_messages_total`, `keeper_wallet_seqno`, `keeper_wallet_balance_ton`,
+    /// `keeper_update_latency_seconds`, `keeper_update_success_total` and
+    /// `pricing_oracle_last_update_timestamp`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// The wallet.
+    pub fn wallet(&self) -> &Wallet {
+        &self.wallet
+    }
+
+    /// The transport.
+    pub fn transport(&self) -> &T {
+        &self.transport
+    }
+
+    /// The knobs.
+    pub fn config(&self) -> &DeliveryConfig {
+        &self.config
+    }
+
+    /// Seqno and valid_until of a message from an earlier call that may still land.
+    pub async fn in_flight(&self) -> Option<(u32, u32)> {
+        self.in_flight
+            .lock()
+            .await
+            .as_ref()
+            .map(|f| (f.ext.seqno, f.ext.valid_until))
+    }
+
+    fn count(&self, ops: &[&'static str], outcome: &str) {
+        if let Some(m) = &self.metrics {
+            for op in ops {
+                m.ton_messages
+                    .get_or_create(&labels([("op", op), ("outcome", outcome)]))
+                    .inc();
+            }
+        }
+    }
+
+    /// Builds and signs everything `deliver` would send, from the current chain state, and
+    /// sends nothing.
+    pub async fn dry_run(&self, messages: &[OracleMessage]) -> Result<DryRun, DeliveryError> {
+        if messages.is_empty() {
+            return Err(DeliveryError::Empty);
+        }
+        let w = self.read_wallet().await?;
+        let now = self.chain_time().await?;
+        let run = dry_run_offline(
+            &self.wallet,
+            messages,
+            self.config.value_nanoton,
+            w.seqno,
+            valid_until(now, self.config.ttl),
+            w.state == AccountState::Active,
+        )
+        .map_err(|e| match e {
+            DryRunError::Build(b) => DeliveryError::Build(b),
+            DryRunError::Decode(d) => DeliveryError::Build(BuildError::Cell(d.to_string())),
+        })?;
+        let ops: Vec<_> = messages.iter().map(|m| m.update.op_name()).collect();
+        self.count(&ops, "dry_run");
+        Ok(run)
+    }
+
+    /// Sends `messages` (in this order) and returns once every batch is confirmed and read back.
+    /// Updates that did not land make it an error ([`DeliveryError::NotLanded`]).
+    pub async fn deliver(
+        &self,
+        messages: &[OracleMessage],
+    ) -> Result<DeliveryReport, DeliveryError> {
+        if messages.is_empty() {
+            return Err(DeliveryError::Empty);
+        }
+        let mut slot = self.in_flight.lock().await;
+        if let Some(prev) = slot.clone() {
+            tracing::info!(
+                seqno = prev.ext.seqno,
+                "settling a message from an earlier cycle first"
+            );
+            match self.settle(&prev, None).await {
+                Ok(Settled::Confirmed(_)) => {
+                    self.count(&prev.ops, "confirmed");
+                    *slot = None;
+                }
+                Ok(Settled::Expired) => {
+                    self.count(&prev.ops, "expired");
+                    *slot = None;
+                }
+                Err(DeliveryError::Unconfirmed { .. }) => {
+                    return Err(DeliveryError::InFlight {
+                        seqno: prev.ext.seqno,
+                        valid_until: prev.ext.valid_until,
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let mut batches = Vec::new();
+        for chunk in messages.chunks(self.wallet.max_actions()) {
+            batches.push(self.send_batch(chunk, &mut slot).await?);
+        }
+        drop(slot);
+        let read_back = self.read_back(messages).await;
+        let report = DeliveryReport { batches, read_back };
+        let missing: Vec<ReadBack> = report.not_landed().cloned().collect();
+        if missing.is_empty() {
+            Ok(report)
+        } else {
+            Err(DeliveryError::NotLanded {
+                missing,
+                report: Box::new(report),
+            })
+        }
+    }
+
+    async fn read_wallet(&self) -> Result<WalletRead, DeliveryError> {
+        let info = self
+            .transport
+            .wallet_information(self.wallet.address())
+            .await
+            .map_err(|source| DeliveryError::Transport {
+                stage: "reading the wallet",
+                source,
+            })?;
+        let seqno = if info.state == AccountState::Active {
+            info.seqno.unwrap_or(0)
+        } else {
+            0
+        };
+        if let Some(m) = &self.metrics {
+            let l = labels([("wallet", &self.wallet.label())]);
+            m.wallet_seqno.get_or_create(&l).set(i64::from(seqno));
+            m.wallet_balance
+                .get_or_create(&l)
+                .set(info.balance_nanoton as f64 / NANO);
+        }
+        if info.state == AccountState::Frozen {
+            return Err(DeliveryError::Frozen {
+                wallet: self.wallet.label(),
+            });
+        }
+        Ok(WalletRead {
+            state: info.state,
+            seqno,
+        })
+    }
+
+    async fn chain_time(&self) -> Result<u64, DeliveryError> {
+        self.transport
+            .address_information(self.wallet.address())
+            .await
+            .map(|a| a.sync_utime)
+            .map_err(|source| DeliveryError::Transport {
+                stage: "reading chain time",
+                source,
+            })
+    }
+
+    /// Builds, sends and confirms one external, rebuilding after expiry.
+    async fn send_batch(
+        &self,
+        chunk: &[OracleMessage],
+        slot: &mut Option<InFlight>,
+    ) -> Result<BatchReport, DeliveryError> {
+        let ops: Vec<&'static str> = chunk.iter().map(|m| m.update.op_name()).collect();
+        let out = outgoing(&self.wallet, chunk, self.config.value_nanoton)?;
+        let first_send = Instant::now();
+        let mut rebuilds = 0u32;
+        loop {
+            let w = self.read_wallet().await?;
+            let now = self.chain_time().await?;
+            let ext = build_external(
+                &self.wallet,
+                w.seqno,
+                valid_until(now, self.config.ttl),
+                w.state != AccountState::Active,
+                &out,
+            )?;
+            let flight = InFlight {
+                ext,
+                ops: ops.clone(),
+                chain_at_build: now,
+                built_at: Instant::now(),
+            };
+            // Remember it before sending: from here on it can land.
+            *slot = Some(flight.clone());
+            tracing::info!(
+                wallet = %self.wallet.label(),
+                seqno = flight.ext.seqno,
+                valid_until = flight.ext.valid_until,
+                actions = flight.ext.actions,
+                state_init = flight.ext.with_state_init,
+                hash = %hex::encode(flight.ext.normalized_hash),
+                "sending external message"
+            );
+            self.count(&ops, "sent");
+            let sent = self.transport.send_boc(&flight.ext.boc).await;
+            let send_error = match sent {
+                Ok(_) => None,
+                Err(e) => {
+                    tracing::warn!(seqno = flight.ext.seqno, error = %e, "send not acknowledged; confirming by seqno");
+                    Some(e)
+                }
+            };
+            match self.settle(&flight, send_error).await {
+                Ok(Settled::Confirmed(transaction)) => {
+                    *slot = None;
+                    self.count(&ops, "confirmed");
+                    let latency = first_send.elapsed();
+                    if let Some(m) = &self.metrics {
+                        m.update_latency.observe(latency.as_secs_f64());
+                    }
+                    return Ok(BatchReport {
+                        seqno: flight.ext.seqno,
+                        valid_until: flight.ext.valid_until,
+                        actions: flight.ext.actions,
+                        state_init: flight.ext.with_state_init,
+                        normalized_hash: hex::encode(flight.ext.normalized_hash),
+                        transaction,
+                        rebuilds,
+                        latency_ms: latency.as_millis() as u64,
+                    });
+                }
+                Ok(Settled::Expired) => {
+                    *slot = None;
+                    self.count(&ops, "expired");
+                    rebuilds += 1;
+                    if rebuilds > self.config.max_rebuilds {
+                        return Err(DeliveryError::Expired {
+                            seqno: flight.ext.seqno,
+                            attempts: rebuilds,
+                        });
+                    }
+                    tracing::warn!(
+                        seqno = flight.ext.seqno,
+                        rebuilds,
+                        "message expired without landing; rebuilding"
+                    );
+                }
+                Err(e) => {
+                    // Rejected / unconfirmed: it stays in `slot` so no other body takes its seqno.
+                    self.count(&ops, e.kind());
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Waits until `flight` is confirmed (seqno moved past it) or provably expired (a chain
+    /// state at or after `valid_until` still has its seqno). `send_error` is the failure of the
+    /// send, if any: a possibly lost send is re-sent as the same BoC; a rejection is believed
+    /// after a few polls, but the message stays in flight.
+    async fn settle(
+        &self,
+        flight: &InFlight,
+        send_error: Option<TransportError>,
+    ) -> Result<Settled, DeliveryError> {
+        let seqno = flight.ext.seqno;
+        let deadline = Instant::now() + self.config.confirm_timeout;
+        let mut resend = send_error
+            .as_ref()
+            .is_some_and(|e| !e.is_message_rejected());
+        let mut rejection = send_error
+            .filter(TransportError::is_message_rejected)
+            .map(|e| e.to_string());
+        let mut polls_since_reject = 0u32;
+        let mut first = true;
+        loop {
+            if !first {
+                tokio::time::sleep(self.config.poll_interval).await;
+            }
+            first = false;
+            match self.read_wallet().await {
+                Ok(w) if w.state == AccountState::Active && w.seqno > seqno => {
+                    return Ok(Settled::Confirmed(self.find_transaction(&flight.ext).await));
+                }
+                Ok(_) => {}
+                Err(DeliveryError::Transport { source, .. }) => {
+                    tracing::warn!(seqno, error = %source, "seqno poll failed");
+                }
+                Err(e) => return Err(e),
+            }
+            if flight.estimated_chain_time() >= u64::from(flight.ext.valid_until) {
+                match self
+                    .transport
+                    .address_information(self.wallet.address())
+                    .await
+                {
+                    Ok(a) if a.sync_utime >= u64::from(flight.ext.valid_until) => {
+                        let current = match (&a.state, &a.data) {
+                            (AccountState::Active, Some(data)) => {
+                                seqno_from_data(self.wallet.version(), data).ok()
+                            }
+                            _ => Some(0),
+                        };
+                        match current {
+                            Some(s) if s > seqno && a.state == AccountState::Active => {
+                                return Ok(Settled::Confirmed(
+                                    self.find_transaction(&flight.ext).await,
+                                ));
+                            }
+                            Some(_) => return Ok(Settled::Expired),
+                            None => tracing::warn!(seqno, "cannot read seqno from the wallet data"),
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(seqno, error = %e, "chain time read failed"),
+                }
+            }
+            if resend {
+                match self.transport.send_boc(&flight.ext.boc).await {
+                    Ok(_) => resend = false,
+                    Err(e) if e.is_message_rejected() => {
+                        resend = false;
+                        rejection = Some(e.to_string());
+                    }
+                    Err(e) => {
+                        tracing::warn!(seqno, error = %e, "re-send of the same message failed")
+                    }
+                }
+            }
+            if let Some(error) = &rejection {
+                polls_since_reject += 1;
+                // A rejection right after a lost send usually means the first copy landed and
+                // the seqno read lags: give the seqno a few polls to move before believing it.
+                if polls_since_reject > 3 {
+                    return Err(DeliveryError::Rejected {
+                        seqno,
+                        error: error.clone(),
+                    });
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(DeliveryError::Unconfirmed {
+                    seqno,
+                    waited: self.config.confirm_timeout,
+                });
+            }
+        }
+    }
+
+    /// The wallet transaction that consumed `ext`, if the API lists it.
+    async fn find_transaction(&self, ext: &SignedExternal) -> Option<(u64, String)> {
+        let body = B64.encode(ext.body_hash);
+        let hashes = [
+            B64.encode(ext.message_hash),
+            B64.encode(ext.normalized_hash),
+        ];
+        match self.transport.transactions(self.wallet.address(), 16).await {
+            Ok(txs) => {
+                let found = txs.into_iter().find(|t| {
+                    t.in_msg_body_hash.as_deref() == Some(body.as_str())
+                        || t.in_msg_hash.as_ref().is_some_and(|h| hashes.contains(h))
+                });
+                if found.is_none() {
+                    tracing::warn!(
+                        seqno = ext.seqno,
+                        "seqno moved but the message is not among the latest wallet transactions"
+                    );
+                }
+                found.map(|t| (t.lt, t.hash))
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "transaction lookup unavailable; confirmed by seqno");
+                None
+            }
+        }
+    }
+
+    /// Reads every update back until all landed or the read-back timeout passes.
+    async fn read_back(&self, messages: &[OracleMessage]) -> Vec<ReadBack> {
+        let deadline = Instant::now() + self.config.readback_timeout;
+        let mut results: Vec<Option<ReadBack>> = vec![None; messages.len()];
+        loop {
+            for (i, m) in messages.iter().enumerate() {
+                if results[i].as_ref().is_some_and(|r| r.landed) {
+                    continue;
+                }
+                results[i] = Some(read_one(&self.transport, m).await);
+            }
+            let done = results.iter().all(|r| r.as_ref().is_some_and(|r| r.landed));
+            if done || Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(self.config.poll_interval).await;
+        }
+        let out: Vec<ReadBack> = results.into_iter().flatten().collect();
+        for (r, m) in out.iter().zip(messages) {
+            self.count(
+                &[m.update.op_name()],
+                if r.landed { "landed" } else { "not_landed" },
+            );
+            if let Some(metrics) = &self.metrics {
+                if r.landed {
+                    metrics.update_success.inc();
+                }
+                if let (OracleUpdate::Price(p), Some(t)) = (&m.update, r.onchain_timestamp) {
+                    metrics
+                        .oracle_last_update
+                        .get_or_create(&labels([("asset", &p.asset)]))
+                        .set(i64::from(t));
+                }
+            }
+            if !r.landed {
+                tracing::error!(op = %r.op, subject = %r.subject, error = ?r.error, onchain_timestamp = ?r.onchain_timestamp, "update did not land on the oracle");
+            }
+        }
+        out
+    }
+}
+
+fn valid_until(chain_now: u64, ttl: Duration) -> u32 {
+    u32::try_from(chain_now.saturating_add(ttl.as_secs())).unwrap_or(u32::MAX)
+}
+
+/// `get_price(asset_id)` → `(price_micro, timestamp)`.
+pub async fn read_price<T: TonTransport>(
+    transport: &T,
+    oracle: &TonAddress,
+    asset_id: u16,
+) -> Result<(u128, u32), TransportError> {
+    let r = transport
+        .run_get_method(oracle, "get_price", &[i64::from(asset_id)])
+        .await?;
+    two_numbers("get_price", &r.exit_code, &r.stack)
+}
+
+/// `get_bridge_status(bridge_id)` → `(is_online, last_seen)`; TVM true is -1, any non-zero counts.
+pub async fn read_bridge_status<T: TonTransport>(
+    transport: &T,
+    oracle: &TonAddress,
+    bridge_id: u8,
+) -> Result<(bool, u32), TransportError> {
+    let r = transport
+        .run_get_method(oracle, "get_bridge_status", &[i64::from(bridge_id)])
+        .await?;
+    if !(r.exit_code == 0 || r.exit_code == 1) {
+        return Err(TransportError::Decode {
+            method: "get_bridge_status",
+            problem: format!("exit code {}", r.exit_code),
+        });
+    }
+    let online = match r.stack.first() {
+        Some(StackValue::Num(n)) => n != &num_bigint::BigInt::default(),
+        _ => {
+            return Err(TransportError::Decode {
+                method: "get_bridge_status",
+                problem: "first stack item is not a number".into(),
+            });
+        }
+    };
+    let last_seen = r
+        .stack
+        .get(1)
+        .and_then(StackValue::as_u64)
+        .and_then(|t| u32::try_from(t).ok())
+        .ok_or_else(|| TransportError::Decode {
+            method: "get_bridge_status",
+            problem: "second stack item is not a u32".into(),
+        })?;
+    Ok((online, last_seen))
+}
+
+fn two_numbers(
+    method: &'static str,
+    exit_code: &i32,
+    stack: &[StackValue],
+) -> Result<(u128, u32), TransportError> {
+    if !(*exit_code == 0 || *exit_code == 1) {
+        return Err(TransportError::Decode {
+            method,
+            problem: format!("exit code {exit_code}"),
+        });
+    }
+    let value =
+        stack
+            .first()
+            .and_then(StackValue::as_u128)
+            .ok_or_else(|| TransportError::Decode {
+                method,
+                problem: "first stack item is not a non-negative number".into(),
+            })?;
+    let ts = stack
+        .get(1)
+        .and_then(StackValue::as_u64)
+        .and_then(|t| u32::try_from(t).ok())
+        .ok_or_else(|| TransportError::Decode {
+            method,
+            problem: "second stack item is not a u32".into(),
+        })?;
+    Ok((value, ts))
+}
+
+async fn read_one<T: TonTransport>(transport: &T, m: &OracleMessage) -> ReadBack {
+    let (op, subject) = (m.update.op_name().to_owned(), m.update.subject().to_owned());
+    match &m.update {
+        OracleUpdate::Price(p) => {
+            let mut r = ReadBack {
+                op,
+                subject,
+                id: p.asset_id,
+                expected_value: u128::from(p.price_micro),
+                expected_timestamp: p.timestamp,
+                onchain_value: None,
+                onchain_timestamp: None,
+                landed: false,
+                error: None,
+            };
+            match read_price(transport, &m.to, p.asset_id).await {
+                Ok((price, ts)) => {
+                    r.onchain_value = Some(price);
+                    r.onchain_timestamp = Some(ts);
+                    r.landed = ts > p.timestamp
+                        || (ts == p.timestamp && price == u128::from(p.price_micro));
+                }
+                Err(e) => r.error = Some(e.to_string()),
+            }
+            r
+        }
+        OracleUpdate::BridgeStatus(b) => {
+            let mut r = ReadBack {
+                op,
+                subject,
+                id: u16::from(b.bridge_id),
+                expected_value: u128::from(b.is_online),
+                expected_timestamp: b.last_seen,
+                onchain_value: None,
+                onchain_timestamp: None,
+                landed: false,
+                error: None,
+            };
+            match read_bridge_status(transport, &m.to, b.bridge_id).await {
+                Ok((online, ts)) => {
+                    r.onchain_value = Some(u128::from(online));
+                    r.onchain_timestamp = Some(ts);
+                    r.landed = ts > b.last_seen || (ts == b.last_seen && online == b.is_online);
+                }
+                Err(e) => r.error = Some(e.to_string()),
+            }
+            r
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! What delivery needs from the chain, behind a trait so a liteserver client can be added later.
+
+use std::future::Future;
+use std::time::Duration;
+
+use num_bigint::BigInt;
+use serde::Serialize;
+use tonlib_core::TonAddress;
+use tonlib_core::cell::ArcCell;
+
+/// A failed chain call. Messages name the method and what the server said, never a URL or key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransportError {
+    /// No connection, reset, TLS failure.
+    #[error("toncenter {method}: request failed: {reason}")]
+    Transport {
+        /// API method.
+        method: &'static str,
+        /// What failed.
+        reason: String,
+    },
+    /// No answer within the request timeout.
+    #[error("toncenter {method}: timed out after {after:?}")]
+    Timeout {
+        /// API method.
+        method: &'static str,
+        /// The timeout.
+        after: Duration,
+    },
+    /// The server answered with an error status or `"ok": false`.
+    #[error("toncenter {method}: HTTP {status}{}: {error}", code.map(|c| format!(" (code {c})")).unwrap_or_default())]
+    Api {
+        /// API method.
+        method: &'static str,
+        /// HTTP status.
+        status: u16,
+        /// toncenter's `code` field, when present.
+        code: Option<i64>,
+        /// toncenter's `error` text (or the start of a non-JSON body).
+        error: String,
+        /// `Retry-After` of a 429.
+        retry_after: Option<Duration>,
+    },
+    /// The answer was not in the documented shape.
+    #[error("toncenter {method}: unexpected response: {problem}")]
+    Decode {
+        /// API method.
+        method: &'static str,
+        /// What was wrong.
+        problem: String,
+    },
+}
+
+impl TransportError {
+    /// Worth retrying: transport errors, timeouts, 429 and 5xx — except a rejected external
+    /// message, which is a definitive answer about the message.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Transport { .. } | Self::Timeout { .. } => true,
+            Self::Api { status, .. } => {
+                *status == 429 || (*status >= 500 && !self.is_message_rejected())
+            }
+            Self::Decode { .. } => false,
+        }
+    }
+
+    /// True for the wallet refusing an external message ("cannot apply external message to
+    /// current state": wrong seqno, expired, bad signature, not deployed).
+    pub fn is_message_rejected(&self) -> bool {
+        match self {
+            Self::Api { status, error, .. } => {
+                *status >= 500
+                    && error
+                        .to_ascii_lowercase()
+                        .contains("cannot apply external message")
+            }
+            _ => false,
+        }
+    }
+
+    /// The HTTP status, when the server answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// The server-requested delay of a 429.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Api { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// An account's lifecycle state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccountState {
+    /// Deployed and running.
+    Active,
+    /// No code yet (may hold a balance).
+    Uninitialized,
+    /// Frozen for unpaid storage.
+    Frozen,
+}
+
+impl AccountState {
+    /// Parses toncenter's `account_state` / `state` text (`active`, `uninitialized`, `frozen`, `nonexist`).
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "active" => Some(Self::Active),
+            "uninitialized" | "uninit" | "nonexist" | "" => Some(Self::Uninitialized),
+            "frozen" => Some(Self::Frozen),
+            _ => None,
+        }
+    }
+}
+
+/// `getWalletInformation`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalletInformation {
+    /// Account state.
+    pub state: AccountState,
+    /// Balance, nanotons.
+    pub balance_nanoton: u128,
+    /// The wallet's seqno; `None` when not deployed (treat as 0).
+    pub seqno: Option<u32>,
+    /// `wallet_type`, e.g. `wallet v5 r1`, when toncenter recognises the code.
+    pub wallet_type: Option<String>,
+    /// Logical time of the last transaction (0 when none).
+    pub last_transaction_lt: u64,
+}
+
+/// `getAddressInformation`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddressInformation {
+    /// Account state.
+    pub state: AccountState,
+    /// Balance, nanotons.
+    pub balance_nanoton: u128,
+    /// Account data cell, when deployed.
+    pub data: Option<ArcCell>,
+    /// Chain time of the state that was read (the block's utime): the clock `valid_until` is
+    /// compared against.
+    pub sync_utime: u64,
+}
+
+/// One stack entry of a get-method result.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StackValue {
+    /// An integer (TVM integers are 257-bit).
+    Num(BigInt),
+    /// A cell (base64 BoC decoded).
+    Cell(ArcCell),
+    /// A slice, given as the cell that holds it.
+    Slice(ArcCell),
+    /// A tuple or list.
+    Tuple(Vec<StackValue>),
+    /// Null.
+    Null,
+}
+
+impl StackValue {
+    /// The value as `u64`, if it is a non-negative integer that fits.
+    pub fn as_u64(&self) -> Option<u64> {
+        match self {
+            Self::Num(n) => u64::try_from(n).ok(),
+            _ => None,
+        }
+    }
+
+    /// The value as `u128`, if it is a non-negative integer that fits.
+    pub fn as_u128(&self) -> Option<u128> {
+        match self {
+            Self::Num(n) => u128::try_from(n).ok(),
+            _ => None,
+        }
+    }
+
+    /// The value as `i64`, if it is an integer that fits.
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            Self::Num(n) => i64::try_from(n).ok(),
+            _ => None,
+        }
+    }
+}
+
+/// `runGetMethod`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GetMethodResult {
+    /// TVM exit code; 0 and 1 are success.
+    pub exit_code: i32,
+    /// Result stack, bottom first (the order toncenter lists it).
+    pub stack: Vec<StackValue>,
+}
+
+impl GetMethodResult {
+    /// True for exit codes 0 and 1.
+    pub fn succeeded(&self) -> bool {
+        self.exit_code == 0 || self.exit_code == 1
+    }
+}
+
+/// `sendBocReturnHash`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentMessage {
+    /// Message hash (base64) as toncenter reports it.
+    pub hash: String,
+    /// Normalized hash (base64), when reported.
+    pub hash_norm: Option<String>,
+}
+
+/// One item of `getTransactions`, reduced to what confirmation needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transaction {
+    /// Block time.
+    pub utime: u64,
+    /// Logical time.
+    pub lt: u64,
+    /// Transaction hash (base64).
+    pub hash: String,
+    /// Hash of the inbound message body (base64), when there is an inbound message.
+    pub in_msg_body_hash: Option<String>,
+    /// Inbound message hash (base64), when reported.
+    pub in_msg_hash: Option<String>,
+    /// Number of outbound messages.
+    pub out_msgs: usize,
+}
+
+/// The chain calls delivery makes. Implementations retry transient failures themselves.
+pub trait TonTransport: Send + Sync {
+    /// State, balance and seqno of a wallet.
+    fn wallet_information(
+        &self,
+        address: &TonAddress,
+    ) -> impl Future<Output = Result<WalletInformation, TransportError>> + Send;
+
+    /// State, balance, data and the chain time of the read.
+    fn address_information(
+        &self,
+        address: &TonAddress,
+    ) -> impl Future<Output = Result<AddressInformation, TransportError>> + Send;
+
+    /// Runs a get-method with integer arguments.
+    fn run_get_method(
+        &self,
+        address: &TonAddress,
+        method: &str,
+        args: &[i64],
+    ) -> impl Future<Output = Result<GetMethodResult, TransportError>> + Send;
+
+    /// Sends a serialized external message.
+    fn send_boc(
+        &self,
+        boc: &[u8],
+    ) -> impl Future<Output = Result<SentMessage, TransportError>> + Send;
+
+    /// The latest `limit` transactions of an account, newest first.
+    fn transactions(
+        &self,
+        address: &TonAddress,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<Transaction>, TransportError>> + Send;
+}
