@@ -236,3 +236,90 @@ async fn healthz_turns_503_when_the_loop_of_a_real_process_is_stuck() {
     assert_eq!(status["published"]["probe_tick"], 5);
     p.signal("KILL");
 }
+
+#[tokio::test]
+async fn otlp_traces_reach_a_local_collector_before_exit() {
+    // The sink stands in for an OTLP/HTTP collector (an empty 200 body is a valid, empty
+    // ExportTraceServiceResponse).
+    let collector = keeper_tests::sink::Sink::start().await;
+    let mut cmd = probe::command(PROBE);
+    cmd.env("PROBE_CYCLE", "ok")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", collector.url())
+        .arg("--once");
+    let mut p = Probe::spawn(cmd);
+    let status = p.wait(Duration::from_secs(20)).await;
+    assert_eq!(status.code(), Some(0), "{}", p.stderr());
+    // The guard flushed on the way out: the spans are there once the process is gone.
+    let got = collector.requests_to("/v1/traces");
+    assert!(
+        !got.is_empty(),
+        "no export before exit; stderr: {}",
+        p.stderr()
+    );
+    assert_eq!(got[0].method, "POST");
+    assert_eq!(
+        got[0].header("content-type"),
+        Some("application/x-protobuf")
+    );
+    let body = &got[0].body;
+    let has = |needle: &[u8]| body.windows(needle.len()).any(|w| w == needle);
+    assert!(has(b"runner-probe"), "service.name missing from the export");
+    assert!(has(b"cycle"), "cycle span missing from the export");
+}
+
+#[tokio::test]
+async fn log_format_and_filter_come_from_the_environment() {
+    let run = |format: &'static str, filter: &'static str| async move {
+        let mut cmd = probe::command(PROBE);
+        cmd.env("PROBE_CYCLE", "ok")
+            .env("LOG_FORMAT", format)
+            .env("RUST_LOG", filter)
+            .arg("--once");
+        let mut p = Probe::spawn(cmd);
+        let status = p.wait(Duration::from_secs(20)).await;
+        // Let the stderr reader catch up with the last lines.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        (status.code(), p.stderr())
+    };
+
+    let (code, json) = run("json", "info").await;
+    assert_eq!(code, Some(0));
+    let lines: Vec<&str> = json.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty());
+    for l in &lines {
+        let v: serde_json::Value =
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        assert!(v["level"].is_string() && v["timestamp"].is_string(), "{l}");
+    }
+    assert!(json.contains("\"message\":\"cycle finished\""), "{json}");
+
+    let (code, pretty) = run("pretty", "info").await;
+    assert_eq!(code, Some(0));
+    assert!(pretty.contains("cycle finished"), "{pretty}");
+    assert!(
+        pretty
+            .lines()
+            .all(|l| serde_json::from_str::<serde_json::Value>(l).is_err()),
+        "{pretty}"
+    );
+
+    let (code, quiet) = run("json", "warn").await;
+    assert_eq!(code, Some(0));
+    assert!(!quiet.contains("cycle finished"), "{quiet}");
+
+    let (code, bad) = run("json", "keeper=loudest").await;
+    assert_eq!(code, Some(2));
+    assert!(bad.contains("RUST_LOG"), "{bad}");
+
+    let mut cmd = probe::command(PROBE);
+    cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318")
+        .arg("--once");
+    let mut p = Probe::spawn(cmd);
+    assert_eq!(p.wait(Duration::from_secs(20)).await.code(), Some(2));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        p.stderr().contains("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        "{}",
+        p.stderr()
+    );
+}

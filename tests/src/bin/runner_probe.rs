@@ -11,6 +11,7 @@
 //!   printed as `ops <addr>`.
 //! - `PROBE_ALERT_WEBHOOK`: deliver alerts to this generic webhook.
 //! - `PROBE_READY`: comma-separated readiness checks, marked ready after the first cycle.
+//! - `LOG_FORMAT`, `RUST_LOG`, `OTEL_EXPORTER_OTLP_ENDPOINT`: as for every keeper.
 //!
 //! Arguments: `--once` runs one cycle and exits with its code.
 //!
@@ -21,7 +22,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keeper_common::alert::Alerter;
-use keeper_common::config::{AlertSettings, TelemetrySettings};
+use keeper_common::config::{
+    AlertSettings, COMMON_ENV, EnvBinding, Layers, ProcessEnv, TelemetrySettings,
+};
 use keeper_common::runner::{Cycle, CycleContext, CycleError, Runner, Shutdown, Timing};
 use keeper_common::secret::Secret;
 use keeper_common::telemetry::{Health, Metrics, init_tracing, serve_ops};
@@ -153,8 +156,29 @@ async fn main() {
     }
 }
 
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct ProbeSettings {
+    telemetry: TelemetrySettings,
+}
+
 async fn run() -> Result<i32, String> {
-    let _guard = init_tracing(&TelemetrySettings::default(), KEEPER).map_err(|e| e.to_string())?;
+    // The real loader, so LOG_FORMAT and OTEL_EXPORTER_OTLP_ENDPOINT behave as in a keeper.
+    let bindings: Vec<EnvBinding> = COMMON_ENV
+        .iter()
+        .filter(|b| b.path.starts_with("telemetry."))
+        .copied()
+        .collect();
+    let settings: ProbeSettings = Layers {
+        file: None,
+        env: &ProcessEnv,
+        bindings: &bindings,
+        flags: Vec::new(),
+    }
+    .load()
+    .map_err(|e| e.to_string())?;
+    settings.telemetry.validate().map_err(|e| e.to_string())?;
+    let _guard = init_tracing(&settings.telemetry, KEEPER).map_err(|e| e.to_string())?;
     let steps = parse_steps(&std::env::var("PROBE_CYCLE").unwrap_or_else(|_| "ok".into()))?;
     let interval = env_ms("PROBE_INTERVAL_MS", 200)?;
     let timing = Timing {
