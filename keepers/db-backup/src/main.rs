@@ -1,1 +1,454 @@
-fn main() {}
+//! `db-backup`: logical PostgreSQL backups an operator can bet on (DESIGN §6 "Backup").
+//!
+//! `pg_dump -Fc -Z0` in an exported snapshot → zstd → SHA-256 → fsync'd file → manifest; optional
+//! S3 copy; verification; GFS retention; a daemon on a cron schedule or one run (`--once`).
+
+mod app;
+mod archive;
+mod commands;
+mod config;
+mod daemon;
+mod dump;
+mod export;
+mod job;
+mod local;
+mod manifest;
+mod pg;
+mod prune;
+mod remote;
+mod retention;
+mod verify;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use keeper_common::alert::{Alert, Alerter, Severity};
+use keeper_common::cli::{CommonArgs, EXIT_FAILED, EXIT_OK, EXIT_USAGE, Output};
+use keeper_common::config::ProcessEnv;
+use keeper_common::runner::Shutdown;
+use keeper_common::telemetry::Metrics;
+use serde::Serialize;
+
+use crate::app::App;
+use crate::config::{Settings, VerifyMode};
+use crate::dump::Killer;
+
+/// Logical PostgreSQL backups: dump, compress, checksum, store (local and/or S3), verify, prune.
+///
+/// Settings come from defaults < --config FILE < environment (BACKUP_DIR, BACKUP_S3_URL,
+/// BACKUP_SCHEDULE, BACKUP_VERIFY, DATABASE_URL, …; see the README) < flags.
+#[derive(Debug, Parser)]
+#[command(name = "db-backup", version)]
+struct Cli {
+    #[command(flatten)]
+    common: CommonArgs,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ModeArg {
+    /// Checksum, full decompression and `pg_restore --list`.
+    List,
+    /// Checksum, restore into a scratch database, compare every table's row count.
+    Restore,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Back up on BACKUP_SCHEDULE as a daemon (the default), or once with --once.
+    Run,
+    /// List local and remote backups with status and verification.
+    List,
+    /// Restore a backup into an existing database, after checking its checksum.
+    Restore {
+        /// `latest`, a `.dump.zst` file, a backup name (app-20260101T000000Z) or its S3 key.
+        #[arg(long, value_name = "FILE|KEY|latest")]
+        from: String,
+        /// Database to restore into (or TARGET_DATABASE_URL, which keeps the password out of
+        /// the process list).
+        #[arg(long, value_name = "URL")]
+        target_database_url: Option<String>,
+        /// Do not restore ownership and privileges (roles of the source may not exist here).
+        #[arg(long)]
+        no_owner: bool,
+    },
+    /// Verify an existing backup and record the result in its manifest and backup_runs.
+    Verify {
+        /// `latest`, a `.dump.zst` file, a backup name or its S3 key.
+        #[arg(long, value_name = "FILE|KEY|latest")]
+        from: String,
+        /// How (default: BACKUP_VERIFY, or `list` when that is `none`).
+        #[arg(long, value_enum)]
+        mode: Option<ModeArg>,
+    },
+    /// Apply GFS retention now (with --dry-run: only show what would be deleted).
+    Prune,
+    /// Apply the embedded database migrations (the backup_runs table) and exit.
+    Migrate,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
+            let _ = e.print();
+            return ExitCode::from(code as u8);
+        }
+    };
+    let settings = match Settings::load(cli.common.config.as_deref(), &ProcessEnv, Vec::new()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("db-backup: {e}");
+            return ExitCode::from(EXIT_USAGE as u8);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("db-backup: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILED as u8);
+        }
+    };
+    let code = runtime.block_on(async_main(cli, settings));
+    ExitCode::from(code.clamp(0, 255) as u8)
+}
+
+async fn async_main(cli: Cli, settings: Settings) -> i32 {
+    let _guard = match keeper_common::telemetry::init_tracing(&settings.raw.telemetry, "db-backup")
+    {
+        Ok(g) => Some(g),
+        Err(e) => {
+            eprintln!("db-backup: logging: {e}");
+            None
+        }
+    };
+    keeper_common::install_crypto_provider();
+    match dispatch(cli, settings).await {
+        Ok(code) => code,
+        Err(e) => {
+            let usage = e
+                .downcast_ref::<keeper_common::config::ConfigError>()
+                .is_some();
+            eprintln!("db-backup: {e:#}");
+            if usage { EXIT_USAGE } else { EXIT_FAILED }
+        }
+    }
+}
+
+fn print<T: Serialize>(output: Output, value: &T, text: impl FnOnce() -> String) {
+    match output {
+        Output::Json => match serde_json::to_string_pretty(value) {
+            Ok(s) => println!("{s}"),
+            Err(e) => eprintln!("db-backup: cannot encode output: {e}"),
+        },
+        Output::Text => println!("{}", text()),
+    }
+}
+
+/// Kills a run's children as soon as a stop signal arrives (one-shot commands: a CronJob pod or
+/// a timer being stopped wants a clean failure now, not a dump that outlives the grace period).
+fn stop_on_signal(shutdown: &Shutdown, killer: &Killer) {
+    if let Err(e) = shutdown.install_signal_handlers() {
+        tracing::warn!(error = %e, "cannot install signal handlers");
+    }
+    let (s, k) = (shutdown.clone(), killer.clone());
+    tokio::spawn(async move {
+        s.wait().await;
+        k.kill("stop signal received");
+    });
+}
+
+async fn dispatch(cli: Cli, settings: Settings) -> anyhow::Result<i32> {
+    let common = cli.common;
+    let metrics = Arc::new(Metrics::new("db-backup"));
+    let command = cli.command.unwrap_or(Command::Run);
+    match command {
+        Command::Migrate => {
+            let url = settings
+                .records_url
+                .clone()
+                .unwrap_or_else(|| settings.source_url.clone());
+            keeper_common::store::migrate(&url, &settings.raw.storage.db_schema).await?;
+            println!(
+                "migrations applied to schema {} of {}",
+                settings.raw.storage.db_schema,
+                url.redacted()
+            );
+            Ok(EXIT_OK)
+        }
+        Command::List => {
+            let app = App::new(settings, metrics, Alerter::disabled(), false).await?;
+            let rows = commands::list(&app).await?;
+            print(common.output, &rows, || list_text(&rows));
+            Ok(EXIT_OK)
+        }
+        Command::Prune => {
+            let app = App::new(settings, metrics, Alerter::disabled(), false).await?;
+            let report = prune::prune(&app, common.dry_run).await;
+            print(common.output, &report, || prune_text(&report));
+            Ok(if report.errors.is_empty() {
+                EXIT_OK
+            } else {
+                EXIT_FAILED
+            })
+        }
+        Command::Restore {
+            from,
+            target_database_url,
+            no_owner,
+        } => {
+            let target = commands::target_url(target_database_url)?;
+            let app = App::new(settings, metrics, Alerter::disabled(), false).await?;
+            let (shutdown, killer) = (Shutdown::new(), Killer::default());
+            stop_on_signal(&shutdown, &killer);
+            let report = commands::restore(&app, &from, &target, no_owner, &killer).await?;
+            print(common.output, &report, || {
+                format!(
+                    "restored {} into {}: {} tables, {} rows, counts equal to the manifest",
+                    report.backup, report.target, report.tables_checked, report.rows
+                )
+            });
+            Ok(EXIT_OK)
+        }
+        Command::Verify { from, mode } => {
+            let mode = match (mode, settings.backup().verify) {
+                (Some(ModeArg::List), _) | (None, VerifyMode::None | VerifyMode::List) => {
+                    VerifyMode::List
+                }
+                (Some(ModeArg::Restore), _) | (None, VerifyMode::Restore) => VerifyMode::Restore,
+            };
+            let app = App::new(settings, metrics, Alerter::disabled(), true).await?;
+            let (shutdown, killer) = (Shutdown::new(), Killer::default());
+            stop_on_signal(&shutdown, &killer);
+            let v = commands::verify(&app, &from, mode, &killer).await?;
+            print(common.output, &v, || {
+                format!(
+                    "verification ({}) {}: {}",
+                    v.mode.as_str(),
+                    if v.ok { "passed" } else { "FAILED" },
+                    v.detail
+                )
+            });
+            Ok(if v.ok { EXIT_OK } else { EXIT_FAILED })
+        }
+        Command::Run if common.dry_run => {
+            let app = App::new(settings, metrics, Alerter::disabled(), false).await?;
+            let plan = dry_run(&app).await;
+            print(common.output, &plan, || {
+                serde_json::to_string_pretty(&plan).unwrap_or_default()
+            });
+            Ok(if plan.ready { EXIT_OK } else { EXIT_FAILED })
+        }
+        Command::Run if common.once => {
+            let alerter = Alerter::start(&settings.raw.alerts, "db-backup", metrics.clone());
+            let app = App::new(settings, metrics, alerter.clone(), true).await?;
+            let before = app.seed_metrics().await;
+            let (shutdown, killer) = (Shutdown::new(), Killer::default());
+            stop_on_signal(&shutdown, &killer);
+            let report = job::run(&app, &killer).await;
+            if report.outcome == "failure" {
+                check_stale(&app, before.as_ref());
+            }
+            export_metrics(&app).await;
+            alerter.flush(Duration::from_secs(10)).await;
+            print(common.output, &report, || report.summary());
+            Ok(if report.outcome == "success" {
+                EXIT_OK
+            } else {
+                EXIT_FAILED
+            })
+        }
+        Command::Run => {
+            let alerter = Alerter::start(&settings.raw.alerts, "db-backup", metrics.clone());
+            let app = Arc::new(App::new(settings, metrics, alerter, true).await?);
+            let shutdown = Shutdown::new();
+            shutdown.install_signal_handlers()?;
+            daemon::run(app, shutdown).await
+        }
+    }
+}
+
+/// One-shot staleness: a failed run whose last success is older than the threshold also
+/// raises `backup_stale` (the daemon does this on its heartbeat instead).
+fn check_stale(app: &App, newest: Option<&manifest::Manifest>) {
+    let Some(m) = newest else { return };
+    let age = (chrono::Utc::now() - m.finished_at)
+        .to_std()
+        .unwrap_or_default();
+    let limit = app.settings.stale_after();
+    if age > limit {
+        app.alerter.fire(
+            Alert::new(
+                daemon::BACKUP_STALE,
+                Severity::Critical,
+                format!(
+                    "db-backup: no successful backup of {} for {} s (last {}, threshold {} s)",
+                    app.label,
+                    age.as_secs(),
+                    m.id(),
+                    limit.as_secs()
+                ),
+            )
+            .label("database", app.label.clone()),
+        );
+    }
+}
+
+async fn export_metrics(app: &App) {
+    let b = app.settings.backup();
+    if b.pushgateway_url.is_none() && b.metrics_textfile.is_none() {
+        return;
+    }
+    let body = export::backup_text(&app.metrics);
+    if let Some(url) = &b.pushgateway_url
+        && let Err(e) = export::push(url, &app.label, body.clone()).await
+    {
+        tracing::warn!(error = %e, "cannot push metrics");
+    }
+    if let Some(path) = &b.metrics_textfile
+        && let Err(e) = export::write_textfile(path, &body)
+    {
+        tracing::warn!(error = %e, "cannot write the metrics textfile");
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct DryRun {
+    ready: bool,
+    database: String,
+    server_version: Option<String>,
+    pg_dump_version: Option<String>,
+    lock_free: Option<bool>,
+    would_write: String,
+    local_dir: String,
+    remote: Option<String>,
+    verify: VerifyMode,
+    retention: prune::PruneReport,
+    problems: Vec<String>,
+}
+
+/// Everything a run checks before dumping, and what retention would delete; writes nothing.
+async fn dry_run(app: &App) -> DryRun {
+    let s = &app.settings;
+    let mut problems = Vec::new();
+    let mut server_version = None;
+    let mut lock_free = None;
+    let tool = pg::tool_version(&s.backup().pg_dump_path).await;
+    match pg::Source::open(&s.source_url).await {
+        Ok(mut src) => {
+            server_version = Some(src.info.version.clone());
+            if let Ok((_, major)) = &tool
+                && let Err(e) = pg::check_dump_version(&s.backup().pg_dump_path, *major, &src.info)
+            {
+                problems.push(e.to_string());
+            }
+            match src.lock(Duration::ZERO).await {
+                Ok(()) => lock_free = Some(true),
+                Err(e @ pg::PgError::Locked { .. }) => {
+                    lock_free = Some(false);
+                    problems.push(e.to_string());
+                }
+                Err(e) => problems.push(e.to_string()),
+            }
+            src.close().await;
+        }
+        Err(e) => problems.push(e.to_string()),
+    }
+    if let Err(e) = &tool {
+        problems.push(e.to_string());
+    }
+    let id = manifest::BackupId::new(&app.label, chrono::Utc::now());
+    DryRun {
+        ready: problems.is_empty(),
+        database: app.label.clone(),
+        server_version,
+        pg_dump_version: tool.ok().map(|(v, _)| v),
+        lock_free,
+        would_write: id.dump_name(),
+        local_dir: app.local.dir().display().to_string(),
+        remote: app.remote.as_ref().map(|r| r.location().to_string()),
+        verify: s.backup().verify,
+        retention: prune::prune(app, true).await,
+        problems,
+    }
+}
+
+fn list_text(rows: &[commands::Listed]) -> String {
+    if rows.is_empty() {
+        return "no backups".into();
+    }
+    let mut out = format!(
+        "{:<40} {:>12} {:<6} {:<10} {}\n",
+        "BACKUP", "SIZE", "WHERE", "VERIFIED", "STATUS"
+    );
+    for r in rows {
+        let place = match (&r.local, &r.remote) {
+            (Some(_), Some(_)) => "both",
+            (Some(_), None) => "local",
+            (None, Some(_)) => "s3",
+            (None, None) => "-",
+        };
+        let verified = match &r.verification {
+            Some(v) if v.ok => v.mode.as_str().to_owned(),
+            Some(_) => "FAILED".to_owned(),
+            None => "no".to_owned(),
+        };
+        out.push_str(&format!(
+            "{:<40} {:>12} {:<6} {:<10} {}\n",
+            r.name,
+            r.size_bytes
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "?".into()),
+            place,
+            verified,
+            r.status
+        ));
+    }
+    out.trim_end().to_owned()
+}
+
+fn prune_text(r: &prune::PruneReport) -> String {
+    let verb = if r.dry_run { "would delete" } else { "deleted" };
+    let mut out = String::new();
+    let mut section = |name: &str, l: &prune::LocationReport| {
+        out.push_str(&format!(
+            "{name}: keep {}, {verb} {}\n",
+            l.keep.len(),
+            l.delete.len()
+        ));
+        for k in &l.keep {
+            let reasons: Vec<String> = k
+                .reasons
+                .iter()
+                .map(|x| {
+                    serde_json::to_value(x)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default()
+                })
+                .collect();
+            out.push_str(&format!("  keep   {} ({})\n", k.name, reasons.join(", ")));
+        }
+        for d in &l.delete {
+            out.push_str(&format!("  delete {d}\n"));
+        }
+        for b in &l.broken {
+            out.push_str(&format!("  broken {b} (left alone)\n"));
+        }
+    };
+    section("local", &r.local);
+    if let Some(remote) = &r.remote {
+        section("remote", remote);
+    }
+    for e in &r.errors {
+        out.push_str(&format!("error: {e}\n"));
+    }
+    out.trim_end().to_owned()
+}

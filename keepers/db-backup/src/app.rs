@@ -1,0 +1,153 @@
+//! What every command shares: settings, stores, metrics, alerts, records.
+
+use std::sync::Arc;
+
+use keeper_common::alert::Alerter;
+use keeper_common::config::{ConfigError, StorageSettings};
+use keeper_common::store::Store;
+use keeper_common::telemetry::Metrics;
+
+use crate::config::Settings;
+use crate::local::LocalStore;
+use crate::manifest::Manifest;
+use crate::remote::RemoteStore;
+
+/// The wired-up job.
+pub struct App {
+    /// Validated settings.
+    pub settings: Settings,
+    /// Label used in names: `BACKUP_NAME` or the source database's name.
+    pub label: String,
+    /// Metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// Alert lifecycle.
+    pub alerter: Alerter,
+    /// `backup_runs`, when records are on.
+    pub records: Option<Store>,
+    /// The backup directory.
+    pub local: LocalStore,
+    /// The bucket, when configured.
+    pub remote: Option<RemoteStore>,
+}
+
+impl App {
+    /// Opens the local directory and the remote client; connects records lazily.
+    pub async fn new(
+        settings: Settings,
+        metrics: Arc<Metrics>,
+        alerter: Alerter,
+        with_records: bool,
+    ) -> anyhow::Result<Self> {
+        let label = match &settings.backup().name {
+            Some(n) => n.clone(),
+            None => database_label(settings.source_url.expose())?,
+        };
+        let local = LocalStore::open(&settings.backup().dir)?;
+        let remote = match &settings.s3 {
+            Some(loc) => Some(RemoteStore::from_env(
+                loc,
+                (settings.backup().s3_part_size_mib as usize) << 20,
+            )?),
+            None => None,
+        };
+        let records = match (&settings.records_url, with_records) {
+            (Some(url), true) => {
+                let storage = StorageSettings {
+                    database_url: Some(url.clone()),
+                    redis_url: None,
+                    ..settings.raw.storage.clone()
+                };
+                Some(Store::connect(&storage, metrics.clone(), alerter.clone()).await)
+            }
+            _ => None,
+        };
+        Ok(Self {
+            settings,
+            label,
+            metrics,
+            alerter,
+            records,
+            local,
+            remote,
+        })
+    }
+
+    /// Sets the backup gauges from the newest complete backup on record (local or remote), so a
+    /// restarted daemon or a one-shot push reports the true last success, not zero.
+    pub async fn seed_metrics(&self) -> Option<Manifest> {
+        let newest = self.newest_manifest().await;
+        if let (Some(m), Some(b)) = (&newest, &self.metrics.backup) {
+            b.last_success_timestamp.set(m.finished_at.timestamp());
+            b.size_bytes.set(m.size_bytes as i64);
+        }
+        newest
+    }
+
+    /// The newest complete backup of this label, local or remote.
+    pub async fn newest_manifest(&self) -> Option<Manifest> {
+        let mut best: Option<Manifest> = None;
+        let mut consider = |m: Manifest| {
+            if m.name == self.label && best.as_ref().is_none_or(|b| m.id() > b.id()) {
+                best = Some(m);
+            }
+        };
+        match self.local.list() {
+            Ok(list) => list
+                .into_iter()
+                .filter(|b| b.complete())
+                .filter_map(|b| b.manifest.ok())
+                .for_each(&mut consider),
+            Err(e) => tracing::warn!(error = %e, "cannot list local backups"),
+        }
+        if let Some(r) = &self.remote {
+            match r.list().await {
+                Ok(list) => list
+                    .into_iter()
+                    .filter(|b| b.complete())
+                    .filter_map(|b| b.manifest.ok())
+                    .for_each(&mut consider),
+                Err(e) => tracing::warn!(error = %e, "cannot list remote backups"),
+            }
+        }
+        best
+    }
+}
+
+/// The database name from a PostgreSQL URL (the path), checked for use in file names.
+pub fn database_label(url: &str) -> Result<String, ConfigError> {
+    let parsed = url::Url::parse(url).map_err(|e| {
+        ConfigError::new(
+            "storage.database_url (DATABASE_URL)",
+            format!("not a URL: {e}"),
+        )
+    })?;
+    let name = parsed.path().trim_start_matches('/');
+    let name = if name.is_empty() {
+        // libpq defaults the database to the user name.
+        parsed.username().to_owned()
+    } else {
+        url::form_urlencoded::parse(format!("n={name}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    };
+    crate::config::check_name("DATABASE_URL database name (set BACKUP_NAME)", &name)?;
+    Ok(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_come_from_the_url() {
+        assert_eq!(database_label("postgres://u:p@h/app").unwrap(), "app");
+        assert_eq!(
+            database_label("postgres://u:p@h:5/my-db?sslmode=require").unwrap(),
+            "my-db"
+        );
+        assert_eq!(database_label("postgres://bob@h").unwrap(), "bob");
+        let e = database_label("postgres://u:secret@h/we%20ird").unwrap_err();
+        assert!(e.to_string().contains("BACKUP_NAME") && !e.to_string().contains("secret"));
+    }
+}

@@ -1,0 +1,247 @@
+//! Reading a backup back: the checksum pass, and decompressing into `pg_restore`.
+//!
+//! Both are streaming and blocking (run them on a blocking thread). A restore only starts after
+//! the checksum pass has matched, so not one byte of a corrupt archive reaches the target.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use sha2::{Digest, Sha256};
+
+use crate::dump::{DumpError, Killer, describe_status};
+use crate::pg::LibpqTarget;
+
+const READ_BUF: usize = 1 << 20;
+
+/// Why reading a backup failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    /// The file's digest is not the recorded one.
+    #[error("checksum mismatch for {}: expected {expected}, file has {actual}", path.display())]
+    Mismatch {
+        /// The file.
+        path: PathBuf,
+        /// From the manifest/sidecar.
+        expected: String,
+        /// Computed.
+        actual: String,
+    },
+    /// The file could not be read.
+    #[error("reading {}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The archive does not decompress (truncated or not zstd).
+    #[error("decompressing {}: {source}", path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// zstd's complaint.
+        source: io::Error,
+    },
+    /// `pg_restore` failed.
+    #[error(transparent)]
+    Tool(#[from] DumpError),
+}
+
+/// Hex SHA-256 and size of a file, streamed.
+pub fn sha256_file(path: &Path) -> Result<(String, u64), ArchiveError> {
+    let io_err = |source| ArchiveError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut f = File::open(path).map_err(io_err)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; READ_BUF];
+    let mut n_total = 0u64;
+    loop {
+        let n = match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io_err(e)),
+        };
+        h.update(&buf[..n]);
+        n_total += n as u64;
+    }
+    Ok((hex::encode(h.finalize()), n_total))
+}
+
+/// Fails unless the file's digest is `expected`.
+pub fn check_sha256(path: &Path, expected: &str) -> Result<u64, ArchiveError> {
+    let (actual, size) = sha256_file(path)?;
+    if !actual.eq_ignore_ascii_case(expected) {
+        return Err(ArchiveError::Mismatch {
+            path: path.to_path_buf(),
+            expected: expected.to_owned(),
+            actual,
+        });
+    }
+    Ok(size)
+}
+
+/// What to run on the decompressed archive.
+pub enum RestoreTo<'a> {
+    /// `pg_restore --list`: reads the table of contents; returns the number of entries.
+    List,
+    /// `pg_restore` into a database.
+    Database {
+        /// Where.
+        target: &'a LibpqTarget,
+        /// Skip ownership (scratch restores, where the roles may not exist).
+        no_owner: bool,
+    },
+}
+
+/// Decompresses `path` into `pg_restore` (stdin) and returns what it printed on stdout.
+/// The whole archive is always decompressed, so a truncated or corrupt tail is noticed even when
+/// `pg_restore --list` stops reading after the table of contents.
+pub fn pg_restore(
+    pg_restore: &Path,
+    path: &Path,
+    to: RestoreTo<'_>,
+    killer: &Killer,
+) -> Result<String, ArchiveError> {
+    let tool = pg_restore.display().to_string();
+    let mut cmd = Command::new(pg_restore);
+    match &to {
+        RestoreTo::List => {
+            cmd.arg("--list");
+        }
+        RestoreTo::Database { target, no_owner } => {
+            cmd.args(["--exit-on-error", "--single-transaction"]);
+            if *no_owner {
+                cmd.args(["--no-owner", "--no-privileges"]);
+            }
+            target.apply(&mut cmd);
+        }
+    }
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|source| DumpError::Spawn {
+        tool: tool.clone(),
+        source,
+    })?;
+    let stdin = child.stdin.take();
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    let out_thread = std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(mut o) = stdout {
+            let _ = o.read_to_string(&mut s);
+        }
+        s
+    });
+    let err_thread = std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(mut e) = stderr {
+            let _ = e.read_to_string(&mut s);
+        }
+        s
+    });
+    let child = std::sync::Arc::new(std::sync::Mutex::new(child));
+    if let Some(reason) = register(killer, &child) {
+        return Err(DumpError::Stopped(reason).into());
+    }
+
+    let fed = feed(path, stdin);
+    if fed.is_err() {
+        let _ = child.lock().unwrap_or_else(|p| p.into_inner()).kill();
+    }
+    let status = child.lock().unwrap_or_else(|p| p.into_inner()).wait();
+    let stdout = out_thread.join().unwrap_or_default();
+    let stderr = err_thread.join().unwrap_or_default();
+    let stderr_tail: String = {
+        let t = stderr.trim();
+        let start = t.len().saturating_sub(4000);
+        let start = (start..t.len())
+            .find(|i| t.is_char_boundary(*i))
+            .unwrap_or(t.len());
+        t[start..].to_owned()
+    };
+    fed?;
+    match status {
+        Ok(s) if s.success() => Ok(stdout),
+        Ok(s) => Err(DumpError::Tool {
+            tool,
+            status: describe_status(s),
+            stderr: stderr_tail,
+        }
+        .into()),
+        Err(source) => Err(DumpError::Spawn { tool, source }.into()),
+    }
+}
+
+fn register(
+    killer: &Killer,
+    child: &std::sync::Arc<std::sync::Mutex<std::process::Child>>,
+) -> Option<String> {
+    killer.register_child(child.clone()).err()
+}
+
+/// Decompresses the file into `stdin`; once the reader has closed its end (EPIPE), the rest is
+/// still decompressed into nothing so corruption anywhere is found.
+fn feed(path: &Path, stdin: Option<std::process::ChildStdin>) -> Result<(), ArchiveError> {
+    let file = File::open(path).map_err(|source| ArchiveError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut dec =
+        zstd::stream::read::Decoder::new(file).map_err(|source| ArchiveError::Corrupt {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let mut sink: Option<std::process::ChildStdin> = stdin;
+    let mut buf = vec![0u8; READ_BUF];
+    loop {
+        let n = match dec.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(source) => {
+                return Err(ArchiveError::Corrupt {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
+        };
+        if let Some(s) = sink.as_mut()
+            && let Err(e) = s.write_all(&buf[..n])
+        {
+            if e.kind() == io::ErrorKind::BrokenPipe {
+                // The reader is done (`--list`) or died; its exit status decides which.
+                sink = None;
+            } else {
+                return Err(ArchiveError::Io {
+                    path: path.to_path_buf(),
+                    source: e,
+                });
+            }
+        }
+    }
+    // Dropping stdin sends EOF.
+    drop(sink);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checksum_mismatch_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        std::fs::write(&p, b"hello").unwrap();
+        let good = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
+        assert_eq!(check_sha256(&p, good).unwrap(), 5);
+        let e = check_sha256(&p, &"0".repeat(64)).unwrap_err();
+        assert!(matches!(e, ArchiveError::Mismatch { .. }), "{e}");
+    }
+}

@@ -1,0 +1,452 @@
+//! `list`, `restore`, `verify`: finding a backup by file, key, name or `latest`, and what is
+//! done with it. Every path that restores checks the SHA-256 over the whole archive first.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, anyhow, bail};
+use keeper_common::secret::SecretUrl;
+use object_store::PutMode;
+use serde::Serialize;
+
+use crate::app::App;
+use crate::archive::{self, RestoreTo};
+use crate::config::VerifyMode;
+use crate::dump::Killer;
+use crate::local::LocalStore;
+use crate::manifest::{BackupId, Manifest, Verification, parse_sidecar};
+use crate::pg::{self, LibpqTarget};
+use crate::verify::{Verifier, compare_counts, run_blocking};
+
+/// One row of `list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Listed {
+    /// Backup name.
+    pub name: String,
+    /// Database label.
+    pub database: String,
+    /// When it was taken.
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    /// Archive size, if the manifest is readable.
+    pub size_bytes: Option<u64>,
+    /// `complete`, or what is wrong.
+    pub status: String,
+    /// Local archive path, if present locally.
+    pub local: Option<String>,
+    /// Remote archive URL, if present remotely.
+    pub remote: Option<String>,
+    /// Last verification.
+    pub verification: Option<Verification>,
+}
+
+/// Local and remote backups of every database, merged by name, newest first.
+pub async fn list(app: &App) -> anyhow::Result<Vec<Listed>> {
+    let mut rows: std::collections::BTreeMap<BackupId, Listed> = Default::default();
+    let mut problems: std::collections::BTreeMap<BackupId, Vec<String>> = Default::default();
+    for b in app.local.list()? {
+        let (size, verification) = match &b.manifest {
+            Ok(m) => (Some(m.size_bytes), m.verification.clone()),
+            Err(e) => {
+                problems
+                    .entry(b.id.clone())
+                    .or_default()
+                    .push(format!("local: {e}"));
+                (None, None)
+            }
+        };
+        if !b.dump_present {
+            problems
+                .entry(b.id.clone())
+                .or_default()
+                .push("local: archive missing".into());
+        }
+        rows.insert(
+            b.id.clone(),
+            Listed {
+                name: b.id.base(),
+                database: b.id.db.clone(),
+                started_at: b.id.at,
+                size_bytes: size,
+                status: String::new(),
+                local: b.dump_present.then(|| b.dump.display().to_string()),
+                remote: None,
+                verification,
+            },
+        );
+    }
+    if let Some(r) = &app.remote {
+        for b in r.list().await? {
+            let entry = rows.entry(b.id.clone()).or_insert_with(|| Listed {
+                name: b.id.base(),
+                database: b.id.db.clone(),
+                started_at: b.id.at,
+                size_bytes: None,
+                status: String::new(),
+                local: None,
+                remote: None,
+                verification: None,
+            });
+            match &b.manifest {
+                Ok(m) => {
+                    entry.size_bytes = entry.size_bytes.or(Some(m.size_bytes));
+                    // The newer verification wins (a remote re-verify may be the latest).
+                    if let Some(v) = &m.verification
+                        && entry.verification.as_ref().is_none_or(|e| e.at < v.at)
+                    {
+                        entry.verification = Some(v.clone());
+                    }
+                }
+                Err(e) => problems
+                    .entry(b.id.clone())
+                    .or_default()
+                    .push(format!("remote: {e}")),
+            }
+            if b.dump_present {
+                entry.remote = Some(r.url_of(&b.id.dump_name()));
+            } else {
+                problems
+                    .entry(b.id.clone())
+                    .or_default()
+                    .push("remote: archive missing".into());
+            }
+        }
+    }
+    let mut out: Vec<Listed> = rows
+        .into_iter()
+        .map(|(id, mut l)| {
+            l.status = match problems.remove(&id) {
+                None => "complete".into(),
+                Some(p) => p.join("; "),
+            };
+            l
+        })
+        .collect();
+    out.reverse();
+    Ok(out)
+}
+
+/// A located backup.
+pub enum Located {
+    /// An archive on this machine.
+    Local {
+        /// The archive.
+        path: PathBuf,
+        /// Its manifest, when there is one.
+        manifest: Option<Manifest>,
+        /// The digest to check against.
+        sha256: String,
+    },
+    /// An archive in the bucket.
+    Remote {
+        /// Its manifest.
+        manifest: Manifest,
+    },
+}
+
+impl Located {
+    fn manifest(&self) -> Option<&Manifest> {
+        match self {
+            Self::Local { manifest, .. } => manifest.as_ref(),
+            Self::Remote { manifest } => Some(manifest),
+        }
+    }
+}
+
+/// Finds `from`: `latest`, a path to a `.dump.zst` file, a backup name, or an S3 key/URL.
+pub async fn locate(app: &App, from: &str) -> anyhow::Result<Located> {
+    if from == "latest" {
+        let m = app.newest_manifest().await.ok_or_else(|| {
+            anyhow!(
+                "no complete backup of {} found locally or remotely",
+                app.label
+            )
+        })?;
+        return by_id(app, &m.id()).await;
+    }
+    let as_path = Path::new(from);
+    if as_path.is_file() {
+        return local_file(as_path);
+    }
+    let last = from
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or(from);
+    let id = BackupId::parse_file_name(last)
+        .map(|(id, _)| id)
+        .or_else(|| BackupId::parse_base(last))
+        .ok_or_else(|| {
+            anyhow!("{from:?} is neither an existing file, `latest`, a backup name like app-20260101T000000Z, nor a key of one")
+        })?;
+    by_id(app, &id).await
+}
+
+async fn by_id(app: &App, id: &BackupId) -> anyhow::Result<Located> {
+    let local = app.local.dump_path(id);
+    if local.is_file()
+        && let Ok(found) = local_file(&local)
+        && found.manifest().is_some()
+    {
+        return Ok(found);
+    }
+    if let Some(r) = &app.remote {
+        match r.get_manifest(id).await {
+            Ok(manifest) => return Ok(Located::Remote { manifest }),
+            Err(e) => tracing::debug!(error = %e, "not found remotely"),
+        }
+    }
+    bail!(
+        "backup {id} not found locally in {} or remotely",
+        app.local.dir().display()
+    )
+}
+
+/// A local archive with the manifest and/or sidecar beside it; neither → refuse.
+fn local_file(path: &Path) -> anyhow::Result<Located> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| anyhow!("{} has no usable file name", path.display()))?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let id = BackupId::parse_file_name(name).map(|(id, _)| id);
+    let manifest = match &id {
+        Some(id) => {
+            let mp = dir.join(id.manifest_name());
+            match std::fs::read(&mp) {
+                Ok(bytes) => Some(
+                    Manifest::from_json(&bytes)
+                        .with_context(|| format!("malformed manifest {}", mp.display()))?,
+                ),
+                Err(_) => None,
+            }
+        }
+        None => None,
+    };
+    let sidecar = std::fs::read_to_string(dir.join(format!("{name}.sha256")))
+        .ok()
+        .and_then(|t| parse_sidecar(&t));
+    let sha256 = match (&manifest, sidecar) {
+        (Some(m), Some(s)) if !m.sha256.eq_ignore_ascii_case(&s) => bail!(
+            "manifest and .sha256 sidecar of {} disagree ({} vs {s}); refusing",
+            path.display(),
+            m.sha256
+        ),
+        (Some(m), _) => m.sha256.clone(),
+        (None, Some(s)) => s,
+        (None, None) => bail!(
+            "no manifest or .sha256 sidecar beside {}: refusing to restore an archive that cannot be checked",
+            path.display()
+        ),
+    };
+    Ok(Located::Local {
+        path: path.to_path_buf(),
+        manifest,
+        sha256,
+    })
+}
+
+/// A checked archive on local disk; a download is removed when this is dropped.
+struct Checked {
+    path: PathBuf,
+    manifest: Option<Manifest>,
+    temp: bool,
+}
+
+impl Drop for Checked {
+    fn drop(&mut self) {
+        if self.temp {
+            LocalStore::remove_file(&self.path);
+        }
+    }
+}
+
+/// Brings the archive to local disk if needed and checks its SHA-256 over every byte.
+async fn fetch_checked(app: &App, found: Located) -> anyhow::Result<Checked> {
+    match found {
+        Located::Local {
+            path,
+            manifest,
+            sha256,
+        } => {
+            let p = path.clone();
+            let size = run_blocking(move || archive::check_sha256(&p, &sha256)).await?;
+            tracing::info!(path = %path.display(), size, "checksum matches");
+            Ok(Checked {
+                path,
+                manifest,
+                temp: false,
+            })
+        }
+        Located::Remote { manifest } => {
+            let remote = app
+                .remote
+                .as_ref()
+                .ok_or_else(|| anyhow!("remote backup without BACKUP_S3_URL"))?;
+            let id = manifest.id();
+            let dest = app.local.download_path(&id);
+            let checked = Checked {
+                path: dest.clone(),
+                manifest: Some(manifest.clone()),
+                temp: true,
+            };
+            let (sha, size) = remote.download(&id, &dest).await?;
+            if !sha.eq_ignore_ascii_case(&manifest.sha256) {
+                bail!(
+                    "checksum mismatch for {}: expected {}, downloaded {sha} ({size} bytes); nothing restored",
+                    remote.url_of(&id.dump_name()),
+                    manifest.sha256
+                );
+            }
+            tracing::info!(key = %remote.url_of(&id.dump_name()), size, "downloaded; checksum matches");
+            Ok(checked)
+        }
+    }
+}
+
+/// What `restore` did.
+#[derive(Debug, Serialize)]
+pub struct RestoreReport {
+    /// The backup restored.
+    pub backup: String,
+    /// The target, password redacted.
+    pub target: String,
+    /// Tables whose rows were counted and compared.
+    pub tables_checked: usize,
+    /// Rows in those tables.
+    pub rows: i64,
+}
+
+/// Restores `from` into `target` after checking its checksum; then compares row counts.
+pub async fn restore(
+    app: &App,
+    from: &str,
+    target: &SecretUrl,
+    no_owner: bool,
+    killer: &Killer,
+) -> anyhow::Result<RestoreReport> {
+    let found = locate(app, from).await?;
+    let checked = fetch_checked(app, found).await?;
+    let backup = checked
+        .manifest
+        .as_ref()
+        .map(|m| m.id().base())
+        .unwrap_or_else(|| checked.path.display().to_string());
+    tracing::info!(backup = %backup, target = %target.redacted(), "restoring");
+    {
+        let tool = app.settings.pg_restore_path.clone();
+        let path = checked.path.clone();
+        let t = LibpqTarget::new(target);
+        let killer = killer.clone();
+        run_blocking(move || {
+            archive::pg_restore(
+                &tool,
+                &path,
+                RestoreTo::Database {
+                    target: &t,
+                    no_owner,
+                },
+                &killer,
+            )
+        })
+        .await
+        .context("pg_restore")?;
+    }
+    let mut report = RestoreReport {
+        backup,
+        target: target.redacted(),
+        tables_checked: 0,
+        rows: 0,
+    };
+    if let Some(m) = &checked.manifest {
+        let mut conn = pg::connect(target).await?;
+        let counts = pg::row_counts(&mut conn, target).await;
+        let _ = sqlx::Connection::close(conn).await;
+        let counts = counts?;
+        compare_counts(&m.row_counts, &counts).context("restored, but")?;
+        report.tables_checked = counts.len();
+        report.rows = counts.values().sum();
+    }
+    Ok(report)
+}
+
+/// Verifies `from` and records the result in its manifest(s) and `backup_runs`.
+pub async fn verify(
+    app: &App,
+    from: &str,
+    mode: VerifyMode,
+    killer: &Killer,
+) -> anyhow::Result<Verification> {
+    let found = locate(app, from).await?;
+    let manifest = found.manifest().cloned().ok_or_else(|| {
+        anyhow!("{from}: no manifest to verify against (a sidecar alone only allows restore)")
+    })?;
+    let checked = fetch_checked(app, found).await?;
+    let verifier = Verifier {
+        pg_restore: &app.settings.pg_restore_path,
+        scratch_server: app.settings.backup().verify_database_url.as_ref(),
+        killer,
+    };
+    let verification = match verifier.verify(mode, &checked.path, &manifest).await {
+        Ok(v) => v,
+        Err(e) => Verification {
+            mode,
+            ok: false,
+            at: chrono::Utc::now(),
+            detail: e.to_string(),
+        },
+    };
+    let updated = Manifest {
+        verification: Some(verification.clone()),
+        ..manifest
+    };
+    let id = updated.id();
+    // Record the outcome wherever this backup lives.
+    if app.local.dump_path(&id).is_file()
+        && let Err(e) = app.local.rewrite_manifest(&updated)
+    {
+        tracing::warn!(error = %e, "cannot update the local manifest");
+    }
+    if let Some(r) = &app.remote
+        && r.get_manifest(&id).await.is_ok()
+        && let Err(e) = r.put_manifest(&updated, PutMode::Overwrite).await
+    {
+        tracing::warn!(error = %e, "cannot update the remote manifest");
+    }
+    if let Some(store) = &app.records
+        && let Some(pool) = store.pg_pool()
+        && let Err(e) = sqlx::query(
+            "UPDATE backup_runs SET verified = $1, verify_mode = $2, manifest = $3 \
+             WHERE sha256 = $4 AND status = 'success'",
+        )
+        .bind(verification.ok)
+        .bind(mode.as_str())
+        .bind(serde_json::to_value(&updated).ok())
+        .bind(&updated.sha256)
+        .execute(pool)
+        .await
+    {
+        tracing::warn!(error = %e, "cannot update backup_runs");
+    }
+    Ok(verification)
+}
+
+/// Reads the target URL from the flag or `TARGET_DATABASE_URL` (keeps passwords off the
+/// command line).
+pub fn target_url(flag: Option<String>) -> anyhow::Result<SecretUrl> {
+    let raw = flag
+        .or_else(|| {
+            std::env::var("TARGET_DATABASE_URL")
+                .ok()
+                .filter(|v| !v.is_empty())
+        })
+        .ok_or_else(|| {
+            anyhow!("restore needs --target-database-url URL (or TARGET_DATABASE_URL)")
+        })?;
+    let url = SecretUrl::new(raw);
+    keeper_common::config::validate::url_with_scheme(
+        "--target-database-url",
+        url.expose(),
+        &["postgres", "postgresql"],
+        true,
+    )?;
+    Ok(url)
+}

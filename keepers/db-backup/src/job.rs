@@ -1,0 +1,428 @@
+//! One backup run, start to finish: lock, snapshot, dump, verify, publish, upload, record,
+//! prune. Either a complete, checksummed backup is published, or nothing is and the run says
+//! why (record, metric, `backup_failed` alert, exit 1).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use keeper_common::alert::{Alert, Severity};
+use keeper_common::store::BackupOutcome;
+use keeper_common::telemetry::metrics::labels;
+use serde::Serialize;
+
+use crate::app::App;
+use crate::config::VerifyMode;
+use crate::dump::{self, DumpSpec, Killer};
+use crate::local::LocalStore;
+use crate::manifest::{BackupId, Compression, MANIFEST_FORMAT, Manifest};
+use crate::pg::{self, LibpqTarget, PgError, Source};
+use crate::prune::{self, PruneReport};
+use crate::verify::{Verifier, run_blocking};
+
+/// Alert raised when a run fails; resolved by the next success.
+pub const BACKUP_FAILED: &str = "backup_failed";
+
+/// What a run did, printed by `--once` and shown in `/status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    /// `success`, `failure` or `busy` (another run held the lock).
+    pub outcome: &'static str,
+    /// The database label.
+    pub database: String,
+    /// When the run started.
+    pub started_at: DateTime<Utc>,
+    /// Wall time in seconds.
+    pub duration_seconds: f64,
+    /// The published backup.
+    pub backup: Option<Manifest>,
+    /// Local archive path, if kept.
+    pub local_path: Option<String>,
+    /// Remote archive URL, if uploaded.
+    pub remote_url: Option<String>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// What retention did.
+    pub prune: Option<PruneReport>,
+}
+
+impl RunReport {
+    /// One line for logs and systemd STATUS.
+    pub fn summary(&self) -> String {
+        match (&self.backup, &self.error) {
+            (Some(m), None) => format!(
+                "backup {} ok: {} bytes in {:.1} s{}",
+                m.id(),
+                m.size_bytes,
+                self.duration_seconds,
+                m.verification
+                    .as_ref()
+                    .map(|v| format!(", verified ({})", v.mode.as_str()))
+                    .unwrap_or_default()
+            ),
+            (_, Some(e)) => format!("backup of {} {}: {e}", self.database, self.outcome),
+            (None, None) => format!("backup of {} {}", self.database, self.outcome),
+        }
+    }
+}
+
+/// A failure with the state to clean up after.
+struct Failure {
+    error: anyhow::Error,
+    busy: bool,
+    /// The archive was published locally before a later step (the upload) failed.
+    kept: Option<(Manifest, PathBuf)>,
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Self {
+            error: e.into(),
+            busy: false,
+            kept: None,
+        }
+    }
+}
+
+/// Runs one backup. `killer` stops it early (shutdown, timeout): the dump is killed, temp files
+/// removed, and the run ends as a failure.
+pub async fn run(app: &App, killer: &Killer) -> RunReport {
+    let started = Instant::now();
+    let started_at = Utc::now();
+    let mut report = RunReport {
+        outcome: "failure",
+        database: app.label.clone(),
+        started_at,
+        duration_seconds: 0.0,
+        backup: None,
+        local_path: None,
+        remote_url: None,
+        error: None,
+        prune: None,
+    };
+    let mut record_id: Option<i64> = None;
+    let result = attempt(app, killer, &mut record_id, &mut report).await;
+    report.duration_seconds = started.elapsed().as_secs_f64();
+    let b = app.metrics.backup.as_ref();
+    match result {
+        Ok(manifest) => {
+            report.outcome = "success";
+            if let Some(b) = b {
+                b.last_success_timestamp
+                    .set(manifest.finished_at.timestamp());
+                b.size_bytes.set(manifest.size_bytes as i64);
+                b.duration_seconds.set(report.duration_seconds);
+                b.runs
+                    .get_or_create(&labels([("outcome", "success")]))
+                    .inc();
+            }
+            app.alerter.resolve(BACKUP_FAILED);
+            tracing::info!(
+                backup = %manifest.id(),
+                size_bytes = manifest.size_bytes,
+                duration_seconds = report.duration_seconds,
+                "backup complete"
+            );
+            report.backup = Some(manifest);
+        }
+        Err(f) if f.busy => {
+            report.outcome = "busy";
+            report.error = Some(format!("{:#}", f.error));
+            tracing::error!(error = %format!("{:#}", f.error), "backup not started");
+        }
+        Err(f) => {
+            let msg = format!("{:#}", f.error);
+            if let Some((m, path)) = f.kept {
+                report.local_path = Some(path.display().to_string());
+                report.backup = Some(m);
+            }
+            if let Some(b) = b {
+                b.duration_seconds.set(report.duration_seconds);
+                b.runs
+                    .get_or_create(&labels([("outcome", "failure")]))
+                    .inc();
+            }
+            tracing::error!(database = %app.label, error = %msg, "backup failed");
+            app.alerter.fire(
+                Alert::new(
+                    BACKUP_FAILED,
+                    Severity::Critical,
+                    format!("db-backup: backup of {} failed: {msg}", app.label),
+                )
+                .label("database", app.label.clone()),
+            );
+            report.error = Some(msg);
+        }
+    }
+    finish_record(app, record_id, &report).await;
+    report
+}
+
+async fn attempt(
+    app: &App,
+    killer: &Killer,
+    record_id: &mut Option<i64>,
+    report: &mut RunReport,
+) -> Result<Manifest, Failure> {
+    let s = &app.settings;
+    let b = s.backup();
+    let mut source = match Source::open(&s.source_url).await {
+        Ok(src) => src,
+        Err(e) => {
+            start_record(app, record_id).await;
+            return Err(e.into());
+        }
+    };
+    if let Err(e) = source
+        .lock(std::time::Duration::from_secs(b.lock_timeout))
+        .await
+    {
+        let busy = matches!(e, PgError::Locked { .. });
+        if !busy {
+            start_record(app, record_id).await;
+        }
+        source.close().await;
+        return Err(Failure {
+            error: e.into(),
+            busy,
+            kept: None,
+        });
+    }
+    start_record(app, record_id).await;
+    let result = locked(app, killer, &mut source, report).await;
+    source.close().await;
+    result
+}
+
+/// The part of a run that holds the lock.
+async fn locked(
+    app: &App,
+    killer: &Killer,
+    source: &mut Source,
+    report: &mut RunReport,
+) -> Result<Manifest, Failure> {
+    let s = &app.settings;
+    let b = s.backup();
+    let (pg_dump_version, client_major) = pg::tool_version(&b.pg_dump_path).await?;
+    pg::check_dump_version(&b.pg_dump_path, client_major, &source.info)?;
+
+    clean_leftovers(app).await;
+    let id = fresh_id(app).await?;
+    let tmp = app.local.temp_path(&id);
+    let snapshot = source.export_snapshot().await?;
+    tracing::info!(backup = %id, snapshot = %snapshot, "dumping");
+
+    let spec = DumpSpec {
+        pg_dump: b.pg_dump_path.clone(),
+        target: LibpqTarget::new(&s.source_url),
+        snapshot: snapshot.clone(),
+        level: b.zstd_level,
+        threads: s.zstd_threads,
+    };
+    let dumping = {
+        let (tmp, killer) = (tmp.clone(), killer.clone());
+        tokio::task::spawn_blocking(move || dump::dump_to_file(&spec, &tmp, &killer))
+    };
+    // Row counts run in the exporting transaction while pg_dump reads the same snapshot.
+    let counts = source.row_counts().await;
+    if let Err(e) = &counts {
+        killer.kill(&format!("row counts failed: {e}"));
+    }
+    let dumped = match dumping.await {
+        Ok(r) => r,
+        Err(e) => Err(dump::DumpError::Stopped(format!("dump thread failed: {e}"))),
+    };
+    let ended = source.end_snapshot().await;
+    let (out, counts) = match (dumped, counts, ended) {
+        (Ok(out), Ok(counts), Ok(())) => (out, counts),
+        (dumped, counts, ended) => {
+            LocalStore::remove_file(&tmp);
+            return Err(match (dumped, counts, ended) {
+                (Err(e), _, _) => e.into(),
+                (_, Err(e), _) | (_, _, Err(e)) => e.into(),
+                _ => anyhow::anyhow!("unreachable").into(),
+            });
+        }
+    };
+    let mut manifest = Manifest {
+        format: MANIFEST_FORMAT,
+        name: id.db.clone(),
+        database: source.info.database.clone(),
+        file: id.dump_name(),
+        server_version: source.info.version.clone(),
+        server_version_num: source.info.version_num,
+        pg_dump_version,
+        snapshot,
+        started_at: id.at,
+        finished_at: Utc::now(),
+        size_bytes: out.size,
+        dump_bytes: out.dump_bytes,
+        sha256: out.sha256,
+        compression: Compression {
+            algorithm: "zstd".into(),
+            level: b.zstd_level,
+            threads: s.zstd_threads,
+        },
+        row_counts: counts,
+        verification: None,
+        tool: concat!("db-backup ", env!("CARGO_PKG_VERSION")).into(),
+    };
+
+    if b.verify != VerifyMode::None {
+        let verifier = Verifier {
+            pg_restore: &s.pg_restore_path,
+            scratch_server: b.verify_database_url.as_ref(),
+            killer,
+        };
+        match verifier.verify(b.verify, &tmp, &manifest).await {
+            Ok(v) => {
+                tracing::info!(backup = %id, detail = %v.detail, "verified");
+                manifest.verification = Some(v);
+            }
+            Err(e) => {
+                LocalStore::remove_file(&tmp);
+                return Err(anyhow::Error::new(e)
+                    .context(format!("verification ({}) failed", b.verify.as_str()))
+                    .into());
+            }
+        }
+    }
+    if let Some(reason) = killer.reason() {
+        LocalStore::remove_file(&tmp);
+        return Err(anyhow::anyhow!("stopped before publishing: {reason}").into());
+    }
+
+    let published = {
+        let (local, tmp, m) = (app.local.clone(), tmp.clone(), manifest.clone());
+        run_blocking(move || local.publish(&tmp, &m).map_err(anyhow::Error::from)).await
+    };
+    let dump_path = match published {
+        Ok(p) => p,
+        Err(e) => {
+            LocalStore::remove_file(&tmp);
+            return Err(e.into());
+        }
+    };
+
+    if let Some(remote) = &app.remote {
+        let upload = tokio::select! {
+            r = remote.upload(&dump_path, &manifest) => r.map_err(anyhow::Error::from),
+            () = killer.cancelled() => Err(anyhow::anyhow!("upload stopped: {}", killer.reason().unwrap_or_default())),
+        };
+        match upload {
+            Ok(url) => report.remote_url = Some(url),
+            Err(e) => {
+                return Err(Failure {
+                    error: e.context(format!(
+                        "upload to {} failed; the local backup {} is kept",
+                        remote.location(),
+                        dump_path.display()
+                    )),
+                    busy: false,
+                    kept: Some((manifest, dump_path)),
+                });
+            }
+        }
+        if !b.keep_local {
+            if let Err(e) = app.local.delete(&manifest.id()) {
+                tracing::warn!(error = %e, "cannot remove the local copy after upload");
+            }
+        }
+    }
+    if b.keep_local || app.remote.is_none() {
+        report.local_path = Some(dump_path.display().to_string());
+    }
+
+    // Retention only after a complete success, still under the lock.
+    report.prune = Some(prune::prune(app, false).await);
+    Ok(manifest)
+}
+
+/// Removes leftovers of killed or failed runs of this database (temp files, manifest-less
+/// archives and objects). Never fails the run: a leftover is untidy, not dangerous.
+async fn clean_leftovers(app: &App) {
+    let local = app.local.clone();
+    let label = app.label.clone();
+    match tokio::task::spawn_blocking(move || local.clean_leftovers(&label)).await {
+        Ok(Ok(removed)) => {
+            for p in removed {
+                tracing::info!(path = %p.display(), "removed leftover of an earlier run");
+            }
+        }
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot clean leftovers"),
+        Err(e) => tracing::warn!(error = %e, "cannot clean leftovers"),
+    }
+    if let Some(r) = &app.remote {
+        match r.clean_leftovers(&app.label).await {
+            Ok(removed) => {
+                for k in removed {
+                    tracing::info!(key = %k, "removed remote leftover of an earlier run");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot clean remote leftovers"),
+        }
+    }
+}
+
+/// A name not used yet: two runs within one second get different seconds.
+async fn fresh_id(app: &App) -> anyhow::Result<BackupId> {
+    for _ in 0..3 {
+        let id = BackupId::new(&app.label, Utc::now());
+        let remote_taken = match &app.remote {
+            Some(r) => r.get_manifest(&id).await.is_ok(),
+            None => false,
+        };
+        if !app.local.exists(&id) && !remote_taken {
+            return Ok(id);
+        }
+        let wait = 1_000 - Utc::now().timestamp_subsec_millis().min(999);
+        tokio::time::sleep(std::time::Duration::from_millis(u64::from(wait) + 5)).await;
+    }
+    anyhow::bail!("cannot find an unused backup name for {}", app.label)
+}
+
+async fn start_record(app: &App, id: &mut Option<i64>) {
+    let Some(store) = &app.records else { return };
+    match store.start_backup_run(&app.label).await {
+        Ok(n) => *id = Some(n),
+        Err(e) => tracing::warn!(error = %e, "cannot record the run in backup_runs"),
+    }
+}
+
+async fn finish_record(app: &App, id: Option<i64>, report: &RunReport) {
+    let Some(store) = &app.records else { return };
+    if report.outcome == "busy" {
+        return;
+    }
+    let id = match id {
+        Some(id) => id,
+        None => {
+            // The start was not recorded (records down at the time); try a complete row now.
+            match store.start_backup_run(&app.label).await {
+                Ok(id) => id,
+                Err(_) => return,
+            }
+        }
+    };
+    let v = report.backup.as_ref().and_then(|m| m.verification.as_ref());
+    let outcome = match &report.error {
+        None => BackupOutcome::success(),
+        Some(e) => BackupOutcome::failed(e.clone()),
+    };
+    let outcome = BackupOutcome {
+        location: report.local_path.clone(),
+        remote_key: report.remote_url.clone(),
+        size_bytes: report.backup.as_ref().map(|m| m.size_bytes as i64),
+        sha256: report.backup.as_ref().map(|m| m.sha256.clone()),
+        manifest: report
+            .backup
+            .as_ref()
+            .and_then(|m| serde_json::to_value(m).ok()),
+        verify_mode: Some(app.settings.backup().verify.as_str().to_owned()),
+        verified: v.map(|v| v.ok),
+        ..outcome
+    };
+    if let Err(e) = store.finish_backup_run(id, &outcome).await {
+        tracing::warn!(error = %e, "cannot record the run's outcome in backup_runs");
+    }
+}

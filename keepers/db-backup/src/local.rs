@@ -1,0 +1,293 @@
+//! Local backups in `BACKUP_DIR`.
+//!
+//! A run writes `.{base}.dump.zst.tmp`, fsyncs, renames it to `{base}.dump.zst`, then writes the
+//! sidecar and the manifest the same way (temp, fsync, rename) and fsyncs the directory. Only a
+//! manifest makes a backup: a crash at any point leaves at most temp files and a manifest-less
+//! archive, which the next run of the same database removes.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use crate::manifest::{BackupId, FileKind, Manifest};
+
+/// Suffix of in-progress files.
+const TMP_SUFFIX: &str = ".tmp";
+/// Marker in the names of downloads being checked before a restore.
+const DOWNLOAD_MARK: &str = ".download-";
+/// Downloads older than this are leftovers of a killed restore.
+const DOWNLOAD_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+
+/// A local file operation that failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} {}: {source}", path.display())]
+pub struct LocalError {
+    /// The step.
+    pub what: &'static str,
+    /// The file or directory.
+    pub path: PathBuf,
+    /// The OS error.
+    pub source: io::Error,
+}
+
+fn err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> LocalError {
+    let path = path.to_path_buf();
+    move |source| LocalError { what, path, source }
+}
+
+/// One backup found in the directory.
+#[derive(Debug, Clone)]
+pub struct LocalBackup {
+    /// Its identity.
+    pub id: BackupId,
+    /// The manifest, or why it could not be read.
+    pub manifest: Result<Manifest, String>,
+    /// Path of the archive.
+    pub dump: PathBuf,
+    /// Whether the archive exists.
+    pub dump_present: bool,
+}
+
+impl LocalBackup {
+    /// Complete: readable manifest and the archive present.
+    pub fn complete(&self) -> bool {
+        self.manifest.is_ok() && self.dump_present
+    }
+}
+
+/// The backup directory.
+#[derive(Debug, Clone)]
+pub struct LocalStore {
+    dir: PathBuf,
+}
+
+impl LocalStore {
+    /// Uses `dir`, creating it if missing.
+    pub fn open(dir: &Path) -> Result<Self, LocalError> {
+        fs::create_dir_all(dir).map_err(err("creating backup directory", dir))?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where a run writes its archive before it is complete.
+    pub fn temp_path(&self, id: &BackupId) -> PathBuf {
+        self.dir.join(format!(".{}{TMP_SUFFIX}", id.dump_name()))
+    }
+
+    /// A fresh path for a download of `id` (restore/verify from S3).
+    pub fn download_path(&self, id: &BackupId) -> PathBuf {
+        self.dir.join(format!(
+            ".{}{DOWNLOAD_MARK}{}{TMP_SUFFIX}",
+            id.dump_name(),
+            std::process::id()
+        ))
+    }
+
+    /// Path of the archive of `id`.
+    pub fn dump_path(&self, id: &BackupId) -> PathBuf {
+        self.dir.join(id.dump_name())
+    }
+
+    /// Whether any file of `id` exists (names must not be reused).
+    pub fn exists(&self, id: &BackupId) -> bool {
+        [id.dump_name(), id.sha_name(), id.manifest_name()]
+            .iter()
+            .any(|n| self.dir.join(n).exists())
+    }
+
+    /// Removes what failed or killed runs of `db` left: temp files, archives and sidecars with
+    /// no manifest, and downloads older than a day. Call only while holding the run lock.
+    pub fn clean_leftovers(&self, db: &str) -> Result<Vec<PathBuf>, LocalError> {
+        let mut removed = Vec::new();
+        let entries = fs::read_dir(&self.dir).map_err(err("listing", &self.dir))?;
+        let names: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        for name in &names {
+            let path = self.dir.join(name);
+            let leftover = if let Some(inner) = name
+                .strip_prefix('.')
+                .and_then(|n| n.strip_suffix(TMP_SUFFIX))
+            {
+                if let Some((file, _pid)) = inner.split_once(DOWNLOAD_MARK) {
+                    // A download may belong to a restore running right now: only old ones go.
+                    owned_by(file, db) && older_than(&path, DOWNLOAD_MAX_AGE)
+                } else {
+                    owned_by(inner, db)
+                }
+            } else {
+                match BackupId::parse_file_name(name) {
+                    Some((id, FileKind::Dump | FileKind::Sha)) if id.db == db => {
+                        !names.contains(&id.manifest_name())
+                    }
+                    _ => false,
+                }
+            };
+            if leftover {
+                fs::remove_file(&path).map_err(err("removing leftover", &path))?;
+                removed.push(path);
+            }
+        }
+        if !removed.is_empty() {
+            self.sync_dir()?;
+        }
+        Ok(removed)
+    }
+
+    /// Publishes a complete, synced archive at `tmp`: rename, sidecar, manifest (last).
+    pub fn publish(&self, tmp: &Path, manifest: &Manifest) -> Result<PathBuf, LocalError> {
+        let id = manifest.id();
+        let dump = self.dump_path(&id);
+        fs::rename(tmp, &dump).map_err(err("renaming", tmp))?;
+        self.write_atomic(&id.sha_name(), manifest.sidecar().as_bytes())?;
+        self.write_atomic(&id.manifest_name(), &manifest.to_json())?;
+        self.sync_dir()?;
+        Ok(dump)
+    }
+
+    /// Replaces the manifest of an existing backup (after a verification).
+    pub fn rewrite_manifest(&self, manifest: &Manifest) -> Result<(), LocalError> {
+        self.write_atomic(&manifest.id().manifest_name(), &manifest.to_json())?;
+        self.sync_dir()
+    }
+
+    fn write_atomic(&self, name: &str, bytes: &[u8]) -> Result<(), LocalError> {
+        let tmp = self.dir.join(format!(".{name}{TMP_SUFFIX}"));
+        let target = self.dir.join(name);
+        let write = || -> io::Result<()> {
+            let mut f = File::create(&tmp)?;
+            f.write_all(bytes)?;
+            f.sync_all()
+        };
+        if let Err(e) = write() {
+            let _ = fs::remove_file(&tmp);
+            return Err(err("writing", &tmp)(e));
+        }
+        fs::rename(&tmp, &target).map_err(err("renaming", &tmp))
+    }
+
+    fn sync_dir(&self) -> Result<(), LocalError> {
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(err("syncing directory", &self.dir))
+    }
+
+    /// Every backup with a manifest, of every database, oldest first.
+    pub fn list(&self) -> Result<Vec<LocalBackup>, LocalError> {
+        let entries = fs::read_dir(&self.dir).map_err(err("listing", &self.dir))?;
+        let mut out = Vec::new();
+        for e in entries.filter_map(|e| e.ok()) {
+            let Ok(name) = e.file_name().into_string() else {
+                continue;
+            };
+            let Some((id, FileKind::Manifest)) = BackupId::parse_file_name(&name) else {
+                continue;
+            };
+            let path = e.path();
+            let manifest = fs::read(&path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))
+                .and_then(|b| {
+                    Manifest::from_json(&b)
+                        .map_err(|e| format!("malformed manifest {}: {e}", path.display()))
+                })
+                .and_then(|m| {
+                    if m.id() == id {
+                        Ok(m)
+                    } else {
+                        Err(format!(
+                            "manifest {} describes {} instead",
+                            path.display(),
+                            m.id()
+                        ))
+                    }
+                });
+            let dump = self.dump_path(&id);
+            out.push(LocalBackup {
+                dump_present: dump.is_file(),
+                id,
+                manifest,
+                dump,
+            });
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+
+    /// Deletes a backup: the manifest first, so a half-deleted backup is never listed.
+    pub fn delete(&self, id: &BackupId) -> Result<(), LocalError> {
+        for name in [id.manifest_name(), id.dump_name(), id.sha_name()] {
+            let p = self.dir.join(name);
+            match fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(err("deleting", &p)(e)),
+            }
+        }
+        self.sync_dir()
+    }
+
+    /// Removes one file, ignoring a missing one.
+    pub fn remove_file(path: &Path) {
+        if let Err(e) = fs::remove_file(path)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %path.display(), error = %e, "cannot remove temp file");
+        }
+    }
+}
+
+/// Whether `file` (an archive, sidecar or manifest name) belongs to `db`.
+fn owned_by(file: &str, db: &str) -> bool {
+    let base = file
+        .strip_suffix(crate::manifest::SHA_SUFFIX)
+        .or_else(|| file.strip_suffix(crate::manifest::DUMP_SUFFIX))
+        .or_else(|| file.strip_suffix(crate::manifest::MANIFEST_SUFFIX));
+    base.and_then(BackupId::parse_base)
+        .is_some_and(|id| id.db == db)
+}
+
+fn older_than(path: &Path, age: Duration) -> bool {
+    fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| SystemTime::now().duration_since(t).ok())
+        .is_some_and(|d| d > age)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leftovers_of_other_databases_and_fresh_downloads_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        let at = chrono::Utc::now();
+        let mine = BackupId::new("app", at);
+        let other = BackupId::new("app-2", at);
+        let files = [
+            store.temp_path(&mine),
+            store.temp_path(&other),
+            store.dump_path(&mine),
+            dir.path().join(mine.sha_name()),
+            store.dump_path(&other),
+            store.download_path(&mine),
+            dir.path().join("notes.txt"),
+        ];
+        for f in &files {
+            std::fs::write(f, b"x").unwrap();
+        }
+        let removed = store.clean_leftovers("app").unwrap();
+        assert_eq!(removed.len(), 3, "{removed:?}");
+        assert!(!files[0].exists() && !files[2].exists() && !files[3].exists());
+        assert!(files[1].exists() && files[4].exists() && files[5].exists() && files[6].exists());
+    }
+}

@@ -1,0 +1,254 @@
+//! Backup names and the JSON manifest written beside every backup.
+//!
+//! A backup `{name}-{YYYYMMDDTHHMMSSZ}` is three files (or objects): `…dump.zst` (the
+//! zstd-compressed `pg_dump -Fc` archive), `…dump.zst.sha256` (`sha256sum -c` format) and
+//! `…manifest.json`. The manifest is written last: a backup exists only when its manifest does.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::config::VerifyMode;
+
+/// Suffix of the archive.
+pub const DUMP_SUFFIX: &str = ".dump.zst";
+/// Suffix of the checksum sidecar (appended to the archive's name).
+pub const SHA_SUFFIX: &str = ".dump.zst.sha256";
+/// Suffix of the manifest.
+pub const MANIFEST_SUFFIX: &str = ".manifest.json";
+/// Format of the UTC timestamp in names.
+const STAMP: &str = "%Y%m%dT%H%M%SZ";
+/// Length of a formatted stamp (`20261123T160000Z`).
+const STAMP_LEN: usize = 16;
+/// Version of the manifest layout.
+pub const MANIFEST_FORMAT: u32 = 1;
+
+/// The identity of one backup: database label and the UTC second it started.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BackupId {
+    /// When the run took its snapshot (second precision); orders backups.
+    pub at: DateTime<Utc>,
+    /// Database label (the database name or `BACKUP_NAME`).
+    pub db: String,
+}
+
+impl BackupId {
+    /// A new id, truncated to the second.
+    pub fn new(db: &str, at: DateTime<Utc>) -> Self {
+        let at = DateTime::from_timestamp(at.timestamp(), 0).unwrap_or(at);
+        Self {
+            at,
+            db: db.to_owned(),
+        }
+    }
+
+    /// `{db}-{stamp}`.
+    pub fn base(&self) -> String {
+        format!("{}-{}", self.db, self.at.format(STAMP))
+    }
+
+    /// The archive's file name.
+    pub fn dump_name(&self) -> String {
+        format!("{}{DUMP_SUFFIX}", self.base())
+    }
+
+    /// The sidecar's file name.
+    pub fn sha_name(&self) -> String {
+        format!("{}{SHA_SUFFIX}", self.base())
+    }
+
+    /// The manifest's file name.
+    pub fn manifest_name(&self) -> String {
+        format!("{}{MANIFEST_SUFFIX}", self.base())
+    }
+
+    /// Parses `{db}-{stamp}` followed by one of the known suffixes; `None` for other files.
+    pub fn parse_file_name(name: &str) -> Option<(Self, FileKind)> {
+        let (base, kind) = if let Some(b) = name.strip_suffix(SHA_SUFFIX) {
+            (b, FileKind::Sha)
+        } else if let Some(b) = name.strip_suffix(DUMP_SUFFIX) {
+            (b, FileKind::Dump)
+        } else if let Some(b) = name.strip_suffix(MANIFEST_SUFFIX) {
+            (b, FileKind::Manifest)
+        } else {
+            return None;
+        };
+        Self::parse_base(base).map(|id| (id, kind))
+    }
+
+    /// Parses `{db}-{stamp}`.
+    pub fn parse_base(base: &str) -> Option<Self> {
+        let split = base.len().checked_sub(STAMP_LEN + 1)?;
+        if !base.is_char_boundary(split) || split == 0 {
+            return None;
+        }
+        let (db, rest) = base.split_at(split);
+        let stamp = rest.strip_prefix('-')?;
+        let at = NaiveDateTime::parse_from_str(stamp, STAMP).ok()?.and_utc();
+        Some(Self {
+            at,
+            db: db.to_owned(),
+        })
+    }
+}
+
+impl std::fmt::Display for BackupId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.base())
+    }
+}
+
+/// Which of a backup's three files a name is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    /// The compressed archive.
+    Dump,
+    /// The checksum sidecar.
+    Sha,
+    /// The manifest.
+    Manifest,
+}
+
+/// How the archive was compressed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Compression {
+    /// Always `zstd`.
+    pub algorithm: String,
+    /// zstd level.
+    pub level: i32,
+    /// zstd worker threads.
+    pub threads: u32,
+}
+
+/// The outcome of a verification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verification {
+    /// `list` or `restore`.
+    pub mode: VerifyMode,
+    /// Whether it passed.
+    pub ok: bool,
+    /// When it finished.
+    pub at: DateTime<Utc>,
+    /// What was checked (`412 TOC entries`, `7 tables, row counts equal`) or what failed.
+    pub detail: String,
+}
+
+/// Everything known about one backup, stored as `{base}.manifest.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Layout version ([`MANIFEST_FORMAT`]).
+    pub format: u32,
+    /// Database label used in names.
+    pub name: String,
+    /// The database's real name on the server.
+    pub database: String,
+    /// File name of the archive.
+    pub file: String,
+    /// `server_version` of the source.
+    pub server_version: String,
+    /// `server_version_num` of the source.
+    pub server_version_num: i32,
+    /// First line of `pg_dump --version`.
+    pub pg_dump_version: String,
+    /// The exported snapshot the dump and the row counts share.
+    pub snapshot: String,
+    /// When the snapshot was taken.
+    pub started_at: DateTime<Utc>,
+    /// When the archive was complete and synced.
+    pub finished_at: DateTime<Utc>,
+    /// Bytes of the compressed archive.
+    pub size_bytes: u64,
+    /// Bytes `pg_dump` produced before compression.
+    pub dump_bytes: u64,
+    /// Hex SHA-256 of the compressed archive.
+    pub sha256: String,
+    /// How it was compressed.
+    pub compression: Compression,
+    /// Exact rows per table (`schema.table`, quoted where SQL needs it), in the dump's snapshot.
+    pub row_counts: BTreeMap<String, i64>,
+    /// The last verification, if any.
+    pub verification: Option<Verification>,
+    /// `db-backup {version}` that wrote it.
+    pub tool: String,
+}
+
+impl Manifest {
+    /// The backup's identity, from its name and start time.
+    pub fn id(&self) -> BackupId {
+        BackupId::new(&self.name, self.started_at)
+    }
+
+    /// True when the last verification passed.
+    pub fn verified(&self) -> bool {
+        self.verification.as_ref().is_some_and(|v| v.ok)
+    }
+
+    /// Parses a manifest, saying what is wrong with it.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+
+    /// Pretty JSON with a trailing newline.
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).unwrap_or_default();
+        v.push(b'\n');
+        v
+    }
+
+    /// The sidecar's content, in `sha256sum` format.
+    pub fn sidecar(&self) -> String {
+        format!("{}  {}\n", self.sha256, self.file)
+    }
+}
+
+/// Reads the hex digest out of a `sha256sum`-format sidecar.
+pub fn parse_sidecar(text: &str) -> Option<String> {
+    let digest = text.split_whitespace().next()?;
+    (digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| digest.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_even_with_dashes_and_stamp_like_db_names() {
+        let at = DateTime::parse_from_rfc3339("2026-11-23T16:05:09.734Z")
+            .unwrap()
+            .to_utc();
+        for db in ["app", "my-app", "x-20200101T000000Z", "a.b_c"] {
+            let id = BackupId::new(db, at);
+            assert_eq!(id.base(), format!("{db}-20261123T160509Z"));
+            for (name, kind) in [
+                (id.dump_name(), FileKind::Dump),
+                (id.sha_name(), FileKind::Sha),
+                (id.manifest_name(), FileKind::Manifest),
+            ] {
+                assert_eq!(BackupId::parse_file_name(&name), Some((id.clone(), kind)));
+            }
+        }
+        for bad in [
+            "app.dump.zst",
+            "-20261123T160509Z.dump.zst",
+            "app-2026112xT160509Z.dump.zst",
+            ".app-20261123T160509Z.dump.zst.tmp",
+            "app-20261123T160509Z.sql",
+        ] {
+            assert_eq!(BackupId::parse_file_name(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn sidecar_is_sha256sum_format() {
+        let d = "ab".repeat(32);
+        assert_eq!(
+            parse_sidecar(&format!("{d}  f.dump.zst\n")),
+            Some(d.clone())
+        );
+        assert_eq!(parse_sidecar(&d.to_uppercase()), Some(d));
+        assert_eq!(parse_sidecar("zz  f"), None);
+        assert_eq!(parse_sidecar(""), None);
+    }
+}

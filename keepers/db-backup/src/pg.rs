@@ -1,0 +1,391 @@
+//! Talking to PostgreSQL: the source session (advisory lock, exported snapshot, exact row
+//! counts), version checks of the client tools, and how `pg_dump`/`pg_restore` get credentials
+//! without the password ever appearing on a command line.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Stdio;
+use std::str::FromStr;
+use std::time::Duration;
+
+use keeper_common::secret::SecretUrl;
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::{AssertSqlSafe, Connection, Row};
+
+/// Advisory lock key of backup runs, a constant so every version of the job agrees (the ASCII
+/// bytes of `db-backu`).
+pub const LOCK_KEY: i64 = 0x6462_2d62_6163_6b75;
+
+/// What went wrong talking to PostgreSQL or running its tools.
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    /// Could not connect or a query failed; `what` says which step.
+    #[error("{what} on {target}: {reason}")]
+    Sql {
+        /// The step (`connecting`, `exporting the snapshot`, …).
+        what: &'static str,
+        /// The database, with any password redacted.
+        target: String,
+        /// The server's or driver's message.
+        reason: String,
+    },
+    /// The client tool could not be run.
+    #[error("cannot run {tool}: {reason}")]
+    Tool {
+        /// The tool's path.
+        tool: String,
+        /// Why.
+        reason: String,
+    },
+    /// The `pg_dump` on hand cannot dump this server.
+    #[error(
+        "{tool} is version {client} but the server is {server}: pg_dump must be at least the server's major version (set PG_DUMP_PATH to a newer pg_dump)"
+    )]
+    TooOld {
+        /// The tool's path.
+        tool: String,
+        /// Its major version.
+        client: u32,
+        /// The server's major version.
+        server: u32,
+    },
+    /// Another run holds the lock.
+    #[error(
+        "another db-backup run holds the backup lock on {target}{} ; not starting a second one",
+        holder.map(|p| format!(" (server pid {p})")).unwrap_or_default()
+    )]
+    Locked {
+        /// The database.
+        target: String,
+        /// Backend pid of the holder, when visible.
+        holder: Option<i32>,
+    },
+}
+
+fn sql_err<'a>(what: &'static str, url: &'a SecretUrl) -> impl FnOnce(sqlx::Error) -> PgError + 'a {
+    move |e| PgError::Sql {
+        what,
+        target: url.redacted(),
+        reason: scrub(&e.to_string(), url),
+    }
+}
+
+/// Removes the URL's password from a message, in case a driver echoes it.
+pub fn scrub(message: &str, url: &SecretUrl) -> String {
+    match url::Url::parse(url.expose())
+        .ok()
+        .and_then(|u| u.password().map(str::to_owned))
+    {
+        Some(pw) if !pw.is_empty() => message.replace(&pw, "[redacted]"),
+        _ => message.to_owned(),
+    }
+}
+
+/// Opens one connection with `application_name=db-backup`.
+pub async fn connect(url: &SecretUrl) -> Result<PgConnection, PgError> {
+    let opts = PgConnectOptions::from_str(url.expose())
+        .map_err(sql_err("parsing the database URL", url))?
+        .application_name("db-backup");
+    PgConnection::connect_with(&opts)
+        .await
+        .map_err(sql_err("connecting", url))
+}
+
+/// Facts about the source server, recorded in the manifest.
+#[derive(Debug, Clone)]
+pub struct ServerInfo {
+    /// `current_database()`.
+    pub database: String,
+    /// `server_version`.
+    pub version: String,
+    /// `server_version_num`.
+    pub version_num: i32,
+}
+
+impl ServerInfo {
+    /// Major version (15 for 150018).
+    pub fn major(&self) -> u32 {
+        (self.version_num / 10_000).max(0) as u32
+    }
+}
+
+/// The source session: holds the advisory lock for the whole run and, during the dump, the
+/// REPEATABLE READ transaction whose snapshot `pg_dump` imports.
+pub struct Source {
+    conn: PgConnection,
+    url: SecretUrl,
+    /// The server, read at connect.
+    pub info: ServerInfo,
+}
+
+impl Source {
+    /// Connects and reads the server's identity.
+    pub async fn open(url: &SecretUrl) -> Result<Self, PgError> {
+        let mut conn = connect(url).await?;
+        let row = sqlx::query(
+            "SELECT current_database(), current_setting('server_version'), \
+             current_setting('server_version_num')::int",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .map_err(sql_err("reading the server version", url))?;
+        let info = ServerInfo {
+            database: row.get(0),
+            version: row.get(1),
+            version_num: row.get(2),
+        };
+        Ok(Self {
+            conn,
+            url: url.clone(),
+            info,
+        })
+    }
+
+    /// Takes the run lock, waiting up to `wait` (polling once a second) for another holder.
+    pub async fn lock(&mut self, wait: Duration) -> Result<(), PgError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                .bind(LOCK_KEY)
+                .fetch_one(&mut self.conn)
+                .await
+                .map_err(sql_err("taking the backup lock", &self.url))?;
+            if got {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(PgError::Locked {
+                    target: self.url.redacted(),
+                    holder: self.lock_holder().await,
+                });
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    async fn lock_holder(&mut self) -> Option<i32> {
+        // The key is split into two int4 halves in pg_locks.
+        sqlx::query_scalar(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+             AND classid = ($1 >> 32)::oid AND objid = ($1 & 4294967295)::oid AND objsubid = 1 \
+             LIMIT 1",
+        )
+        .bind(LOCK_KEY)
+        .fetch_optional(&mut self.conn)
+        .await
+        .ok()
+        .flatten()
+    }
+
+    /// Starts the REPEATABLE READ transaction and exports its snapshot for `pg_dump --snapshot`.
+    pub async fn export_snapshot(&mut self) -> Result<String, PgError> {
+        sqlx::raw_sql("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut self.conn)
+            .await
+            .map_err(sql_err("starting the snapshot transaction", &self.url))?;
+        sqlx::query_scalar("SELECT pg_export_snapshot()")
+            .fetch_one(&mut self.conn)
+            .await
+            .map_err(sql_err("exporting the snapshot", &self.url))
+    }
+
+    /// Exact row counts of every table `pg_dump` dumps data for, in the snapshot's view.
+    pub async fn row_counts(&mut self) -> Result<BTreeMap<String, i64>, PgError> {
+        row_counts(&mut self.conn, &self.url).await
+    }
+
+    /// Ends the snapshot transaction (the lock stays until [`Source::close`]).
+    pub async fn end_snapshot(&mut self) -> Result<(), PgError> {
+        sqlx::raw_sql("COMMIT")
+            .execute(&mut self.conn)
+            .await
+            .map_err(sql_err("ending the snapshot transaction", &self.url))
+            .map(|_| ())
+    }
+
+    /// Releases the lock by closing the session.
+    pub async fn close(self) {
+        // Closing the session releases session-level advisory locks; a failure to say goodbye
+        // politely changes nothing, the server drops the backend either way.
+        let _ = self.conn.close().await;
+    }
+}
+
+/// Tables whose rows `pg_dump` writes: ordinary tables and partitions outside the system
+/// schemas, not members of an extension (their data is not dumped), not temporary.
+const TABLES_SQL: &str = "SELECT format('%I.%I', n.nspname, c.relname) \
+     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+     WHERE c.relkind = 'r' AND c.relpersistence <> 't' \
+       AND n.nspname <> 'information_schema' AND n.nspname NOT LIKE 'pg\\_%' \
+       AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass \
+                       AND d.objid = c.oid AND d.deptype = 'e') \
+     ORDER BY 1";
+
+/// Exact `count(*)` of every dumped table on `conn`.
+pub async fn row_counts(
+    conn: &mut PgConnection,
+    url: &SecretUrl,
+) -> Result<BTreeMap<String, i64>, PgError> {
+    let tables: Vec<String> = sqlx::query_scalar(TABLES_SQL)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(sql_err("listing tables", url))?;
+    let mut counts = BTreeMap::new();
+    for t in tables {
+        // `t` comes from format('%I.%I'), so it is a correctly quoted identifier.
+        let n: i64 = sqlx::query_scalar(AssertSqlSafe(format!("SELECT count(*) FROM ONLY {t}")))
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(sql_err("counting rows", url))?;
+        counts.insert(t, n);
+    }
+    Ok(counts)
+}
+
+/// The first line of `TOOL --version` and its major version.
+pub async fn tool_version(tool: &Path) -> Result<(String, u32), PgError> {
+    let err = |reason: String| PgError::Tool {
+        tool: tool.display().to_string(),
+        reason,
+    };
+    let out = tokio::process::Command::new(tool)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    if !out.status.success() {
+        return Err(err(format!("--version exited with {}", out.status)));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().next().unwrap_or("").trim().to_owned();
+    let major =
+        parse_major(&line).ok_or_else(|| err(format!("cannot read a version from {line:?}")))?;
+    Ok((line, major))
+}
+
+/// `pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)` → 15; `9.6.24` → 9.
+pub fn parse_major(line: &str) -> Option<u32> {
+    let version = line
+        .split_whitespace()
+        .find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()))?;
+    version
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Refuses a `pg_dump` older than the server.
+pub fn check_dump_version(tool: &Path, client: u32, server: &ServerInfo) -> Result<(), PgError> {
+    if client < server.major() {
+        return Err(PgError::TooOld {
+            tool: tool.display().to_string(),
+            client,
+            server: server.major(),
+        });
+    }
+    Ok(())
+}
+
+/// A libpq connection for a child process: the URL without its password, which goes into
+/// `PGPASSWORD` instead (a command line is visible to every user of the host).
+pub struct LibpqTarget {
+    /// URL for `--dbname`, password removed.
+    pub dbname: String,
+    /// The password, if the URL had one.
+    pub password: Option<String>,
+}
+
+impl LibpqTarget {
+    /// Splits the URL.
+    pub fn new(url: &SecretUrl) -> Self {
+        match url::Url::parse(url.expose()) {
+            Ok(mut u) => {
+                let password = u.password().map(|p| {
+                    url::form_urlencoded::parse(format!("p={p}").as_bytes())
+                        .next()
+                        .map(|(_, v)| v.into_owned())
+                        .unwrap_or_else(|| p.to_owned())
+                });
+                let _ = u.set_password(None);
+                Self {
+                    dbname: u.to_string(),
+                    password,
+                }
+            }
+            Err(_) => Self {
+                dbname: url.expose().to_owned(),
+                password: None,
+            },
+        }
+    }
+
+    /// Applies the credentials to a child command.
+    pub fn apply(&self, cmd: &mut std::process::Command) {
+        cmd.arg(format!("--dbname={}", self.dbname))
+            .arg("--no-password")
+            .env("PGAPPNAME", "db-backup");
+        match &self.password {
+            Some(p) => cmd.env("PGPASSWORD", p),
+            None => cmd.env_remove("PGPASSWORD"),
+        };
+    }
+}
+
+/// The same server as `url`, another database.
+pub fn with_database(url: &SecretUrl, database: &str) -> SecretUrl {
+    match url::Url::parse(url.expose()) {
+        Ok(mut u) => {
+            u.set_path(&format!("/{database}"));
+            SecretUrl::new(u.to_string())
+        }
+        Err(_) => url.clone(),
+    }
+}
+
+/// Quotes an identifier for SQL.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_parse() {
+        assert_eq!(
+            parse_major("pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"),
+            Some(15)
+        );
+        assert_eq!(parse_major("pg_dump (PostgreSQL) 9.6.24"), Some(9));
+        assert_eq!(parse_major("pg_dump (PostgreSQL) 17devel"), Some(17));
+        assert_eq!(parse_major("nothing here"), None);
+        let server = ServerInfo {
+            database: "x".into(),
+            version: "16.1".into(),
+            version_num: 160001,
+        };
+        let e = check_dump_version(Path::new("/usr/bin/pg_dump"), 15, &server).unwrap_err();
+        assert!(
+            e.to_string().contains("version 15 but the server is 16"),
+            "{e}"
+        );
+        assert!(check_dump_version(Path::new("pg_dump"), 17, &server).is_ok());
+    }
+
+    #[test]
+    fn password_leaves_the_command_line() {
+        let t = LibpqTarget::new(&SecretUrl::new(
+            "postgres://bob:p%40ss%20w@db:5432/app?sslmode=require",
+        ));
+        assert_eq!(t.dbname, "postgres://bob@db:5432/app?sslmode=require");
+        assert_eq!(t.password.as_deref(), Some("p@ss w"));
+        let u = with_database(&SecretUrl::new("postgres://a:b@h/app?x=1"), "scratch");
+        assert_eq!(u.expose(), "postgres://a:b@h/scratch?x=1");
+        assert_eq!(quote_ident("we\"ird"), "\"we\"\"ird\"");
+    }
+}

@@ -1,0 +1,238 @@
+//! Checking an archive: `list` (checksum, full decompression, `pg_restore --list`) or `restore`
+//! (checksum, restore into a scratch database, every table's row count against the manifest,
+//! scratch database dropped whatever happened).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use keeper_common::secret::SecretUrl;
+use sqlx::AssertSqlSafe;
+
+use crate::archive::{self, ArchiveError, RestoreTo};
+use crate::config::VerifyMode;
+use crate::dump::Killer;
+use crate::manifest::{Manifest, Verification};
+use crate::pg::{self, LibpqTarget, PgError};
+
+/// Why a verification could not be carried out or did not pass.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// Reading, checksum or `pg_restore` failed.
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    /// The scratch server could not be used.
+    #[error(transparent)]
+    Pg(#[from] PgError),
+    /// Restored row counts differ from the manifest.
+    #[error("row counts differ from the manifest: {0}")]
+    Counts(String),
+    /// Nothing to verify against.
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// Tools and places verification uses.
+pub struct Verifier<'a> {
+    /// `pg_restore` to run.
+    pub pg_restore: &'a Path,
+    /// Server for scratch databases (`BACKUP_VERIFY_DATABASE_URL`).
+    pub scratch_server: Option<&'a SecretUrl>,
+    /// Stops a running `pg_restore`.
+    pub killer: &'a Killer,
+}
+
+impl Verifier<'_> {
+    /// Verifies the archive at `path` against `manifest`; `Ok` carries the passing verification.
+    pub async fn verify(
+        &self,
+        mode: VerifyMode,
+        path: &Path,
+        manifest: &Manifest,
+    ) -> Result<Verification, VerifyError> {
+        let size = run_blocking({
+            let (p, sha) = (path.to_path_buf(), manifest.sha256.clone());
+            move || archive::check_sha256(&p, &sha)
+        })
+        .await?;
+        if size != manifest.size_bytes {
+            return Err(VerifyError::Setup(format!(
+                "{} has {size} bytes, the manifest says {}",
+                path.display(),
+                manifest.size_bytes
+            )));
+        }
+        let detail = match mode {
+            VerifyMode::None => "checksum matches".to_owned(),
+            VerifyMode::List => {
+                let toc = self.restore_blocking(path, None).await?;
+                let entries = toc
+                    .lines()
+                    .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
+                    .count();
+                if entries == 0 {
+                    return Err(VerifyError::Setup(format!(
+                        "{}: pg_restore --list shows an empty table of contents",
+                        path.display()
+                    )));
+                }
+                format!("checksum matches; archive decompresses; {entries} TOC entries")
+            }
+            VerifyMode::Restore => self.scratch_restore(path, manifest).await?,
+        };
+        Ok(Verification {
+            mode,
+            ok: true,
+            at: chrono::Utc::now(),
+            detail,
+        })
+    }
+
+    async fn restore_blocking(
+        &self,
+        path: &Path,
+        target: Option<LibpqTarget>,
+    ) -> Result<String, ArchiveError> {
+        let tool = self.pg_restore.to_path_buf();
+        let path: PathBuf = path.to_path_buf();
+        let killer = self.killer.clone();
+        run_blocking(move || {
+            let to = match &target {
+                None => RestoreTo::List,
+                Some(t) => RestoreTo::Database {
+                    target: t,
+                    no_owner: true,
+                },
+            };
+            archive::pg_restore(&tool, &path, to, &killer)
+        })
+        .await
+    }
+
+    async fn scratch_restore(
+        &self,
+        path: &Path,
+        manifest: &Manifest,
+    ) -> Result<String, VerifyError> {
+        let server = self.scratch_server.ok_or_else(|| {
+            VerifyError::Setup(
+                "verify mode restore needs BACKUP_VERIFY_DATABASE_URL (a server where the job may CREATE DATABASE)"
+                    .into(),
+            )
+        })?;
+        let scratch = format!(
+            "db_backup_verify_{}_{}",
+            std::process::id(),
+            chrono::Utc::now().timestamp_millis()
+        );
+        let mut admin = pg::connect(server).await?;
+        let create = format!("CREATE DATABASE {}", pg::quote_ident(&scratch));
+        sqlx::raw_sql(AssertSqlSafe(create))
+            .execute(&mut admin)
+            .await
+            .map_err(|e| PgError::Sql {
+                what: "creating the scratch database",
+                target: server.redacted(),
+                reason: pg::scrub(&e.to_string(), server),
+            })?;
+        let scratch_url = pg::with_database(server, &scratch);
+        let result = self.restore_and_count(path, manifest, &scratch_url).await;
+        // Whatever happened, the scratch database goes.
+        let drop_sql = format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            pg::quote_ident(&scratch)
+        );
+        if let Err(e) = sqlx::raw_sql(AssertSqlSafe(drop_sql))
+            .execute(&mut admin)
+            .await
+        {
+            tracing::error!(database = %scratch, error = %pg::scrub(&e.to_string(), server), "cannot drop the scratch database; drop it by hand");
+        }
+        let _ = sqlx::Connection::close(admin).await;
+        result
+    }
+
+    async fn restore_and_count(
+        &self,
+        path: &Path,
+        manifest: &Manifest,
+        scratch_url: &SecretUrl,
+    ) -> Result<String, VerifyError> {
+        self.restore_blocking(path, Some(LibpqTarget::new(scratch_url)))
+            .await?;
+        let mut conn = pg::connect(scratch_url).await?;
+        let counts = pg::row_counts(&mut conn, scratch_url).await;
+        let _ = sqlx::Connection::close(conn).await;
+        let counts = counts?;
+        compare_counts(&manifest.row_counts, &counts)?;
+        let rows: i64 = counts.values().sum();
+        Ok(format!(
+            "checksum matches; restored into a scratch database; {} tables, {rows} rows, counts equal to the manifest",
+            counts.len()
+        ))
+    }
+}
+
+/// Fails with a readable list of differences unless both maps are equal.
+pub fn compare_counts(
+    expected: &BTreeMap<String, i64>,
+    actual: &BTreeMap<String, i64>,
+) -> Result<(), VerifyError> {
+    let mut diffs = Vec::new();
+    for (t, n) in expected {
+        match actual.get(t) {
+            Some(m) if m == n => {}
+            Some(m) => diffs.push(format!("{t}: {m} rows, expected {n}")),
+            None => diffs.push(format!("{t}: missing")),
+        }
+    }
+    for t in actual.keys().filter(|t| !expected.contains_key(*t)) {
+        diffs.push(format!("{t}: not in the manifest"));
+    }
+    if diffs.is_empty() {
+        Ok(())
+    } else {
+        let more = diffs.len().saturating_sub(10);
+        diffs.truncate(10);
+        let mut s = diffs.join("; ");
+        if more > 0 {
+            s.push_str(&format!("; and {more} more"));
+        }
+        Err(VerifyError::Counts(s))
+    }
+}
+
+/// Runs blocking work on the blocking pool; a panic there becomes an I/O error, not a crash.
+pub async fn run_blocking<T, E>(f: impl FnOnce() -> Result<T, E> + Send + 'static) -> Result<T, E>
+where
+    T: Send + 'static,
+    E: From<ArchiveError> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(e) => Err(E::from(ArchiveError::Io {
+            path: PathBuf::from("(worker thread)"),
+            source: std::io::Error::other(e.to_string()),
+        })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn count_differences_are_listed() {
+        let m = |pairs: &[(&str, i64)]| -> BTreeMap<String, i64> {
+            pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+        };
+        assert!(compare_counts(&m(&[("a", 1)]), &m(&[("a", 1)])).is_ok());
+        let e = compare_counts(&m(&[("a", 1), ("b", 2)]), &m(&[("a", 3), ("c", 0)])).unwrap_err();
+        let s = e.to_string();
+        assert!(
+            s.contains("a: 3 rows, expected 1")
+                && s.contains("b: missing")
+                && s.contains("c: not in the manifest"),
+            "{s}"
+        );
+    }
+}
