@@ -132,11 +132,12 @@ async fn dispatch_loop(
     }
 }
 
-/// When the earliest firing alert is due for re-notification.
+/// When the earliest firing alert is due for re-notification; a `renotify` too large to add
+/// to a clock reading means "never" rather than a panic.
 fn next_due(ctx: &Ctx) -> Option<Instant> {
     lock(&ctx.shared.firing)
         .values()
-        .map(|e| e.last_notified + ctx.renotify)
+        .filter_map(|e| e.last_notified.checked_add(ctx.renotify))
         .min()
 }
 
@@ -147,7 +148,11 @@ fn take_due(ctx: &Ctx) -> Vec<Notification> {
     let mut firing = lock(&ctx.shared.firing);
     let mut out = Vec::new();
     for entry in firing.values_mut() {
-        if entry.last_notified + ctx.renotify <= now {
+        if entry
+            .last_notified
+            .checked_add(ctx.renotify)
+            .is_some_and(|due| due <= now)
+        {
             entry.last_notified = now;
             out.push(Notification {
                 alert: entry.alert.clone(),
