@@ -3,4 +3,5 @@
 
 pub mod env;
 pub mod probe;
+pub mod proxy;
 pub mod sink;
