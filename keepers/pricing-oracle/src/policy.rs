@@ -2,31 +2,7 @@
 
 use serde::Serialize;
 
-/// Why an update is published; stored as `pricing_oracle_updates.reason`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Reason {
-    /// The aggregate moved at least `deviation_bps` from the on-chain price.
-    Deviation,
-    /// The on-chain value is at least `heartbeat` seconds old.
-    Heartbeat,
-    /// `--force` was given.
-    Forced,
-    /// The on-chain value is unknown (never published, or unreadable).
-    Initial,
-}
-
-impl Reason {
-    /// The text stored in the database.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Deviation => "deviation",
-            Self::Heartbeat => "heartbeat",
-            Self::Forced => "forced",
-            Self::Initial => "initial",
-        }
-    }
-}
+pub use keeper_common::store::UpdateReason as Reason;
 
 /// What the oracle holds for an asset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
