@@ -272,14 +272,14 @@ impl EvmRpc {
                     }
                     Ok(mut answers) => {
                         for i in pending {
-                            match answers.remove(&(i as u64)) {
+                            match answers.remove(&(i as u64 + 1)) {
                                 Some(Ok(b)) => done[i] = Some(b),
                                 Some(Err(e)) => last[i] = e,
                                 None => {
                                     last[i] = RpcError::new(
                                         &ep.name,
                                         RpcErrorKind::Malformed,
-                                        format!("no response with id {i} in the batch"),
+                                        format!("no response with id {} in the batch", i + 1),
                                     );
                                 }
                             }
@@ -333,7 +333,7 @@ impl EvmRpc {
                 let c = &calls[*i];
                 serde_json::json!({
                     "jsonrpc": "2.0",
-                    "id": *i as u64,
+                    "id": *i as u64 + 1,
                     "method": "eth_call",
                     "params": [{"to": c.to.to_string(), "data": c.data.to_string()}, "latest"],
                 })
@@ -405,7 +405,7 @@ impl EvmRpc {
             && let Some(err) = &only.error
         {
             let id = only.id.as_ref().and_then(|r| r.get().parse::<u64>().ok());
-            let answers_the_one_call = pending.len() == 1 && id == Some(pending[0] as u64);
+            let answers_the_one_call = pending.len() == 1 && id == Some(pending[0] as u64 + 1);
             if !answers_the_one_call {
                 return Err(rpc_error(&ep.name, err));
             }
