@@ -1,0 +1,758 @@
+//! Settings of the bridge-health keeper: the shared sections, the bridge oracle, the publishing
+//! policy, the HTTP upstreams and the `[[bridges]]` with their signals (all data, no bridge is
+//! built into the code; `config/bridge-health.toml` ships the defaults).
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use keeper_common::config::{
+    AlertSettings, COMMON_ENV, ConfigError, Env, EnvBinding, Kind, Layers, RunnerSettings,
+    StorageSettings, TelemetrySettings, TonSettings, bind, validate,
+};
+use keeper_common::sources::{SOURCES_ENV, SourcesSettings};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::signals::{
+    axelar::AxelarConfig, evm_call::EvmCallConfig, peg::PegConfig, tvl::TvlConfig,
+    volume::VolumeConfig, wormhole_health::WormholeHealthConfig,
+    wormhole_limit::GovernorLimitConfig, wormhole_queue::GovernorQueueConfig,
+};
+
+/// Environment bindings of this keeper's own settings (the shared ones are in [`COMMON_ENV`]).
+/// `PRICING_ORACLE_ADDRESS` binds to a fallback slot so that an explicit bridge oracle in the
+/// file still wins over the pricing oracle from the environment.
+pub const BRIDGE_ENV: &[EnvBinding] = &[
+    bind(
+        "PRICING_ORACLE_ADDRESS",
+        "oracle.pricing_address",
+        Kind::Str,
+    ),
+    bind("BRIDGE_ORACLE_ADDRESS", "oracle.address", Kind::Str),
+    bind("BRIDGE_HEARTBEAT", "policy.heartbeat", Kind::Int),
+    bind(
+        "DEFILLAMA_BRIDGES_URL",
+        "upstreams.defillama_bridges_url",
+        Kind::Str,
+    ),
+    bind(
+        "DEFILLAMA_API_URL",
+        "upstreams.defillama_api_url",
+        Kind::Str,
+    ),
+    bind("WORMHOLESCAN_URL", "upstreams.wormholescan_url", Kind::Str),
+    bind("AXELARSCAN_URL", "upstreams.axelarscan_url", Kind::Str),
+];
+
+/// Every environment binding this binary honours, in precedence order. The pricing keeper's
+/// aggregation knobs (`MIN_SOURCES`…) are left out: a shared env file may carry them.
+pub fn bindings() -> Vec<EnvBinding> {
+    COMMON_ENV
+        .iter()
+        .chain(
+            SOURCES_ENV
+                .iter()
+                .filter(|b| b.path.starts_with("sources.")),
+        )
+        .chain(BRIDGE_ENV)
+        .copied()
+        .collect()
+}
+
+/// The settings as read from the layers, before the bridges are checked and typed.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// `[ton]`
+    pub ton: TonSettings,
+    /// `[runner]`
+    pub runner: RunnerSettings,
+    /// `[telemetry]`
+    pub telemetry: TelemetrySettings,
+    /// `[alerts]`
+    pub alerts: AlertSettings,
+    /// `[storage]`
+    pub storage: StorageSettings,
+    /// `[sources]`: the shared Ethereum JSON-RPC and DefiLlama coins clients.
+    pub sources: SourcesSettings,
+    /// `[oracle]`
+    pub oracle: OracleSettings,
+    /// `[policy]`
+    pub policy: PolicySettings,
+    /// `[upstreams]`
+    pub upstreams: UpstreamSettings,
+    /// `[[bridges]]`
+    pub bridges: Vec<BridgeRaw>,
+}
+
+/// `[oracle]`: where `update_bridge_status` goes.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct OracleSettings {
+    /// The oracle contract that stores bridge status (`BRIDGE_ORACLE_ADDRESS`).
+    pub address: Option<String>,
+    /// Fallback when `address` is unset: the pricing oracle (`PRICING_ORACLE_ADDRESS`).
+    pub pricing_address: Option<String>,
+}
+
+/// `[policy]`: when to publish.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicySettings {
+    /// Seconds after which an unchanged status is published again (`BRIDGE_HEARTBEAT`).
+    pub heartbeat: u64,
+    /// The oracle's maximum status age; the heartbeat must stay below it.
+    pub max_status_age: u64,
+    /// Seconds a signal that turns unreadable keeps its last degraded/critical verdict, so an
+    /// upstream outage never makes a sick bridge look healthy.
+    pub hold_unknown: u64,
+}
+
+impl Default for PolicySettings {
+    fn default() -> Self {
+        Self {
+            heartbeat: 900,
+            max_status_age: 1800,
+            hold_unknown: 900,
+        }
+    }
+}
+
+/// `[upstreams]`: base URLs and request defaults of the HTTP upstreams.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamSettings {
+    /// DefiLlama bridges API (`DEFILLAMA_BRIDGES_URL`).
+    pub defillama_bridges_url: String,
+    /// DefiLlama TVL API (`DEFILLAMA_API_URL`).
+    pub defillama_api_url: String,
+    /// Wormholescan API (`WORMHOLESCAN_URL`).
+    pub wormholescan_url: String,
+    /// Axelarscan API (`AXELARSCAN_URL`).
+    pub axelarscan_url: String,
+    /// Default per-request timeout, seconds.
+    pub timeout: u64,
+    /// Default tries per check (1 = no retry).
+    pub attempts: u32,
+    /// First backoff delay, milliseconds (doubles, with jitter).
+    pub retry_min_delay_ms: u64,
+    /// Longest `Retry-After` honoured within a cycle, seconds.
+    pub retry_after_cap: u64,
+    /// Largest `/protocol/{slug}` body read (it is streamed, never held in memory).
+    pub protocol_max_bytes: u64,
+}
+
+impl Default for UpstreamSettings {
+    fn default() -> Self {
+        Self {
+            defillama_bridges_url: "https://bridges.llama.fi".into(),
+            defillama_api_url: "https://api.llama.fi".into(),
+            wormholescan_url: "https://api.wormholescan.io".into(),
+            axelarscan_url: "https://api.axelarscan.io".into(),
+            timeout: 10,
+            attempts: 3,
+            retry_min_delay_ms: 200,
+            retry_after_cap: 10,
+            protocol_max_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// One `[[bridges]]` entry as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BridgeRaw {
+    /// On-chain id (`bridge_id:uint8`).
+    pub id: u8,
+    /// Short name used in alerts, metrics and Redis (`orbit`).
+    pub name: String,
+    /// Name for humans (`Orbit Bridge`); defaults to `name`.
+    pub display_name: Option<String>,
+    /// `false` keeps the entry in the file but ignores it.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// `[[bridges.signals]]`
+    #[serde(default)]
+    pub signals: Vec<SignalRaw>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One `[[bridges.signals]]` entry as written: the common keys, the rest by `kind`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SignalRaw {
+    /// Which check (`peg`, `tvl`, `volume_stall`, …).
+    pub kind: String,
+    /// Name unique within the bridge; defaults to one built from the kind and its subject.
+    pub name: Option<String>,
+    /// Weight in the bridge score (default 1).
+    pub weight: Option<f64>,
+    /// Per-request timeout, seconds (default `upstreams.timeout`).
+    pub timeout: Option<u64>,
+    /// Tries (default `upstreams.attempts`).
+    pub attempts: Option<u32>,
+    /// `false` ignores the signal.
+    pub enabled: Option<bool>,
+    /// The kind's own settings.
+    #[serde(flatten)]
+    pub rest: toml::Table,
+}
+
+/// A checked bridge.
+#[derive(Debug, Clone)]
+pub struct BridgeSpec {
+    /// On-chain id.
+    pub id: u8,
+    /// Short name.
+    pub name: String,
+    /// Human name.
+    pub display_name: String,
+    /// Enabled signals, in file order.
+    pub signals: Vec<SignalSpec>,
+}
+
+/// A checked signal.
+#[derive(Debug, Clone)]
+pub struct SignalSpec {
+    /// Unique within the bridge.
+    pub name: String,
+    /// Weight in the score (> 0).
+    pub weight: f64,
+    /// Per-request timeout override, seconds.
+    pub timeout: Option<u64>,
+    /// Tries override.
+    pub attempts: Option<u32>,
+    /// What to check.
+    pub check: Check,
+}
+
+/// The checks, one per upstream signal.
+#[derive(Debug, Clone)]
+pub enum Check {
+    /// Wrapped-token peg from DefiLlama coins.
+    Peg(PegConfig),
+    /// TVL level and 24 h change from DefiLlama.
+    Tvl(TvlConfig),
+    /// DefiLlama bridges volume stall.
+    VolumeStall(VolumeConfig),
+    /// Wormholescan `/api/v1/health`.
+    WormholeHealth(WormholeHealthConfig),
+    /// Wormhole governor enqueued VAAs.
+    WormholeGovernorQueue(GovernorQueueConfig),
+    /// Wormhole governor available notional vs limit.
+    WormholeGovernorLimit(GovernorLimitConfig),
+    /// Axelarscan `getTVLAlert`.
+    AxelarTvlAlert(AxelarConfig),
+    /// An `eth_call` returning a boolean.
+    EvmCall(EvmCallConfig),
+}
+
+/// The `kind` values, for error messages.
+pub const KINDS: &[&str] = &[
+    "peg",
+    "tvl",
+    "volume_stall",
+    "wormhole_health",
+    "wormhole_governor_queue",
+    "wormhole_governor_limit",
+    "axelar_tvl_alert",
+    "evm_call",
+];
+
+impl Check {
+    /// The `kind` name.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Peg(_) => "peg",
+            Self::Tvl(_) => "tvl",
+            Self::VolumeStall(_) => "volume_stall",
+            Self::WormholeHealth(_) => "wormhole_health",
+            Self::WormholeGovernorQueue(_) => "wormhole_governor_queue",
+            Self::WormholeGovernorLimit(_) => "wormhole_governor_limit",
+            Self::AxelarTvlAlert(_) => "axelar_tvl_alert",
+            Self::EvmCall(_) => "evm_call",
+        }
+    }
+
+    /// The upstream it reads (the `source` label of its request metrics).
+    pub fn upstream(&self) -> &'static str {
+        match self {
+            Self::Peg(_) => crate::signals::peg::UPSTREAM,
+            Self::Tvl(_) => crate::signals::tvl::UPSTREAM,
+            Self::VolumeStall(_) => crate::signals::volume::UPSTREAM,
+            Self::WormholeHealth(_)
+            | Self::WormholeGovernorQueue(_)
+            | Self::WormholeGovernorLimit(_) => crate::signals::wormhole_health::UPSTREAM,
+            Self::AxelarTvlAlert(_) => crate::signals::axelar::UPSTREAM,
+            Self::EvmCall(_) => crate::signals::evm_call::UPSTREAM,
+        }
+    }
+
+    fn default_name(&self) -> String {
+        match self {
+            Self::Peg(c) => format!("peg:{}", c.symbol),
+            Self::Tvl(c) => format!("tvl:{}", c.slug),
+            Self::VolumeStall(c) => format!("volume_stall:{}", c.bridge_id),
+            Self::WormholeHealth(_) => "wormholescan_health".into(),
+            Self::WormholeGovernorQueue(_) => "governor_queue".into(),
+            Self::WormholeGovernorLimit(_) => "governor_limit".into(),
+            Self::AxelarTvlAlert(_) => "axelar_tvl_alert".into(),
+            Self::EvmCall(c) => format!("evm_call:{}", c.function),
+        }
+    }
+
+    fn parse(kind: &str, rest: toml::Table, path: &str) -> Result<Self, ConfigError> {
+        Ok(match kind {
+            "peg" => Self::Peg(typed(rest, path)?),
+            "tvl" => Self::Tvl(typed(rest, path)?),
+            "volume_stall" => Self::VolumeStall(typed(rest, path)?),
+            "wormhole_health" => Self::WormholeHealth(typed(rest, path)?),
+            "wormhole_governor_queue" => Self::WormholeGovernorQueue(typed(rest, path)?),
+            "wormhole_governor_limit" => Self::WormholeGovernorLimit(typed(rest, path)?),
+            "axelar_tvl_alert" => Self::AxelarTvlAlert(typed(rest, path)?),
+            "evm_call" => Self::EvmCall(typed(rest, path)?),
+            other => {
+                return Err(ConfigError::new(
+                    format!("{path}.kind"),
+                    format!("unknown signal kind {other:?}; one of {}", KINDS.join(", ")),
+                ));
+            }
+        })
+    }
+
+    fn validate(&self, path: &str) -> Result<(), ConfigError> {
+        match self {
+            Self::Peg(c) => c.validate(path),
+            Self::Tvl(c) => c.validate(path),
+            Self::VolumeStall(c) => c.validate(path),
+            Self::WormholeHealth(_) | Self::AxelarTvlAlert(_) => Ok(()),
+            Self::WormholeGovernorQueue(c) => c.validate(path),
+            Self::WormholeGovernorLimit(c) => c.validate(path),
+            Self::EvmCall(c) => c.validate(path),
+        }
+    }
+}
+
+// The kind-specific table is small: serde's own message names the offending key.
+fn typed<T: DeserializeOwned>(rest: toml::Table, path: &str) -> Result<T, ConfigError> {
+    toml::Value::Table(rest).try_into::<T>().map_err(|e| {
+        let msg = e.to_string();
+        let first = msg.lines().next().unwrap_or("invalid value").to_owned();
+        ConfigError::new(path.to_owned(), first)
+    })
+}
+
+/// Fully checked configuration of this keeper.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The settings as loaded (sections used by the runtime).
+    pub settings: Settings,
+    /// The enabled bridges, checked.
+    pub bridges: Vec<BridgeSpec>,
+}
+
+impl Config {
+    /// Loads the layers (defaults < file < environment < flags) and checks everything.
+    pub fn load(
+        file: Option<&Path>,
+        env: &dyn Env,
+        flags: Vec<(&'static str, toml::Value)>,
+    ) -> Result<Self, ConfigError> {
+        let b = bindings();
+        let settings: Settings = Layers {
+            file,
+            env,
+            bindings: &b,
+            flags,
+        }
+        .load()?;
+        Self::check(settings)
+    }
+
+    /// Validates loaded settings and types the bridges.
+    pub fn check(settings: Settings) -> Result<Self, ConfigError> {
+        settings.ton.validate()?;
+        settings.runner.validate()?;
+        settings.telemetry.validate()?;
+        settings.alerts.validate()?;
+        settings.storage.validate()?;
+        settings.sources.validate()?;
+        check_policy(&settings.policy)?;
+        check_upstreams(&settings.upstreams)?;
+        if let Some(a) = &settings.oracle.address {
+            validate::ton_address("oracle.address (BRIDGE_ORACLE_ADDRESS)", a)?;
+        }
+        if let Some(a) = &settings.oracle.pricing_address {
+            validate::ton_address("oracle.pricing_address (PRICING_ORACLE_ADDRESS)", a)?;
+        }
+        let bridges = check_bridges(&settings.bridges)?;
+        let needs_rpc = bridges
+            .iter()
+            .flat_map(|b| &b.signals)
+            .find(|s| matches!(s.check, Check::EvmCall(_)));
+        if let Some(s) = needs_rpc
+            && settings.sources.eth_rpc_urls.is_empty()
+        {
+            return Err(ConfigError::new(
+                "sources.eth_rpc_urls (ETH_RPC_URL)",
+                format!("signal {} needs an Ethereum RPC endpoint", s.name),
+            ));
+        }
+        Ok(Self { settings, bridges })
+    }
+
+    /// The oracle that receives `update_bridge_status`: the bridge oracle, else the pricing one.
+    pub fn oracle_address(&self) -> Result<&str, ConfigError> {
+        let o = &self.settings.oracle;
+        o.address
+            .as_deref()
+            .or(o.pricing_address.as_deref())
+            .map(str::trim)
+            .ok_or_else(|| {
+                ConfigError::new(
+                    "oracle.address (BRIDGE_ORACLE_ADDRESS)",
+                    "required to publish (or set PRICING_ORACLE_ADDRESS when both share one oracle)",
+                )
+            })
+    }
+}
+
+fn check_policy(p: &PolicySettings) -> Result<(), ConfigError> {
+    validate::nonzero("policy.heartbeat (BRIDGE_HEARTBEAT)", p.heartbeat)?;
+    validate::nonzero("policy.max_status_age", p.max_status_age)?;
+    if p.heartbeat >= p.max_status_age {
+        return Err(ConfigError::new(
+            "policy.heartbeat (BRIDGE_HEARTBEAT)",
+            format!(
+                "{} s must stay below the oracle's maximum status age ({} s, policy.max_status_age)",
+                p.heartbeat, p.max_status_age
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn check_upstreams(u: &UpstreamSettings) -> Result<(), ConfigError> {
+    validate::http_url(
+        "upstreams.defillama_bridges_url (DEFILLAMA_BRIDGES_URL)",
+        &u.defillama_bridges_url,
+    )?;
+    validate::http_url(
+        "upstreams.defillama_api_url (DEFILLAMA_API_URL)",
+        &u.defillama_api_url,
+    )?;
+    validate::http_url(
+        "upstreams.wormholescan_url (WORMHOLESCAN_URL)",
+        &u.wormholescan_url,
+    )?;
+    validate::http_url(
+        "upstreams.axelarscan_url (AXELARSCAN_URL)",
+        &u.axelarscan_url,
+    )?;
+    validate::nonzero("upstreams.timeout", u.timeout)?;
+    validate::nonzero("upstreams.attempts", u64::from(u.attempts))?;
+    validate::nonzero("upstreams.protocol_max_bytes", u.protocol_max_bytes)?;
+    Ok(())
+}
+
+fn check_name(setting: &str, name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() <= 48
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | ':' | '.' | '(' | ')'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            setting,
+            format!("{name:?} must be 1-48 characters of letters, digits, _ - : . ( )"),
+        ))
+    }
+}
+
+fn check_bridges(raw: &[BridgeRaw]) -> Result<Vec<BridgeSpec>, ConfigError> {
+    let mut ids = HashSet::new();
+    let mut names = HashSet::new();
+    let mut out = Vec::new();
+    for (i, b) in raw.iter().enumerate() {
+        let path = format!("bridges[{i}]");
+        if !b.enabled {
+            continue;
+        }
+        let bridge_name_ok = !b.name.is_empty()
+            && b.name.len() <= 32
+            && b.name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+        if !bridge_name_ok {
+            return Err(ConfigError::new(
+                format!("{path}.name"),
+                format!("{:?} must be 1-32 characters of a-z, 0-9, _ and -", b.name),
+            ));
+        }
+        if !ids.insert(b.id) {
+            return Err(ConfigError::new(
+                format!("{path}.id"),
+                format!("bridge id {} is used twice", b.id),
+            ));
+        }
+        if !names.insert(b.name.clone()) {
+            return Err(ConfigError::new(
+                format!("{path}.name"),
+                format!("bridge name {:?} is used twice", b.name),
+            ));
+        }
+        let mut signals = Vec::new();
+        let mut signal_names = HashSet::new();
+        for (j, s) in b.signals.iter().enumerate() {
+            let spath = format!("{path}.signals[{j}]");
+            if s.enabled == Some(false) {
+                continue;
+            }
+            let check = Check::parse(&s.kind, s.rest.clone(), &spath)?;
+            check.validate(&spath)?;
+            let name = s.name.clone().unwrap_or_else(|| check.default_name());
+            check_name(&format!("{spath}.name"), &name)?;
+            if !signal_names.insert(name.clone()) {
+                return Err(ConfigError::new(
+                    format!("{spath}.name"),
+                    format!(
+                        "signal name {name:?} is used twice in bridge {:?}; set `name`",
+                        b.name
+                    ),
+                ));
+            }
+            let weight = s.weight.unwrap_or(1.0);
+            if !(weight.is_finite() && weight > 0.0) {
+                return Err(ConfigError::new(
+                    format!("{spath}.weight"),
+                    "must be a positive number",
+                ));
+            }
+            if let Some(t) = s.timeout {
+                validate::nonzero(&format!("{spath}.timeout"), t)?;
+            }
+            if let Some(a) = s.attempts {
+                validate::nonzero(&format!("{spath}.attempts"), u64::from(a))?;
+            }
+            signals.push(SignalSpec {
+                name,
+                weight,
+                timeout: s.timeout,
+                attempts: s.attempts,
+                check,
+            });
+        }
+        if signals.is_empty() {
+            return Err(ConfigError::new(
+                format!("{path}.signals"),
+                format!("bridge {:?} has no enabled signal", b.name),
+            ));
+        }
+        out.push(BridgeSpec {
+            id: b.id,
+            name: b.name.clone(),
+            display_name: b.display_name.clone().unwrap_or_else(|| b.name.clone()),
+            signals,
+        });
+    }
+    if out.is_empty() {
+        return Err(ConfigError::new(
+            "bridges",
+            "no enabled bridge configured (pass --config config/bridge-health.toml)",
+        ));
+    }
+    Ok(out)
+}
+
+/// Checks a percentage pair `degraded < critical`, both finite and positive.
+pub fn check_thresholds(
+    path: &str,
+    degraded_key: &str,
+    degraded: f64,
+    critical_key: &str,
+    critical: Option<f64>,
+) -> Result<(), ConfigError> {
+    if !(degraded.is_finite() && degraded > 0.0) {
+        return Err(ConfigError::new(
+            format!("{path}.{degraded_key}"),
+            "must be a positive number",
+        ));
+    }
+    if let Some(c) = critical {
+        if !(c.is_finite() && c > 0.0) {
+            return Err(ConfigError::new(
+                format!("{path}.{critical_key}"),
+                "must be a positive number",
+            ));
+        }
+        if c < degraded {
+            return Err(ConfigError::new(
+                format!("{path}.{critical_key}"),
+                format!("{c} is below {degraded_key} ({degraded})"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load_str(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("b.toml");
+        std::fs::write(&f, text).unwrap();
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Config::load(Some(&f), &env, vec![])
+    }
+
+    const MIN: &str = r#"
+[[bridges]]
+id = 3
+name = "wormhole"
+[[bridges.signals]]
+kind = "wormhole_health"
+"#;
+
+    #[test]
+    fn shipped_config_loads_with_four_bridges() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/bridge-health.toml");
+        let env: HashMap<String, String> = HashMap::new();
+        let c = Config::load(Some(&path), &env, vec![]).unwrap();
+        let ids: Vec<(u8, &str)> = c.bridges.iter().map(|b| (b.id, b.name.as_str())).collect();
+        assert_eq!(
+            ids,
+            [
+                (1, "ton_bridge"),
+                (2, "orbit"),
+                (3, "wormhole"),
+                (4, "axelar")
+            ]
+        );
+        let kinds = |i: usize| -> Vec<&str> {
+            c.bridges[i]
+                .signals
+                .iter()
+                .map(|s| s.check.kind())
+                .collect()
+        };
+        assert_eq!(kinds(0), ["peg", "peg", "evm_call"]);
+        assert_eq!(kinds(1), ["tvl", "peg"]);
+        assert_eq!(
+            kinds(2),
+            [
+                "wormhole_health",
+                "wormhole_governor_queue",
+                "wormhole_governor_limit",
+                "volume_stall",
+                "tvl"
+            ]
+        );
+        assert_eq!(kinds(3), ["axelar_tvl_alert", "volume_stall", "tvl"]);
+        assert_eq!(c.settings.policy.heartbeat, 900);
+    }
+
+    #[test]
+    fn bridge_oracle_falls_back_to_pricing_oracle() {
+        let a = "EQCDM_QGggZ3qMa_f3lRPk4_qLDnLTqdi6OkMAV2NB9r5TG3";
+        let b = "UQDv2YSmlrlLH3hLNOVxC8FcQf4F9eGNs4vb2zKma4txo6i3";
+        let c = load_str(MIN, &[("PRICING_ORACLE_ADDRESS", a)]).unwrap();
+        assert_eq!(c.oracle_address().unwrap(), a);
+        let c = load_str(
+            MIN,
+            &[("PRICING_ORACLE_ADDRESS", a), ("BRIDGE_ORACLE_ADDRESS", b)],
+        )
+        .unwrap();
+        assert_eq!(c.oracle_address().unwrap(), b);
+        let with_file = format!("[oracle]\naddress = \"{b}\"\n{MIN}");
+        let c = load_str(&with_file, &[("PRICING_ORACLE_ADDRESS", a)]).unwrap();
+        assert_eq!(c.oracle_address().unwrap(), b, "file's bridge oracle wins");
+        let c = load_str(MIN, &[]).unwrap();
+        let e = c.oracle_address().unwrap_err();
+        assert!(e.setting.contains("BRIDGE_ORACLE_ADDRESS"), "{e}");
+    }
+
+    #[test]
+    fn env_overrides_urls_and_heartbeat() {
+        let c = load_str(
+            MIN,
+            &[
+                ("WORMHOLESCAN_URL", "http://127.0.0.1:1"),
+                ("BRIDGE_HEARTBEAT", "600"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.settings.upstreams.wormholescan_url, "http://127.0.0.1:1");
+        assert_eq!(c.settings.policy.heartbeat, 600);
+        let e = load_str(MIN, &[("BRIDGE_HEARTBEAT", "1800")]).unwrap_err();
+        assert_eq!(e.setting, "policy.heartbeat (BRIDGE_HEARTBEAT)");
+        let e = load_str(MIN, &[("AXELARSCAN_URL", "ftp://x")]).unwrap_err();
+        assert_eq!(e.setting, "upstreams.axelarscan_url (AXELARSCAN_URL)");
+    }
+
+    #[test]
+    fn bad_bridges_name_the_setting() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "[[bridges]]\nid = 1\nname = \"a\"\n[[bridges.signals]]\nkind = \"nope\"\n",
+                "bridges[0].signals[0].kind",
+            ),
+            (
+                "[[bridges]]\nid = 1\nname = \"a\"\n[[bridges.signals]]\nkind = \"tvl\"\nslug = \"x\"\nsulg = 1\n",
+                "bridges[0].signals[0]",
+            ),
+            (
+                "[[bridges]]\nid = 1\nname = \"a\"\n[[bridges.signals]]\nkind = \"tvl\"\n",
+                "bridges[0].signals[0]",
+            ),
+            ("[[bridges]]\nid = 1\nname = \"a\"\n", "bridges[0].signals"),
+            (
+                "[[bridges]]\nid = 1\nname = \"a\"\n[[bridges.signals]]\nkind = \"wormhole_health\"\n[[bridges]]\nid = 1\nname = \"b\"\n[[bridges.signals]]\nkind = \"wormhole_health\"\n",
+                "bridges[1].id",
+            ),
+            (
+                "[[bridges]]\nid = 1\nname = \"Bad Name\"\n[[bridges.signals]]\nkind = \"wormhole_health\"\n",
+                "bridges[0].name",
+            ),
+            (
+                "[[bridges]]\nid = 300\nname = \"a\"\n[[bridges.signals]]\nkind = \"wormhole_health\"\n",
+                "bridges[0].id",
+            ),
+            (
+                "[[bridges]]\nid = 1\nname = \"a\"\n[[bridges.signals]]\nkind = \"wormhole_health\"\nweight = -1\n",
+                "bridges[0].signals[0].weight",
+            ),
+            (
+                "[[bridges]]\nid = 1\nname = \"a\"\n[[bridges.signals]]\nkind = \"wormhole_health\"\n[[bridges.signals]]\nkind = \"wormhole_health\"\n",
+                "bridges[0].signals[1].name",
+            ),
+            ("", "bridges"),
+        ];
+        for (text, setting) in cases {
+            let e = load_str(text, &[]).unwrap_err();
+            assert!(
+                e.setting.starts_with(setting),
+                "{text:?}: expected {setting}, got {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn disabled_entries_are_dropped() {
+        let text = format!(
+            "{MIN}[[bridges.signals]]\nkind = \"tvl\"\nslug = \"portal\"\nenabled = false\n[[bridges]]\nid = 4\nname = \"axelar\"\nenabled = false\n"
+        );
+        let c = load_str(&text, &[]).unwrap();
+        assert_eq!(c.bridges.len(), 1);
+        assert_eq!(c.bridges[0].signals.len(), 1);
+    }
+}

@@ -1,0 +1,743 @@
+//! From signal reports to a bridge status, whether to publish it, and which alerts to raise.
+//!
+//! Rules (DESIGN §6 and issue 6):
+//! - an unreadable signal is unknown and never counts as healthy; when every signal of a bridge
+//!   is unknown the bridge is unknown: nothing is published for it and an alert is raised;
+//! - a signal that turns unreadable keeps its last degraded/critical verdict for
+//!   `policy.hold_unknown` seconds, so an upstream outage cannot make a sick bridge look well;
+//! - the worst effective verdict decides: any critical → offline, any degraded → degraded;
+//! - score: the weight-averaged verdict scores (healthy 1, degraded 0.5, critical 0) of the
+//!   signals that count, placed in the status's band — healthy 1, degraded [0.25, 0.75),
+//!   offline [0, 0.25) — so a dashboard threshold on the score agrees with the status;
+//! - `last_seen` moves to now whenever the bridge is online or a signal saw it moving value;
+//! - publish on status change or once the heartbeat elapsed.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use keeper_common::alert::{Alert, Severity};
+use serde::{Deserialize, Serialize};
+
+use crate::config::BridgeSpec;
+use crate::signals::{SignalReport, Verdict};
+
+/// A bridge's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Every signal that was read is healthy.
+    Healthy,
+    /// Some signal is past its warning threshold; the bridge still works.
+    Degraded,
+    /// Some signal is past its critical threshold.
+    Offline,
+    /// No signal could be read.
+    Unknown,
+}
+
+impl Status {
+    /// The lowercase name used in summaries, records and alerts.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Healthy => "healthy",
+            Self::Degraded => "degraded",
+            Self::Offline => "offline",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the keeper concluded about one bridge this cycle.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BridgeDecision {
+    /// On-chain id.
+    pub bridge_id: u8,
+    /// Short name.
+    pub bridge: String,
+    /// Status.
+    pub status: Status,
+    /// 0 (down) to 1 (healthy); 0 when unknown.
+    pub score: f64,
+    /// What goes on-chain; `None` when unknown (nothing is published).
+    pub is_online: Option<bool>,
+    /// Last time (unix seconds) the bridge was seen healthy or active.
+    pub last_seen: Option<i64>,
+    /// The signals that decided the status.
+    pub deciding: Vec<String>,
+    /// One sentence: why this status.
+    pub reason: String,
+    /// Every signal with its value and verdict.
+    pub signals: Vec<SignalReport>,
+}
+
+/// The last status this process published for a bridge.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Published {
+    /// Status published.
+    pub status: Status,
+    /// `is_online` published.
+    pub is_online: bool,
+    /// `last_seen` published.
+    pub last_seen: i64,
+    /// When it was confirmed, unix seconds.
+    pub at: i64,
+}
+
+/// What the keeper remembers about a bridge between cycles.
+#[derive(Debug, Clone, Default)]
+pub struct Memory {
+    /// Last time seen healthy or active.
+    pub last_seen: Option<i64>,
+    /// Last non-healthy verdict per signal and when it was observed.
+    pub held: HashMap<String, (Verdict, i64)>,
+    /// Last confirmed publication.
+    pub published: Option<Published>,
+}
+
+/// Decides one bridge's status from its reports, updating its memory.
+pub fn decide(
+    bridge: &BridgeSpec,
+    mut reports: Vec<SignalReport>,
+    mem: &mut Memory,
+    hold_unknown: u64,
+    now: i64,
+) -> BridgeDecision {
+    let any_known = reports.iter().any(|r| r.verdict != Verdict::Unknown);
+    for r in &mut reports {
+        match r.verdict {
+            Verdict::Unknown => {
+                if let Some((v, at)) = mem.held.get(&r.signal).copied() {
+                    if now - at <= hold_unknown as i64 {
+                        r.held = Some(v);
+                    } else {
+                        mem.held.remove(&r.signal);
+                    }
+                }
+            }
+            Verdict::Healthy => {
+                mem.held.remove(&r.signal);
+            }
+            v => {
+                mem.held.insert(r.signal.clone(), (v, now));
+            }
+        }
+    }
+    let active = reports.iter().any(|r| r.active);
+
+    if !any_known {
+        if active {
+            mem.last_seen = Some(now);
+        }
+        let errors: Vec<String> = reports
+            .iter()
+            .map(|r| format!("{}: {}", r.signal, r.why))
+            .collect();
+        return BridgeDecision {
+            bridge_id: bridge.id,
+            bridge: bridge.name.clone(),
+            status: Status::Unknown,
+            score: 0.0,
+            is_online: None,
+            last_seen: mem.last_seen,
+            deciding: reports.iter().map(|r| r.signal.clone()).collect(),
+            reason: format!("no signal could be read ({})", errors.join("; ")),
+            signals: reports,
+        };
+    }
+
+    let effective = |r: &SignalReport| -> Option<Verdict> {
+        match r.verdict {
+            Verdict::Unknown => r.held,
+            v => Some(v),
+        }
+    };
+    let (mut sum, mut weights) = (0.0, 0.0);
+    let mut worst = Verdict::Healthy;
+    for r in &reports {
+        if let Some(v) = effective(r) {
+            if let Some(s) = v.score() {
+                sum += s * r.weight;
+                weights += r.weight;
+            }
+            if v.rank() > worst.rank() {
+                worst = v;
+            }
+        }
+    }
+    let status = match worst {
+        Verdict::Critical => Status::Offline,
+        Verdict::Degraded => Status::Degraded,
+        _ => Status::Healthy,
+    };
+    let mean = if weights > 0.0 { sum / weights } else { 0.0 };
+    // Degraded means lie in [0.5, 1), offline ones in [0, 1): shift and squeeze into the bands.
+    let banded = match status {
+        Status::Healthy => mean,
+        Status::Degraded => mean - 0.25,
+        _ => mean * 0.25,
+    };
+    let score = (banded.clamp(0.0, 1.0) * 10_000.0).round() / 10_000.0;
+    if status != Status::Offline || active {
+        mem.last_seen = Some(now);
+    }
+    let unknown = reports
+        .iter()
+        .filter(|r| r.verdict == Verdict::Unknown)
+        .count();
+    let (deciding, reason) = if status == Status::Healthy {
+        let names: Vec<String> = reports
+            .iter()
+            .filter(|r| r.verdict == Verdict::Healthy)
+            .map(|r| r.signal.clone())
+            .collect();
+        let reason = format!(
+            "{} of {} signals healthy{}",
+            names.len(),
+            reports.len(),
+            if unknown > 0 {
+                format!(", {unknown} unknown")
+            } else {
+                String::new()
+            }
+        );
+        (names, reason)
+    } else {
+        let decisive: Vec<&SignalReport> = reports
+            .iter()
+            .filter(|r| effective(r) == Some(worst))
+            .collect();
+        let reason = decisive
+            .iter()
+            .map(|r| match r.held {
+                Some(h) => format!("{} {h} (held while unreadable: {})", r.signal, r.why),
+                None => format!("{} {}: {}", r.signal, r.verdict, r.why),
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        (decisive.iter().map(|r| r.signal.clone()).collect(), reason)
+    };
+    BridgeDecision {
+        bridge_id: bridge.id,
+        bridge: bridge.name.clone(),
+        status,
+        score,
+        is_online: Some(status != Status::Offline),
+        last_seen: mem.last_seen,
+        deciding,
+        reason,
+        signals: reports,
+    }
+}
+
+/// The bridge's state as read back from the oracle (`get_bridge_status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OnChain {
+    /// `is_online`.
+    pub is_online: bool,
+    /// `last_seen`, unix seconds.
+    pub last_seen: i64,
+}
+
+/// Why a bridge's status is sent this cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PublishReason {
+    /// Nothing known on-chain or in memory.
+    Initial,
+    /// Status differs from the last one published (or from the chain's `is_online`).
+    StatusChange,
+    /// The heartbeat elapsed.
+    Heartbeat,
+    /// Operator asked (`--force`).
+    Forced,
+}
+
+impl PublishReason {
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Initial => "initial",
+            Self::StatusChange => "status_change",
+            Self::Heartbeat => "heartbeat",
+            Self::Forced => "forced",
+        }
+    }
+}
+
+/// What to do with a decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Send `update_bridge_status`.
+    Publish(PublishReason),
+    /// Nothing changed and the heartbeat has not elapsed.
+    Skip(String),
+    /// Unknown status: nothing is published.
+    Withhold(String),
+}
+
+impl Action {
+    /// `publish`, `skip` or `withhold`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Publish(_) => "publish",
+            Self::Skip(_) => "skip",
+            Self::Withhold(_) => "withhold",
+        }
+    }
+
+    /// Why.
+    pub fn reason(&self) -> String {
+        match self {
+            Self::Publish(r) => r.as_str().to_owned(),
+            Self::Skip(s) | Self::Withhold(s) => s.clone(),
+        }
+    }
+}
+
+/// Publish on status change or heartbeat; never publish an unknown status.
+pub fn plan(
+    d: &BridgeDecision,
+    mem: &Memory,
+    onchain: Option<OnChain>,
+    heartbeat: u64,
+    now: i64,
+    force: bool,
+) -> Action {
+    let Some(is_online) = d.is_online else {
+        return Action::Withhold("every signal unknown: nothing to publish".into());
+    };
+    if force {
+        return Action::Publish(PublishReason::Forced);
+    }
+    let hb = heartbeat as i64;
+    if let Some(p) = mem.published {
+        if p.status != d.status {
+            return Action::Publish(PublishReason::StatusChange);
+        }
+        if let Some(oc) = onchain
+            && oc.is_online != is_online
+        {
+            // Someone (or a lost update) left the chain disagreeing with us.
+            return Action::Publish(PublishReason::StatusChange);
+        }
+        let age = now - p.at;
+        if age >= hb {
+            return Action::Publish(PublishReason::Heartbeat);
+        }
+        return Action::Skip(format!(
+            "{} unchanged; heartbeat in {} s",
+            d.status,
+            hb - age
+        ));
+    }
+    match onchain {
+        None => Action::Publish(PublishReason::Initial),
+        Some(oc) if oc.is_online != is_online => Action::Publish(PublishReason::StatusChange),
+        // `last_seen` is at most the last publication time, so this errs towards publishing.
+        Some(oc) if now - oc.last_seen >= hb => Action::Publish(PublishReason::Heartbeat),
+        Some(oc) => Action::Skip(format!(
+            "on-chain is_online={} matches; heartbeat in {} s",
+            oc.is_online,
+            hb - (now - oc.last_seen)
+        )),
+    }
+}
+
+/// An alert to raise or clear.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AlertAction {
+    /// Raise (or keep firing).
+    Fire(Alert),
+    /// Clear, if firing.
+    Resolve(String),
+}
+
+/// Alert key for a degraded bridge.
+pub fn degraded_key(bridge: &str) -> String {
+    format!("bridge_degraded:{bridge}")
+}
+
+/// Alert key for an offline bridge.
+pub fn offline_key(bridge: &str) -> String {
+    format!("bridge_offline:{bridge}")
+}
+
+/// Alert key for a bridge none of whose signals could be read.
+pub fn unknown_key(bridge: &str) -> String {
+    format!("bridge_unknown:{bridge}")
+}
+
+/// The alerts a decision raises and clears. An unknown status clears nothing: not being able to
+/// look is not a recovery.
+pub fn alerts(bridge: &BridgeSpec, d: &BridgeDecision) -> Vec<AlertAction> {
+    let name = &bridge.name;
+    let make = |key: String, severity: Severity, summary: String| {
+        AlertAction::Fire(
+            Alert::new(key, severity, summary)
+                .label("bridge", name.clone())
+                .label("bridge_id", bridge.id.to_string()),
+        )
+    };
+    match d.status {
+        Status::Healthy => vec![
+            AlertAction::Resolve(offline_key(name)),
+            AlertAction::Resolve(degraded_key(name)),
+            AlertAction::Resolve(unknown_key(name)),
+        ],
+        Status::Degraded => vec![
+            make(
+                degraded_key(name),
+                Severity::Warning,
+                format!(
+                    "{} degraded (score {:.2}): {}",
+                    bridge.display_name, d.score, d.reason
+                ),
+            ),
+            AlertAction::Resolve(offline_key(name)),
+            AlertAction::Resolve(unknown_key(name)),
+        ],
+        Status::Offline => vec![
+            make(
+                offline_key(name),
+                Severity::Critical,
+                format!(
+                    "{} offline (score {:.2}): {}",
+                    bridge.display_name, d.score, d.reason
+                ),
+            ),
+            AlertAction::Resolve(degraded_key(name)),
+            AlertAction::Resolve(unknown_key(name)),
+        ],
+        Status::Unknown => vec![make(
+            unknown_key(name),
+            Severity::Warning,
+            format!("{} status unknown: {}", bridge.display_name, d.reason),
+        )],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Check, SignalSpec};
+    use serde_json::json;
+
+    fn bridge() -> BridgeSpec {
+        let spec = |name: &str| SignalSpec {
+            name: name.into(),
+            weight: 1.0,
+            timeout: None,
+            attempts: None,
+            check: Check::WormholeHealth(toml::from_str("").unwrap()),
+        };
+        BridgeSpec {
+            id: 2,
+            name: "orbit".into(),
+            display_name: "Orbit Bridge".into(),
+            signals: vec![spec("tvl:orbit-bridge"), spec("peg:oUSDT")],
+        }
+    }
+
+    fn r(name: &str, verdict: Verdict) -> SignalReport {
+        SignalReport {
+            signal: name.into(),
+            kind: "tvl",
+            verdict,
+            value: if verdict == Verdict::Unknown {
+                serde_json::Value::Null
+            } else {
+                json!({"x": 1})
+            },
+            why: format!("{name} says {verdict}"),
+            active: false,
+            weight: 1.0,
+            held: None,
+        }
+    }
+
+    const NOW: i64 = 1_767_225_600;
+
+    #[test]
+    fn all_healthy_is_healthy_online_and_seen_now() {
+        let mut m = Memory::default();
+        let d = decide(
+            &bridge(),
+            vec![r("a", Verdict::Healthy), r("b", Verdict::Healthy)],
+            &mut m,
+            900,
+            NOW,
+        );
+        assert_eq!(
+            (d.status, d.score, d.is_online, d.last_seen),
+            (Status::Healthy, 1.0, Some(true), Some(NOW))
+        );
+        assert_eq!(d.reason, "2 of 2 signals healthy");
+    }
+
+    #[test]
+    fn worst_verdict_decides_and_is_named() {
+        let mut m = Memory {
+            last_seen: Some(NOW - 500),
+            ..Memory::default()
+        };
+        let d = decide(
+            &bridge(),
+            vec![
+                r("tvl:orbit-bridge", Verdict::Critical),
+                r("peg:oUSDT", Verdict::Degraded),
+            ],
+            &mut m,
+            900,
+            NOW,
+        );
+        assert_eq!(d.status, Status::Offline);
+        assert_eq!(d.score, 0.0625);
+        assert_eq!(d.is_online, Some(false));
+        assert_eq!(
+            d.last_seen,
+            Some(NOW - 500),
+            "offline keeps the last sighting"
+        );
+        assert_eq!(d.deciding, ["tvl:orbit-bridge"]);
+        assert!(
+            d.reason.starts_with("tvl:orbit-bridge critical:"),
+            "{}",
+            d.reason
+        );
+
+        let d = decide(
+            &bridge(),
+            vec![r("a", Verdict::Healthy), r("b", Verdict::Degraded)],
+            &mut m,
+            900,
+            NOW,
+        );
+        assert_eq!(
+            (d.status, d.score, d.is_online),
+            (Status::Degraded, 0.5, Some(true))
+        );
+    }
+
+    #[test]
+    fn activity_moves_last_seen_even_when_offline() {
+        let mut m = Memory::default();
+        let mut active = r("volume", Verdict::Healthy);
+        active.active = true;
+        let d = decide(
+            &bridge(),
+            vec![r("tvl", Verdict::Critical), active],
+            &mut m,
+            900,
+            NOW,
+        );
+        assert_eq!((d.status, d.last_seen), (Status::Offline, Some(NOW)));
+    }
+
+    #[test]
+    fn unknown_is_never_healthy() {
+        let mut m = Memory::default();
+        // One unreadable signal: left out of the score, status from the rest.
+        let d = decide(
+            &bridge(),
+            vec![r("a", Verdict::Healthy), r("b", Verdict::Unknown)],
+            &mut m,
+            900,
+            NOW,
+        );
+        assert_eq!((d.status, d.score), (Status::Healthy, 1.0));
+        assert_eq!(d.deciding, ["a"]);
+        assert_eq!(d.reason, "1 of 2 signals healthy, 1 unknown");
+        assert_eq!(d.signals[1].verdict, Verdict::Unknown);
+        // Every signal unreadable: unknown, no is_online, nothing to publish.
+        let d = decide(
+            &bridge(),
+            vec![r("a", Verdict::Unknown), r("b", Verdict::Unknown)],
+            &mut m,
+            900,
+            NOW + 60,
+        );
+        assert_eq!(
+            (d.status, d.score, d.is_online),
+            (Status::Unknown, 0.0, None)
+        );
+        assert_eq!(d.last_seen, Some(NOW), "the earlier sighting is kept");
+        assert!(matches!(
+            plan(&d, &m, None, 900, NOW + 60, true),
+            Action::Withhold(_)
+        ));
+    }
+
+    #[test]
+    fn a_sick_signal_that_turns_unreadable_keeps_its_verdict_for_a_while() {
+        let mut m = Memory::default();
+        decide(
+            &bridge(),
+            vec![r("a", Verdict::Healthy), r("b", Verdict::Critical)],
+            &mut m,
+            900,
+            NOW,
+        );
+        let d = decide(
+            &bridge(),
+            vec![r("a", Verdict::Healthy), r("b", Verdict::Unknown)],
+            &mut m,
+            900,
+            NOW + 600,
+        );
+        assert_eq!(d.status, Status::Offline);
+        assert_eq!(d.signals[1].held, Some(Verdict::Critical));
+        assert!(d.reason.contains("held while unreadable"), "{}", d.reason);
+        // After the hold, the unreadable signal no longer counts either way.
+        let d = decide(
+            &bridge(),
+            vec![r("a", Verdict::Healthy), r("b", Verdict::Unknown)],
+            &mut m,
+            900,
+            NOW + 1000,
+        );
+        assert_eq!(d.status, Status::Healthy);
+        // A healthy reading clears the hold at once.
+        let mut m = Memory::default();
+        decide(&bridge(), vec![r("b", Verdict::Degraded)], &mut m, 900, NOW);
+        decide(
+            &bridge(),
+            vec![r("b", Verdict::Healthy)],
+            &mut m,
+            900,
+            NOW + 60,
+        );
+        let d = decide(
+            &bridge(),
+            vec![r("a", Verdict::Healthy), r("b", Verdict::Unknown)],
+            &mut m,
+            900,
+            NOW + 120,
+        );
+        assert_eq!(d.status, Status::Healthy);
+    }
+
+    #[test]
+    fn weights_shape_the_score() {
+        let mut m = Memory::default();
+        let mut heavy = r("a", Verdict::Degraded);
+        heavy.weight = 3.0;
+        let d = decide(
+            &bridge(),
+            vec![heavy, r("b", Verdict::Healthy)],
+            &mut m,
+            900,
+            NOW,
+        );
+        assert_eq!(d.score, 0.375, "mean 0.625 placed in the degraded band");
+    }
+
+    fn decided(status: Status) -> BridgeDecision {
+        BridgeDecision {
+            bridge_id: 2,
+            bridge: "orbit".into(),
+            status,
+            score: 1.0,
+            is_online: (status != Status::Unknown).then_some(status != Status::Offline),
+            last_seen: Some(NOW),
+            deciding: vec![],
+            reason: "r".into(),
+            signals: vec![],
+        }
+    }
+
+    #[test]
+    fn publish_on_change_or_heartbeat_only() {
+        let mut m = Memory::default();
+        let healthy = decided(Status::Healthy);
+        assert_eq!(
+            plan(&healthy, &m, None, 900, NOW, false),
+            Action::Publish(PublishReason::Initial)
+        );
+        // After a restart: the chain agrees and is fresh → skip; stale → heartbeat.
+        let fresh = OnChain {
+            is_online: true,
+            last_seen: NOW - 100,
+        };
+        assert!(matches!(
+            plan(&healthy, &m, Some(fresh), 900, NOW, false),
+            Action::Skip(_)
+        ));
+        let stale = OnChain {
+            is_online: true,
+            last_seen: NOW - 900,
+        };
+        assert_eq!(
+            plan(&healthy, &m, Some(stale), 900, NOW, false),
+            Action::Publish(PublishReason::Heartbeat)
+        );
+        let off = OnChain {
+            is_online: false,
+            last_seen: NOW,
+        };
+        assert_eq!(
+            plan(&healthy, &m, Some(off), 900, NOW, false),
+            Action::Publish(PublishReason::StatusChange)
+        );
+        m.published = Some(Published {
+            status: Status::Healthy,
+            is_online: true,
+            last_seen: NOW,
+            at: NOW,
+        });
+        assert!(matches!(
+            plan(&healthy, &m, None, 900, NOW + 899, false),
+            Action::Skip(_)
+        ));
+        assert_eq!(
+            plan(&healthy, &m, None, 900, NOW + 900, false),
+            Action::Publish(PublishReason::Heartbeat)
+        );
+        // healthy → degraded keeps is_online but is a status change.
+        assert_eq!(
+            plan(&decided(Status::Degraded), &m, None, 900, NOW + 10, false),
+            Action::Publish(PublishReason::StatusChange)
+        );
+        assert_eq!(
+            plan(&healthy, &m, None, 900, NOW + 10, true),
+            Action::Publish(PublishReason::Forced)
+        );
+    }
+
+    #[test]
+    fn alerts_follow_the_status_and_unknown_clears_nothing() {
+        let b = bridge();
+        let mut d = decided(Status::Offline);
+        d.reason = "tvl:orbit-bridge critical: TVL of orbit-bridge fell 60.0% in 24 h".into();
+        let a = alerts(&b, &d);
+        let AlertAction::Fire(fire) = &a[0] else {
+            panic!("expected a fire, got {a:?}")
+        };
+        assert_eq!(fire.key, "bridge_offline:orbit");
+        assert_eq!(fire.severity, Severity::Critical);
+        assert!(
+            fire.summary.contains("Orbit Bridge offline"),
+            "{}",
+            fire.summary
+        );
+        assert!(
+            fire.summary.contains("tvl:orbit-bridge"),
+            "{}",
+            fire.summary
+        );
+        assert!(a.contains(&AlertAction::Resolve("bridge_degraded:orbit".into())));
+
+        let a = alerts(&b, &decided(Status::Healthy));
+        assert_eq!(a.len(), 3);
+        assert!(a.iter().all(|x| matches!(x, AlertAction::Resolve(_))));
+
+        let a = alerts(&b, &decided(Status::Unknown));
+        assert_eq!(a.len(), 1);
+        assert!(matches!(&a[0], AlertAction::Fire(f) if f.key == "bridge_unknown:orbit"));
+    }
+}
