@@ -19,7 +19,7 @@ pub enum SummarySubject {
         /// Asset id.
         asset_id: u16,
         /// Price, 6 decimals.
-        price_micro: u128,
+        price_micro: u64,
         /// Observation time.
         timestamp: u32,
     },
@@ -184,7 +184,10 @@ pub fn summarize(
                 ) => SummarySubject::Price {
                     asset: p.asset.clone(),
                     asset_id,
-                    price_micro,
+                    // Keepers publish u64 micro-prices; a larger one cannot be ours.
+                    price_micro: u64::try_from(price_micro).map_err(|_| {
+                        DecodeError::new("external message", "price exceeds 64 bits")
+                    })?,
                     timestamp,
                 },
                 (

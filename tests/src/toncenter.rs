@@ -1,0 +1,1497 @@
+//! A local toncenter v2 stand-in with a tiny chain behind it (`../shared/reference/ton.md`).
+//!
+//! It answers JSON-RPC at `/api/v2/jsonRPC` and the REST paths (`/api/v2/{method}`) in
+//! toncenter's envelope (`{"ok","result"}`, errors `{"ok":false,"error","code"}` with the HTTP
+//! status equal to `code`), and keeps per-account state:
+//!
+//! - **wallets** (V5R1 and V4R2): balance, seqno, deployed or not, public key, wallet id. An
+//!   external message is checked the way the wallet contracts do it (signature over the body
+//!   hash, seqno, wallet id, `valid_until > now`, StateInit matching the address when not
+//!   deployed); a refusal is HTTP 500 "cannot apply external message to current state". An
+//!   accepted one bumps the seqno, records a transaction and executes the out-actions in chain
+//!   order (V5R1 out-lists run deepest first), skipping any the balance cannot pay (mode +2);
+//! - **oracles**: internal `update_price` (0x03) / `update_bridge_status` (0x04) bodies are
+//!   accepted when their `^signature` verifies against a registered keeper key and the timestamp
+//!   is not older than the stored one; otherwise ignored (and bounced). `get_price(asset_id)` and
+//!   `get_bridge_status(bridge_id)` answer from what was stored, numbers as `0x…` hex.
+//!
+//! Chain time follows the wall clock unless frozen; faults are injected per method for the next
+//! N requests ([`Fault`]); everything that arrived is recorded.
+//!
+//! ```no_run
+//! # async fn demo(keys: &keeper_common::ton::WalletKeys, wallet: &keeper_common::ton::Wallet) {
+//! use keeper_tests::toncenter::{Fault, ToncenterServer};
+//! let chain = ToncenterServer::start().await;
+//! chain.fund(wallet.address(), 10_000_000_000);            // undeployed, 10 TON
+//! let oracle = chain.new_oracle();
+//! chain.register_keeper(&oracle, keys.public_key());
+//! chain.inject("sendBocReturnHash", Fault::RateLimited { retry_after: None }, 1);
+//! // point TON_RPC_URL at chain.jsonrpc_url() (or chain.rest_url()), run, then:
+//! assert_eq!(chain.price(&oracle, 1).map(|p| p.0), Some(999_850));
+//! # }
+//! ```
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::Response;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use keeper_common::config::WalletVersion;
+use keeper_common::ton::verify_signature;
+use serde_json::{Value, json};
+use tonlib_core::TonAddress;
+use tonlib_core::cell::{ArcCell, BagOfCells, Cell, CellBuilder};
+use tonlib_core::tlb_types::block::coins::Grams;
+use tonlib_core::tlb_types::block::message::{CommonMsgInfo, ExtInMsgInfo, Message};
+use tonlib_core::tlb_types::block::msg_address::{MsgAddrNone, MsgAddressExt};
+use tonlib_core::tlb_types::block::state_init::StateInit;
+use tonlib_core::tlb_types::primitives::either::{EitherRef, EitherRefLayout};
+use tonlib_core::tlb_types::tlb::TLB;
+use tonlib_core::types::TonHash;
+use tonlib_core::wallet::version_helper::VersionHelper;
+use tonlib_core::wallet::versioned::v4::WalletDataV4;
+use tonlib_core::wallet::versioned::v5::WalletDataV5;
+use tonlib_core::wallet::wallet_version::WalletVersion as LibVersion;
+
+/// Gas the wallet pays for accepting an external message, nanotons.
+pub const EXTERNAL_FEE: u128 = 3_000_000;
+/// Forwarding fee per outgoing message (mode +1 pays it on top of the value), nanotons.
+pub const FORWARD_FEE: u128 = 1_000_000;
+/// What toncenter answers when a wallet refuses an external message (exit code appended).
+pub const CANNOT_APPLY: &str = "LITE_SERVER_UNKNOWN: cannot apply external message to current state : External message was not accepted";
+
+/// A way to misbehave, for the next N requests of a method.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Fault {
+    /// HTTP 429 `{"ok":false,"result":"Ratelimit exceed","code":429}`, optional `Retry-After`.
+    RateLimited {
+        /// Seconds, sent as `Retry-After`.
+        retry_after: Option<u64>,
+    },
+    /// HTTP 503 with an HTML page, as a load balancer sends it.
+    Unavailable,
+    /// HTTP 504 `LITE_SERVER_NETWORK timeout`, without doing anything.
+    LiteserverTimeout,
+    /// Any status with a toncenter JSON error.
+    Status(u16, String),
+    /// Sleep this long, then answer normally (the client has usually given up by then).
+    Hang(Duration),
+    /// Apply the request (send the message), then answer 504: the reply is lost.
+    LoseResponse,
+    /// Apply the request, then hang this long before answering: the reply is lost by timeout.
+    ApplyThenHang(Duration),
+    /// `sendBoc*`: answer success but drop the message (it never lands).
+    Swallow,
+}
+
+/// One HTTP request that arrived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestRecord {
+    /// API method.
+    pub method: String,
+    /// Came through `/jsonRPC`.
+    pub json_rpc: bool,
+    /// The `X-API-Key` header (or `api_key` query parameter).
+    pub api_key: Option<String>,
+    /// HTTP status answered.
+    pub status: u16,
+}
+
+/// What happened to an external message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExternalOutcome {
+    /// Accepted: seqno bumped, actions executed.
+    Accepted,
+    /// Refused by the wallet (or unparseable), with the reason.
+    Rejected(String),
+    /// Dropped by [`Fault::Swallow`].
+    Swallowed,
+}
+
+/// One external message that arrived through `sendBoc*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalRecord {
+    /// The BoC as sent.
+    pub boc: Vec<u8>,
+    /// Destination wallet, when the message parsed.
+    pub wallet: Option<TonAddress>,
+    /// Seqno in the signed body, when it parsed.
+    pub seqno: Option<u32>,
+    /// valid_until in the signed body, when it parsed.
+    pub valid_until: Option<u32>,
+    /// Hash of the signed body cell: equal for re-sends of the same message, different for a
+    /// different body.
+    pub body_hash: Option<[u8; 32]>,
+    /// StateInit attached.
+    pub state_init: bool,
+    /// What happened.
+    pub outcome: ExternalOutcome,
+}
+
+/// One internal message that reached an oracle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OracleEvent {
+    /// The oracle.
+    pub oracle: TonAddress,
+    /// The sending wallet.
+    pub from: TonAddress,
+    /// 0x03 or 0x04 (or whatever op arrived).
+    pub op: u32,
+    /// Asset or bridge id.
+    pub id: u16,
+    /// Price, or 1/0 for online.
+    pub value: u128,
+    /// Timestamp / last_seen.
+    pub timestamp: u32,
+    /// Stored.
+    pub accepted: bool,
+    /// Why not, if not.
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+struct WalletAccount {
+    version: WalletVersion,
+    wallet_id: i32,
+    public_key: [u8; 32],
+    seqno: u32,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Oracle {
+    keepers: Vec<[u8; 32]>,
+    prices: HashMap<u16, (u128, u32)>,
+    bridges: HashMap<u8, (bool, u32)>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Account {
+    balance: u128,
+    /// Deployed wallet; `None` while uninitialized (or for a non-wallet account).
+    wallet: Option<WalletAccount>,
+    oracle: Option<Oracle>,
+    transactions: Vec<Value>,
+    last_lt: u64,
+    last_hash: [u8; 32],
+}
+
+#[derive(Debug, Clone)]
+struct FaultRule {
+    method: String,
+    fault: Fault,
+    remaining: usize,
+}
+
+#[derive(Debug, Clone)]
+struct PendingInternal {
+    ready_at: Instant,
+    from: TonAddress,
+    to: TonAddress,
+    value: u128,
+    bounce: bool,
+    body: ArcCell,
+}
+
+/// Number notation of get-method results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NumberStyle {
+    /// `0x1f` / `-0x1` (what toncenter does).
+    Hex,
+    /// `31` / `-1`.
+    Decimal,
+}
+
+#[derive(Debug)]
+struct Chain {
+    accounts: HashMap<TonAddress, Account>,
+    frozen_time: Option<u64>,
+    time_offset: i64,
+    lt: u64,
+    block: u64,
+    faults: Vec<FaultRule>,
+    api_key: Option<String>,
+    numbers: NumberStyle,
+    internal_delay: Duration,
+    pending: Vec<PendingInternal>,
+    requests: Vec<RequestRecord>,
+    externals: Vec<ExternalRecord>,
+    oracle_events: Vec<OracleEvent>,
+}
+
+impl Chain {
+    fn now(&self) -> u64 {
+        self.frozen_time.unwrap_or_else(|| {
+            let wall = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            wall.saturating_add_signed(self.time_offset)
+        })
+    }
+}
+
+/// The running server. Clones share the chain.
+#[derive(Clone)]
+pub struct ToncenterServer {
+    addr: SocketAddr,
+    chain: Arc<Mutex<Chain>>,
+    _task: Arc<tokio::task::JoinHandle<()>>,
+}
+
+fn lock(m: &Mutex<Chain>) -> MutexGuard<'_, Chain> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn code_hash(v: LibVersion) -> Option<TonHash> {
+    VersionHelper::get_code(v).ok().map(|c| Cell::cell_hash(c))
+}
+
+fn lib(v: WalletVersion) -> LibVersion {
+    match v {
+        WalletVersion::V5r1 => LibVersion::V5R1,
+        WalletVersion::V4r2 => LibVersion::V4R2,
+    }
+}
+
+fn data_cell(w: &WalletAccount) -> Cell {
+    let pk = TonHash::from(w.public_key);
+    let built = match w.version {
+        WalletVersion::V5r1 => {
+            let mut d = WalletDataV5::new(w.wallet_id, pk);
+            d.seqno = w.seqno;
+            d.to_cell()
+        }
+        WalletVersion::V4r2 => {
+            let mut d = WalletDataV4::new(w.wallet_id, pk);
+            d.seqno = w.seqno;
+            d.to_cell()
+        }
+    };
+    built.unwrap_or_default()
+}
+
+fn hash32(c: &Cell) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(c.cell_hash().as_slice());
+    out
+}
+
+fn num(style: NumberStyle, v: i128) -> Value {
+    let text = match style {
+        NumberStyle::Hex if v < 0 => format!("-0x{:x}", v.unsigned_abs()),
+        NumberStyle::Hex => format!("0x{v:x}"),
+        NumberStyle::Decimal => v.to_string(),
+    };
+    json!(["num", text])
+}
+
+/// A random workchain-0 address (for oracles and strangers).
+pub fn random_address() -> TonAddress {
+    // 32 bytes from the system RNG, by way of a throwaway key.
+    let bytes = *keeper_common::ton::WalletKeys::ephemeral().public_key();
+    TonAddress::new(0, TonHash::from(bytes))
+}
+
+struct ApiError {
+    status: u16,
+    error: String,
+}
+
+fn api_err(status: u16, error: impl Into<String>) -> ApiError {
+    ApiError {
+        status,
+        error: error.into(),
+    }
+}
+
+fn reject(code: i32, what: &str) -> ApiError {
+    api_err(
+        500,
+        format!(
+            "{CANNOT_APPLY}\nCannot run message on account: inbound external message rejected by transaction: {what}\nexitcode={code}, steps=0, gas_used=0"
+        ),
+    )
+}
+
+impl ToncenterServer {
+    /// Starts on `127.0.0.1:0` with an empty chain that follows the wall clock.
+    pub async fn start() -> Self {
+        let chain = Arc::new(Mutex::new(Chain {
+            accounts: HashMap::new(),
+            frozen_time: None,
+            time_offset: 0,
+            lt: 1_000_000,
+            block: 1,
+            faults: Vec::new(),
+            api_key: None,
+            numbers: NumberStyle::Hex,
+            internal_delay: Duration::ZERO,
+            pending: Vec::new(),
+            requests: Vec::new(),
+            externals: Vec::new(),
+            oracle_events: Vec::new(),
+        }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local addr");
+        let app = axum::Router::new()
+            .fallback(handle)
+            .with_state(chain.clone());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self {
+            addr,
+            chain,
+            _task: Arc::new(task),
+        }
+    }
+
+    fn chain(&self) -> MutexGuard<'_, Chain> {
+        let mut c = lock(&self.chain);
+        deliver_pending(&mut c);
+        c
+    }
+
+    /// `http://127.0.0.1:PORT/api/v2/jsonRPC`.
+    pub fn jsonrpc_url(&self) -> String {
+        format!("http://{}/api/v2/jsonRPC", self.addr)
+    }
+
+    /// `http://127.0.0.1:PORT/api/v2/` (the REST base).
+    pub fn rest_url(&self) -> String {
+        format!("http://{}/api/v2/", self.addr)
+    }
+
+    // ---- accounts ----
+
+    /// Credits `nanoton` to `address` (creating an uninitialized account if needed).
+    pub fn fund(&self, address: &TonAddress, nanoton: u128) {
+        self.chain()
+            .accounts
+            .entry(address.clone())
+            .or_default()
+            .balance += nanoton;
+    }
+
+    /// Puts an already-deployed wallet at `address` (as if deployed earlier) with `seqno`.
+    pub fn deploy_wallet(
+        &self,
+        address: &TonAddress,
+        version: WalletVersion,
+        wallet_id: i32,
+        public_key: &[u8; 32],
+        seqno: u32,
+        balance: u128,
+    ) {
+        let mut c = self.chain();
+        let acc = c.accounts.entry(address.clone()).or_default();
+        acc.balance = balance;
+        acc.wallet = Some(WalletAccount {
+            version,
+            wallet_id,
+            public_key: *public_key,
+            seqno,
+        });
+    }
+
+    /// Makes `address` an oracle contract with no registered keepers.
+    pub fn add_oracle(&self, address: &TonAddress) {
+        let mut c = self.chain();
+        let acc = c.accounts.entry(address.clone()).or_default();
+        if acc.oracle.is_none() {
+            acc.oracle = Some(Oracle::default());
+        }
+        acc.balance = acc.balance.max(1_000_000_000);
+    }
+
+    /// A fresh oracle at a random address.
+    pub fn new_oracle(&self) -> TonAddress {
+        let a = random_address();
+        self.add_oracle(&a);
+        a
+    }
+
+    /// Registers a keeper's public key with an oracle (creating the oracle if needed).
+    pub fn register_keeper(&self, oracle: &TonAddress, public_key: &[u8; 32]) {
+        self.add_oracle(oracle);
+        let mut c = self.chain();
+        if let Some(o) = c.accounts.get_mut(oracle).and_then(|a| a.oracle.as_mut())
+            && !o.keepers.contains(public_key)
+        {
+            o.keepers.push(*public_key);
+        }
+    }
+
+    /// Seeds an oracle's stored price.
+    pub fn set_price(&self, oracle: &TonAddress, asset_id: u16, price: u128, timestamp: u32) {
+        self.add_oracle(oracle);
+        if let Some(o) = self
+            .chain()
+            .accounts
+            .get_mut(oracle)
+            .and_then(|a| a.oracle.as_mut())
+        {
+            o.prices.insert(asset_id, (price, timestamp));
+        }
+    }
+
+    /// Seeds an oracle's stored bridge status.
+    pub fn set_bridge_status(
+        &self,
+        oracle: &TonAddress,
+        bridge_id: u8,
+        is_online: bool,
+        last_seen: u32,
+    ) {
+        self.add_oracle(oracle);
+        if let Some(o) = self
+            .chain()
+            .accounts
+            .get_mut(oracle)
+            .and_then(|a| a.oracle.as_mut())
+        {
+            o.bridges.insert(bridge_id, (is_online, last_seen));
+        }
+    }
+
+    /// The stored `(price, timestamp)` of an asset.
+    pub fn price(&self, oracle: &TonAddress, asset_id: u16) -> Option<(u128, u32)> {
+        self.chain()
+            .accounts
+            .get(oracle)?
+            .oracle
+            .as_ref()?
+            .prices
+            .get(&asset_id)
+            .copied()
+    }
+
+    /// The stored `(is_online, last_seen)` of a bridge.
+    pub fn bridge_status(&self, oracle: &TonAddress, bridge_id: u8) -> Option<(bool, u32)> {
+        self.chain()
+            .accounts
+            .get(oracle)?
+            .oracle
+            .as_ref()?
+            .bridges
+            .get(&bridge_id)
+            .copied()
+    }
+
+    /// A deployed wallet's seqno; `None` while not deployed.
+    pub fn seqno(&self, wallet: &TonAddress) -> Option<u32> {
+        self.chain()
+            .accounts
+            .get(wallet)?
+            .wallet
+            .as_ref()
+            .map(|w| w.seqno)
+    }
+
+    /// Balance in nanotons.
+    pub fn balance(&self, address: &TonAddress) -> u128 {
+        self.chain().accounts.get(address).map_or(0, |a| a.balance)
+    }
+
+    /// Whether a wallet is deployed at `address`.
+    pub fn is_deployed(&self, address: &TonAddress) -> bool {
+        self.chain()
+            .accounts
+            .get(address)
+            .is_some_and(|a| a.wallet.is_some())
+    }
+
+    // ---- time ----
+
+    /// Current chain time.
+    pub fn chain_time(&self) -> u64 {
+        self.chain().now()
+    }
+
+    /// Freezes chain time at `t`.
+    pub fn set_chain_time(&self, t: u64) {
+        self.chain().frozen_time = Some(t);
+    }
+
+    /// Moves chain time forward (frozen or not).
+    pub fn advance_chain_time(&self, secs: u64) {
+        let mut c = self.chain();
+        match &mut c.frozen_time {
+            Some(t) => *t += secs,
+            None => c.time_offset += secs as i64,
+        }
+    }
+
+    /// Lets chain time follow the wall clock again (keeping any offset).
+    pub fn follow_clock(&self) {
+        self.chain().frozen_time = None;
+    }
+
+    // ---- behaviour ----
+
+    /// Misbehaves on the next `times` requests of `method` (`"*"` for any method).
+    pub fn inject(&self, method: &str, fault: Fault, times: usize) {
+        self.chain().faults.push(FaultRule {
+            method: method.to_owned(),
+            fault,
+            remaining: times,
+        });
+    }
+
+    /// Drops every pending fault.
+    pub fn clear_faults(&self) {
+        self.chain().faults.clear();
+    }
+
+    /// Requires this `X-API-Key` (401 "API key does not exist" otherwise); `None` accepts any.
+    pub fn require_api_key(&self, key: Option<&str>) {
+        self.chain().api_key = key.map(str::to_owned);
+    }
+
+    /// Number notation of get-method results (toncenter: hex).
+    pub fn set_number_style(&self, style: NumberStyle) {
+        self.chain().numbers = style;
+    }
+
+    /// Delay between a wallet sending and the oracle receiving (0: same instant).
+    pub fn set_internal_delay(&self, delay: Duration) {
+        self.chain().internal_delay = delay;
+    }
+
+    // ---- records ----
+
+    /// Every request so far.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.chain().requests.clone()
+    }
+
+    /// How many requests of `method` arrived.
+    pub fn count(&self, method: &str) -> usize {
+        self.chain()
+            .requests
+            .iter()
+            .filter(|r| r.method == method)
+            .count()
+    }
+
+    /// Every external message that arrived, in order.
+    pub fn externals(&self) -> Vec<ExternalRecord> {
+        self.chain().externals.clone()
+    }
+
+    /// Every oracle message that arrived, in execution order.
+    pub fn oracle_events(&self) -> Vec<OracleEvent> {
+        self.chain().oracle_events.clone()
+    }
+
+    /// Waits until at least `n` externals arrived; false on timeout.
+    pub async fn wait_for_externals(&self, n: usize, timeout: Duration) -> bool {
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if self.chain().externals.len() >= n {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+
+    /// Runs an external message BoC through the chain directly (no HTTP, no faults): for
+    /// checking what a wallet would say about a message.
+    pub fn submit(&self, boc: &[u8]) -> Result<(), String> {
+        let mut c = self.chain();
+        apply_external(&mut c, boc).map(|_| ()).map_err(|e| e.error)
+    }
+}
+
+fn deliver_pending(c: &mut Chain) {
+    let now = Instant::now();
+    let (ready, later): (Vec<_>, Vec<_>) = std::mem::take(&mut c.pending)
+        .into_iter()
+        .partition(|p| p.ready_at <= now);
+    c.pending = later;
+    for p in ready {
+        receive_internal(c, p);
+    }
+}
+
+async fn handle(State(chain): State<Arc<Mutex<Chain>>>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path().to_owned();
+    let query: HashMap<String, String> = parts
+        .uri
+        .query()
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
+        .unwrap_or_default();
+    let bytes = axum::body::to_bytes(body, 4 * 1024 * 1024)
+        .await
+        .unwrap_or_default();
+    let Some(rest) = path.strip_prefix("/api/v2/") else {
+        return reply(
+            404,
+            None,
+            &json!({"ok": false, "error": "Not Found", "code": 404}),
+        );
+    };
+    let json_rpc = rest.eq_ignore_ascii_case("jsonRPC");
+    let (method, params, id) = if json_rpc {
+        let Ok(v) = serde_json::from_slice::<Value>(&bytes) else {
+            return reply(
+                422,
+                None,
+                &json!({"ok": false, "error": "invalid JSON-RPC request", "code": 422}),
+            );
+        };
+        (
+            v.get("method")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned(),
+            v.get("params").cloned().unwrap_or(json!({})),
+            Some(v.get("id").cloned().unwrap_or(json!("1"))),
+        )
+    } else if parts.method == Method::POST {
+        let params = if bytes.is_empty() {
+            json!({})
+        } else {
+            match serde_json::from_slice::<Value>(&bytes) {
+                Ok(v) => v,
+                Err(_) => {
+                    return reply(
+                        422,
+                        None,
+                        &json!({"ok": false, "error": "body is not JSON", "code": 422}),
+                    );
+                }
+            }
+        };
+        (rest.to_owned(), params, None)
+    } else {
+        let obj: serde_json::Map<String, Value> = query
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        (rest.to_owned(), Value::Object(obj), None)
+    };
+    let api_key = header_key(&parts.headers).or_else(|| query.get("api_key").cloned());
+
+    // Decide the fault and the key check under the lock, act on them outside it.
+    let (fault, key_ok) = {
+        let mut c = lock(&chain);
+        deliver_pending(&mut c);
+        let key_ok = c
+            .api_key
+            .as_ref()
+            .is_none_or(|k| api_key.as_deref() == Some(k.as_str()));
+        let mut fault = None;
+        if key_ok {
+            if let Some(rule) = c
+                .faults
+                .iter_mut()
+                .find(|r| r.remaining > 0 && (r.method == "*" || r.method == method))
+            {
+                rule.remaining -= 1;
+                fault = Some(rule.fault.clone());
+            }
+            c.faults.retain(|r| r.remaining > 0);
+        }
+        (fault, key_ok)
+    };
+    let record = |status: u16| {
+        lock(&chain).requests.push(RequestRecord {
+            method: method.clone(),
+            json_rpc,
+            api_key: api_key.clone(),
+            status,
+        });
+    };
+    if !key_ok {
+        record(401);
+        return reply(
+            401,
+            id,
+            &json!({"ok": false, "error": "API key does not exist", "code": 401}),
+        );
+    }
+    let mut lose = false;
+    let mut hang_after = None;
+    match fault {
+        Some(Fault::RateLimited { retry_after }) => {
+            record(429);
+            let mut r = reply(
+                429,
+                id,
+                &json!({"ok": false, "result": "Ratelimit exceed", "code": 429}),
+            );
+            if let Some(s) = retry_after {
+                r.headers_mut()
+                    .insert("retry-after", s.to_string().parse().expect("digits"));
+            }
+            return r;
+        }
+        Some(Fault::Unavailable) => {
+            record(503);
+            return Response::builder()
+                .status(503)
+                .header("content-type", "text/html")
+                .body(Body::from("<html><head><title>503 Service Temporarily Unavailable</title></head><body><center><h1>503 Service Temporarily Unavailable</h1></center></body></html>"))
+                .expect("static response");
+        }
+        Some(Fault::LiteserverTimeout) => {
+            record(504);
+            return reply(
+                504,
+                id,
+                &json!({"ok": false, "error": "LITE_SERVER_NETWORK timeout", "code": 504}),
+            );
+        }
+        Some(Fault::Status(status, text)) => {
+            record(status);
+            return reply(
+                status,
+                id,
+                &json!({"ok": false, "error": text, "code": status}),
+            );
+        }
+        Some(Fault::Hang(d)) => tokio::time::sleep(d).await,
+        Some(Fault::LoseResponse) => lose = true,
+        Some(Fault::ApplyThenHang(d)) => hang_after = Some(d),
+        Some(Fault::Swallow) if method.starts_with("sendBoc") => {
+            let boc = params
+                .get("boc")
+                .and_then(Value::as_str)
+                .and_then(|b| B64.decode(b).ok())
+                .unwrap_or_default();
+            let mut c = lock(&chain);
+            let mut rec = parse_record(&boc);
+            rec.outcome = ExternalOutcome::Swallowed;
+            c.externals.push(rec);
+            c.requests.push(RequestRecord {
+                method: method.clone(),
+                json_rpc,
+                api_key: api_key.clone(),
+                status: 200,
+            });
+            let hash = BagOfCells::parse(&boc)
+                .ok()
+                .and_then(|b| b.single_root().ok())
+                .map(|c| B64.encode(Cell::cell_hash(&c).as_slice()))
+                .unwrap_or_default();
+            return reply(
+                200,
+                id,
+                &json!({"ok": true, "result": {"@type": "raw.extMessageInfo", "hash": hash, "hash_norm": hash}}),
+            );
+        }
+        Some(Fault::Swallow) | None => {}
+    }
+    let result = {
+        let mut c = lock(&chain);
+        dispatch(&mut c, &method, &params)
+    };
+    let status = match &result {
+        Ok(_) => 200,
+        Err(e) => e.status,
+    };
+    if let Some(d) = hang_after {
+        tokio::time::sleep(d).await;
+    }
+    if lose {
+        record(504);
+        return reply(
+            504,
+            id,
+            &json!({"ok": false, "error": "LITE_SERVER_NETWORK timeout", "code": 504}),
+        );
+    }
+    record(status);
+    match result {
+        Ok(v) => reply(200, id, &json!({"ok": true, "result": v})),
+        Err(e) => reply(
+            e.status,
+            id,
+            &json!({"ok": false, "error": e.error, "code": e.status}),
+        ),
+    }
+}
+
+fn header_key(h: &HeaderMap) -> Option<String> {
+    h.get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+fn reply(status: u16, id: Option<Value>, body: &Value) -> Response {
+    let mut body = body.clone();
+    if let (Some(id), Some(o)) = (id, body.as_object_mut()) {
+        o.insert("jsonrpc".into(), json!("2.0"));
+        o.insert("id".into(), id);
+    }
+    Response::builder()
+        .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .expect("static response")
+}
+
+fn param<'a>(params: &'a Value, name: &str) -> Result<&'a Value, ApiError> {
+    params
+        .get(name)
+        .filter(|v| !v.is_null())
+        .ok_or_else(|| api_err(422, format!("field required: {name}")))
+}
+
+fn address_param(params: &Value) -> Result<TonAddress, ApiError> {
+    let text = param(params, "address")?
+        .as_str()
+        .ok_or_else(|| api_err(422, "address must be a string"))?;
+    text.parse::<TonAddress>()
+        .map_err(|_| api_err(416, "Incorrect address"))
+}
+
+fn tx_id(lt: u64, hash: &[u8; 32]) -> Value {
+    json!({"@type": "internal.transactionId", "lt": lt.to_string(), "hash": B64.encode(hash)})
+}
+
+fn dispatch(c: &mut Chain, method: &str, params: &Value) -> Result<Value, ApiError> {
+    match method {
+        "getWalletInformation" => {
+            let addr = address_param(params)?;
+            let acc = c.accounts.get(&addr).cloned().unwrap_or_default();
+            let last = tx_id(acc.last_lt, &acc.last_hash);
+            Ok(match &acc.wallet {
+                Some(w) => json!({
+                    "wallet": true,
+                    "balance": acc.balance.to_string(),
+                    "account_state": "active",
+                    "wallet_type": match w.version { WalletVersion::V5r1 => "wallet v5 r1", WalletVersion::V4r2 => "wallet v4 r2" },
+                    "seqno": w.seqno,
+                    "wallet_id": w.wallet_id,
+                    "is_signature_allowed": true,
+                    "last_transaction_id": last,
+                }),
+                None => json!({
+                    "wallet": false,
+                    "balance": acc.balance.to_string(),
+                    "account_state": if acc.oracle.is_some() { "active" } else { "uninitialized" },
+                    "last_transaction_id": last,
+                }),
+            })
+        }
+        "getAddressInformation" => {
+            let addr = address_param(params)?;
+            let acc = c.accounts.get(&addr).cloned().unwrap_or_default();
+            let (state, code, data) = match &acc.wallet {
+                Some(w) => {
+                    let code = VersionHelper::get_code(lib(w.version))
+                        .ok()
+                        .and_then(|cell| BagOfCells::new(&[cell.clone()]).serialize(false).ok())
+                        .map(|b| B64.encode(b))
+                        .unwrap_or_default();
+                    let data = BagOfCells::from_root(data_cell(w))
+                        .serialize(false)
+                        .map(|b| B64.encode(b))
+                        .unwrap_or_default();
+                    ("active", code, data)
+                }
+                None if acc.oracle.is_some() => ("active", String::new(), String::new()),
+                None => ("uninitialized", String::new(), String::new()),
+            };
+            Ok(json!({
+                "@type": "raw.fullAccountState",
+                "balance": acc.balance.to_string(),
+                "code": code,
+                "data": data,
+                "last_transaction_id": tx_id(acc.last_lt, &acc.last_hash),
+                "block_id": {"@type": "ton.blockIdExt", "workchain": -1, "shard": "-9223372036854775808", "seqno": c.block, "root_hash": "", "file_hash": ""},
+                "frozen_hash": "",
+                "sync_utime": c.now(),
+                "state": state,
+            }))
+        }
+        "runGetMethod" => run_get_method(c, params),
+        "sendBoc" | "sendBocReturnHash" => {
+            let b64 = param(params, "boc")?
+                .as_str()
+                .ok_or_else(|| api_err(422, "boc must be a string"))?;
+            let boc = B64
+                .decode(b64.trim())
+                .map_err(|_| api_err(422, "boc is not base64"))?;
+            let (hash, hash_norm) = apply_external(c, &boc)?;
+            if method == "sendBoc" {
+                Ok(json!({"@type": "ok", "@extra": "0"}))
+            } else {
+                Ok(
+                    json!({"@type": "raw.extMessageInfo", "hash": B64.encode(hash), "hash_norm": B64.encode(hash_norm)}),
+                )
+            }
+        }
+        "getTransactions" => {
+            let addr = address_param(params)?;
+            let limit = match params.get("limit") {
+                Some(Value::Number(n)) => n.as_u64().unwrap_or(10),
+                Some(Value::String(s)) => s
+                    .parse()
+                    .map_err(|_| api_err(422, "limit must be an integer"))?,
+                _ => 10,
+            };
+            if limit > 100 {
+                return Err(api_err(422, "limit must be at most 100"));
+            }
+            let txs = c
+                .accounts
+                .get(&addr)
+                .map(|a| a.transactions.clone())
+                .unwrap_or_default();
+            Ok(Value::Array(
+                txs.into_iter().rev().take(limit as usize).collect(),
+            ))
+        }
+        other => Err(api_err(404, format!("method {other} not found"))),
+    }
+}
+
+fn run_get_method(c: &mut Chain, params: &Value) -> Result<Value, ApiError> {
+    let addr = address_param(params)?;
+    let method = param(params, "method")?;
+    let method = match method {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let stack = params
+        .get("stack")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut args = Vec::new();
+    for entry in &stack {
+        let arr = entry
+            .as_array()
+            .ok_or_else(|| api_err(422, "stack entries are [type, value]"))?;
+        let text = match arr.get(1) {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            _ => return Err(api_err(422, "stack value missing")),
+        };
+        let v = if let Some(h) = text.strip_prefix("0x") {
+            i128::from_str_radix(h, 16)
+        } else {
+            text.parse::<i128>()
+        };
+        args.push(v.map_err(|_| api_err(422, format!("bad number {text}")))?);
+    }
+    let style = c.numbers;
+    let ok = |stack: Vec<Value>| {
+        json!({"@type": "smc.runResult", "gas_used": 1000, "stack": stack, "exit_code": 0,
+               "block_id": {"@type": "ton.blockIdExt", "workchain": -1, "seqno": c.block}, "last_transaction_id": tx_id(0, &[0; 32])})
+    };
+    let fail = |code: i32| json!({"@type": "smc.runResult", "gas_used": 0, "stack": [], "exit_code": code});
+    let Some(acc) = c.accounts.get(&addr) else {
+        return Ok(fail(-13));
+    };
+    if let Some(w) = &acc.wallet {
+        return Ok(match method.as_str() {
+            "seqno" => ok(vec![num(style, i128::from(w.seqno))]),
+            "get_public_key" => ok(vec![num(style, 0)]),
+            "get_subwallet_id" => ok(vec![num(style, i128::from(w.wallet_id))]),
+            _ => fail(11),
+        });
+    }
+    if let Some(o) = &acc.oracle {
+        let arg = |i: usize| args.get(i).copied();
+        return Ok(match (method.as_str(), arg(0)) {
+            ("get_price", Some(id)) => {
+                let (p, t) = u16::try_from(id)
+                    .ok()
+                    .and_then(|id| o.prices.get(&id).copied())
+                    .unwrap_or((0, 0));
+                ok(vec![num(style, p as i128), num(style, i128::from(t))])
+            }
+            ("get_bridge_status", Some(id)) => {
+                let (on, t) = u8::try_from(id)
+                    .ok()
+                    .and_then(|id| o.bridges.get(&id).copied())
+                    .unwrap_or((false, 0));
+                ok(vec![
+                    num(style, if on { -1 } else { 0 }),
+                    num(style, i128::from(t)),
+                ])
+            }
+            // Missing argument: stack underflow.
+            ("get_price" | "get_bridge_status", None) => fail(2),
+            _ => fail(11),
+        });
+    }
+    Ok(fail(-13))
+}
+
+fn parse_record(boc: &[u8]) -> ExternalRecord {
+    let mut rec = ExternalRecord {
+        boc: boc.to_vec(),
+        wallet: None,
+        seqno: None,
+        valid_until: None,
+        body_hash: None,
+        state_init: false,
+        outcome: ExternalOutcome::Rejected("unparsed".into()),
+    };
+    let Some(root) = BagOfCells::parse(boc)
+        .ok()
+        .and_then(|b| b.single_root().ok())
+    else {
+        return rec;
+    };
+    let Ok(msg) = Message::from_cell(&root) else {
+        return rec;
+    };
+    if let CommonMsgInfo::ExtIn(info) = &msg.info {
+        rec.wallet = TonAddress::try_from(info.dest.clone()).ok();
+    }
+    rec.state_init = msg.init.is_some();
+    let body = &msg.body.value;
+    rec.body_hash = Some(hash32(body));
+    // Both layouts keep wallet id / valid_until / seqno as three u32s; V5R1 after its prefix,
+    // V4R2 after the leading signature.
+    let mut p = body.parser();
+    if let Ok(prefix) = p.load_u32(32) {
+        if prefix == 0x7369_676e {
+            let _ = p.load_u32(32);
+        } else {
+            let mut p2 = body.parser();
+            if p2.skip_bits(512).is_ok() && p2.load_u32(32).is_ok() {
+                rec.valid_until = p2.load_u32(32).ok();
+                rec.seqno = p2.load_u32(32).ok();
+            }
+            return rec;
+        }
+        rec.valid_until = p.load_u32(32).ok();
+        rec.seqno = p.load_u32(32).ok();
+    }
+    rec
+}
+
+/// The wallet contract's `recv_external`, condensed. Returns (message hash, normalized hash).
+fn apply_external(c: &mut Chain, boc: &[u8]) -> Result<([u8; 32], [u8; 32]), ApiError> {
+    let mut rec = parse_record(boc);
+    let result = apply_external_inner(c, boc);
+    rec.outcome = match &result {
+        Ok(_) => ExternalOutcome::Accepted,
+        Err(e) => ExternalOutcome::Rejected(e.error.clone()),
+    };
+    c.externals.push(rec);
+    result
+}
+
+fn apply_external_inner(c: &mut Chain, boc: &[u8]) -> Result<([u8; 32], [u8; 32]), ApiError> {
+    let root = BagOfCells::parse(boc)
+        .and_then(|b| b.single_root())
+        .map_err(|e| {
+            api_err(
+                500,
+                format!("LITE_SERVER_UNKNOWN: failed to deserialize bag of cells: {e}"),
+            )
+        })?;
+    let msg = Message::from_cell(&root).map_err(|e| reject(-1, &format!("bad message: {e}")))?;
+    let CommonMsgInfo::ExtIn(info) = &msg.info else {
+        return Err(reject(-1, "not an inbound external message"));
+    };
+    let dest =
+        TonAddress::try_from(info.dest.clone()).map_err(|_| reject(-1, "bad destination"))?;
+    let message_hash = hash32(&root);
+    let norm = Message {
+        info: CommonMsgInfo::ExtIn(ExtInMsgInfo {
+            src: MsgAddressExt::None(MsgAddrNone {}),
+            dest: info.dest.clone(),
+            import_fee: Grams::new(Default::default()),
+        }),
+        init: None,
+        body: EitherRef {
+            value: msg.body.value.clone(),
+            layout: EitherRefLayout::ToRef,
+        },
+    };
+    let norm_hash = norm.to_cell().map(|c| hash32(&c)).unwrap_or_default();
+    let now = c.now();
+
+    let acc = c.accounts.get(&dest).cloned().unwrap_or_default();
+    // An undeployed wallet needs a StateInit whose hash is the address.
+    let mut wallet = match (&acc.wallet, &msg.init) {
+        (Some(w), _) => w.clone(),
+        (None, Some(init)) => wallet_from_init(&init.value, &dest)?,
+        (None, None) => {
+            return Err(reject(
+                0,
+                "account is not initialized and no StateInit was attached",
+            ));
+        }
+    };
+    if acc.balance < EXTERNAL_FEE {
+        return Err(reject(
+            -14,
+            "not enough balance to pay for accepting the message",
+        ));
+    }
+    let body = msg.body.value.clone();
+    let bits = body.bit_len();
+    if bits < 512 {
+        return Err(reject(9, "body too short for a signature"));
+    }
+    let (signature, signed) = split_signature(&body, wallet.version).map_err(|e| reject(9, &e))?;
+    let mut p = signed.parser();
+    let (wallet_id, valid_until, seqno, actions) = match wallet.version {
+        WalletVersion::V5r1 => {
+            let prefix = p.load_u32(32).map_err(|_| reject(9, "cell underflow"))?;
+            if prefix != 0x7369_676e {
+                return Err(reject(65535, "unknown op for an external message"));
+            }
+            let wallet_id = p.load_i32(32).map_err(|_| reject(9, "cell underflow"))?;
+            let valid_until = p.load_u32(32).map_err(|_| reject(9, "cell underflow"))?;
+            let seqno = p.load_u32(32).map_err(|_| reject(9, "cell underflow"))?;
+            if !verify_signature(&wallet.public_key, &hash32(&signed), &signature) {
+                return Err(reject(135, "invalid signature"));
+            }
+            if seqno != wallet.seqno {
+                return Err(reject(133, "seqno mismatch"));
+            }
+            if wallet_id != wallet.wallet_id {
+                return Err(reject(134, "wallet id mismatch"));
+            }
+            if u64::from(valid_until) <= now {
+                return Err(reject(136, "expired"));
+            }
+            // After acceptance: the out-list (executed deepest first) and no extended actions.
+            let mut actions = Vec::new();
+            if p.load_bit().map_err(|_| reject(9, "cell underflow"))? {
+                let list = p
+                    .next_reference()
+                    .map_err(|_| reject(9, "no out-list reference"))?;
+                actions = out_list_in_execution_order(&list).map_err(|e| reject(9, &e))?;
+            }
+            (wallet_id, valid_until, seqno, actions)
+        }
+        WalletVersion::V4r2 => {
+            let wallet_id = p.load_i32(32).map_err(|_| reject(9, "cell underflow"))?;
+            let valid_until = p.load_u32(32).map_err(|_| reject(9, "cell underflow"))?;
+            let seqno = p.load_u32(32).map_err(|_| reject(9, "cell underflow"))?;
+            if u64::from(valid_until) <= now {
+                return Err(reject(36, "expired"));
+            }
+            if seqno != wallet.seqno {
+                return Err(reject(33, "seqno mismatch"));
+            }
+            if wallet_id != wallet.wallet_id {
+                return Err(reject(34, "wallet id mismatch"));
+            }
+            if !verify_signature(&wallet.public_key, &hash32(&signed), &signature) {
+                return Err(reject(35, "invalid signature"));
+            }
+            let op = p.load_u8(8).map_err(|_| reject(9, "cell underflow"))?;
+            let mut actions = Vec::new();
+            if op == 0 {
+                while p.remaining_refs() > 0 {
+                    let mode = p.load_u8(8).map_err(|_| reject(9, "cell underflow"))?;
+                    let m = p
+                        .next_reference()
+                        .map_err(|_| reject(9, "cell underflow"))?;
+                    actions.push((mode, m));
+                }
+            }
+            (wallet_id, valid_until, seqno, actions)
+        }
+    };
+    let _ = (wallet_id, valid_until, seqno);
+
+    // Accepted: commit seqno and deployment, pay for the external.
+    wallet.seqno += 1;
+    c.lt += 10;
+    c.block += 1;
+    let lt = c.lt;
+    let tx_hash = {
+        let mut h = message_hash;
+        h[..8].copy_from_slice(&lt.to_be_bytes());
+        h
+    };
+    let mut out_msgs = Vec::new();
+    let mut sends = Vec::new();
+    {
+        let acc = c.accounts.entry(dest.clone()).or_default();
+        acc.wallet = Some(wallet.clone());
+        acc.balance -= EXTERNAL_FEE;
+        let v5_bad_mode =
+            wallet.version == WalletVersion::V5r1 && actions.iter().any(|(mode, _)| mode & 2 == 0);
+        if !v5_bad_mode {
+            for (mode, m) in &actions {
+                let Ok(im) = Message::from_cell(m) else {
+                    continue;
+                };
+                let CommonMsgInfo::Int(info) = &im.info else {
+                    continue;
+                };
+                let Ok(to) = TonAddress::try_from(info.dest.clone()) else {
+                    continue;
+                };
+                let value = u128::try_from(info.value.grams.amount.clone()).unwrap_or(u128::MAX);
+                let cost = value.saturating_add(if mode & 1 == 1 { FORWARD_FEE } else { 0 });
+                if acc.balance < cost {
+                    // Mode +2: a send that cannot be paid is skipped silently.
+                    continue;
+                }
+                acc.balance -= cost;
+                out_msgs.push(json!({"source": dest.to_base64_url(), "destination": to.to_base64_url(), "value": value.to_string(),
+                    "fwd_fee": FORWARD_FEE.to_string(), "ihr_fee": "0", "created_lt": (lt + 1).to_string(), "body_hash": B64.encode(Cell::cell_hash(&im.body.value).as_slice()),
+                    "msg_data": {"@type": "msg.dataRaw", "body": BagOfCells::new(&[im.body.value.clone()]).serialize(false).map(|b| B64.encode(b)).unwrap_or_default(), "init_state": ""}}));
+                sends.push(PendingInternal {
+                    ready_at: Instant::now(),
+                    from: dest.clone(),
+                    to,
+                    value,
+                    bounce: info.bounce,
+                    body: im.body.value.clone(),
+                });
+            }
+        }
+        acc.transactions.push(json!({
+            "@type": "raw.transaction",
+            "address": {"@type": "accountAddress", "account_address": dest.to_base64_url()},
+            "utime": now,
+            "data": "",
+            "transaction_id": tx_id(lt, &tx_hash),
+            "fee": EXTERNAL_FEE.to_string(),
+            "storage_fee": "0",
+            "other_fee": EXTERNAL_FEE.to_string(),
+            "in_msg": {"@type": "raw.message", "hash": B64.encode(message_hash), "source": "", "destination": dest.to_base64_url(),
+                "value": "0", "fwd_fee": "0", "ihr_fee": "0", "created_lt": "0", "body_hash": B64.encode(hash32(&body)),
+                "msg_data": {"@type": "msg.dataRaw", "body": BagOfCells::new(&[body.clone()]).serialize(false).map(|b| B64.encode(b)).unwrap_or_default(),
+                    "init_state": if msg.init.is_some() { "present" } else { "" }},
+                "message": ""},
+            "out_msgs": out_msgs,
+        }));
+        acc.last_lt = lt;
+        acc.last_hash = tx_hash;
+    }
+    let delay = c.internal_delay;
+    for mut s in sends {
+        s.ready_at = Instant::now() + delay;
+        if delay.is_zero() {
+            receive_internal(c, s);
+        } else {
+            c.pending.push(s);
+        }
+    }
+    Ok((message_hash, norm_hash))
+}
+
+fn wallet_from_init(init: &StateInit, dest: &TonAddress) -> Result<WalletAccount, ApiError> {
+    let cell = init.to_cell().map_err(|_| reject(0, "bad StateInit"))?;
+    if cell.cell_hash() != dest.hash_part {
+        return Err(reject(
+            0,
+            "StateInit does not match the destination address",
+        ));
+    }
+    let code = init
+        .code
+        .as_ref()
+        .ok_or_else(|| reject(0, "StateInit without code"))?
+        .0
+        .clone();
+    let data = init
+        .data
+        .as_ref()
+        .ok_or_else(|| reject(0, "StateInit without data"))?
+        .0
+        .clone();
+    let h = Some(Cell::cell_hash(&code));
+    if h == code_hash(LibVersion::V5R1) {
+        let d = WalletDataV5::from_cell(&data).map_err(|_| reject(0, "bad V5R1 data"))?;
+        Ok(WalletAccount {
+            version: WalletVersion::V5r1,
+            wallet_id: d.wallet_id,
+            public_key: d.public_key.into(),
+            seqno: d.seqno,
+        })
+    } else if h == code_hash(LibVersion::V4R2) {
+        let d = WalletDataV4::from_cell(&data).map_err(|_| reject(0, "bad V4R2 data"))?;
+        Ok(WalletAccount {
+            version: WalletVersion::V4r2,
+            wallet_id: d.wallet_id,
+            public_key: d.public_key.into(),
+            seqno: d.seqno,
+        })
+    } else {
+        Err(reject(0, "StateInit code is not a wallet V5R1 or V4R2"))
+    }
+}
+
+/// Splits a signed wallet body into (signature, the signed cell): V5R1 signs all but its last
+/// 512 bits, V4R2 all after its first 512 bits; references stay with the signed part.
+fn split_signature(body: &Cell, version: WalletVersion) -> Result<([u8; 64], Cell), String> {
+    let bits = body.bit_len();
+    let mut p = body.parser();
+    let mut sig = [0u8; 64];
+    let signed = match version {
+        WalletVersion::V5r1 => {
+            let data = p.load_bits(bits - 512).map_err(|e| e.to_string())?;
+            p.load_slice(&mut sig).map_err(|e| e.to_string())?;
+            let mut b = CellBuilder::new();
+            b.store_bits(bits - 512, &data).map_err(|e| e.to_string())?;
+            b.store_references(body.references())
+                .map_err(|e| e.to_string())?;
+            b.build().map_err(|e| e.to_string())?
+        }
+        WalletVersion::V4r2 => {
+            p.load_slice(&mut sig).map_err(|e| e.to_string())?;
+            p.load_remaining().map_err(|e| e.to_string())?
+        }
+    };
+    Ok((sig, signed))
+}
+
+/// The action phase runs an out-list from its deepest entry up to the head.
+fn out_list_in_execution_order(head: &ArcCell) -> Result<Vec<(u8, ArcCell)>, String> {
+    let mut node = head.clone();
+    let mut head_first = Vec::new();
+    while node.bit_len() > 0 {
+        if head_first.len() >= 255 {
+            return Err("more than 255 actions".into());
+        }
+        let mut p = node.parser();
+        let prev = p.next_reference().map_err(|e| e.to_string())?;
+        let tag = p.load_u32(32).map_err(|e| e.to_string())?;
+        if tag != 0x0ec3_c86d {
+            return Err(format!("action 0x{tag:08x} is not action_send_msg"));
+        }
+        let mode = p.load_u8(8).map_err(|e| e.to_string())?;
+        let m = p.next_reference().map_err(|e| e.to_string())?;
+        head_first.push((mode, m));
+        node = prev;
+    }
+    head_first.reverse();
+    Ok(head_first)
+}
+
+/// The oracle contract's `recv_internal`, condensed; a failure bounces the value back.
+fn receive_internal(c: &mut Chain, m: PendingInternal) {
+    let outcome = oracle_update(c, &m);
+    let bounce = match outcome {
+        Some(ev) => {
+            let failed = !ev.accepted;
+            c.oracle_events.push(ev);
+            failed
+        }
+        None => false,
+    };
+    if bounce && m.bounce {
+        let back = m.value.saturating_sub(FORWARD_FEE);
+        c.accounts.entry(m.from.clone()).or_default().balance += back;
+    } else {
+        c.accounts.entry(m.to.clone()).or_default().balance += m.value;
+    }
+}
+
+fn oracle_update(c: &mut Chain, m: &PendingInternal) -> Option<OracleEvent> {
+    let oracle = c.accounts.get_mut(&m.to)?.oracle.as_mut()?;
+    let body = &m.body;
+    let mut p = body.parser();
+    let mut ev = OracleEvent {
+        oracle: m.to.clone(),
+        from: m.from.clone(),
+        op: 0,
+        id: 0,
+        value: 0,
+        timestamp: 0,
+        accepted: false,
+        reason: None,
+    };
+    let Ok(op) = p.load_u32(32) else {
+        ev.reason = Some("empty body".into());
+        return Some(ev);
+    };
+    ev.op = op;
+    let parsed: Result<(), String> = (|| {
+        match op {
+            3 => {
+                ev.id = p.load_u16(16).map_err(|e| e.to_string())?;
+                ev.value = u128::try_from(p.load_coins().map_err(|e| e.to_string())?)
+                    .map_err(|_| "price too large".to_string())?;
+                ev.timestamp = p.load_u32(32).map_err(|e| e.to_string())?;
+            }
+            4 => {
+                ev.id = u16::from(p.load_u8(8).map_err(|e| e.to_string())?);
+                ev.value = u128::from(p.load_bit().map_err(|e| e.to_string())?);
+                ev.timestamp = p.load_u32(32).map_err(|e| e.to_string())?;
+            }
+            other => return Err(format!("unknown op 0x{other:x}")),
+        }
+        if p.remaining_bits() != 0 {
+            return Err("trailing bits".into());
+        }
+        Ok(())
+    })();
+    if let Err(e) = parsed {
+        ev.reason = Some(e);
+        return Some(ev);
+    }
+    let sig_cell = match body.references() {
+        [s] if s.bit_len() == 512 => s.clone(),
+        _ => {
+            ev.reason = Some("^signature missing or not 512 bits".into());
+            return Some(ev);
+        }
+    };
+    let payload = CellBuilder::new()
+        .store_bits(body.bit_len(), body.data())
+        .and_then(|b| b.build());
+    let Ok(payload) = payload else {
+        ev.reason = Some("payload cell".into());
+        return Some(ev);
+    };
+    let hash = hash32(&payload);
+    let sig = &sig_cell.data()[..64];
+    if !oracle
+        .keepers
+        .iter()
+        .any(|k| verify_signature(k, &hash, sig))
+    {
+        ev.reason = Some("signature is not by a registered keeper".into());
+        return Some(ev);
+    }
+    let stale = match op {
+        3 => oracle
+            .prices
+            .get(&ev.id)
+            .is_some_and(|(_, t)| *t > ev.timestamp),
+        _ => u8::try_from(ev.id)
+            .ok()
+            .and_then(|id| oracle.bridges.get(&id))
+            .is_some_and(|(_, t)| *t > ev.timestamp),
+    };
+    if stale {
+        ev.reason = Some("older than the stored update".into());
+        return Some(ev);
+    }
+    match op {
+        3 => {
+            oracle.prices.insert(ev.id, (ev.value, ev.timestamp));
+        }
+        _ => {
+            if let Ok(id) = u8::try_from(ev.id) {
+                oracle.bridges.insert(id, (ev.value != 0, ev.timestamp));
+            }
+        }
+    }
+    ev.accepted = true;
+    Some(ev)
+}
