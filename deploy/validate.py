@@ -727,10 +727,12 @@ def cmd_dockerfile() -> None:
     copied = " ".join(" ".join(c.value) for c in final if c.cmd.upper() == "COPY" and any(f.startswith("--from=builder") for f in c.flags))
     for b in BINARIES:
         check(f"/out/{b}" in copied, f"binary {b} is not copied into the runtime image")
+    packages = {tomllib.loads(m.read_text())["package"]["name"] for m in (ROOT / "keepers").glob("*/Cargo.toml")}
     build = " ".join(c.value[0] for c in cmds if c.cmd.upper() == "RUN" and stages[0].start_line < c.start_line < stages[1].start_line)
     check("--locked" in build and "--release" in build, "cargo build is not --release --locked")
-    for b in ("pricing-oracle-keeper", "bridge-health-keeper", "db-backup"):
-        check(f"-p {b}" in build, f"cargo build does not build {b}")
+    for b in sorted(BINARIES):
+        check(f"-p {b}" in build and b in packages, f"cargo build does not build package {b} (packages: {sorted(packages)})")
+        check(f"target/release/{b}" in build, f"the builder does not collect {b} into /out")
     # Every workspace member and the migrations reach the build context.
     ws = tomllib.loads((ROOT / "Cargo.toml").read_text())["workspace"]["members"]
     sources = {c.value[0].rstrip("/") for c in cmds if c.cmd.upper() == "COPY" and not c.flags}
