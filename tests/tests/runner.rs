@@ -490,3 +490,74 @@ async fn sd_notify_messages_arrive_on_a_real_notify_socket() {
     p.signal("TERM");
     assert_eq!(p.wait(Duration::from_secs(10)).await.code(), Some(0));
 }
+
+/// Fetches one URL through `ctx.retry` with a fast policy; reports how it went.
+struct FetchWithRetry {
+    url: String,
+}
+
+impl Cycle for FetchWithRetry {
+    type Report = String;
+
+    async fn run(&mut self, ctx: &CycleContext) -> Result<String, CycleError> {
+        keeper_common::install_crypto_provider();
+        let client = keeper_common::http::client(Duration::from_secs(2));
+        let policy = keeper_common::retry::backoff(4, ms(20), ms(100));
+        let body = ctx
+            .retry("sink", policy, || {
+                keeper_common::http::send("sink", client.get(&self.url), Duration::from_secs(2))
+            })
+            .await
+            .map_err(|e| CycleError::failed(e.to_string()))?;
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+}
+
+#[tokio::test]
+async fn cycle_retries_transient_http_errors_within_its_deadline() {
+    use keeper_tests::sink::Reply;
+    let sink = Sink::start().await;
+    let (mut r, _, _) = runner("retry", timing(60_000, 800, 1_000), Alerter::disabled());
+    let mut cycle = FetchWithRetry {
+        url: sink.url_for("/price"),
+    };
+
+    // Two 503s, then the default 200: three requests, success.
+    sink.set_default(Reply::text(200, "1.0001"));
+    sink.enqueue(Reply::status(503), 2);
+    let run = r.run_once(&mut cycle).await;
+    assert_eq!(run.result.unwrap(), "1.0001");
+    assert_eq!(sink.count(), 3);
+
+    // A 400 is not transient: one request, the cycle fails with the upstream's answer.
+    sink.clear();
+    sink.enqueue(Reply::text(400, "{\"error\":\"bad asset\"}"), 1);
+    let run = r.run_once(&mut cycle).await;
+    assert_eq!(run.exit_code(), 1);
+    assert!(run.result.unwrap_err().message().contains("HTTP 400"));
+    assert_eq!(sink.count(), 1);
+
+    // A 429 asking for 5 s would outlive the 800 ms cycle: give up at once, well before the
+    // timeout, with the rate-limit error rather than a timeout.
+    sink.clear();
+    sink.enqueue(Reply::status(429).header("retry-after", "5"), 1);
+    let started = Instant::now();
+    let run = r.run_once(&mut cycle).await;
+    assert_eq!(run.outcome, Outcome::Failure);
+    assert!(
+        run.result.unwrap_err().message().contains("rate limited"),
+        "expected the 429 to surface"
+    );
+    assert_eq!(sink.count(), 1);
+    assert!(started.elapsed() < ms(700));
+}
+
+#[test]
+fn runner_future_is_send() {
+    fn assert_send<T: Send>(_: &T) {}
+    let (mut r, _, _) = runner("send", timing(1_000, 1_000, 1_000), Alerter::disabled());
+    let mut cycle = Scripted::new(&[1], 1);
+    let fut = r.run_forever(&mut cycle);
+    // Keepers spawn the loop on the runtime, which needs a Send future.
+    assert_send(&fut);
+}
