@@ -55,7 +55,7 @@ KNOWN_ENV = set(
     ALERT_RENOTIFY UPDATE_VALUE_TON MESSAGE_TTL DB_SCHEMA BACKUP_DIR BACKUP_S3_URL BACKUP_SCHEDULE
     BACKUP_VERIFY BACKUP_VERIFY_DATABASE_URL BACKUP_KEEP_LOCAL PG_DUMP_PATH PUSHGATEWAY_URL
     METRICS_TEXTFILE AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN AWS_REGION
-    AWS_ENDPOINT_URL TMPDIR HOME""".split()
+    AWS_ENDPOINT_URL TARGET_DATABASE_URL TMPDIR HOME""".split()
 )
 # Never a plain value in a manifest: these come from Secrets (or, for the mnemonic, a file).
 SECRET_ENV = set(
@@ -778,6 +778,8 @@ def cmd_docs() -> None:
                 check(bool(r.get("annotations", {}).get(k)), f"{r['alert']}: no {k}")
             check(r.get("labels", {}).get("severity") in ("critical", "warning"), f"{r['alert']}: severity")
             check(bool(r.get("for")), f"{r['alert']}: no for")
+    for link in re.findall(r"\]\(#([^)]+)\)", md):
+        check(link in have, f"docs/operations.md links to #{link}, which is no heading")
     for key in KEEPER_ALERT_KEYS:
         check(re.search(rf"^#+ .*`{key}(:\{{\w+\}})?`", md, re.M) is not None, f"no runbook heading for keeper alert `{key}`")
     for section in ("VM (systemd)", "Kubernetes (Helm)", "One-shot runs", "Registering keeper wallets", "Restore"):
