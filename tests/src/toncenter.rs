@@ -99,7 +99,7 @@ pub struct RequestRecord {
     pub json_rpc: bool,
     /// The `X-API-Key` header (or `api_key` query parameter).
     pub api_key: Option<String>,
-    /// HTTP status answered.
+    /// HTTP status answered; 0 for a request held by [`Fault::Hang`] (recorded on arrival).
     pub status: u16,
 }
 
@@ -726,6 +726,7 @@ async fn handle(State(chain): State<Arc<Mutex<Chain>>>, req: Request) -> Respons
         );
     }
     let mut lose = false;
+    let mut hung = false;
     let mut hang_after = None;
     match fault {
         Some(Fault::RateLimited { retry_after }) => {
@@ -765,7 +766,12 @@ async fn handle(State(chain): State<Arc<Mutex<Chain>>>, req: Request) -> Respons
                 &json!({"ok": false, "error": text, "code": status}),
             );
         }
-        Some(Fault::Hang(d)) => tokio::time::sleep(d).await,
+        Some(Fault::Hang(d)) => {
+            // Recorded on arrival: the client usually hangs up before the answer.
+            record(0);
+            hung = true;
+            tokio::time::sleep(d).await;
+        }
         Some(Fault::LoseResponse) => lose = true,
         Some(Fault::ApplyThenHang(d)) => hang_after = Some(d),
         Some(Fault::Swallow) if method.starts_with("sendBoc") => {
@@ -806,6 +812,8 @@ async fn handle(State(chain): State<Arc<Mutex<Chain>>>, req: Request) -> Respons
         Err(e) => e.status,
     };
     if let Some(d) = hang_after {
+        record(status);
+        hung = true;
         tokio::time::sleep(d).await;
     }
     if lose {
@@ -816,7 +824,9 @@ async fn handle(State(chain): State<Arc<Mutex<Chain>>>, req: Request) -> Respons
             &json!({"ok": false, "error": "LITE_SERVER_NETWORK timeout", "code": 504}),
         );
     }
-    record(status);
+    if !hung {
+        record(status);
+    }
     match result {
         Ok(v) => reply(200, id, &json!({"ok": true, "result": v})),
         Err(e) => reply(

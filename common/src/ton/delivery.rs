@@ -235,7 +235,8 @@ struct InFlight {
 
 impl InFlight {
     fn estimated_chain_time(&self) -> u64 {
-        self.chain_at_build + self.built_at.elapsed().as_secs()
+        // Rounded up: an estimate that runs ahead only triggers the authoritative chain read.
+        self.chain_at_build + self.built_at.elapsed().as_secs() + 1
     }
 }
 
