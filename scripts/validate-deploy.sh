@@ -61,7 +61,7 @@ quiet_helm() { "$@" 2> >(grep -v 'found symbolic link in path' >&2); }
 # --- alert rules --------------------------------------------------------------------------------
 rules_source() {
   promtool check rules deploy/prometheus/keepers-rules.yml >/dev/null
-  promtool test rules deploy/prometheus/keepers-rules.test.yml >"$WORK/promtool-test.log" 2>&1 \
+  promtool test rules deploy/prometheus/*.test.yml >"$WORK/promtool-test.log" 2>&1 \
     || { cat "$WORK/promtool-test.log" >&2; return 1; }
   # The chart ships the same file through a symlink.
   [ "$(readlink helm/keepers/files/keepers-rules.yml)" = "../../../deploy/prometheus/keepers-rules.yml" ] \
