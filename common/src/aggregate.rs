@@ -196,7 +196,7 @@ fn deviation_bps(price: Decimal, median: Decimal) -> Decimal {
         .abs()
         .checked_div(median)
         .and_then(|x| x.checked_mul(BPS))
-        .map_or(Decimal::MAX, |d| d.round_dp(2))
+        .map_or(Decimal::MAX, |d| d.round_dp(2).normalize())
 }
 
 /// Aggregates one asset's observations at time `now` (unix seconds), DESIGN §4:

@@ -838,9 +838,11 @@ mod tests {
         );
     }
 
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+
     #[test]
     fn bad_settings_are_named() {
-        let cases: &[(&str, &[(&str, &str)], &str)] = &[
+        let cases: &[Case<'_>] = &[
             (
                 "[sources]\ncoingecko_tier = \"pro\"\n",
                 &[],

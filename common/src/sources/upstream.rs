@@ -17,7 +17,7 @@ use crate::telemetry::Metrics;
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     /// Transport, timeout, HTTP status or oversized body.
-    #[error(transparent)]
+    #[error("{err}{suffix}", err = .0, suffix = rate_limit_body(.0))]
     Http(#[from] HttpError),
     /// A success status whose body is not the documented shape.
     #[error("{upstream}: malformed response: {detail}")]
@@ -43,6 +43,14 @@ pub enum SourceError {
         /// The deadline.
         after: Duration,
     },
+}
+
+/// A 429's body description (its `Display` leaves it out), e.g. `: error 429: You've exceeded…`.
+fn rate_limit_body(e: &HttpError) -> String {
+    match e {
+        HttpError::RateLimited { body, .. } if !body.is_empty() => format!(": {body}"),
+        _ => String::new(),
+    }
 }
 
 impl SourceError {
