@@ -3,12 +3,14 @@
 //! built into the code; `config/bridge-health.toml` ships the defaults).
 
 use std::collections::HashSet;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 
 use keeper_common::config::{
     AlertSettings, COMMON_ENV, ConfigError, Env, EnvBinding, Kind, Layers, RunnerSettings,
-    StorageSettings, TelemetrySettings, TonSettings, bind, validate,
+    StorageSettings, TelemetrySettings, TonSettings, bind, resolve_mnemonic, validate,
 };
+use keeper_common::secret::Secret;
 use keeper_common::sources::{SOURCES_ENV, SourcesSettings};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -18,6 +20,9 @@ use crate::signals::{
     volume::VolumeConfig, wormhole_health::WormholeHealthConfig,
     wormhole_limit::GovernorLimitConfig, wormhole_queue::GovernorQueueConfig,
 };
+
+/// Default ops server port of this keeper (DESIGN §3).
+pub const DEFAULT_METRICS_PORT: u16 = 9102;
 
 /// Environment bindings of this keeper's own settings (the shared ones are in [`COMMON_ENV`]).
 /// `PRICING_ORACLE_ADDRESS` binds to a fallback slot so that an explicit bridge oracle in the
@@ -353,7 +358,69 @@ pub struct Config {
     pub bridges: Vec<BridgeSpec>,
 }
 
+/// What the chosen command cannot work without.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Needs {
+    /// A mnemonic (sending, `wallet`).
+    pub mnemonic: bool,
+    /// The oracle address (sending, `status`).
+    pub oracle: bool,
+    /// `DATABASE_URL` (`migrate`).
+    pub database: bool,
+}
+
+/// The checked configuration and the resolved mnemonic.
+pub struct Loaded {
+    /// The configuration.
+    pub config: Config,
+    /// The keeper's mnemonic, if one was given.
+    pub mnemonic: Option<Secret>,
+}
+
 impl Config {
+    /// Loads and checks everything, then requires what the command `needs` and resolves the
+    /// mnemonic (`KEEPER_MNEMONIC`, `KEEPER_MNEMONIC_FILE`, systemd credential).
+    pub fn load_for(
+        file: Option<&Path>,
+        env: &dyn Env,
+        needs: Needs,
+    ) -> Result<Loaded, ConfigError> {
+        let mut config = Self::load(file, env, Vec::new())?;
+        config
+            .settings
+            .telemetry
+            .metrics_addr
+            .get_or_insert(SocketAddr::from((
+                Ipv4Addr::LOCALHOST,
+                DEFAULT_METRICS_PORT,
+            )));
+        if needs.oracle {
+            config.oracle_address()?;
+        }
+        let mnemonic = resolve_mnemonic(&config.settings.ton, env)?;
+        if let Some(m) = &mnemonic {
+            let setting = if config.settings.ton.mnemonic.is_some() {
+                "ton.mnemonic (KEEPER_MNEMONIC)"
+            } else {
+                "ton.mnemonic_file (KEEPER_MNEMONIC_FILE)"
+            };
+            validate::mnemonic(setting, m)?;
+        } else if needs.mnemonic {
+            return Err(ConfigError::new(
+                "ton.mnemonic (KEEPER_MNEMONIC)",
+                "no mnemonic: set KEEPER_MNEMONIC, KEEPER_MNEMONIC_FILE or a systemd credential \
+                 keeper-mnemonic (only --dry-run works without one)",
+            ));
+        }
+        if needs.database && config.settings.storage.database_url.is_none() {
+            return Err(ConfigError::new(
+                "storage.database_url (DATABASE_URL)",
+                "required by this command",
+            ));
+        }
+        Ok(Loaded { config, mnemonic })
+    }
+
     /// Loads the layers (defaults < file < environment < flags) and checks everything.
     pub fn load(
         file: Option<&Path>,

@@ -1,10 +1,32 @@
-//! One cycle: read every signal of every bridge concurrently, then decide per bridge.
+//! One bridge-health tick: read every signal of every bridge (and the oracle's current view)
+//! concurrently → decide per bridge → alerts and metrics → publish changed or due statuses in
+//! one external message, confirmed and read back → record snapshots, Redis hashes, pub/sub.
 
+use std::sync::Arc;
+
+use chrono::{TimeZone, Utc};
 use futures_util::future::join_all;
+use keeper_common::alert::{Alert, Alerter, Severity};
+use keeper_common::runner::{Cycle, CycleContext, CycleError};
+use keeper_common::sources::DefiLlama;
+use keeper_common::store::{BridgeStatus, Channel, NewBridgeSnapshot, Store, WalletLease};
+use keeper_common::telemetry::Health;
+use keeper_common::telemetry::metrics::{Metrics, labels};
+use keeper_common::ton::{
+    BridgeStatusUpdate, Delivery, DeliveryError, MessageSummary, OracleMessage, OracleUpdate,
+    SummarySubject, TonAddress, TonTransport, Toncenter, dry_run_offline, read_bridge_status,
+};
 
-use crate::config::BridgeSpec;
-use crate::decision::{self, BridgeDecision, Memory};
-use crate::signals::{self, Ctx, SignalReport};
+use crate::clients::{EthBool, peg_keys, prefetch_pegs};
+use crate::config::{BridgeSpec, Config};
+use crate::decision::{
+    self, Action, AlertAction, BridgeDecision, Memory, OnChain, Published, Status,
+};
+use crate::report::{BridgeSummary, CycleSummary};
+use crate::signals::{self, BoolCall, Ctx, SignalReport, Verdict};
+
+/// Alert raised when a confirmed update does not show on the oracle.
+pub const UPDATE_NOT_APPLIED: &str = "update_not_applied";
 
 /// Reads every enabled signal of every bridge at once; reports come back per bridge in
 /// configuration order.
@@ -31,4 +53,492 @@ pub fn decide_all(
         .zip(memory.iter_mut())
         .map(|((b, r), m)| decision::decide(b, r, m, hold_unknown, now))
         .collect()
+}
+
+/// The oracle's view of a bridge: known, never set (`None`), or unreadable.
+type ChainView = Result<Option<OnChain>, String>;
+
+/// Parts the cycle is built from (assembled in `main`).
+pub struct Parts {
+    /// Checked configuration.
+    pub config: Arc<Config>,
+    /// HTTP client of the bridge upstreams.
+    pub http: reqwest::Client,
+    /// DefiLlama coins client, for peg signals.
+    pub defillama: Option<DefiLlama>,
+    /// Ethereum JSON-RPC, for `eth_call` signals.
+    pub eth: Option<EthBool>,
+    /// TON sending.
+    pub delivery: Delivery<Toncenter>,
+    /// The bridge oracle, when configured.
+    pub oracle: Option<TonAddress>,
+    /// Records.
+    pub store: Store,
+    /// The wallet lease; `None` in dry runs, which never send.
+    pub lease: Option<WalletLease>,
+    /// Alerts.
+    pub alerter: Alerter,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Health for the ops server.
+    pub health: Health,
+    /// `--dry-run`.
+    pub dry_run: bool,
+    /// `--force`.
+    pub force: bool,
+    /// Said in every summary (ephemeral key…).
+    pub notes: Vec<String>,
+}
+
+/// The bridge-health cycle; lives for the whole process.
+pub struct BridgeCycle {
+    p: Parts,
+    memory: Vec<Memory>,
+    peg_keys: Vec<String>,
+    last: Option<CycleSummary>,
+}
+
+/// One bridge picked for publishing.
+struct Picked {
+    index: usize,
+    update: BridgeStatusUpdate,
+}
+
+impl BridgeCycle {
+    /// Assembles the cycle.
+    pub fn new(p: Parts) -> Self {
+        let n = p.config.bridges.len();
+        let peg_keys = peg_keys(&p.config.bridges);
+        Self {
+            p,
+            memory: vec![Memory::default(); n],
+            peg_keys,
+            last: None,
+        }
+    }
+
+    /// The summary of the last cycle, whether it succeeded or not.
+    pub fn last_summary(&self) -> Option<&CycleSummary> {
+        self.last.as_ref()
+    }
+
+    fn bridges(&self) -> &[BridgeSpec] {
+        &self.p.config.bridges
+    }
+
+    /// `get_bridge_status` for every bridge; unknown when no oracle is configured.
+    async fn read_chain(&self) -> Vec<ChainView> {
+        let Some(oracle) = &self.p.oracle else {
+            return self.bridges().iter().map(|_| Ok(None)).collect();
+        };
+        let transport = self.p.delivery.transport();
+        join_all(self.bridges().iter().map(|b| async move {
+            match read_bridge_status(transport, oracle, b.id).await {
+                // A bridge never written reads as (false, 0).
+                Ok((_, 0)) => Ok(None),
+                Ok((is_online, last_seen)) => Ok(Some(OnChain {
+                    is_online,
+                    last_seen: i64::from(last_seen),
+                })),
+                Err(e) => Err(e.to_string()),
+            }
+        }))
+        .await
+    }
+
+    /// Balance and seqno gauges of the keeper wallet.
+    async fn check_wallet(&self) -> Result<(), String> {
+        let wallet = self.p.delivery.wallet();
+        let info = self
+            .p
+            .delivery
+            .transport()
+            .wallet_information(wallet.address())
+            .await
+            .map_err(|e| e.to_string())?;
+        let label = labels([("wallet", &wallet.address_bounceable())]);
+        self.p
+            .metrics
+            .wallet_balance
+            .get_or_create(&label)
+            .set(info.balance_nanoton as f64 / 1e9);
+        if let Some(seqno) = info.seqno {
+            self.p
+                .metrics
+                .wallet_seqno
+                .get_or_create(&label)
+                .set(i64::from(seqno));
+        }
+        self.p.health.mark_ready("wallet");
+        Ok(())
+    }
+
+    /// Score and online gauges; an unknown bridge has its series removed rather than left stale.
+    fn export(&self, d: &BridgeDecision) {
+        let l = labels([("bridge", &d.bridge)]);
+        match d.is_online {
+            Some(online) => {
+                self.p.metrics.bridge_score.get_or_create(&l).set(d.score);
+                self.p
+                    .metrics
+                    .bridge_online
+                    .get_or_create(&l)
+                    .set(i64::from(online));
+            }
+            None => {
+                self.p.metrics.bridge_score.remove(&l);
+                self.p.metrics.bridge_online.remove(&l);
+            }
+        }
+    }
+
+    fn raise(&self, bridge: &BridgeSpec, d: &BridgeDecision) {
+        for a in decision::alerts(bridge, d) {
+            match a {
+                AlertAction::Fire(alert) => self.p.alerter.fire(alert),
+                AlertAction::Resolve(key) => self.p.alerter.resolve(&key),
+            }
+        }
+    }
+
+    /// One snapshot row per bridge, one Redis hash per bridge, one message per bridge on
+    /// `bridge_health`. Storage failures are logged by the store and never stop the cycle.
+    async fn record(&self, decisions: &[BridgeDecision], published: &[Option<String>]) {
+        let store = &self.p.store;
+        for (d, hash) in decisions.iter().zip(published) {
+            let signals = serde_json::to_value(&d.signals).unwrap_or_default();
+            let last_seen = d.last_seen.and_then(|t| Utc.timestamp_opt(t, 0).single());
+            if store.postgres_configured() {
+                let row = NewBridgeSnapshot {
+                    bridge_id: i32::from(d.bridge_id),
+                    bridge: d.bridge.clone(),
+                    score: d.score,
+                    status: store_status(d.status),
+                    is_online: d.is_online.unwrap_or(false),
+                    last_seen,
+                    signals,
+                    published: hash.is_some(),
+                    message_hash: hash.clone().filter(|h| !h.is_empty()),
+                };
+                if let Err(e) = store.insert_bridge_snapshot(&row).await {
+                    tracing::warn!(bridge = %d.bridge, error = %e, "bridge snapshot not recorded");
+                }
+            }
+            if store.redis_configured() {
+                let now = Utc::now().timestamp().to_string();
+                let fields = [
+                    ("bridge", d.bridge.clone()),
+                    ("status", d.status.as_str().to_owned()),
+                    ("score", d.score.to_string()),
+                    (
+                        "is_online",
+                        d.is_online
+                            .map(|o| if o { "1" } else { "0" })
+                            .unwrap_or("")
+                            .to_owned(),
+                    ),
+                    (
+                        "last_seen",
+                        d.last_seen.map(|t| t.to_string()).unwrap_or_default(),
+                    ),
+                    ("deciding", d.deciding.join(",")),
+                    ("reason", d.reason.clone()),
+                    (
+                        "published",
+                        if hash.is_some() { "1" } else { "0" }.to_owned(),
+                    ),
+                    ("message_hash", hash.clone().unwrap_or_default()),
+                    ("updated_at", now.clone()),
+                ];
+                if let Err(e) = store
+                    .put_bridge_health(i32::from(d.bridge_id), &fields)
+                    .await
+                {
+                    tracing::warn!(bridge = %d.bridge, error = %e, "bridge health not cached");
+                }
+                let msg = serde_json::json!({
+                    "bridge_id": d.bridge_id, "bridge": d.bridge, "status": d.status,
+                    "score": d.score, "is_online": d.is_online, "last_seen": d.last_seen,
+                    "deciding": d.deciding, "reason": d.reason, "published": hash.is_some(),
+                    "message_hash": hash, "timestamp": now,
+                });
+                if let Err(e) = store.publish(Channel::BridgeHealth, &msg.to_string()).await {
+                    tracing::warn!(bridge = %d.bridge, error = %e, "bridge health not published on pub/sub");
+                }
+            }
+        }
+    }
+
+    fn messages(&self, oracle: &TonAddress, picked: &[Picked]) -> Vec<OracleMessage> {
+        picked
+            .iter()
+            .map(|p| {
+                OracleMessage::new(oracle.clone(), OracleUpdate::BridgeStatus(p.update.clone()))
+            })
+            .collect()
+    }
+
+    fn summaries(&self, oracle: &TonAddress, picked: &[Picked]) -> Vec<MessageSummary> {
+        picked
+            .iter()
+            .map(|p| MessageSummary {
+                op: "update_bridge_status".into(),
+                subject: SummarySubject::Bridge {
+                    bridge: p.update.bridge.clone(),
+                    bridge_id: p.update.bridge_id,
+                    is_online: p.update.is_online,
+                    last_seen: p.update.last_seen,
+                },
+                to: oracle.to_base64_url(),
+                value_nanoton: u128::from(self.p.config.settings.ton.update_value_ton),
+            })
+            .collect()
+    }
+
+    async fn tick(&mut self) -> (CycleSummary, Option<CycleError>) {
+        // Renew the lease first: a standby keeps reading and serving metrics but never sends.
+        let lease = match &mut self.p.lease {
+            Some(lease) => {
+                let status = lease.try_acquire_or_renew().await;
+                self.p.health.set_lock_holder(status.holder.clone());
+                Some(status)
+            }
+            None => None,
+        };
+        let now = Utc::now().timestamp();
+        let pegs = prefetch_pegs(self.p.defillama.as_ref(), self.peg_keys.clone());
+        let ctx = Ctx {
+            http: &self.p.http,
+            upstreams: &self.p.config.settings.upstreams,
+            metrics: Some(&self.p.metrics),
+            now,
+            pegs: &pegs,
+            eth: self.p.eth.as_ref().map(|e| e as &dyn BoolCall),
+        };
+        let (reports, views, wallet) = tokio::join!(
+            read_all(&self.p.config.bridges, &ctx),
+            self.read_chain(),
+            self.check_wallet()
+        );
+        if let Err(e) = &wallet {
+            tracing::warn!(error = %e, "cannot read the keeper wallet");
+        }
+        if reports
+            .iter()
+            .flatten()
+            .any(|r| r.verdict != Verdict::Unknown)
+        {
+            self.p.health.mark_ready("upstreams");
+        }
+        // After a restart the chain remembers when each bridge was last seen.
+        for (m, v) in self.memory.iter_mut().zip(&views) {
+            if let (None, Ok(Some(oc))) = (m.last_seen, v) {
+                m.last_seen = Some(oc.last_seen);
+            }
+        }
+        let config = self.p.config.clone();
+        let policy = &config.settings.policy;
+        let decisions = decide_all(
+            &config.bridges,
+            reports,
+            &mut self.memory,
+            policy.hold_unknown,
+            now,
+        );
+
+        let mut summary = CycleSummary::new(self.p.dry_run);
+        summary.notes.extend(self.p.notes.iter().cloned());
+        let mut picked = Vec::new();
+        for (i, ((bridge, d), view)) in config
+            .bridges
+            .iter()
+            .zip(&decisions)
+            .zip(&views)
+            .enumerate()
+        {
+            self.export(d);
+            self.raise(bridge, d);
+            let onchain = view.clone().ok().flatten();
+            let action = decision::plan(
+                d,
+                &self.memory[i],
+                onchain,
+                policy.heartbeat,
+                now,
+                self.p.force,
+            );
+            if let (Action::Publish(_), Some(is_online)) = (&action, d.is_online) {
+                let last_seen = d.last_seen.unwrap_or(0).clamp(0, i64::from(u32::MAX));
+                picked.push(Picked {
+                    index: i,
+                    update: BridgeStatusUpdate {
+                        bridge: bridge.name.clone(),
+                        bridge_id: bridge.id,
+                        is_online,
+                        last_seen: u32::try_from(last_seen).unwrap_or(0),
+                    },
+                });
+            }
+            summary.bridges.push(BridgeSummary {
+                decision: d.clone(),
+                action: action.as_str(),
+                action_reason: action.reason(),
+            });
+        }
+        let mut published: Vec<Option<String>> = vec![None; decisions.len()];
+
+        if picked.is_empty() {
+            summary.outcome = "nothing_to_publish".into();
+            self.record(&decisions, &published).await;
+            return finish(summary);
+        }
+
+        if self.p.dry_run {
+            let oracle = self.p.oracle.clone().unwrap_or(TonAddress::NULL);
+            if self.p.oracle.is_none() {
+                summary.notes.push(
+                    "no BRIDGE_ORACLE_ADDRESS or PRICING_ORACLE_ADDRESS set: messages go to a placeholder address".into(),
+                );
+            }
+            let messages = self.messages(&oracle, &picked);
+            let built = match self.p.delivery.dry_run(&messages).await {
+                Err(e @ DeliveryError::Transport { .. }) => {
+                    summary.notes.push(format!(
+                        "toncenter unreachable ({e}): seqno 0, StateInit and the local clock assumed"
+                    ));
+                    let ttl = config.settings.ton.message_ttl;
+                    let valid_until = u32::try_from(now.max(0) as u64 + ttl).unwrap_or(u32::MAX);
+                    dry_run_offline(
+                        self.p.delivery.wallet(),
+                        &messages,
+                        config.settings.ton.update_value_ton,
+                        0,
+                        valid_until,
+                        false,
+                    )
+                    .map_err(|e| e.to_string())
+                }
+                other => other.map_err(|e| e.to_string()),
+            };
+            self.record(&decisions, &published).await;
+            return match built {
+                Ok(run) => {
+                    summary.boc = Some(run.boc.clone());
+                    summary.messages = run.messages;
+                    summary.externals = run.externals.len();
+                    summary.outcome = "dry_run".into();
+                    finish(summary)
+                }
+                Err(e) => {
+                    summary.outcome = "failed".into();
+                    let err =
+                        CycleError::failed(format!("building the dry-run message failed: {e}"))
+                            .with_report(&summary);
+                    (summary, Some(err))
+                }
+            };
+        }
+
+        if let Some(status) = &lease
+            && !status.held
+        {
+            summary.outcome = "standby".into();
+            self.record(&decisions, &published).await;
+            let holder = status.holder.clone().unwrap_or_else(|| "unknown".into());
+            let err = CycleError::skipped(format!("standby: wallet lease held by {holder}"))
+                .with_report(&summary);
+            return (summary, Some(err));
+        }
+
+        let Some(oracle) = self.p.oracle.clone() else {
+            summary.outcome = "failed".into();
+            let err =
+                CycleError::fatal("no bridge oracle address configured").with_report(&summary);
+            return (summary, Some(err));
+        };
+        let messages = self.messages(&oracle, &picked);
+        match self.p.delivery.deliver(&messages).await {
+            Ok(report) => {
+                let hash = report
+                    .batches
+                    .last()
+                    .map(|b| b.normalized_hash.clone())
+                    .unwrap_or_default();
+                for p in &picked {
+                    let d = &decisions[p.index];
+                    self.memory[p.index].published = Some(Published {
+                        status: d.status,
+                        is_online: p.update.is_online,
+                        last_seen: i64::from(p.update.last_seen),
+                        at: now,
+                    });
+                    published[p.index] = Some(hash.clone());
+                    self.p.health.set_published(
+                        &p.update.bridge,
+                        serde_json::json!({
+                            "status": d.status, "is_online": p.update.is_online,
+                            "last_seen": p.update.last_seen, "published_at": now,
+                        }),
+                    );
+                }
+                self.p.alerter.resolve(UPDATE_NOT_APPLIED);
+                summary.messages = self.summaries(&oracle, &picked);
+                summary.delivery = serde_json::to_value(&report).ok();
+                summary.outcome = "published".into();
+                self.record(&decisions, &published).await;
+                finish(summary)
+            }
+            Err(e) => {
+                if matches!(e, DeliveryError::NotLanded { .. }) {
+                    self.p.alerter.fire(Alert::new(
+                        UPDATE_NOT_APPLIED,
+                        Severity::Critical,
+                        format!("bridge oracle did not apply the update: {e} (is this keeper registered?)"),
+                    ));
+                }
+                summary.outcome = "failed".into();
+                self.record(&decisions, &published).await;
+                let err = CycleError::failed(format!("sending bridge statuses failed: {e}"))
+                    .with_report(&summary);
+                (summary, Some(err))
+            }
+        }
+    }
+}
+
+fn store_status(s: Status) -> BridgeStatus {
+    match s {
+        Status::Healthy => BridgeStatus::Healthy,
+        Status::Degraded => BridgeStatus::Degraded,
+        Status::Offline => BridgeStatus::Offline,
+        Status::Unknown => BridgeStatus::Unknown,
+    }
+}
+
+/// A cycle with a bridge whose status is unknown failed (exit 1), even if others were published.
+fn finish(summary: CycleSummary) -> (CycleSummary, Option<CycleError>) {
+    let unknown = summary.unknown();
+    if !unknown.is_empty() {
+        let err = CycleError::failed(format!(
+            "status unknown (no signal readable) for {}",
+            unknown.join(", ")
+        ))
+        .with_report(&summary);
+        return (summary, Some(err));
+    }
+    (summary, None)
+}
+
+impl Cycle for BridgeCycle {
+    type Report = CycleSummary;
+
+    async fn run(&mut self, ctx: &CycleContext) -> Result<CycleSummary, CycleError> {
+        let _ = ctx;
+        let (summary, error) = self.tick().await;
+        self.last = Some(summary.clone());
+        match error {
+            None => Ok(summary),
+            Some(e) => Err(e),
+        }
+    }
 }

@@ -2,7 +2,9 @@
 //! signals, decides a status per bridge and publishes `update_bridge_status` on change or
 //! heartbeat (DESIGN §6).
 
+pub mod clients;
 pub mod config;
 pub mod cycle;
 pub mod decision;
+pub mod report;
 pub mod signals;

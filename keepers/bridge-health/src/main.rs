@@ -1,1 +1,460 @@
-fn main() {}
+//! `bridge-health-keeper`: watches TON Bridge, Orbit, Wormhole and Axelar through typed signals
+//! and pushes signed `update_bridge_status` messages to the TON oracle on change or heartbeat.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bridge_health::clients::EthBool;
+use bridge_health::config::{Config, Loaded, Needs};
+use bridge_health::cycle::{BridgeCycle, Parts};
+use bridge_health::report::CycleSummary;
+use clap::{Parser, Subcommand};
+use keeper_common::alert::Alerter;
+use keeper_common::cli::{CommonArgs, EXIT_FAILED, EXIT_OK, EXIT_USAGE, Output};
+use keeper_common::config::ProcessEnv;
+use keeper_common::runner::{Runner, Shutdown};
+use keeper_common::sources::{DefiLlama, EvmRpc};
+use keeper_common::store::{self, Store};
+use keeper_common::telemetry::logging::init_tracing;
+use keeper_common::telemetry::server::serve_ops;
+use keeper_common::telemetry::{Health, Metrics};
+use keeper_common::ton::{
+    Delivery, DeliveryConfig, TonAddress, TonTransport, Toncenter, Wallet, WalletKeys,
+    read_bridge_status,
+};
+use serde::Serialize;
+
+const KEEPER: &str = "bridge-health";
+const SERVICE: &str = "bridge-health-keeper";
+
+/// Watches cross-chain bridges and publishes their status to the TON oracle.
+///
+/// Settings come from built-in defaults, then the TOML file (`config/bridge-health.toml` ships
+/// the four default bridges), then the environment, then flags.
+#[derive(Debug, Parser)]
+#[command(name = SERVICE, version, about, long_about = None)]
+struct Cli {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Publish every bridge with a known status this tick, whatever changed.
+    #[arg(long, global = true)]
+    force: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+enum Command {
+    /// Run the keeper (the default): a daemon, or one cycle with --once.
+    Run,
+    /// Print the keeper wallet: addresses, version, network, public key, balance and seqno.
+    Wallet {
+        /// Do not contact the chain (no balance or seqno).
+        #[arg(long)]
+        offline: bool,
+    },
+    /// Read every configured bridge's status from the oracle and print its age.
+    Status,
+    /// Apply the embedded database migrations and exit.
+    Migrate,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILED as u8);
+        }
+    };
+    let code = runtime.block_on(run(cli));
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+async fn run(cli: Cli) -> i32 {
+    keeper_common::install_crypto_provider();
+    let command = cli.command.clone().unwrap_or(Command::Run);
+    let dry_run = cli.common.dry_run;
+    let needs = match command {
+        Command::Run => Needs {
+            mnemonic: !dry_run,
+            oracle: !dry_run,
+            database: false,
+        },
+        Command::Wallet { .. } => Needs {
+            mnemonic: true,
+            ..Needs::default()
+        },
+        Command::Status => Needs {
+            oracle: true,
+            ..Needs::default()
+        },
+        Command::Migrate => Needs {
+            database: true,
+            ..Needs::default()
+        },
+    };
+    let loaded = match Config::load_for(cli.common.config.as_deref(), &ProcessEnv, needs) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let _telemetry = match init_tracing(&loaded.config.settings.telemetry, SERVICE) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let result = match command {
+        Command::Run => run_keeper(&cli, loaded).await,
+        Command::Wallet { offline } => wallet(loaded, offline, cli.common.output).await,
+        Command::Status => status(loaded, cli.common.output).await,
+        Command::Migrate => migrate(&loaded.config).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "stopped");
+            eprintln!("error: {e:#}");
+            EXIT_FAILED
+        }
+    }
+}
+
+/// The keeper wallet: from the mnemonic, or an ephemeral key for dry runs without one.
+async fn load_wallet(loaded: &Loaded) -> anyhow::Result<(Wallet, Option<String>)> {
+    let ton = &loaded.config.settings.ton;
+    let (keys, note) = match &loaded.mnemonic {
+        Some(m) => (
+            WalletKeys::from_mnemonic_blocking(m.clone())
+                .await
+                .context("deriving the wallet key")?,
+            None,
+        ),
+        None => (
+            WalletKeys::ephemeral(),
+            Some("no mnemonic given: signed with an EPHEMERAL key; nothing can be sent".to_owned()),
+        ),
+    };
+    let wallet =
+        Wallet::new(keys, ton.wallet_version, ton.network).context("building the wallet")?;
+    if let Some(n) = &note {
+        tracing::warn!(address = %wallet.address_bounceable(), "{n}");
+    }
+    Ok((wallet, note))
+}
+
+fn oracle_address(config: &Config) -> anyhow::Result<Option<TonAddress>> {
+    match config.oracle_address() {
+        Ok(a) => keeper_common::ton::parse_address(a)
+            .map(Some)
+            .context("BRIDGE_ORACLE_ADDRESS"),
+        Err(_) => Ok(None),
+    }
+}
+
+fn holder_id() -> String {
+    let host = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "keeper".to_owned());
+    format!("{host}:{}", std::process::id())
+}
+
+async fn run_keeper(cli: &Cli, loaded: Loaded) -> anyhow::Result<i32> {
+    let once = cli.common.once;
+    let dry_run = cli.common.dry_run;
+    let (wallet, ephemeral_note) = load_wallet(&loaded).await?;
+    let config = Arc::new(loaded.config);
+    let s = &config.settings;
+    let metrics = Arc::new(Metrics::new(KEEPER));
+    let shutdown = Shutdown::new();
+    shutdown
+        .install_signal_handlers()
+        .context("installing signal handlers")?;
+    let health = Health::new(
+        KEEPER,
+        Duration::from_secs(s.runner.interval),
+        &["config", "wallet", "upstreams"],
+    );
+    health.mark_ready("config");
+    let alerter = Alerter::start(&s.alerts, KEEPER, metrics.clone());
+    let store = Store::connect(&s.storage, metrics.clone(), alerter.clone()).await;
+    let transport = Toncenter::new(&s.ton).context("toncenter transport")?;
+    let delivery = Delivery::new(transport, wallet, DeliveryConfig::from_settings(&s.ton))
+        .with_metrics(metrics.clone());
+    let lease = (!dry_run).then(|| {
+        store
+            .lease(&delivery.wallet().address_raw(), &holder_id())
+            .with_ttl(Duration::from_secs(s.storage.lease_ttl))
+    });
+    let uses = |kind: &str| {
+        config
+            .bridges
+            .iter()
+            .flat_map(|b| &b.signals)
+            .any(|sig| sig.check.kind() == kind)
+    };
+    let defillama =
+        uses("peg").then(|| DefiLlama::from_settings(&s.sources, Some(metrics.clone())));
+    let eth = uses("evm_call").then(|| {
+        EthBool(EvmRpc::new(
+            &s.sources.eth_rpc_urls,
+            s.sources.request_policy(),
+            Some(metrics.clone()),
+            bridge_health::signals::evm_call::UPSTREAM,
+        ))
+    });
+    let mut cycle = BridgeCycle::new(Parts {
+        oracle: oracle_address(&config)?,
+        http: keeper_common::http::client(Duration::from_secs(s.upstreams.timeout)),
+        config: config.clone(),
+        defillama,
+        eth,
+        delivery,
+        store,
+        lease,
+        alerter: alerter.clone(),
+        metrics: metrics.clone(),
+        health: health.clone(),
+        dry_run,
+        force: cli.force,
+        notes: ephemeral_note.into_iter().collect(),
+    });
+    let mut runner = Runner::new(
+        KEEPER,
+        &s.runner,
+        metrics.clone(),
+        health.clone(),
+        alerter,
+        shutdown.clone(),
+    );
+
+    if once {
+        let run = runner.run_once(&mut cycle).await;
+        print_cycle(
+            cycle.last_summary(),
+            run.result.as_ref().err().map(|e| e.message()),
+            cli.common.output,
+        );
+        return Ok(run.exit_code());
+    }
+
+    let addr = s.telemetry.metrics_addr.context("metrics address")?;
+    let ops = serve_ops(addr, metrics, health, shutdown.clone())
+        .await
+        .context("ops server")?;
+    let code = runner.run_forever(&mut cycle).await;
+    shutdown.trigger();
+    ops.stopped().await;
+    Ok(code)
+}
+
+fn print_cycle(summary: Option<&CycleSummary>, error: Option<&str>, output: Output) {
+    match output {
+        Output::Json => {
+            let mut doc = summary
+                .and_then(|s| serde_json::to_value(s).ok())
+                .unwrap_or_else(|| serde_json::json!({"outcome": "failed"}));
+            if let (Some(e), Some(obj)) = (error, doc.as_object_mut()) {
+                obj.insert("error".into(), e.into());
+            }
+            println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        }
+        Output::Text => {
+            if let Some(summary) = summary {
+                print!("{}", summary.to_text());
+            }
+            if let Some(e) = error {
+                println!("error: {e}");
+            }
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct WalletOutput {
+    #[serde(flatten)]
+    info: keeper_common::ton::WalletInfo,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    balance_ton: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seqno: Option<u32>,
+}
+
+async fn wallet(loaded: Loaded, offline: bool, output: Output) -> anyhow::Result<i32> {
+    let (wallet, _) = load_wallet(&loaded).await?;
+    let mut out = WalletOutput {
+        info: wallet.info(),
+        state: None,
+        balance_ton: None,
+        seqno: None,
+    };
+    if !offline {
+        let transport =
+            Toncenter::new(&loaded.config.settings.ton).context("toncenter transport")?;
+        let info = transport
+            .wallet_information(wallet.address())
+            .await
+            .context("reading the wallet from toncenter (use --offline to skip)")?;
+        out.state = Some(format!("{:?}", info.state).to_lowercase());
+        out.balance_ton = Some(nano_to_ton(info.balance_nanoton));
+        out.seqno = Some(info.seqno.unwrap_or(0));
+    }
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&out)?),
+        Output::Text => {
+            let i = &out.info;
+            println!("version:            {}", i.version);
+            println!("network:            {}", i.network);
+            println!("address (raw):      {}", i.address_raw);
+            println!("bounceable:         {}", i.address_bounceable);
+            println!("non-bounceable:     {}", i.address_non_bounceable);
+            println!("public key:         {}", i.public_key_hex);
+            if let (Some(state), Some(balance), Some(seqno)) =
+                (&out.state, &out.balance_ton, out.seqno)
+            {
+                println!("state:              {state}");
+                println!("balance:            {balance} TON");
+                println!("seqno:              {seqno}");
+            }
+            println!("Fund the non-bounceable address; register the public key with the oracle.");
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+fn nano_to_ton(nano: u128) -> String {
+    format!("{}.{:09}", nano / 1_000_000_000, nano % 1_000_000_000)
+}
+
+#[derive(Serialize)]
+struct BridgeStatusRow {
+    bridge: String,
+    bridge_id: u8,
+    is_online: Option<bool>,
+    last_seen: Option<u32>,
+    age_seconds: Option<u64>,
+    stale: bool,
+    error: Option<String>,
+}
+
+async fn status(loaded: Loaded, output: Output) -> anyhow::Result<i32> {
+    let config = &loaded.config;
+    let oracle = oracle_address(config)?.context("BRIDGE_ORACLE_ADDRESS is required")?;
+    let transport = Toncenter::new(&config.settings.ton).context("toncenter transport")?;
+    let max_age = config.settings.policy.max_status_age;
+    let now = chrono::Utc::now().timestamp().max(0) as u64;
+    let mut rows = Vec::new();
+    for b in &config.bridges {
+        let row = match read_bridge_status(&transport, &oracle, b.id).await {
+            Ok((_, 0)) => BridgeStatusRow {
+                bridge: b.name.clone(),
+                bridge_id: b.id,
+                is_online: None,
+                last_seen: None,
+                age_seconds: None,
+                stale: true,
+                error: Some("no status on-chain".into()),
+            },
+            Ok((online, last_seen)) => {
+                let age = now.saturating_sub(u64::from(last_seen));
+                BridgeStatusRow {
+                    bridge: b.name.clone(),
+                    bridge_id: b.id,
+                    is_online: Some(online),
+                    last_seen: Some(last_seen),
+                    age_seconds: Some(age),
+                    // An offline bridge keeps an old last_seen by design.
+                    stale: online && age > max_age,
+                    error: None,
+                }
+            }
+            Err(e) => BridgeStatusRow {
+                bridge: b.name.clone(),
+                bridge_id: b.id,
+                is_online: None,
+                last_seen: None,
+                age_seconds: None,
+                stale: true,
+                error: Some(e.to_string()),
+            },
+        };
+        rows.push(row);
+    }
+    let unreadable = rows.iter().any(|r| {
+        r.error
+            .as_deref()
+            .is_some_and(|e| e != "no status on-chain")
+    });
+    match output {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "oracle": oracle.to_base64_url(),
+                "max_status_age": max_age,
+                "bridges": rows,
+            }))?
+        ),
+        Output::Text => {
+            println!(
+                "oracle {}  (status stale after {max_age} s)",
+                oracle.to_base64_url()
+            );
+            println!(
+                "{:<12} {:>3} {:<7} {:>12} {:>8}  state",
+                "bridge", "id", "online", "last_seen", "age"
+            );
+            for r in &rows {
+                let age = r
+                    .age_seconds
+                    .map(|a| format!("{a}s"))
+                    .unwrap_or_else(|| "-".into());
+                let online = match r.is_online {
+                    Some(true) => "yes",
+                    Some(false) => "no",
+                    None => "-",
+                };
+                let state = match (&r.error, r.stale) {
+                    (Some(e), _) => e.clone(),
+                    (None, true) => "STALE".into(),
+                    (None, false) => "fresh".into(),
+                };
+                println!(
+                    "{:<12} {:>3} {:<7} {:>12} {:>8}  {state}",
+                    r.bridge,
+                    r.bridge_id,
+                    online,
+                    r.last_seen
+                        .map(|t| t.to_string())
+                        .unwrap_or_else(|| "-".into()),
+                    age
+                );
+            }
+        }
+    }
+    Ok(if unreadable { EXIT_FAILED } else { EXIT_OK })
+}
+
+async fn migrate(config: &Config) -> anyhow::Result<i32> {
+    let storage = &config.settings.storage;
+    let url = storage
+        .database_url
+        .as_ref()
+        .context("DATABASE_URL is required")?;
+    store::migrate(url, &storage.db_schema)
+        .await
+        .context("applying migrations")?;
+    println!("migrations applied to schema {}", storage.db_schema);
+    Ok(EXIT_OK)
+}

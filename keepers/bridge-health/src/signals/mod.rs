@@ -279,6 +279,17 @@ pub struct PegQuote {
 /// fails when the request did.
 pub type PegBatch = Result<HashMap<String, Result<PegQuote, String>>, Arc<str>>;
 
+/// The cycle's peg batch as a shared future: started once, awaited by every peg signal, so the
+/// one request overlaps with the other signals.
+pub type PegFuture =
+    futures_util::future::Shared<futures_util::future::BoxFuture<'static, PegBatch>>;
+
+/// A peg batch that is already known (tests, and cycles without peg signals).
+pub fn ready_pegs(batch: PegBatch) -> PegFuture {
+    use futures_util::FutureExt as _;
+    futures_util::future::ready(batch).boxed().shared()
+}
+
 /// Reads an argument-less `bool` contract function on Ethereum (`eth_call` with failover).
 pub trait BoolCall: Send + Sync {
     /// Calls `selector` on `contract` at the latest block.
@@ -300,7 +311,7 @@ pub struct Ctx<'a> {
     /// Cycle time, unix seconds.
     pub now: i64,
     /// Peg quotes fetched once for the cycle.
-    pub pegs: &'a PegBatch,
+    pub pegs: &'a PegFuture,
     /// Ethereum JSON-RPC, when configured.
     pub eth: Option<&'a dyn BoolCall>,
 }
@@ -312,7 +323,7 @@ pub async fn run(spec: &SignalSpec, ctx: &Ctx<'_>) -> SignalReport {
     let fut = async {
         use crate::config::Check;
         match &spec.check {
-            Check::Peg(c) => peg::check(c, ctx),
+            Check::Peg(c) => peg::check(c, ctx).await,
             Check::Tvl(c) => tvl::check(c, ctx, &policy).await,
             Check::VolumeStall(c) => volume::check(c, ctx, &policy).await,
             Check::WormholeHealth(c) => wormhole_health::check(c, ctx, &policy).await,

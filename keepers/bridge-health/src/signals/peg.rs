@@ -147,10 +147,10 @@ pub fn evaluate(
 }
 
 /// Reads the quote from the cycle's batch.
-pub fn check(cfg: &PegConfig, ctx: &Ctx<'_>) -> Result<Observation, SignalError> {
-    match ctx.pegs {
+pub async fn check(cfg: &PegConfig, ctx: &Ctx<'_>) -> Result<Observation, SignalError> {
+    match ctx.pegs.clone().await {
         Ok(quotes) => evaluate(cfg, quotes.get(&cfg.key), ctx.now),
-        Err(e) => Err(SignalError::Shared(e.clone())),
+        Err(e) => Err(SignalError::Shared(e)),
     }
 }
 
