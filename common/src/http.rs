@@ -104,7 +104,10 @@ pub fn client(timeout: Duration) -> reqwest::Client {
 /// Maps a reqwest error to [`HttpError`] without keeping its URL.
 pub fn transport_error(upstream: &str, e: &reqwest::Error, timeout: Duration) -> HttpError {
     if e.is_timeout() {
-        return HttpError::Timeout { upstream: upstream.to_owned(), after: timeout };
+        return HttpError::Timeout {
+            upstream: upstream.to_owned(),
+            after: timeout,
+        };
     }
     let reason = if e.is_connect() {
         "connection failed".to_owned()
@@ -113,7 +116,10 @@ pub fn transport_error(upstream: &str, e: &reqwest::Error, timeout: Duration) ->
     } else {
         "transport error".to_owned()
     };
-    HttpError::Transport { upstream: upstream.to_owned(), reason }
+    HttpError::Transport {
+        upstream: upstream.to_owned(),
+        reason,
+    }
 }
 
 /// Parses `Retry-After` given in seconds (the form CoinGecko, toncenter and Infura use).
@@ -145,7 +151,10 @@ pub async fn send(
     request: reqwest::RequestBuilder,
     timeout: Duration,
 ) -> Result<bytes::Bytes, HttpError> {
-    let resp = request.send().await.map_err(|e| transport_error(upstream, &e, timeout))?;
+    let resp = request
+        .send()
+        .await
+        .map_err(|e| transport_error(upstream, &e, timeout))?;
     let status = resp.status();
     let retry = retry_after(resp.headers());
     let body = read_limited(upstream, resp, timeout).await?;
@@ -159,7 +168,11 @@ pub async fn send(
             body: snippet(&body),
         });
     }
-    Err(HttpError::Status { upstream: upstream.to_owned(), status: status.as_u16(), body: snippet(&body) })
+    Err(HttpError::Status {
+        upstream: upstream.to_owned(),
+        status: status.as_u16(),
+        body: snippet(&body),
+    })
 }
 
 /// Reads a body chunk by chunk, failing once it exceeds [`MAX_BODY_BYTES`].
@@ -168,13 +181,26 @@ pub async fn read_limited(
     mut resp: reqwest::Response,
     timeout: Duration,
 ) -> Result<bytes::Bytes, HttpError> {
-    if resp.content_length().is_some_and(|n| n > MAX_BODY_BYTES as u64) {
-        return Err(HttpError::TooLarge { upstream: upstream.to_owned(), limit: MAX_BODY_BYTES });
+    if resp
+        .content_length()
+        .is_some_and(|n| n > MAX_BODY_BYTES as u64)
+    {
+        return Err(HttpError::TooLarge {
+            upstream: upstream.to_owned(),
+            limit: MAX_BODY_BYTES,
+        });
     }
     let mut buf = bytes::BytesMut::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| transport_error(upstream, &e, timeout))? {
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| transport_error(upstream, &e, timeout))?
+    {
         if buf.len() + chunk.len() > MAX_BODY_BYTES {
-            return Err(HttpError::TooLarge { upstream: upstream.to_owned(), limit: MAX_BODY_BYTES });
+            return Err(HttpError::TooLarge {
+                upstream: upstream.to_owned(),
+                limit: MAX_BODY_BYTES,
+            });
         }
         buf.extend_from_slice(&chunk);
     }
@@ -187,7 +213,10 @@ mod tests {
 
     #[test]
     fn html_bodies_are_not_echoed() {
-        assert_eq!(snippet(b"<!DOCTYPE html><html>Cloudflare</html>"), "<html page>");
+        assert_eq!(
+            snippet(b"<!DOCTYPE html><html>Cloudflare</html>"),
+            "<html page>"
+        );
         assert_eq!(snippet(b"{\"status\":1}"), "{\"status\":1}");
     }
 }

@@ -9,3 +9,4 @@ pub mod process;
 pub mod proxy;
 pub mod sink;
 pub mod upstreams;
+pub mod pricing;

@@ -587,7 +587,7 @@ fn picked_summaries(
             subject: keeper_common::ton::SummarySubject::Price {
                 asset: p.asset.clone(),
                 asset_id: p.asset_id,
-                price_micro: u128::from(p.price_micro),
+                price_micro: p.price_micro,
                 timestamp: u32::try_from(p.timestamp).unwrap_or(u32::MAX),
             },
             to: to.clone(),

@@ -1,0 +1,183 @@
+//! End-to-end harness for the real `pricing-oracle-keeper` process: local CoinGecko, DefiLlama
+//! and Ethereum stand-ins, a toncenter-compatible chain with a PriceOracle, a webhook sink for
+//! alerts, and real PostgreSQL and Redis reached through cuttable TCP proxies.
+
+use std::net::TcpListener;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use keeper_common::config::{Network, WalletVersion};
+use keeper_common::secret::Secret;
+use keeper_common::ton::{TonAddress, Wallet, WalletKeys};
+use tokio::process::{Child, Command};
+
+use crate::env;
+use crate::proxy::TcpProxy;
+use crate::sink::Sink;
+use crate::toncenter::ToncenterServer;
+use crate::upstreams::UpstreamsHandle;
+
+/// A valid 24-word TON mnemonic (the DESIGN §5 V4R2 vector), used as the test keeper's key.
+pub const TEST_MNEMONIC: &str = "fancy carpet hello mandate penalty trial consider property top vicious exit rebuild tragic profit urban major total month holiday sudden rib gather media vicious";
+
+/// Everything around one keeper process.
+pub struct PricingHarness {
+    /// Price stand-ins.
+    pub up: UpstreamsHandle,
+    /// The chain.
+    pub ton: ToncenterServer,
+    /// The PriceOracle on it.
+    pub oracle: TonAddress,
+    /// The keeper's wallet.
+    pub wallet: Wallet,
+    /// Receives alert webhooks.
+    pub sink: Sink,
+    /// Proxy in front of PostgreSQL.
+    pub pg: TcpProxy,
+    /// Proxy in front of Redis.
+    pub redis: TcpProxy,
+    /// The keeper's tables' schema.
+    pub schema: String,
+    /// The keeper's Redis key prefix.
+    pub prefix: String,
+    /// Ops server address.
+    pub metrics_addr: String,
+    /// Extra environment for the next start.
+    pub extra_env: Vec<(String, String)>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+impl PricingHarness {
+    /// Starts every stand-in; the keeper wallet is funded but not deployed, and registered with
+    /// the oracle.
+    pub async fn start() -> Self {
+        keeper_common::install_crypto_provider();
+        let up = UpstreamsHandle::start().await;
+        let ton = ToncenterServer::start().await;
+        let oracle = ton.new_oracle();
+        let keys = WalletKeys::from_mnemonic(&Secret::new(TEST_MNEMONIC)).expect("test mnemonic");
+        let wallet = Wallet::new(keys, WalletVersion::V5r1, Network::Mainnet).expect("wallet");
+        ton.fund(wallet.address(), 50_000_000_000);
+        ton.register_keeper(&oracle, wallet.keys().public_key());
+        let sink = Sink::start().await;
+        let pg = TcpProxy::for_url(&env::pg_url()).await.expect("pg proxy");
+        let redis = TcpProxy::for_url(&env::redis_url()).await.expect("redis proxy");
+        Self {
+            up,
+            ton,
+            oracle,
+            wallet,
+            sink,
+            pg,
+            redis,
+            schema: env::unique("pricing"),
+            prefix: format!("{}:", env::unique("pricing")),
+            metrics_addr: format!("127.0.0.1:{}", free_port()),
+            extra_env: Vec::new(),
+        }
+    }
+
+    /// The keeper's environment: every upstream, chain, store and alert channel is local.
+    pub fn env(&self) -> Vec<(String, String)> {
+        let mut env = self.up.env();
+        env.extend([
+            ("TON_RPC_URL".to_owned(), self.ton.jsonrpc_url()),
+            ("KEEPER_MNEMONIC".to_owned(), TEST_MNEMONIC.to_owned()),
+            ("PRICING_ORACLE_ADDRESS".to_owned(), self.oracle.to_base64_url()),
+            ("UPDATE_INTERVAL".to_owned(), "1".to_owned()),
+            // Source retries against a dead stand-in take longer than one tick.
+            ("CYCLE_TIMEOUT".to_owned(), "15".to_owned()),
+            ("DATABASE_URL".to_owned(), self.pg.url_for(&env::pg_url())),
+            ("DB_SCHEMA".to_owned(), self.schema.clone()),
+            ("REDIS_URL".to_owned(), self.redis.url_for(&env::redis_url())),
+            ("REDIS_PREFIX".to_owned(), self.prefix.clone()),
+            ("ALERT_WEBHOOK_URL".to_owned(), self.sink.url()),
+            ("METRICS_ADDR".to_owned(), self.metrics_addr.clone()),
+            ("LOG_FORMAT".to_owned(), "json".to_owned()),
+            ("RUST_LOG".to_owned(), "info".to_owned()),
+        ]);
+        env.extend(self.extra_env.iter().cloned());
+        env
+    }
+
+    /// A command for the keeper binary with this harness's environment (and nothing inherited
+    /// but PATH and HOME).
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(crate::process::bin_path("pricing-oracle-keeper"));
+        cmd.env_clear();
+        for var in ["PATH", "HOME"] {
+            if let Ok(v) = std::env::var(var) {
+                cmd.env(var, v);
+            }
+        }
+        cmd.envs(self.env()).args(args).kill_on_drop(true);
+        cmd
+    }
+
+    /// Starts the daemon; its logs go to a file under the target dir for post-mortems.
+    pub fn spawn(&self) -> Child {
+        let log = std::env::temp_dir().join(format!("{}.log", self.schema));
+        let file = std::fs::File::create(&log).expect("log file");
+        eprintln!("keeper log: {}", log.display());
+        self.command(&[])
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(file))
+            .spawn()
+            .expect("spawn pricing-oracle-keeper")
+    }
+
+    /// External messages the chain accepted.
+    pub fn accepted_externals(&self) -> usize {
+        self.ton
+            .externals()
+            .iter()
+            .filter(|e| e.outcome == crate::toncenter::ExternalOutcome::Accepted)
+            .count()
+    }
+
+    /// Waits until the chain accepted `n` external messages.
+    pub async fn wait_externals(&self, n: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.accepted_externals() < n {
+            assert!(
+                Instant::now() < deadline,
+                "expected {n} accepted external messages within {timeout:?}, got {}: {:?}",
+                self.accepted_externals(),
+                self.ton.externals().iter().map(|e| &e.outcome).collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Accepted `update_price` events grouped per tick (one tick shares one observation
+    /// timestamp): `(asset id, price_micro)` in execution order.
+    pub fn price_batches(&self) -> Vec<Vec<(u16, u128)>> {
+        let mut batches: Vec<Vec<(u16, u128)>> = Vec::new();
+        let mut last_ts = None;
+        for e in self.ton.oracle_events().iter().filter(|e| e.op == 3 && e.accepted) {
+            if last_ts != Some(e.timestamp) {
+                batches.push(Vec::new());
+                last_ts = Some(e.timestamp);
+            }
+            if let Some(b) = batches.last_mut() {
+                b.push((e.id, e.value));
+            }
+        }
+        batches
+    }
+
+    /// Scrapes `/metrics`.
+    pub async fn metrics(&self) -> String {
+        let url = format!("http://{}/metrics", self.metrics_addr);
+        match reqwest::get(&url).await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+}
