@@ -683,7 +683,8 @@ async fn probe_redis(inner: Arc<Inner>) {
     match result {
         Ok(()) => r.health.ok(),
         Err(e) => {
-            r.health.failed(&e);
+            // Whatever the error, a Redis that does not answer PING is not usable.
+            r.health.degrade(&e);
             r.renew_connection();
         }
     }
