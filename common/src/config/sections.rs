@@ -19,6 +19,7 @@ pub const COMMON_ENV: &[EnvBinding] = &[
     bind("UPDATE_VALUE_TON", "ton.update_value_ton", Kind::Decimal),
     bind("MESSAGE_TTL", "ton.message_ttl", Kind::Int),
     bind("UPDATE_INTERVAL", "runner.interval", Kind::Int),
+    bind("UPDATE_INTERVAL_MS", "runner.interval_ms", Kind::Int),
     bind("CYCLE_TIMEOUT", "runner.cycle_timeout", Kind::Int),
     bind("SHUTDOWN_GRACE", "runner.shutdown_grace", Kind::Int),
     bind("METRICS_ADDR", "telemetry.metrics_addr", Kind::Str),
@@ -138,6 +139,8 @@ impl TonSettings {
 pub struct RunnerSettings {
     /// Seconds between ticks (`UPDATE_INTERVAL`).
     pub interval: u64,
+    /// Milliseconds between ticks, overriding `interval` (`UPDATE_INTERVAL_MS`; benchmarks, tests).
+    pub interval_ms: Option<u64>,
     /// Seconds one cycle may take before it is abandoned (`CYCLE_TIMEOUT`); default: the interval.
     pub cycle_timeout: Option<u64>,
     /// Seconds an in-flight cycle gets to finish after SIGTERM (`SHUTDOWN_GRACE`).
@@ -150,6 +153,7 @@ impl Default for RunnerSettings {
     fn default() -> Self {
         Self {
             interval: 60,
+            interval_ms: None,
             cycle_timeout: None,
             shutdown_grace: 30,
             stale_intervals: 3,
@@ -158,9 +162,20 @@ impl Default for RunnerSettings {
 }
 
 impl RunnerSettings {
+    /// The tick period: `interval_ms` when set, else `interval` seconds.
+    pub fn period(&self) -> std::time::Duration {
+        match self.interval_ms {
+            Some(ms) => std::time::Duration::from_millis(ms.max(1)),
+            None => std::time::Duration::from_secs(self.interval.max(1)),
+        }
+    }
+
     /// Rejects zero durations.
     pub fn validate(&self) -> Result<(), ConfigError> {
         validate::nonzero("runner.interval (UPDATE_INTERVAL)", self.interval)?;
+        if let Some(ms) = self.interval_ms {
+            validate::nonzero("runner.interval_ms (UPDATE_INTERVAL_MS)", ms)?;
+        }
         if let Some(t) = self.cycle_timeout {
             validate::nonzero("runner.cycle_timeout (CYCLE_TIMEOUT)", t)?;
         }

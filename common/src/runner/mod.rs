@@ -305,7 +305,7 @@ pub struct Timing {
 
 impl From<&RunnerSettings> for Timing {
     fn from(s: &RunnerSettings) -> Self {
-        let interval = Duration::from_secs(s.interval.max(1));
+        let interval = s.period();
         Self {
             interval,
             cycle_timeout: s.cycle_timeout.map(Duration::from_secs).unwrap_or(interval),

@@ -159,7 +159,7 @@ async fn run_keeper(cli: &Cli, loaded: Loaded) -> anyhow::Result<i32> {
     let metrics = Arc::new(Metrics::new(KEEPER));
     let shutdown = Shutdown::new();
     shutdown.install_signal_handlers().context("installing signal handlers")?;
-    let interval = Duration::from_secs(config.runner.interval);
+    let interval = config.runner.period();
     let health = Health::new(KEEPER, interval, &["config", "wallet", "upstreams"]);
     health.mark_ready("config");
     let alerter = Alerter::start(&config.alerts, KEEPER, metrics.clone());
