@@ -1,0 +1,679 @@
+//! The real `bridge-health-keeper` process against local stand-ins for every upstream
+//! (DefiLlama bridges/API/coins, Wormholescan, Axelarscan, Ethereum JSON-RPC), the
+//! toncenter-compatible chain with an oracle, an alert webhook sink, and real PostgreSQL and
+//! Redis (`scripts/test.sh` provides them).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use keeper_common::config::{Network, WalletVersion};
+use keeper_common::secret::Secret;
+use keeper_common::ton::{TonAddress, Wallet, WalletKeys};
+use keeper_tests::bridges::{BridgeApis, Reply, Route};
+use keeper_tests::env;
+use keeper_tests::sink::Sink;
+use keeper_tests::toncenter::{ExternalOutcome, ToncenterServer};
+use keeper_tests::upstreams::{ALLOW_LOCK, Ts, UpstreamsHandle};
+use redis::AsyncCommands as _;
+use serde_json::Value;
+use sqlx::Row as _;
+use tokio::process::{Child, Command};
+
+const BIN: &str = env!("CARGO_BIN_EXE_bridge-health-keeper");
+const MNEMONIC: &str = "fancy carpet hello mandate penalty trial consider property top vicious exit rebuild tragic profit urban major total month holiday sudden rib gather media vicious";
+const TON_BRIDGE: &str = "0xb323692b6d4DB96af1f52E4499a2bd0Ded9af3C5";
+const PEG_KEYS: [&str; 3] = [
+    "ton:EQBynBO23ywHy_CgarY9NK9FTz0yDsG82PtcbSTQgGoXwiuA",
+    "ton:EQB-MPwrd1G6WKNkLz_VnV6WqBDd142KMQv-g1O-8QUA3728",
+    "ton:EQC_1YoM8RBixN95lz7odcF3Vrkc_N8Ne7gQi7Abtlet_Efi",
+];
+const SETTLE: Duration = Duration::from_secs(30);
+
+struct Harness {
+    apis: BridgeApis,
+    up: UpstreamsHandle,
+    ton: ToncenterServer,
+    oracle: TonAddress,
+    sink: Sink,
+    schema: String,
+    prefix: String,
+    metrics_addr: String,
+    config: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// The shipped config with test-speed timeouts (every bridge and signal as shipped).
+fn test_config(dir: &Path) -> PathBuf {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/bridge-health.toml");
+    let text = std::fs::read_to_string(shipped).expect("shipped config");
+    let anchor = "(a signal may set its own `timeout`).\ntimeout = 10";
+    assert!(text.contains(anchor), "config layout changed");
+    let text = text
+        .replace(anchor, "(a signal may set its own `timeout`).\ntimeout = 3")
+        .replace("retry_min_delay_ms = 200", "retry_min_delay_ms = 50")
+        .replace("retry_after_cap = 10", "retry_after_cap = 2")
+        .replace("poll_interval_ms = 2000", "poll_interval_ms = 200");
+    let path = dir.join("bridge-health.toml");
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+impl Harness {
+    async fn start() -> Self {
+        keeper_common::install_crypto_provider();
+        let apis = BridgeApis::start().await;
+        let up = UpstreamsHandle::start().await;
+        for key in PEG_KEYS {
+            up.set_defillama_coin(key, "0.9996", Ts::Fresh);
+        }
+        up.set_eth_bool(TON_BRIDGE, ALLOW_LOCK, true);
+        let ton = ToncenterServer::start().await;
+        let oracle = ton.new_oracle();
+        let keys = WalletKeys::from_mnemonic(&Secret::new(MNEMONIC)).expect("test mnemonic");
+        let wallet = Wallet::new(keys, WalletVersion::V5r1, Network::Mainnet).expect("wallet");
+        ton.fund(wallet.address(), 50_000_000_000);
+        ton.register_keeper(&oracle, wallet.keys().public_key());
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self {
+            config: test_config(dir.path()),
+            _dir: dir,
+            apis,
+            up,
+            ton,
+            oracle,
+            sink: Sink::start().await,
+            schema: env::unique("bridges"),
+            prefix: format!("{}:", env::unique("bridges")),
+            metrics_addr: format!("127.0.0.1:{}", free_port()),
+        }
+    }
+
+    fn env(&self) -> Vec<(String, String)> {
+        let mut env = self.up.env();
+        let mut add = |k: &str, v: String| env.push((k.to_owned(), v));
+        add("DEFILLAMA_BRIDGES_URL", self.apis.defillama_bridges.clone());
+        add("DEFILLAMA_API_URL", self.apis.defillama_api.clone());
+        add("WORMHOLESCAN_URL", self.apis.wormholescan.clone());
+        add("AXELARSCAN_URL", self.apis.axelarscan.clone());
+        add("SOURCE_TIMEOUT", "3".into());
+        add("TON_RPC_URL", self.ton.jsonrpc_url());
+        add("KEEPER_MNEMONIC", MNEMONIC.into());
+        add("BRIDGE_ORACLE_ADDRESS", self.oracle.to_base64_url());
+        add("UPDATE_INTERVAL", "1".into());
+        add("CYCLE_TIMEOUT", "20".into());
+        add("DATABASE_URL", env::pg_url());
+        add("DB_SCHEMA", self.schema.clone());
+        add("REDIS_URL", env::redis_url());
+        add("REDIS_PREFIX", self.prefix.clone());
+        add("ALERT_WEBHOOK_URL", self.sink.url());
+        add("METRICS_ADDR", self.metrics_addr.clone());
+        add("LOG_FORMAT", "json".into());
+        add("RUST_LOG", "info".into());
+        env
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        self.command_with(&self.config, args)
+    }
+
+    fn command_with(&self, config: &Path, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.env_clear();
+        for var in ["PATH", "HOME"] {
+            if let Ok(v) = std::env::var(var) {
+                cmd.env(var, v);
+            }
+        }
+        cmd.envs(self.env())
+            .arg("--config")
+            .arg(config)
+            .args(args)
+            .kill_on_drop(true);
+        cmd
+    }
+
+    fn spawn(&self) -> Child {
+        let log = std::env::temp_dir().join(format!("{}.log", self.schema));
+        eprintln!("keeper log: {}", log.display());
+        self.command(&[])
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(&log).expect("log file")))
+            .spawn()
+            .expect("spawn bridge-health-keeper")
+    }
+
+    /// Runs one cycle with `--output json`; returns the exit code and the summary.
+    async fn once(&self, extra: &[&str]) -> (i32, Value) {
+        let mut args = vec!["--once", "--output", "json"];
+        args.extend_from_slice(extra);
+        let out = self.command(&args).output().await.expect("run --once");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let doc: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not one JSON document ({e}): {stdout}\nstderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (out.status.code().unwrap_or(-1), doc)
+    }
+
+    fn accepted(&self) -> usize {
+        self.ton
+            .externals()
+            .iter()
+            .filter(|e| e.outcome == ExternalOutcome::Accepted)
+            .count()
+    }
+
+    async fn wait_externals(&self, n: usize) {
+        let deadline = Instant::now() + SETTLE;
+        while self.accepted() < n {
+            assert!(
+                Instant::now() < deadline,
+                "expected {n} accepted externals, got {}: {:?}",
+                self.accepted(),
+                self.ton
+                    .externals()
+                    .iter()
+                    .map(|e| &e.outcome)
+                    .collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Accepted `update_bridge_status` events: (bridge id, online, last_seen), in order.
+    fn bridge_events(&self) -> Vec<(u16, bool, u32)> {
+        self.ton
+            .oracle_events()
+            .iter()
+            .filter(|e| e.op == 4 && e.accepted)
+            .map(|e| (e.id, e.value == 1, e.timestamp))
+            .collect()
+    }
+
+    async fn alert(&self, key: &str, status: &str) -> Value {
+        let hit = self
+            .sink
+            .wait_until(SETTLE, |r| {
+                r.json()
+                    .is_some_and(|j| j["key"] == key && j["status"] == status)
+            })
+            .await;
+        hit.and_then(|r| r.json())
+            .unwrap_or_else(|| panic!("no {status} notification for {key}"))
+    }
+
+    async fn metrics(&self) -> String {
+        let url = format!("http://{}/metrics", self.metrics_addr);
+        match reqwest::get(&url).await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
+    /// Latest snapshot per bridge id: (status, is_online, published).
+    async fn snapshots(&self) -> Vec<(i32, String, bool, bool)> {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&env::pg_url())
+            .await
+            .expect("connect to PostgreSQL");
+        let sql = format!(
+            "SELECT DISTINCT ON (bridge_id) bridge_id, status, is_online, published \
+             FROM {}.bridge_health_snapshots ORDER BY bridge_id, id DESC",
+            self.schema
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&pool)
+            .await
+            .unwrap_or_default();
+        rows.into_iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect()
+    }
+
+    async fn redis_hash(&self, id: u8) -> std::collections::HashMap<String, String> {
+        let client = redis::Client::open(env::redis_url()).expect("redis url");
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis");
+        conn.hgetall(format!("{}bridge_health:{id}", self.prefix))
+            .await
+            .expect("hgetall")
+    }
+}
+
+async fn sigterm(child: &mut Child) -> Option<i32> {
+    let pid = child.id().expect("running child");
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    tokio::time::timeout(Duration::from_secs(40), child.wait())
+        .await
+        .expect("exited within the grace period")
+        .expect("wait")
+        .code()
+}
+
+fn bridge<'a>(doc: &'a Value, name: &str) -> &'a Value {
+    doc["bridges"]
+        .as_array()
+        .and_then(|a| a.iter().find(|b| b["bridge"] == name))
+        .unwrap_or_else(|| panic!("{name} missing from {doc}"))
+}
+
+fn signal<'a>(b: &'a Value, name: &str) -> &'a Value {
+    b["signals"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["signal"] == name))
+        .unwrap_or_else(|| panic!("signal {name} missing from {b}"))
+}
+
+fn gauge(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn now() -> u32 {
+    u32::try_from(keeper_tests::bridges::now()).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthy_then_sick_then_recovered() {
+    let h = Harness::start().await;
+    let started = now();
+    let mut child = h.spawn();
+
+    // Healthy: all four online, in one external message, in config order.
+    h.wait_externals(1).await;
+    let first = h.bridge_events();
+    assert_eq!(
+        first.iter().map(|e| (e.0, e.1)).collect::<Vec<_>>(),
+        [(1, true), (2, true), (3, true), (4, true)]
+    );
+    for (id, _, last_seen) in &first {
+        assert!(
+            *last_seen >= started,
+            "bridge {id} last_seen {last_seen} before start"
+        );
+        assert_eq!(
+            h.ton.bridge_status(&h.oracle, *id as u8).map(|s| s.0),
+            Some(true)
+        );
+    }
+    // Unchanged and within the heartbeat: nothing more.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(h.accepted(), 1, "no publish while nothing changed");
+    let hash = h.redis_hash(3).await;
+    assert_eq!(
+        hash.get("status").map(String::as_str),
+        Some("healthy"),
+        "{hash:?}"
+    );
+    let metrics = h.metrics().await;
+    assert_eq!(
+        gauge(&metrics, "bridge_health_score{bridge=\"orbit\"}"),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("bridge_online{bridge=\"axelar\"} 1"),
+        "{metrics}"
+    );
+
+    // Orbit's TVL crashes 60% in 24 h, Wormhole's governor queues a transfer, Axelar's
+    // volume stalls: one external with exactly those three.
+    h.apis
+        .set_tvl_history("orbit-bridge", 200_000_000.0, 80_000_000.0);
+    h.apis.set_governor_queue(&[(2, 6_200_000.0)]);
+    h.apis.set_bridge_volume(17, 0.0, 9_820_000.0);
+    h.wait_externals(2).await;
+    let second: Vec<_> = h.bridge_events().into_iter().skip(4).collect();
+    assert_eq!(
+        second.iter().map(|e| (e.0, e.1)).collect::<Vec<_>>(),
+        [(2, false), (3, true), (4, true)],
+        "only the bridges whose status changed"
+    );
+    let orbit_last_seen = second[0].2;
+    assert!(
+        orbit_last_seen >= first[1].2,
+        "offline keeps the last healthy sighting"
+    );
+    assert!(orbit_last_seen < now(), "not bumped by the offline status");
+
+    let offline = h.alert("bridge_offline:orbit", "firing").await;
+    let summary = offline["summary"].as_str().unwrap_or_default();
+    assert!(summary.contains("tvl:orbit-bridge"), "{summary}");
+    assert!(summary.contains("fell 60.0%"), "{summary}");
+    assert_eq!(offline["severity"], "critical");
+    let wormhole = h.alert("bridge_degraded:wormhole", "firing").await;
+    assert!(
+        wormhole["summary"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("governor_queue"),
+        "{wormhole}"
+    );
+    let axelar = h.alert("bridge_degraded:axelar", "firing").await;
+    assert!(
+        axelar["summary"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("volume_stall:17"),
+        "{axelar}"
+    );
+
+    let snaps = h.snapshots().await;
+    assert!(
+        snaps.contains(&(2, "offline".into(), false, true)),
+        "{snaps:?}"
+    );
+    assert!(
+        snaps.iter().any(|s| s.0 == 3 && s.1 == "degraded" && s.2),
+        "{snaps:?}"
+    );
+    assert_eq!(
+        h.redis_hash(2).await.get("status").map(String::as_str),
+        Some("offline")
+    );
+    let metrics = h.metrics().await;
+    assert!(
+        metrics.contains("bridge_online{bridge=\"orbit\"} 0"),
+        "{metrics}"
+    );
+    let degraded_score =
+        gauge(&metrics, "bridge_health_score{bridge=\"wormhole\"}").expect("wormhole score");
+    assert!(
+        (0.25..0.75).contains(&degraded_score),
+        "degraded band: {degraded_score}"
+    );
+
+    // Everything recovers: the three are published back online and their alerts resolve.
+    h.apis.all_healthy();
+    h.wait_externals(3).await;
+    let third: Vec<_> = h.bridge_events().into_iter().skip(7).collect();
+    assert_eq!(
+        third.iter().map(|e| (e.0, e.1)).collect::<Vec<_>>(),
+        [(2, true), (3, true), (4, true)]
+    );
+    for key in [
+        "bridge_offline:orbit",
+        "bridge_degraded:wormhole",
+        "bridge_degraded:axelar",
+    ] {
+        h.alert(key, "resolved").await;
+    }
+    assert_eq!(sigterm(&mut child).await, Some(0), "SIGTERM exits 0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_is_unknown_never_healthy() {
+    let h = Harness::start().await;
+
+    // One garbage endpoint: that signal is unknown, the bridge decides from the others.
+    h.apis.set(Route::Limit, Reply::garbage());
+    let (code, doc) = h.once(&["--dry-run"]).await;
+    assert_eq!(code, 0, "{doc}");
+    let wormhole = bridge(&doc, "wormhole");
+    assert_eq!(wormhole["status"], "healthy");
+    let limit = signal(wormhole, "governor_limit");
+    assert_eq!(limit["verdict"], "unknown", "{limit}");
+    assert_eq!(limit["value"], Value::Null);
+    assert!(
+        limit["why"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("malformed"),
+        "{limit}"
+    );
+    assert!(
+        !wormhole["deciding"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|s| s == "governor_limit")),
+        "an unknown signal never counts as healthy: {wormhole}"
+    );
+
+    // Every Wormhole upstream answers garbage or an HTML error page: status unknown, nothing
+    // published for Wormhole, the others still go out, the cycle fails and an alert fires.
+    h.apis.set(Route::Health, Reply::html(502));
+    h.apis.set(
+        Route::Enqueued,
+        Reply::raw(200, "application/json", "{\"data\": nul"),
+    );
+    h.apis.set(
+        Route::Bridge(77),
+        Reply::raw(200, "application/json", "[1, 2"),
+    );
+    h.apis.set(
+        Route::Tvl("portal".into()),
+        Reply::raw(200, "application/json", "\"lots\""),
+    );
+    let (code, doc) = h.once(&[]).await;
+    assert_eq!(
+        code, 1,
+        "a bridge with unknown status fails the cycle: {doc}"
+    );
+    let wormhole = bridge(&doc, "wormhole");
+    assert_eq!(wormhole["status"], "unknown", "{wormhole}");
+    assert_eq!(wormhole["is_online"], Value::Null);
+    assert_eq!(wormhole["action"], "withhold");
+    assert!(
+        wormhole["signals"]
+            .as_array()
+            .is_some_and(|s| s.iter().all(|x| x["verdict"] == "unknown")),
+        "{wormhole}"
+    );
+    assert_eq!(doc["outcome"], "published", "{doc}");
+    let sent: Vec<u16> = h.bridge_events().iter().map(|e| e.0).collect();
+    assert_eq!(sent, [1, 2, 4], "Wormhole withheld");
+    assert_eq!(h.ton.bridge_status(&h.oracle, 3), None);
+    let alert = h.alert("bridge_unknown:wormhole", "firing").await;
+    assert!(
+        alert["summary"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("no signal could be read"),
+        "{alert}"
+    );
+    let snaps = h.snapshots().await;
+    assert!(
+        snaps.contains(&(3, "unknown".into(), false, false)),
+        "{snaps:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_signal_does_not_bring_an_offline_bridge_back() {
+    let h = Harness::start().await;
+    h.apis
+        .set_tvl_history("orbit-bridge", 200_000_000.0, 80_000_000.0);
+    let mut child = h.spawn();
+    h.wait_externals(1).await;
+    assert_eq!(h.ton.bridge_status(&h.oracle, 2).map(|s| s.0), Some(false));
+
+    // The TVL endpoints start answering garbage; the peg is fine. Orbit must stay offline.
+    h.apis
+        .set(Route::Tvl("orbit-bridge".into()), Reply::garbage());
+    h.apis
+        .set(Route::Protocol("orbit-bridge".into()), Reply::html(503));
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(h.accepted(), 1, "no republish: {:?}", h.bridge_events());
+    assert_eq!(h.ton.bridge_status(&h.oracle, 2).map(|s| s.0), Some(false));
+    let hash = h.redis_hash(2).await;
+    assert_eq!(
+        hash.get("status").map(String::as_str),
+        Some("offline"),
+        "{hash:?}"
+    );
+    assert!(
+        hash.get("reason")
+            .is_some_and(|r| r.contains("held while unreadable")),
+        "{hash:?}"
+    );
+
+    // A healthy reading brings it back.
+    h.apis.all_healthy();
+    h.wait_externals(2).await;
+    assert_eq!(h.ton.bridge_status(&h.oracle, 2).map(|s| s.0), Some(true));
+    h.alert("bridge_offline:orbit", "resolved").await;
+    assert_eq!(sigterm(&mut child).await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_are_retried_and_persistent_ones_are_unknown() {
+    let h = Harness::start().await;
+    h.apis.push(Route::Limit, Reply::rate_limited(Some(1)));
+    h.apis.push(Route::Bridge(77), Reply::html(503));
+    h.apis
+        .set(Route::Tvl("axelar".into()), Reply::rate_limited(None));
+    let (code, doc) = h.once(&["--dry-run"]).await;
+    assert_eq!(code, 0, "{doc}");
+    let wormhole = bridge(&doc, "wormhole");
+    assert_eq!(signal(wormhole, "governor_limit")["verdict"], "healthy");
+    assert_eq!(signal(wormhole, "volume_stall:77")["verdict"], "healthy");
+    assert_eq!(h.apis.hits(&Route::Limit), 2, "one 429, one retry");
+    assert_eq!(h.apis.hits(&Route::Bridge(77)), 2, "one 503, one retry");
+    let axelar = bridge(&doc, "axelar");
+    let tvl = signal(axelar, "tvl:axelar");
+    assert_eq!(tvl["verdict"], "unknown", "{tvl}");
+    assert!(
+        tvl["why"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("rate limited"),
+        "{tvl}"
+    );
+    assert_eq!(h.apis.hits(&Route::Tvl("axelar".into())), 3, "attempts = 3");
+    assert_eq!(axelar["status"], "healthy", "the other two signals decide");
+    // The dry run signed every bridge and sent nothing.
+    assert_eq!(doc["outcome"], "dry_run");
+    assert_eq!(doc["messages"].as_array().map(Vec::len), Some(4), "{doc}");
+    assert!(doc["boc"].as_str().is_some_and(|b| !b.is_empty()));
+    assert_eq!(h.accepted(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peg_and_allow_lock_take_the_ton_bridge_offline() {
+    let h = Harness::start().await;
+    h.up.set_defillama_coin(PEG_KEYS[0], "0.85", Ts::Fresh);
+    let (code, doc) = h.once(&["--dry-run"]).await;
+    assert_eq!(code, 0, "{doc}");
+    let tb = bridge(&doc, "ton_bridge");
+    assert_eq!(tb["status"], "offline", "{tb}");
+    assert_eq!(tb["deciding"], serde_json::json!(["peg:jUSDT"]));
+    let msg = doc["messages"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["bridge_id"] == 1))
+        .expect("ton bridge message");
+    assert_eq!(msg["is_online"], false);
+    assert_eq!(msg["op"], "update_bridge_status");
+
+    h.up.set_defillama_coin(PEG_KEYS[0], "0.9996", Ts::Fresh);
+    h.up.set_eth_bool(TON_BRIDGE, ALLOW_LOCK, false);
+    let (_, doc) = h.once(&["--dry-run"]).await;
+    let tb = bridge(&doc, "ton_bridge");
+    assert_eq!(tb["status"], "offline", "{tb}");
+    assert!(
+        tb["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("allowLock() on"),
+        "{tb}"
+    );
+
+    // A stale peg quote is unknown, not healthy.
+    h.up.set_eth_bool(TON_BRIDGE, ALLOW_LOCK, true);
+    h.up.set_defillama_coin(PEG_KEYS[2], "1.0", Ts::Age(7200));
+    let (_, doc) = h.once(&["--dry-run"]).await;
+    let orbit = bridge(&doc, "orbit");
+    assert_eq!(signal(orbit, "peg:oUSDT")["verdict"], "unknown", "{orbit}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wallet_and_status_commands() {
+    let h = Harness::start().await;
+    let out = h
+        .command(&["wallet", "--offline", "--output", "json"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let w: Value = serde_json::from_slice(&out.stdout).expect("wallet JSON");
+    assert_eq!(w["version"], "v5r1", "{w}");
+    assert!(
+        w["address_bounceable"]
+            .as_str()
+            .is_some_and(|a| a.len() == 48)
+    );
+
+    let (code, _) = h.once(&[]).await;
+    assert_eq!(code, 0);
+    let out = h
+        .command(&["status", "--output", "json"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s: Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    let rows = s["bridges"].as_array().expect("bridges");
+    assert_eq!(rows.len(), 4);
+    assert!(
+        rows.iter()
+            .all(|r| r["is_online"] == true && r["stale"] == false),
+        "{s}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_configuration_exits_2_naming_the_setting() {
+    let h = Harness::start().await;
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+    let cases: [Case; 3] = [
+        (&[("BRIDGE_HEARTBEAT", "1800")], "", "BRIDGE_HEARTBEAT"),
+        (&[("WORMHOLESCAN_URL", "not a url")], "", "WORMHOLESCAN_URL"),
+        (
+            &[],
+            "[[bridges]]\nid = 9\nname = \"x\"\n[[bridges.signals]]\nkind = \"tvll\"\n",
+            "bridges[4].signals[0].kind",
+        ),
+    ];
+    for (env, append, setting) in cases {
+        let cfg = h._dir.path().join("case.toml");
+        let base = std::fs::read_to_string(&h.config).unwrap();
+        std::fs::write(&cfg, format!("{base}\n{append}")).unwrap();
+        let mut cmd = h.command_with(&cfg, &["--once"]);
+        cmd.envs(env.iter().copied());
+        let out = cmd.output().await.unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{setting}: {stderr}");
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{stderr}");
+        assert!(lines[0].contains(setting), "{setting} not in {stderr}");
+        assert!(!stderr.contains("carpet"), "mnemonic leaked: {stderr}");
+    }
+    // Publishing needs the oracle.
+    let mut cmd = h.command(&["--once"]);
+    cmd.env_remove("BRIDGE_ORACLE_ADDRESS");
+    let out = cmd.output().await.unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("BRIDGE_ORACLE_ADDRESS"));
+}
