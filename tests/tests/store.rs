@@ -365,6 +365,30 @@ async fn migrations_apply_twice_in_their_own_schema_beside_a_foreign_public_tabl
     db.drop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_migrating_at_once_all_succeed_and_apply_once() {
+    let schema = schema_name("race");
+    let url = SecretUrl::new(env::pg_url());
+    let runs: Vec<_> = (0..4)
+        .map(|_| {
+            let (url, schema) = (url.clone(), schema.clone());
+            tokio::spawn(async move { store::migrate(&url, &schema).await })
+        })
+        .collect();
+    for r in runs {
+        r.await.unwrap().unwrap();
+    }
+    let mut c = pg_admin().await;
+    let applied: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*) FROM \"{schema}\"._sqlx_migrations WHERE success"
+    )))
+    .fetch_one(&mut c)
+    .await
+    .unwrap();
+    assert_eq!(applied, 1);
+    drop_schema(&schema).await;
+}
+
 #[tokio::test]
 async fn migrate_rejects_a_schema_name_that_is_not_an_identifier() {
     let url = SecretUrl::new(env::pg_url());

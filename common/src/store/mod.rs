@@ -197,6 +197,9 @@ impl Default for StoreTimeouts {
     }
 }
 
+/// Bound of one migration run once connected (the migrator may wait for another instance's).
+const MIGRATION_LIMIT: Duration = Duration::from_secs(60);
+
 /// Handle to the optional stores; cheap to clone, shared by the keeper's tasks.
 #[derive(Clone)]
 pub struct Store {
@@ -633,38 +636,30 @@ fn say_what_is_not_recorded(postgres: bool, redis: bool) {
 /// One look at PostgreSQL: `SELECT 1`, and the migrations if still due.
 async fn probe_postgres(inner: Arc<Inner>) {
     let Some(pg) = &inner.postgres else { return };
-    let limit = inner.timeouts.connect.max(inner.timeouts.op);
-    let result = tokio::time::timeout(limit, async {
-        let mut migrated = pg.migrated.lock().await;
-        if !*migrated {
-            let mut conn = pg
-                .pool
-                .acquire()
-                .await
-                .map_err(|source| StoreError::Postgres {
-                    op: "connect",
-                    source,
-                })?;
-            pg::apply_migrations(&mut conn, &pg.schema).await?;
+    let t = inner.timeouts;
+    let mut migrated = pg.migrated.lock().await;
+    let result = if *migrated {
+        let limit = t.connect.max(t.op);
+        tokio::time::timeout(limit, pg::ping(&pg.pool))
+            .await
+            .unwrap_or(Err(StoreError::Timeout {
+                store: StoreKind::Postgres,
+                op: "probe",
+                timeout: limit,
+            }))
+    } else {
+        let r = pg::migrate_with(&pg.options, &pg.schema, t.connect, MIGRATION_LIMIT).await;
+        if r.is_ok() {
             info!(schema = %pg.schema, "database migrations applied");
             *migrated = true;
-        } else {
-            pg::ping(&pg.pool).await?;
         }
-        Ok::<_, StoreError>(())
-    })
-    .await
-    .unwrap_or(Err(StoreError::Timeout {
-        store: StoreKind::Postgres,
-        op: "probe",
-        timeout: limit,
-    }));
+        r
+    };
+    drop(migrated);
     match result {
         Ok(()) => pg.health.ok(),
-        Err(e) => {
-            // A database that answers but cannot be migrated is as good as down for records.
-            pg.health.degrade(&e);
-        }
+        // A database that answers but cannot be migrated is as good as down for records.
+        Err(e) => pg.health.degrade(&e),
     }
 }
 

@@ -6,6 +6,7 @@
 //! health-tracked; [`super::Store`] wraps them with both.
 
 use std::str::FromStr;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -94,7 +95,7 @@ pub(super) fn pool(
         .max_connections(4)
         .min_connections(0)
         .acquire_timeout(timeouts.op)
-        .idle_timeout(std::time::Duration::from_secs(300))
+        .idle_timeout(Duration::from_secs(300))
         .connect_lazy_with(options.clone());
     Ok((pool, options))
 }
@@ -165,12 +166,40 @@ async fn run_locked(conn: &mut PgConnection) -> Result<(), MigrateError> {
 /// Used by the `migrate` subcommand and at start when `migrate_on_start` is set.
 pub async fn migrate(url: &SecretUrl, schema: &str) -> Result<(), StoreError> {
     let options = connect_options(url, schema)?;
-    let mut conn = PgConnection::connect_with(&options)
+    migrate_with(
+        &options,
+        schema,
+        Duration::from_secs(30),
+        Duration::from_secs(300),
+    )
+    .await
+}
+
+/// Migrates over a dedicated session, never a pooled one: the migrator holds a session-level
+/// advisory lock, and if a timeout abandons the run, dropping the session is what frees it.
+pub(super) async fn migrate_with(
+    options: &PgConnectOptions,
+    schema: &str,
+    connect_limit: Duration,
+    run_limit: Duration,
+) -> Result<(), StoreError> {
+    let mut conn = tokio::time::timeout(connect_limit, PgConnection::connect_with(options))
         .await
+        .map_err(|_| StoreError::Timeout {
+            store: StoreKind::Postgres,
+            op: "connect",
+            timeout: connect_limit,
+        })?
         .map_err(pg_err("connect"))?;
-    let result = apply_migrations(&mut conn, schema).await;
+    let result = tokio::time::timeout(run_limit, apply_migrations(&mut conn, schema))
+        .await
+        .unwrap_or(Err(StoreError::Timeout {
+            store: StoreKind::Postgres,
+            op: "migrate",
+            timeout: run_limit,
+        }));
     // Closing politely is a courtesy; the outcome is the migration's.
-    let _ = conn.close().await;
+    let _ = tokio::time::timeout(connect_limit, conn.close()).await;
     result
 }
 
