@@ -1498,3 +1498,72 @@ async fn rediss_urls_are_usable_and_degrade_when_tls_fails() {
     );
     assert!(alerter.is_firing("store_degraded:redis"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_call_runs_on_spawned_tasks() {
+    // Keepers run storage calls inside spawned tasks: each future must be Send + 'static-able.
+    let schema = schema_name("spawn");
+    let prefix = prefix_name("spawn");
+    let s = Store::connect_with(
+        &settings(
+            Some(&env::pg_url()),
+            Some(&env::redis_url()),
+            &schema,
+            &prefix,
+        ),
+        Arc::new(Metrics::new("pricing-oracle")),
+        Alerter::disabled(),
+        fast(),
+    )
+    .await;
+    let t = s.clone();
+    let id = tokio::spawn(async move {
+        let id = t
+            .insert_price_update(&price("DAI", 3, 1_000_200, UpdateReason::Deviation))
+            .await?;
+        t.set_price_update_status(
+            id,
+            &StatusChange {
+                status: UpdateStatus::Confirmed,
+                error: None,
+                message_hash: None,
+                confirmed_at: Some(Utc::now()),
+            },
+        )
+        .await?;
+        t.latest_price_updates().await?;
+        t.latest_price_update("DAI").await?;
+        t.insert_bridge_snapshot(&snapshot(4, "axelar", 1.0, BridgeStatus::Healthy))
+            .await?;
+        t.latest_bridge_snapshot(4).await?;
+        t.latest_bridge_snapshots().await?;
+        let run = t.start_backup_run("protocol").await?;
+        t.finish_backup_run(run, &BackupOutcome::success()).await?;
+        t.latest_backup_runs(None, 1).await?;
+        t.put_price("DAI", &[("price_micro", "1000200".into())])
+            .await?;
+        t.get_price("DAI").await?;
+        t.put_bridge_health(4, &[("status", "healthy".into())])
+            .await?;
+        t.get_bridge_health(4).await?;
+        t.publish(Channel::PricingOracle, "{}").await?;
+        Ok::<_, StoreError>(id)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let t = s.clone();
+    let held = tokio::spawn(async move {
+        let mut lease = t.lease("EQspawn", "me");
+        let st = lease.try_acquire_or_renew().await;
+        lease.release().await.map(|()| st.held)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(held);
+    let rec = s.latest_price_update("DAI").await.unwrap().unwrap();
+    assert_eq!((rec.id, rec.status), (id, UpdateStatus::Confirmed));
+    drop(s);
+    drop_schema(&schema).await;
+}

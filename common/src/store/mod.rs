@@ -322,7 +322,11 @@ impl Store {
             },
         };
 
-        say_what_is_not_recorded(postgres.is_some(), redis.is_some());
+        // An unusable URL was already reported above; do not also call it "not configured".
+        say_what_is_not_recorded(
+            settings.database_url.is_some(),
+            settings.redis_url.is_some(),
+        );
         let postgres_unusable = postgres.is_none() && settings.database_url.is_some();
         let redis_unusable = redis.is_none() && settings.redis_url.is_some();
 
