@@ -1163,12 +1163,15 @@ async fn cycle(s: &Store, lease: &mut store::WalletLease, n: u32) -> (Duration, 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_lost_mid_run_degrades_and_recovers() {
+    // This instance reaches Redis through a proxy; a rival reaches it directly. Cutting the
+    // proxy is a partition: we lose Redis, the rival does not.
     let proxy = TcpProxy::for_url(&env::redis_url()).await.unwrap();
     let url = proxy.url_for(&env::redis_url());
     let prefix = prefix_name("lost");
     let metrics = Arc::new(Metrics::new("pricing-oracle"));
     let alerter = Alerter::disabled();
     let t = fast();
+    let ttl = Duration::from_millis(1500);
     let s = Store::connect_with(
         &settings(None, Some(&url), "unused", &prefix),
         metrics.clone(),
@@ -1176,35 +1179,66 @@ async fn redis_lost_mid_run_degrades_and_recovers() {
         t,
     )
     .await;
-    let mut lease = s.lease("EQlost", "me").with_ttl(Duration::from_secs(5));
+    let rival_store = Store::connect_with(
+        &settings(None, Some(&env::redis_url()), "unused", &prefix),
+        Arc::new(Metrics::new("pricing-oracle")),
+        Alerter::disabled(),
+        t,
+    )
+    .await;
+    let mut lease = s.lease("EQlost", "me").with_ttl(ttl);
+    let mut rival = rival_store.lease("EQlost", "rival").with_ttl(ttl);
     let up = "keeper_store_up{store=\"redis\"}";
 
+    let mut last_renewal = Instant::now();
     for n in 0..3 {
+        last_renewal = Instant::now();
         let (_, recorded, held) = cycle(&s, &mut lease, n).await;
         assert!(recorded && held);
+        assert!(!rival.try_acquire_or_renew().await.held);
     }
     assert_eq!(metric(&metrics, up), Some(1.0));
 
     proxy.cut().await;
-    // The loop goes on: every cycle returns within the bounds, records fail, the lease is not
-    // held (it cannot be proven), and the store is marked degraded with an alert.
+    // The loop goes on: every cycle returns within the bounds and records fail. The lease is
+    // kept only while the last renewal is still valid on the server, so the rival, which can
+    // reach Redis, takes over only after that, and never while we still claim it.
     // Generous slack for a loaded CI machine; what matters is that nothing waits for TCP.
     let bound = t.op * 2 + Duration::from_millis(1500);
-    let mut cycles = 0;
-    for n in 0..15 {
-        let (took, recorded, held) = cycle(&s, &mut lease, n).await;
-        assert!(took < bound, "cycle {n} took {took:?}");
-        assert!(
-            !recorded && !held,
-            "cycle {n}: recorded={recorded} held={held}"
-        );
+    let (mut held_through_outage, mut rival_took_over, mut cycles) = (0, false, 0);
+    while last_renewal.elapsed() < ttl * 4 {
+        let (took, recorded, held) = cycle(&s, &mut lease, cycles).await;
         cycles += 1;
+        assert!(took < bound, "cycle {cycles} took {took:?}");
+        assert!(!recorded, "cycle {cycles} recorded through a cut proxy");
+        if held {
+            assert!(
+                last_renewal.elapsed() < ttl,
+                "held past the TTL of the last renewal"
+            );
+            held_through_outage += 1;
+        }
+        let rival_held = rival.try_acquire_or_renew().await.held;
+        assert!(!(held && rival_held), "two holders at once");
+        if rival_held {
+            rival_took_over = true;
+            break;
+        }
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
-    assert_eq!(cycles, 15);
+    assert!(
+        held_through_outage >= 1,
+        "a short outage must not drop the lease at once"
+    );
+    assert!(
+        rival_took_over,
+        "the rival never took over the lapsed lease"
+    );
+    assert!(!lease.try_acquire_or_renew().await.held);
+    assert!(cycles >= 5, "the loop should have gone on: {cycles} cycles");
     assert!(!s.is_up(StoreKind::Redis));
     assert_eq!(metric(&metrics, up), Some(0.0));
-    assert!(metric(&metrics, "keeper_store_errors_total{store=\"redis\"}").unwrap() >= 15.0);
+    assert!(metric(&metrics, "keeper_store_errors_total{store=\"redis\"}").unwrap() >= 5.0);
     assert!(alerter.is_firing("store_degraded:redis"));
     let e = s.put_price("USDT", &[("p", "1".into())]).await.unwrap_err();
     assert!(e.is_outage(), "{e}");
@@ -1225,9 +1259,15 @@ async fn redis_lost_mid_run_degrades_and_recovers() {
     );
     assert_eq!(metric(&metrics, up), Some(1.0));
     assert!(!alerter.is_firing("store_degraded:redis"));
+    // Back, we see the rival holding the lease and stand by; once it releases, we lead again.
+    let (_, recorded, held) = cycle(&s, &mut lease, 98).await;
+    assert!(recorded && !held);
+    assert_eq!(lease.status().holder.as_deref(), Some("rival"));
+    rival.release().await.unwrap();
     let (_, recorded, held) = cycle(&s, &mut lease, 99).await;
     assert!(recorded && held);
     assert_eq!(s.get_price("USDT").await.unwrap()["price_micro"], "99");
+    lease.release().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1422,7 +1462,9 @@ async fn redis_server_killed_mid_run() {
         t,
     )
     .await;
-    let mut lease = s.lease("EQkilled", "me").with_ttl(Duration::from_secs(5));
+    let ttl = Duration::from_millis(1000);
+    let mut lease = s.lease("EQkilled", "me").with_ttl(ttl);
+    let renewed = Instant::now();
     let (_, recorded, held) = cycle(&s, &mut lease, 1).await;
     assert!(recorded && held);
 
@@ -1430,11 +1472,16 @@ async fn redis_server_killed_mid_run() {
     server.wait().unwrap();
     // Generous slack for a loaded CI machine; what matters is that nothing waits for TCP.
     let bound = t.op * 2 + Duration::from_millis(1500);
-    for n in 0..10 {
+    let mut n = 0;
+    while renewed.elapsed() < ttl * 2 {
         let (took, recorded, held) = cycle(&s, &mut lease, n).await;
+        n += 1;
         assert!(took < bound, "cycle {n} took {took:?}");
-        assert!(!recorded && !held);
+        assert!(!recorded);
+        assert!(!held || renewed.elapsed() < ttl, "held past the lease TTL");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert!(!lease.try_acquire_or_renew().await.held);
     assert_eq!(
         metric(&metrics, "keeper_store_up{store=\"redis\"}"),
         Some(0.0)

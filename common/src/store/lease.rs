@@ -11,13 +11,21 @@
 //!   kept open while leading; the server frees it the moment that session dies. No fencing token.
 //! - **Neither**: always held: a single instance per wallet is assumed (said once in the log).
 //!
-//! When the configured backend cannot be reached, the lease is **not held**: an instance that
-//! cannot prove it leads does not send, so two senders never share a wallet. The cost is that a
-//! Redis (or, without Redis, PostgreSQL) outage pauses publishing until the store answers again;
-//! deploy the lease store accordingly, or run a single instance per wallet without one.
+//! When the lease store cannot be reached, an instance that cannot prove it leads does not send,
+//! so two senders never share a wallet:
+//! - **Redis unreachable**: a holder keeps the lease only until the moment its last confirmed
+//!   renewal could expire on the server (the renewal's start + TTL, less a tenth for clock
+//!   drift). No rival can take the key before it expires there, so a Redis outage shorter than
+//!   the TTL does not interrupt publishing (DESIGN §7), and a longer one pauses it until Redis
+//!   answers again. A standby never acquires while Redis is down. Caveat: if Redis restarts
+//!   *empty* (no persistence), the key and the fencing counter are gone — a rival may acquire at
+//!   once and the token restarts at 1; the old holder learns it at its next renewal, within one
+//!   tick, and the wallet seqno still lets only one of two racing messages land.
+//! - **PostgreSQL** (without Redis): held exactly while the lease session answers; if it does
+//!   not, the server may already have freed the lock, so it is not held.
 
 use std::sync::{Arc, LazyLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use sqlx::Connection;
@@ -91,6 +99,10 @@ pub struct WalletLease {
     ttl: Duration,
     backend: Backend,
     last: Option<LeaseStatus>,
+    /// Redis: until when the last confirmed renewal guarantees no rival can hold the key.
+    valid_until: Option<Instant>,
+    /// Whether "holding through a Redis outage" was logged for the current outage.
+    riding_logged: bool,
 }
 
 impl std::fmt::Debug for WalletLease {
@@ -127,6 +139,8 @@ impl WalletLease {
             holder_id: holder_id.to_owned(),
             backend,
             last: None,
+            valid_until: None,
+            riding_logged: false,
         }
     }
 
@@ -210,6 +224,7 @@ impl WalletLease {
         if self.last.as_ref().is_some_and(|s| s.held) {
             info!(wallet = %self.wallet, holder = %self.holder_id, "wallet lease released");
         }
+        self.valid_until = None;
         self.last = Some(LeaseStatus::default());
         self.set_gauge(false);
         result
@@ -270,7 +285,7 @@ impl WalletLease {
             return LeaseStatus::default();
         };
         if !r.health.is_up() {
-            return LeaseStatus::default();
+            return self.riding_out();
         }
         let lock = cache::lock_key(&self.inner.prefix, &self.wallet);
         let token = cache::token_key(&self.inner.prefix, &self.wallet);
@@ -281,6 +296,8 @@ impl WalletLease {
         let mut call = ACQUIRE_OR_RENEW.prepare_invoke();
         call.key(&lock).key(&token).arg(&self.holder_id).arg(ttl_ms);
         let limit = self.inner.timeouts.op;
+        // The key's expiry on the server is at least this instant + TTL.
+        let started = Instant::now();
         let answer =
             match tokio::time::timeout(limit, call.invoke_async::<(i64, String, i64)>(&mut conn))
                 .await
@@ -299,15 +316,46 @@ impl WalletLease {
         match answer {
             Ok((held, holder, tok)) => {
                 r.health.ok();
+                self.riding_logged = false;
+                let held = held == 1;
+                self.valid_until = held.then(|| started + self.ttl - self.ttl / 10);
                 LeaseStatus {
-                    held: held == 1,
+                    held,
                     holder: (!holder.is_empty()).then_some(holder),
-                    token: (held == 1).then(|| u64::try_from(tok).unwrap_or(0)),
+                    token: held.then(|| u64::try_from(tok).unwrap_or(0)),
                 }
             }
             Err(e) => {
                 r.health.count_error();
                 r.health.failed(&e);
+                self.riding_out()
+            }
+        }
+    }
+
+    /// Redis cannot be asked: still held while the last confirmed renewal is valid.
+    fn riding_out(&mut self) -> LeaseStatus {
+        match self.valid_until {
+            Some(until) if Instant::now() < until => {
+                let last = self.last.clone().unwrap_or_default();
+                if last.held {
+                    if !self.riding_logged {
+                        self.riding_logged = true;
+                        let left = until.saturating_duration_since(Instant::now());
+                        warn!(
+                            wallet = %self.wallet,
+                            remaining_ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX),
+                            "Redis unreachable: keeping the wallet lease only until its last \
+                             renewal could expire"
+                        );
+                    }
+                    return last;
+                }
+                self.valid_until = None;
+                LeaseStatus::default()
+            }
+            _ => {
+                self.valid_until = None;
                 LeaseStatus::default()
             }
         }
@@ -348,12 +396,7 @@ impl WalletLease {
         let Backend::Postgres { conn, locked } = &mut self.backend else {
             return LeaseStatus::default();
         };
-        if !pg.health.is_up() {
-            // Dropping the session frees the lock on the server, if it still has it.
-            *conn = None;
-            *locked = false;
-            return LeaseStatus::default();
-        }
+        // No health gate here: the lease session's own answer is the truth about the lock.
         let timeouts = self.inner.timeouts;
         let (wallet, holder_id) = (&self.wallet, &self.holder_id);
         let result = tokio::time::timeout(timeouts.connect + timeouts.op, async {
