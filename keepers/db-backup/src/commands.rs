@@ -379,7 +379,30 @@ pub async fn verify(
     let manifest = found.manifest().cloned().ok_or_else(|| {
         anyhow!("{from}: no manifest to verify against (a sidecar alone only allows restore)")
     })?;
-    let checked = fetch_checked(app, found).await?;
+    // The verifier checks the digest itself, so a mismatch becomes a recorded failed
+    // verification rather than an early error.
+    let checked = match found {
+        Located::Local { path, .. } => Checked {
+            path,
+            manifest: None,
+            temp: false,
+        },
+        Located::Remote { .. } => {
+            let remote = app
+                .remote
+                .as_ref()
+                .ok_or_else(|| anyhow!("remote backup without BACKUP_S3_URL"))?;
+            let id = manifest.id();
+            let dest = app.local.download_path(&id);
+            let checked = Checked {
+                path: dest.clone(),
+                manifest: None,
+                temp: true,
+            };
+            remote.download(&id, &dest).await?;
+            checked
+        }
+    };
     let verifier = Verifier {
         pg_restore: &app.settings.pg_restore_path,
         scratch_server: app.settings.backup().verify_database_url.as_ref(),

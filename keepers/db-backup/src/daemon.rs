@@ -168,10 +168,14 @@ pub async fn run(app: Arc<App>, shutdown: Shutdown) -> anyhow::Result<i32> {
             }, if running.is_some() => {
                 running = None;
                 match joined {
-                    Ok(report) => finished(&app, &health, tick, &report),
+                    Ok(report) => {
+                        if report.outcome == "success" {
+                            health.mark_ready("database");
+                        }
+                        finished(&app, &health, tick, &report);
+                    }
                     Err(e) => tracing::error!(error = %e, "backup task panicked"),
                 }
-                health.mark_ready("database");
                 stale.check("", last_success(&app), Utc::now());
                 if shutdown.is_triggered() {
                     break;

@@ -188,6 +188,7 @@ async fn attempt(
             kept: None,
         });
     }
+    close_interrupted(app).await;
     start_record(app, record_id).await;
     let result = locked(app, killer, &mut source, report).await;
     source.close().await;
@@ -379,6 +380,32 @@ async fn fresh_id(app: &App) -> anyhow::Result<BackupId> {
         tokio::time::sleep(std::time::Duration::from_millis(u64::from(wait) + 5)).await;
     }
     anyhow::bail!("cannot find an unused backup name for {}", app.label)
+}
+
+/// Rows still `running` for this database belong to runs that died (SIGKILL, OOM, power):
+/// holding the lock, this run knows none of them is alive, so they are closed as failed.
+async fn close_interrupted(app: &App) {
+    let Some(pool) = app.records.as_ref().and_then(|s| s.pg_pool()) else {
+        return;
+    };
+    let update = sqlx::query(
+        "UPDATE backup_runs SET status = 'failed', finished_at = now(), \
+         error = 'interrupted: the process ended before recording an outcome' \
+         WHERE status = 'running' AND database = $1",
+    )
+    .bind(&app.label)
+    .execute(pool);
+    match tokio::time::timeout(std::time::Duration::from_secs(10), update).await {
+        Ok(Ok(done)) if done.rows_affected() > 0 => {
+            tracing::warn!(
+                runs = done.rows_affected(),
+                "closed runs interrupted earlier as failed"
+            );
+        }
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot close interrupted runs in backup_runs"),
+        Err(_) => tracing::warn!("closing interrupted runs in backup_runs timed out"),
+    }
 }
 
 async fn start_record(app: &App, id: &mut Option<i64>) {

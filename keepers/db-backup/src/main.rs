@@ -102,7 +102,7 @@ fn main() -> ExitCode {
     let settings = match Settings::load(cli.common.config.as_deref(), &ProcessEnv, Vec::new()) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("db-backup: {e}");
+            eprintln!("error: {e}");
             return ExitCode::from(EXIT_USAGE as u8);
         }
     };
@@ -112,7 +112,7 @@ fn main() -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("db-backup: cannot start the async runtime: {e}");
+            eprintln!("error: cannot start the async runtime: {e}");
             return ExitCode::from(EXIT_FAILED as u8);
         }
     };
@@ -123,10 +123,10 @@ fn main() -> ExitCode {
 async fn async_main(cli: Cli, settings: Settings) -> i32 {
     let _guard = match keeper_common::telemetry::init_tracing(&settings.raw.telemetry, "db-backup")
     {
-        Ok(g) => Some(g),
+        Ok(g) => g,
         Err(e) => {
-            eprintln!("db-backup: logging: {e}");
-            None
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
         }
     };
     keeper_common::install_crypto_provider();
@@ -136,7 +136,7 @@ async fn async_main(cli: Cli, settings: Settings) -> i32 {
             let usage = e
                 .downcast_ref::<keeper_common::config::ConfigError>()
                 .is_some();
-            eprintln!("db-backup: {e:#}");
+            eprintln!("error: {e:#}");
             if usage { EXIT_USAGE } else { EXIT_FAILED }
         }
     }
@@ -146,7 +146,7 @@ fn print<T: Serialize>(output: Output, value: &T, text: impl FnOnce() -> String)
     match output {
         Output::Json => match serde_json::to_string_pretty(value) {
             Ok(s) => println!("{s}"),
-            Err(e) => eprintln!("db-backup: cannot encode output: {e}"),
+            Err(e) => eprintln!("error: cannot encode output: {e}"),
         },
         Output::Text => println!("{}", text()),
     }

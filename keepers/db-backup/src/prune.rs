@@ -41,6 +41,7 @@ pub struct PruneReport {
 fn policy(app: &App) -> Policy {
     let b = app.settings.backup();
     Policy {
+        last: b.keep_last,
         daily: b.keep_daily,
         weekly: b.keep_weekly,
         monthly: b.keep_monthly,

@@ -15,6 +15,8 @@ use crate::manifest::BackupId;
 /// How many of each bucket to keep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
+    /// The N newest backups, whatever their dates.
+    pub last: u32,
     /// Newest backup of each of the last N days that have one.
     pub daily: u32,
     /// Newest backup of each of the last N ISO weeks that have one.
@@ -31,6 +33,8 @@ pub enum Reason {
     Newest,
     /// The newest backup whose verification passed.
     NewestVerified,
+    /// One of the `last` newest.
+    Last,
     /// A daily keeper.
     Daily,
     /// A weekly keeper.
@@ -59,6 +63,9 @@ pub fn plan(backups: &[(BackupId, bool)], policy: Policy) -> Plan {
     }
     if let Some((id, _)) = sorted.iter().find(|(_, verified)| *verified) {
         reasons.entry(id).or_default().push(Reason::NewestVerified);
+    }
+    for (id, _) in sorted.iter().take(policy.last as usize) {
+        reasons.entry(id).or_default().push(Reason::Last);
     }
     let buckets: [(Reason, u32, fn(&BackupId) -> (i32, u32)); 3] = [
         (Reason::Daily, policy.daily, |id| {
@@ -110,6 +117,7 @@ mod tests {
     }
 
     const GFS: Policy = Policy {
+        last: 0,
         daily: 7,
         weekly: 4,
         monthly: 6,
@@ -165,6 +173,7 @@ mod tests {
         let p = plan(
             &all,
             Policy {
+                last: 0,
                 daily: 1,
                 weekly: 0,
                 monthly: 0,
@@ -185,6 +194,7 @@ mod tests {
         let p = plan(
             &all,
             Policy {
+                last: 0,
                 daily: 7,
                 weekly: 0,
                 monthly: 0,
