@@ -1080,6 +1080,8 @@ async fn redis_lease_two_processes() {
 async fn postgres_advisory_lease_when_redis_is_not_configured() {
     let schema = schema_name("lease");
     let wallet = env::unique("EQwallet");
+    // Holder names are unique too: the test kills a session by its name.
+    let (pod_a, pod_b) = (env::unique("pod_a"), env::unique("pod_b"));
     let pg = env::pg_url();
     let connect = |m: Arc<Metrics>| {
         let st = settings(Some(&pg), None, &schema, "x:");
@@ -1088,8 +1090,8 @@ async fn postgres_advisory_lease_when_redis_is_not_configured() {
     let ma = Arc::new(Metrics::new("pricing-oracle"));
     let a_store = connect(ma.clone()).await;
     let b_store = connect(Arc::new(Metrics::new("pricing-oracle"))).await;
-    let mut a = a_store.lease(&wallet, "pod-a");
-    let mut b = b_store.lease(&wallet, "pod-b");
+    let mut a = a_store.lease(&wallet, &pod_a);
+    let mut b = b_store.lease(&wallet, &pod_b);
     assert_eq!(a.backend(), "postgres");
 
     let st = a.try_acquire_or_renew().await;
@@ -1097,7 +1099,7 @@ async fn postgres_advisory_lease_when_redis_is_not_configured() {
     for _ in 0..3 {
         let st = b.try_acquire_or_renew().await;
         assert!(!st.held);
-        assert_eq!(st.holder.as_deref(), Some("pod-a"));
+        assert_eq!(st.holder.as_deref(), Some(pod_a.as_str()));
         assert!(a.try_acquire_or_renew().await.held);
     }
     assert_eq!(
@@ -1116,7 +1118,7 @@ async fn postgres_advisory_lease_when_redis_is_not_configured() {
     let killed: Vec<bool> = sqlx::query_scalar(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
     )
-    .bind("keeper-lease:pod-b")
+    .bind(format!("keeper-lease:{pod_b}"))
     .fetch_all(&mut admin)
     .await
     .unwrap();
@@ -1135,13 +1137,13 @@ async fn postgres_advisory_lease_when_redis_is_not_configured() {
     for _ in 0..100 {
         let st = b.try_acquire_or_renew().await;
         assert!(!st.held, "two holders at once");
-        if st.holder.as_deref() == Some("pod-a") {
+        if st.holder.as_deref() == Some(pod_a.as_str()) {
             b_stood_by = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(b_stood_by, "B should see pod-a holding the lease");
+    assert!(b_stood_by, "B should see A holding the lease");
     a.release().await.unwrap();
     drop_schema(&schema).await;
 }
