@@ -247,7 +247,8 @@ pub fn only(dir: &Path, suffix: &str) -> PathBuf {
 pub fn runs(records: &TestDb, database: &str) -> Vec<(String, String, String, String)> {
     records
         .sql(&format!(
-            "SELECT status, coalesce(error, ''), coalesce(sha256, ''), coalesce(verified::text, '') \
+            "SELECT status, translate(coalesce(error, ''), E'\\n|', '  '), coalesce(sha256, ''), \
+             coalesce(verified::text, '') \
              FROM keepers.backup_runs WHERE database = '{database}' ORDER BY id"
         ))
         .lines()
