@@ -67,7 +67,9 @@ impl PricingHarness {
         ton.register_keeper(&oracle, wallet.keys().public_key());
         let sink = Sink::start().await;
         let pg = TcpProxy::for_url(&env::pg_url()).await.expect("pg proxy");
-        let redis = TcpProxy::for_url(&env::redis_url()).await.expect("redis proxy");
+        let redis = TcpProxy::for_url(&env::redis_url())
+            .await
+            .expect("redis proxy");
         Self {
             up,
             ton,
@@ -89,13 +91,19 @@ impl PricingHarness {
         env.extend([
             ("TON_RPC_URL".to_owned(), self.ton.jsonrpc_url()),
             ("KEEPER_MNEMONIC".to_owned(), TEST_MNEMONIC.to_owned()),
-            ("PRICING_ORACLE_ADDRESS".to_owned(), self.oracle.to_base64_url()),
+            (
+                "PRICING_ORACLE_ADDRESS".to_owned(),
+                self.oracle.to_base64_url(),
+            ),
             ("UPDATE_INTERVAL".to_owned(), "1".to_owned()),
             // Source retries against a dead stand-in take longer than one tick.
             ("CYCLE_TIMEOUT".to_owned(), "15".to_owned()),
             ("DATABASE_URL".to_owned(), self.pg.url_for(&env::pg_url())),
             ("DB_SCHEMA".to_owned(), self.schema.clone()),
-            ("REDIS_URL".to_owned(), self.redis.url_for(&env::redis_url())),
+            (
+                "REDIS_URL".to_owned(),
+                self.redis.url_for(&env::redis_url()),
+            ),
             ("REDIS_PREFIX".to_owned(), self.prefix.clone()),
             ("ALERT_WEBHOOK_URL".to_owned(), self.sink.url()),
             ("METRICS_ADDR".to_owned(), self.metrics_addr.clone()),
@@ -149,7 +157,11 @@ impl PricingHarness {
                 Instant::now() < deadline,
                 "expected {n} accepted external messages within {timeout:?}, got {}: {:?}",
                 self.accepted_externals(),
-                self.ton.externals().iter().map(|e| &e.outcome).collect::<Vec<_>>()
+                self.ton
+                    .externals()
+                    .iter()
+                    .map(|e| &e.outcome)
+                    .collect::<Vec<_>>()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -160,7 +172,12 @@ impl PricingHarness {
     pub fn price_batches(&self) -> Vec<Vec<(u16, u128)>> {
         let mut batches: Vec<Vec<(u16, u128)>> = Vec::new();
         let mut last_ts = None;
-        for e in self.ton.oracle_events().iter().filter(|e| e.op == 3 && e.accepted) {
+        for e in self
+            .ton
+            .oracle_events()
+            .iter()
+            .filter(|e| e.op == 3 && e.accepted)
+        {
             if last_ts != Some(e.timestamp) {
                 batches.push(Vec::new());
                 last_ts = Some(e.timestamp);

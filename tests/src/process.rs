@@ -7,7 +7,10 @@ use std::process::{Command, Output};
 pub fn bin_path(name: &str) -> PathBuf {
     // The test executable lives in target/<profile>/deps/; binaries one level up.
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe.parent().and_then(|p| p.parent()).expect("target profile dir");
+    let dir = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .expect("target profile dir");
     let path = dir.join(name);
     assert!(
         path.exists(),
@@ -33,5 +36,8 @@ pub fn keeper(name: &str) -> Command {
 
 /// stdout and stderr of a finished process, as text.
 pub fn texts(out: &Output) -> (String, String) {
-    (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

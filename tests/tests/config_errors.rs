@@ -12,10 +12,17 @@ const SECRET_WORDS: [&str; 3] = ["carpet", "mandate", "vicious"];
 fn expect_config_error(mut cmd: Command, setting: &str) -> String {
     let out = cmd.output().expect("spawn keeper");
     let (stdout, stderr) = texts(&out);
-    assert_eq!(out.status.code(), Some(2), "stdout: {stdout}\nstderr: {stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "stdout: {stdout}\nstderr: {stderr}"
+    );
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "expected one line, got: {stderr}");
-    assert!(lines[0].contains(setting), "{setting} not named in: {stderr}");
+    assert!(
+        lines[0].contains(setting),
+        "{setting} not named in: {stderr}"
+    );
     stderr
 }
 
@@ -78,7 +85,10 @@ fn mnemonic_word_not_in_list() {
 #[test]
 fn mnemonic_with_bad_seed_version() {
     let mut cmd = pricing();
-    cmd.env("KEEPER_MNEMONIC", MNEMONIC.replacen("fancy carpet", "carpet fancy", 1));
+    cmd.env(
+        "KEEPER_MNEMONIC",
+        MNEMONIC.replacen("fancy carpet", "carpet fancy", 1),
+    );
     let err = expect_config_error(cmd, "KEEPER_MNEMONIC");
     assert!(err.contains("seed version"), "{err}");
     assert_no_secret(&err, &SECRET_WORDS);
@@ -116,7 +126,10 @@ fn cron_expression_that_does_not_parse() {
 #[test]
 fn secrets_in_bad_urls_stay_hidden() {
     let mut cmd = pricing();
-    cmd.env("SLACK_WEBHOOK_URL", "hooks.slack.com/services/T000/B000/XOXBSECRET");
+    cmd.env(
+        "SLACK_WEBHOOK_URL",
+        "hooks.slack.com/services/T000/B000/XOXBSECRET",
+    );
     let err = expect_config_error(cmd, "SLACK_WEBHOOK_URL");
     assert_no_secret(&err, &["XOXBSECRET"]);
 
@@ -129,7 +142,9 @@ fn secrets_in_bad_urls_stay_hidden() {
 #[test]
 fn help_shows_no_secret_from_the_environment() {
     let mut cmd = keeper("pricing-oracle-keeper");
-    cmd.arg("--help").env("KEEPER_MNEMONIC", MNEMONIC).env("TON_API_KEY", "tonkeysecret");
+    cmd.arg("--help")
+        .env("KEEPER_MNEMONIC", MNEMONIC)
+        .env("TON_API_KEY", "tonkeysecret");
     let out = cmd.output().unwrap();
     let (stdout, stderr) = texts(&out);
     assert_eq!(out.status.code(), Some(0));

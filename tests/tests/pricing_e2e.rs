@@ -16,21 +16,17 @@ fn ids(batch: &[(u16, u128)]) -> Vec<u16> {
     batch.iter().map(|(id, _)| *id).collect()
 }
 
-async fn pg(h: &PricingHarness) -> sqlx::PgPool {
+async fn pg() -> sqlx::PgPool {
     sqlx::postgres::PgPoolOptions::new()
         .max_connections(2)
         .connect(&env::pg_url())
         .await
-        .map(|p| {
-            let _ = &h.schema;
-            p
-        })
         .expect("connect to PostgreSQL")
 }
 
 /// Rows of `pricing_oracle_updates`: (asset, price_micro, reason, status).
 async fn rows(h: &PricingHarness) -> Vec<(String, i64, String, String)> {
-    let pool = pg(h).await;
+    let pool = pg().await;
     let sql = format!(
         "SELECT asset, price_micro, reason, status FROM {}.pricing_oracle_updates ORDER BY id",
         h.schema
@@ -51,7 +47,10 @@ async fn wait_rows(h: &PricingHarness, pred: impl Fn(&[(String, i64, String, Str
         if pred(&r) {
             return;
         }
-        assert!(std::time::Instant::now() < deadline, "rows never matched: {r:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "rows never matched: {r:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -77,7 +76,12 @@ async fn publishes_all_then_only_what_moved_and_records_it() {
 
     // First tick: all six assets in one external message, with StateInit (wallet not deployed).
     h.wait_externals(1, SETTLE).await;
-    let first = h.ton.externals().into_iter().next().expect("first external");
+    let first = h
+        .ton
+        .externals()
+        .into_iter()
+        .next()
+        .expect("first external");
     assert!(first.state_init, "the first message deploys the wallet");
     let batches = h.price_batches();
     assert_eq!(ids(&batches[0]), ALL_ASSETS, "config order, one batch");
@@ -88,7 +92,11 @@ async fn publishes_all_then_only_what_moved_and_records_it() {
 
     // Inside the band and fresh: nothing more for a few ticks.
     tokio::time::sleep(Duration::from_millis(3500)).await;
-    assert_eq!(h.accepted_externals(), 1, "no publish inside the deviation band");
+    assert_eq!(
+        h.accepted_externals(),
+        1,
+        "no publish inside the deviation band"
+    );
 
     // USDT moves 1% everywhere: only USDT goes out.
     for s in [Source::Chainlink, Source::Coingecko, Source::Defillama] {
@@ -101,18 +109,38 @@ async fn publishes_all_then_only_what_moved_and_records_it() {
     // Records: 7 confirmed rows, matching what the chain holds; Redis hash and pub/sub.
     wait_rows(&h, |r| r.len() == 7 && r.iter().all(|x| x.3 == "confirmed")).await;
     let r = rows(&h).await;
-    assert_eq!(r[6], ("USDT".into(), 1_010_000, "deviation".into(), "confirmed".into()));
-    assert!(r[..6].iter().all(|x| x.2 == "initial" && x.1 == 1_000_000), "{r:?}");
+    assert_eq!(
+        r[6],
+        (
+            "USDT".into(),
+            1_010_000,
+            "deviation".into(),
+            "confirmed".into()
+        )
+    );
+    assert!(
+        r[..6].iter().all(|x| x.2 == "initial" && x.1 == 1_000_000),
+        "{r:?}"
+    );
 
     let client = redis::Client::open(env::redis_url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let cached: std::collections::HashMap<String, String> =
-        conn.hgetall(format!("{}price:USDT", h.prefix)).await.unwrap();
-    assert_eq!(cached.get("price_micro").map(String::as_str), Some("1010000"), "{cached:?}");
+    let cached: std::collections::HashMap<String, String> = conn
+        .hgetall(format!("{}price:USDT", h.prefix))
+        .await
+        .unwrap();
+    assert_eq!(
+        cached.get("price_micro").map(String::as_str),
+        Some("1010000"),
+        "{cached:?}"
+    );
 
     let metrics = h.metrics().await;
     assert!(metrics.contains("keeper_update_success_total"), "{metrics}");
-    assert!(metrics.contains("pricing_oracle_last_update_timestamp{asset=\"USDT\"}"), "{metrics}");
+    assert!(
+        metrics.contains("pricing_oracle_last_update_timestamp{asset=\"USDT\"}"),
+        "{metrics}"
+    );
 
     assert_eq!(sigterm(&mut child).await, Some(0), "SIGTERM exits 0");
 }
@@ -124,8 +152,15 @@ async fn heartbeat_expiry_republishes() {
     let mut child = h.spawn();
     h.wait_externals(2, SETTLE).await;
     let batches = h.price_batches();
-    assert_eq!(ids(&batches[1]), ALL_ASSETS, "heartbeat republishes every asset");
-    wait_rows(&h, |r| r.iter().any(|x| x.2 == "heartbeat" && x.3 == "confirmed")).await;
+    assert_eq!(
+        ids(&batches[1]),
+        ALL_ASSETS,
+        "heartbeat republishes every asset"
+    );
+    wait_rows(&h, |r| {
+        r.iter().any(|x| x.2 == "heartbeat" && x.3 == "confirmed")
+    })
+    .await;
     assert_eq!(sigterm(&mut child).await, Some(0));
 }
 
@@ -133,15 +168,25 @@ async fn heartbeat_expiry_republishes() {
 async fn one_garbage_source_still_publishes_from_the_other_two() {
     let h = PricingHarness::start().await;
     // Chainlink answers an HTML error page; USDD has no feed, so all six keep two sources.
-    h.up.set_mode(Source::Chainlink, Mode::body("<html><body>Bad gateway</body></html>"));
+    h.up.set_mode(
+        Source::Chainlink,
+        Mode::body("<html><body>Bad gateway</body></html>"),
+    );
     let mut child = h.spawn();
     h.wait_externals(1, SETTLE).await;
     assert_eq!(ids(&h.price_batches()[0]), ALL_ASSETS);
     // The garbage quote is recorded as rejected, never used.
-    let pool = pg(&h).await;
-    let sql = format!("SELECT quotes FROM {}.pricing_oracle_updates WHERE asset = 'USDT'", h.schema);
+    let pool = pg().await;
+    let sql = format!(
+        "SELECT quotes FROM {}.pricing_oracle_updates WHERE asset = 'USDT'",
+        h.schema
+    );
     wait_rows(&h, |r| !r.is_empty()).await;
-    let quotes: serde_json::Value = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_one(&pool).await.unwrap().get(0);
+    let quotes: serde_json::Value = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+        .get(0);
     let rejected = quotes
         .as_array()
         .and_then(|a| a.iter().find(|q| q["source"] == "chainlink"))
@@ -161,12 +206,17 @@ async fn two_sources_down_means_no_publish_and_a_quorum_alert_that_resolves() {
     let firing = h
         .sink
         .wait_until(SETTLE, |r| {
-            r.json().is_some_and(|j| j["key"] == "quorum_lost:USDT" && j["status"] == "firing")
+            r.json()
+                .is_some_and(|j| j["key"] == "quorum_lost:USDT" && j["status"] == "firing")
         })
         .await
         .is_some();
     assert!(firing, "quorum_lost:USDT reached the webhook");
-    assert_eq!(h.accepted_externals(), 0, "nothing published without quorum");
+    assert_eq!(
+        h.accepted_externals(),
+        0,
+        "nothing published without quorum"
+    );
 
     h.up.set_down(Source::Coingecko, false);
     h.up.set_down(Source::Defillama, false);
@@ -174,7 +224,8 @@ async fn two_sources_down_means_no_publish_and_a_quorum_alert_that_resolves() {
     let resolved = h
         .sink
         .wait_until(SETTLE, |r| {
-            r.json().is_some_and(|j| j["key"] == "quorum_lost:USDT" && j["status"] == "resolved")
+            r.json()
+                .is_some_and(|j| j["key"] == "quorum_lost:USDT" && j["status"] == "resolved")
         })
         .await
         .is_some();
@@ -199,10 +250,15 @@ async fn losing_postgres_and_redis_mid_run_does_not_stop_publishing() {
     let deadline = std::time::Instant::now() + SETTLE;
     loop {
         let m = h.metrics().await;
-        if m.contains("keeper_store_up{store=\"postgres\"} 0") && m.contains("keeper_store_up{store=\"redis\"} 0") {
+        if m.contains("keeper_store_up{store=\"postgres\"} 0")
+            && m.contains("keeper_store_up{store=\"redis\"} 0")
+        {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "store_up never dropped:\n{m}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "store_up never dropped:\n{m}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(sigterm(&mut child).await, Some(0));
@@ -217,7 +273,12 @@ async fn once_dry_run_json_prints_the_messages_and_sends_nothing() {
         .await
         .expect("run keeper");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let doc: serde_json::Value = serde_json::from_str(&stdout).expect("one JSON document");
     assert_eq!(doc["outcome"], "dry_run");
     let messages = doc["messages"].as_array().expect("messages");
@@ -230,5 +291,8 @@ async fn once_dry_run_json_prints_the_messages_and_sends_nothing() {
     assert!(doc["boc"].as_str().is_some_and(|b| b.len() > 100), "{doc}");
     assert_eq!(doc["assets"].as_array().map(Vec::len), Some(6));
     assert!(h.ton.externals().is_empty(), "a dry run sends nothing");
-    assert!(!stdout.contains("carpet"), "the mnemonic never reaches the output");
+    assert!(
+        !stdout.contains("carpet"),
+        "the mnemonic never reaches the output"
+    );
 }

@@ -20,7 +20,11 @@ pub const PRICING_ENV: &[EnvBinding] = &[
     bind("PRICE_DEVIATION_BPS", "policy.deviation_bps", Kind::Int),
     bind("PRICE_HEARTBEAT", "policy.heartbeat", Kind::Int),
     bind("STALE_AFTER", "policy.stale_after", Kind::Int),
-    bind("WALLET_BALANCE_LOW_TON", "policy.wallet_balance_low_ton", Kind::Decimal),
+    bind(
+        "WALLET_BALANCE_LOW_TON",
+        "policy.wallet_balance_low_ton",
+        Kind::Decimal,
+    ),
     bind("SOURCE_DOWN_AFTER", "policy.source_down_after", Kind::Int),
 ];
 
@@ -109,14 +113,26 @@ pub struct Loaded {
 impl PricingConfig {
     /// Loads every layer and validates it, requiring what `needs` names.
     pub fn load(file: Option<&Path>, env: &dyn Env, needs: Needs) -> Result<Loaded, ConfigError> {
-        let bindings: Vec<EnvBinding> =
-            COMMON_ENV.iter().chain(SOURCES_ENV).chain(PRICING_ENV).copied().collect();
-        let mut config: PricingConfig =
-            Layers { file, env, bindings: &bindings, flags: Vec::new() }.load()?;
-        config.telemetry.metrics_addr.get_or_insert(SocketAddr::from((
-            Ipv4Addr::LOCALHOST,
-            DEFAULT_METRICS_PORT,
-        )));
+        let bindings: Vec<EnvBinding> = COMMON_ENV
+            .iter()
+            .chain(SOURCES_ENV)
+            .chain(PRICING_ENV)
+            .copied()
+            .collect();
+        let mut config: PricingConfig = Layers {
+            file,
+            env,
+            bindings: &bindings,
+            flags: Vec::new(),
+        }
+        .load()?;
+        config
+            .telemetry
+            .metrics_addr
+            .get_or_insert(SocketAddr::from((
+                Ipv4Addr::LOCALHOST,
+                DEFAULT_METRICS_PORT,
+            )));
         config.validate(needs)?;
         let mnemonic = resolve_mnemonic(&config.ton, env)?;
         if let Some(m) = &mnemonic {
@@ -134,7 +150,10 @@ impl PricingConfig {
             ));
         }
         if needs.database && config.storage.database_url.is_none() {
-            return Err(ConfigError::new("storage.database_url (DATABASE_URL)", "required by this command"));
+            return Err(ConfigError::new(
+                "storage.database_url (DATABASE_URL)",
+                "required by this command",
+            ));
         }
         Ok(Loaded { config, mnemonic })
     }
@@ -162,7 +181,10 @@ impl PricingConfig {
         }
         validate::nonzero("policy.heartbeat (PRICE_HEARTBEAT)", self.policy.heartbeat)?;
         validate::nonzero("policy.stale_after (STALE_AFTER)", self.policy.stale_after)?;
-        validate::nonzero("policy.source_down_after (SOURCE_DOWN_AFTER)", self.policy.source_down_after)?;
+        validate::nonzero(
+            "policy.source_down_after (SOURCE_DOWN_AFTER)",
+            self.policy.source_down_after,
+        )?;
         Ok(())
     }
 }

@@ -118,7 +118,12 @@ impl PricingCycle {
     }
 
     /// Raises `source_down:{source}` for sources that produced no quote for `source_down_after`.
-    fn track_sources(&mut self, aggregates: &[Aggregate], observed: &[Vec<Observation>], now: DateTime<Utc>) {
+    fn track_sources(
+        &mut self,
+        aggregates: &[Aggregate],
+        observed: &[Vec<Observation>],
+        now: DateTime<Utc>,
+    ) {
         let _ = aggregates;
         for source in Source::ALL {
             let configured = observed.iter().flatten().any(|o| o.source() == source);
@@ -133,14 +138,21 @@ impl PricingCycle {
                 self.source_last_ok.insert(source, now);
             }
             let key = format!("source_down:{}", source.as_str());
-            let last = self.source_last_ok.get(&source).copied().unwrap_or(self.started);
+            let last = self
+                .source_last_ok
+                .get(&source)
+                .copied()
+                .unwrap_or(self.started);
             let down_for = (now - last).num_seconds().max(0) as u64;
             if down_for >= self.config.policy.source_down_after {
                 self.alerter.fire(
                     Alert::new(
                         key,
                         Severity::Warning,
-                        format!("{} has returned no usable quote for {down_for} s", source.as_str()),
+                        format!(
+                            "{} has returned no usable quote for {down_for} s",
+                            source.as_str()
+                        ),
                     )
                     .label("source", source.as_str()),
                 );
@@ -157,12 +169,19 @@ impl PricingCycle {
         if agg.has_quorum() {
             self.alerter.resolve(&quorum_key);
             if let Some(p) = agg.price.and_then(|p| p.to_f64()) {
-                self.metrics.aggregate_price.get_or_create(&labels([("asset", asset)])).set(p);
+                self.metrics
+                    .aggregate_price
+                    .get_or_create(&labels([("asset", asset)]))
+                    .set(p);
             }
         } else {
             self.alerter.fire(
-                Alert::new(quorum_key, Severity::Critical, format!("{asset}: {}", agg.explain()))
-                    .label("asset", asset),
+                Alert::new(
+                    quorum_key,
+                    Severity::Critical,
+                    format!("{asset}: {}", agg.explain()),
+                )
+                .label("asset", asset),
             );
         }
         let divergence_key = format!("source_divergence:{asset}");
@@ -177,7 +196,10 @@ impl PricingCycle {
                 Alert::new(
                     divergence_key,
                     Severity::Warning,
-                    format!("{asset}: sources diverge from the median: {}", outliers.join(", ")),
+                    format!(
+                        "{asset}: sources diverge from the median: {}",
+                        outliers.join(", ")
+                    ),
                 )
                 .label("asset", asset),
             );
@@ -228,9 +250,15 @@ impl PricingCycle {
             .await
             .map_err(|e| e.to_string())?;
         let label = labels([("wallet", &self.wallet_label())]);
-        self.metrics.wallet_balance.get_or_create(&label).set(info.balance_nanoton as f64 / 1e9);
+        self.metrics
+            .wallet_balance
+            .get_or_create(&label)
+            .set(info.balance_nanoton as f64 / 1e9);
         if let Some(seqno) = info.seqno {
-            self.metrics.wallet_seqno.get_or_create(&label).set(i64::from(seqno));
+            self.metrics
+                .wallet_seqno
+                .get_or_create(&label)
+                .set(i64::from(seqno));
         }
         let low = u128::from(self.config.policy.wallet_balance_low_ton);
         if info.balance_nanoton < low && !self.dry_run {
@@ -255,7 +283,12 @@ impl PricingCycle {
     }
 
     /// Records the batch with `status`; returns row ids in message order (absent when not stored).
-    async fn record(&self, picked: &[Picked], status: UpdateStatus, seqno: Option<i64>) -> Vec<Option<i64>> {
+    async fn record(
+        &self,
+        picked: &[Picked],
+        status: UpdateStatus,
+        seqno: Option<i64>,
+    ) -> Vec<Option<i64>> {
         if !self.store.postgres_configured() {
             return vec![None; picked.len()];
         }
@@ -272,7 +305,10 @@ impl PricingCycle {
                 seqno,
                 message_hash: None,
                 status,
-                observed_at: Utc.timestamp_opt(p.timestamp as i64, 0).single().unwrap_or_else(Utc::now),
+                observed_at: Utc
+                    .timestamp_opt(p.timestamp as i64, 0)
+                    .single()
+                    .unwrap_or_else(Utc::now),
             };
             ids.push(match self.store.insert_price_update(&row).await {
                 Ok(id) => Some(id),
@@ -298,7 +334,11 @@ impl PricingCycle {
         if !self.store.redis_configured() {
             return;
         }
-        let hash = report.batches.last().map(|b| b.normalized_hash.clone()).unwrap_or_default();
+        let hash = report
+            .batches
+            .last()
+            .map(|b| b.normalized_hash.clone())
+            .unwrap_or_default();
         for p in picked {
             let fields = [
                 ("price_micro", p.price_micro.to_string()),
@@ -315,14 +355,22 @@ impl PricingCycle {
                 "asset": p.asset, "asset_id": p.asset_id, "price_micro": p.price_micro,
                 "timestamp": p.timestamp, "reason": p.reason.as_str(), "message_hash": hash,
             });
-            if let Err(e) = self.store.publish(Channel::PricingOracle, &msg.to_string()).await {
+            if let Err(e) = self
+                .store
+                .publish(Channel::PricingOracle, &msg.to_string())
+                .await
+            {
                 tracing::warn!(asset = %p.asset, error = %e, "price not published on pub/sub");
             }
         }
     }
 
     /// Sends the batch for real: lease, record, deliver, confirm, read back, record the outcome.
-    async fn publish(&mut self, picked: &[Picked], summary: &mut CycleSummary) -> Result<(), CycleError> {
+    async fn publish(
+        &mut self,
+        picked: &[Picked],
+        summary: &mut CycleSummary,
+    ) -> Result<(), CycleError> {
         let oracle = self
             .oracle
             .clone()
@@ -342,9 +390,12 @@ impl PricingCycle {
                 self.cache(picked, &report).await;
                 self.alerter.resolve("update_not_applied");
                 for p in picked {
-                    self.health.set_published(&p.asset, serde_json::json!({
-                        "price_micro": p.price_micro, "timestamp": p.timestamp,
-                    }));
+                    self.health.set_published(
+                        &p.asset,
+                        serde_json::json!({
+                            "price_micro": p.price_micro, "timestamp": p.timestamp,
+                        }),
+                    );
                 }
                 summary.delivery = Some(serde_json::to_value(&report).unwrap_or_default());
                 Ok(())
@@ -362,7 +413,9 @@ impl PricingCycle {
                     self.alerter.fire(Alert::new(
                         "update_not_applied",
                         Severity::Critical,
-                        format!("oracle did not apply the update: {e} (is this keeper registered?)"),
+                        format!(
+                            "oracle did not apply the update: {e} (is this keeper registered?)"
+                        ),
                     ));
                 }
                 Err(CycleError::failed(format!("sending updates failed: {e}")))
@@ -410,17 +463,23 @@ impl Cycle for PricingCycle {
     type Report = CycleSummary;
 
     async fn run(&mut self, ctx: &CycleContext) -> Result<CycleSummary, CycleError> {
-        let result = self.tick(ctx).await;
-        self.last = Some(match &result {
-            Ok(s) => s.clone(),
-            Err((_, s)) => s.clone(),
-        });
-        result.map_err(|(e, _)| e)
+        let mut summary = CycleSummary::new(self.dry_run);
+        summary.notes.extend(self.notes.iter().cloned());
+        let result = self.tick(ctx, &mut summary).await;
+        self.last = Some(summary.clone());
+        match result {
+            Ok(()) => Ok(summary),
+            Err(e) => Err(e.with_report(&summary)),
+        }
     }
 }
 
 impl PricingCycle {
-    async fn tick(&mut self, ctx: &CycleContext) -> Result<CycleSummary, (CycleError, CycleSummary)> {
+    async fn tick(
+        &mut self,
+        ctx: &CycleContext,
+        summary: &mut CycleSummary,
+    ) -> Result<(), CycleError> {
         let _ = ctx;
         // Renew the lease first: a standby keeps fetching and serving metrics but never sends.
         let lease = match &mut self.lease {
@@ -434,11 +493,21 @@ impl PricingCycle {
 
         let fetched = self.fetcher.fetch().await;
         let now_ts = fetched.now.max(0) as u64;
-        let now = Utc.timestamp_opt(fetched.now, 0).single().unwrap_or_else(Utc::now);
+        let now = Utc
+            .timestamp_opt(fetched.now, 0)
+            .single()
+            .unwrap_or_else(Utc::now);
         let aggregates = fetched.aggregate(&self.config.aggregation);
-        let observed: Vec<Vec<Observation>> =
-            fetched.assets.iter().map(|a| a.observations.clone()).collect();
-        if observed.iter().flatten().any(|o| matches!(o, Observation::Quote(_))) {
+        let observed: Vec<Vec<Observation>> = fetched
+            .assets
+            .iter()
+            .map(|a| a.observations.clone())
+            .collect();
+        if observed
+            .iter()
+            .flatten()
+            .any(|o| matches!(o, Observation::Quote(_)))
+        {
             self.health.mark_ready("upstreams");
         }
         self.track_sources(&aggregates, &observed, now);
@@ -456,8 +525,6 @@ impl PricingCycle {
             deviation_bps: self.config.policy.deviation_bps,
             heartbeat: self.config.policy.heartbeat,
         };
-        let mut summary = CycleSummary::new(self.dry_run);
-        summary.notes.extend(self.notes.iter().cloned());
         let mut picked = Vec::new();
         for ((asset, agg), view) in self.config.assets.iter().zip(&aggregates).zip(&views) {
             let on_chain = view.clone().ok().flatten();
@@ -498,10 +565,19 @@ impl PricingCycle {
             }
             summary.assets.push(decision);
         }
-        let no_quorum = summary.assets.iter().filter(|a| a.action == Action::NoQuorum).count();
+        let no_quorum = summary
+            .assets
+            .iter()
+            .filter(|a| a.action == Action::NoQuorum)
+            .count();
 
         if picked.is_empty() {
-            summary.outcome = if no_quorum > 0 { "no_quorum" } else { "nothing_to_publish" }.into();
+            summary.outcome = if no_quorum > 0 {
+                "no_quorum"
+            } else {
+                "nothing_to_publish"
+            }
+            .into();
             return finish(summary, no_quorum);
         }
 
@@ -543,9 +619,9 @@ impl PricingCycle {
                 }
                 Err(e) => {
                     summary.outcome = "failed".into();
-                    let err = CycleError::failed(format!("building the dry-run message failed: {e}"))
-                        .with_report(&summary);
-                    return Err((err, summary));
+                    return Err(CycleError::failed(format!(
+                        "building the dry-run message failed: {e}"
+                    )));
                 }
             }
             return finish(summary, no_quorum);
@@ -556,19 +632,20 @@ impl PricingCycle {
         {
             summary.outcome = "standby".into();
             let holder = status.holder.clone().unwrap_or_else(|| "unknown".into());
-            let err = CycleError::skipped(format!("standby: wallet lease held by {holder}"))
-                .with_report(&summary);
-            return Err((err, summary));
+            return Err(CycleError::skipped(format!(
+                "standby: wallet lease held by {holder}"
+            )));
         }
-        match self.publish(&picked, &mut summary).await {
+        match self.publish(&picked, summary).await {
             Ok(()) => {
                 summary.outcome = "published".into();
-                summary.messages = picked_summaries(&self.oracle, &picked, self.config.ton.update_value_ton);
+                summary.messages =
+                    picked_summaries(&self.oracle, &picked, self.config.ton.update_value_ton);
                 finish(summary, no_quorum)
             }
             Err(e) => {
                 summary.outcome = "failed".into();
-                Err((e.with_report(&summary), summary))
+                Err(e)
             }
         }
     }
@@ -579,7 +656,10 @@ fn picked_summaries(
     picked: &[Picked],
     value_nanoton: u64,
 ) -> Vec<keeper_common::ton::MessageSummary> {
-    let to = oracle.as_ref().map(|a| a.to_base64_url()).unwrap_or_default();
+    let to = oracle
+        .as_ref()
+        .map(|a| a.to_base64_url())
+        .unwrap_or_default();
     picked
         .iter()
         .map(|p| keeper_common::ton::MessageSummary {
@@ -609,10 +689,7 @@ fn skip_reason(micro: u64, on_chain: Option<OnChain>, now: u64, view: &ChainView
 }
 
 /// A cycle with assets lacking quorum failed (exit 1), even if others were published.
-fn finish(
-    summary: CycleSummary,
-    no_quorum: usize,
-) -> Result<CycleSummary, (CycleError, CycleSummary)> {
+fn finish(summary: &CycleSummary, no_quorum: usize) -> Result<(), CycleError> {
     if no_quorum > 0 {
         let assets: Vec<&str> = summary
             .assets
@@ -620,9 +697,10 @@ fn finish(
             .filter(|a| a.action == Action::NoQuorum)
             .map(|a| a.asset.as_str())
             .collect();
-        let err = CycleError::failed(format!("quorum not met for {}", assets.join(", ")))
-            .with_report(&summary);
-        return Err((err, summary));
+        return Err(CycleError::failed(format!(
+            "quorum not met for {}",
+            assets.join(", ")
+        )));
     }
-    Ok(summary)
+    Ok(())
 }

@@ -66,7 +66,11 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -82,10 +86,26 @@ async fn run(cli: Cli) -> i32 {
     let command = cli.command.clone().unwrap_or(Command::Run);
     let dry_run = cli.common.dry_run;
     let needs = match command {
-        Command::Run => Needs { mnemonic: !dry_run, oracle: !dry_run, database: false },
-        Command::Wallet { .. } => Needs { mnemonic: true, oracle: false, database: false },
-        Command::Status => Needs { mnemonic: false, oracle: true, database: false },
-        Command::Migrate => Needs { mnemonic: false, oracle: false, database: true },
+        Command::Run => Needs {
+            mnemonic: !dry_run,
+            oracle: !dry_run,
+            database: false,
+        },
+        Command::Wallet { .. } => Needs {
+            mnemonic: true,
+            oracle: false,
+            database: false,
+        },
+        Command::Status => Needs {
+            mnemonic: false,
+            oracle: true,
+            database: false,
+        },
+        Command::Migrate => Needs {
+            mnemonic: false,
+            oracle: false,
+            database: true,
+        },
     };
     let loaded = match PricingConfig::load(cli.common.config.as_deref(), &ProcessEnv, needs) {
         Ok(l) => l,
@@ -121,13 +141,25 @@ async fn run(cli: Cli) -> i32 {
 async fn load_wallet(loaded: &Loaded) -> anyhow::Result<(Wallet, Option<String>)> {
     let ton = &loaded.config.ton;
     let (keys, note) = match &loaded.mnemonic {
-        Some(m) => (WalletKeys::from_mnemonic_blocking(m.clone()).await.context("deriving the wallet key")?, None),
+        Some(m) => (
+            WalletKeys::from_mnemonic_blocking(m.clone())
+                .await
+                .context("deriving the wallet key")?,
+            None,
+        ),
         None => {
             let keys = WalletKeys::ephemeral();
-            (keys, Some("no mnemonic given: signed with an EPHEMERAL key; nothing can be sent".to_owned()))
+            (
+                keys,
+                Some(
+                    "no mnemonic given: signed with an EPHEMERAL key; nothing can be sent"
+                        .to_owned(),
+                ),
+            )
         }
     };
-    let wallet = Wallet::new(keys, ton.wallet_version, ton.network).context("building the wallet")?;
+    let wallet =
+        Wallet::new(keys, ton.wallet_version, ton.network).context("building the wallet")?;
     if let Some(n) = &note {
         tracing::warn!(address = %wallet.address_bounceable(), "{n}");
     }
@@ -157,15 +189,21 @@ async fn run_keeper(cli: &Cli, loaded: Loaded) -> anyhow::Result<i32> {
     let config = Arc::new(loaded.config);
     let metrics = Arc::new(Metrics::new(KEEPER));
     let shutdown = Shutdown::new();
-    shutdown.install_signal_handlers().context("installing signal handlers")?;
+    shutdown
+        .install_signal_handlers()
+        .context("installing signal handlers")?;
     let interval = config.runner.period();
     let health = Health::new(KEEPER, interval, &["config", "wallet", "upstreams"]);
     health.mark_ready("config");
     let alerter = Alerter::start(&config.alerts, KEEPER, metrics.clone());
     let store = Store::connect(&config.storage, metrics.clone(), alerter.clone()).await;
     let transport = Toncenter::new(&config.ton).context("toncenter transport")?;
-    let delivery = Delivery::new(transport, wallet, DeliveryConfig::from_settings(&config.ton))
-        .with_metrics(metrics.clone());
+    let delivery = Delivery::new(
+        transport,
+        wallet,
+        DeliveryConfig::from_settings(&config.ton),
+    )
+    .with_metrics(metrics.clone());
     let lease = (!dry_run).then(|| store.lease(&delivery.wallet().address_raw(), &holder_id()));
     let fetcher = PriceFetcher::new(&config.sources, &config.assets, Some(metrics.clone()));
     let mut cycle = PricingCycle::new(Parts {
@@ -182,16 +220,29 @@ async fn run_keeper(cli: &Cli, loaded: Loaded) -> anyhow::Result<i32> {
         force: cli.force,
         notes: ephemeral_note.into_iter().collect(),
     });
-    let mut runner = Runner::new(KEEPER, &config.runner, metrics.clone(), health.clone(), alerter, shutdown.clone());
+    let mut runner = Runner::new(
+        KEEPER,
+        &config.runner,
+        metrics.clone(),
+        health.clone(),
+        alerter,
+        shutdown.clone(),
+    );
 
     if once {
         let run = runner.run_once(&mut cycle).await;
-        print_cycle(cycle.last_summary(), run.result.as_ref().err().map(|e| e.message()), cli.common.output);
+        print_cycle(
+            cycle.last_summary(),
+            run.result.as_ref().err().map(|e| e.message()),
+            cli.common.output,
+        );
         return Ok(run.exit_code());
     }
 
     let addr = config.telemetry.metrics_addr.context("metrics address")?;
-    let ops = serve_ops(addr, metrics, health, shutdown.clone()).await.context("ops server")?;
+    let ops = serve_ops(addr, metrics, health, shutdown.clone())
+        .await
+        .context("ops server")?;
     let code = runner.run_forever(&mut cycle).await;
     shutdown.trigger();
     ops.stopped().await;
@@ -234,7 +285,12 @@ struct WalletOutput {
 
 async fn wallet(loaded: Loaded, offline: bool, output: Output) -> anyhow::Result<i32> {
     let (wallet, _) = load_wallet(&loaded).await?;
-    let mut out = WalletOutput { info: wallet.info(), state: None, balance_ton: None, seqno: None };
+    let mut out = WalletOutput {
+        info: wallet.info(),
+        state: None,
+        balance_ton: None,
+        seqno: None,
+    };
     if !offline {
         let transport = Toncenter::new(&loaded.config.ton).context("toncenter transport")?;
         let info = transport
@@ -255,7 +311,9 @@ async fn wallet(loaded: Loaded, offline: bool, output: Output) -> anyhow::Result
             println!("bounceable:         {}", i.address_bounceable);
             println!("non-bounceable:     {}", i.address_non_bounceable);
             println!("public key:         {}", i.public_key_hex);
-            if let (Some(state), Some(balance), Some(seqno)) = (&out.state, &out.balance_ton, out.seqno) {
+            if let (Some(state), Some(balance), Some(seqno)) =
+                (&out.state, &out.balance_ton, out.seqno)
+            {
                 println!("state:              {state}");
                 println!("balance:            {balance} TON");
                 println!("seqno:              {seqno}");
@@ -327,7 +385,9 @@ async fn status(loaded: Loaded, output: Output) -> anyhow::Result<i32> {
         };
         rows.push(row);
     }
-    let unreadable = rows.iter().any(|r| r.error.is_some() && r.price.is_none() && r.error.as_deref() != Some("no price on-chain"));
+    let unreadable = rows.iter().any(|r| {
+        r.error.is_some() && r.price.is_none() && r.error.as_deref() != Some("no price on-chain")
+    });
     match output {
         Output::Json => println!(
             "{}",
@@ -338,10 +398,20 @@ async fn status(loaded: Loaded, output: Output) -> anyhow::Result<i32> {
             }))?
         ),
         Output::Text => {
-            println!("oracle {}  (stale after {} s)", oracle.to_base64_url(), config.policy.stale_after);
-            println!("{:<6} {:>3} {:>10} {:>8}  state", "asset", "id", "price", "age");
+            println!(
+                "oracle {}  (stale after {} s)",
+                oracle.to_base64_url(),
+                config.policy.stale_after
+            );
+            println!(
+                "{:<6} {:>3} {:>10} {:>8}  state",
+                "asset", "id", "price", "age"
+            );
             for r in &rows {
-                let age = r.age_seconds.map(|a| format!("{a}s")).unwrap_or_else(|| "-".into());
+                let age = r
+                    .age_seconds
+                    .map(|a| format!("{a}s"))
+                    .unwrap_or_else(|| "-".into());
                 let state = match (&r.error, r.stale) {
                     (Some(e), _) => e.clone(),
                     (None, true) => "STALE".into(),
@@ -361,8 +431,14 @@ async fn status(loaded: Loaded, output: Output) -> anyhow::Result<i32> {
 }
 
 async fn migrate(config: &PricingConfig) -> anyhow::Result<i32> {
-    let url = config.storage.database_url.as_ref().context("DATABASE_URL is required")?;
-    store::migrate(url, &config.storage.db_schema).await.context("applying migrations")?;
+    let url = config
+        .storage
+        .database_url
+        .as_ref()
+        .context("DATABASE_URL is required")?;
+    store::migrate(url, &config.storage.db_schema)
+        .await
+        .context("applying migrations")?;
     println!("migrations applied to schema {}", config.storage.db_schema);
     Ok(EXIT_OK)
 }

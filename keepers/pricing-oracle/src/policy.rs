@@ -61,38 +61,68 @@ pub fn deviation_bps(new: u64, old: u64) -> u128 {
 mod tests {
     use super::*;
 
-    const T: Thresholds = Thresholds { deviation_bps: 10, heartbeat: 240 };
+    const T: Thresholds = Thresholds {
+        deviation_bps: 10,
+        heartbeat: 240,
+    };
 
     fn chain(price_micro: u64, timestamp: u64) -> Option<OnChain> {
-        Some(OnChain { price_micro, timestamp })
+        Some(OnChain {
+            price_micro,
+            timestamp,
+        })
     }
 
     #[test]
     fn unknown_on_chain_value_publishes() {
-        assert_eq!(decide(1_000_000, None, 1000, T, false), Some(Reason::Initial));
-        assert_eq!(decide(1_000_000, chain(0, 990), 1000, T, false), Some(Reason::Initial));
+        assert_eq!(
+            decide(1_000_000, None, 1000, T, false),
+            Some(Reason::Initial)
+        );
+        assert_eq!(
+            decide(1_000_000, chain(0, 990), 1000, T, false),
+            Some(Reason::Initial)
+        );
     }
 
     #[test]
     fn inside_band_and_fresh_skips() {
         // 9 bps below the 10 bps threshold.
-        assert_eq!(decide(1_000_900, chain(1_000_000, 900), 1000, T, false), None);
+        assert_eq!(
+            decide(1_000_900, chain(1_000_000, 900), 1000, T, false),
+            None
+        );
     }
 
     #[test]
     fn deviation_at_threshold_publishes() {
-        assert_eq!(decide(1_001_000, chain(1_000_000, 900), 1000, T, false), Some(Reason::Deviation));
-        assert_eq!(decide(999_000, chain(1_000_000, 900), 1000, T, false), Some(Reason::Deviation));
+        assert_eq!(
+            decide(1_001_000, chain(1_000_000, 900), 1000, T, false),
+            Some(Reason::Deviation)
+        );
+        assert_eq!(
+            decide(999_000, chain(1_000_000, 900), 1000, T, false),
+            Some(Reason::Deviation)
+        );
     }
 
     #[test]
     fn heartbeat_expiry_publishes() {
-        assert_eq!(decide(1_000_000, chain(1_000_000, 760), 1000, T, false), Some(Reason::Heartbeat));
-        assert_eq!(decide(1_000_000, chain(1_000_000, 761), 1000, T, false), None);
+        assert_eq!(
+            decide(1_000_000, chain(1_000_000, 760), 1000, T, false),
+            Some(Reason::Heartbeat)
+        );
+        assert_eq!(
+            decide(1_000_000, chain(1_000_000, 761), 1000, T, false),
+            None
+        );
     }
 
     #[test]
     fn force_wins() {
-        assert_eq!(decide(1_000_000, chain(1_000_000, 999), 1000, T, true), Some(Reason::Forced));
+        assert_eq!(
+            decide(1_000_000, chain(1_000_000, 999), 1000, T, true),
+            Some(Reason::Forced)
+        );
     }
 }

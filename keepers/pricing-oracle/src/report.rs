@@ -84,15 +84,26 @@ impl CycleSummary {
         for note in &self.notes {
             let _ = writeln!(out, "note: {note}");
         }
-        let _ = writeln!(out, "{:<6} {:>3} {:>10} {:<9} reason", "asset", "id", "price", "action");
+        let _ = writeln!(
+            out,
+            "{:<6} {:>3} {:>10} {:<9} reason",
+            "asset", "id", "price", "action"
+        );
         for a in &self.assets {
-            let price = a.price_micro.map(format_micro).unwrap_or_else(|| "-".into());
+            let price = a
+                .price_micro
+                .map(format_micro)
+                .unwrap_or_else(|| "-".into());
             let action = match a.action {
                 Action::Publish => "publish",
                 Action::Skip => "skip",
                 Action::NoQuorum => "no quorum",
             };
-            let _ = writeln!(out, "{:<6} {:>3} {:>10} {:<9} {}", a.asset, a.asset_id, price, action, a.reason);
+            let _ = writeln!(
+                out,
+                "{:<6} {:>3} {:>10} {:<9} {}",
+                a.asset, a.asset_id, price, action, a.reason
+            );
             for q in &a.quotes {
                 let price = q.price.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
                 let fate = match (&q.accepted, &q.why) {
@@ -100,11 +111,22 @@ impl CycleSummary {
                     (false, Some(why)) => format!("rejected: {why}"),
                     (false, None) => "rejected".to_owned(),
                 };
-                let _ = writeln!(out, "         {:<10} {:>12}  {fate}", q.source.as_str(), price);
+                let _ = writeln!(
+                    out,
+                    "         {:<10} {:>12}  {fate}",
+                    q.source.as_str(),
+                    price
+                );
             }
         }
         for m in &self.messages {
-            if let SummarySubject::Price { asset, asset_id, price_micro, timestamp } = &m.subject {
+            if let SummarySubject::Price {
+                asset,
+                asset_id,
+                price_micro,
+                timestamp,
+            } = &m.subject
+            {
                 let _ = writeln!(
                     out,
                     "message: {} {asset} (id {asset_id}) price_micro={price_micro} timestamp={timestamp} to={} value={} nanoton",
@@ -126,8 +148,16 @@ pub fn format_micro(micro: u64) -> String {
 
 impl CycleReport for CycleSummary {
     fn summary(&self) -> String {
-        let published = self.assets.iter().filter(|a| a.action == Action::Publish).count();
-        let no_quorum = self.assets.iter().filter(|a| a.action == Action::NoQuorum).count();
+        let published = self
+            .assets
+            .iter()
+            .filter(|a| a.action == Action::Publish)
+            .count();
+        let no_quorum = self
+            .assets
+            .iter()
+            .filter(|a| a.action == Action::NoQuorum)
+            .count();
         format!(
             "{}: {published} of {} assets to publish, {no_quorum} without quorum",
             self.outcome,

@@ -77,7 +77,10 @@ async fn main() {
     }
     let to_ready = started.elapsed();
     let _ = child.kill().await;
-    println!("start to ready:               {:>8.1} ms", to_ready.as_secs_f64() * 1e3);
+    println!(
+        "start to ready:               {:>8.1} ms",
+        to_ready.as_secs_f64() * 1e3
+    );
 
     // 2. Cycle wall time with every upstream answering after 400 ms (one --once dry run
     //    measures the whole cycle including the TON calls against the local toncenter).
@@ -87,7 +90,11 @@ async fn main() {
     }
     let out = Command::new(keeper_bin())
         .env_clear()
-        .envs(h.env().into_iter().filter(|(k, _)| k != "DATABASE_URL" && k != "REDIS_URL"))
+        .envs(
+            h.env()
+                .into_iter()
+                .filter(|(k, _)| k != "DATABASE_URL" && k != "REDIS_URL"),
+        )
         .env("RUST_LOG", "info")
         .env("LOG_FORMAT", "json")
         .args(["--once", "--dry-run", "--force", "--output", "json"])
@@ -99,11 +106,20 @@ async fn main() {
         .lines()
         .filter(|l| l.contains("\"cycle finished\""))
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| v["duration_ms"].as_f64().or_else(|| v["fields"]["duration_ms"].as_f64()))
+        .filter_map(|v| {
+            v["duration_ms"]
+                .as_f64()
+                .or_else(|| v["fields"]["duration_ms"].as_f64())
+        })
         .next_back();
     match cycle_ms {
-        Some(ms) => println!("cycle wall time, 400 ms upstreams: {ms:>6.1} ms (sources concurrent; TON calls local)"),
-        None => println!("cycle wall time: not found in the log (exit {:?})", out.status.code()),
+        Some(ms) => println!(
+            "cycle wall time, 400 ms upstreams: {ms:>6.1} ms (sources concurrent; TON calls local)"
+        ),
+        None => println!(
+            "cycle wall time: not found in the log (exit {:?})",
+            out.status.code()
+        ),
     }
 
     // 3. Peak RSS after 200 ticks at 100 ms.
@@ -116,7 +132,10 @@ async fn main() {
         if ticks >= 200.0 {
             break;
         }
-        assert!(t0.elapsed() < Duration::from_secs(120), "200 ticks took too long ({ticks})");
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "200 ticks took too long ({ticks})"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let rss = peak_rss_kib(pid).unwrap_or(0);
