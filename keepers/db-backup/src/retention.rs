@@ -211,11 +211,24 @@ mod tests {
         let p = plan(
             &one,
             Policy {
+                last: 0,
                 daily: 0,
                 weekly: 0,
                 monthly: 1,
             },
         );
         assert_eq!(p.delete.len(), 0);
+    }
+
+    #[test]
+    fn keep_last_keeps_the_newest_whatever_the_day() {
+        let t = Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap();
+        let day: Vec<(BackupId, bool)> = (0..4)
+            .map(|h| (id(t + Duration::hours(6 * h)), false))
+            .collect();
+        let p = plan(&day, Policy { last: 3, ..GFS });
+        assert_eq!(p.delete, vec![day[0].0.clone()]);
+        assert_eq!(p.keep[2].1, vec![Reason::Last]);
+        assert_eq!(plan(&day, GFS).delete.len(), 3);
     }
 }
