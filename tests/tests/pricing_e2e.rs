@@ -296,3 +296,40 @@ async fn once_dry_run_json_prints_the_messages_and_sends_nothing() {
         "the mnemonic never reaches the output"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wallet_and_status_subcommands() {
+    let mut h = PricingHarness::start().await;
+    h.extra_env.push(("WALLET_VERSION".into(), "v4r2".into()));
+    let out = h
+        .command(&["wallet", "--offline", "--output", "json"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let w: serde_json::Value = serde_json::from_slice(&out.stdout).expect("wallet JSON");
+    // DESIGN §5 published vector for this mnemonic.
+    assert_eq!(
+        w["address_bounceable"],
+        "EQCDM_QGggZ3qMa_f3lRPk4_qLDnLTqdi6OkMAV2NB9r5TG3"
+    );
+    assert_eq!(w["version"], "v4r2");
+    assert!(w.get("balance_ton").is_none(), "--offline reads nothing");
+
+    // status reads get_price for every asset from the chain.
+    let now = chrono::Utc::now().timestamp() as u32;
+    h.ton.set_price(&h.oracle, 1, 999_850, now - 30);
+    h.ton.set_price(&h.oracle, 2, 1_000_100, now - 1_000);
+    let out = h
+        .command(&["status", "--output", "json"])
+        .output()
+        .await
+        .unwrap();
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    let assets = s["assets"].as_array().expect("assets");
+    assert_eq!(assets.len(), 6);
+    assert_eq!(assets[0]["price"], "0.999850");
+    assert_eq!(assets[0]["stale"], false);
+    assert_eq!(assets[1]["stale"], true, "older than STALE_AFTER");
+    assert_eq!(assets[2]["error"], "no price on-chain");
+}
