@@ -324,10 +324,10 @@ async fn locked(
                 });
             }
         }
-        if !b.keep_local {
-            if let Err(e) = app.local.delete(&manifest.id()) {
-                tracing::warn!(error = %e, "cannot remove the local copy after upload");
-            }
+        if !b.keep_local
+            && let Err(e) = app.local.delete(&manifest.id())
+        {
+            tracing::warn!(error = %e, "cannot remove the local copy after upload");
         }
     }
     if b.keep_local || app.remote.is_none() {

@@ -52,6 +52,9 @@ pub struct Plan {
     pub delete: Vec<BackupId>,
 }
 
+/// Maps a backup to its calendar bucket (year and day, week or month).
+type BucketOf = fn(&BackupId) -> (i32, u32);
+
 /// Decides over `backups` (identity and whether verified), which may be in any order.
 pub fn plan(backups: &[(BackupId, bool)], policy: Policy) -> Plan {
     let mut sorted: Vec<&(BackupId, bool)> = backups.iter().collect();
@@ -67,7 +70,7 @@ pub fn plan(backups: &[(BackupId, bool)], policy: Policy) -> Plan {
     for (id, _) in sorted.iter().take(policy.last as usize) {
         reasons.entry(id).or_default().push(Reason::Last);
     }
-    let buckets: [(Reason, u32, fn(&BackupId) -> (i32, u32)); 3] = [
+    let buckets: [(Reason, u32, BucketOf); 3] = [
         (Reason::Daily, policy.daily, |id| {
             (id.at.year(), id.at.ordinal())
         }),

@@ -148,7 +148,7 @@ CREATE MATERIALIZED VIEW tiers AS SELECT tags->>'tier' AS tier, count(*) FROM ac
 /// dumps that take long enough to interrupt.
 pub fn add_bulk(db: &TestDb, mib: u32) {
     let rows = mib * 1024 * 1024 / 128;
-    let random_128_bytes = vec!["md5(random()::text)"; 8].join(" || ");
+    let random_128_bytes = ["md5(random()::text)"; 8].join(" || ");
     db.sql(&format!(
         "CREATE TABLE bulk (id int, blob bytea); \
          INSERT INTO bulk SELECT g, decode({random_128_bytes}, 'hex') FROM generate_series(1, {rows}) g"
