@@ -112,7 +112,7 @@ impl Default for RequestPolicy {
 }
 
 /// `[sources]`: where prices come from and how hard to try.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SourcesSettings {
     /// Which sources run: any of `chainlink`, `coingecko`, `defillama`.
@@ -437,7 +437,7 @@ impl<'de> Deserialize<'de> for ConfigDecimal {
 }
 
 /// `[aggregation]`: how quotes become one price (DESIGN §4).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AggregationSettings {
     /// Valid, agreeing sources needed to publish (`MIN_SOURCES`).
@@ -901,6 +901,22 @@ mod tests {
         )
         .unwrap_err();
         assert!(!e.to_string().contains("CG-SECRET"));
+    }
+
+    #[test]
+    fn shipped_example_config_is_the_defaults() {
+        let text = include_str!("../../../config/pricing-oracle.toml");
+        let mut table: toml::Table = text.parse().unwrap();
+        // The file also holds the keeper's other sections; these three are ours.
+        let mut ours = toml::Table::new();
+        for key in ["sources", "aggregation", "assets"] {
+            ours.insert(key.into(), table.remove(key).unwrap());
+        }
+        let d: Demo = toml::Value::Table(ours).try_into().unwrap();
+        assert!(d.sources == SourcesSettings::default(), "{:?}", d.sources);
+        assert_eq!(d.aggregation, AggregationSettings::default());
+        assert_eq!(d.assets, AssetList::default());
+        d.assets.validate(&d.aggregation, &d.sources).unwrap();
     }
 
     #[test]
