@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use ring::signature::{ED25519, Ed25519KeyPair, KeyPair as _, UnparsedPublicKey};
+use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
 use tonlib_core::wallet::mnemonic::{Mnemonic, WORDLIST_EN_SET};
 
 use crate::secret::Secret;
@@ -28,7 +28,8 @@ pub enum KeyError {
 
 /// An ed25519 key pair. `Debug` shows only the public key.
 pub struct WalletKeys {
-    pair: Ed25519KeyPair,
+    // Zeroized on drop.
+    pair: SigningKey,
     public: [u8; 32],
     ephemeral: bool,
 }
@@ -57,7 +58,17 @@ impl WalletKeys {
         let mut pair = mnemonic
             .to_key_pair()
             .map_err(|_| KeyError::Derivation("PBKDF2 failed".into()))?;
-        let result = Self::from_seed_and_public(&pair.secret_key[..32], &pair.public_key);
+        let mut seed = [0u8; 32];
+        seed.copy_from_slice(&pair.secret_key[..32]);
+        let result = Self::from_seed(&seed).and_then(|k| {
+            // The library's own derivation must agree with ours.
+            if k.public_key().as_slice() == pair.public_key.as_slice() {
+                Ok(k)
+            } else {
+                Err(KeyError::Derivation("public key mismatch".into()))
+            }
+        });
+        seed.fill(0);
         // Best effort: do not leave the secret half lying around in the library's buffer.
         pair.secret_key.iter_mut().for_each(|b| *b = 0);
         result
@@ -72,28 +83,19 @@ impl WalletKeys {
 
     /// Builds the key pair from a 32-byte ed25519 seed (the first half of a TON secret key).
     pub fn from_seed(seed: &[u8; 32]) -> Result<Self, KeyError> {
-        let pair = Ed25519KeyPair::from_seed_unchecked(seed)
-            .map_err(|e| KeyError::Derivation(e.to_string()))?;
-        Ok(Self::wrap(pair, false))
+        Ok(Self::wrap(SigningKey::from_bytes(seed), false))
     }
 
     /// A fresh random key pair, for dry runs without a configured mnemonic.
     pub fn ephemeral() -> Self {
-        let seed: [u8; 32] = rand::random();
-        // A 32-byte seed is always accepted.
-        let pair = Ed25519KeyPair::from_seed_unchecked(&seed).expect("32-byte ed25519 seed");
-        Self::wrap(pair, true)
+        let mut seed: [u8; 32] = rand::random();
+        let keys = Self::wrap(SigningKey::from_bytes(&seed), true);
+        seed.fill(0);
+        keys
     }
 
-    fn from_seed_and_public(seed: &[u8], public: &[u8]) -> Result<Self, KeyError> {
-        let pair = Ed25519KeyPair::from_seed_and_public_key(seed, public)
-            .map_err(|e| KeyError::Derivation(e.to_string()))?;
-        Ok(Self::wrap(pair, false))
-    }
-
-    fn wrap(pair: Ed25519KeyPair, ephemeral: bool) -> Self {
-        let mut public = [0u8; 32];
-        public.copy_from_slice(pair.public_key().as_ref());
+    fn wrap(pair: SigningKey, ephemeral: bool) -> Self {
+        let public = pair.verifying_key().to_bytes();
         Self {
             pair,
             public,
@@ -118,10 +120,7 @@ impl WalletKeys {
 
     /// Signs `message` (for TON: a 32-byte cell representation hash).
     pub fn sign(&self, message: &[u8]) -> [u8; 64] {
-        let sig = self.pair.sign(message);
-        let mut out = [0u8; 64];
-        out.copy_from_slice(sig.as_ref());
-        out
+        self.pair.sign(message).to_bytes()
     }
 }
 
@@ -136,9 +135,13 @@ impl fmt::Debug for WalletKeys {
 
 /// Checks an ed25519 `signature` of `message` by `public_key` (what `check_signature` does on chain).
 pub fn verify_signature(public_key: &[u8], message: &[u8], signature: &[u8]) -> bool {
-    UnparsedPublicKey::new(&ED25519, public_key)
-        .verify(message, signature)
-        .is_ok()
+    let Ok(pk) = <[u8; 32]>::try_from(public_key) else {
+        return false;
+    };
+    let Ok(sig) = Signature::from_slice(signature) else {
+        return false;
+    };
+    VerifyingKey::from_bytes(&pk).is_ok_and(|k| k.verify(message, &sig).is_ok())
 }
 
 #[cfg(test)]
