@@ -568,6 +568,8 @@ impl<T: TonTransport> Delivery<T> {
                             (AccountState::Active, Some(data)) => {
                                 seqno_from_data(self.wallet.version(), data).ok()
                             }
+                            // Deployed but no data in the answer: unknown, keep polling.
+                            (AccountState::Active, None) => None,
                             _ => Some(0),
                         };
                         match current {
