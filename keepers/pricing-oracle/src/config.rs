@@ -188,3 +188,46 @@ impl PricingConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    const NO_NEEDS: Needs = Needs {
+        mnemonic: false,
+        oracle: false,
+        database: false,
+    };
+
+    #[test]
+    fn shipped_config_file_is_the_built_in_defaults() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/pricing-oracle.toml");
+        let env: HashMap<String, String> = HashMap::new();
+        let from_file = PricingConfig::load(Some(&file), &env, NO_NEEDS)
+            .unwrap()
+            .config;
+        let built_in = PricingConfig::load(None, &env, NO_NEEDS).unwrap().config;
+        assert_eq!(format!("{from_file:?}"), format!("{built_in:?}"));
+    }
+
+    #[test]
+    fn sending_needs_a_mnemonic_and_an_oracle() {
+        let env: HashMap<String, String> = HashMap::new();
+        let needs = Needs {
+            mnemonic: true,
+            oracle: true,
+            database: false,
+        };
+        let e = PricingConfig::load(None, &env, needs).err().unwrap();
+        assert!(e.setting.contains("PRICING_ORACLE_ADDRESS"), "{e}");
+        let env: HashMap<String, String> = [(
+            "PRICING_ORACLE_ADDRESS".to_owned(),
+            "EQCDM_QGggZ3qMa_f3lRPk4_qLDnLTqdi6OkMAV2NB9r5TG3".to_owned(),
+        )]
+        .into();
+        let e = PricingConfig::load(None, &env, needs).err().unwrap();
+        assert!(e.setting.contains("KEEPER_MNEMONIC"), "{e}");
+    }
+}
