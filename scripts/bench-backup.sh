@@ -103,6 +103,10 @@ for i in $(seq "$REPEAT"); do
   # db-backup: records off (the benchmark measures the backup, not the bookkeeping).
   run db-backup "$OUT/dbb/*.dump.zst" env BACKUP_DIR="$OUT/dbb" BACKUP_RECORDS=false \
     BACKUP_VERIFY=none "$BIN" --once
+  # For information: the same with the default verification (re-read, decompress, TOC).
+  rm -rf "$OUT/dbb" && mkdir -p "$OUT/dbb"
+  run db-backup+verify "$OUT/dbb/*.dump.zst" env BACKUP_DIR="$OUT/dbb" BACKUP_RECORDS=false \
+    BACKUP_VERIFY=list "$BIN" --once
   # GNU time measures `bash -c` and its largest child for the pipelines.
   run seed-gzip "$OUT/seed.sql.gz" bash -c 'set -o pipefail; pg_dump "$DATABASE_URL" | gzip > "$0/seed.sql.gz" && sha256sum "$0/seed.sql.gz" >/dev/null' "$OUT"
   run pg_dump-Fc "$OUT/plain.dump" pg_dump -Fc -f "$OUT/plain.dump" "$DATABASE_URL"
@@ -121,13 +125,15 @@ rows = collections.defaultdict(list)
 for line in open(sys.argv[1]):
     n, w, b, r = line.rstrip("\n").split("\t")
     rows[n].append((float(w), int(b), int(r)))
+print()
+for i, (d, s, f) in enumerate(zip(rows["db-backup"], rows["seed-gzip"], rows["floor-Z0"]), 1):
+    print(f"round {i}: db-backup/seed = {d[0] / s[0]:.2f}, db-backup/floor = {d[0] / f[0]:.2f}")
 best = {n: min(v) for n, v in rows.items()}
 d, s, f = best["db-backup"], best["seed-gzip"], best["floor-Z0"]
-print()
-print(f"db-backup / seed wall  = {d[0] / s[0]:.2f}  (target <= 0.35)")
-print(f"db-backup / floor wall = {d[0] / f[0]:.2f}  (target <= 1.6)")
+print(f"best of each: db-backup / seed wall  = {d[0] / s[0]:.2f}  (target <= 0.35)")
+print(f"best of each: db-backup / floor wall = {d[0] / f[0]:.2f}  (target <= 1.6)")
 print(f"db-backup size / seed size = {d[1] / s[1]:.3f}  (target <= 1)")
-print(f"db-backup peak RSS = {d[2] / 1024:.1f} MiB  (target <= 64)")
+print(f"db-backup peak RSS = {max(r for _, _, r in rows['db-backup']) / 1024:.1f} MiB  (target <= 64)")
 PY
 if [ "${BENCH_KEEP_DB:-1}" != 1 ]; then psql "$ADMIN_URL" -q -c "DROP DATABASE $DB"; fi
 log "outputs in $OUT"

@@ -574,6 +574,23 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_parses_and_states_the_defaults() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/db-backup.toml");
+        let env: HashMap<String, String> = [DB]
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let from_file = Settings::load(Some(&file), &env, vec![]).unwrap();
+        let defaults = load(&[DB]).unwrap();
+        assert_eq!(
+            format!("{:?}", from_file.raw.backup),
+            format!("{:?}", defaults.raw.backup)
+        );
+        assert_eq!(from_file.metrics_addr, defaults.metrics_addr);
+        assert_eq!(from_file.schedule, defaults.schedule);
+    }
+
+    #[test]
     fn other_keepers_env_is_ignored() {
         assert!(load(&[DB, ("TON_RPC_URL", "not a url"), ("KEEPER_MNEMONIC", "x")]).is_ok());
     }

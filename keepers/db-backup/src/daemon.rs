@@ -5,7 +5,7 @@
 //! firing while a backup is still running is counted as skipped, never run in parallel. A
 //! heartbeat (every 30 s) keeps `/healthz` honest, pings the systemd watchdog and re-checks
 //! staleness, independently of how long a backup takes; a hung backup is bounded by the run
-//! timeout (`CYCLE_TIMEOUT`, default one schedule period) instead.
+//! timeout (`CYCLE_TIMEOUT`, default two schedule periods, at least an hour) instead.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,12 +64,14 @@ pub async fn run(app: Arc<App>, shutdown: Shutdown) -> anyhow::Result<i32> {
     .context(&format!("db-backup: backups of {}", app.label));
 
     let period = crate::config::schedule_period(&settings.schedule).unwrap_or(HEARTBEAT);
+    // A backup may legitimately outlast one period (the next firing is then skipped); a hung
+    // one must not block backups forever. `backup_stale` pages long before this anyway.
     let run_timeout = settings
         .raw
         .runner
         .cycle_timeout
         .map(Duration::from_secs)
-        .unwrap_or(period);
+        .unwrap_or_else(|| (period * 2).max(Duration::from_secs(3600)));
     let grace = Duration::from_secs(settings.raw.runner.shutdown_grace);
 
     // The scheduler only says "due"; capacity 1 so a due signal while one waits is dropped.

@@ -76,6 +76,17 @@ async fn missing_database_and_unknown_role_fail_loudly_without_leaking_the_passw
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_failing_mid_dump_like_a_full_disk_leaves_nothing() {
+    let s = Setup::new("dbb_full").await;
+    add_bulk(&s.src, 4);
+    // A file-size limit of 200 KiB makes a write fail mid-stream (EFBIG), the way a full disk
+    // fails with ENOSPC; SIGXFSZ is ignored so the error reaches the job instead of killing it.
+    let cmd = db_backup_in_shell("trap '' XFSZ; ulimit -f 400", &["--once"], &s.env());
+    let (code, _, err) = run(cmd).await;
+    assert_failed_cleanly(&s, &s.src.name, code, &err, "File too large").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pg_dump_dying_mid_dump_leaves_nothing() {
     let s = Setup::new("dbb_term").await;
     add_bulk(&s.src, 40);

@@ -172,6 +172,31 @@ pub fn db_backup(env: &[(&str, String)]) -> tokio::process::Command {
     cmd
 }
 
+/// The binary started through `sh -c "{prelude}; exec db-backup ARGS"` (resource limits,
+/// ignored signals), with the same clean environment as [`db_backup`].
+pub fn db_backup_in_shell(
+    prelude: &str,
+    args: &[&str],
+    env: &[(&str, String)],
+) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new("sh");
+    cmd.kill_on_drop(true).env_clear();
+    for var in ["PATH", "HOME"] {
+        if let Ok(v) = std::env::var(var) {
+            cmd.env(var, v);
+        }
+    }
+    cmd.env("LOG_FORMAT", "json").env("RUST_LOG", "info");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.arg("-c")
+        .arg(format!("{prelude}; exec \"$0\" \"$@\""))
+        .arg(BIN)
+        .args(args);
+    cmd
+}
+
 /// Runs to completion; returns (exit code, stdout, stderr).
 pub async fn run(mut cmd: tokio::process::Command) -> (i32, String, String) {
     let out = cmd.output().await.expect("spawn db-backup");
