@@ -942,3 +942,89 @@ async fn secrets_in_urls_never_reach_reasons_or_metrics() {
         "/v3/SECRETKEY123"
     );
 }
+
+/// Every JSON-RPC fixture of the reference, answered to a single `eth_call` by the only
+/// endpoint: classified as documented.
+#[tokio::test]
+async fn every_json_rpc_fixture_is_classified() {
+    let up = UpstreamsHandle::start_with(&AssetList::default(), 1).await;
+    let mut s = up.sources_settings();
+    s.retries = 0;
+    let rpc = EvmRpc::new(&s.eth_rpc_urls, s.request_policy(), None, "chainlink");
+    let usdt = keeper_common::sources::parse_address(&up.chainlink_proxy("USDT")).unwrap();
+    let call = EthCall::selector(usdt, chainlink::LATEST_ROUND_DATA);
+    // Infura last: its backoff_seconds blocks the endpoint for 30 s.
+    let cases: [(&str, u16, Result<usize, RpcErrorKind>); 10] = [
+        ("eth/latest_round_data_usdt.json", 200, Ok(160)),
+        ("eth/decimals_8.json", 200, Ok(32)),
+        ("eth/allow_lock_true.json", 200, Ok(32)),
+        ("eth/revert_code3.json", 200, Err(RpcErrorKind::Revert)),
+        ("eth/revert_32000.json", 200, Err(RpcErrorKind::Revert)),
+        ("eth/empty_result.json", 200, Err(RpcErrorKind::EmptyResult)),
+        (
+            "eth/rate_limit_alchemy_429.json",
+            200,
+            Err(RpcErrorKind::RateLimited),
+        ),
+        (
+            "eth/rate_limit_quicknode_32012.json",
+            200,
+            Err(RpcErrorKind::RateLimited),
+        ),
+        (
+            "eth/rate_limit_32016.json",
+            200,
+            Err(RpcErrorKind::RateLimited),
+        ),
+        (
+            "eth/rate_limit_infura_32005.json",
+            429,
+            Err(RpcErrorKind::RateLimited),
+        ),
+    ];
+    for (file, status, want) in cases {
+        up.push_endpoint_mode(Endpoint::Eth(0), Mode::fixture(status, file), 1);
+        let got = rpc.eth_call(&call).await;
+        match (&got, &want) {
+            (Ok(b), Ok(len)) => assert_eq!(b.len(), *len, "{file}"),
+            (Err(e), Err(kind)) => assert_eq!(e.kind, *kind, "{file}: {e}"),
+            _ => panic!("{file}: got {got:?}, want {want:?}"),
+        }
+        if file.contains("infura") {
+            // backoff_seconds = 30 is honoured: the endpoint is skipped, not called again.
+            let e = got.unwrap_err();
+            assert_eq!(e.retry_after, Some(Duration::from_secs(30)));
+            let before = up.requests(Endpoint::Eth(0)).len();
+            let again = rpc.eth_call(&call).await.unwrap_err();
+            assert_eq!(again.kind, RpcErrorKind::BackingOff);
+            assert_eq!(up.requests(Endpoint::Eth(0)).len(), before);
+        }
+    }
+    // A fresh client (the one above waits out Infura): an unknown function reverts.
+    let rpc = EvmRpc::new(&s.eth_rpc_urls, s.request_policy(), None, "chainlink");
+    let e = rpc
+        .eth_call(&EthCall::selector(usdt, [0xde, 0xad, 0xbe, 0xef]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, RpcErrorKind::Revert, "{e}");
+}
+
+#[tokio::test]
+async fn coingecko_ton_token_price_fixture() {
+    let up = UpstreamsHandle::start().await;
+    let cg = CoinGecko::from_settings(&up.sources_settings(), None);
+    up.push_mode(
+        Source::Coingecko,
+        Mode::fixture(200, "coingecko/token_price_ton.json"),
+        1,
+    );
+    let jusdt = "EQBynBO23ywHy_CgarY9NK9FTz0yDsG82PtcbSTQgGoXwiuA";
+    let p = cg.token_price("the-open-network", &[jusdt]).await.unwrap();
+    let q = p[jusdt].as_ref().unwrap();
+    assert_eq!(
+        (q.price.to_string().as_str(), q.timestamp),
+        ("0.9712", 1_767_221_400)
+    );
+    let req = up.requests(Endpoint::Coingecko).pop().unwrap();
+    assert_eq!(req.param("contract_addresses").as_deref(), Some(jusdt));
+}

@@ -27,7 +27,7 @@ pub const LATEST_ROUND_DATA: [u8; 4] = latestRoundDataCall::SELECTOR;
 /// `decimals()` selector, `0x313ce567`.
 pub const DECIMALS: [u8; 4] = decimalsCall::SELECTOR;
 /// A round's `updatedAt` may lead the keeper's clock by this much (clock skew).
-pub const FUTURE_TOLERANCE_SECS: i64 = 60;
+pub use crate::aggregate::FUTURE_TOLERANCE_SECS;
 
 /// A decoded `latestRoundData()` answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -386,6 +386,14 @@ impl SanityBand {
     }
 
     fn validate(&self, setting: &str) -> Result<(), ConfigError> {
+        // Keeps every accepted price representable as a u64 `price_micro`.
+        let ceiling = Decimal::from(1_000_000_000u64);
+        if self.high > ceiling {
+            return Err(ConfigError::new(
+                setting,
+                format!("high {} exceeds {ceiling} USD", self.high),
+            ));
+        }
         if self.low <= Decimal::ZERO || self.high <= self.low {
             return Err(ConfigError::new(
                 setting,

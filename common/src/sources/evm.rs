@@ -10,6 +10,7 @@ use alloy_primitives::{Address, Bytes};
 use alloy_sol_types::SolType;
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use tracing::Instrument;
 
 use super::RequestPolicy;
 use super::config::host_of;
@@ -345,7 +346,13 @@ impl EvmRpc {
             serde_json::Value::Array(requests)
         };
         let started = Instant::now();
-        let result = self.post_once(ep, &body, pending).await;
+        let span = tracing::info_span!(
+            "upstream_request",
+            source = self.label,
+            endpoint = %ep.name,
+            calls = pending.len()
+        );
+        let result = self.post_once(ep, &body, pending).instrument(span).await;
         if let Some(m) = &self.metrics {
             let outcome = result.as_ref().map_or_else(|e| e.kind.as_str(), |_| "ok");
             m.record_source_request(self.label, outcome, started.elapsed().as_secs_f64());

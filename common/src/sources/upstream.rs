@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use backon::Retryable;
 use bytes::Bytes;
 use serde::Deserialize;
+use tracing::Instrument;
 
 use super::RequestPolicy;
 use crate::http::{self, HttpError};
@@ -280,7 +281,11 @@ impl HttpUpstream {
         }
         let once = || async {
             let started = Instant::now();
-            let result = match exchange(self.name, build(&self.client), self.policy.timeout).await {
+            let span = tracing::info_span!("upstream_request", source = self.name);
+            let result = match exchange(self.name, build(&self.client), self.policy.timeout)
+                .instrument(span)
+                .await
+            {
                 Ok((status, _, body)) if (200..300).contains(&status) => {
                     parse(&body).map_err(|detail| SourceError::Malformed {
                         upstream: self.name.to_owned(),
