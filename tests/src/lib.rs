@@ -3,10 +3,10 @@
 
 pub mod bridges;
 pub mod env;
-pub mod toncenter;
+pub mod pricing;
 pub mod probe;
 pub mod process;
 pub mod proxy;
 pub mod sink;
+pub mod toncenter;
 pub mod upstreams;
-pub mod pricing;
