@@ -250,7 +250,8 @@ pub struct OnChain {
 pub enum PublishReason {
     /// Nothing known on-chain or in memory.
     Initial,
-    /// Status differs from the last one published (or from the chain's `is_online`).
+    /// Status differs from the last one published (or, before any, from the chain's
+    /// `is_online`).
     StatusChange,
     /// The heartbeat elapsed.
     Heartbeat,
@@ -317,13 +318,10 @@ pub fn plan(
     }
     let hb = heartbeat as i64;
     if let Some(p) = mem.published {
+        // Once we have published, our own record decides: the chain holds the median of every
+        // registered keeper and may lawfully disagree with us; chasing it would spend TON on
+        // every tick. A lost update is caught by the read-back after each send.
         if p.status != d.status {
-            return Action::Publish(PublishReason::StatusChange);
-        }
-        if let Some(oc) = onchain
-            && oc.is_online != is_online
-        {
-            // Someone (or a lost update) left the chain disagreeing with us.
             return Action::Publish(PublishReason::StatusChange);
         }
         let age = now - p.at;

@@ -333,13 +333,20 @@ pub async fn run(spec: &SignalSpec, ctx: &Ctx<'_>) -> SignalReport {
             Check::EvmCall(c) => evm_call::check(c, ctx, &policy).await,
         }
     };
-    let result = match tokio::time::timeout(deadline, fut).await {
-        Ok(r) => r,
-        Err(_) => Err(SignalError::Deadline {
-            upstream: spec.check.upstream(),
-            after: deadline,
-        }),
-    };
+    let span = tracing::info_span!(
+        "signal",
+        signal = %spec.name,
+        kind = spec.check.kind(),
+        upstream = spec.check.upstream()
+    );
+    let result =
+        match tokio::time::timeout(deadline, tracing::Instrument::instrument(fut, span)).await {
+            Ok(r) => r,
+            Err(_) => Err(SignalError::Deadline {
+                upstream: spec.check.upstream(),
+                after: deadline,
+            }),
+        };
     if let Err(e) = &result {
         tracing::warn!(signal = %spec.name, error = %e, "signal unreadable");
     }
