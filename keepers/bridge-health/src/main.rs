@@ -180,7 +180,11 @@ async fn run_keeper(cli: &Cli, loaded: Loaded) -> anyhow::Result<i32> {
     shutdown
         .install_signal_handlers()
         .context("installing signal handlers")?;
-    let health = Health::new(KEEPER, s.runner.period(), &["config", "wallet", "upstreams"]);
+    let health = Health::new(
+        KEEPER,
+        s.runner.period(),
+        &["config", "wallet", "upstreams"],
+    );
     health.mark_ready("config");
     let alerter = Alerter::start(&s.alerts, KEEPER, metrics.clone());
     let store = Store::connect(&s.storage, metrics.clone(), alerter.clone()).await;
