@@ -402,6 +402,23 @@ impl ToncenterServer {
         });
     }
 
+    /// Deploys `wallet` (as if done earlier) at `seqno` with `balance` nanotons.
+    pub fn deploy(&self, wallet: &keeper_common::ton::Wallet, seqno: u32, balance: u128) {
+        self.deploy_wallet(
+            wallet.address(),
+            wallet.version(),
+            wallet.wallet_id(),
+            wallet.keys().public_key(),
+            seqno,
+            balance,
+        );
+    }
+
+    /// Environment for a keeper process pointed at this chain (`TON_RPC_URL`, JSON-RPC form).
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![("TON_RPC_URL", self.jsonrpc_url())]
+    }
+
     /// Makes `address` an oracle contract with no registered keepers.
     pub fn add_oracle(&self, address: &TonAddress) {
         let mut c = self.chain();
@@ -907,7 +924,11 @@ fn dispatch(c: &mut Chain, method: &str, params: &Value) -> Result<Value, ApiErr
                 Some(w) => {
                     let code = VersionHelper::get_code(lib(w.version))
                         .ok()
-                        .and_then(|cell| BagOfCells::new(&[cell.clone()]).serialize(false).ok())
+                        .and_then(|cell| {
+                            BagOfCells::new(std::slice::from_ref(cell))
+                                .serialize(false)
+                                .ok()
+                        })
                         .map(|b| B64.encode(b))
                         .unwrap_or_default();
                     let data = BagOfCells::from_root(data_cell(w))
@@ -1261,7 +1282,7 @@ fn apply_external_inner(c: &mut Chain, boc: &[u8]) -> Result<([u8; 32], [u8; 32]
                 acc.balance -= cost;
                 out_msgs.push(json!({"source": dest.to_base64_url(), "destination": to.to_base64_url(), "value": value.to_string(),
                     "fwd_fee": FORWARD_FEE.to_string(), "ihr_fee": "0", "created_lt": (lt + 1).to_string(), "body_hash": B64.encode(Cell::cell_hash(&im.body.value).as_slice()),
-                    "msg_data": {"@type": "msg.dataRaw", "body": BagOfCells::new(&[im.body.value.clone()]).serialize(false).map(|b| B64.encode(b)).unwrap_or_default(), "init_state": ""}}));
+                    "msg_data": {"@type": "msg.dataRaw", "body": BagOfCells::new(std::slice::from_ref(&im.body.value)).serialize(false).map(|b| B64.encode(b)).unwrap_or_default(), "init_state": ""}}));
                 sends.push(PendingInternal {
                     ready_at: Instant::now(),
                     from: dest.clone(),
@@ -1283,7 +1304,7 @@ fn apply_external_inner(c: &mut Chain, boc: &[u8]) -> Result<([u8; 32], [u8; 32]
             "other_fee": EXTERNAL_FEE.to_string(),
             "in_msg": {"@type": "raw.message", "hash": B64.encode(message_hash), "source": "", "destination": dest.to_base64_url(),
                 "value": "0", "fwd_fee": "0", "ihr_fee": "0", "created_lt": "0", "body_hash": B64.encode(hash32(&body)),
-                "msg_data": {"@type": "msg.dataRaw", "body": BagOfCells::new(&[body.clone()]).serialize(false).map(|b| B64.encode(b)).unwrap_or_default(),
+                "msg_data": {"@type": "msg.dataRaw", "body": BagOfCells::new(std::slice::from_ref(&body)).serialize(false).map(|b| B64.encode(b)).unwrap_or_default(),
                     "init_state": if msg.init.is_some() { "present" } else { "" }},
                 "message": ""},
             "out_msgs": out_msgs,

@@ -50,14 +50,7 @@ async fn rig(version: WalletVersion, seed: u8, deployed: bool) -> Rig {
     let keys = Arc::new(WalletKeys::from_seed(&[seed; 32]).unwrap());
     let wallet = Wallet::new(keys.clone(), version, Network::Mainnet).unwrap();
     if deployed {
-        chain.deploy_wallet(
-            wallet.address(),
-            version,
-            wallet.wallet_id(),
-            keys.public_key(),
-            5,
-            10 * TON,
-        );
+        chain.deploy(&wallet, 5, 10 * TON);
     } else {
         chain.fund(wallet.address(), 10 * TON);
     }
