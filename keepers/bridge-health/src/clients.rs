@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use futures_util::FutureExt as _;
 use futures_util::future::BoxFuture;
-use keeper_common::sources::{DefiLlama, EvmRpc, parse_address};
+use keeper_common::sources::{
+    CoinGecko, DefiLlama, EvmRpc, InvalidValue, PricePoint, parse_address,
+};
 use rust_decimal::prelude::ToPrimitive as _;
 
 use crate::config::{BridgeSpec, Check};
@@ -32,45 +34,114 @@ impl BoolCall for EthBool {
     }
 }
 
-/// Every peg key of every bridge, once each, in configuration order.
-pub fn peg_keys(bridges: &[BridgeSpec]) -> Vec<String> {
-    let mut keys: Vec<String> = Vec::new();
-    for s in bridges.iter().flat_map(|b| &b.signals) {
-        if let Check::Peg(p) = &s.check
-            && !keys.contains(&p.key)
-        {
-            keys.push(p.key.clone());
-        }
-    }
-    keys
+/// What the cycle's peg prefetch asks for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PegRequests {
+    /// DefiLlama coin keys, once each, in configuration order.
+    pub defillama: Vec<String>,
+    /// CoinGecko `(platform, addresses)`, one request per platform.
+    pub coingecko: Vec<(String, Vec<String>)>,
 }
 
-/// Starts the cycle's one DefiLlama request for `keys` (nothing when there are none).
-pub fn prefetch_pegs(client: Option<&DefiLlama>, keys: Vec<String>) -> PegFuture {
-    let Some(client) = client.filter(|_| !keys.is_empty()).cloned() else {
-        return ready_pegs(Ok(HashMap::new()));
-    };
+/// Every peg key of every bridge.
+pub fn peg_requests(bridges: &[BridgeSpec]) -> PegRequests {
+    let mut r = PegRequests::default();
+    for s in bridges.iter().flat_map(|b| &b.signals) {
+        let Check::Peg(p) = &s.check else { continue };
+        if !r.defillama.contains(&p.key) {
+            r.defillama.push(p.key.clone());
+        }
+        if p.coingecko {
+            let address = p.address().to_owned();
+            match r
+                .coingecko
+                .iter_mut()
+                .find(|(platform, _)| *platform == p.coingecko_platform)
+            {
+                Some((_, list)) if !list.contains(&address) => list.push(address),
+                Some(_) => {}
+                None => r
+                    .coingecko
+                    .push((p.coingecko_platform.clone(), vec![address])),
+            }
+        }
+    }
+    r
+}
+
+/// The peg price clients, each present only when some signal needs it.
+#[derive(Clone, Default)]
+pub struct PegClients {
+    /// DefiLlama coins.
+    pub defillama: Option<DefiLlama>,
+    /// CoinGecko token prices.
+    pub coingecko: Option<CoinGecko>,
+}
+
+fn convert(
+    prices: HashMap<String, Result<PricePoint, InvalidValue>>,
+    prefix: &str,
+) -> HashMap<String, Result<PegQuote, String>> {
+    prices
+        .into_iter()
+        .map(|(k, v)| {
+            let q = v.map_err(|e| e.to_string()).and_then(|p| {
+                p.price
+                    .to_f64()
+                    .map(|price| PegQuote {
+                        price,
+                        timestamp: p.timestamp,
+                    })
+                    .ok_or_else(|| format!("price {} out of range", p.price))
+            });
+            (format!("{prefix}{k}"), q)
+        })
+        .collect()
+}
+
+/// Starts the cycle's peg requests (one per source, concurrently); every peg signal awaits the
+/// same shared result, so they overlap with the other signals.
+pub fn prefetch_pegs(clients: &PegClients, req: &PegRequests) -> PegFuture {
+    if req.defillama.is_empty() && req.coingecko.is_empty() {
+        return ready_pegs(PegBatch::default());
+    }
+    let clients = clients.clone();
+    let req = req.clone();
     async move {
-        let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-        let batch: PegBatch = match client.current(&refs).await {
-            Ok(coins) => Ok(coins
-                .into_iter()
-                .map(|(k, v)| {
-                    let q = v.map_err(|e| e.to_string()).and_then(|p| {
-                        p.price
-                            .to_f64()
-                            .map(|price| PegQuote {
-                                price,
-                                timestamp: p.timestamp,
-                            })
-                            .ok_or_else(|| format!("price {} out of range", p.price))
-                    });
-                    (k, q)
-                })
-                .collect()),
-            Err(e) => Err(Arc::from(e.to_string())),
+        let llama = async {
+            let Some(c) = clients
+                .defillama
+                .as_ref()
+                .filter(|_| !req.defillama.is_empty())
+            else {
+                return Ok(HashMap::new());
+            };
+            let keys: Vec<&str> = req.defillama.iter().map(String::as_str).collect();
+            c.current(&keys)
+                .await
+                .map(|coins| convert(coins, ""))
+                .map_err(|e| Arc::from(e.to_string()))
         };
-        batch
+        let gecko = async {
+            let Some(c) = clients.coingecko.as_ref() else {
+                return Ok(HashMap::new());
+            };
+            let mut out = HashMap::new();
+            for (platform, addresses) in &req.coingecko {
+                let refs: Vec<&str> = addresses.iter().map(String::as_str).collect();
+                let prices = c
+                    .token_price(platform, &refs)
+                    .await
+                    .map_err(|e| Arc::<str>::from(e.to_string()))?;
+                out.extend(convert(prices, &format!("{platform}:")));
+            }
+            Ok(out)
+        };
+        let (defillama, coingecko) = futures_util::future::join(llama, gecko).await;
+        PegBatch {
+            defillama,
+            coingecko,
+        }
     }
     .boxed()
     .shared()

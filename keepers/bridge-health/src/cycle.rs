@@ -8,7 +8,6 @@ use chrono::{TimeZone, Utc};
 use futures_util::future::join_all;
 use keeper_common::alert::{Alert, Alerter, Severity};
 use keeper_common::runner::{Cycle, CycleContext, CycleError};
-use keeper_common::sources::DefiLlama;
 use keeper_common::store::{BridgeStatus, Channel, NewBridgeSnapshot, Store, WalletLease};
 use keeper_common::telemetry::Health;
 use keeper_common::telemetry::metrics::{Metrics, labels};
@@ -17,7 +16,7 @@ use keeper_common::ton::{
     SummarySubject, TonAddress, TonTransport, Toncenter, dry_run_offline, read_bridge_status,
 };
 
-use crate::clients::{EthBool, peg_keys, prefetch_pegs};
+use crate::clients::{EthBool, PegClients, PegRequests, peg_requests, prefetch_pegs};
 use crate::config::{BridgeSpec, Config};
 use crate::decision::{
     self, Action, AlertAction, BridgeDecision, Memory, OnChain, Published, Status,
@@ -64,8 +63,8 @@ pub struct Parts {
     pub config: Arc<Config>,
     /// HTTP client of the bridge upstreams.
     pub http: reqwest::Client,
-    /// DefiLlama coins client, for peg signals.
-    pub defillama: Option<DefiLlama>,
+    /// DefiLlama coins and CoinGecko clients, for peg signals.
+    pub pegs: PegClients,
     /// Ethereum JSON-RPC, for `eth_call` signals.
     pub eth: Option<EthBool>,
     /// TON sending.
@@ -94,7 +93,7 @@ pub struct Parts {
 pub struct BridgeCycle {
     p: Parts,
     memory: Vec<Memory>,
-    peg_keys: Vec<String>,
+    peg_requests: PegRequests,
     last: Option<CycleSummary>,
 }
 
@@ -108,11 +107,11 @@ impl BridgeCycle {
     /// Assembles the cycle.
     pub fn new(p: Parts) -> Self {
         let n = p.config.bridges.len();
-        let peg_keys = peg_keys(&p.config.bridges);
+        let peg_requests = peg_requests(&p.config.bridges);
         Self {
             p,
             memory: vec![Memory::default(); n],
-            peg_keys,
+            peg_requests,
             last: None,
         }
     }
@@ -306,7 +305,7 @@ impl BridgeCycle {
             None => None,
         };
         let now = Utc::now().timestamp();
-        let pegs = prefetch_pegs(self.p.defillama.as_ref(), self.peg_keys.clone());
+        let pegs = prefetch_pegs(&self.p.pegs, &self.peg_requests);
         let ctx = Ctx {
             http: &self.p.http,
             upstreams: &self.p.config.settings.upstreams,

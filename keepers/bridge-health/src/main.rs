@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use bridge_health::clients::EthBool;
+use bridge_health::clients::{EthBool, PegClients};
 use bridge_health::config::{Config, Loaded, Needs};
 use bridge_health::cycle::{BridgeCycle, Parts};
 use bridge_health::report::CycleSummary;
@@ -15,7 +15,7 @@ use keeper_common::alert::Alerter;
 use keeper_common::cli::{CommonArgs, EXIT_FAILED, EXIT_OK, EXIT_USAGE, Output};
 use keeper_common::config::ProcessEnv;
 use keeper_common::runner::{Runner, Shutdown};
-use keeper_common::sources::{DefiLlama, EvmRpc};
+use keeper_common::sources::{CoinGecko, DefiLlama, EvmRpc};
 use keeper_common::store::{self, Store};
 use keeper_common::telemetry::logging::init_tracing;
 use keeper_common::telemetry::server::serve_ops;
@@ -203,8 +203,15 @@ async fn run_keeper(cli: &Cli, loaded: Loaded) -> anyhow::Result<i32> {
             .flat_map(|b| &b.signals)
             .any(|sig| sig.check.kind() == kind)
     };
-    let defillama =
-        uses("peg").then(|| DefiLlama::from_settings(&s.sources, Some(metrics.clone())));
+    let coingecko = config
+        .bridges
+        .iter()
+        .flat_map(|b| &b.signals)
+        .any(|sig| matches!(&sig.check, bridge_health::config::Check::Peg(p) if p.coingecko));
+    let pegs = PegClients {
+        defillama: uses("peg").then(|| DefiLlama::from_settings(&s.sources, Some(metrics.clone()))),
+        coingecko: coingecko.then(|| CoinGecko::from_settings(&s.sources, Some(metrics.clone()))),
+    };
     let eth = uses("evm_call").then(|| {
         EthBool(EvmRpc::new(
             &s.sources.eth_rpc_urls,
@@ -217,7 +224,7 @@ async fn run_keeper(cli: &Cli, loaded: Loaded) -> anyhow::Result<i32> {
         oracle: oracle_address(&config)?,
         http: keeper_common::http::client(Duration::from_secs(s.upstreams.timeout)),
         config: config.clone(),
-        defillama,
+        pegs,
         eth,
         delivery,
         store,

@@ -595,6 +595,31 @@ async fn peg_and_allow_lock_take_the_ton_bridge_offline() {
         "{tb}"
     );
 
+    // With CoinGecko on for jUSDT, a stale DefiLlama quote leaves CoinGecko to decide.
+    h.up.set_eth_bool(TON_BRIDGE, ALLOW_LOCK, true);
+    h.up.set_defillama_coin(PEG_KEYS[0], "1.0", Ts::Age(7200));
+    h.up.set_token_price("the-open-network", &PEG_KEYS[0][4..], "0.86", Ts::Fresh);
+    let with_cg = h._dir.path().join("coingecko.toml");
+    let text = std::fs::read_to_string(&h.config).unwrap();
+    std::fs::write(
+        &with_cg,
+        text.replacen("coingecko = false", "coingecko = true", 1),
+    )
+    .unwrap();
+    let mut cmd = h.command_with(&with_cg, &["--once", "--dry-run", "--output", "json"]);
+    let out = cmd.output().await.unwrap();
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("summary JSON");
+    let peg = signal(bridge(&doc, "ton_bridge"), "peg:jUSDT");
+    assert_eq!(peg["verdict"], "critical", "{peg}");
+    assert_eq!(peg["value"]["quotes"][0]["source"], "coingecko", "{peg}");
+    assert!(
+        peg["why"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("defillama unusable"),
+        "{peg}"
+    );
+
     // A stale peg quote is unknown, not healthy.
     h.up.set_eth_bool(TON_BRIDGE, ALLOW_LOCK, true);
     h.up.set_defillama_coin(PEG_KEYS[2], "1.0", Ts::Age(7200));

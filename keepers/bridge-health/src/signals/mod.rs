@@ -274,10 +274,27 @@ pub struct PegQuote {
     pub timestamp: i64,
 }
 
-/// The prefetched peg quotes of a cycle, from one batched request for every peg key: per key
-/// the quote or why its entry was unusable (keys the API left out are absent); the whole batch
-/// fails when the request did.
-pub type PegBatch = Result<HashMap<String, Result<PegQuote, String>>, Arc<str>>;
+/// One source's part of the peg batch: per key the quote or why its entry was unusable (keys
+/// the API left out are absent); the whole part fails when its request did.
+pub type SourceBatch = Result<HashMap<String, Result<PegQuote, String>>, Arc<str>>;
+
+/// The prefetched peg quotes of a cycle: one batched request per source for every peg key.
+#[derive(Debug, Clone)]
+pub struct PegBatch {
+    /// DefiLlama coins, keyed by coin key (`ton:EQ…`).
+    pub defillama: SourceBatch,
+    /// CoinGecko token prices, keyed by `platform:address`.
+    pub coingecko: SourceBatch,
+}
+
+impl Default for PegBatch {
+    fn default() -> Self {
+        Self {
+            defillama: Ok(HashMap::new()),
+            coingecko: Ok(HashMap::new()),
+        }
+    }
+}
 
 /// The cycle's peg batch as a shared future: started once, awaited by every peg signal, so the
 /// one request overlaps with the other signals.

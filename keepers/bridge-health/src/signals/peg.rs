@@ -1,15 +1,17 @@
 //! Wrapped-token peg: the USD price of a bridged stablecoin (DefiLlama `ton:` keys such as
-//! jUSDT, jUSDC, oUSDT) against its target. The quotes come from one batched DefiLlama coins
-//! request per cycle (the shared client in `keeper_common::sources`), so this check only judges.
+//! jUSDT, jUSDC, oUSDT, and optionally CoinGecko `simple/token_price/the-open-network`) against
+//! its target. The quotes come from one batched request per source per cycle (the shared
+//! clients in `keeper_common::sources`), so this check only judges. With two usable quotes the
+//! price judged is their mean (the median of two).
 
 use keeper_common::config::{ConfigError, validate};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Ctx, Observation, PegQuote, SignalError, Verdict};
+use super::{Ctx, Observation, PegBatch, PegQuote, SignalError, SourceBatch, Verdict};
 use crate::config::check_thresholds;
 
-/// Metrics `source` label of the quotes.
+/// Metrics `source` label of the main quotes.
 pub const UPSTREAM: &str = "defillama";
 
 /// `kind = "peg"`
@@ -32,6 +34,12 @@ pub struct PegConfig {
     /// Oldest accepted quote, seconds (DefiLlama drops coins older than its `searchWidth`).
     #[serde(default = "hour")]
     pub max_age: u64,
+    /// Also price the token's address on CoinGecko `simple/token_price/{coingecko_platform}`.
+    #[serde(default)]
+    pub coingecko: bool,
+    /// CoinGecko asset platform of the token.
+    #[serde(default = "ton_platform")]
+    pub coingecko_platform: String,
 }
 
 fn one() -> f64 {
@@ -45,6 +53,9 @@ fn ten() -> f64 {
 }
 fn hour() -> u64 {
     3600
+}
+fn ton_platform() -> String {
+    "the-open-network".into()
 }
 
 impl PegConfig {
@@ -73,6 +84,20 @@ impl PegConfig {
                 "must be a positive price",
             ));
         }
+        let platform_ok = !self.coingecko_platform.is_empty()
+            && self
+                .coingecko_platform
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !platform_ok {
+            return Err(ConfigError::new(
+                format!("{path}.coingecko_platform"),
+                format!(
+                    "{:?} is not a CoinGecko platform id",
+                    self.coingecko_platform
+                ),
+            ));
+        }
         check_thresholds(
             path,
             "degraded_pct",
@@ -82,46 +107,91 @@ impl PegConfig {
         )?;
         validate::nonzero(&format!("{path}.max_age"), self.max_age)
     }
+
+    /// The token address (the key without its chain).
+    pub fn address(&self) -> &str {
+        self.key
+            .split_once(':')
+            .map(|(_, a)| a)
+            .unwrap_or(&self.key)
+    }
+
+    /// The key of this token in the CoinGecko part of the batch.
+    pub fn coingecko_key(&self) -> String {
+        format!("{}:{}", self.coingecko_platform, self.address())
+    }
 }
 
-/// Judges one quote against the peg: off by more than `critical_pct` critical, more than
-/// `degraded_pct` degraded.
-pub fn evaluate(
+/// One source's quote for this token, checked for sense and age.
+fn usable(
     cfg: &PegConfig,
-    quote: Option<&Result<PegQuote, String>>,
+    source: &'static str,
+    batch: &SourceBatch,
+    key: &str,
     now: i64,
-) -> Result<Observation, SignalError> {
-    let q = match quote {
+) -> Result<PegQuote, SignalError> {
+    let map = batch.as_ref().map_err(|e| SignalError::Shared(e.clone()))?;
+    let q = match map.get(key) {
         None => {
             return Err(SignalError::Missing {
-                upstream: UPSTREAM,
-                what: format!("{} price ({})", cfg.symbol, cfg.key),
+                upstream: source,
+                what: format!("{} price ({key})", cfg.symbol),
             });
         }
         Some(Err(problem)) => {
             return Err(SignalError::malformed(
-                UPSTREAM,
+                source,
                 format!("{} entry: {problem}", cfg.symbol),
             ));
         }
-        Some(Ok(q)) => q,
+        Some(Ok(q)) => *q,
     };
     if !(q.price.is_finite() && q.price > 0.0) {
         return Err(SignalError::malformed(
-            UPSTREAM,
+            source,
             format!("{} price is {}", cfg.symbol, q.price),
         ));
     }
     let age = now - q.timestamp;
     if age > cfg.max_age as i64 {
         return Err(SignalError::Stale {
-            upstream: UPSTREAM,
+            upstream: source,
             what: format!("{} price", cfg.symbol),
             age_secs: age,
             max_secs: cfg.max_age,
         });
     }
-    let off_pct = (q.price - cfg.target).abs() / cfg.target * 100.0;
+    Ok(q)
+}
+
+/// Judges the token's price against the peg: off by more than `critical_pct` critical, more than
+/// `degraded_pct` degraded. Unknown when no configured source gave a usable quote.
+pub fn evaluate(cfg: &PegConfig, batch: &PegBatch, now: i64) -> Result<Observation, SignalError> {
+    let mut readings = vec![(
+        "defillama",
+        usable(cfg, "defillama", &batch.defillama, &cfg.key, now),
+    )];
+    if cfg.coingecko {
+        let key = cfg.coingecko_key();
+        readings.push((
+            "coingecko",
+            usable(cfg, "coingecko", &batch.coingecko, &key, now),
+        ));
+    }
+    let quotes: Vec<(&str, PegQuote)> = readings
+        .iter()
+        .filter_map(|(s, r)| r.as_ref().ok().map(|q| (*s, *q)))
+        .collect();
+    if quotes.is_empty() {
+        let mut errors = readings.into_iter().filter_map(|(_, r)| r.err());
+        return match (errors.next(), errors.next()) {
+            (Some(only), None) => Err(only),
+            (Some(a), Some(b)) => Err(SignalError::Shared(format!("{a}; {b}").into())),
+            _ => Err(SignalError::Shared("no peg source configured".into())),
+        };
+    }
+    let price = quotes.iter().map(|(_, q)| q.price).sum::<f64>() / quotes.len() as f64;
+    let off_pct = (price - cfg.target).abs() / cfg.target * 100.0;
     // "More than 2%" must not trip on 1.02 because 0.02 has no exact binary form.
     let beyond = |limit: f64| off_pct > limit + 1e-9;
     let verdict = if beyond(cfg.critical_pct) {
@@ -136,22 +206,28 @@ pub fn evaluate(
         Verdict::Degraded => format!("> {}% degraded", cfg.degraded_pct),
         _ => format!("within {}%", cfg.degraded_pct),
     };
+    let sources: Vec<_> = quotes
+        .iter()
+        .map(|(s, q)| json!({"source": s, "price": q.price, "timestamp": q.timestamp}))
+        .collect();
+    let mut why = format!(
+        "{} at {:.4} USD, {:.2}% off its {} peg ({limit})",
+        cfg.symbol, price, off_pct, cfg.target
+    );
+    if let Some((s, Err(e))) = readings.iter().find(|(_, r)| r.is_err()) {
+        why.push_str(&format!("; {s} unusable: {e}"));
+    }
     Ok(Observation::new(
         verdict,
-        json!({"price": q.price, "target": cfg.target, "off_pct": round2(off_pct), "timestamp": q.timestamp}),
-        format!(
-            "{} at {:.4} USD, {:.2}% off its {} peg ({limit})",
-            cfg.symbol, q.price, off_pct, cfg.target
-        ),
+        json!({"price": price, "target": cfg.target, "off_pct": round2(off_pct), "quotes": sources}),
+        why,
     ))
 }
 
-/// Reads the quote from the cycle's batch.
+/// Reads the quotes from the cycle's batch.
 pub async fn check(cfg: &PegConfig, ctx: &Ctx<'_>) -> Result<Observation, SignalError> {
-    match ctx.pegs.clone().await {
-        Ok(quotes) => evaluate(cfg, quotes.get(&cfg.key), ctx.now),
-        Err(e) => Err(SignalError::Shared(e)),
-    }
+    let batch = ctx.pegs.clone().await;
+    evaluate(cfg, &batch, ctx.now)
 }
 
 fn round2(v: f64) -> f64 {
@@ -161,36 +237,36 @@ fn round2(v: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    const KEY: &str = "ton:EQBynBO23ywHy_CgarY9NK9FTz0yDsG82PtcbSTQgGoXwiuA";
+    const NOW: i64 = 1_767_222_012;
 
     fn cfg() -> PegConfig {
-        PegConfig {
-            key: "ton:EQBynBO23ywHy_CgarY9NK9FTz0yDsG82PtcbSTQgGoXwiuA".into(),
-            symbol: "jUSDT".into(),
-            target: 1.0,
-            degraded_pct: 2.0,
-            critical_pct: 10.0,
-            max_age: 3600,
-        }
+        toml::from_str(&format!("key = \"{KEY}\"\nsymbol = \"jUSDT\"")).unwrap()
     }
 
-    fn q(price: f64, timestamp: i64) -> Result<PegQuote, String> {
-        Ok(PegQuote { price, timestamp })
+    fn one(key: &str, q: Result<PegQuote, String>) -> SourceBatch {
+        Ok(HashMap::from([(key.to_owned(), q)]))
+    }
+
+    fn llama(price: f64, timestamp: i64) -> PegBatch {
+        PegBatch {
+            defillama: one(KEY, Ok(PegQuote { price, timestamp })),
+            coingecko: Ok(HashMap::new()),
+        }
     }
 
     #[test]
     fn verdict_follows_the_thresholds() {
-        let now = 1_767_222_012;
-        let v = |p| {
-            evaluate(&cfg(), Some(&q(p, now - 60)), now)
-                .unwrap()
-                .verdict
-        };
+        let v = |p| evaluate(&cfg(), &llama(p, NOW - 60), NOW).unwrap().verdict;
         assert_eq!(v(0.9995), Verdict::Healthy);
         assert_eq!(v(1.02), Verdict::Healthy, "exactly 2% is not more than 2%");
         assert_eq!(v(0.9712), Verdict::Degraded);
         assert_eq!(v(1.05), Verdict::Degraded);
         assert_eq!(v(0.85), Verdict::Critical);
-        let o = evaluate(&cfg(), Some(&q(0.9712, now)), now).unwrap();
+        let o = evaluate(&cfg(), &llama(0.9712, NOW), NOW).unwrap();
         assert!(
             o.why.contains("jUSDT at 0.9712 USD, 2.88% off"),
             "{}",
@@ -201,18 +277,89 @@ mod tests {
 
     #[test]
     fn missing_stale_and_nonsense_quotes_are_unknown() {
-        let now = 1_767_222_012;
-        let e = evaluate(&cfg(), None, now).unwrap_err();
+        let empty = PegBatch {
+            defillama: Ok(HashMap::new()),
+            coingecko: Ok(HashMap::new()),
+        };
+        let e = evaluate(&cfg(), &empty, NOW).unwrap_err();
         assert!(e.to_string().contains("jUSDT price"), "{e}");
-        let e = evaluate(&cfg(), Some(&q(1.0, now - 7200)), now).unwrap_err();
+        let e = evaluate(&cfg(), &llama(1.0, NOW - 7200), NOW).unwrap_err();
         assert!(
             matches!(e, SignalError::Stale { age_secs: 7200, .. }),
             "{e}"
         );
-        assert!(evaluate(&cfg(), Some(&q(0.0, now)), now).is_err());
-        assert!(evaluate(&cfg(), Some(&q(f64::NAN, now)), now).is_err());
-        let e = evaluate(&cfg(), Some(&Err("no price".into())), now).unwrap_err();
+        assert!(evaluate(&cfg(), &llama(0.0, NOW), NOW).is_err());
+        assert!(evaluate(&cfg(), &llama(f64::NAN, NOW), NOW).is_err());
+        let bad = PegBatch {
+            defillama: one(KEY, Err("no price".into())),
+            coingecko: Ok(HashMap::new()),
+        };
+        let e = evaluate(&cfg(), &bad, NOW).unwrap_err();
         assert!(e.to_string().contains("jUSDT entry: no price"), "{e}");
+        let down = PegBatch {
+            defillama: Err(Arc::from("defillama: rate limited (HTTP 429)")),
+            coingecko: Ok(HashMap::new()),
+        };
+        let e = evaluate(&cfg(), &down, NOW).unwrap_err();
+        assert!(e.to_string().contains("rate limited"), "{e}");
+    }
+
+    #[test]
+    fn coingecko_adds_a_second_opinion() {
+        let mut c = cfg();
+        c.coingecko = true;
+        let cg_key = c.coingecko_key();
+        assert_eq!(
+            cg_key,
+            "the-open-network:EQBynBO23ywHy_CgarY9NK9FTz0yDsG82PtcbSTQgGoXwiuA"
+        );
+        // Both usable: their mean is judged.
+        let both = PegBatch {
+            defillama: one(
+                KEY,
+                Ok(PegQuote {
+                    price: 0.96,
+                    timestamp: NOW,
+                }),
+            ),
+            coingecko: one(
+                &cg_key,
+                Ok(PegQuote {
+                    price: 1.0,
+                    timestamp: NOW,
+                }),
+            ),
+        };
+        let o = evaluate(&c, &both, NOW).unwrap();
+        assert_eq!(
+            (o.verdict, o.value["price"].as_f64()),
+            (Verdict::Healthy, Some(0.98))
+        );
+        assert_eq!(o.value["quotes"].as_array().map(Vec::len), Some(2));
+        // DefiLlama missing: CoinGecko alone decides, and the gap is said.
+        let cg_only = PegBatch {
+            defillama: Ok(HashMap::new()),
+            coingecko: one(
+                &cg_key,
+                Ok(PegQuote {
+                    price: 0.85,
+                    timestamp: NOW,
+                }),
+            ),
+        };
+        let o = evaluate(&c, &cg_only, NOW).unwrap();
+        assert_eq!(o.verdict, Verdict::Critical);
+        assert!(o.why.contains("defillama unusable"), "{}", o.why);
+        // Neither: unknown, naming both problems.
+        let none = PegBatch {
+            defillama: Ok(HashMap::new()),
+            coingecko: Err(Arc::from("coingecko: HTTP 500")),
+        };
+        let e = evaluate(&c, &none, NOW).unwrap_err();
+        assert!(
+            e.to_string().contains("missing") && e.to_string().contains("HTTP 500"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -226,6 +373,9 @@ mod tests {
         let mut c = cfg();
         c.critical_pct = 1.0;
         assert_eq!(c.validate("p").unwrap_err().setting, "p.critical_pct");
+        let mut c = cfg();
+        c.coingecko_platform = "The Open Network".into();
+        assert_eq!(c.validate("p").unwrap_err().setting, "p.coingecko_platform");
         assert!(cfg().validate("p").is_ok());
     }
 }
