@@ -114,7 +114,7 @@ impl PricingCycle {
     }
 
     fn wallet_label(&self) -> String {
-        self.delivery.wallet().address_bounceable()
+        self.delivery.wallet().label()
     }
 
     /// Raises `source_down:{source}` for sources that produced no quote for `source_down_after`.
