@@ -261,6 +261,8 @@ pub fn dump_to_file(spec: &DumpSpec, tmp: &Path, killer: &Killer) -> Result<Dump
     if let Some(reason) = killer.reason() {
         return Err(DumpError::Stopped(reason));
     }
+    // Our side failing (a write error: disk full) is the cause; pg_dump was killed for it.
+    let out = pumped?;
     match status {
         Ok(s) if s.success() => {}
         Ok(s) => {
@@ -272,7 +274,7 @@ pub fn dump_to_file(spec: &DumpSpec, tmp: &Path, killer: &Killer) -> Result<Dump
         }
         Err(source) => return Err(DumpError::Spawn { tool, source }),
     }
-    pumped
+    Ok(out)
 }
 
 fn reap(child: &Arc<Mutex<Child>>) -> io::Result<ExitStatus> {

@@ -173,17 +173,22 @@ async fn attempt(
             return Err(e.into());
         }
     };
-    if let Err(e) = source
-        .lock(std::time::Duration::from_secs(b.lock_timeout))
-        .await
-    {
-        let busy = matches!(e, PgError::Locked { .. });
+    let wait = std::time::Duration::from_secs(b.lock_timeout);
+    let taken = tokio::select! {
+        r = source.lock(wait) => r.map_err(anyhow::Error::from),
+        () = killer.cancelled() => Err(anyhow::anyhow!(
+            "stopped while waiting for the backup lock: {}",
+            killer.reason().unwrap_or_default()
+        )),
+    };
+    if let Err(e) = taken {
+        let busy = matches!(e.downcast_ref::<PgError>(), Some(PgError::Locked { .. }));
         if !busy {
             start_record(app, record_id).await;
         }
         source.close().await;
         return Err(Failure {
-            error: e.into(),
+            error: e,
             busy,
             kept: None,
         });
@@ -224,25 +229,37 @@ async fn locked(
         let (tmp, killer) = (tmp.clone(), killer.clone());
         tokio::task::spawn_blocking(move || dump::dump_to_file(&spec, &tmp, &killer))
     };
-    // Row counts run in the exporting transaction while pg_dump reads the same snapshot.
-    let counts = source.row_counts().await;
+    // Row counts run in the exporting transaction while pg_dump reads the same snapshot. Both
+    // may wait on table locks; a stop request abandons the counting session.
+    let counts: anyhow::Result<_> = tokio::select! {
+        c = source.row_counts() => c.map_err(anyhow::Error::from),
+        () = killer.cancelled() => Err(anyhow::anyhow!(
+            "stopped while counting rows: {}",
+            killer.reason().unwrap_or_default()
+        )),
+    };
     if let Err(e) = &counts {
-        killer.kill(&format!("row counts failed: {e}"));
+        // The session may still have a query in flight: never reuse it.
+        source.abandon();
+        killer.kill(&format!("row counts failed: {e:#}"));
     }
     let dumped = match dumping.await {
         Ok(r) => r,
         Err(e) => Err(dump::DumpError::Stopped(format!("dump thread failed: {e}"))),
     };
     let ended = source.end_snapshot().await;
-    let (out, counts) = match (dumped, counts, ended) {
-        (Ok(out), Ok(counts), Ok(())) => (out, counts),
-        (dumped, counts, ended) => {
+    // The dump's error comes first: after a failed count it says why it was stopped.
+    let finished = (|| -> anyhow::Result<_> {
+        let out = dumped?;
+        let counts = counts?;
+        ended?;
+        Ok((out, counts))
+    })();
+    let (out, counts) = match finished {
+        Ok(v) => v,
+        Err(e) => {
             LocalStore::remove_file(&tmp);
-            return Err(match (dumped, counts, ended) {
-                (Err(e), _, _) => e.into(),
-                (_, Err(e), _) | (_, _, Err(e)) => e.into(),
-                _ => anyhow::anyhow!("unreachable").into(),
-            });
+            return Err(e.into());
         }
     };
     let mut manifest = Manifest {

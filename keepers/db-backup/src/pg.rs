@@ -114,6 +114,10 @@ impl ServerInfo {
 pub struct Source {
     conn: PgConnection,
     url: SecretUrl,
+    /// A query was abandoned mid-flight: the session must not be used again.
+    abandoned: bool,
+    /// The session's server process, to end it from outside when abandoned.
+    backend_pid: i32,
     /// The server, read at connect.
     pub info: ServerInfo,
 }
@@ -124,7 +128,7 @@ impl Source {
         let mut conn = connect(url).await?;
         let row = sqlx::query(
             "SELECT current_database(), current_setting('server_version'), \
-             current_setting('server_version_num')::int",
+             current_setting('server_version_num')::int, pg_backend_pid()",
         )
         .fetch_one(&mut conn)
         .await
@@ -137,6 +141,8 @@ impl Source {
         Ok(Self {
             conn,
             url: url.clone(),
+            abandoned: false,
+            backend_pid: row.get(3),
             info,
         })
     }
@@ -195,8 +201,17 @@ impl Source {
         row_counts(&mut self.conn, &self.url).await
     }
 
+    /// Marks the session unusable after a query future was dropped mid-flight (the driver
+    /// would otherwise wait for that query's answer, which may be blocked on a lock).
+    pub fn abandon(&mut self) {
+        self.abandoned = true;
+    }
+
     /// Ends the snapshot transaction (the lock stays until [`Source::close`]).
     pub async fn end_snapshot(&mut self) -> Result<(), PgError> {
+        if self.abandoned {
+            return Ok(());
+        }
         sqlx::raw_sql("COMMIT")
             .execute(&mut self.conn)
             .await
@@ -206,9 +221,27 @@ impl Source {
 
     /// Releases the lock by closing the session.
     pub async fn close(self) {
+        if self.abandoned {
+            // The backend may sit in a lock wait and would keep the run lock until then: end it
+            // from a second session (a role may terminate its own backends).
+            drop(self.conn);
+            let pid = self.backend_pid;
+            let url = self.url;
+            let _ = tokio::time::timeout(Duration::from_secs(10), async move {
+                if let Ok(mut c) = connect(&url).await {
+                    let _ = sqlx::query("SELECT pg_terminate_backend($1)")
+                        .bind(pid)
+                        .execute(&mut c)
+                        .await;
+                    let _ = c.close().await;
+                }
+            })
+            .await;
+            return;
+        }
         // Closing the session releases session-level advisory locks; a failure to say goodbye
         // politely changes nothing, the server drops the backend either way.
-        let _ = self.conn.close().await;
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.conn.close()).await;
     }
 }
 

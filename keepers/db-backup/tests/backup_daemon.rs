@@ -188,3 +188,45 @@ async fn daemon_raises_and_resolves_backup_failed_and_backup_stale() {
     );
     assert!(rows.iter().any(|r| r.0 == "success"), "{rows:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_gives_a_running_backup_the_grace_period_then_stops_it_cleanly() {
+    let s = Setup::new("dbb_dterm").await;
+    s.src
+        .sql("CREATE TABLE busy (x int); INSERT INTO busy VALUES (1)");
+    let holder = hold_table_lock(&s.src, "busy").await;
+    let mut p = spawn(
+        &s,
+        &[
+            ("BACKUP_SCHEDULE", "* * * * * *".into()),
+            ("METRICS_ADDR", "127.0.0.1:0".into()),
+            ("SHUTDOWN_GRACE", "2".into()),
+        ],
+    );
+    someone_waits_on(&s.src, "busy").await;
+    let asked = std::time::Instant::now();
+    p.signal("TERM");
+    let status = p.wait(Duration::from_secs(60)).await;
+    assert_eq!(status.code(), Some(0), "{}", p.stderr());
+    // It waited for the grace period, then stopped the backup and cleaned up.
+    assert!(
+        asked.elapsed() >= Duration::from_secs(2),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert!(s.files().is_empty(), "{:?}", s.files());
+    let rows = runs(&s.records, &s.src.name);
+    assert_eq!(
+        rows.last().map(|r| r.0.as_str()),
+        Some("failed"),
+        "{rows:?}"
+    );
+    assert!(rows.last().unwrap().1.contains("grace period"), "{rows:?}");
+    wait_for(
+        Duration::from_secs(10),
+        "the backup lock to be released",
+        || (!backup_lock_held(&s.src)).then_some(()),
+    )
+    .await;
+    drop(holder);
+}

@@ -125,7 +125,11 @@ async fn pg_dump_dying_mid_dump_leaves_nothing() {
 async fn sigkill_mid_dump_lists_nothing_and_the_next_run_cleans_up() {
     let s = Setup::new("dbb_kill").await;
     add_bulk(&s.src, 40);
-    let mut child = s.cmd(&["--once"], &[]).spawn().unwrap();
+    let mut child = s
+        .cmd(&["--once"], &[])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     let temp = dump_in_progress(&s).await;
     child.start_kill().unwrap();
     let status = child.wait().await.unwrap();
@@ -159,6 +163,51 @@ async fn sigkill_mid_dump_lists_nothing_and_the_next_run_cleans_up() {
     assert_eq!(rows[0].0, "failed");
     assert!(rows[0].1.contains("interrupted"), "{rows:?}");
     assert_eq!(rows[1].0, "success");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_a_run_waiting_on_a_table_lock_and_releases_everything() {
+    let s = Setup::new("dbb_sigterm").await;
+    s.src
+        .sql("CREATE TABLE busy (x int); INSERT INTO busy SELECT generate_series(1, 100)");
+    let holder = hold_table_lock(&s.src, "busy").await;
+    let mut child = s
+        .cmd(&["--once"], &[])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    someone_waits_on(&s.src, "busy").await;
+    assert!(backup_lock_held(&s.src));
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("exits soon after SIGTERM")
+        .unwrap();
+    assert_eq!(status.code(), Some(1));
+    // Nothing left: no temp file, no listed backup, and the run lock is free even though the
+    // abandoned counting query is still blocked behind the table lock.
+    assert!(s.files().is_empty(), "{:?}", s.files());
+    wait_for(
+        Duration::from_secs(10),
+        "the backup lock to be released",
+        || (!backup_lock_held(&s.src)).then_some(()),
+    )
+    .await;
+    let rows = runs(&s.records, &s.src.name);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].0, "failed");
+    assert!(rows[0].1.contains("stop signal"), "{rows:?}");
+    assert_eq!(s.alerts("backup_failed", "firing").len(), 1);
+    drop(holder);
+    // Once the table is free, the next run works.
+    run_ok(s.cmd(&["--once"], &[("BACKUP_LOCK_TIMEOUT", "30".into())])).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

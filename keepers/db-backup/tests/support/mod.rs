@@ -462,3 +462,79 @@ impl Setup {
         files(self.dir.path())
     }
 }
+
+/// A session holding an ACCESS EXCLUSIVE lock; dropping it ends the session server-side
+/// (killing psql alone would leave its backend sleeping with the lock).
+pub struct LockHolder {
+    _child: tokio::process::Child,
+    app: String,
+}
+
+impl Drop for LockHolder {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .args(["-X", "-q", "-d", &env::pg_url(), "-c"])
+            .arg(format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{}'",
+                self.app
+            ))
+            .output();
+    }
+}
+
+/// Holds an ACCESS EXCLUSIVE lock on `table` from another session until dropped, so a dump
+/// (and the row counts) of it wait.
+pub async fn hold_table_lock(db: &TestDb, table: &str) -> LockHolder {
+    let app = env::unique("dbb_holder");
+    let child = tokio::process::Command::new("psql")
+        .args(["-X", "-q", "-d", &db.url, "-c"])
+        .arg(format!(
+            "BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(600)"
+        ))
+        .env("PGAPPNAME", &app)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn psql");
+    let url = db.url.clone();
+    let table = table.to_owned();
+    wait_for(Duration::from_secs(30), "the table lock", || {
+        (psql(
+            &url,
+            &format!(
+                "SELECT count(*) FROM pg_locks WHERE relation = '{table}'::regclass \
+                 AND mode = 'AccessExclusiveLock' AND granted"
+            ),
+        ) == "1")
+            .then_some(())
+    })
+    .await;
+    LockHolder { _child: child, app }
+}
+
+/// Waits until some session waits for a lock on `table` (the dump has reached it).
+pub async fn someone_waits_on(db: &TestDb, table: &str) {
+    let url = db.url.clone();
+    let table = table.to_owned();
+    wait_for(Duration::from_secs(60), "a session waiting on the table", || {
+        (psql(
+            &url,
+            &format!(
+                "SELECT count(*) > 0 FROM pg_locks WHERE relation = '{table}'::regclass AND NOT granted"
+            ),
+        ) == "t")
+            .then_some(())
+    })
+    .await;
+}
+
+/// Whether any session holds db-backup's advisory lock in `db`.
+pub fn backup_lock_held(db: &TestDb) -> bool {
+    // The key 0x6462_2d62_6163_6b75 shows up as its two 32-bit halves.
+    db.sql(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted \
+         AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+         AND classid = 1684155746 AND objid = 1633905525",
+    ) != "0"
+}
