@@ -107,7 +107,7 @@ fi
 
 log "cargo test"
 cargo build --workspace --bins --locked
-cargo test --workspace --locked -- "$@"
+cargo test --workspace --locked --no-fail-fast -- "$@"
 
 if [ -x scripts/validate-deploy.sh ]; then
   log "deployment artifacts"

@@ -155,7 +155,7 @@ impl BridgeCycle {
             .wallet_information(wallet.address())
             .await
             .map_err(|e| e.to_string())?;
-        let label = labels([("wallet", &wallet.address_bounceable())]);
+        let label = labels([("wallet", &wallet.label())]);
         self.p
             .metrics
             .wallet_balance
