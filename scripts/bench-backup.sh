@@ -115,9 +115,9 @@ for i in $(seq "$REPEAT"); do
 done
 
 echo
-printf '%-12s %8s %14s %10s\n' procedure wall_s size_bytes rss_MiB
+printf '%-17s %8s %14s %10s\n' procedure wall_s size_bytes rss_MiB
 while IFS=$'\t' read -r name wall bytes rss; do
-  printf '%-12s %8s %14s %10.1f\n' "$name" "$wall" "$bytes" "$(echo "$rss / 1024" | bc -l)"
+  printf '%-17s %8s %14s %10.1f\n' "$name" "$wall" "$bytes" "$(echo "$rss / 1024" | bc -l)"
 done <"$results"
 python3 - "$results" <<'PY'
 import sys, collections
