@@ -12,7 +12,10 @@ use bridge_health::cycle::{BridgeCycle, Parts};
 use bridge_health::report::CycleSummary;
 use clap::{Parser, Subcommand};
 use keeper_common::alert::Alerter;
-use keeper_common::cli::{CommonArgs, EXIT_FAILED, EXIT_OK, EXIT_USAGE, Output};
+use keeper_common::cli::{
+    CommonArgs, EXIT_FAILED, EXIT_OK, EXIT_USAGE, Output, holder_id, load_wallet, print_cycle,
+    wallet_command,
+};
 use keeper_common::config::ProcessEnv;
 use keeper_common::runner::{Runner, Shutdown};
 use keeper_common::sources::{CoinGecko, DefiLlama, EvmRpc};
@@ -20,10 +23,7 @@ use keeper_common::store::{self, Store};
 use keeper_common::telemetry::logging::init_tracing;
 use keeper_common::telemetry::server::serve_ops;
 use keeper_common::telemetry::{Health, Metrics};
-use keeper_common::ton::{
-    Delivery, DeliveryConfig, TonAddress, TonTransport, Toncenter, Wallet, WalletKeys,
-    read_bridge_status,
-};
+use keeper_common::ton::{Delivery, DeliveryConfig, TonAddress, Toncenter, read_bridge_status};
 use serde::Serialize;
 
 const KEEPER: &str = "bridge-health";
@@ -130,29 +130,6 @@ async fn run(cli: Cli) -> i32 {
     }
 }
 
-/// The keeper wallet: from the mnemonic, or an ephemeral key for dry runs without one.
-async fn load_wallet(loaded: &Loaded) -> anyhow::Result<(Wallet, Option<String>)> {
-    let ton = &loaded.config.settings.ton;
-    let (keys, note) = match &loaded.mnemonic {
-        Some(m) => (
-            WalletKeys::from_mnemonic_blocking(m.clone())
-                .await
-                .context("deriving the wallet key")?,
-            None,
-        ),
-        None => (
-            WalletKeys::ephemeral(),
-            Some("no mnemonic given: signed with an EPHEMERAL key; nothing can be sent".to_owned()),
-        ),
-    };
-    let wallet =
-        Wallet::new(keys, ton.wallet_version, ton.network).context("building the wallet")?;
-    if let Some(n) = &note {
-        tracing::warn!(address = %wallet.address_bounceable(), "{n}");
-    }
-    Ok((wallet, note))
-}
-
 fn oracle_address(config: &Config) -> anyhow::Result<Option<TonAddress>> {
     match config.oracle_address() {
         Ok(a) => keeper_common::ton::parse_address(a)
@@ -162,17 +139,11 @@ fn oracle_address(config: &Config) -> anyhow::Result<Option<TonAddress>> {
     }
 }
 
-fn holder_id() -> String {
-    let host = std::env::var("POD_NAME")
-        .or_else(|_| std::env::var("HOSTNAME"))
-        .unwrap_or_else(|_| "keeper".to_owned());
-    format!("{host}:{}", std::process::id())
-}
-
 async fn run_keeper(cli: &Cli, loaded: Loaded) -> anyhow::Result<i32> {
     let once = cli.common.once;
     let dry_run = cli.common.dry_run;
-    let (wallet, ephemeral_note) = load_wallet(&loaded).await?;
+    let (wallet, ephemeral_note) =
+        load_wallet(&loaded.config.settings.ton, loaded.mnemonic.as_ref()).await?;
     let config = Arc::new(loaded.config);
     let s = &config.settings;
     let metrics = Arc::new(Metrics::new(KEEPER));
@@ -249,6 +220,7 @@ async fn run_keeper(cli: &Cli, loaded: Loaded) -> anyhow::Result<i32> {
         let run = runner.run_once(&mut cycle).await;
         print_cycle(
             cycle.last_summary(),
+            CycleSummary::to_text,
             run.result.as_ref().err().map(|e| e.message()),
             cli.common.output,
         );
@@ -265,84 +237,13 @@ async fn run_keeper(cli: &Cli, loaded: Loaded) -> anyhow::Result<i32> {
     Ok(code)
 }
 
-fn print_cycle(summary: Option<&CycleSummary>, error: Option<&str>, output: Output) {
-    match output {
-        Output::Json => {
-            let mut doc = summary
-                .and_then(|s| serde_json::to_value(s).ok())
-                .unwrap_or_else(|| serde_json::json!({"outcome": "failed"}));
-            if let (Some(e), Some(obj)) = (error, doc.as_object_mut()) {
-                obj.insert("error".into(), e.into());
-            }
-            println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
-        }
-        Output::Text => {
-            if let Some(summary) = summary {
-                print!("{}", summary.to_text());
-            }
-            if let Some(e) = error {
-                println!("error: {e}");
-            }
-        }
-    }
-}
-
-#[derive(Serialize)]
-struct WalletOutput {
-    #[serde(flatten)]
-    info: keeper_common::ton::WalletInfo,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    state: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    balance_ton: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    seqno: Option<u32>,
-}
-
 async fn wallet(loaded: Loaded, offline: bool, output: Output) -> anyhow::Result<i32> {
-    let (wallet, _) = load_wallet(&loaded).await?;
-    let mut out = WalletOutput {
-        info: wallet.info(),
-        state: None,
-        balance_ton: None,
-        seqno: None,
-    };
-    if !offline {
-        let transport =
-            Toncenter::new(&loaded.config.settings.ton).context("toncenter transport")?;
-        let info = transport
-            .wallet_information(wallet.address())
-            .await
-            .context("reading the wallet from toncenter (use --offline to skip)")?;
-        out.state = Some(format!("{:?}", info.state).to_lowercase());
-        out.balance_ton = Some(nano_to_ton(info.balance_nanoton));
-        out.seqno = Some(info.seqno.unwrap_or(0));
-    }
-    match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&out)?),
-        Output::Text => {
-            let i = &out.info;
-            println!("version:            {}", i.version);
-            println!("network:            {}", i.network);
-            println!("address (raw):      {}", i.address_raw);
-            println!("bounceable:         {}", i.address_bounceable);
-            println!("non-bounceable:     {}", i.address_non_bounceable);
-            println!("public key:         {}", i.public_key_hex);
-            if let (Some(state), Some(balance), Some(seqno)) =
-                (&out.state, &out.balance_ton, out.seqno)
-            {
-                println!("state:              {state}");
-                println!("balance:            {balance} TON");
-                println!("seqno:              {seqno}");
-            }
-            println!("Fund the non-bounceable address; register the public key with the oracle.");
-        }
-    }
+    let ton = &loaded.config.settings.ton;
+    let (wallet, _) = load_wallet(ton, loaded.mnemonic.as_ref()).await?;
+    wallet_command(ton, &wallet, offline, output)
+        .await
+        .context("reading the wallet from toncenter (use --offline to skip)")?;
     Ok(EXIT_OK)
-}
-
-fn nano_to_ton(nano: u128) -> String {
-    format!("{}.{:09}", nano / 1_000_000_000, nano % 1_000_000_000)
 }
 
 #[derive(Serialize)]
