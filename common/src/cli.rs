@@ -174,3 +174,38 @@ pub fn print_cycle<S: serde::Serialize>(
         }
     }
 }
+
+/// The subcommands of the chain-publishing keepers (DESIGN §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
+pub enum KeeperCommand {
+    /// Run the keeper (the default): a daemon, or one cycle with --once.
+    Run,
+    /// Print the keeper wallet: addresses, version, network, public key, balance and seqno.
+    Wallet {
+        /// Do not contact the chain (no balance or seqno).
+        #[arg(long)]
+        offline: bool,
+    },
+    /// Read what the oracle holds for every configured asset or bridge and print its age.
+    Status,
+    /// Apply the embedded database migrations and exit.
+    Migrate,
+}
+
+/// Runs a keeper's async entry point on a two-worker runtime (multi-threaded so the OTLP
+/// exporter can flush on exit) and turns its code into the process exit status.
+pub fn run_async(entry: impl std::future::Future<Output = i32>) -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::from(EXIT_FAILED as u8);
+        }
+    };
+    let code = runtime.block_on(entry);
+    std::process::ExitCode::from(u8::try_from(code).unwrap_or(1))
+}

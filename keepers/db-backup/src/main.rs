@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use keeper_common::alert::{Alert, Alerter, Severity};
-use keeper_common::cli::{CommonArgs, EXIT_FAILED, EXIT_OK, EXIT_USAGE, Output};
+use keeper_common::cli::{CommonArgs, EXIT_FAILED, EXIT_OK, EXIT_USAGE, Output, run_async};
 use keeper_common::config::ProcessEnv;
 use keeper_common::runner::Shutdown;
 use keeper_common::telemetry::Metrics;
@@ -106,18 +106,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE as u8);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_FAILED as u8);
-        }
-    };
-    let code = runtime.block_on(async_main(cli, settings));
-    ExitCode::from(code.clamp(0, 255) as u8)
+    run_async(async_main(cli, settings))
 }
 
 async fn async_main(cli: Cli, settings: Settings) -> i32 {

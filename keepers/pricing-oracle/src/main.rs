@@ -10,11 +10,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use keeper_common::alert::Alerter;
 use keeper_common::cli::{
-    CommonArgs, EXIT_FAILED, EXIT_OK, EXIT_USAGE, Output, holder_id, load_wallet, print_cycle,
-    wallet_command,
+    CommonArgs, EXIT_FAILED, EXIT_OK, EXIT_USAGE, KeeperCommand, Output, holder_id, load_wallet,
+    print_cycle, run_async, wallet_command,
 };
 use keeper_common::config::ProcessEnv;
 use keeper_common::runner::{Runner, Shutdown};
@@ -46,63 +46,34 @@ struct Cli {
     #[arg(long, global = true)]
     force: bool,
     #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Debug, Clone, Subcommand)]
-enum Command {
-    /// Run the keeper (the default): a daemon, or one cycle with --once.
-    Run,
-    /// Print the keeper wallet: addresses, version, network, public key, balance and seqno.
-    Wallet {
-        /// Do not contact the chain (no balance or seqno).
-        #[arg(long)]
-        offline: bool,
-    },
-    /// Read the oracle's price for every configured asset and print its age.
-    Status,
-    /// Apply the embedded database migrations and exit.
-    Migrate,
+    command: Option<KeeperCommand>,
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_FAILED as u8);
-        }
-    };
-    let code = runtime.block_on(run(cli));
-    ExitCode::from(u8::try_from(code).unwrap_or(1))
+    run_async(run(Cli::parse()))
 }
 
 async fn run(cli: Cli) -> i32 {
     keeper_common::install_crypto_provider();
-    let command = cli.command.clone().unwrap_or(Command::Run);
+    let command = cli.command.unwrap_or(KeeperCommand::Run);
     let dry_run = cli.common.dry_run;
     let needs = match command {
-        Command::Run => Needs {
+        KeeperCommand::Run => Needs {
             mnemonic: !dry_run,
             oracle: !dry_run,
             database: false,
         },
-        Command::Wallet { .. } => Needs {
+        KeeperCommand::Wallet { .. } => Needs {
             mnemonic: true,
             oracle: false,
             database: false,
         },
-        Command::Status => Needs {
+        KeeperCommand::Status => Needs {
             mnemonic: false,
             oracle: true,
             database: false,
         },
-        Command::Migrate => Needs {
+        KeeperCommand::Migrate => Needs {
             mnemonic: false,
             oracle: false,
             database: true,
@@ -123,10 +94,10 @@ async fn run(cli: Cli) -> i32 {
         }
     };
     let result = match command {
-        Command::Run => run_keeper(&cli, loaded).await,
-        Command::Wallet { offline } => wallet(loaded, offline, cli.common.output).await,
-        Command::Status => status(loaded, cli.common.output).await,
-        Command::Migrate => migrate(&loaded.config).await,
+        KeeperCommand::Run => run_keeper(&cli, loaded).await,
+        KeeperCommand::Wallet { offline } => wallet(loaded, offline, cli.common.output).await,
+        KeeperCommand::Status => status(loaded, cli.common.output).await,
+        KeeperCommand::Migrate => migrate(&loaded.config).await,
     };
     match result {
         Ok(code) => code,
