@@ -333,3 +333,46 @@ async fn wallet_and_status_subcommands() {
     assert_eq!(assets[1]["stale"], true, "older than STALE_AFTER");
     assert_eq!(assets[2]["error"], "no price on-chain");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_the_oracle_does_not_apply_is_a_failure_with_an_alert() {
+    let mut h = PricingHarness::start().await;
+    // An oracle that never registered this keeper: the wallet confirms, the oracle ignores it.
+    let stranger = h.ton.new_oracle();
+    h.extra_env
+        .push(("PRICING_ORACLE_ADDRESS".into(), stranger.to_base64_url()));
+    // Give the read-back a short wait so the cycle decides well inside its timeout.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("pricing.toml");
+    std::fs::write(
+        &config,
+        "[ton]\nreadback_timeout = 3\npoll_interval_ms = 200\n",
+    )
+    .unwrap();
+    let config = config.to_string_lossy().into_owned();
+    let out = h
+        .command(&["--once", "--output", "json", "--config", &config])
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let doc: serde_json::Value = serde_json::from_str(&stdout).expect("summary JSON");
+    assert_eq!(doc["outcome"], "failed");
+    assert!(
+        doc["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("did not land")),
+        "{doc}"
+    );
+    assert_eq!(h.accepted_externals(), 1, "the wallet did send it");
+    let alert = h
+        .sink
+        .wait_until(SETTLE, |r| {
+            r.json()
+                .is_some_and(|j| j["key"] == "update_not_applied" && j["status"] == "firing")
+        })
+        .await;
+    assert!(alert.is_some(), "update_not_applied reached the webhook");
+    wait_rows(&h, |r| r.len() == 6 && r.iter().all(|x| x.3 == "failed")).await;
+}
