@@ -43,6 +43,7 @@ command -v curl >/dev/null || need_pkgs+=(curl ca-certificates)
 ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need_pkgs+=(postgresql postgresql-client)
 command -v redis-server >/dev/null || need_pkgs+=(redis-server)
 command -v promtool >/dev/null || need_pkgs+=(prometheus)
+command -v prometheus-alertmanager >/dev/null || need_pkgs+=(prometheus-alertmanager)
 command -v systemd-analyze >/dev/null || need_pkgs+=(systemd)
 if [ ${#need_pkgs[@]} -gt 0 ]; then log "installing ${need_pkgs[*]}"; apt_install "${need_pkgs[@]}"; fi
 # Debian's packages start their own servers on the default ports where systemd runs; ours use
