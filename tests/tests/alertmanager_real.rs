@@ -37,7 +37,10 @@ async fn start_alertmanager() -> RealAlertmanager {
     let port = free_port();
     let child = Command::new(&bin)
         .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.path={}", dir.path().join("data").display()))
+        .arg(format!(
+            "--storage.path={}",
+            dir.path().join("data").display()
+        ))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         // An empty value turns off the cluster gossip listener on 0.0.0.0:9094.
         .arg("--cluster.listen-address=")
@@ -58,7 +61,11 @@ async fn start_alertmanager() -> RealAlertmanager {
         assert!(Instant::now() < deadline, "Alertmanager never became ready");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    RealAlertmanager { url, _child: child, _dir: dir }
+    RealAlertmanager {
+        url,
+        _child: child,
+        _dir: dir,
+    }
 }
 
 /// Active alerts named `oracle_stale` as Alertmanager reports them.
