@@ -209,3 +209,51 @@ pub fn run_async(entry: impl std::future::Future<Output = i32>) -> std::process:
     let code = runtime.block_on(entry);
     std::process::ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
+
+/// What a command cannot work without; configuration loading enforces it (exit 2).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Needs {
+    /// A mnemonic (sending, `wallet`).
+    pub mnemonic: bool,
+    /// The oracle address (sending, `status`).
+    pub oracle: bool,
+    /// `DATABASE_URL` (`migrate`).
+    pub database: bool,
+}
+
+impl KeeperCommand {
+    /// What this command needs; a dry run sends nothing, so it needs neither key nor oracle.
+    pub fn needs(self, dry_run: bool) -> Needs {
+        match self {
+            Self::Run => Needs {
+                mnemonic: !dry_run,
+                oracle: !dry_run,
+                database: false,
+            },
+            Self::Wallet { .. } => Needs {
+                mnemonic: true,
+                ..Needs::default()
+            },
+            Self::Status => Needs {
+                oracle: true,
+                ..Needs::default()
+            },
+            Self::Migrate => Needs {
+                database: true,
+                ..Needs::default()
+            },
+        }
+    }
+}
+
+/// The `migrate` subcommand: applies the embedded migrations to `storage`'s database and schema.
+pub async fn migrate_command(
+    storage: &crate::config::StorageSettings,
+) -> Result<(), crate::store::StoreError> {
+    // Configuration loading already required DATABASE_URL for this command.
+    if let Some(url) = &storage.database_url {
+        crate::store::migrate(url, &storage.db_schema).await?;
+        println!("migrations applied to schema {}", storage.db_schema);
+    }
+    Ok(())
+}

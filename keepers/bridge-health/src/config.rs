@@ -358,16 +358,7 @@ pub struct Config {
     pub bridges: Vec<BridgeSpec>,
 }
 
-/// What the chosen command cannot work without.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Needs {
-    /// A mnemonic (sending, `wallet`).
-    pub mnemonic: bool,
-    /// The oracle address (sending, `status`).
-    pub oracle: bool,
-    /// `DATABASE_URL` (`migrate`).
-    pub database: bool,
-}
+pub use keeper_common::cli::Needs;
 
 /// The checked configuration and the resolved mnemonic.
 pub struct Loaded {

@@ -7,19 +7,19 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use bridge_health::clients::{EthBool, PegClients};
-use bridge_health::config::{Config, Loaded, Needs};
+use bridge_health::config::{Config, Loaded};
 use bridge_health::cycle::{BridgeCycle, Parts};
 use bridge_health::report::CycleSummary;
 use clap::Parser;
 use keeper_common::alert::Alerter;
 use keeper_common::cli::{
     CommonArgs, EXIT_FAILED, EXIT_OK, EXIT_USAGE, KeeperCommand, Output, holder_id, load_wallet,
-    print_cycle, run_async, wallet_command,
+    migrate_command, print_cycle, run_async, wallet_command,
 };
 use keeper_common::config::ProcessEnv;
 use keeper_common::runner::{Runner, Shutdown};
 use keeper_common::sources::{CoinGecko, DefiLlama, EvmRpc};
-use keeper_common::store::{self, Store};
+use keeper_common::store::Store;
 use keeper_common::telemetry::logging::init_tracing;
 use keeper_common::telemetry::server::serve_ops;
 use keeper_common::telemetry::{Health, Metrics};
@@ -53,25 +53,7 @@ async fn run(cli: Cli) -> i32 {
     keeper_common::install_crypto_provider();
     let command = cli.command.unwrap_or(KeeperCommand::Run);
     let dry_run = cli.common.dry_run;
-    let needs = match command {
-        KeeperCommand::Run => Needs {
-            mnemonic: !dry_run,
-            oracle: !dry_run,
-            database: false,
-        },
-        KeeperCommand::Wallet { .. } => Needs {
-            mnemonic: true,
-            ..Needs::default()
-        },
-        KeeperCommand::Status => Needs {
-            oracle: true,
-            ..Needs::default()
-        },
-        KeeperCommand::Migrate => Needs {
-            database: true,
-            ..Needs::default()
-        },
-    };
+    let needs = command.needs(dry_run);
     let loaded = match Config::load_for(cli.common.config.as_deref(), &ProcessEnv, needs) {
         Ok(l) => l,
         Err(e) => {
@@ -90,7 +72,10 @@ async fn run(cli: Cli) -> i32 {
         KeeperCommand::Run => run_keeper(&cli, loaded).await,
         KeeperCommand::Wallet { offline } => wallet(loaded, offline, cli.common.output).await,
         KeeperCommand::Status => status(loaded, cli.common.output).await,
-        KeeperCommand::Migrate => migrate(&loaded.config).await,
+        KeeperCommand::Migrate => migrate_command(&loaded.config.settings.storage)
+            .await
+            .map(|()| EXIT_OK)
+            .context("applying migrations"),
     };
     match result {
         Ok(code) => code,
@@ -324,17 +309,4 @@ async fn status(loaded: Loaded, output: Output) -> anyhow::Result<i32> {
         }
     }
     Ok(if unreadable { EXIT_FAILED } else { EXIT_OK })
-}
-
-async fn migrate(config: &Config) -> anyhow::Result<i32> {
-    let storage = &config.settings.storage;
-    let url = storage
-        .database_url
-        .as_ref()
-        .context("DATABASE_URL is required")?;
-    store::migrate(url, &storage.db_schema)
-        .await
-        .context("applying migrations")?;
-    println!("migrations applied to schema {}", storage.db_schema);
-    Ok(EXIT_OK)
 }

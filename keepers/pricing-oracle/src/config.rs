@@ -91,16 +91,7 @@ pub struct PricingConfig {
     pub assets: AssetList,
 }
 
-/// What the chosen command cannot work without.
-#[derive(Debug, Clone, Copy)]
-pub struct Needs {
-    /// A mnemonic (sending, `wallet`).
-    pub mnemonic: bool,
-    /// The oracle address (sending, `status`).
-    pub oracle: bool,
-    /// `DATABASE_URL` (`migrate`).
-    pub database: bool,
-}
+pub use keeper_common::cli::Needs;
 
 /// The loaded, validated configuration and the resolved mnemonic.
 pub struct Loaded {

@@ -14,19 +14,19 @@ use clap::Parser;
 use keeper_common::alert::Alerter;
 use keeper_common::cli::{
     CommonArgs, EXIT_FAILED, EXIT_OK, EXIT_USAGE, KeeperCommand, Output, holder_id, load_wallet,
-    print_cycle, run_async, wallet_command,
+    migrate_command, print_cycle, run_async, wallet_command,
 };
 use keeper_common::config::ProcessEnv;
 use keeper_common::runner::{Runner, Shutdown};
 use keeper_common::sources::PriceFetcher;
-use keeper_common::store::{self, Store};
+use keeper_common::store::Store;
 use keeper_common::telemetry::logging::init_tracing;
 use keeper_common::telemetry::server::serve_ops;
 use keeper_common::telemetry::{Health, Metrics};
 use keeper_common::ton::{Delivery, DeliveryConfig, TonAddress, Toncenter, read_price};
 use serde::Serialize;
 
-use crate::config::{Loaded, Needs, PricingConfig};
+use crate::config::{Loaded, PricingConfig};
 use crate::cycle::{Parts, PricingCycle};
 use crate::report::format_micro;
 
@@ -57,28 +57,7 @@ async fn run(cli: Cli) -> i32 {
     keeper_common::install_crypto_provider();
     let command = cli.command.unwrap_or(KeeperCommand::Run);
     let dry_run = cli.common.dry_run;
-    let needs = match command {
-        KeeperCommand::Run => Needs {
-            mnemonic: !dry_run,
-            oracle: !dry_run,
-            database: false,
-        },
-        KeeperCommand::Wallet { .. } => Needs {
-            mnemonic: true,
-            oracle: false,
-            database: false,
-        },
-        KeeperCommand::Status => Needs {
-            mnemonic: false,
-            oracle: true,
-            database: false,
-        },
-        KeeperCommand::Migrate => Needs {
-            mnemonic: false,
-            oracle: false,
-            database: true,
-        },
-    };
+    let needs = command.needs(dry_run);
     let loaded = match PricingConfig::load(cli.common.config.as_deref(), &ProcessEnv, needs) {
         Ok(l) => l,
         Err(e) => {
@@ -97,7 +76,10 @@ async fn run(cli: Cli) -> i32 {
         KeeperCommand::Run => run_keeper(&cli, loaded).await,
         KeeperCommand::Wallet { offline } => wallet(loaded, offline, cli.common.output).await,
         KeeperCommand::Status => status(loaded, cli.common.output).await,
-        KeeperCommand::Migrate => migrate(&loaded.config).await,
+        KeeperCommand::Migrate => migrate_command(&loaded.config.storage)
+            .await
+            .map(|()| EXIT_OK)
+            .context("applying migrations"),
     };
     match result {
         Ok(code) => code,
@@ -296,17 +278,4 @@ async fn status(loaded: Loaded, output: Output) -> anyhow::Result<i32> {
         }
     }
     Ok(if unreadable { EXIT_FAILED } else { EXIT_OK })
-}
-
-async fn migrate(config: &PricingConfig) -> anyhow::Result<i32> {
-    let url = config
-        .storage
-        .database_url
-        .as_ref()
-        .context("DATABASE_URL is required")?;
-    store::migrate(url, &config.storage.db_schema)
-        .await
-        .context("applying migrations")?;
-    println!("migrations applied to schema {}", config.storage.db_schema);
-    Ok(EXIT_OK)
 }
