@@ -9,7 +9,7 @@ use futures_util::future::join_all;
 use keeper_common::aggregate::Aggregate;
 use keeper_common::alert::{Alert, Alerter, Severity};
 use keeper_common::runner::{Cycle, CycleContext, CycleError, Staleness};
-use keeper_common::sources::{Observation, PriceFetcher, Source};
+use keeper_common::sources::{AssetObservations, Observation, PriceFetcher, Source};
 use keeper_common::store::{
     Channel, NewPriceUpdate, StatusChange, Store, UpdateStatus, WalletLease,
 };
@@ -118,22 +118,15 @@ impl PricingCycle {
     }
 
     /// Raises `source_down:{source}` for sources that produced no quote for `source_down_after`.
-    fn track_sources(
-        &mut self,
-        aggregates: &[Aggregate],
-        observed: &[Vec<Observation>],
-        now: DateTime<Utc>,
-    ) {
-        let _ = aggregates;
+    fn track_sources(&mut self, assets: &[AssetObservations], now: DateTime<Utc>) {
+        let observed = || assets.iter().flat_map(|a| &a.observations);
         for source in Source::ALL {
-            let configured = observed.iter().flatten().any(|o| o.source() == source);
+            let configured = observed().any(|o| o.source() == source);
             if !configured {
                 continue;
             }
-            let answered = observed
-                .iter()
-                .flatten()
-                .any(|o| o.source() == source && matches!(o, Observation::Quote(_)));
+            let answered =
+                observed().any(|o| o.source() == source && matches!(o, Observation::Quote(_)));
             if answered {
                 self.source_last_ok.insert(source, now);
             }
@@ -498,19 +491,15 @@ impl PricingCycle {
             .single()
             .unwrap_or_else(Utc::now);
         let aggregates = fetched.aggregate(&self.config.aggregation);
-        let observed: Vec<Vec<Observation>> = fetched
+        let any_quote = fetched
             .assets
             .iter()
-            .map(|a| a.observations.clone())
-            .collect();
-        if observed
-            .iter()
-            .flatten()
-            .any(|o| matches!(o, Observation::Quote(_)))
-        {
+            .flat_map(|a| &a.observations)
+            .any(|o| matches!(o, Observation::Quote(_)));
+        if any_quote {
             self.health.mark_ready("upstreams");
         }
-        self.track_sources(&aggregates, &observed, now);
+        self.track_sources(&fetched.assets, now);
         for agg in &aggregates {
             self.judge(agg);
         }
@@ -550,7 +539,7 @@ impl PricingCycle {
                                 price_micro: micro,
                                 timestamp: now_ts,
                                 reason,
-                                quotes: agg.quotes(),
+                                quotes: decision.quotes.clone(),
                             });
                         }
                         None => {
