@@ -113,3 +113,27 @@ mod tests {
         }
     }
 }
+
+/// Wormholescan's list envelope `{"data": [...]}`; errors come as `{"message": ...}` instead.
+#[derive(Deserialize)]
+struct Envelope<T> {
+    data: Option<Vec<T>>,
+    message: Option<String>,
+}
+
+/// Parses a Wormholescan list answer into its `data` items; an error object or a missing
+/// `data` is an error, never an empty (healthy-looking) list.
+pub fn parse_data<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<Vec<T>, SignalError> {
+    let doc: Envelope<T> = fetch::json(UPSTREAM, body)?;
+    match (doc.data, doc.message) {
+        (Some(d), _) => Ok(d),
+        (None, Some(m)) => Err(SignalError::Upstream {
+            upstream: UPSTREAM,
+            message: m,
+        }),
+        (None, None) => Err(SignalError::Missing {
+            upstream: UPSTREAM,
+            what: "`data`".into(),
+        }),
+    }
+}

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::fetch::{self, Policy};
-use super::wormhole_health::UPSTREAM;
+use super::wormhole_health::{UPSTREAM, parse_data};
 use super::{Ctx, Observation, SignalError, Verdict, non_negative, usd};
 
 /// `kind = "wormhole_governor_limit"`
@@ -64,12 +64,6 @@ impl GovernorLimitConfig {
 }
 
 #[derive(Deserialize)]
-struct LimitDoc {
-    data: Option<Vec<ChainLimit>>,
-    message: Option<String>,
-}
-
-#[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ChainLimit {
     chain_id: u16,
@@ -98,22 +92,7 @@ impl Headroom {
 /// Parses the limits of the watched chains; a watched chain missing from the answer is an error
 /// (its headroom is unknown, not fine).
 pub fn parse(body: &[u8], chain_ids: &[u16]) -> Result<Vec<Headroom>, SignalError> {
-    let doc: LimitDoc = fetch::json(UPSTREAM, body)?;
-    let data = match (doc.data, doc.message) {
-        (Some(d), _) => d,
-        (None, Some(m)) => {
-            return Err(SignalError::Upstream {
-                upstream: UPSTREAM,
-                message: m,
-            });
-        }
-        (None, None) => {
-            return Err(SignalError::Missing {
-                upstream: UPSTREAM,
-                what: "`data`".into(),
-            });
-        }
-    };
+    let data: Vec<ChainLimit> = parse_data(body)?;
     let mut out = Vec::new();
     for c in data {
         if !chain_ids.is_empty() && !chain_ids.contains(&c.chain_id) {

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::fetch::{self, Policy};
-use super::wormhole_health::UPSTREAM;
+use super::wormhole_health::{UPSTREAM, parse_data};
 use super::{Ctx, Observation, SignalError, Verdict, non_negative, usd};
 
 /// `kind = "wormhole_governor_queue"`
@@ -51,13 +51,6 @@ impl GovernorQueueConfig {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct QueueDoc {
-    data: Option<Vec<ChainQueue>>,
-    message: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
 struct ChainQueue {
     chain_id: u16,
     #[serde(default)]
@@ -84,22 +77,7 @@ pub struct Queue {
 
 /// Parses the queue, keeping the watched chains.
 pub fn parse(body: &[u8], chain_ids: &[u16]) -> Result<Queue, SignalError> {
-    let doc: QueueDoc = fetch::json(UPSTREAM, body)?;
-    let data = match (doc.data, doc.message) {
-        (Some(d), _) => d,
-        (None, Some(m)) => {
-            return Err(SignalError::Upstream {
-                upstream: UPSTREAM,
-                message: m,
-            });
-        }
-        (None, None) => {
-            return Err(SignalError::Missing {
-                upstream: UPSTREAM,
-                what: "`data`".into(),
-            });
-        }
-    };
+    let data: Vec<ChainQueue> = parse_data(body)?;
     let mut q = Queue {
         count: 0,
         notional_usd: 0.0,
