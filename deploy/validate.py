@@ -11,7 +11,9 @@ Subcommands (each exits non-zero with one line per problem):
                   enabled they equal deploy/prometheus/keepers-rules.yml (unit-tested as such).
   dashboard       the Grafana dashboards parse and are well formed.
   metrics FILE..  every metric the rules and dashboards query is in the given /metrics scrapes.
-  units           the systemd units name real binaries and the DESIGN conventions.
+  units           the systemd units name real binaries and follow the unit conventions
+                  (Type=notify with WatchdogSec, DynamicUser, the mnemonic as a credential, a
+                  oneshot backup with a persistent timer); env examples name real settings.
   dockerfile      the Dockerfile parses (BuildKit's parser) and has what the image promises.
   docs            every runbook link resolves to a heading of docs/operations.md; every alert and
                   keeper alert key has a runbook entry.
@@ -42,8 +44,8 @@ NAMESPACE = "keepers"
 RELEASE = "keepers"
 BINARIES = {"pricing-oracle-keeper", "bridge-health-keeper", "db-backup"}
 
-# Environment names fixed by DESIGN §3 and the db-backup job, plus standard ones; the code's own
-# `bind("NAME", …)` calls are added at run time.
+# Environment names the keepers document (README.md, keepers/db-backup/README.md), plus standard
+# ones; the code's own `bind("NAME", …)` calls are added at run time.
 KNOWN_ENV = set(
     """TON_RPC_URL TON_API_KEY KEEPER_MNEMONIC KEEPER_MNEMONIC_FILE PRICING_ORACLE_ADDRESS DATABASE_URL
     REDIS_URL UPDATE_INTERVAL SLACK_WEBHOOK_URL ALERT_WEBHOOK_URL BRIDGE_ORACLE_ADDRESS WALLET_VERSION
@@ -62,7 +64,7 @@ SECRET_ENV = set(
     PAGERDUTY_ROUTING_KEY COINGECKO_API_KEY ETH_RPC_URL AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
     AWS_SESSION_TOKEN BACKUP_VERIFY_DATABASE_URL BACKUP_RECORDS_DATABASE_URL""".split()
 )
-# Alert keys the keepers raise themselves (DESIGN §6-§8); each needs a runbook entry.
+# Alert keys the keepers raise themselves; each needs a runbook entry in docs/operations.md.
 KEEPER_ALERT_KEYS = [
     "keeper_stale", "oracle_stale", "quorum_lost", "source_divergence", "source_down",
     "wallet_balance_low", "update_not_applied", "bridge_degraded", "bridge_offline",

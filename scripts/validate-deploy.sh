@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Offline validation of the deployment artifacts (issue 8, DESIGN §9). scripts/test.sh runs it
-# after `cargo test`; it also runs alone. Exit status is non-zero on any problem.
+# Offline validation of the deployment artifacts (systemd/, helm/, deploy/, Dockerfile, docs/).
+# scripts/test.sh runs it after `cargo test`; it also runs alone. Exit status is non-zero on any
+# problem.
 #
 #   alert rules     promtool check rules + promtool test rules (deploy/prometheus)
 #   Helm chart      helm lint --strict and render (helm-python-sdk) with the default values and
