@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Backup benchmark (issue 7): on one realistic ~650 MB database, compare in one run
+# Backup benchmark: on one realistic ~650 MB database, compare in one run
 #   1. db-backup --once            (pg_dump -Fc -Z0 → zstd -T → sha256 → fsync'd file + manifest)
 #   2. the seed procedure          pg_dump "$DATABASE_URL" | gzip > f && sha256sum f
 #   3. plain                       pg_dump -Fc -f f

@@ -4,14 +4,16 @@
 //!
 //! `cargo bench -p keeper-common --bench ton`
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test harness: a failed setup is a failed test
+
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use keeper_common::config::{Network, WalletVersion};
 use keeper_common::secret::Secret;
 use keeper_common::ton::summary::outgoing;
+use keeper_common::ton::{Network, WalletVersion};
 use keeper_common::ton::{
     OracleMessage, OracleUpdate, PriceUpdate, Wallet, WalletKeys, build_external, parse_address,
 };

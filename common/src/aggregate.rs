@@ -1,4 +1,4 @@
-//! Aggregation of per-source quotes into one price per asset (DESIGN §4): validity, median,
+//! Aggregation of per-source quotes into one price per asset: validity, median,
 //! outlier drop beyond `max_deviation_bps`, quorum of `min_sources`, every rejection with its
 //! reason. Exact decimal arithmetic throughout.
 
@@ -50,7 +50,7 @@ pub struct Aggregate {
     pub min_sources: usize,
 }
 
-/// One line of a cycle summary's `quotes` list (DESIGN §3): `{source, price, timestamp,
+/// One line of a cycle summary's `quotes` list: `{source, price, timestamp,
 /// accepted, why}`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct QuoteSummary {
@@ -199,7 +199,7 @@ fn deviation_bps(price: Decimal, median: Decimal) -> Decimal {
         .map_or(Decimal::MAX, |d| d.round_dp(2).normalize())
 }
 
-/// Aggregates one asset's observations at time `now` (unix seconds), DESIGN §4:
+/// Aggregates one asset's observations at time `now` (unix seconds):
 /// 1. rejections from the sources are kept with their reasons;
 /// 2. a quote is valid if positive, inside the band, not from the future and not older than its
 ///    `max_age`;

@@ -1,4 +1,4 @@
-//! Command-line pieces every keeper shares (DESIGN §3) and the exit codes.
+//! Command-line pieces every keeper shares, and the exit codes.
 
 use std::path::PathBuf;
 
@@ -38,6 +38,7 @@ pub struct CommonArgs {
     pub output: Output,
 }
 
+#[cfg(feature = "chain")]
 /// Why the keeper wallet could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum WalletSetupError {
@@ -49,14 +50,16 @@ pub enum WalletSetupError {
     Build(#[from] crate::ton::BuildError),
 }
 
+#[cfg(feature = "chain")]
 /// Said in every summary when a dry run signs with a throwaway key.
 pub const EPHEMERAL_NOTE: &str =
     "no mnemonic given: signed with an EPHEMERAL key; nothing can be sent";
 
+#[cfg(feature = "chain")]
 /// The keeper wallet from the mnemonic, or (dry runs without one) from an ephemeral key, in
 /// which case the note to show operators comes back too.
 pub async fn load_wallet(
-    ton: &crate::config::TonSettings,
+    ton: &crate::ton::TonSettings,
     mnemonic: Option<&crate::secret::Secret>,
 ) -> Result<(crate::ton::Wallet, Option<String>), WalletSetupError> {
     use crate::ton::{Wallet, WalletKeys};
@@ -71,6 +74,7 @@ pub async fn load_wallet(
     Ok((wallet, note))
 }
 
+#[cfg(feature = "chain")]
 /// Who contends for the wallet lease: the pod name (Kubernetes) or host name, and the pid.
 pub fn holder_id() -> String {
     let host = std::env::var("POD_NAME")
@@ -84,7 +88,8 @@ pub fn nano_to_ton(nano: u128) -> String {
     format!("{}.{:09}", nano / 1_000_000_000, nano % 1_000_000_000)
 }
 
-/// What the `wallet` subcommand prints (DESIGN §3), balance and seqno unless `--offline`.
+#[cfg(feature = "chain")]
+/// What the `wallet` subcommand prints, balance and seqno unless `--offline`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct WalletOutput {
     /// Version, network, addresses and public key.
@@ -101,10 +106,11 @@ pub struct WalletOutput {
     pub seqno: Option<u32>,
 }
 
+#[cfg(feature = "chain")]
 /// The `wallet` subcommand shared by the keepers: reads the chain unless `offline`, prints
 /// text or one JSON document.
 pub async fn wallet_command(
-    ton: &crate::config::TonSettings,
+    ton: &crate::ton::TonSettings,
     wallet: &crate::ton::Wallet,
     offline: bool,
     output: Output,
@@ -175,7 +181,8 @@ pub fn print_cycle<S: serde::Serialize>(
     }
 }
 
-/// The subcommands of the chain-publishing keepers (DESIGN §3).
+#[cfg(feature = "chain")]
+/// The subcommands of the chain-publishing keepers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
 pub enum KeeperCommand {
     /// Run the keeper (the default): a daemon, or one cycle with --once.
@@ -221,6 +228,7 @@ pub struct Needs {
     pub database: bool,
 }
 
+#[cfg(feature = "chain")]
 impl KeeperCommand {
     /// What this command needs; a dry run sends nothing, so it needs neither key nor oracle.
     pub fn needs(self, dry_run: bool) -> Needs {

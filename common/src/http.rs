@@ -89,6 +89,7 @@ impl HttpError {
 }
 
 /// Builds the shared client: rustls, a user agent, connect and request timeouts.
+#[allow(clippy::expect_used)] // the one deliberate panic: no TLS backend is a build defect
 pub fn client(timeout: Duration) -> reqwest::Client {
     crate::install_crypto_provider();
     reqwest::Client::builder()

@@ -3,6 +3,7 @@
 //! One module per concern; keeper crates hold only their policy and wiring and depend on this
 //! crate, never the other way round.
 
+#[cfg(feature = "sources")]
 pub mod aggregate;
 pub mod alert;
 pub mod cli;
@@ -11,9 +12,11 @@ pub mod http;
 pub mod retry;
 pub mod runner;
 pub mod secret;
+#[cfg(feature = "sources")]
 pub mod sources;
 pub mod store;
 pub mod telemetry;
+#[cfg(feature = "chain")]
 pub mod ton;
 
 /// Installs the process-wide TLS crypto provider (ring); call once at the start of `main`.

@@ -1,5 +1,5 @@
 //! Concurrency of the price fetch: with each of the three sources answering after 400 ms, a
-//! full fetch of the six DESIGN §4 assets from all sources takes one slow round trip (target
+//! full fetch of the six default assets from all sources takes one slow round trip (target
 //! < 500 ms wall), not three (1.2 s, measured here too as the sequential reference).
 //!
 //! `cargo bench -p keeper-tests --bench fetch`
@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use keeper_common::sources::{AssetList, Observation, PriceFetcher, Source};
+use keeper_common::sources::{Observation, PriceFetcher, Source};
 use keeper_tests::upstreams::UpstreamsHandle;
 
 const LATENCY: Duration = Duration::from_millis(400);
@@ -23,7 +23,7 @@ fn bench(c: &mut Criterion) {
     }
     let mut settings = up.sources_settings();
     settings.request_timeout = 5;
-    let assets = AssetList::default();
+    let assets = keeper_tests::default_assets();
     let all = PriceFetcher::new(&settings, &assets, None);
     let single: Vec<PriceFetcher> = Source::ALL
         .iter()

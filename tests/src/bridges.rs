@@ -1,5 +1,5 @@
 //! Local stand-ins for the bridge-health upstreams, each a real HTTP server on `127.0.0.1:0`
-//! answering in the documented formats (`../shared/reference/external-apis.md` §2 and §4):
+//! answering in the documented formats (as the providers' API documentation describes them):
 //!
 //! - DefiLlama bridges (`bridges.llama.fi`): `GET /bridge/{id}`;
 //! - DefiLlama API (`api.llama.fi`): `GET /tvl/{slug}` (a bare JSON number) and
@@ -8,7 +8,7 @@
 //!   `/api/v1/governor/limit`;
 //! - Axelarscan: `GET|POST /api/getTVLAlert`.
 //!
-//! [`BridgeApis::start`] answers every route with a healthy document for the DESIGN §6 bridges
+//! [`BridgeApis::start`] answers every route with a healthy document for the default bridges
 //! (Wormhole 77 / `portal`, Axelar 17 / `axelar`, `orbit-bridge`). Each test then changes what
 //! it needs: a persistent reply per route ([`BridgeApis::set`]), one-off replies consumed first
 //! ([`BridgeApis::push`]: a 429 then the default), the documented error bodies, HTML pages,

@@ -10,3 +10,9 @@ pub mod proxy;
 pub mod sink;
 pub mod toncenter;
 pub mod upstreams;
+
+/// The pricing keeper's default asset table, read from its shipped example file.
+pub fn default_assets() -> keeper_common::sources::AssetList {
+    keeper_common::sources::AssetList::from_toml(include_str!("../../config/pricing-oracle.toml"))
+        .expect("config/pricing-oracle.toml has a valid [[assets]] table")
+}

@@ -6,8 +6,8 @@ use std::net::TcpListener;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use keeper_common::config::{Network, WalletVersion};
 use keeper_common::secret::Secret;
+use keeper_common::ton::{Network, WalletVersion};
 use keeper_common::ton::{TonAddress, Wallet, WalletKeys};
 use tokio::process::{Child, Command};
 
@@ -17,7 +17,7 @@ use crate::sink::Sink;
 use crate::toncenter::ToncenterServer;
 use crate::upstreams::UpstreamsHandle;
 
-/// A valid 24-word TON mnemonic (the DESIGN §5 V4R2 vector), used as the test keeper's key.
+/// A valid 24-word TON mnemonic (the published V4R2 vector), used as the test keeper's key.
 pub const TEST_MNEMONIC: &str = "fancy carpet hello mandate penalty trial consider property top vicious exit rebuild tragic profit urban major total month holiday sudden rib gather media vicious";
 
 /// Everything around one keeper process.

@@ -1,4 +1,4 @@
-//! A local toncenter v2 stand-in with a tiny chain behind it (`../shared/reference/ton.md`).
+//! A local toncenter v2 stand-in with a tiny chain behind it (toncenter v2 semantics: seqno, externals, get-methods).
 //!
 //! It answers JSON-RPC at `/api/v2/jsonRPC` and the REST paths (`/api/v2/{method}`) in
 //! toncenter's envelope (`{"ok","result"}`, errors `{"ok":false,"error","code"}` with the HTTP
@@ -42,7 +42,7 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use keeper_common::config::WalletVersion;
+use keeper_common::ton::WalletVersion;
 use keeper_common::ton::verify_signature;
 use serde_json::{Value, json};
 use tonlib_core::TonAddress;

@@ -1,5 +1,5 @@
 //! Local stand-ins for the price upstreams, each a real HTTP server on `127.0.0.1:0` answering
-//! in the documented formats (`../shared/reference/external-apis.md` §1–§3):
+//! in the documented formats (as the providers' API documentation describes them):
 //!
 //! - CoinGecko: `GET {base}/simple/price` and `GET {base}/simple/token_price/{platform}`, with
 //!   optional key checking (`x-cg-demo-api-key` / `x-cg-pro-api-key`, errors 10002/10010/10011);
@@ -9,7 +9,7 @@
 //!   Chainlink `latestRoundData()`/`decimals()` per feed and any scripted call (e.g. a bool
 //!   `allowLock()`).
 //!
-//! [`UpstreamsHandle::start`] serves the DESIGN §4 assets at 1.0 USD from every source with
+//! [`UpstreamsHandle::start`] serves the default assets at 1.0 USD from every source with
 //! fresh timestamps. Tests then change what they need: prices (as raw JSON text, so hostile
 //! values go out verbatim), timestamps, Chainlink rounds, per-call JSON-RPC answers, latency,
 //! and how each endpoint answers ([`Mode`]: rate limits in JSON or Cloudflare HTML with
@@ -39,7 +39,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
 use keeper_common::secret::Secret;
 pub use keeper_common::sources::Source;
-use keeper_common::sources::{AssetConfig, AssetList, SourcesSettings};
+use keeper_common::sources::{AssetConfig, SourcesSettings};
 use serde_json::{Value, json};
 
 /// `latestRoundData()` selector.
@@ -440,9 +440,9 @@ struct Ctx {
 }
 
 impl UpstreamsHandle {
-    /// Starts the stand-ins for the DESIGN §4 assets with two Ethereum endpoints.
+    /// Starts the stand-ins for the default assets with two Ethereum endpoints.
     pub async fn start() -> Self {
-        Self::start_with(&AssetList::default(), 2).await
+        Self::start_with(&crate::default_assets(), 2).await
     }
 
     /// Starts the stand-ins for `assets` with `eth_endpoints` JSON-RPC servers (at least 1).

@@ -1,4 +1,4 @@
-//! Alert lifecycle and delivery (DESIGN §8) against local recording sinks standing in for Slack,
+//! Alert lifecycle and delivery against local recording sinks standing in for Slack,
 //! a generic webhook, Alertmanager and PagerDuty, answering in their documented formats.
 
 use std::io::Write;

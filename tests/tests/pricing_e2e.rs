@@ -308,7 +308,7 @@ async fn wallet_and_status_subcommands() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
     let w: serde_json::Value = serde_json::from_slice(&out.stdout).expect("wallet JSON");
-    // DESIGN §5 published vector for this mnemonic.
+    // Published vector for this mnemonic.
     assert_eq!(
         w["address_bounceable"],
         "EQCDM_QGggZ3qMa_f3lRPk4_qLDnLTqdi6OkMAV2NB9r5TG3"

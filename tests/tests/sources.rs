@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use keeper_common::aggregate::aggregate;
 use keeper_common::secret::Secret;
 use keeper_common::sources::{
-    AggregationSettings, AssetConfig, AssetList, CoinGecko, CoinGeckoTier, DefiLlama, EthCall,
-    EvmRpc, Fetched, Observation, PriceFetcher, Reason, RpcErrorKind, SourcesSettings, chainlink,
+    AggregationSettings, AssetConfig, CoinGecko, CoinGeckoTier, DefiLlama, EthCall, EvmRpc,
+    Fetched, Observation, PriceFetcher, Reason, RpcErrorKind, SourcesSettings, chainlink,
 };
 use keeper_common::telemetry::Metrics;
 use keeper_tests::upstreams::{
@@ -21,7 +21,7 @@ const FIXTURE_NOW: i64 = 1_767_222_100;
 
 fn fetcher(up: &UpstreamsHandle, s: &SourcesSettings) -> (PriceFetcher, Arc<Metrics>) {
     let metrics = Arc::new(Metrics::new("pricing-oracle"));
-    let assets = AssetList::default().0;
+    let assets = keeper_tests::default_assets().0;
     let _ = up;
     (
         PriceFetcher::new(s, &assets, Some(metrics.clone())),
@@ -681,7 +681,7 @@ async fn chainlink_rounds_are_judged_by_the_design_rules() {
 
 #[tokio::test]
 async fn evm_bool_calls_for_the_bridge_keeper() {
-    let up = UpstreamsHandle::start_with(&AssetList::default(), 1).await;
+    let up = UpstreamsHandle::start_with(&keeper_tests::default_assets(), 1).await;
     let s = up.sources_settings();
     let rpc = EvmRpc::new(&s.eth_rpc_urls, s.request_policy(), None, "eth_rpc");
     let bridge_str = "0xb323692b6d4DB96af1f52E4499a2bd0Ded9af3C5";
@@ -947,7 +947,7 @@ async fn secrets_in_urls_never_reach_reasons_or_metrics() {
 /// endpoint: classified as documented.
 #[tokio::test]
 async fn every_json_rpc_fixture_is_classified() {
-    let up = UpstreamsHandle::start_with(&AssetList::default(), 1).await;
+    let up = UpstreamsHandle::start_with(&keeper_tests::default_assets(), 1).await;
     let mut s = up.sources_settings();
     s.retries = 0;
     let rpc = EvmRpc::new(&s.eth_rpc_urls, s.request_policy(), None, "chainlink");

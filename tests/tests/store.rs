@@ -6,18 +6,19 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bridge_health::records::{self as bridge_records, BridgeStatus, NewBridgeSnapshot};
 use chrono::{TimeZone, Utc};
 use futures_util::StreamExt;
 use keeper_common::alert::Alerter;
 use keeper_common::config::StorageSettings;
 use keeper_common::secret::SecretUrl;
-use keeper_common::store::{
-    self, BackupOutcome, BackupStatus, BridgeStatus, Channel, NewBridgeSnapshot, NewPriceUpdate,
-    StatusChange, Store, StoreError, StoreKind, StoreTimeouts, UpdateReason, UpdateStatus,
-};
+use keeper_common::store::{self, Store, StoreError, StoreKind, StoreTimeouts};
 use keeper_common::telemetry::metrics::Metrics;
 use keeper_tests::env;
 use keeper_tests::proxy::TcpProxy;
+use pricing_oracle::records::{
+    self as price_records, NewPriceUpdate, StatusChange, UpdateReason, UpdateStatus,
+};
 use sqlx::Connection;
 use tokio::io::AsyncBufReadExt;
 
@@ -340,10 +341,10 @@ async fn migrations_apply_twice_in_their_own_schema_beside_a_foreign_public_tabl
     )
     .await;
     assert!(s.is_up(StoreKind::Postgres));
-    let id = s
-        .insert_price_update(&price("USDT", 1, 999_850, UpdateReason::Initial))
-        .await
-        .unwrap();
+    let id =
+        price_records::insert_price_update(&s, &price("USDT", 1, 999_850, UpdateReason::Initial))
+            .await
+            .unwrap();
     let ours: i64 =
         sqlx::query_scalar("SELECT count(*) FROM keepers.pricing_oracle_updates WHERE id = $1")
             .bind(id)
@@ -402,7 +403,7 @@ async fn migrate_rejects_a_schema_name_that_is_not_an_identifier() {
 // records
 
 #[tokio::test]
-async fn price_updates_bridge_snapshots_and_backup_runs_with_latest_queries() {
+async fn price_updates_and_bridge_snapshots_with_latest_queries() {
     let schema = schema_name("rec");
     let metrics = Arc::new(Metrics::new("pricing-oracle"));
     let s = Store::connect_with(
@@ -422,29 +423,37 @@ async fn price_updates_bridge_snapshots_and_backup_runs_with_latest_queries() {
         (1_000_100, UpdateReason::Heartbeat),
     ] {
         usdt.push(
-            s.insert_price_update(&price("USDT", 1, p, reason))
+            price_records::insert_price_update(&s, &price("USDT", 1, p, reason))
                 .await
                 .unwrap(),
         );
     }
-    let usdc_old = s
-        .insert_price_update(&price("USDC", 2, 999_990, UpdateReason::Initial))
-        .await
-        .unwrap();
+    let usdc_old =
+        price_records::insert_price_update(&s, &price("USDC", 2, 999_990, UpdateReason::Initial))
+            .await
+            .unwrap();
     let mut dry = price("USDC", 2, 1_000_000, UpdateReason::Forced);
     dry.status = UpdateStatus::DryRun;
-    let usdc_new = s.insert_price_update(&dry).await.unwrap();
+    let usdc_new = price_records::insert_price_update(&s, &dry).await.unwrap();
     assert!(usdt.windows(2).all(|w| w[0] < w[1]) && usdc_old < usdc_new);
 
-    let last = s.latest_price_update("USDT").await.unwrap().unwrap();
+    let last = price_records::latest_price_update(&s, "USDT")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((last.id, last.price_micro), (usdt[2], 1_000_100));
     assert_eq!(last.reason, UpdateReason::Heartbeat);
     assert_eq!(last.status, UpdateStatus::Sent);
     assert_eq!(last.quotes[1]["source"], "defillama");
     assert_eq!(last.observed_at.timestamp(), 1_700_000_000);
-    assert!(s.latest_price_update("DAI").await.unwrap().is_none());
+    assert!(
+        price_records::latest_price_update(&s, "DAI")
+            .await
+            .unwrap()
+            .is_none()
+    );
 
-    let all = s.latest_price_updates().await.unwrap();
+    let all = price_records::latest_price_updates(&s).await.unwrap();
     let got: Vec<(&str, i64, UpdateStatus)> = all
         .iter()
         .map(|r| (r.asset.as_str(), r.price_micro, r.status))
@@ -459,7 +468,8 @@ async fn price_updates_bridge_snapshots_and_backup_runs_with_latest_queries() {
 
     // Status changes: confirmed with hash and time; failed with an error; unknown id.
     let confirmed_at = Utc.timestamp_opt(1_700_000_030, 0).unwrap();
-    s.set_price_update_status(
+    price_records::set_price_update_status(
+        &s,
         usdt[2],
         &StatusChange {
             status: UpdateStatus::Confirmed,
@@ -470,13 +480,17 @@ async fn price_updates_bridge_snapshots_and_backup_runs_with_latest_queries() {
     )
     .await
     .unwrap();
-    let last = s.latest_price_update("USDT").await.unwrap().unwrap();
+    let last = price_records::latest_price_update(&s, "USDT")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(last.status, UpdateStatus::Confirmed);
     assert_eq!(last.message_hash.as_deref(), Some("ab".repeat(32).as_str()));
     assert_eq!(last.confirmed_at, Some(confirmed_at));
     assert_eq!(last.error, None);
 
-    s.set_price_update_status(
+    price_records::set_price_update_status(
+        &s,
         usdt[1],
         &StatusChange {
             status: UpdateStatus::Failed,
@@ -497,102 +511,63 @@ async fn price_updates_bridge_snapshots_and_backup_runs_with_latest_queries() {
     assert_eq!(status, "failed");
     assert!(error.unwrap().contains("expired"));
 
-    let missing = s
-        .set_price_update_status(
-            i64::MAX,
-            &StatusChange {
-                status: UpdateStatus::Confirmed,
-                error: None,
-                message_hash: None,
-                confirmed_at: None,
-            },
-        )
-        .await
-        .unwrap_err();
+    let missing = price_records::set_price_update_status(
+        &s,
+        i64::MAX,
+        &StatusChange {
+            status: UpdateStatus::Confirmed,
+            error: None,
+            message_hash: None,
+            confirmed_at: None,
+        },
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(missing, StoreError::NoSuchRow { .. }), "{missing}");
     // The database answered: a missing row does not degrade the store.
     assert!(s.is_up(StoreKind::Postgres));
 
     // Bridges.
-    s.insert_bridge_snapshot(&snapshot(3, "wormhole", 1.0, BridgeStatus::Healthy))
-        .await
-        .unwrap();
-    s.insert_bridge_snapshot(&snapshot(1, "ton-bridge", 0.9, BridgeStatus::Healthy))
-        .await
-        .unwrap();
+    bridge_records::insert_bridge_snapshot(
+        &s,
+        &snapshot(3, "wormhole", 1.0, BridgeStatus::Healthy),
+    )
+    .await
+    .unwrap();
+    bridge_records::insert_bridge_snapshot(
+        &s,
+        &snapshot(1, "ton-bridge", 0.9, BridgeStatus::Healthy),
+    )
+    .await
+    .unwrap();
     let mut off = snapshot(3, "wormhole", 0.2, BridgeStatus::Offline);
     off.published = true;
     off.message_hash = Some("cd".repeat(32));
-    let off_id = s.insert_bridge_snapshot(&off).await.unwrap();
-    let w = s.latest_bridge_snapshot(3).await.unwrap().unwrap();
+    let off_id = bridge_records::insert_bridge_snapshot(&s, &off)
+        .await
+        .unwrap();
+    let w = bridge_records::latest_bridge_snapshot(&s, 3)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         (w.id, w.status, w.is_online, w.published),
         (off_id, BridgeStatus::Offline, false, true)
     );
     assert_eq!(w.signals[0]["signal"], "peg");
-    assert!(s.latest_bridge_snapshot(4).await.unwrap().is_none());
-    let bridges: Vec<(i32, f64)> = s
-        .latest_bridge_snapshots()
+    assert!(
+        bridge_records::latest_bridge_snapshot(&s, 4)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let bridges: Vec<(i32, f64)> = bridge_records::latest_bridge_snapshots(&s)
         .await
         .unwrap()
         .iter()
         .map(|b| (b.bridge_id, b.score))
         .collect();
     assert_eq!(bridges, [(1, 0.9), (3, 0.2)]);
-
-    // Backup runs.
-    let ok = s.start_backup_run("protocol").await.unwrap();
-    s.finish_backup_run(
-        ok,
-        &BackupOutcome {
-            location: Some("/var/backups/protocol-1.dump.zst".into()),
-            remote_key: Some("keepers/protocol-1.dump.zst".into()),
-            size_bytes: Some(123_456),
-            sha256: Some("ef".repeat(32)),
-            manifest: Some(serde_json::json!({"database": "protocol", "tables": {"users": 3}})),
-            verify_mode: Some("restore".into()),
-            verified: Some(true),
-            ..BackupOutcome::success()
-        },
-    )
-    .await
-    .unwrap();
-    let bad = s.start_backup_run("protocol").await.unwrap();
-    s.finish_backup_run(
-        bad,
-        &BackupOutcome::failed("pg_dump 14 is older than server 15"),
-    )
-    .await
-    .unwrap();
-    let running = s.start_backup_run("protocol").await.unwrap();
-
-    let runs = s.latest_backup_runs(None, 10).await.unwrap();
-    let ids: Vec<(i64, BackupStatus)> = runs.iter().map(|r| (r.id, r.status)).collect();
-    assert_eq!(
-        ids,
-        [
-            (running, BackupStatus::Running),
-            (bad, BackupStatus::Failed),
-            (ok, BackupStatus::Success)
-        ]
-    );
-    assert!(runs[0].finished_at.is_none() && runs[1].finished_at.is_some());
-    let good = s
-        .latest_backup_runs(Some(BackupStatus::Success), 1)
-        .await
-        .unwrap();
-    assert_eq!(good.len(), 1);
-    assert_eq!(good[0].id, ok);
-    assert_eq!(good[0].size_bytes, Some(123_456));
-    assert_eq!(good[0].verified, Some(true));
-    assert_eq!(good[0].manifest.as_ref().unwrap()["tables"]["users"], 3);
-    let failed = s
-        .latest_backup_runs(Some(BackupStatus::Failed), 5)
-        .await
-        .unwrap();
-    assert_eq!(failed.len(), 1);
-    assert!(failed[0].error.as_deref().unwrap().contains("older"));
-    assert_eq!(s.latest_backup_runs(None, 1).await.unwrap().len(), 1);
 
     drop(s);
     drop_schema(&schema).await;
@@ -661,8 +636,8 @@ async fn redis_hashes_and_pubsub_channels() {
     sub.subscribe("bridge_health").await.unwrap();
     let mut messages = sub.into_on_message();
 
-    s.put_price(
-        "USDT",
+    s.put_hash(
+        "price:USDT",
         &[
             ("price_micro", "999850".into()),
             ("timestamp", "1700000000".into()),
@@ -670,9 +645,12 @@ async fn redis_hashes_and_pubsub_channels() {
     )
     .await
     .unwrap();
-    s.put_bridge_health(3, &[("status", "offline".into()), ("score", "0.2".into())])
-        .await
-        .unwrap();
+    s.put_hash(
+        "bridge_health:3",
+        &[("status", "offline".into()), ("score", "0.2".into())],
+    )
+    .await
+    .unwrap();
 
     let mut raw = redis_conn(&url).await;
     let h: HashMap<String, String> = redis::cmd("HGETALL")
@@ -688,15 +666,15 @@ async fn redis_hashes_and_pubsub_channels() {
         .await
         .unwrap();
     assert_eq!(b.get("status").map(String::as_str), Some("offline"));
-    assert_eq!(s.get_price("USDT").await.unwrap(), h);
-    assert!(s.get_price("DAI").await.unwrap().is_empty());
-    assert_eq!(s.get_bridge_health(3).await.unwrap(), b);
+    assert_eq!(s.get_hash("price:USDT").await.unwrap(), h);
+    assert!(s.get_hash("price:DAI").await.unwrap().is_empty());
+    assert_eq!(s.get_hash("bridge_health:3").await.unwrap(), b);
 
     // Channels are shared with other tests: match on a payload only this test sends.
     let p1 = serde_json::json!({"asset": "USDT", "price_micro": 999850, "tag": prefix}).to_string();
     let p2 = serde_json::json!({"bridge_id": 3, "status": "offline", "tag": prefix}).to_string();
-    assert!(s.publish(Channel::PricingOracle, &p1).await.unwrap() >= 1);
-    assert!(s.publish(Channel::BridgeHealth, &p2).await.unwrap() >= 1);
+    assert!(s.publish(price_records::CHANNEL, &p1).await.unwrap() >= 1);
+    assert!(s.publish(bridge_records::CHANNEL, &p2).await.unwrap() >= 1);
     let mut seen = Vec::new();
     let got_both = tokio::time::timeout(Duration::from_secs(5), async {
         while let Some(m) = messages.next().await {
@@ -734,13 +712,15 @@ fn nothing_configured_says_so_once_and_the_lease_is_local() {
         )
         .await;
         assert!(!s.postgres_configured() && !s.redis_configured());
-        let e = s
-            .insert_bridge_snapshot(&snapshot(1, "ton-bridge", 1.0, BridgeStatus::Healthy))
-            .await
-            .unwrap_err();
+        let e = bridge_records::insert_bridge_snapshot(
+            &s,
+            &snapshot(1, "ton-bridge", 1.0, BridgeStatus::Healthy),
+        )
+        .await
+        .unwrap_err();
         assert!(e.is_not_configured(), "{e}");
         assert!(
-            s.put_price("USDT", &[("p", "1".into())])
+            s.put_hash("price:USDT", &[("p", "1".into())])
                 .await
                 .unwrap_err()
                 .is_not_configured()
@@ -823,11 +803,11 @@ fn passwords_stay_out_of_errors_and_logs() {
         vec![
             format!("{s:?}"),
             format!("{bad:?}"),
-            s.insert_price_update(&price("USDT", 1, 1, UpdateReason::Initial))
+            price_records::insert_price_update(&s, &price("USDT", 1, 1, UpdateReason::Initial))
                 .await
                 .unwrap_err()
                 .to_string(),
-            s.put_price("USDT", &[("p", "1".into())])
+            s.put_hash("price:USDT", &[("p", "1".into())])
                 .await
                 .unwrap_err()
                 .to_string(),
@@ -1156,7 +1136,7 @@ async fn postgres_advisory_lease_when_redis_is_not_configured() {
 async fn cycle(s: &Store, lease: &mut store::WalletLease, n: u32) -> (Duration, bool, bool) {
     let t = Instant::now();
     let recorded = s
-        .put_price("USDT", &[("price_micro", n.to_string())])
+        .put_hash("price:USDT", &[("price_micro", n.to_string())])
         .await
         .is_ok();
     let held = lease.try_acquire_or_renew().await.held;
@@ -1242,7 +1222,10 @@ async fn redis_lost_mid_run_degrades_and_recovers() {
     assert_eq!(metric(&metrics, up), Some(0.0));
     assert!(metric(&metrics, "keeper_store_errors_total{store=\"redis\"}").unwrap() >= 5.0);
     assert!(alerter.is_firing("store_degraded:redis"));
-    let e = s.put_price("USDT", &[("p", "1".into())]).await.unwrap_err();
+    let e = s
+        .put_hash("price:USDT", &[("p", "1".into())])
+        .await
+        .unwrap_err();
     assert!(e.is_outage(), "{e}");
 
     proxy.restore().unwrap();
@@ -1251,7 +1234,7 @@ async fn redis_lost_mid_run_degrades_and_recovers() {
         eventually(Duration::from_secs(10), || {
             let s = s2.clone();
             async move {
-                s.put_price("USDT", &[("price_micro", "1".into())])
+                s.put_hash("price:USDT", &[("price_micro", "1".into())])
                     .await
                     .is_ok()
             }
@@ -1268,7 +1251,7 @@ async fn redis_lost_mid_run_degrades_and_recovers() {
     rival.release().await.unwrap();
     let (_, recorded, held) = cycle(&s, &mut lease, 99).await;
     assert!(recorded && held);
-    assert_eq!(s.get_price("USDT").await.unwrap()["price_micro"], "99");
+    assert_eq!(s.get_hash("price:USDT").await.unwrap()["price_micro"], "99");
     lease.release().await.unwrap();
 }
 
@@ -1288,18 +1271,23 @@ async fn postgres_lost_mid_run_degrades_and_recovers() {
     )
     .await;
     let up = "keeper_store_up{store=\"postgres\"}";
-    s.insert_bridge_snapshot(&snapshot(1, "ton-bridge", 1.0, BridgeStatus::Healthy))
-        .await
-        .unwrap();
+    bridge_records::insert_bridge_snapshot(
+        &s,
+        &snapshot(1, "ton-bridge", 1.0, BridgeStatus::Healthy),
+    )
+    .await
+    .unwrap();
     assert_eq!(metric(&metrics, up), Some(1.0));
 
     proxy.cut().await;
     let bound = t.op + Duration::from_millis(1500);
     for n in 0..10 {
         let started = Instant::now();
-        let r = s
-            .insert_bridge_snapshot(&snapshot(2, "orbit", 0.5, BridgeStatus::Degraded))
-            .await;
+        let r = bridge_records::insert_bridge_snapshot(
+            &s,
+            &snapshot(2, "orbit", 0.5, BridgeStatus::Degraded),
+        )
+        .await;
         assert!(
             started.elapsed() < bound,
             "call {n} took {:?}",
@@ -1318,9 +1306,12 @@ async fn postgres_lost_mid_run_degrades_and_recovers() {
         eventually(Duration::from_secs(10), || {
             let s = s2.clone();
             async move {
-                s.insert_bridge_snapshot(&snapshot(2, "orbit", 0.6, BridgeStatus::Degraded))
-                    .await
-                    .is_ok()
+                bridge_records::insert_bridge_snapshot(
+                    &s,
+                    &snapshot(2, "orbit", 0.6, BridgeStatus::Degraded),
+                )
+                .await
+                .is_ok()
             }
         })
         .await,
@@ -1328,7 +1319,7 @@ async fn postgres_lost_mid_run_degrades_and_recovers() {
     );
     assert_eq!(metric(&metrics, up), Some(1.0));
     assert!(!alerter.is_firing("store_degraded:postgres"));
-    let latest = s.latest_bridge_snapshots().await.unwrap();
+    let latest = bridge_records::latest_bridge_snapshots(&s).await.unwrap();
     assert_eq!(
         latest.iter().map(|b| b.bridge_id).collect::<Vec<_>>(),
         [1, 2]
@@ -1379,10 +1370,10 @@ async fn stores_unreachable_at_start_degrade_then_migrate_when_they_come_up() {
     let mut lease = s.lease("EQlate", "me");
     assert_eq!(lease.backend(), "redis");
     assert!(!lease.try_acquire_or_renew().await.held);
-    let e = s
-        .insert_price_update(&price("USDT", 1, 1_000_000, UpdateReason::Initial))
-        .await
-        .unwrap_err();
+    let e =
+        price_records::insert_price_update(&s, &price("USDT", 1, 1_000_000, UpdateReason::Initial))
+            .await
+            .unwrap_err();
     assert!(matches!(e, StoreError::Unavailable { .. }), "{e}");
 
     pg_proxy.restore().unwrap();
@@ -1396,10 +1387,10 @@ async fn stores_unreachable_at_start_degrade_then_migrate_when_they_come_up() {
         .await
     );
     // The migrations that could not run at start ran when the database came up.
-    let id = s
-        .insert_price_update(&price("USDT", 1, 1_000_000, UpdateReason::Initial))
-        .await
-        .unwrap();
+    let id =
+        price_records::insert_price_update(&s, &price("USDT", 1, 1_000_000, UpdateReason::Initial))
+            .await
+            .unwrap();
     assert!(id > 0);
     assert!(lease.try_acquire_or_renew().await.held);
     assert!(alerter.firing().is_empty());
@@ -1495,7 +1486,7 @@ async fn redis_server_killed_mid_run() {
     let back = eventually(Duration::from_secs(15), || {
         let s = s2.clone();
         async move {
-            s.put_price("USDT", &[("price_micro", "7".into())])
+            s.put_hash("price:USDT", &[("price_micro", "7".into())])
                 .await
                 .is_ok()
         }
@@ -1567,10 +1558,13 @@ async fn every_call_runs_on_spawned_tasks() {
     .await;
     let t = s.clone();
     let id = tokio::spawn(async move {
-        let id = t
-            .insert_price_update(&price("DAI", 3, 1_000_200, UpdateReason::Deviation))
-            .await?;
-        t.set_price_update_status(
+        let id = price_records::insert_price_update(
+            &t,
+            &price("DAI", 3, 1_000_200, UpdateReason::Deviation),
+        )
+        .await?;
+        price_records::set_price_update_status(
+            &t,
             id,
             &StatusChange {
                 status: UpdateStatus::Confirmed,
@@ -1580,22 +1574,19 @@ async fn every_call_runs_on_spawned_tasks() {
             },
         )
         .await?;
-        t.latest_price_updates().await?;
-        t.latest_price_update("DAI").await?;
-        t.insert_bridge_snapshot(&snapshot(4, "axelar", 1.0, BridgeStatus::Healthy))
+        price_records::latest_price_updates(&t).await?;
+        price_records::latest_price_update(&t, "DAI").await?;
+        bridge_records::insert_bridge_snapshot(
+            &t,
+            &snapshot(4, "axelar", 1.0, BridgeStatus::Healthy),
+        )
+        .await?;
+        bridge_records::latest_bridge_snapshot(&t, 4).await?;
+        bridge_records::latest_bridge_snapshots(&t).await?;
+        t.put_hash("price:DAI", &[("price_micro", "1000200".into())])
             .await?;
-        t.latest_bridge_snapshot(4).await?;
-        t.latest_bridge_snapshots().await?;
-        let run = t.start_backup_run("protocol").await?;
-        t.finish_backup_run(run, &BackupOutcome::success()).await?;
-        t.latest_backup_runs(None, 1).await?;
-        t.put_price("DAI", &[("price_micro", "1000200".into())])
-            .await?;
-        t.get_price("DAI").await?;
-        t.put_bridge_health(4, &[("status", "healthy".into())])
-            .await?;
-        t.get_bridge_health(4).await?;
-        t.publish(Channel::PricingOracle, "{}").await?;
+        t.get_hash("price:DAI").await?;
+        t.publish(price_records::CHANNEL, "{}").await?;
         Ok::<_, StoreError>(id)
     })
     .await
@@ -1611,7 +1602,10 @@ async fn every_call_runs_on_spawned_tasks() {
     .unwrap()
     .unwrap();
     assert!(held);
-    let rec = s.latest_price_update("DAI").await.unwrap().unwrap();
+    let rec = price_records::latest_price_update(&s, "DAI")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((rec.id, rec.status), (id, UpdateStatus::Confirmed));
     drop(s);
     drop_schema(&schema).await;

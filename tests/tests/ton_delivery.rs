@@ -1,4 +1,4 @@
-//! Delivery (DESIGN §5) against the local toncenter stand-in, over real HTTP: first send with
+//! Delivery against the local toncenter stand-in, over real HTTP: first send with
 //! StateInit, normal confirmation, V4R2 chunks, 429/503/hanging retries, 4xx not retried, a lost
 //! response (no second body for that seqno), expiry and rebuild, rejection kept in flight, and
 //! read-back mismatches reported as errors.
@@ -6,11 +6,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use keeper_common::config::{Network, WalletVersion};
 use keeper_common::retry;
 use keeper_common::secret::Secret;
 use keeper_common::telemetry::metrics::Metrics;
 use keeper_common::ton::*;
+use keeper_common::ton::{Network, WalletVersion};
 use keeper_tests::toncenter::{ExternalOutcome, Fault, NumberStyle, ToncenterServer};
 
 const TON: u128 = 1_000_000_000;

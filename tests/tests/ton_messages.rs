@@ -1,13 +1,13 @@
-//! TON keys, wallets and messages without a chain: the published vectors (DESIGN §5), round
+//! TON keys, wallets and messages without a chain: the published vectors, round
 //! trips of every message through its BoC with signature checks, tamper detection, action order,
-//! limits, and the dry-run summary shape (DESIGN §3).
+//! limits, and the dry-run summary shape.
 
 use std::sync::Arc;
 
-use keeper_common::config::{Network, WalletVersion};
 use keeper_common::secret::Secret;
 use keeper_common::ton::external::internal_message;
 use keeper_common::ton::*;
+use keeper_common::ton::{Network, WalletVersion};
 use tonlib_core::cell::{BagOfCells, Cell, CellBuilder};
 use tonlib_core::tlb_types::tlb::TLB;
 use tonlib_core::wallet::versioned::v5::WalletExtMsgBodyV5;

@@ -1,4 +1,4 @@
-//! Alert lifecycle (DESIGN §8): firing → notify → re-notify every `renotify` → resolved → notify
+//! Alert lifecycle: firing → notify → re-notify every `renotify` → resolved → notify
 //! once, delivered to Slack, a generic webhook, Alertmanager and PagerDuty.
 //!
 //! Callers hold a cheap, cloneable [`Alerter`] handle; `fire`/`resolve` never block and never

@@ -8,13 +8,13 @@ mod sections;
 pub mod validate;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::de::DeserializeOwned;
 
 pub use sections::*;
 
-/// Exit code for invalid configuration or usage (DESIGN §3).
+/// Exit code for invalid configuration or usage.
 pub const EXIT_CONFIG: i32 = 2;
 
 /// A setting that could not be accepted: which one, and why (never its value if it is secret).
@@ -90,8 +90,11 @@ impl Env for HashMap<String, String> {
     }
 }
 
-/// Everything that feeds the settings, lowest precedence first after the built-in defaults.
+/// Everything that feeds the settings, lowest precedence first.
 pub struct Layers<'a> {
+    /// The binary's shipped example file, compiled in: the built-in defaults. A file, the
+    /// environment and flags override it key by key; a list (`[[assets]]`) is replaced whole.
+    pub defaults: &'a str,
     /// The `--config` file, if any.
     pub file: Option<&'a Path>,
     /// Where environment variables come from.
@@ -105,10 +108,10 @@ pub struct Layers<'a> {
 impl Layers<'_> {
     /// Merges the layers and deserializes them into `T`, naming the setting on any error.
     pub fn load<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
-        let mut table = match self.file {
-            Some(path) => read_file(path)?,
-            None => toml::Table::new(),
-        };
+        let mut table = parse_toml(self.defaults, "built-in defaults")?;
+        if let Some(path) = self.file {
+            merge(&mut table, read_file(path)?);
+        }
         for b in self.bindings {
             if let Some(text) = self.env.var(b.env) {
                 let value = env_value(b, &text)?;
@@ -124,20 +127,33 @@ impl Layers<'_> {
     }
 }
 
+/// Lays `over` onto `base`: tables merge key by key, anything else (lists included) replaces.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(key, v);
+            }
+        }
+    }
+}
+
 fn read_file(path: &Path) -> Result<toml::Table, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         ConfigError::new("--config", format!("cannot read {}: {e}", path.display()))
     })?;
+    parse_toml(&text, &format!("--config {}", path.display()))
+}
+
+fn parse_toml(text: &str, origin: &str) -> Result<toml::Table, ConfigError> {
     text.parse::<toml::Table>().map_err(|e| {
         let msg = e.message().to_owned();
         let line = e
             .span()
             .map(|s| text[..s.start.min(text.len())].lines().count().max(1))
             .unwrap_or(0);
-        ConfigError::new(
-            format!("--config {}", path.display()),
-            format!("line {line}: {msg}"),
-        )
+        ConfigError::new(origin, format!("line {line}: {msg}"))
     })
 }
 
@@ -207,33 +223,6 @@ fn deserialize<T: DeserializeOwned>(
     })
 }
 
-/// Resolves the keeper's mnemonic: `ton.mnemonic` (`KEEPER_MNEMONIC`), then `ton.mnemonic_file`
-/// (`KEEPER_MNEMONIC_FILE`), then systemd's `$CREDENTIALS_DIRECTORY/keeper-mnemonic`.
-pub fn resolve_mnemonic(
-    ton: &TonSettings,
-    env: &dyn Env,
-) -> Result<Option<crate::secret::Secret>, ConfigError> {
-    if let Some(m) = &ton.mnemonic {
-        return Ok(Some(m.clone()));
-    }
-    let file: Option<PathBuf> = ton.mnemonic_file.clone().or_else(|| {
-        env.var("CREDENTIALS_DIRECTORY")
-            .map(|d| Path::new(&d).join("keeper-mnemonic"))
-            .filter(|p| p.exists())
-    });
-    match file {
-        Some(path) => crate::secret::Secret::from_file(&path)
-            .map(Some)
-            .map_err(|e| {
-                ConfigError::new(
-                    "ton.mnemonic_file (KEEPER_MNEMONIC_FILE)",
-                    format!("cannot read {}: {}", path.display(), e.kind()),
-                )
-            }),
-        None => Ok(None),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,6 +261,7 @@ mod tests {
         std::fs::write(&f, "[a]\nn = 5\ns = \"file\"\n").unwrap();
         let e = env(&[("DEMO_S", "env"), ("DEMO_L", "x, y")]);
         let layers = Layers {
+            defaults: "",
             file: Some(&f),
             env: &e,
             bindings: B,
@@ -288,6 +278,7 @@ mod tests {
         std::fs::write(&f, "[a]\nnn = 5\n").unwrap();
         let e = env(&[]);
         let err = Layers {
+            defaults: "",
             file: Some(&f),
             env: &e,
             bindings: B,
@@ -302,6 +293,7 @@ mod tests {
     fn bad_env_number_names_the_variable() {
         let e = env(&[("DEMO_N", "ten")]);
         let err = Layers {
+            defaults: "",
             file: None,
             env: &e,
             bindings: B,

@@ -1,7 +1,6 @@
 //! Settings sections shared by every keeper. Each keeper's own settings embed the ones it uses.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 
 use serde::Deserialize;
 
@@ -10,14 +9,6 @@ use crate::secret::{Secret, SecretUrl};
 
 /// Environment bindings of the sections below; keepers append their own.
 pub const COMMON_ENV: &[EnvBinding] = &[
-    bind("TON_RPC_URL", "ton.rpc_url", Kind::Str),
-    bind("TON_API_KEY", "ton.api_key", Kind::Str),
-    bind("TON_NETWORK", "ton.network", Kind::Str),
-    bind("WALLET_VERSION", "ton.wallet_version", Kind::Str),
-    bind("KEEPER_MNEMONIC", "ton.mnemonic", Kind::Str),
-    bind("KEEPER_MNEMONIC_FILE", "ton.mnemonic_file", Kind::Str),
-    bind("UPDATE_VALUE_TON", "ton.update_value_ton", Kind::Decimal),
-    bind("MESSAGE_TTL", "ton.message_ttl", Kind::Int),
     bind("UPDATE_INTERVAL", "runner.interval", Kind::Int),
     bind("UPDATE_INTERVAL_MS", "runner.interval_ms", Kind::Int),
     bind("CYCLE_TIMEOUT", "runner.cycle_timeout", Kind::Int),
@@ -45,93 +36,6 @@ pub const COMMON_ENV: &[EnvBinding] = &[
     bind("REDIS_PREFIX", "storage.redis_prefix", Kind::Str),
     bind("LEASE_TTL", "storage.lease_ttl", Kind::Int),
 ];
-
-/// Which TON network the wallet lives on (the V5R1 wallet id, and so the address, differ).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Network {
-    /// The main network (global id −239).
-    #[default]
-    Mainnet,
-    /// The test network (global id −3).
-    Testnet,
-}
-
-/// Wallet contract version of the keeper's hot wallet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum WalletVersion {
-    /// Wallet V5R1: up to 255 actions per external message (default).
-    #[default]
-    V5r1,
-    /// Wallet V4R2: up to 4 actions per external message.
-    V4r2,
-}
-
-/// `[ton]`: chain access, wallet and message settings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TonSettings {
-    /// toncenter v2 endpoint: the JSON-RPC URL or the `/api/v2/` base (`TON_RPC_URL`).
-    pub rpc_url: String,
-    /// toncenter API key, sent as `X-API-Key` (`TON_API_KEY`).
-    pub api_key: Option<Secret>,
-    /// `mainnet` or `testnet` (`TON_NETWORK`).
-    pub network: Network,
-    /// `v5r1` or `v4r2` (`WALLET_VERSION`).
-    pub wallet_version: WalletVersion,
-    /// The 24-word mnemonic (`KEEPER_MNEMONIC`); prefer a file or systemd credential.
-    pub mnemonic: Option<Secret>,
-    /// File holding the mnemonic (`KEEPER_MNEMONIC_FILE`).
-    pub mnemonic_file: Option<PathBuf>,
-    /// TON attached to each oracle message, in TON (`UPDATE_VALUE_TON`).
-    #[serde(deserialize_with = "validate::de_ton_amount")]
-    pub update_value_ton: u64,
-    /// Seconds an external message stays valid after chain time (`MESSAGE_TTL`).
-    pub message_ttl: u64,
-    /// Per-request timeout towards toncenter, seconds.
-    pub request_timeout: u64,
-    /// Milliseconds between seqno polls while waiting for confirmation.
-    pub poll_interval_ms: u64,
-    /// Seconds to wait for one external message to confirm or expire before leaving it in flight.
-    pub confirm_timeout: u64,
-    /// Seconds to wait for the oracle's get-methods to show a confirmed update.
-    pub readback_timeout: u64,
-    /// Rebuilds of an expired message (fresh seqno and valid_until) before the send fails.
-    pub max_rebuilds: u32,
-}
-
-impl Default for TonSettings {
-    fn default() -> Self {
-        Self {
-            rpc_url: "https://toncenter.com/api/v2/jsonRPC".into(),
-            api_key: None,
-            network: Network::Mainnet,
-            wallet_version: WalletVersion::V5r1,
-            mnemonic: None,
-            mnemonic_file: None,
-            update_value_ton: 50_000_000,
-            message_ttl: 60,
-            request_timeout: 10,
-            poll_interval_ms: 2_000,
-            confirm_timeout: 120,
-            readback_timeout: 30,
-            max_rebuilds: 2,
-        }
-    }
-}
-
-impl TonSettings {
-    /// Checks URLs and bounds; the mnemonic is checked where it is resolved.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        validate::http_url("ton.rpc_url (TON_RPC_URL)", &self.rpc_url)?;
-        validate::nonzero("ton.message_ttl (MESSAGE_TTL)", self.message_ttl)?;
-        validate::nonzero("ton.request_timeout", self.request_timeout)?;
-        validate::nonzero("ton.poll_interval_ms", self.poll_interval_ms)?;
-        validate::nonzero("ton.confirm_timeout", self.confirm_timeout)?;
-        Ok(())
-    }
-}
 
 /// `[runner]`: the interval loop.
 #[derive(Debug, Clone, Deserialize)]

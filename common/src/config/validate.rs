@@ -59,18 +59,6 @@ pub fn url_with_scheme(
     Ok(u)
 }
 
-/// Requires a TON address in raw (`0:abcd…`) or user-friendly (48 base64 chars) form.
-pub fn ton_address(setting: &str, value: &str) -> Result<tonlib_core::TonAddress, ConfigError> {
-    tonlib_core::TonAddress::from_str(value.trim()).map_err(|_| {
-        ConfigError::new(
-            setting,
-            format!(
-                "{value:?} is not a TON address (raw 0:<64 hex> or 48-char user-friendly form)"
-            ),
-        )
-    })
-}
-
 /// Requires a SQL identifier usable unquoted (schema names).
 pub fn identifier(setting: &str, value: &str) -> Result<(), ConfigError> {
     let ok = !value.is_empty()
@@ -105,34 +93,6 @@ pub fn cron(setting: &str, value: &str) -> Result<(), ConfigError> {
                 format!("cron expression {value:?} does not parse: {e}"),
             )
         })
-}
-
-/// Checks a TON mnemonic without ever echoing a word: 24 words, each in the TON word list,
-/// and a passwordless TON seed version.
-pub fn mnemonic(setting: &str, phrase: &Secret) -> Result<(), ConfigError> {
-    let words: Vec<&str> = phrase.expose().split_whitespace().collect();
-    if words.len() != 24 {
-        return Err(ConfigError::new(
-            setting,
-            format!("mnemonic must have 24 words, it has {}", words.len()),
-        ));
-    }
-    let list = &*tonlib_core::wallet::mnemonic::WORDLIST_EN_SET;
-    if let Some(pos) = words
-        .iter()
-        .position(|w| !list.contains_key(w.to_lowercase().as_str()))
-    {
-        return Err(ConfigError::new(
-            setting,
-            format!("mnemonic word #{} is not in the TON word list", pos + 1),
-        ));
-    }
-    tonlib_core::wallet::mnemonic::Mnemonic::new(words, &None).map(|_| ()).map_err(|_| {
-        ConfigError::new(
-            setting,
-            "mnemonic has a bad TON seed version (not a TON wallet mnemonic, or one with a password)",
-        )
-    })
 }
 
 /// Deserializes an amount of TON given as a number or a decimal string into nanotons.
@@ -170,25 +130,6 @@ pub fn ton_to_nano(text: &str) -> Result<u64, String> {
 mod tests {
     use super::*;
 
-    const GOOD: &str = "fancy carpet hello mandate penalty trial consider property top vicious exit rebuild tragic profit urban major total month holiday sudden rib gather media vicious";
-
-    #[test]
-    fn mnemonic_checks_never_echo_words() {
-        assert!(mnemonic("m", &Secret::new(GOOD)).is_ok());
-        let short = mnemonic("m", &Secret::new("fancy carpet hello")).unwrap_err();
-        assert!(short.problem.contains("24 words") && !short.problem.contains("fancy"));
-        let bad_word = GOOD.replace("penalty", "zzzzzz");
-        let e = mnemonic("m", &Secret::new(bad_word)).unwrap_err();
-        assert!(
-            e.problem.contains("#5") && !e.problem.contains("zzzzzz"),
-            "{e}"
-        );
-        // Valid words, wrong seed version: swap two words.
-        let swapped = GOOD.replacen("fancy carpet", "carpet fancy", 1);
-        let e = mnemonic("m", &Secret::new(swapped)).unwrap_err();
-        assert!(e.problem.contains("seed version"), "{e}");
-    }
-
     #[test]
     fn amounts_are_exact() {
         assert_eq!(ton_to_nano("0.05"), Ok(50_000_000));
@@ -208,7 +149,5 @@ mod tests {
         assert!(cron("c", "0 0 */6 * * *").is_ok());
         assert!(cron("c", "*/5 * * * *").is_ok());
         assert!(cron("c", "every day").is_err());
-        assert!(ton_address("a", "EQCDM_QGggZ3qMa_f3lRPk4_qLDnLTqdi6OkMAV2NB9r5TG3").is_ok());
-        assert!(ton_address("a", "EQnot-an-address").is_err());
     }
 }

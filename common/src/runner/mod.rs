@@ -1,4 +1,4 @@
-//! The interval loop every keeper uses (DESIGN §3).
+//! The interval loop every keeper uses.
 //!
 //! A keeper implements [`Cycle`] (one pass of its job) and hands it to a [`Runner`], which ticks
 //! on a fixed cadence without ever overlapping cycles, bounds each cycle by a timeout, counts and
@@ -205,7 +205,7 @@ pub struct CycleRun<R> {
 }
 
 impl<R> CycleRun<R> {
-    /// Exit code of a `--once` run (DESIGN §3): 0 success or skipped, 1 anything else.
+    /// Exit code of a `--once` run: 0 success or skipped, 1 anything else.
     pub fn exit_code(&self) -> i32 {
         if self.outcome.is_ok() {
             EXIT_OK

@@ -1,6 +1,6 @@
 //! Chainlink data feeds on Ethereum mainnet: `latestRoundData()` and `decimals()` per proxy in
 //! one JSON-RPC batch, ABI-decoded with `alloy-sol-types`, with the rejection rules of
-//! DESIGN §4. `decimals()` is cached per proxy after the first success.
+//! `decimals()` is cached per proxy after the first success.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -71,7 +71,7 @@ pub fn decode_decimals(data: &[u8]) -> Result<u8, String> {
     })
 }
 
-/// Applies DESIGN §4's Chainlink rules to a round: `answer <= 0`, `updatedAt == 0`,
+/// Applies the Chainlink rules to a round: `answer <= 0`, `updatedAt == 0`,
 /// `updatedAt > now + 60 s`, `answeredInRound < roundId`, and `now - updatedAt > heartbeat + grace`.
 pub fn evaluate(
     asset: &str,

@@ -444,7 +444,7 @@ impl<'de> Deserialize<'de> for ConfigDecimal {
     }
 }
 
-/// `[aggregation]`: how quotes become one price (DESIGN §4).
+/// `[aggregation]`: how quotes become one price.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AggregationSettings {
@@ -577,8 +577,9 @@ impl AssetConfig {
     }
 }
 
-/// The `[[assets]]` table; its default is the DESIGN §4 table, so no config file is needed.
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+/// The `[[assets]]` table. The keeper's shipped example file holds the default table; this
+/// type's own default is empty.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
 #[serde(transparent)]
 pub struct AssetList(pub Vec<AssetConfig>);
 
@@ -589,60 +590,18 @@ impl std::ops::Deref for AssetList {
     }
 }
 
-fn design_asset(
-    symbol: &str,
-    id: u16,
-    feed: Option<(&str, u64)>,
-    coingecko_id: &str,
-) -> AssetConfig {
-    AssetConfig {
-        symbol: symbol.into(),
-        id,
-        chainlink: feed.map(|(proxy, heartbeat)| ChainlinkFeed {
-            proxy: proxy.into(),
-            heartbeat,
-        }),
-        coingecko_id: Some(coingecko_id.into()),
-        defillama_key: Some(format!("coingecko:{coingecko_id}")),
-        sanity_band: None,
-    }
-}
-
-impl Default for AssetList {
-    fn default() -> Self {
-        Self(vec![
-            design_asset(
-                "USDT",
-                1,
-                Some(("0x3E7d1eAB13ad0104d2750B8863b489D65364e32D", 86_400)),
-                "tether",
-            ),
-            design_asset(
-                "USDC",
-                2,
-                Some(("0x8fFfFfd4AfB6115b954Bd326cbe7B4BA576818f6", 86_400)),
-                "usd-coin",
-            ),
-            design_asset(
-                "DAI",
-                3,
-                Some(("0xAed0c38402a5d19df6E4c03F4E2DceD6e29c1ee9", 3_600)),
-                "dai",
-            ),
-            design_asset("USDD", 4, None, "usdd"),
-            design_asset(
-                "TUSD",
-                5,
-                Some(("0xec746eCF986E2927Abd291a2A1716c940100f8Ba", 86_400)),
-                "true-usd",
-            ),
-            design_asset(
-                "FDUSD",
-                6,
-                Some(("0xfAA9147190c2C2cc5B8387B4f49016bDB3380572", 86_400)),
-                "first-digital-usd",
-            ),
-        ])
+impl AssetList {
+    /// The `[[assets]]` of a TOML document (the pricing keeper's example file, in tests).
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let mut table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::new("assets", e.message().to_owned()))?;
+        let assets = table
+            .remove("assets")
+            .ok_or_else(|| ConfigError::new("assets", "no [[assets]] in the document"))?;
+        assets
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::new("assets", e.message().to_owned()))
     }
 }
 
@@ -773,7 +732,9 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
+        let defaults = shipped_sections();
         let d: Demo = Layers {
+            defaults: &defaults,
             file: Some(&f),
             env: &env,
             bindings: SOURCES_ENV,
@@ -786,8 +747,16 @@ mod tests {
         Ok(d)
     }
 
+    /// This module's sections of the pricing keeper's shipped file, its built-in defaults.
+    fn shipped_sections() -> String {
+        let text = include_str!("../../../config/pricing-oracle.toml");
+        let mut table: toml::Table = text.parse().unwrap();
+        table.retain(|k, _| matches!(k, "sources" | "aggregation" | "assets"));
+        toml::to_string(&table).unwrap()
+    }
+
     #[test]
-    fn defaults_are_the_design_table_and_valid() {
+    fn defaults_are_the_shipped_table_and_valid() {
         let d = load("", &[]).unwrap();
         assert_eq!(d.assets.len(), 6);
         assert_eq!(d.assets[3].symbol, "USDD");
@@ -923,7 +892,8 @@ mod tests {
         let d: Demo = toml::Value::Table(ours).try_into().unwrap();
         assert!(d.sources == SourcesSettings::default(), "{:?}", d.sources);
         assert_eq!(d.aggregation, AggregationSettings::default());
-        assert_eq!(d.assets, AssetList::default());
+        assert_eq!(d.assets, AssetList::from_toml(text).unwrap());
+        assert_eq!(d.assets.len(), 6);
         d.assets.validate(&d.aggregation, &d.sources).unwrap();
     }
 

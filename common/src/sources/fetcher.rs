@@ -38,7 +38,7 @@ pub struct Fetched {
 }
 
 impl Fetched {
-    /// Aggregates every asset with `settings` (DESIGN §4), in configuration order.
+    /// Aggregates every asset with `settings`, in configuration order.
     pub fn aggregate(&self, settings: &AggregationSettings) -> Vec<Aggregate> {
         self.assets
             .iter()
@@ -115,7 +115,8 @@ impl PriceFetcher {
         let mut by_asset: HashMap<String, Vec<Observation>> = HashMap::new();
         for obs in cl.into_iter().chain(cg).chain(dl) {
             if let (Some(m), Observation::Quote(q)) = (&self.metrics, &obs) {
-                m.source_price
+                m.prices
+                    .source_price
                     .get_or_create(&labels([
                         ("asset", &q.asset),
                         ("source", q.source.as_str()),

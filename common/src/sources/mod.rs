@@ -1,4 +1,4 @@
-//! Price sources (DESIGN §4): Chainlink feeds over Ethereum JSON-RPC, CoinGecko and DefiLlama,
+//! Price sources: Chainlink feeds over Ethereum JSON-RPC, CoinGecko and DefiLlama,
 //! fetched concurrently into per-asset observations for [`crate::aggregate`].
 //!
 //! The JSON-RPC client ([`EvmRpc`]) and the DefiLlama and CoinGecko clients are public: the

@@ -1,4 +1,4 @@
-//! "One wallet, one sender" (DESIGN §5): a lease keyed by the wallet address that a keeper must
+//! "One wallet, one sender": a lease keyed by the wallet address that a keeper must
 //! hold before it sends; a standby keeps fetching and takes over when the lease lapses.
 //!
 //! Backends, chosen from what is configured:
@@ -16,7 +16,7 @@
 //! - **Redis unreachable**: a holder keeps the lease only until the moment its last confirmed
 //!   renewal could expire on the server (the renewal's start + TTL, less a tenth for clock
 //!   drift). No rival can take the key before it expires there, so a Redis outage shorter than
-//!   the TTL does not interrupt publishing (DESIGN §7), and a longer one pauses it until Redis
+//!   the TTL does not interrupt publishing, and a longer one pauses it until Redis
 //!   answers again. A standby never acquires while Redis is down. Caveat: if Redis restarts
 //!   *empty* (no persistence), the key and the fencing counter are gone — a rival may acquire at
 //!   once and the token restarts at 1; the old holder learns it at its next renewal, within one
@@ -233,6 +233,7 @@ impl WalletLease {
     fn set_gauge(&self, held: bool) {
         self.inner
             .metrics
+            .chain
             .lock_held
             .get_or_create(&labels([("wallet", self.wallet.as_str())]))
             .set(i64::from(held));

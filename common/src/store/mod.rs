@@ -1,5 +1,5 @@
-//! Optional storage (DESIGN §7) and the wallet lease (DESIGN §5): PostgreSQL records, a Redis
-//! cache with pub/sub, and "one wallet, one sender".
+//! Optional storage and the wallet lease: PostgreSQL for the keepers' records, a Redis cache with
+//! pub/sub (feature `redis`), and "one wallet, one sender" (feature `chain`).
 //!
 //! Both stores are optional and neither is ever on the critical path: the chain is the source of
 //! truth. [`Store::connect`] never fails; a store that is unreachable at start or lost mid-run
@@ -9,28 +9,27 @@
 //! timeout, so a cycle never hangs on storage. The store logs its own failures; callers may ignore
 //! the `Err` of a record call.
 
+#[cfg(feature = "redis")]
+mod cache;
+#[cfg(not(feature = "redis"))]
+#[path = "cache_off.rs"]
 mod cache;
 mod health;
+#[cfg(feature = "redis")]
 mod lease;
 pub mod pg;
 
-use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use sqlx::PgPool;
 use tracing::{info, warn};
 
-pub use cache::Channel;
+#[cfg(feature = "redis")]
 pub use lease::{LeaseStatus, WalletLease};
-pub use pg::{
-    BackupOutcome, BackupRunRecord, BackupStatus, BridgeSnapshotRecord, BridgeStatus,
-    NewBridgeSnapshot, NewPriceUpdate, PriceUpdateRecord, StatusChange, UpdateReason, UpdateStatus,
-    migrate,
-};
+pub use pg::{column, migrate, pg_err};
 
 use crate::alert::Alerter;
 use crate::config::StorageSettings;
@@ -122,6 +121,7 @@ pub enum StoreError {
         source: sqlx::migrate::MigrateError,
     },
     /// Redis answered with an error, or the connection failed.
+    #[cfg(feature = "redis")]
     #[error("redis {op} failed: {source}")]
     Redis {
         /// The operation that failed.
@@ -161,6 +161,7 @@ impl StoreError {
                 sqlx::migrate::MigrateError::Execute(e) => pg::is_outage(e),
                 _ => false,
             },
+            #[cfg(feature = "redis")]
             Self::Redis { source, .. } => cache::is_outage(source),
             Self::NotConfigured { .. }
             | Self::InvalidUrl { .. }
@@ -206,9 +207,11 @@ pub struct Store {
     inner: Arc<Inner>,
 }
 
+// The lease (feature `redis`) is what reads the fallback flags, the TTL and the metrics.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 struct Inner {
     postgres: Option<PgState>,
-    redis: Option<RedisState>,
+    redis: Option<cache::RedisState>,
     /// A URL was configured but could not be used: the lease must not fall back to another
     /// backend (or to "always held") because of it.
     postgres_unusable: bool,
@@ -227,33 +230,6 @@ struct PgState {
     /// database that was down at start applies them then.
     migrated: tokio::sync::Mutex<bool>,
     health: Health,
-}
-
-struct RedisState {
-    client: redis::Client,
-    config: ConnectionManagerConfig,
-    /// Replaced by the probe when a connection manager stops recovering on its own.
-    conn: RwLock<ConnectionManager>,
-    health: Health,
-}
-
-impl RedisState {
-    fn conn(&self) -> ConnectionManager {
-        match self.conn.read() {
-            Ok(c) => c.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
-    }
-
-    fn renew_connection(&self) {
-        match ConnectionManager::new_lazy_with_config(self.client.clone(), self.config.clone()) {
-            Ok(fresh) => match self.conn.write() {
-                Ok(mut c) => *c = fresh,
-                Err(poisoned) => *poisoned.into_inner() = fresh,
-            },
-            Err(e) => tracing::debug!(error = %e, "could not rebuild the redis connection"),
-        }
-    }
 }
 
 impl fmt::Debug for Store {
@@ -305,22 +281,10 @@ impl Store {
                 }
             },
         };
-        let redis = match &settings.redis_url {
-            None => None,
-            Some(url) => match cache::manager(url, timeouts) {
-                Ok((client, config, conn)) => Some(RedisState {
-                    client,
-                    config,
-                    conn: RwLock::new(conn),
-                    health: redis_health(),
-                }),
-                Err(e) => {
-                    warn!(error = %e, "Redis is configured but unusable: cache, pub/sub and the Redis lease are off");
-                    redis_health().degrade(&e);
-                    None
-                }
-            },
-        };
+        let redis = settings
+            .redis_url
+            .as_ref()
+            .and_then(|url| cache::RedisState::open(url, timeouts, redis_health));
 
         // An unusable URL was already reported above; do not also call it "not configured".
         say_what_is_not_recorded(
@@ -345,7 +309,7 @@ impl Store {
         // First look at each store now, so the start-up log says where things stand.
         tokio::join!(
             probe_postgres(store.inner.clone()),
-            probe_redis(store.inner.clone())
+            cache::probe_redis(store.inner.clone())
         );
         if store.inner.postgres.is_some() || store.inner.redis.is_some() {
             tokio::spawn(probe_loop(Arc::downgrade(&store.inner)));
@@ -377,7 +341,11 @@ impl Store {
                 .postgres
                 .as_ref()
                 .is_some_and(|p| p.health.is_up()),
-            StoreKind::Redis => self.inner.redis.as_ref().is_some_and(|r| r.health.is_up()),
+            StoreKind::Redis => self
+                .inner
+                .redis
+                .as_ref()
+                .is_some_and(|r| r.health().is_up()),
         }
     }
 
@@ -387,13 +355,9 @@ impl Store {
         self.inner.postgres.as_ref().map(|p| &p.pool)
     }
 
-    /// The Redis key prefix (`REDIS_PREFIX`).
-    pub fn redis_prefix(&self) -> &str {
-        &self.inner.prefix
-    }
-
-    /// Runs a PostgreSQL operation gated by health and bounded by the op timeout.
-    async fn with_pg<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T, StoreError>
+    /// Runs a PostgreSQL operation gated by health and bounded by the op timeout: how keepers
+    /// read and write their own tables.
+    pub async fn pg<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T, StoreError>
     where
         F: FnOnce(PgPool) -> Fut,
         Fut: Future<Output = Result<T, StoreError>>,
@@ -405,184 +369,6 @@ impl Store {
         };
         let fut = f(pg.pool.clone());
         bounded(&pg.health, op, self.inner.timeouts.op, fut).await
-    }
-
-    /// Runs a Redis operation gated by health and bounded by the op timeout.
-    async fn with_redis<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T, StoreError>
-    where
-        F: FnOnce(ConnectionManager) -> Fut,
-        Fut: Future<Output = Result<T, StoreError>>,
-    {
-        let Some(r) = &self.inner.redis else {
-            return Err(StoreError::NotConfigured {
-                store: StoreKind::Redis,
-            });
-        };
-        let fut = f(r.conn());
-        bounded(&r.health, op, self.inner.timeouts.op, fut).await
-    }
-
-    /// Records a price update; returns its id (for [`Store::set_price_update_status`]).
-    pub async fn insert_price_update(&self, update: &NewPriceUpdate) -> Result<i64, StoreError> {
-        self.with_pg("insert price update", |pool| async move {
-            pg::insert_price_update(&pool, update).await
-        })
-        .await
-    }
-
-    /// Moves a recorded price update to its outcome (confirmed, failed…).
-    pub async fn set_price_update_status(
-        &self,
-        id: i64,
-        change: &StatusChange,
-    ) -> Result<(), StoreError> {
-        self.with_pg("update price update status", |pool| async move {
-            pg::set_price_update_status(&pool, id, change).await
-        })
-        .await
-    }
-
-    /// The newest recorded update of one asset.
-    pub async fn latest_price_update(
-        &self,
-        asset: &str,
-    ) -> Result<Option<PriceUpdateRecord>, StoreError> {
-        self.with_pg("read latest price update", |pool| async move {
-            pg::latest_price_update(&pool, asset).await
-        })
-        .await
-    }
-
-    /// The newest recorded update of every asset, ordered by asset.
-    pub async fn latest_price_updates(&self) -> Result<Vec<PriceUpdateRecord>, StoreError> {
-        self.with_pg("read latest price updates", |pool| async move {
-            pg::latest_price_updates(&pool).await
-        })
-        .await
-    }
-
-    /// Records a bridge health snapshot; returns its id.
-    pub async fn insert_bridge_snapshot(
-        &self,
-        snapshot: &NewBridgeSnapshot,
-    ) -> Result<i64, StoreError> {
-        self.with_pg("insert bridge snapshot", |pool| async move {
-            pg::insert_bridge_snapshot(&pool, snapshot).await
-        })
-        .await
-    }
-
-    /// The newest snapshot of one bridge.
-    pub async fn latest_bridge_snapshot(
-        &self,
-        bridge_id: i32,
-    ) -> Result<Option<BridgeSnapshotRecord>, StoreError> {
-        self.with_pg("read latest bridge snapshot", |pool| async move {
-            pg::latest_bridge_snapshot(&pool, bridge_id).await
-        })
-        .await
-    }
-
-    /// The newest snapshot of every bridge, ordered by bridge id.
-    pub async fn latest_bridge_snapshots(&self) -> Result<Vec<BridgeSnapshotRecord>, StoreError> {
-        self.with_pg("read latest bridge snapshots", |pool| async move {
-            pg::latest_bridge_snapshots(&pool).await
-        })
-        .await
-    }
-
-    /// Records the start of a backup run (status `running`); returns its id.
-    pub async fn start_backup_run(&self, database: &str) -> Result<i64, StoreError> {
-        self.with_pg("start backup run", |pool| async move {
-            pg::start_backup_run(&pool, database).await
-        })
-        .await
-    }
-
-    /// Records how a backup run ended (`success` or `failed`) and stamps `finished_at`.
-    pub async fn finish_backup_run(
-        &self,
-        id: i64,
-        outcome: &BackupOutcome,
-    ) -> Result<(), StoreError> {
-        self.with_pg("finish backup run", |pool| async move {
-            pg::finish_backup_run(&pool, id, outcome).await
-        })
-        .await
-    }
-
-    /// The newest backup runs, newest first; with a status, only those (`success` ordered by
-    /// `finished_at`, others by `started_at`).
-    pub async fn latest_backup_runs(
-        &self,
-        status: Option<BackupStatus>,
-        limit: u32,
-    ) -> Result<Vec<BackupRunRecord>, StoreError> {
-        self.with_pg("list backup runs", |pool| async move {
-            pg::latest_backup_runs(&pool, status, limit).await
-        })
-        .await
-    }
-
-    /// Writes fields of the hash `{prefix}price:{asset}`.
-    pub async fn put_price(
-        &self,
-        asset: &str,
-        fields: &[(&str, String)],
-    ) -> Result<(), StoreError> {
-        let key = cache::price_key(&self.inner.prefix, asset);
-        self.with_redis("write price hash", |mut conn| async move {
-            cache::hset(&mut conn, &key, fields).await
-        })
-        .await
-    }
-
-    /// Reads the hash `{prefix}price:{asset}` (empty when absent).
-    pub async fn get_price(&self, asset: &str) -> Result<HashMap<String, String>, StoreError> {
-        let key = cache::price_key(&self.inner.prefix, asset);
-        self.with_redis("read price hash", |mut conn| async move {
-            cache::hgetall(&mut conn, &key).await
-        })
-        .await
-    }
-
-    /// Writes fields of the hash `{prefix}bridge_health:{bridge_id}`.
-    pub async fn put_bridge_health(
-        &self,
-        bridge_id: i32,
-        fields: &[(&str, String)],
-    ) -> Result<(), StoreError> {
-        let key = cache::bridge_key(&self.inner.prefix, bridge_id);
-        self.with_redis("write bridge health hash", |mut conn| async move {
-            cache::hset(&mut conn, &key, fields).await
-        })
-        .await
-    }
-
-    /// Reads the hash `{prefix}bridge_health:{bridge_id}` (empty when absent).
-    pub async fn get_bridge_health(
-        &self,
-        bridge_id: i32,
-    ) -> Result<HashMap<String, String>, StoreError> {
-        let key = cache::bridge_key(&self.inner.prefix, bridge_id);
-        self.with_redis("read bridge health hash", |mut conn| async move {
-            cache::hgetall(&mut conn, &key).await
-        })
-        .await
-    }
-
-    /// Publishes `message` on a pub/sub channel; returns how many subscribers received it.
-    pub async fn publish(&self, channel: Channel, message: &str) -> Result<u64, StoreError> {
-        self.with_redis("publish", |mut conn| async move {
-            cache::publish(&mut conn, channel, message).await
-        })
-        .await
-    }
-
-    /// The wallet lease for `wallet`, contended under the name `holder_id` (host and pid, pod
-    /// name…): Redis when configured, else a Postgres advisory lock, else always held.
-    pub fn lease(&self, wallet: &str, holder_id: &str) -> WalletLease {
-        lease::WalletLease::new(self.inner.clone(), wallet, holder_id)
     }
 }
 
@@ -667,28 +453,6 @@ async fn probe_postgres(inner: Arc<Inner>) {
     }
 }
 
-/// One look at Redis: `PING`; a failed probe rebuilds the connection manager.
-async fn probe_redis(inner: Arc<Inner>) {
-    let Some(r) = &inner.redis else { return };
-    let limit = inner.timeouts.connect.max(inner.timeouts.op);
-    let mut conn = r.conn();
-    let result = tokio::time::timeout(limit, cache::ping(&mut conn))
-        .await
-        .unwrap_or(Err(StoreError::Timeout {
-            store: StoreKind::Redis,
-            op: "probe",
-            timeout: limit,
-        }));
-    match result {
-        Ok(()) => r.health.ok(),
-        Err(e) => {
-            // Whatever the error, a Redis that does not answer PING is not usable.
-            r.health.degrade(&e);
-            r.renew_connection();
-        }
-    }
-}
-
 async fn probe_loop(inner: Weak<Inner>) {
     let every = match inner.upgrade() {
         Some(i) => i.timeouts.probe_every,
@@ -700,6 +464,6 @@ async fn probe_loop(inner: Weak<Inner>) {
     loop {
         tick.tick().await;
         let Some(inner) = inner.upgrade() else { return };
-        tokio::join!(probe_postgres(inner.clone()), probe_redis(inner));
+        tokio::join!(probe_postgres(inner.clone()), cache::probe_redis(inner));
     }
 }

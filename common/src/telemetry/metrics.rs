@@ -1,4 +1,5 @@
-//! The Prometheus registry and every metric the keepers export (names fixed by DESIGN §3).
+//! The Prometheus registry: the families every keeper exports, the chain and price families
+//! behind their features, and [`Metrics::register`] for a keeper's own families.
 
 use std::sync::atomic::AtomicU64;
 
@@ -7,15 +8,17 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 /// A label set: ordered name/value pairs.
 pub type Labels = Vec<(&'static str, String)>;
 /// A gauge holding an `f64`.
 pub type FloatGauge = Gauge<f64, AtomicU64>;
-type HistogramFamily = Family<Labels, Histogram, fn() -> Histogram>;
+/// A histogram family with the latency buckets.
+pub type HistogramFamily = Family<Labels, Histogram, fn() -> Histogram>;
 
-fn latency_histogram() -> Histogram {
+/// Buckets for request latencies, 10 ms to 60 s.
+pub fn latency_histogram() -> Histogram {
     Histogram::new([
         0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
     ])
@@ -32,33 +35,109 @@ pub fn labels<const N: usize>(pairs: [(&'static str, &str); N]) -> Labels {
     pairs.into_iter().map(|(k, v)| (k, v.to_owned())).collect()
 }
 
-/// Metrics of the `db-backup` job, registered only in that binary.
-pub struct BackupMetrics {
-    /// `backup_last_success_timestamp_seconds`
-    pub last_success_timestamp: Gauge,
-    /// `backup_duration_seconds` of the last run.
-    pub duration_seconds: FloatGauge,
-    /// `backup_size_bytes` of the last successful backup.
-    pub size_bytes: Gauge,
-    /// `backup_runs_total{outcome}`
-    pub runs: Family<Labels, Counter>,
-}
-
-/// Every metric family, registered once per process.
-pub struct Metrics {
-    registry: Registry,
-    /// Which keeper this process is (`pricing-oracle`, `bridge-health`, `db-backup`).
-    pub keeper: String,
+/// Families of the TON wallet and delivery (feature `chain`).
+#[cfg(feature = "chain")]
+pub struct ChainMetrics {
     /// `pricing_oracle_last_update_timestamp{asset}`, read back from chain.
     pub oracle_last_update: Family<Labels, Gauge>,
     /// `keeper_update_success_total`: oracle updates confirmed on-chain.
     pub update_success: Counter,
     /// `keeper_update_latency_seconds`: send to confirmation.
     pub update_latency: Histogram,
-    /// `bridge_health_score{bridge}`
-    pub bridge_score: Family<Labels, FloatGauge>,
     /// `keeper_wallet_balance_ton{wallet}`
     pub wallet_balance: Family<Labels, FloatGauge>,
+    /// `keeper_ton_messages_total{op,outcome}`
+    pub ton_messages: Family<Labels, Counter>,
+    /// `keeper_wallet_seqno{wallet}`
+    pub wallet_seqno: Family<Labels, Gauge>,
+    /// `keeper_lock_held{wallet}`: 1 while this process holds the wallet lease.
+    pub lock_held: Family<Labels, Gauge>,
+}
+
+#[cfg(feature = "chain")]
+impl ChainMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            oracle_last_update: Family::default(),
+            update_success: Counter::default(),
+            update_latency: latency_histogram(),
+            wallet_balance: Family::default(),
+            ton_messages: Family::default(),
+            wallet_seqno: Family::default(),
+            lock_held: Family::default(),
+        };
+        registry.register(
+            "pricing_oracle_last_update_timestamp",
+            "Last update time of each asset read back from the oracle (unix seconds)",
+            m.oracle_last_update.clone(),
+        );
+        registry.register(
+            "keeper_update_success",
+            "Oracle updates confirmed on-chain",
+            m.update_success.clone(),
+        );
+        registry.register(
+            "keeper_update_latency_seconds",
+            "Seconds from sending an external message to its confirmation",
+            m.update_latency.clone(),
+        );
+        registry.register(
+            "keeper_wallet_balance_ton",
+            "Balance of the keeper wallet in TON",
+            m.wallet_balance.clone(),
+        );
+        registry.register(
+            "keeper_ton_messages",
+            "Oracle messages by op and outcome",
+            m.ton_messages.clone(),
+        );
+        registry.register(
+            "keeper_wallet_seqno",
+            "Last seqno read from the keeper wallet",
+            m.wallet_seqno.clone(),
+        );
+        registry.register(
+            "keeper_lock_held",
+            "1 while this process holds the wallet lease",
+            m.lock_held.clone(),
+        );
+        m
+    }
+}
+
+/// Families of the price sources and aggregation (feature `sources`).
+#[cfg(feature = "sources")]
+#[derive(Default)]
+pub struct PriceMetrics {
+    /// `pricing_oracle_price{asset,source}`
+    pub source_price: Family<Labels, FloatGauge>,
+    /// `pricing_oracle_aggregate_price{asset}`
+    pub aggregate_price: Family<Labels, FloatGauge>,
+}
+
+#[cfg(feature = "sources")]
+impl PriceMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        registry.register(
+            "pricing_oracle_price",
+            "Latest price quoted by each source, USD",
+            m.source_price.clone(),
+        );
+        registry.register(
+            "pricing_oracle_aggregate_price",
+            "Latest aggregated price per asset, USD",
+            m.aggregate_price.clone(),
+        );
+        m
+    }
+}
+
+/// The process's registry and the families the shared code updates.
+pub struct Metrics {
+    registry: Registry,
+    /// Which keeper this process is (`pricing-oracle`, `bridge-health`, `db-backup`).
+    pub keeper: String,
     /// `keeper_cycles_total{keeper,outcome}`
     pub cycles: Family<Labels, Counter>,
     /// `keeper_cycle_duration_seconds`
@@ -67,22 +146,10 @@ pub struct Metrics {
     pub last_success: Family<Labels, Gauge>,
     /// `keeper_ticks_skipped_total{keeper}`: ticks missed because a cycle ran long.
     pub ticks_skipped: Family<Labels, Counter>,
-    /// `keeper_source_requests_total{source,outcome}`
+    /// `keeper_source_requests_total{source,outcome}`: requests to upstream APIs.
     pub source_requests: Family<Labels, Counter>,
     /// `keeper_source_latency_seconds{source}`
     pub source_latency: HistogramFamily,
-    /// `pricing_oracle_price{asset,source}`
-    pub source_price: Family<Labels, FloatGauge>,
-    /// `pricing_oracle_aggregate_price{asset}`
-    pub aggregate_price: Family<Labels, FloatGauge>,
-    /// `keeper_ton_messages_total{op,outcome}`
-    pub ton_messages: Family<Labels, Counter>,
-    /// `keeper_wallet_seqno{wallet}`
-    pub wallet_seqno: Family<Labels, Gauge>,
-    /// `keeper_lock_held{wallet}`: 1 while this process holds the wallet lease.
-    pub lock_held: Family<Labels, Gauge>,
-    /// `bridge_online{bridge}`
-    pub bridge_online: Family<Labels, Gauge>,
     /// `keeper_alert_notifications_total{channel,outcome}`
     pub alert_notifications: Family<Labels, Counter>,
     /// `keeper_alerts_firing{alert}`: 1 while the alert key is firing.
@@ -93,72 +160,38 @@ pub struct Metrics {
     pub store_errors: Family<Labels, Counter>,
     /// `keeper_build_info{version}`: always 1.
     pub build_info: Family<Labels, Gauge>,
-    /// Backup metrics, present only in `db-backup`.
-    pub backup: Option<BackupMetrics>,
+    /// Wallet and delivery families.
+    #[cfg(feature = "chain")]
+    pub chain: ChainMetrics,
+    /// Price source and aggregate families.
+    #[cfg(feature = "sources")]
+    pub prices: PriceMetrics,
 }
 
 impl Metrics {
-    /// Registers every family for `keeper`; backup metrics only when `keeper == "db-backup"`.
+    /// Registers the shared families for `keeper`; a keeper adds its own with [`Metrics::register`].
     pub fn new(keeper: &str) -> Self {
         let mut r = Registry::default();
         let m = Self {
             keeper: keeper.to_owned(),
-            oracle_last_update: Family::default(),
-            update_success: Counter::default(),
-            update_latency: latency_histogram(),
-            bridge_score: Family::default(),
-            wallet_balance: Family::default(),
             cycles: Family::default(),
             cycle_duration: cycle_histogram(),
             last_success: Family::default(),
             ticks_skipped: Family::default(),
             source_requests: Family::default(),
             source_latency: Family::new_with_constructor(latency_histogram),
-            source_price: Family::default(),
-            aggregate_price: Family::default(),
-            ton_messages: Family::default(),
-            wallet_seqno: Family::default(),
-            lock_held: Family::default(),
-            bridge_online: Family::default(),
             alert_notifications: Family::default(),
             alerts_firing: Family::default(),
             store_up: Family::default(),
             store_errors: Family::default(),
             build_info: Family::default(),
-            backup: (keeper == "db-backup").then(|| BackupMetrics {
-                last_success_timestamp: Gauge::default(),
-                duration_seconds: FloatGauge::default(),
-                size_bytes: Gauge::default(),
-                runs: Family::default(),
-            }),
+            #[cfg(feature = "chain")]
+            chain: ChainMetrics::register(&mut r),
+            #[cfg(feature = "sources")]
+            prices: PriceMetrics::register(&mut r),
             registry: Registry::default(),
         };
         // Counters get their `_total` suffix from the library.
-        r.register(
-            "pricing_oracle_last_update_timestamp",
-            "Last update time of each asset read back from the oracle (unix seconds)",
-            m.oracle_last_update.clone(),
-        );
-        r.register(
-            "keeper_update_success",
-            "Oracle updates confirmed on-chain",
-            m.update_success.clone(),
-        );
-        r.register(
-            "keeper_update_latency_seconds",
-            "Seconds from sending an external message to its confirmation",
-            m.update_latency.clone(),
-        );
-        r.register(
-            "bridge_health_score",
-            "Health score of each bridge, 0 (down) to 1 (healthy)",
-            m.bridge_score.clone(),
-        );
-        r.register(
-            "keeper_wallet_balance_ton",
-            "Balance of the keeper wallet in TON",
-            m.wallet_balance.clone(),
-        );
         r.register("keeper_cycles", "Cycles by outcome", m.cycles.clone());
         r.register(
             "keeper_cycle_duration_seconds",
@@ -186,36 +219,6 @@ impl Metrics {
             m.source_latency.clone(),
         );
         r.register(
-            "pricing_oracle_price",
-            "Latest price quoted by each source, USD",
-            m.source_price.clone(),
-        );
-        r.register(
-            "pricing_oracle_aggregate_price",
-            "Latest aggregated price per asset, USD",
-            m.aggregate_price.clone(),
-        );
-        r.register(
-            "keeper_ton_messages",
-            "Oracle messages by op and outcome",
-            m.ton_messages.clone(),
-        );
-        r.register(
-            "keeper_wallet_seqno",
-            "Last seqno read from the keeper wallet",
-            m.wallet_seqno.clone(),
-        );
-        r.register(
-            "keeper_lock_held",
-            "1 while this process holds the wallet lease",
-            m.lock_held.clone(),
-        );
-        r.register(
-            "bridge_online",
-            "1 when the bridge is considered online",
-            m.bridge_online.clone(),
-        );
-        r.register(
             "keeper_alert_notifications",
             "Alert deliveries by channel and outcome",
             m.alert_notifications.clone(),
@@ -240,32 +243,15 @@ impl Metrics {
             "Build information; always 1",
             m.build_info.clone(),
         );
-        if let Some(b) = &m.backup {
-            r.register(
-                "backup_last_success_timestamp_seconds",
-                "Unix time of the last successful backup",
-                b.last_success_timestamp.clone(),
-            );
-            r.register(
-                "backup_duration_seconds",
-                "Wall time of the last backup run",
-                b.duration_seconds.clone(),
-            );
-            r.register(
-                "backup_size_bytes",
-                "Size of the last successful backup artifact",
-                b.size_bytes.clone(),
-            );
-            r.register("backup_runs", "Backup runs by outcome", b.runs.clone());
-            // Zero series exist from the start so `increase()` sees the first failure.
-            for outcome in ["success", "failure"] {
-                drop(b.runs.get_or_create(&labels([("outcome", outcome)])));
-            }
-        }
         m.build_info
             .get_or_create(&labels([("version", env!("CARGO_PKG_VERSION"))]))
             .set(1);
         Self { registry: r, ..m }
+    }
+
+    /// Registers a keeper's own family (`metric` is a handle: keep a clone to update it).
+    pub fn register(&mut self, name: &str, help: &str, metric: impl Metric) {
+        self.registry.register(name, help, metric);
     }
 
     /// The registry in Prometheus text exposition format.
@@ -300,28 +286,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fixed_names_are_exported() {
-        let m = Metrics::new("db-backup");
+    fn fixed_names_are_exported_and_keepers_add_their_own() {
+        let mut m = Metrics::new("db-backup");
+        let own: Family<Labels, FloatGauge> = Family::default();
+        m.register("bridge_health_score", "score", own.clone());
         m.record_cycle("success", 0.2);
         m.record_source_request("coingecko", "ok", 0.1);
-        m.bridge_score
-            .get_or_create(&labels([("bridge", "wormhole")]))
+        own.get_or_create(&labels([("bridge", "wormhole")]))
             .set(0.5);
         let text = m.render();
         for name in [
             "keeper_cycles_total{keeper=\"db-backup\",outcome=\"success\"} 1",
-            "keeper_update_success_total",
             "keeper_source_requests_total{source=\"coingecko\",outcome=\"ok\"} 1",
             "bridge_health_score{bridge=\"wormhole\"} 0.5",
-            "backup_runs_total{outcome=\"failure\"} 0",
             "keeper_build_info{version=",
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");
         }
-        assert!(
-            !Metrics::new("pricing-oracle")
-                .render()
-                .contains("backup_size_bytes")
-        );
     }
 }

@@ -1,4 +1,4 @@
-//! The ops HTTP server: `/metrics`, `/healthz`, `/readyz`, `/status` (DESIGN §3).
+//! The ops HTTP server: `/metrics`, `/healthz`, `/readyz`, `/status`.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;

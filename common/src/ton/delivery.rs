@@ -1,4 +1,4 @@
-//! Delivery (DESIGN §5): one in-flight seqno per wallet, confirm by seqno (and the wallet
+//! Delivery: one in-flight seqno per wallet, confirm by seqno (and the wallet
 //! transaction when the API has it), rebuild after expiry, never a second body for a seqno
 //! while the first can still land, then read the oracle back.
 //!
@@ -17,10 +17,10 @@ use tonlib_core::TonAddress;
 use super::BuildError;
 use super::external::{SignedExternal, build_external};
 use super::oracle::{OracleMessage, OracleUpdate};
+use super::settings::TonSettings;
 use super::summary::{DryRun, DryRunError, dry_run_offline, outgoing};
 use super::transport::{AccountState, StackValue, TonTransport, TransportError};
 use super::wallet::{Wallet, seqno_from_data};
-use crate::config::TonSettings;
 use crate::telemetry::metrics::{Metrics, labels};
 
 /// Nanotons per TON, for the balance gauge.
@@ -307,7 +307,8 @@ impl<T: TonTransport> Delivery<T> {
     fn count(&self, ops: &[&'static str], outcome: &str) {
         if let Some(m) = &self.metrics {
             for op in ops {
-                m.ton_messages
+                m.chain
+                    .ton_messages
                     .get_or_create(&labels([("op", op), ("outcome", outcome)]))
                     .inc();
             }
@@ -406,8 +407,9 @@ impl<T: TonTransport> Delivery<T> {
         };
         if let Some(m) = &self.metrics {
             let l = labels([("wallet", &self.wallet.label())]);
-            m.wallet_seqno.get_or_create(&l).set(i64::from(seqno));
-            m.wallet_balance
+            m.chain.wallet_seqno.get_or_create(&l).set(i64::from(seqno));
+            m.chain
+                .wallet_balance
                 .get_or_create(&l)
                 .set(info.balance_nanoton as f64 / NANO);
         }
@@ -485,7 +487,7 @@ impl<T: TonTransport> Delivery<T> {
                     self.count(&ops, "confirmed");
                     let latency = first_send.elapsed();
                     if let Some(m) = &self.metrics {
-                        m.update_latency.observe(latency.as_secs_f64());
+                        m.chain.update_latency.observe(latency.as_secs_f64());
                     }
                     return Ok(BatchReport {
                         seqno: flight.ext.seqno,
@@ -671,10 +673,11 @@ impl<T: TonTransport> Delivery<T> {
             );
             if let Some(metrics) = &self.metrics {
                 if r.landed {
-                    metrics.update_success.inc();
+                    metrics.chain.update_success.inc();
                 }
                 if let (OracleUpdate::Price(p), Some(t)) = (&m.update, r.onchain_timestamp) {
                     metrics
+                        .chain
                         .oracle_last_update
                         .get_or_create(&labels([("asset", &p.asset)]))
                         .set(i64::from(t));

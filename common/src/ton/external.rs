@@ -18,9 +18,9 @@ use tonlib_core::wallet::versioned::v5::WalletExtMsgBodyV5;
 
 use super::keys::verify_signature;
 use super::oracle::{DecodedBody, biguint_to_u128, decode_body};
+use super::settings::WalletVersion;
 use super::wallet::Wallet;
 use super::{BuildError, DecodeError};
-use crate::config::WalletVersion;
 
 /// Send mode of every action: pay fees separately (+1) and ignore errors (+2), which V5R1
 /// requires of external sends.

@@ -1,9 +1,9 @@
 //! TON: keys, the keeper wallet, signed oracle messages, toncenter transport, delivery with
-//! confirmation and read-back, and dry runs (DESIGN §5).
+//! confirmation and read-back, and dry runs.
 //!
 //! Typical use by a keeper:
 //! ```no_run
-//! # async fn demo(settings: keeper_common::config::TonSettings, phrase: keeper_common::secret::Secret,
+//! # async fn demo(settings: keeper_common::ton::TonSettings, phrase: keeper_common::secret::Secret,
 //! #   oracle: tonlib_core::TonAddress, metrics: std::sync::Arc<keeper_common::telemetry::metrics::Metrics>)
 //! #   -> Result<(), Box<dyn std::error::Error>> {
 //! use keeper_common::ton::*;
@@ -22,6 +22,7 @@ pub mod delivery;
 pub mod external;
 pub mod keys;
 pub mod oracle;
+pub mod settings;
 pub mod summary;
 pub mod toncenter;
 pub mod transport;
@@ -39,6 +40,10 @@ pub use keys::{KeyError, WalletKeys, verify_signature};
 pub use oracle::{
     BridgeStatusUpdate, DecodedBody, DecodedPayload, OP_UPDATE_BRIDGE_STATUS, OP_UPDATE_PRICE,
     OracleMessage, OracleUpdate, PriceUpdate, decode_body,
+};
+pub use settings::{
+    Network, TON_ENV, TonSettings, WalletVersion, resolve_mnemonic, validate_address,
+    validate_mnemonic,
 };
 pub use summary::{
     DryRun, DryRunError, DryRunExternal, MessageSummary, SummarySubject, dry_run_offline,

@@ -1,12 +1,12 @@
-//! Dry runs and the decoded message summary of DESIGN §3 (`--output json` `messages` items).
+//! Dry runs and the decoded message summary (`--output json` `messages` items).
 
 use serde::{Deserialize, Serialize};
 
 use super::external::{OutgoingMessage, SignedExternal, build_external, decode_external};
 use super::oracle::{DecodedPayload, OracleMessage, OracleUpdate};
+use super::settings::Network;
 use super::wallet::Wallet;
 use super::{BuildError, DecodeError};
-use crate::config::Network;
 
 /// The fields that differ between the two ops.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,11 +11,11 @@ use serde_json::{Value, json};
 use tonlib_core::TonAddress;
 use tonlib_core::cell::{ArcCell, BagOfCells};
 
+use super::settings::TonSettings;
 use super::transport::{
     AccountState, AddressInformation, GetMethodResult, SentMessage, StackValue, TonTransport,
     Transaction, TransportError, WalletInformation,
 };
-use crate::config::TonSettings;
 use crate::http;
 use crate::secret::Secret;
 

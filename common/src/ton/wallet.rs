@@ -12,7 +12,7 @@ use tonlib_core::wallet::wallet_version::WalletVersion as LibVersion;
 
 use super::BuildError;
 use super::keys::WalletKeys;
-use crate::config::{Network, WalletVersion};
+use super::settings::{Network, WalletVersion};
 
 /// V4R2 wallet id on every network (`698983191`).
 pub const WALLET_ID_V4R2: i32 = 0x29a9_a317;
@@ -61,7 +61,7 @@ pub(crate) fn lib_version(version: WalletVersion) -> LibVersion {
     }
 }
 
-/// The addresses and key of a wallet, as the `wallet` command prints them (DESIGN §3).
+/// The addresses and key of a wallet, as the `wallet` command prints them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WalletInfo {
     /// `v5r1` or `v4r2`.

@@ -7,12 +7,14 @@
 //! Run: `cargo bench -p bridge-health-keeper --bench rss` (BENCH_TICKS and BENCH_INTERVAL_MS
 //! override the defaults). Target: peak RSS ≤ 16 MiB. Reads `VmHWM` from `/proc` (Linux).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test harness: a failed setup is a failed test
+
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use keeper_common::config::{Network, WalletVersion};
 use keeper_common::secret::Secret;
+use keeper_common::ton::{Network, WalletVersion};
 use keeper_common::ton::{Wallet, WalletKeys};
 use keeper_tests::bridges::BridgeApis;
 use keeper_tests::sink::Sink;

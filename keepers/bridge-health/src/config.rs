@@ -8,10 +8,11 @@ use std::path::Path;
 
 use keeper_common::config::{
     AlertSettings, COMMON_ENV, ConfigError, Env, EnvBinding, Kind, Layers, RunnerSettings,
-    StorageSettings, TelemetrySettings, TonSettings, bind, resolve_mnemonic, validate,
+    StorageSettings, TelemetrySettings, bind, validate,
 };
 use keeper_common::secret::Secret;
 use keeper_common::sources::{SOURCES_ENV, SourcesSettings};
+use keeper_common::ton::TonSettings;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
@@ -21,8 +22,12 @@ use crate::signals::{
     wormhole_limit::GovernorLimitConfig, wormhole_queue::GovernorQueueConfig,
 };
 
-/// Default ops server port of this keeper (DESIGN §3).
+/// Default ops server port of this keeper.
 pub const DEFAULT_METRICS_PORT: u16 = 9102;
+
+/// The built-in defaults, with the four default bridges: the shipped, commented example file,
+/// compiled in.
+pub const DEFAULTS: &str = include_str!("../../../config/bridge-health.toml");
 
 /// Environment bindings of this keeper's own settings (the shared ones are in [`COMMON_ENV`]).
 /// `PRICING_ORACLE_ADDRESS` binds to a fallback slot so that an explicit bridge oracle in the
@@ -54,6 +59,7 @@ pub const BRIDGE_ENV: &[EnvBinding] = &[
 pub fn bindings() -> Vec<EnvBinding> {
     COMMON_ENV
         .iter()
+        .chain(keeper_common::ton::TON_ENV)
         .chain(
             SOURCES_ENV
                 .iter()
@@ -388,14 +394,14 @@ impl Config {
         if needs.oracle {
             config.oracle_address()?;
         }
-        let mnemonic = resolve_mnemonic(&config.settings.ton, env)?;
+        let mnemonic = keeper_common::ton::resolve_mnemonic(&config.settings.ton, env)?;
         if let Some(m) = &mnemonic {
             let setting = if config.settings.ton.mnemonic.is_some() {
                 "ton.mnemonic (KEEPER_MNEMONIC)"
             } else {
                 "ton.mnemonic_file (KEEPER_MNEMONIC_FILE)"
             };
-            validate::mnemonic(setting, m)?;
+            keeper_common::ton::validate_mnemonic(setting, m)?;
         } else if needs.mnemonic {
             return Err(ConfigError::new(
                 "ton.mnemonic (KEEPER_MNEMONIC)",
@@ -420,6 +426,7 @@ impl Config {
     ) -> Result<Self, ConfigError> {
         let b = bindings();
         let settings: Settings = Layers {
+            defaults: DEFAULTS,
             file,
             env,
             bindings: &b,
@@ -440,10 +447,13 @@ impl Config {
         check_policy(&settings.policy)?;
         check_upstreams(&settings.upstreams)?;
         if let Some(a) = &settings.oracle.address {
-            validate::ton_address("oracle.address (BRIDGE_ORACLE_ADDRESS)", a)?;
+            keeper_common::ton::validate_address("oracle.address (BRIDGE_ORACLE_ADDRESS)", a)?;
         }
         if let Some(a) = &settings.oracle.pricing_address {
-            validate::ton_address("oracle.pricing_address (PRICING_ORACLE_ADDRESS)", a)?;
+            keeper_common::ton::validate_address(
+                "oracle.pricing_address (PRICING_ORACLE_ADDRESS)",
+                a,
+            )?;
         }
         let bridges = check_bridges(&settings.bridges)?;
         let needs_rpc = bridges
@@ -620,7 +630,7 @@ fn check_bridges(raw: &[BridgeRaw]) -> Result<Vec<BridgeSpec>, ConfigError> {
     if out.is_empty() {
         return Err(ConfigError::new(
             "bridges",
-            "no enabled bridge configured (pass --config config/bridge-health.toml)",
+            "no enabled bridge configured: every [[bridges]] entry is disabled or the list is empty",
         ));
     }
     Ok(out)
@@ -793,7 +803,7 @@ kind = "wormhole_health"
                 "[[bridges]]\nid = 1\nname = \"a\"\n[[bridges.signals]]\nkind = \"wormhole_health\"\n[[bridges.signals]]\nkind = \"wormhole_health\"\n",
                 "bridges[0].signals[1].name",
             ),
-            ("", "bridges"),
+            ("bridges = []\n", "bridges"),
         ];
         for (text, setting) in cases {
             let e = load_str(text, &[]).unwrap_err();

@@ -8,7 +8,9 @@ use chrono::{TimeZone, Utc};
 use futures_util::future::join_all;
 use keeper_common::alert::{Alert, Alerter, Severity};
 use keeper_common::runner::{Cycle, CycleContext, CycleError};
-use keeper_common::store::{BridgeStatus, Channel, NewBridgeSnapshot, Store, WalletLease};
+use keeper_common::store::{Store, WalletLease};
+
+use crate::records::{BridgeStatus, NewBridgeSnapshot};
 use keeper_common::telemetry::Health;
 use keeper_common::telemetry::metrics::{Metrics, labels};
 use keeper_common::ton::{
@@ -79,6 +81,8 @@ pub struct Parts {
     pub alerter: Alerter,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// The bridge families in it.
+    pub bridge_metrics: crate::metrics::BridgeMetrics,
     /// Health for the ops server.
     pub health: Health,
     /// `--dry-run`.
@@ -158,12 +162,14 @@ impl BridgeCycle {
         let label = labels([("wallet", &wallet.label())]);
         self.p
             .metrics
+            .chain
             .wallet_balance
             .get_or_create(&label)
             .set(info.balance_nanoton as f64 / 1e9);
         if let Some(seqno) = info.seqno {
             self.p
                 .metrics
+                .chain
                 .wallet_seqno
                 .get_or_create(&label)
                 .set(i64::from(seqno));
@@ -177,16 +183,16 @@ impl BridgeCycle {
         let l = labels([("bridge", &d.bridge)]);
         match d.is_online {
             Some(online) => {
-                self.p.metrics.bridge_score.get_or_create(&l).set(d.score);
+                self.p.bridge_metrics.score.get_or_create(&l).set(d.score);
                 self.p
-                    .metrics
-                    .bridge_online
+                    .bridge_metrics
+                    .online
                     .get_or_create(&l)
                     .set(i64::from(online));
             }
             None => {
-                self.p.metrics.bridge_score.remove(&l);
-                self.p.metrics.bridge_online.remove(&l);
+                self.p.bridge_metrics.score.remove(&l);
+                self.p.bridge_metrics.online.remove(&l);
             }
         }
     }
@@ -219,7 +225,7 @@ impl BridgeCycle {
                     published: hash.is_some(),
                     message_hash: hash.clone().filter(|h| !h.is_empty()),
                 };
-                if let Err(e) = store.insert_bridge_snapshot(&row).await {
+                if let Err(e) = crate::records::insert_bridge_snapshot(store, &row).await {
                     tracing::warn!(bridge = %d.bridge, error = %e, "bridge snapshot not recorded");
                 }
             }
@@ -250,7 +256,7 @@ impl BridgeCycle {
                     ("updated_at", now.clone()),
                 ];
                 if let Err(e) = store
-                    .put_bridge_health(i32::from(d.bridge_id), &fields)
+                    .put_hash(&format!("bridge_health:{}", d.bridge_id), &fields)
                     .await
                 {
                     tracing::warn!(bridge = %d.bridge, error = %e, "bridge health not cached");
@@ -261,7 +267,10 @@ impl BridgeCycle {
                     "deciding": d.deciding, "reason": d.reason, "published": hash.is_some(),
                     "message_hash": hash, "timestamp": now,
                 });
-                if let Err(e) = store.publish(Channel::BridgeHealth, &msg.to_string()).await {
+                if let Err(e) = store
+                    .publish(crate::records::CHANNEL, &msg.to_string())
+                    .await
+                {
                     tracing::warn!(bridge = %d.bridge, error = %e, "bridge health not published on pub/sub");
                 }
             }

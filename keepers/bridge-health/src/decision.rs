@@ -1,6 +1,6 @@
 //! From signal reports to a bridge status, whether to publish it, and which alerts to raise.
 //!
-//! Rules (DESIGN §6 and issue 6):
+//! Rules:
 //! - an unreadable signal is unknown and never counts as healthy; when every signal of a bridge
 //!   is unknown the bridge is unknown: nothing is published for it and an alert is raised;
 //! - a signal that turns unreadable keeps its last degraded/critical verdict for

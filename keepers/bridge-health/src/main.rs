@@ -103,7 +103,9 @@ async fn run_keeper(cli: &Cli, loaded: Loaded) -> anyhow::Result<i32> {
         load_wallet(&loaded.config.settings.ton, loaded.mnemonic.as_ref()).await?;
     let config = Arc::new(loaded.config);
     let s = &config.settings;
-    let metrics = Arc::new(Metrics::new(KEEPER));
+    let mut registry = Metrics::new(KEEPER);
+    let bridge_metrics = bridge_health::metrics::BridgeMetrics::register(&mut registry);
+    let metrics = Arc::new(registry);
     let shutdown = Shutdown::new();
     shutdown
         .install_signal_handlers()
@@ -159,6 +161,7 @@ async fn run_keeper(cli: &Cli, loaded: Loaded) -> anyhow::Result<i32> {
         lease,
         alerter: alerter.clone(),
         metrics: metrics.clone(),
+        bridge_metrics,
         health: health.clone(),
         dry_run,
         force: cli.force,

@@ -1,5 +1,5 @@
 //! The cycle summary: what `--output json` prints, `/status` shows and the cycle log line says
-//! (DESIGN §3: `{"outcome", "messages", "boc", "bridges": [...]}`).
+//! (`{"outcome", "messages", "boc", "bridges": [...]}`).
 
 use std::fmt::Write as _;
 

@@ -3,12 +3,14 @@
 //! toncenter-compatible chain with an oracle, an alert webhook sink, and real PostgreSQL and
 //! Redis (`scripts/test.sh` provides them).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test harness: a failed setup is a failed test
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use keeper_common::config::{Network, WalletVersion};
 use keeper_common::secret::Secret;
+use keeper_common::ton::{Network, WalletVersion};
 use keeper_common::ton::{TonAddress, Wallet, WalletKeys};
 use keeper_tests::bridges::{BridgeApis, Reply, Route};
 use keeper_tests::env;
@@ -125,6 +127,13 @@ impl Harness {
     }
 
     fn command_with(&self, config: &Path, args: &[&str]) -> Command {
+        let mut cmd = self.command_without_config(args);
+        cmd.arg("--config").arg(config);
+        cmd
+    }
+
+    /// The binary on its built-in defaults (the shipped example file compiled in).
+    fn command_without_config(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(BIN);
         cmd.env_clear();
         for var in ["PATH", "HOME"] {
@@ -132,11 +141,7 @@ impl Harness {
                 cmd.env(var, v);
             }
         }
-        cmd.envs(self.env())
-            .arg("--config")
-            .arg(config)
-            .args(args)
-            .kill_on_drop(true);
+        cmd.envs(self.env()).args(args).kill_on_drop(true);
         cmd
     }
 
@@ -626,6 +631,47 @@ async fn peg_and_allow_lock_take_the_ton_bridge_offline() {
     let (_, doc) = h.once(&["--dry-run"]).await;
     let orbit = bridge(&doc, "orbit");
     assert_eq!(signal(orbit, "peg:oUSDT")["verdict"], "unknown", "{orbit}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_without_a_config_file_watches_the_four_default_bridges() {
+    let h = Harness::start().await;
+    let out = h
+        .command_without_config(&["--once", "--dry-run", "--output", "json"])
+        .output()
+        .await
+        .unwrap();
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let bridges: Vec<(u64, &str, &str)> = summary["bridges"]
+        .as_array()
+        .expect("bridges")
+        .iter()
+        .map(|b| {
+            (
+                b["bridge_id"].as_u64().unwrap_or_default(),
+                b["bridge"].as_str().unwrap_or_default(),
+                b["status"].as_str().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        bridges,
+        [
+            (1, "ton_bridge", "healthy"),
+            (2, "orbit", "healthy"),
+            (3, "wormhole", "healthy"),
+            (4, "axelar", "healthy")
+        ],
+        "{summary}"
+    );
+    assert_eq!(out.status.code(), Some(0), "{summary}");
+    assert_eq!(h.accepted(), 0, "a dry run sends nothing");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,6 +2,8 @@
 //! documents, body caps, timeouts, `Retry-After`, documented error objects, and the request
 //! metrics each attempt leaves behind.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test harness: a failed setup is a failed test
+
 use std::time::{Duration, Instant};
 
 use bridge_health::config::{Check, SignalSpec, UpstreamSettings};

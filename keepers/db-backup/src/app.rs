@@ -10,6 +10,7 @@ use keeper_common::telemetry::Metrics;
 use crate::config::Settings;
 use crate::local::LocalStore;
 use crate::manifest::Manifest;
+use crate::metrics::BackupMetrics;
 use crate::remote::RemoteStore;
 
 /// The wired-up job.
@@ -20,6 +21,8 @@ pub struct App {
     pub label: String,
     /// Metrics registry.
     pub metrics: Arc<Metrics>,
+    /// The `backup_*` families in it.
+    pub backup_metrics: BackupMetrics,
     /// Alert lifecycle.
     pub alerter: Alerter,
     /// `backup_runs`, when records are on.
@@ -34,7 +37,7 @@ impl App {
     /// Opens the local directory and the remote client; connects records lazily.
     pub async fn new(
         settings: Settings,
-        metrics: Arc<Metrics>,
+        (metrics, backup_metrics): (Arc<Metrics>, BackupMetrics),
         alerter: Alerter,
         with_records: bool,
     ) -> anyhow::Result<Self> {
@@ -65,6 +68,7 @@ impl App {
             settings,
             label,
             metrics,
+            backup_metrics,
             alerter,
             records,
             local,
@@ -76,7 +80,8 @@ impl App {
     /// restarted daemon or a one-shot push reports the true last success, not zero.
     pub async fn seed_metrics(&self) -> Option<Manifest> {
         let newest = self.newest_manifest().await;
-        if let (Some(m), Some(b)) = (&newest, &self.metrics.backup) {
+        if let Some(m) = &newest {
+            let b = &self.backup_metrics;
             b.last_success_timestamp.set(m.finished_at.timestamp());
             b.size_bytes.set(m.size_bytes as i64);
         }

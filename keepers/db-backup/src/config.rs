@@ -12,8 +12,11 @@ use keeper_common::config::{
 use keeper_common::secret::SecretUrl;
 use serde::Deserialize;
 
-/// Default ops server address of the backup job (DESIGN §3).
+/// Default ops server address of the backup job.
 pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9103";
+
+/// The built-in defaults: the shipped, commented example file, compiled in.
+pub const DEFAULTS: &str = include_str!("../../../config/db-backup.toml");
 
 /// The job's own environment bindings; the shared ones of its sections are added by [`bindings`].
 const BACKUP_ENV: &[EnvBinding] = &[
@@ -275,6 +278,7 @@ impl Settings {
     ) -> Result<Self, ConfigError> {
         let binds = bindings();
         let raw: BackupConfig = Layers {
+            defaults: DEFAULTS,
             file,
             env,
             bindings: &binds,

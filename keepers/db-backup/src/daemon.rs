@@ -37,7 +37,7 @@ fn notify(states: &[NotifyState<'_>]) {
 }
 
 fn last_success(app: &App) -> Option<DateTime<Utc>> {
-    let ts = app.metrics.backup.as_ref()?.last_success_timestamp.get();
+    let ts = app.backup_metrics.last_success_timestamp.get();
     (ts > 0).then(|| DateTime::from_timestamp(ts, 0)).flatten()
 }
 

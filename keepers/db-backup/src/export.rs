@@ -7,16 +7,13 @@ use std::io::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::metrics::BackupMetrics;
 use keeper_common::secret::SecretUrl;
-use keeper_common::telemetry::Metrics;
 use keeper_common::telemetry::metrics::labels;
 
 /// The four backup families in the classic Prometheus text format (0.0.4), which both the
 /// Pushgateway and the textfile collector parse.
-pub fn backup_text(metrics: &Metrics) -> String {
-    let Some(b) = &metrics.backup else {
-        return String::new();
-    };
+pub fn backup_text(b: &BackupMetrics) -> String {
     let mut out = String::new();
     let mut gauge = |name: &str, help: &str, value: String| {
         let _ = writeln!(
@@ -125,13 +122,13 @@ mod tests {
 
     #[test]
     fn text_has_the_fixed_names() {
-        let m = Metrics::new("db-backup");
-        let b = m.backup.as_ref().unwrap();
+        let mut registry = keeper_common::telemetry::Metrics::new("db-backup");
+        let b = BackupMetrics::register(&mut registry);
         b.last_success_timestamp.set(1_700_000_000);
         b.runs
             .get_or_create(&labels([("outcome", "success")]))
             .inc();
-        let t = backup_text(&m);
+        let t = backup_text(&b);
         assert!(
             t.contains("backup_last_success_timestamp_seconds 1700000000\n"),
             "{t}"

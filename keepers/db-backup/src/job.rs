@@ -5,9 +5,9 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use crate::records::BackupOutcome;
 use chrono::{DateTime, Utc};
 use keeper_common::alert::{Alert, Severity};
-use keeper_common::store::BackupOutcome;
 use keeper_common::telemetry::metrics::labels;
 use serde::Serialize;
 
@@ -103,7 +103,7 @@ pub async fn run(app: &App, killer: &Killer) -> RunReport {
     let mut record_id: Option<i64> = None;
     let result = attempt(app, killer, &mut record_id, &mut report).await;
     report.duration_seconds = started.elapsed().as_secs_f64();
-    let b = app.metrics.backup.as_ref();
+    let b = Some(&app.backup_metrics);
     match result {
         Ok(manifest) => {
             report.outcome = "success";
@@ -427,7 +427,7 @@ async fn close_interrupted(app: &App) {
 
 async fn start_record(app: &App, id: &mut Option<i64>) {
     let Some(store) = &app.records else { return };
-    match store.start_backup_run(&app.label).await {
+    match crate::records::start_backup_run(store, &app.label).await {
         Ok(n) => *id = Some(n),
         Err(e) => tracing::warn!(error = %e, "cannot record the run in backup_runs"),
     }
@@ -442,7 +442,7 @@ async fn finish_record(app: &App, id: Option<i64>, report: &RunReport) {
         Some(id) => id,
         None => {
             // The start was not recorded (records down at the time); try a complete row now.
-            match store.start_backup_run(&app.label).await {
+            match crate::records::start_backup_run(store, &app.label).await {
                 Ok(id) => id,
                 Err(_) => return,
             }
@@ -466,7 +466,7 @@ async fn finish_record(app: &App, id: Option<i64>, report: &RunReport) {
         verified: v.map(|v| v.ok),
         ..outcome
     };
-    if let Err(e) = store.finish_backup_run(id, &outcome).await {
+    if let Err(e) = crate::records::finish_backup_run(store, id, &outcome).await {
         tracing::warn!(error = %e, "cannot record the run's outcome in backup_runs");
     }
 }

@@ -1,23 +1,7 @@
-//! `db-backup`: logical PostgreSQL backups an operator can bet on (DESIGN §6 "Backup").
+//! `db-backup`: logical PostgreSQL backups an operator can bet on.
 //!
 //! `pg_dump -Fc -Z0` in an exported snapshot → zstd → SHA-256 → fsync'd file → manifest; optional
 //! S3 copy; verification; GFS retention; a daemon on a cron schedule or one run (`--once`).
-
-mod app;
-mod archive;
-mod commands;
-mod config;
-mod daemon;
-mod dump;
-mod export;
-mod job;
-mod local;
-mod manifest;
-mod pg;
-mod prune;
-mod remote;
-mod retention;
-mod verify;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -31,9 +15,10 @@ use keeper_common::runner::Shutdown;
 use keeper_common::telemetry::Metrics;
 use serde::Serialize;
 
-use crate::app::App;
-use crate::config::{Settings, VerifyMode};
-use crate::dump::Killer;
+use db_backup::app::App;
+use db_backup::config::{Settings, VerifyMode};
+use db_backup::dump::Killer;
+use db_backup::{commands, daemon, export, job, manifest, metrics, pg, prune};
 
 /// Logical PostgreSQL backups: dump, compress, checksum, store (local and/or S3), verify, prune.
 ///
@@ -156,7 +141,9 @@ fn stop_on_signal(shutdown: &Shutdown, killer: &Killer) {
 
 async fn dispatch(cli: Cli, settings: Settings) -> anyhow::Result<i32> {
     let common = cli.common;
-    let metrics = Arc::new(Metrics::new("db-backup"));
+    let mut registry = Metrics::new("db-backup");
+    let backup_metrics = metrics::BackupMetrics::register(&mut registry);
+    let metrics = (Arc::new(registry), backup_metrics);
     let command = cli.command.unwrap_or(Command::Run);
     match command {
         Command::Migrate => {
@@ -236,7 +223,7 @@ async fn dispatch(cli: Cli, settings: Settings) -> anyhow::Result<i32> {
             Ok(if plan.ready { EXIT_OK } else { EXIT_FAILED })
         }
         Command::Run if common.once => {
-            let alerter = Alerter::start(&settings.raw.alerts, "db-backup", metrics.clone());
+            let alerter = Alerter::start(&settings.raw.alerts, "db-backup", metrics.0.clone());
             let app = App::new(settings, metrics, alerter.clone(), true).await?;
             let before = app.seed_metrics().await;
             let (shutdown, killer) = (Shutdown::new(), Killer::default());
@@ -255,7 +242,7 @@ async fn dispatch(cli: Cli, settings: Settings) -> anyhow::Result<i32> {
             })
         }
         Command::Run => {
-            let alerter = Alerter::start(&settings.raw.alerts, "db-backup", metrics.clone());
+            let alerter = Alerter::start(&settings.raw.alerts, "db-backup", metrics.0.clone());
             let app = Arc::new(App::new(settings, metrics, alerter, true).await?);
             let shutdown = Shutdown::new();
             shutdown.install_signal_handlers()?;
@@ -295,7 +282,7 @@ async fn export_metrics(app: &App) {
     if b.pushgateway_url.is_none() && b.metrics_textfile.is_none() {
         return;
     }
-    let body = export::backup_text(&app.metrics);
+    let body = export::backup_text(&app.backup_metrics);
     if let Some(url) = &b.pushgateway_url
         && let Err(e) = export::push(url, &app.label, body.clone()).await
     {

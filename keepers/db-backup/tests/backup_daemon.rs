@@ -1,6 +1,8 @@
 //! The daemon: backups on the cron schedule, retention after each, metrics and health on the
 //! ops server, `backup_failed` and `backup_stale` raised and resolved, a clean stop on SIGTERM.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test harness: a failed setup is a failed test
+
 mod support;
 
 use std::time::Duration;

@@ -2,6 +2,8 @@
 //! the run is recorded as failed, `backup_failed` fires, exit 1. Also: one run at a time, an
 //! old `pg_dump` refused, an upload failure aborted with the local copy kept.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test harness: a failed setup is a failed test
+
 mod support;
 
 use std::sync::{Arc, Mutex};

@@ -2,6 +2,8 @@
 //! caught before a byte is restored; the S3 round trip (multipart, keep_local off, scratch
 //! verification); one-shot metrics; GFS retention over a simulated calendar, local and remote.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test harness: a failed setup is a failed test
+
 mod support;
 
 use support::*;

@@ -5,14 +5,18 @@ use std::path::Path;
 
 use keeper_common::config::{
     AlertSettings, COMMON_ENV, ConfigError, Env, EnvBinding, Kind, Layers, RunnerSettings,
-    StorageSettings, TelemetrySettings, TonSettings, bind, resolve_mnemonic, validate,
+    StorageSettings, TelemetrySettings, bind, validate,
 };
 use keeper_common::secret::Secret;
 use keeper_common::sources::{AggregationSettings, AssetList, SOURCES_ENV, SourcesSettings};
+use keeper_common::ton::TonSettings;
 use serde::Deserialize;
 
-/// Default ops server port of this keeper (DESIGN §3).
+/// Default ops server port of this keeper.
 pub const DEFAULT_METRICS_PORT: u16 = 9101;
+
+/// The built-in defaults: the shipped, commented example file, compiled in.
+pub const DEFAULTS: &str = include_str!("../../../config/pricing-oracle.toml");
 
 /// Environment bindings of the pricing keeper's own sections.
 pub const PRICING_ENV: &[EnvBinding] = &[
@@ -36,7 +40,7 @@ pub struct OracleSettings {
     pub address: Option<String>,
 }
 
-/// `[policy]`: when to publish and when to alert (DESIGN §6 "Pricing").
+/// `[policy]`: when to publish and when to alert.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PolicySettings {
@@ -106,11 +110,13 @@ impl PricingConfig {
     pub fn load(file: Option<&Path>, env: &dyn Env, needs: Needs) -> Result<Loaded, ConfigError> {
         let bindings: Vec<EnvBinding> = COMMON_ENV
             .iter()
+            .chain(keeper_common::ton::TON_ENV)
             .chain(SOURCES_ENV)
             .chain(PRICING_ENV)
             .copied()
             .collect();
         let mut config: PricingConfig = Layers {
+            defaults: DEFAULTS,
             file,
             env,
             bindings: &bindings,
@@ -125,14 +131,14 @@ impl PricingConfig {
                 DEFAULT_METRICS_PORT,
             )));
         config.validate(needs)?;
-        let mnemonic = resolve_mnemonic(&config.ton, env)?;
+        let mnemonic = keeper_common::ton::resolve_mnemonic(&config.ton, env)?;
         if let Some(m) = &mnemonic {
             let setting = if config.ton.mnemonic.is_some() {
                 "ton.mnemonic (KEEPER_MNEMONIC)"
             } else {
                 "ton.mnemonic_file (KEEPER_MNEMONIC_FILE)"
             };
-            validate::mnemonic(setting, m)?;
+            keeper_common::ton::validate_mnemonic(setting, m)?;
         } else if needs.mnemonic {
             return Err(ConfigError::new(
                 "ton.mnemonic (KEEPER_MNEMONIC)",
@@ -160,7 +166,7 @@ impl PricingConfig {
         self.assets.validate(&self.aggregation, &self.sources)?;
         match &self.oracle.address {
             Some(a) => {
-                validate::ton_address("oracle.address (PRICING_ORACLE_ADDRESS)", a)?;
+                keeper_common::ton::validate_address("oracle.address (PRICING_ORACLE_ADDRESS)", a)?;
             }
             None if needs.oracle => {
                 return Err(ConfigError::new(

@@ -10,9 +10,7 @@ use keeper_common::aggregate::Aggregate;
 use keeper_common::alert::{Alert, Alerter, Severity};
 use keeper_common::runner::{Cycle, CycleContext, CycleError, Staleness};
 use keeper_common::sources::{AssetObservations, Observation, PriceFetcher, Source};
-use keeper_common::store::{
-    Channel, NewPriceUpdate, StatusChange, Store, UpdateStatus, WalletLease,
-};
+use keeper_common::store::{Store, WalletLease};
 use keeper_common::telemetry::Health;
 use keeper_common::telemetry::metrics::{Metrics, labels};
 use keeper_common::ton::{
@@ -23,6 +21,7 @@ use rust_decimal::prelude::ToPrimitive;
 
 use crate::config::PricingConfig;
 use crate::policy::{self, OnChain, Reason, Thresholds};
+use crate::records::{self, NewPriceUpdate, StatusChange, UpdateStatus};
 use crate::report::{Action, AssetDecision, CycleSummary};
 
 /// The oracle's view of an asset, or why it is unknown.
@@ -163,6 +162,7 @@ impl PricingCycle {
             self.alerter.resolve(&quorum_key);
             if let Some(p) = agg.price.and_then(|p| p.to_f64()) {
                 self.metrics
+                    .prices
                     .aggregate_price
                     .get_or_create(&labels([("asset", asset)]))
                     .set(p);
@@ -225,6 +225,7 @@ impl PricingCycle {
             let last = view.and_then(|c| Utc.timestamp_opt(c.timestamp as i64, 0).single());
             if let Some(c) = view {
                 self.metrics
+                    .chain
                     .oracle_last_update
                     .get_or_create(&labels([("asset", &asset.symbol)]))
                     .set(c.timestamp as i64);
@@ -244,11 +245,13 @@ impl PricingCycle {
             .map_err(|e| e.to_string())?;
         let label = labels([("wallet", &self.wallet_label())]);
         self.metrics
+            .chain
             .wallet_balance
             .get_or_create(&label)
             .set(info.balance_nanoton as f64 / 1e9);
         if let Some(seqno) = info.seqno {
             self.metrics
+                .chain
                 .wallet_seqno
                 .get_or_create(&label)
                 .set(i64::from(seqno));
@@ -303,20 +306,22 @@ impl PricingCycle {
                     .single()
                     .unwrap_or_else(Utc::now),
             };
-            ids.push(match self.store.insert_price_update(&row).await {
-                Ok(id) => Some(id),
-                Err(e) => {
-                    tracing::warn!(asset = %p.asset, error = %e, "price update not recorded");
-                    None
-                }
-            });
+            ids.push(
+                match records::insert_price_update(&self.store, &row).await {
+                    Ok(id) => Some(id),
+                    Err(e) => {
+                        tracing::warn!(asset = %p.asset, error = %e, "price update not recorded");
+                        None
+                    }
+                },
+            );
         }
         ids
     }
 
     async fn set_status(&self, ids: &[Option<i64>], change: &StatusChange) {
         for id in ids.iter().flatten() {
-            if let Err(e) = self.store.set_price_update_status(*id, change).await {
+            if let Err(e) = records::set_price_update_status(&self.store, *id, change).await {
                 tracing::warn!(id, error = %e, "price update status not recorded");
             }
         }
@@ -341,18 +346,18 @@ impl PricingCycle {
                 ("reason", p.reason.as_str().to_owned()),
                 ("message_hash", hash.clone()),
             ];
-            if let Err(e) = self.store.put_price(&p.asset, &fields).await {
+            if let Err(e) = self
+                .store
+                .put_hash(&format!("price:{}", p.asset), &fields)
+                .await
+            {
                 tracing::warn!(asset = %p.asset, error = %e, "price not cached");
             }
             let msg = serde_json::json!({
                 "asset": p.asset, "asset_id": p.asset_id, "price_micro": p.price_micro,
                 "timestamp": p.timestamp, "reason": p.reason.as_str(), "message_hash": hash,
             });
-            if let Err(e) = self
-                .store
-                .publish(Channel::PricingOracle, &msg.to_string())
-                .await
-            {
+            if let Err(e) = self.store.publish(records::CHANNEL, &msg.to_string()).await {
                 tracing::warn!(asset = %p.asset, error = %e, "price not published on pub/sub");
             }
         }

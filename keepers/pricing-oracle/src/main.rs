@@ -1,11 +1,6 @@
 //! `pricing-oracle-keeper`: fetches stablecoin prices from Chainlink, CoinGecko and DefiLlama,
 //! aggregates them, and pushes signed `update_price` messages to the TON PriceOracle.
 
-mod config;
-mod cycle;
-mod policy;
-mod report;
-
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -26,9 +21,9 @@ use keeper_common::telemetry::{Health, Metrics};
 use keeper_common::ton::{Delivery, DeliveryConfig, TonAddress, Toncenter, read_price};
 use serde::Serialize;
 
-use crate::config::{Loaded, PricingConfig};
-use crate::cycle::{Parts, PricingCycle};
-use crate::report::format_micro;
+use pricing_oracle::config::{Loaded, PricingConfig};
+use pricing_oracle::cycle::{Parts, PricingCycle};
+use pricing_oracle::report::{self, format_micro};
 
 const KEEPER: &str = "pricing-oracle";
 const SERVICE: &str = "pricing-oracle-keeper";

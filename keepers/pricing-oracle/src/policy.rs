@@ -1,8 +1,8 @@
-//! When an asset's price goes on-chain (DESIGN §6 "Pricing").
+//! When an asset's price goes on-chain.
 
 use serde::Serialize;
 
-pub use keeper_common::store::UpdateReason as Reason;
+pub use crate::records::UpdateReason as Reason;
 
 /// What the oracle holds for an asset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

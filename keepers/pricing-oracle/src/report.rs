@@ -1,4 +1,4 @@
-//! What a cycle did, as `/status`, `--output json` and human-readable text (DESIGN §3).
+//! What a cycle did, as `/status`, `--output json` and human-readable text.
 
 use std::fmt::Write as _;
 

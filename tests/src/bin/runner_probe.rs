@@ -170,6 +170,7 @@ async fn run() -> Result<i32, String> {
         .copied()
         .collect();
     let settings: ProbeSettings = Layers {
+        defaults: "",
         file: None,
         env: &ProcessEnv,
         bindings: &bindings,

@@ -70,7 +70,7 @@ impl PegConfig {
         keeper_common::sources::validate_defillama_key(&self.key)
             .map_err(|p| ConfigError::new(format!("{path}.key"), p))?;
         if chain == "ton" {
-            validate::ton_address(&format!("{path}.key"), address)?;
+            keeper_common::ton::validate_address(&format!("{path}.key"), address)?;
         }
         if self.symbol.trim().is_empty() {
             return Err(ConfigError::new(

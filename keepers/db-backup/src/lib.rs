@@ -1,0 +1,20 @@
+//! The backup job: settings, one run (dump, compress, checksum, store, verify, prune), the
+//! artifacts and their manifests, retention, records and metrics. `main.rs` wires the commands.
+
+pub mod app;
+pub mod archive;
+pub mod commands;
+pub mod config;
+pub mod daemon;
+pub mod dump;
+pub mod export;
+pub mod job;
+pub mod local;
+pub mod manifest;
+pub mod metrics;
+pub mod pg;
+pub mod prune;
+pub mod records;
+pub mod remote;
+pub mod retention;
+pub mod verify;
