@@ -11,6 +11,8 @@ pub mod config;
 pub mod http;
 pub mod retry;
 pub mod runner;
+#[cfg(feature = "chain")]
+pub mod runtime;
 pub mod secret;
 #[cfg(feature = "sources")]
 pub mod sources;

@@ -5,6 +5,8 @@
 //! logs outcomes, keeps `/healthz` and `/status` current, raises `keeper_stale`, talks to
 //! systemd, and drains gracefully on SIGTERM/SIGINT.
 
+#[cfg(feature = "cron")]
+mod cron;
 mod notify;
 pub mod shutdown;
 pub mod staleness;
@@ -27,6 +29,8 @@ use crate::config::RunnerSettings;
 use crate::telemetry::health::LIVENESS_INTERVALS;
 use crate::telemetry::metrics::labels;
 use crate::telemetry::{CycleRecord, Health, Metrics};
+#[cfg(feature = "cron")]
+pub use cron::CronError;
 use notify::Notifier;
 pub use shutdown::Shutdown;
 pub use staleness::Staleness;
@@ -35,12 +39,21 @@ pub use staleness::Staleness;
 pub const KEEPER_STALE: &str = "keeper_stale";
 /// Longest wait for queued alert notifications when stopping.
 const ALERT_FLUSH: Duration = Duration::from_secs(5);
+/// How often a cron-scheduled runner shows it is alive between (and during) long cycles.
+#[cfg(feature = "cron")]
+const CRON_HEARTBEAT: Duration = Duration::from_secs(30);
 
 /// What a cycle produced; its one-line summary goes to systemd's STATUS and the cycle log event,
 /// the whole value (as JSON) to `/status`.
 pub trait CycleReport: Serialize + Send + Sync {
     /// One line saying what the cycle did (`published 2 of 3 assets`).
     fn summary(&self) -> String;
+
+    /// The report for a terminal (`--once` without `--output json`); the summary line unless
+    /// the keeper renders more.
+    fn to_text(&self) -> String {
+        format!("{}\n", self.summary())
+    }
 }
 
 impl CycleReport for () {
@@ -72,6 +85,11 @@ pub trait Cycle: Send {
         &mut self,
         ctx: &CycleContext,
     ) -> impl Future<Output = Result<Self::Report, CycleError>> + Send;
+
+    /// The report of the last cycle, whether it succeeded or not (what `--once` prints).
+    fn last_report(&self) -> Option<&Self::Report> {
+        None
+    }
 }
 
 /// What kind of non-success a cycle reports.
@@ -341,6 +359,9 @@ pub struct Runner {
     stale: Staleness,
     last_good: Option<DateTime<Utc>>,
     tick: u64,
+    /// Cron schedule; the interval ticker when `None`.
+    #[cfg(feature = "cron")]
+    cron: Option<String>,
 }
 
 impl std::fmt::Debug for Runner {
@@ -383,7 +404,27 @@ impl Runner {
             stale,
             last_good: None,
             tick: 0,
+            #[cfg(feature = "cron")]
+            cron: None,
         }
+    }
+
+    /// Replaces `keeper_stale` with the keeper's own staleness alert, and says when the job last
+    /// succeeded before this process (so a restart does not forget it).
+    pub fn with_staleness(mut self, stale: Staleness, last_good: Option<DateTime<Utc>>) -> Self {
+        self.stale = stale;
+        self.last_good = last_good;
+        self
+    }
+
+    /// Ticks on a cron schedule (seconds field first) instead of the interval; liveness then
+    /// comes from a heartbeat every 30 s, during long cycles too.
+    #[cfg(feature = "cron")]
+    pub fn with_cron(mut self, schedule: &str) -> Self {
+        self.health
+            .set_timing(CRON_HEARTBEAT, CRON_HEARTBEAT * LIVENESS_INTERVALS);
+        self.cron = Some(schedule.to_owned());
+        self
     }
 
     /// The timing in force.
@@ -394,8 +435,10 @@ impl Runner {
     /// Runs one cycle (`--once`) and waits briefly for alert delivery; use
     /// [`CycleRun::exit_code`] for the process exit code.
     pub async fn run_once<C: Cycle>(&mut self, cycle: &mut C) -> CycleRun<C::Report> {
-        let mut no_watchdog = None;
-        let run = self.execute(cycle, true, &mut no_watchdog).await;
+        let (mut no_watchdog, mut no_heartbeat) = (None, None);
+        let run = self
+            .execute(cycle, true, &mut no_watchdog, &mut no_heartbeat)
+            .await;
         self.health.tick_completed();
         self.alerter.flush(ALERT_FLUSH).await;
         run
@@ -404,36 +447,45 @@ impl Runner {
     /// Ticks until a stop signal, then lets the in-flight cycle finish within the grace period.
     /// Returns the process exit code: 0 after a graceful stop, 1 after a fatal cycle error.
     pub async fn run_forever<C: Cycle>(&mut self, cycle: &mut C) -> i32 {
-        let period = self.timing.interval;
-        let mut ticker = tokio::time::interval(period);
-        ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        let mut ticker = match self.ticker().await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(keeper = %self.keeper, error = %e, "cannot start the schedule");
+                return EXIT_FAILED;
+            }
+        };
         let mut watchdog = self
             .notifier
             .watchdog_every()
             .map(|every| tokio::time::interval_at(Instant::now() + every, every));
-        self.notifier.ready(&format!(
-            "started; ticking every {} s",
-            period.as_secs_f64()
-        ));
+        let mut heartbeat = ticker.heartbeat();
+        self.notifier
+            .ready(&format!("started; {}", ticker.describe()));
         tracing::info!(
             keeper = %self.keeper,
-            interval_s = period.as_secs_f64(),
+            cadence = %ticker.describe(),
             cycle_timeout_s = self.timing.cycle_timeout.as_secs_f64(),
             "runner started"
         );
         let mut code = EXIT_OK;
         loop {
-            let scheduled = tokio::select! {
+            let skipped = tokio::select! {
                 biased;
                 () = self.shutdown.wait() => break,
-                t = ticker.tick() => t,
+                due = ticker.due() => match due {
+                    Some(skipped) => skipped,
+                    None => break,
+                },
                 () = next_tick(&mut watchdog) => {
                     self.notifier.watchdog();
                     continue;
                 }
+                () = next_tick(&mut heartbeat) => {
+                    self.health.tick_completed();
+                    self.stale.check("", self.last_good, Utc::now());
+                    continue;
+                }
             };
-            let late = Instant::now().saturating_duration_since(scheduled);
-            let skipped = (late.as_nanos() / period.as_nanos()) as u64;
             if skipped > 0 {
                 self.metrics
                     .ticks_skipped
@@ -445,7 +497,9 @@ impl Runner {
                     "previous cycle ran past the next tick; skipped ticks"
                 );
             }
-            let run = self.execute(cycle, false, &mut watchdog).await;
+            let run = self
+                .execute(cycle, false, &mut watchdog, &mut heartbeat)
+                .await;
             self.health.tick_completed();
             self.notifier.watchdog();
             self.stale.check("", self.last_good, Utc::now());
@@ -458,6 +512,7 @@ impl Runner {
                 break;
             }
         }
+        ticker.stop().await;
         self.health.set_draining();
         self.notifier.stopping("stopping");
         tracing::info!(keeper = %self.keeper, code, "runner stopped");
@@ -470,6 +525,7 @@ impl Runner {
         cycle: &mut C,
         once: bool,
         watchdog: &mut Option<Interval>,
+        heartbeat: &mut Option<Interval>,
     ) -> CycleRun<C::Report> {
         self.tick += 1;
         let tick = self.tick;
@@ -507,6 +563,7 @@ impl Runner {
                         grace_end = Some(Instant::now() + grace);
                     }
                     () = next_tick(watchdog) => self.notifier.watchdog(),
+                    () = next_tick(heartbeat) => self.health.tick_completed(),
                 }
             }
         };
@@ -581,6 +638,77 @@ impl Runner {
             outcome,
             duration,
             result,
+        }
+    }
+}
+
+/// What says a cycle is due: a fixed interval, or a cron schedule.
+enum Ticker {
+    Interval(Interval),
+    #[cfg(feature = "cron")]
+    Cron(cron::CronTicker, String),
+}
+
+impl Runner {
+    async fn ticker(&self) -> Result<Ticker, Box<dyn std::error::Error + Send + Sync>> {
+        #[cfg(feature = "cron")]
+        if let Some(schedule) = &self.cron {
+            let (metrics, keeper) = (self.metrics.clone(), self.keeper.clone());
+            let ticker = cron::CronTicker::start(schedule, move || {
+                metrics
+                    .ticks_skipped
+                    .get_or_create(&labels([("keeper", &keeper)]))
+                    .inc();
+                tracing::warn!(keeper = %keeper, "a cycle is due while one is still waiting: skipped");
+            })
+            .await?;
+            return Ok(Ticker::Cron(ticker, schedule.clone()));
+        }
+        let mut interval = tokio::time::interval(self.timing.interval);
+        interval.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        Ok(Ticker::Interval(interval))
+    }
+}
+
+impl Ticker {
+    /// Waits until a cycle is due; how many ticks were missed meanwhile (`None`: no more).
+    async fn due(&mut self) -> Option<u64> {
+        match self {
+            Self::Interval(i) => {
+                let scheduled = i.tick().await;
+                let late = Instant::now().saturating_duration_since(scheduled);
+                Some((late.as_nanos() / i.period().as_nanos()) as u64)
+            }
+            #[cfg(feature = "cron")]
+            Self::Cron(c, _) => c.due().await.map(|()| 0),
+        }
+    }
+
+    /// Liveness between cycles: only a cron schedule needs one (an interval ticks often).
+    fn heartbeat(&self) -> Option<Interval> {
+        match self {
+            Self::Interval(_) => None,
+            #[cfg(feature = "cron")]
+            Self::Cron(..) => Some(tokio::time::interval_at(
+                Instant::now() + CRON_HEARTBEAT,
+                CRON_HEARTBEAT,
+            )),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Self::Interval(i) => format!("ticking every {} s", i.period().as_secs_f64()),
+            #[cfg(feature = "cron")]
+            Self::Cron(_, schedule) => format!("on schedule {schedule}"),
+        }
+    }
+
+    async fn stop(self) {
+        match self {
+            Self::Interval(_) => {}
+            #[cfg(feature = "cron")]
+            Self::Cron(c, _) => c.stop().await,
         }
     }
 }

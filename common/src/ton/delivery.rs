@@ -48,7 +48,7 @@ impl DeliveryConfig {
     /// From `[ton]` settings.
     pub fn from_settings(s: &TonSettings) -> Self {
         Self {
-            value_nanoton: s.update_value_ton,
+            value_nanoton: s.update_value_nanoton,
             ttl: Duration::from_secs(s.message_ttl),
             poll_interval: Duration::from_millis(s.poll_interval_ms),
             confirm_timeout: Duration::from_secs(s.confirm_timeout),

@@ -22,6 +22,7 @@ pub mod delivery;
 pub mod external;
 pub mod keys;
 pub mod oracle;
+pub mod publish;
 pub mod settings;
 pub mod summary;
 pub mod toncenter;
@@ -40,6 +41,10 @@ pub use keys::{KeyError, WalletKeys, verify_signature};
 pub use oracle::{
     BridgeStatusUpdate, DecodedBody, DecodedPayload, OP_UPDATE_BRIDGE_STATUS, OP_UPDATE_PRICE,
     OracleMessage, OracleUpdate, PriceUpdate, decode_body,
+};
+pub use publish::{
+    Publication, PublishError, Publisher, SendSummary, TickOutcome, UPDATE_NOT_APPLIED,
+    WALLET_BALANCE_LOW,
 };
 pub use settings::{
     Network, TON_ENV, TonSettings, WalletVersion, resolve_mnemonic, validate_address,

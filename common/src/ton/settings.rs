@@ -58,9 +58,12 @@ pub struct TonSettings {
     pub mnemonic: Option<Secret>,
     /// File holding the mnemonic (`KEEPER_MNEMONIC_FILE`).
     pub mnemonic_file: Option<PathBuf>,
-    /// TON attached to each oracle message, in TON (`UPDATE_VALUE_TON`).
-    #[serde(deserialize_with = "validate::de_ton_amount")]
-    pub update_value_ton: u64,
+    /// Nanotons attached to each oracle message (`update_value_ton` / `UPDATE_VALUE_TON`, given in TON).
+    #[serde(
+        rename = "update_value_ton",
+        deserialize_with = "validate::de_ton_amount"
+    )]
+    pub update_value_nanoton: u64,
     /// Seconds an external message stays valid after chain time (`MESSAGE_TTL`).
     pub message_ttl: u64,
     /// Per-request timeout towards toncenter, seconds.
@@ -84,7 +87,7 @@ impl Default for TonSettings {
             wallet_version: WalletVersion::V5r1,
             mnemonic: None,
             mnemonic_file: None,
-            update_value_ton: 50_000_000,
+            update_value_nanoton: 50_000_000,
             message_ttl: 60,
             request_timeout: 10,
             poll_interval_ms: 2_000,

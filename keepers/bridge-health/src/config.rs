@@ -3,14 +3,13 @@
 //! built into the code; `config/bridge-health.toml` ships the defaults).
 
 use std::collections::HashSet;
-use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 
 use keeper_common::config::{
     AlertSettings, COMMON_ENV, ConfigError, Env, EnvBinding, Kind, Layers, RunnerSettings,
     StorageSettings, TelemetrySettings, bind, validate,
 };
-use keeper_common::secret::Secret;
+use keeper_common::runtime::ChainConfig;
 use keeper_common::sources::{SOURCES_ENV, SourcesSettings};
 use keeper_common::ton::TonSettings;
 use serde::Deserialize;
@@ -22,8 +21,8 @@ use crate::signals::{
     wormhole_limit::GovernorLimitConfig, wormhole_queue::GovernorQueueConfig,
 };
 
-/// Default ops server port of this keeper.
-pub const DEFAULT_METRICS_PORT: u16 = 9102;
+/// The setting naming the oracle bridge statuses go to.
+pub const ORACLE_SETTING: &str = "oracle.address (BRIDGE_ORACLE_ADDRESS)";
 
 /// The built-in defaults, with the four default bridges: the shipped, commented example file,
 /// compiled in.
@@ -364,60 +363,7 @@ pub struct Config {
     pub bridges: Vec<BridgeSpec>,
 }
 
-pub use keeper_common::cli::Needs;
-
-/// The checked configuration and the resolved mnemonic.
-pub struct Loaded {
-    /// The configuration.
-    pub config: Config,
-    /// The keeper's mnemonic, if one was given.
-    pub mnemonic: Option<Secret>,
-}
-
 impl Config {
-    /// Loads and checks everything, then requires what the command `needs` and resolves the
-    /// mnemonic (`KEEPER_MNEMONIC`, `KEEPER_MNEMONIC_FILE`, systemd credential).
-    pub fn load_for(
-        file: Option<&Path>,
-        env: &dyn Env,
-        needs: Needs,
-    ) -> Result<Loaded, ConfigError> {
-        let mut config = Self::load(file, env, Vec::new())?;
-        config
-            .settings
-            .telemetry
-            .metrics_addr
-            .get_or_insert(SocketAddr::from((
-                Ipv4Addr::LOCALHOST,
-                DEFAULT_METRICS_PORT,
-            )));
-        if needs.oracle {
-            config.oracle_address()?;
-        }
-        let mnemonic = keeper_common::ton::resolve_mnemonic(&config.settings.ton, env)?;
-        if let Some(m) = &mnemonic {
-            let setting = if config.settings.ton.mnemonic.is_some() {
-                "ton.mnemonic (KEEPER_MNEMONIC)"
-            } else {
-                "ton.mnemonic_file (KEEPER_MNEMONIC_FILE)"
-            };
-            keeper_common::ton::validate_mnemonic(setting, m)?;
-        } else if needs.mnemonic {
-            return Err(ConfigError::new(
-                "ton.mnemonic (KEEPER_MNEMONIC)",
-                "no mnemonic: set KEEPER_MNEMONIC, KEEPER_MNEMONIC_FILE or a systemd credential \
-                 keeper-mnemonic (only --dry-run works without one)",
-            ));
-        }
-        if needs.database && config.settings.storage.database_url.is_none() {
-            return Err(ConfigError::new(
-                "storage.database_url (DATABASE_URL)",
-                "required by this command",
-            ));
-        }
-        Ok(Loaded { config, mnemonic })
-    }
-
     /// Loads the layers (defaults < file < environment < flags) and checks everything.
     pub fn load(
         file: Option<&Path>,
@@ -470,20 +416,13 @@ impl Config {
         }
         Ok(Self { settings, bridges })
     }
-
-    /// The oracle that receives `update_bridge_status`: the bridge oracle, else the pricing one.
-    pub fn oracle_address(&self) -> Result<&str, ConfigError> {
+    /// The oracle bridge statuses go to: `BRIDGE_ORACLE_ADDRESS`, else the pricing oracle's.
+    pub fn oracle_address(&self) -> Option<&str> {
         let o = &self.settings.oracle;
         o.address
             .as_deref()
             .or(o.pricing_address.as_deref())
             .map(str::trim)
-            .ok_or_else(|| {
-                ConfigError::new(
-                    "oracle.address (BRIDGE_ORACLE_ADDRESS)",
-                    "required to publish (or set PRICING_ORACLE_ADDRESS when both share one oracle)",
-                )
-            })
     }
 }
 
@@ -667,6 +606,27 @@ pub fn check_thresholds(
     Ok(())
 }
 
+impl ChainConfig for Config {
+    fn ton(&self) -> &TonSettings {
+        &self.settings.ton
+    }
+    fn runner(&self) -> &RunnerSettings {
+        &self.settings.runner
+    }
+    fn telemetry(&self) -> &TelemetrySettings {
+        &self.settings.telemetry
+    }
+    fn alerts(&self) -> &AlertSettings {
+        &self.settings.alerts
+    }
+    fn storage(&self) -> &StorageSettings {
+        &self.settings.storage
+    }
+    fn oracle(&self) -> Option<&str> {
+        self.oracle_address()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -745,7 +705,26 @@ kind = "wormhole_health"
         let c = load_str(&with_file, &[("PRICING_ORACLE_ADDRESS", a)]).unwrap();
         assert_eq!(c.oracle_address().unwrap(), b, "file's bridge oracle wins");
         let c = load_str(MIN, &[]).unwrap();
-        let e = c.oracle_address().unwrap_err();
+        assert_eq!(c.oracle_address(), None);
+    }
+
+    #[test]
+    fn without_a_config_file_the_four_default_bridges_are_watched() {
+        let env: HashMap<String, String> = HashMap::new();
+        let c = Config::load(None, &env, vec![]).unwrap();
+        let names: Vec<&str> = c.bridges.iter().map(|b| b.name.as_str()).collect();
+        assert_eq!(names, ["ton_bridge", "orbit", "wormhole", "axelar"]);
+        assert_eq!(
+            c.settings.telemetry.metrics_addr.map(|a| a.port()),
+            Some(9102)
+        );
+        let needs = keeper_common::cli::Needs {
+            oracle: true,
+            ..Default::default()
+        };
+        let e = keeper_common::runtime::load::<crate::BridgeKeeper>(None, &env, needs)
+            .err()
+            .unwrap();
         assert!(e.setting.contains("BRIDGE_ORACLE_ADDRESS"), "{e}");
     }
 

@@ -2,32 +2,25 @@
 //! concurrently → decide per bridge → alerts and metrics → publish changed or due statuses in
 //! one external message, confirmed and read back → record snapshots, Redis hashes, pub/sub.
 
-use std::sync::Arc;
-
 use chrono::{TimeZone, Utc};
 use futures_util::future::join_all;
-use keeper_common::alert::{Alert, Alerter, Severity};
 use keeper_common::runner::{Cycle, CycleContext, CycleError};
-use keeper_common::store::{Store, WalletLease};
-
-use crate::records::{BridgeStatus, NewBridgeSnapshot};
-use keeper_common::telemetry::Health;
-use keeper_common::telemetry::metrics::{Metrics, labels};
+use keeper_common::runtime::ChainParts;
+use keeper_common::telemetry::metrics::labels;
 use keeper_common::ton::{
-    BridgeStatusUpdate, Delivery, DeliveryError, MessageSummary, OracleMessage, OracleUpdate,
-    SummarySubject, TonAddress, TonTransport, Toncenter, dry_run_offline, read_bridge_status,
+    BridgeStatusUpdate, OracleMessage, OracleUpdate, Publication, PublishError, TickOutcome,
+    TonAddress, read_bridge_status,
 };
 
 use crate::clients::{EthBool, PegClients, PegRequests, peg_requests, prefetch_pegs};
-use crate::config::{BridgeSpec, Config};
+use crate::config::{BridgeSpec, Config, ORACLE_SETTING};
 use crate::decision::{
     self, Action, AlertAction, BridgeDecision, Memory, OnChain, Published, Status,
 };
+use crate::metrics::BridgeMetrics;
+use crate::records::{BridgeStatus, NewBridgeSnapshot};
 use crate::report::{BridgeSummary, CycleSummary};
 use crate::signals::{self, BoolCall, Ctx, SignalReport, Verdict};
-
-/// Alert raised when a confirmed update does not show on the oracle.
-pub const UPDATE_NOT_APPLIED: &str = "update_not_applied";
 
 /// Reads every enabled signal of every bridge at once; reports come back per bridge in
 /// configuration order.
@@ -59,43 +52,16 @@ pub fn decide_all(
 /// The oracle's view of a bridge: known, never set (`None`), or unreadable.
 type ChainView = Result<Option<OnChain>, String>;
 
-/// Parts the cycle is built from (assembled in `main`).
-pub struct Parts {
-    /// Checked configuration.
-    pub config: Arc<Config>,
-    /// HTTP client of the bridge upstreams.
-    pub http: reqwest::Client,
-    /// DefiLlama coins and CoinGecko clients, for peg signals.
-    pub pegs: PegClients,
-    /// Ethereum JSON-RPC, for `eth_call` signals.
-    pub eth: Option<EthBool>,
-    /// TON sending.
-    pub delivery: Delivery<Toncenter>,
-    /// The bridge oracle, when configured.
-    pub oracle: Option<TonAddress>,
-    /// Records.
-    pub store: Store,
-    /// The wallet lease; `None` in dry runs, which never send.
-    pub lease: Option<WalletLease>,
-    /// Alerts.
-    pub alerter: Alerter,
-    /// Metrics.
-    pub metrics: Arc<Metrics>,
-    /// The bridge families in it.
-    pub bridge_metrics: crate::metrics::BridgeMetrics,
-    /// Health for the ops server.
-    pub health: Health,
-    /// `--dry-run`.
-    pub dry_run: bool,
-    /// `--force`.
-    pub force: bool,
-    /// Said in every summary (ephemeral key…).
-    pub notes: Vec<String>,
-}
-
 /// The bridge-health cycle; lives for the whole process.
 pub struct BridgeCycle {
-    p: Parts,
+    p: ChainParts<Config>,
+    families: BridgeMetrics,
+    /// HTTP client of the bridge upstreams.
+    http: reqwest::Client,
+    /// DefiLlama coins and CoinGecko clients, for peg signals.
+    pegs: PegClients,
+    /// Ethereum JSON-RPC, for `eth_call` signals.
+    eth: Option<EthBool>,
     memory: Vec<Memory>,
     peg_requests: PegRequests,
     last: Option<CycleSummary>,
@@ -108,21 +74,26 @@ struct Picked {
 }
 
 impl BridgeCycle {
-    /// Assembles the cycle.
-    pub fn new(p: Parts) -> Self {
+    /// Assembles the cycle from the shared parts and the bridge upstream clients.
+    pub fn new(
+        p: ChainParts<Config>,
+        families: BridgeMetrics,
+        http: reqwest::Client,
+        pegs: PegClients,
+        eth: Option<EthBool>,
+    ) -> Self {
         let n = p.config.bridges.len();
         let peg_requests = peg_requests(&p.config.bridges);
         Self {
             p,
+            families,
+            http,
+            pegs,
+            eth,
             memory: vec![Memory::default(); n],
             peg_requests,
             last: None,
         }
-    }
-
-    /// The summary of the last cycle, whether it succeeded or not.
-    pub fn last_summary(&self) -> Option<&CycleSummary> {
-        self.last.as_ref()
     }
 
     fn bridges(&self) -> &[BridgeSpec] {
@@ -134,7 +105,7 @@ impl BridgeCycle {
         let Some(oracle) = &self.p.oracle else {
             return self.bridges().iter().map(|_| Ok(None)).collect();
         };
-        let transport = self.p.delivery.transport();
+        let transport = self.p.publisher.delivery().transport();
         join_all(self.bridges().iter().map(|b| async move {
             match read_bridge_status(transport, oracle, b.id).await {
                 // A bridge never written reads as (false, 0).
@@ -149,50 +120,20 @@ impl BridgeCycle {
         .await
     }
 
-    /// Balance and seqno gauges of the keeper wallet.
-    async fn check_wallet(&self) -> Result<(), String> {
-        let wallet = self.p.delivery.wallet();
-        let info = self
-            .p
-            .delivery
-            .transport()
-            .wallet_information(wallet.address())
-            .await
-            .map_err(|e| e.to_string())?;
-        let label = labels([("wallet", &wallet.label())]);
-        self.p
-            .metrics
-            .chain
-            .wallet_balance
-            .get_or_create(&label)
-            .set(info.balance_nanoton as f64 / 1e9);
-        if let Some(seqno) = info.seqno {
-            self.p
-                .metrics
-                .chain
-                .wallet_seqno
-                .get_or_create(&label)
-                .set(i64::from(seqno));
-        }
-        self.p.health.mark_ready("wallet");
-        Ok(())
-    }
-
     /// Score and online gauges; an unknown bridge has its series removed rather than left stale.
     fn export(&self, d: &BridgeDecision) {
         let l = labels([("bridge", &d.bridge)]);
         match d.is_online {
             Some(online) => {
-                self.p.bridge_metrics.score.get_or_create(&l).set(d.score);
-                self.p
-                    .bridge_metrics
+                self.families.score.get_or_create(&l).set(d.score);
+                self.families
                     .online
                     .get_or_create(&l)
                     .set(i64::from(online));
             }
             None => {
-                self.p.bridge_metrics.score.remove(&l);
-                self.p.bridge_metrics.online.remove(&l);
+                self.families.score.remove(&l);
+                self.families.online.remove(&l);
             }
         }
     }
@@ -277,56 +218,23 @@ impl BridgeCycle {
         }
     }
 
-    fn messages(&self, oracle: &TonAddress, picked: &[Picked]) -> Vec<OracleMessage> {
-        picked
-            .iter()
-            .map(|p| {
-                OracleMessage::new(oracle.clone(), OracleUpdate::BridgeStatus(p.update.clone()))
-            })
-            .collect()
-    }
-
-    fn summaries(&self, oracle: &TonAddress, picked: &[Picked]) -> Vec<MessageSummary> {
-        picked
-            .iter()
-            .map(|p| MessageSummary {
-                op: "update_bridge_status".into(),
-                subject: SummarySubject::Bridge {
-                    bridge: p.update.bridge.clone(),
-                    bridge_id: p.update.bridge_id,
-                    is_online: p.update.is_online,
-                    last_seen: p.update.last_seen,
-                },
-                to: oracle.to_base64_url(),
-                value_nanoton: u128::from(self.p.config.settings.ton.update_value_ton),
-            })
-            .collect()
-    }
-
     async fn tick(&mut self) -> (CycleSummary, Option<CycleError>) {
         // Renew the lease first: a standby keeps reading and serving metrics but never sends.
-        let lease = match &mut self.p.lease {
-            Some(lease) => {
-                let status = lease.try_acquire_or_renew().await;
-                self.p.health.set_lock_holder(status.holder.clone());
-                Some(status)
-            }
-            None => None,
-        };
+        self.p.publisher.renew_lease().await;
         let now = Utc::now().timestamp();
-        let pegs = prefetch_pegs(&self.p.pegs, &self.peg_requests);
+        let pegs = prefetch_pegs(&self.pegs, &self.peg_requests);
         let ctx = Ctx {
-            http: &self.p.http,
+            http: &self.http,
             upstreams: &self.p.config.settings.upstreams,
             metrics: Some(&self.p.metrics),
             now,
             pegs: &pegs,
-            eth: self.p.eth.as_ref().map(|e| e as &dyn BoolCall),
+            eth: self.eth.as_ref().map(|e| e as &dyn BoolCall),
         };
         let (reports, views, wallet) = tokio::join!(
             read_all(&self.p.config.bridges, &ctx),
             self.read_chain(),
-            self.check_wallet()
+            self.p.publisher.watch_wallet(None)
         );
         if let Err(e) = &wallet {
             tracing::warn!(error = %e, "cannot read the keeper wallet");
@@ -354,8 +262,7 @@ impl BridgeCycle {
             now,
         );
 
-        let mut summary = CycleSummary::new(self.p.dry_run);
-        summary.notes.extend(self.p.notes.iter().cloned());
+        let mut summary = CycleSummary::new(self.p.publisher.is_dry_run(), &self.p.notes);
         let mut picked = Vec::new();
         for (i, ((bridge, d), view)) in config
             .bridges
@@ -396,77 +303,43 @@ impl BridgeCycle {
         let mut published: Vec<Option<String>> = vec![None; decisions.len()];
 
         if picked.is_empty() {
-            summary.outcome = "nothing_to_publish".into();
+            summary.send.outcome = TickOutcome::NothingToPublish;
             self.record(&decisions, &published).await;
             return finish(summary);
         }
 
-        if self.p.dry_run {
-            let oracle = self.p.oracle.clone().unwrap_or(TonAddress::NULL);
-            if self.p.oracle.is_none() {
-                summary.notes.push(
-                    "no BRIDGE_ORACLE_ADDRESS or PRICING_ORACLE_ADDRESS set: messages go to a placeholder address".into(),
-                );
+        let published_now = self
+            .p
+            .publisher
+            .publish(
+                self.p.oracle.as_ref(),
+                ORACLE_SETTING,
+                |oracle| messages_for(oracle, &picked),
+                &mut summary.send.notes,
+                async || (),
+            )
+            .await;
+        let error = match published_now {
+            Err(e) => {
+                summary.send.outcome = TickOutcome::Failed;
+                Some(match e {
+                    PublishError::NoOracle { .. } => CycleError::fatal(e.to_string()),
+                    PublishError::DryRun(_) => CycleError::failed(e.to_string()),
+                })
             }
-            let messages = self.messages(&oracle, &picked);
-            let built = match self.p.delivery.dry_run(&messages).await {
-                Err(e @ DeliveryError::Transport { .. }) => {
-                    summary.notes.push(format!(
-                        "toncenter unreachable ({e}): seqno 0, StateInit and the local clock assumed"
-                    ));
-                    let ttl = config.settings.ton.message_ttl;
-                    let valid_until = u32::try_from(now.max(0) as u64 + ttl).unwrap_or(u32::MAX);
-                    dry_run_offline(
-                        self.p.delivery.wallet(),
-                        &messages,
-                        config.settings.ton.update_value_ton,
-                        0,
-                        valid_until,
-                        false,
-                    )
-                    .map_err(|e| e.to_string())
-                }
-                other => other.map_err(|e| e.to_string()),
-            };
-            self.record(&decisions, &published).await;
-            return match built {
-                Ok(run) => {
-                    summary.boc = Some(run.boc.clone());
-                    summary.messages = run.messages;
-                    summary.externals = run.externals.len();
-                    summary.outcome = "dry_run".into();
-                    finish(summary)
-                }
-                Err(e) => {
-                    summary.outcome = "failed".into();
-                    let err =
-                        CycleError::failed(format!("building the dry-run message failed: {e}"))
-                            .with_report(&summary);
-                    (summary, Some(err))
-                }
-            };
-        }
-
-        if let Some(status) = &lease
-            && !status.held
-        {
-            summary.outcome = "standby".into();
-            self.record(&decisions, &published).await;
-            let holder = status.holder.clone().unwrap_or_else(|| "unknown".into());
-            let err = CycleError::skipped(format!("standby: wallet lease held by {holder}"))
-                .with_report(&summary);
-            return (summary, Some(err));
-        }
-
-        let Some(oracle) = self.p.oracle.clone() else {
-            summary.outcome = "failed".into();
-            let err =
-                CycleError::fatal("no bridge oracle address configured").with_report(&summary);
-            return (summary, Some(err));
-        };
-        let messages = self.messages(&oracle, &picked);
-        match self.p.delivery.deliver(&messages).await {
-            Ok(report) => {
+            Ok(Publication::DryRun(run)) => {
+                summary.send.dry_run_built(run);
+                None
+            }
+            Ok(Publication::Standby { holder }) => {
+                summary.send.outcome = TickOutcome::Standby;
+                Some(CycleError::skipped(format!(
+                    "standby: wallet lease held by {holder}"
+                )))
+            }
+            Ok(Publication::Delivered {
+                messages, report, ..
+            }) => {
                 let hash = report
                     .batches
                     .last()
@@ -489,29 +362,32 @@ impl BridgeCycle {
                         }),
                     );
                 }
-                self.p.alerter.resolve(UPDATE_NOT_APPLIED);
-                summary.messages = self.summaries(&oracle, &picked);
-                summary.delivery = serde_json::to_value(&report).ok();
-                summary.outcome = "published".into();
-                self.record(&decisions, &published).await;
-                finish(summary)
+                summary.send.delivered(messages, report);
+                None
             }
-            Err(e) => {
-                if matches!(e, DeliveryError::NotLanded { .. }) {
-                    self.p.alerter.fire(Alert::new(
-                        UPDATE_NOT_APPLIED,
-                        Severity::Critical,
-                        format!("bridge oracle did not apply the update: {e} (is this keeper registered?)"),
-                    ));
-                }
-                summary.outcome = "failed".into();
-                self.record(&decisions, &published).await;
-                let err = CycleError::failed(format!("sending bridge statuses failed: {e}"))
-                    .with_report(&summary);
-                (summary, Some(err))
+            Ok(Publication::Failed { error, .. }) => {
+                summary.send.outcome = TickOutcome::Failed;
+                Some(CycleError::failed(format!(
+                    "sending bridge statuses failed: {error}"
+                )))
             }
+        };
+        self.record(&decisions, &published).await;
+        match error {
+            Some(e) => {
+                let e = e.with_report(&summary);
+                (summary, Some(e))
+            }
+            None => finish(summary),
         }
     }
+}
+
+fn messages_for(oracle: &TonAddress, picked: &[Picked]) -> Vec<OracleMessage> {
+    picked
+        .iter()
+        .map(|p| OracleMessage::new(oracle.clone(), OracleUpdate::BridgeStatus(p.update.clone())))
+        .collect()
 }
 
 fn store_status(s: Status) -> BridgeStatus {
@@ -540,13 +416,16 @@ fn finish(summary: CycleSummary) -> (CycleSummary, Option<CycleError>) {
 impl Cycle for BridgeCycle {
     type Report = CycleSummary;
 
-    async fn run(&mut self, ctx: &CycleContext) -> Result<CycleSummary, CycleError> {
-        let _ = ctx;
+    async fn run(&mut self, _ctx: &CycleContext) -> Result<CycleSummary, CycleError> {
         let (summary, error) = self.tick().await;
         self.last = Some(summary.clone());
         match error {
             None => Ok(summary),
             Some(e) => Err(e),
         }
+    }
+
+    fn last_report(&self) -> Option<&CycleSummary> {
+        self.last.as_ref()
     }
 }

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 
 use keeper_common::runner::CycleReport;
-use keeper_common::ton::MessageSummary;
+use keeper_common::ton::SendSummary;
 use serde::Serialize;
 
 use crate::decision::{BridgeDecision, Status};
@@ -22,46 +22,22 @@ pub struct BridgeSummary {
     pub action_reason: String,
 }
 
-/// What one cycle did.
+/// What one cycle did: what was sent (shared with every chain keeper) and every bridge.
 #[derive(Debug, Clone, Serialize)]
 pub struct CycleSummary {
-    /// `published`, `nothing_to_publish`, `dry_run`, `standby`, `failed`.
-    pub outcome: String,
-    /// True for `--dry-run`.
-    pub dry_run: bool,
-    /// Every `update_bridge_status` sent (or, in a dry run, signed).
-    pub messages: Vec<MessageSummary>,
-    /// The signed external message, base64 (dry runs).
-    pub boc: Option<String>,
-    /// External messages built.
-    #[serde(skip_serializing_if = "is_zero")]
-    pub externals: usize,
+    /// Outcome, messages, BoC, notes and delivery.
+    #[serde(flatten)]
+    pub send: SendSummary,
     /// Every configured bridge, published or not.
     pub bridges: Vec<BridgeSummary>,
-    /// Confirmation and read-back of a real send.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub delivery: Option<serde_json::Value>,
-    /// Things the operator should know (ephemeral key, placeholder oracle…).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub notes: Vec<String>,
-}
-
-fn is_zero(n: &usize) -> bool {
-    *n == 0
 }
 
 impl CycleSummary {
-    /// An empty summary.
-    pub fn new(dry_run: bool) -> Self {
+    /// An empty summary carrying the standing notes.
+    pub fn new(dry_run: bool, notes: &[String]) -> Self {
         Self {
-            outcome: String::new(),
-            dry_run,
-            messages: Vec::new(),
-            boc: None,
-            externals: 0,
+            send: SendSummary::new(dry_run, notes),
             bridges: Vec::new(),
-            delivery: None,
-            notes: Vec::new(),
         }
     }
 
@@ -75,9 +51,8 @@ impl CycleSummary {
     }
 
     /// A human-readable rendering for `--once` without `--output json`.
-    pub fn to_text(&self) -> String {
-        let mut out = String::new();
-        let _ = writeln!(out, "outcome: {}", self.outcome);
+    pub fn render_text(&self) -> String {
+        let mut out = self.send.text_header();
         let _ = writeln!(
             out,
             "{:<12} {:>3} {:<9} {:>6} {:<7} {:<9} why",
@@ -99,24 +74,25 @@ impl CycleSummary {
                 let _ = writeln!(out, "    {:<28} {:<9} {}", s.signal, s.verdict, s.why);
             }
         }
-        for m in &self.messages {
+        for m in &self.send.messages {
             let _ = writeln!(
                 out,
                 "message: {}",
                 serde_json::to_string(m).unwrap_or_default()
             );
         }
-        if let Some(boc) = &self.boc {
+        if let Some(boc) = &self.send.boc {
             let _ = writeln!(out, "boc: {boc}");
-        }
-        for n in &self.notes {
-            let _ = writeln!(out, "note: {n}");
         }
         out
     }
 }
 
 impl CycleReport for CycleSummary {
+    fn to_text(&self) -> String {
+        self.render_text()
+    }
+
     fn summary(&self) -> String {
         let count = |s: Status| {
             self.bridges
@@ -126,8 +102,8 @@ impl CycleReport for CycleSummary {
         };
         let mut line = format!(
             "{}: {} message(s); healthy {}, degraded {}, offline {}, unknown {}",
-            self.outcome,
-            self.messages.len(),
+            self.send.outcome,
+            self.send.messages.len(),
             count(Status::Healthy),
             count(Status::Degraded),
             count(Status::Offline),

@@ -8,6 +8,7 @@ use std::time::Instant;
 use crate::records::BackupOutcome;
 use chrono::{DateTime, Utc};
 use keeper_common::alert::{Alert, Severity};
+use keeper_common::runner::CycleReport;
 use keeper_common::telemetry::metrics::labels;
 use serde::Serialize;
 
@@ -23,11 +24,34 @@ use crate::verify::{Verifier, run_blocking};
 /// Alert raised when a run fails; resolved by the next success.
 pub const BACKUP_FAILED: &str = "backup_failed";
 
+/// How a backup run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunOutcome {
+    /// A complete, checksummed (and, when asked, verified) backup was published.
+    Success,
+    /// Nothing was published; `error` says why.
+    Failure,
+    /// Another run held the backup lock; nothing was attempted.
+    Busy,
+}
+
+impl RunOutcome {
+    /// The text in summaries.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Failure => "failure",
+            Self::Busy => "busy",
+        }
+    }
+}
+
 /// What a run did, printed by `--once` and shown in `/status`.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
-    /// `success`, `failure` or `busy` (another run held the lock).
-    pub outcome: &'static str,
+    /// How it ended.
+    pub outcome: RunOutcome,
     /// The database label.
     pub database: String,
     /// When the run started.
@@ -46,9 +70,9 @@ pub struct RunReport {
     pub prune: Option<PruneReport>,
 }
 
-impl RunReport {
+impl CycleReport for RunReport {
     /// One line for logs and systemd STATUS.
-    pub fn summary(&self) -> String {
+    fn summary(&self) -> String {
         match (&self.backup, &self.error) {
             (Some(m), None) => format!(
                 "backup {} ok: {} bytes in {:.1} s{}",
@@ -60,8 +84,8 @@ impl RunReport {
                     .map(|v| format!(", verified ({})", v.mode.as_str()))
                     .unwrap_or_default()
             ),
-            (_, Some(e)) => format!("backup of {} {}: {e}", self.database, self.outcome),
-            (None, None) => format!("backup of {} {}", self.database, self.outcome),
+            (_, Some(e)) => format!("backup of {} {}: {e}", self.database, self.outcome.as_str()),
+            (None, None) => format!("backup of {} {}", self.database, self.outcome.as_str()),
         }
     }
 }
@@ -90,7 +114,7 @@ pub async fn run(app: &App, killer: &Killer) -> RunReport {
     let started = Instant::now();
     let started_at = Utc::now();
     let mut report = RunReport {
-        outcome: "failure",
+        outcome: RunOutcome::Failure,
         database: app.label.clone(),
         started_at,
         duration_seconds: 0.0,
@@ -106,7 +130,7 @@ pub async fn run(app: &App, killer: &Killer) -> RunReport {
     let b = Some(&app.backup_metrics);
     match result {
         Ok(manifest) => {
-            report.outcome = "success";
+            report.outcome = RunOutcome::Success;
             if let Some(b) = b {
                 b.last_success_timestamp
                     .set(manifest.finished_at.timestamp());
@@ -126,7 +150,7 @@ pub async fn run(app: &App, killer: &Killer) -> RunReport {
             report.backup = Some(manifest);
         }
         Err(f) if f.busy => {
-            report.outcome = "busy";
+            report.outcome = RunOutcome::Busy;
             report.error = Some(format!("{:#}", f.error));
             tracing::error!(error = %format!("{:#}", f.error), "backup not started");
         }
@@ -435,7 +459,7 @@ async fn start_record(app: &App, id: &mut Option<i64>) {
 
 async fn finish_record(app: &App, id: Option<i64>, report: &RunReport) {
     let Some(store) = &app.records else { return };
-    if report.outcome == "busy" {
+    if report.outcome == RunOutcome::Busy {
         return;
     }
     let id = match id {

@@ -5,6 +5,7 @@ pub mod app;
 pub mod archive;
 pub mod commands;
 pub mod config;
+pub mod cycle;
 pub mod daemon;
 pub mod dump;
 pub mod export;

@@ -9,8 +9,11 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use keeper_common::alert::{Alert, Alerter, Severity};
-use keeper_common::cli::{CommonArgs, EXIT_FAILED, EXIT_OK, EXIT_USAGE, Output, run_async};
+use keeper_common::cli::{
+    CommonArgs, EXIT_FAILED, EXIT_OK, EXIT_USAGE, Output, print_cycle, run_async,
+};
 use keeper_common::config::ProcessEnv;
+use keeper_common::runner::CycleReport;
 use keeper_common::runner::Shutdown;
 use keeper_common::telemetry::Metrics;
 use serde::Serialize;
@@ -224,22 +227,22 @@ async fn dispatch(cli: Cli, settings: Settings) -> anyhow::Result<i32> {
         }
         Command::Run if common.once => {
             let alerter = Alerter::start(&settings.raw.alerts, "db-backup", metrics.0.clone());
-            let app = App::new(settings, metrics, alerter.clone(), true).await?;
+            let app = Arc::new(App::new(settings, metrics, alerter.clone(), true).await?);
             let before = app.seed_metrics().await;
-            let (shutdown, killer) = (Shutdown::new(), Killer::default());
-            stop_on_signal(&shutdown, &killer);
-            let report = job::run(&app, &killer).await;
-            if report.outcome == "failure" {
+            let shutdown = Shutdown::new();
+            shutdown.install_signal_handlers()?;
+            let (run, report) = daemon::once(app.clone(), shutdown).await;
+            if report
+                .as_ref()
+                .is_some_and(|r| r.outcome == job::RunOutcome::Failure)
+            {
                 check_stale(&app, before.as_ref());
             }
             export_metrics(&app).await;
             alerter.flush(Duration::from_secs(10)).await;
-            print(common.output, &report, || report.summary());
-            Ok(if report.outcome == "success" {
-                EXIT_OK
-            } else {
-                EXIT_FAILED
-            })
+            let error = run.result.as_ref().err().map(|e| e.message());
+            print_cycle(report.as_ref(), CycleReport::to_text, error, common.output);
+            Ok(run.exit_code())
         }
         Command::Run => {
             let alerter = Alerter::start(&settings.raw.alerts, "db-backup", metrics.0.clone());

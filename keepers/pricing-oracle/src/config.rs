@@ -1,19 +1,18 @@
 //! The pricing keeper's settings: the shared sections plus its oracle and publishing policy.
 
-use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 
 use keeper_common::config::{
     AlertSettings, COMMON_ENV, ConfigError, Env, EnvBinding, Kind, Layers, RunnerSettings,
     StorageSettings, TelemetrySettings, bind, validate,
 };
-use keeper_common::secret::Secret;
+use keeper_common::runtime::ChainConfig;
 use keeper_common::sources::{AggregationSettings, AssetList, SOURCES_ENV, SourcesSettings};
 use keeper_common::ton::TonSettings;
 use serde::Deserialize;
 
-/// Default ops server port of this keeper.
-pub const DEFAULT_METRICS_PORT: u16 = 9101;
+/// The setting naming the PriceOracle.
+pub const ORACLE_SETTING: &str = "oracle.address (PRICING_ORACLE_ADDRESS)";
 
 /// The built-in defaults: the shipped, commented example file, compiled in.
 pub const DEFAULTS: &str = include_str!("../../../config/pricing-oracle.toml");
@@ -50,9 +49,13 @@ pub struct PolicySettings {
     pub heartbeat: u64,
     /// Alert `oracle_stale:{asset}` when the on-chain value is older than this (`STALE_AFTER`).
     pub stale_after: u64,
-    /// Alert `wallet_balance_low` below this balance, in TON (`WALLET_BALANCE_LOW_TON`).
-    #[serde(deserialize_with = "validate::de_ton_amount")]
-    pub wallet_balance_low_ton: u64,
+    /// Alert `wallet_balance_low` below this many nanotons (`wallet_balance_low_ton` /
+    /// `WALLET_BALANCE_LOW_TON`, given in TON).
+    #[serde(
+        rename = "wallet_balance_low_ton",
+        deserialize_with = "validate::de_ton_amount"
+    )]
+    pub wallet_balance_low_nanoton: u64,
     /// Alert `source_down:{source}` after a source failed for this many seconds (`SOURCE_DOWN_AFTER`).
     pub source_down_after: u64,
 }
@@ -63,7 +66,7 @@ impl Default for PolicySettings {
             deviation_bps: 10,
             heartbeat: 240,
             stale_after: 300,
-            wallet_balance_low_ton: 5 * validate::NANOTON,
+            wallet_balance_low_nanoton: 5 * validate::NANOTON,
             source_down_after: 600,
         }
     }
@@ -95,19 +98,9 @@ pub struct PricingConfig {
     pub assets: AssetList,
 }
 
-pub use keeper_common::cli::Needs;
-
-/// The loaded, validated configuration and the resolved mnemonic.
-pub struct Loaded {
-    /// The settings.
-    pub config: PricingConfig,
-    /// The keeper's mnemonic, if one was given.
-    pub mnemonic: Option<Secret>,
-}
-
 impl PricingConfig {
-    /// Loads every layer and validates it, requiring what `needs` names.
-    pub fn load(file: Option<&Path>, env: &dyn Env, needs: Needs) -> Result<Loaded, ConfigError> {
+    /// Loads defaults < file < environment and validates every setting.
+    pub fn load(file: Option<&Path>, env: &dyn Env) -> Result<Self, ConfigError> {
         let bindings: Vec<EnvBinding> = COMMON_ENV
             .iter()
             .chain(keeper_common::ton::TON_ENV)
@@ -115,7 +108,7 @@ impl PricingConfig {
             .chain(PRICING_ENV)
             .copied()
             .collect();
-        let mut config: PricingConfig = Layers {
+        let config: PricingConfig = Layers {
             defaults: DEFAULTS,
             file,
             env,
@@ -123,39 +116,11 @@ impl PricingConfig {
             flags: Vec::new(),
         }
         .load()?;
-        config
-            .telemetry
-            .metrics_addr
-            .get_or_insert(SocketAddr::from((
-                Ipv4Addr::LOCALHOST,
-                DEFAULT_METRICS_PORT,
-            )));
-        config.validate(needs)?;
-        let mnemonic = keeper_common::ton::resolve_mnemonic(&config.ton, env)?;
-        if let Some(m) = &mnemonic {
-            let setting = if config.ton.mnemonic.is_some() {
-                "ton.mnemonic (KEEPER_MNEMONIC)"
-            } else {
-                "ton.mnemonic_file (KEEPER_MNEMONIC_FILE)"
-            };
-            keeper_common::ton::validate_mnemonic(setting, m)?;
-        } else if needs.mnemonic {
-            return Err(ConfigError::new(
-                "ton.mnemonic (KEEPER_MNEMONIC)",
-                "no mnemonic: set KEEPER_MNEMONIC, KEEPER_MNEMONIC_FILE or a systemd credential \
-                 keeper-mnemonic (only --dry-run works without one)",
-            ));
-        }
-        if needs.database && config.storage.database_url.is_none() {
-            return Err(ConfigError::new(
-                "storage.database_url (DATABASE_URL)",
-                "required by this command",
-            ));
-        }
-        Ok(Loaded { config, mnemonic })
+        config.validate()?;
+        Ok(config)
     }
 
-    fn validate(&self, needs: Needs) -> Result<(), ConfigError> {
+    fn validate(&self) -> Result<(), ConfigError> {
         self.ton.validate()?;
         self.runner.validate()?;
         self.telemetry.validate()?;
@@ -164,17 +129,8 @@ impl PricingConfig {
         self.sources.validate()?;
         self.aggregation.validate()?;
         self.assets.validate(&self.aggregation, &self.sources)?;
-        match &self.oracle.address {
-            Some(a) => {
-                keeper_common::ton::validate_address("oracle.address (PRICING_ORACLE_ADDRESS)", a)?;
-            }
-            None if needs.oracle => {
-                return Err(ConfigError::new(
-                    "oracle.address (PRICING_ORACLE_ADDRESS)",
-                    "the PriceOracle address is required (only --dry-run works without one)",
-                ));
-            }
-            None => {}
+        if let Some(a) = &self.oracle.address {
+            keeper_common::ton::validate_address(ORACLE_SETTING, a)?;
         }
         validate::nonzero("policy.heartbeat (PRICE_HEARTBEAT)", self.policy.heartbeat)?;
         validate::nonzero("policy.stale_after (STALE_AFTER)", self.policy.stale_after)?;
@@ -186,45 +142,85 @@ impl PricingConfig {
     }
 }
 
+impl ChainConfig for PricingConfig {
+    fn ton(&self) -> &TonSettings {
+        &self.ton
+    }
+    fn runner(&self) -> &RunnerSettings {
+        &self.runner
+    }
+    fn telemetry(&self) -> &TelemetrySettings {
+        &self.telemetry
+    }
+    fn alerts(&self) -> &AlertSettings {
+        &self.alerts
+    }
+    fn storage(&self) -> &StorageSettings {
+        &self.storage
+    }
+    fn oracle(&self) -> Option<&str> {
+        self.oracle.address.as_deref()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
 
+    use keeper_common::cli::Needs;
+
     use super::*;
 
-    const NO_NEEDS: Needs = Needs {
-        mnemonic: false,
-        oracle: false,
-        database: false,
-    };
-
     #[test]
-    fn shipped_config_file_is_the_built_in_defaults() {
+    fn built_in_defaults_are_the_shipped_file() {
         let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/pricing-oracle.toml");
         let env: HashMap<String, String> = HashMap::new();
-        let from_file = PricingConfig::load(Some(&file), &env, NO_NEEDS)
-            .unwrap()
-            .config;
-        let built_in = PricingConfig::load(None, &env, NO_NEEDS).unwrap().config;
+        let from_file = PricingConfig::load(Some(&file), &env).unwrap();
+        let built_in = PricingConfig::load(None, &env).unwrap();
         assert_eq!(format!("{from_file:?}"), format!("{built_in:?}"));
+        assert_eq!(built_in.assets.len(), 6);
+        assert_eq!(
+            built_in.telemetry.metrics_addr.map(|a| a.port()),
+            Some(9101)
+        );
+    }
+
+    #[test]
+    fn ton_amounts_from_the_environment_become_nanotons() {
+        let env: HashMap<String, String> = [
+            ("UPDATE_VALUE_TON", "0.1"),
+            ("WALLET_BALANCE_LOW_TON", "2.5"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let c = PricingConfig::load(None, &env).unwrap();
+        assert_eq!(c.ton.update_value_nanoton, 100_000_000);
+        assert_eq!(c.policy.wallet_balance_low_nanoton, 2_500_000_000);
     }
 
     #[test]
     fn sending_needs_a_mnemonic_and_an_oracle() {
-        let env: HashMap<String, String> = HashMap::new();
-        let needs = Needs {
-            mnemonic: true,
-            oracle: true,
-            database: false,
+        let load = |env: &HashMap<String, String>| {
+            keeper_common::runtime::load::<crate::PricingKeeper>(
+                None,
+                env,
+                Needs {
+                    mnemonic: true,
+                    oracle: true,
+                    database: false,
+                },
+            )
         };
-        let e = PricingConfig::load(None, &env, needs).err().unwrap();
+        let env: HashMap<String, String> = HashMap::new();
+        let e = load(&env).err().unwrap();
         assert!(e.setting.contains("PRICING_ORACLE_ADDRESS"), "{e}");
         let env: HashMap<String, String> = [(
             "PRICING_ORACLE_ADDRESS".to_owned(),
             "EQCDM_QGggZ3qMa_f3lRPk4_qLDnLTqdi6OkMAV2NB9r5TG3".to_owned(),
         )]
         .into();
-        let e = PricingConfig::load(None, &env, needs).err().unwrap();
+        let e = load(&env).err().unwrap();
         assert!(e.setting.contains("KEEPER_MNEMONIC"), "{e}");
     }
 }

@@ -1,8 +1,61 @@
 //! The pricing keeper's policy: its settings, one tick (fetch, aggregate, decide, publish), the
-//! decision rules, its records and its report. `main.rs` wires it to the shared runtime.
+//! decision rules, its records, its report and its `status` table. The shared runtime
+//! (`keeper_common::runtime`) runs it; `main.rs` only names it.
 
 pub mod config;
 pub mod cycle;
 pub mod policy;
 pub mod records;
 pub mod report;
+pub mod status;
+
+use std::path::Path;
+
+use keeper_common::cli::Output;
+use keeper_common::config::{ConfigError, Env};
+use keeper_common::runtime::{ChainKeeper, ChainParts};
+use keeper_common::sources::PriceFetcher;
+use keeper_common::telemetry::Metrics;
+use keeper_common::ton::{TonAddress, Toncenter};
+
+use crate::config::PricingConfig;
+use crate::cycle::PricingCycle;
+
+/// The pricing keeper, as the shared runtime sees it.
+pub struct PricingKeeper;
+
+impl ChainKeeper for PricingKeeper {
+    const NAME: &'static str = "pricing-oracle";
+    const SERVICE: &'static str = "pricing-oracle-keeper";
+    const ABOUT: &'static str = "Pushes aggregated stablecoin prices to the TON PriceOracle.\n\n\
+        Settings: built-in defaults (config/pricing-oracle.toml) < --config FILE < environment \
+        < flags; the README lists every setting and its environment variable.";
+    const ORACLE_SETTING: &'static str = config::ORACLE_SETTING;
+    type Config = PricingConfig;
+    type Families = ();
+    type Cycle = PricingCycle;
+
+    fn load(file: Option<&Path>, env: &dyn Env) -> Result<PricingConfig, ConfigError> {
+        PricingConfig::load(file, env)
+    }
+
+    fn register(_metrics: &mut Metrics) {}
+
+    fn cycle(parts: ChainParts<PricingConfig>, (): ()) -> anyhow::Result<PricingCycle> {
+        let fetcher = PriceFetcher::new(
+            &parts.config.sources,
+            &parts.config.assets,
+            Some(parts.metrics.clone()),
+        );
+        Ok(PricingCycle::new(parts, fetcher))
+    }
+
+    async fn status(
+        config: &PricingConfig,
+        oracle: TonAddress,
+        transport: &Toncenter,
+        output: Output,
+    ) -> anyhow::Result<i32> {
+        status::print(config, oracle, transport, output).await
+    }
+}

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use keeper_common::aggregate::QuoteSummary;
 use keeper_common::runner::CycleReport;
-use keeper_common::ton::{MessageSummary, SummarySubject};
+use keeper_common::ton::{SendSummary, SummarySubject};
 use serde::Serialize;
 
 use crate::policy::OnChain;
@@ -40,50 +40,28 @@ pub struct AssetDecision {
     pub quotes: Vec<QuoteSummary>,
 }
 
-/// One tick's summary.
+/// One tick's summary: what was sent (shared with every chain keeper) and every asset's decision.
 #[derive(Debug, Clone, Serialize)]
 pub struct CycleSummary {
-    /// `published`, `dry_run`, `nothing_to_publish`, `no_quorum`, `standby`, `failed`.
-    pub outcome: String,
-    /// True for `--dry-run`.
-    pub dry_run: bool,
-    /// Every oracle message sent (or that would be sent), in execution order.
-    pub messages: Vec<MessageSummary>,
-    /// The signed external message, base64 (dry runs).
-    pub boc: Option<String>,
-    /// Number of external messages built.
-    pub externals: usize,
+    /// Outcome, messages, BoC, notes and delivery.
+    #[serde(flatten)]
+    pub send: SendSummary,
     /// Every configured asset's decision.
     pub assets: Vec<AssetDecision>,
-    /// Things the operator should know (ephemeral key, placeholder address…).
-    pub notes: Vec<String>,
-    /// Confirmation and read-back details of a live send.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub delivery: Option<serde_json::Value>,
 }
 
 impl CycleSummary {
-    /// An empty summary.
-    pub fn new(dry_run: bool) -> Self {
+    /// An empty summary carrying the standing notes.
+    pub fn new(dry_run: bool, notes: &[String]) -> Self {
         Self {
-            outcome: String::new(),
-            dry_run,
-            messages: Vec::new(),
-            boc: None,
-            externals: 0,
+            send: SendSummary::new(dry_run, notes),
             assets: Vec::new(),
-            notes: Vec::new(),
-            delivery: None,
         }
     }
 
     /// Human-readable rendering for terminals.
-    pub fn to_text(&self) -> String {
-        let mut out = String::new();
-        let _ = writeln!(out, "outcome: {}", self.outcome);
-        for note in &self.notes {
-            let _ = writeln!(out, "note: {note}");
-        }
+    pub fn render_text(&self) -> String {
+        let mut out = self.send.text_header();
         let _ = writeln!(
             out,
             "{:<6} {:>3} {:>10} {:<9} reason",
@@ -119,7 +97,7 @@ impl CycleSummary {
                 );
             }
         }
-        for m in &self.messages {
+        for m in &self.send.messages {
             if let SummarySubject::Price {
                 asset,
                 asset_id,
@@ -134,7 +112,7 @@ impl CycleSummary {
                 );
             }
         }
-        if let Some(boc) = &self.boc {
+        if let Some(boc) = &self.send.boc {
             let _ = writeln!(out, "boc: {boc}");
         }
         out
@@ -147,6 +125,10 @@ pub fn format_micro(micro: u64) -> String {
 }
 
 impl CycleReport for CycleSummary {
+    fn to_text(&self) -> String {
+        self.render_text()
+    }
+
     fn summary(&self) -> String {
         let published = self
             .assets
@@ -160,7 +142,7 @@ impl CycleReport for CycleSummary {
             .count();
         format!(
             "{}: {published} of {} assets to publish, {no_quorum} without quorum",
-            self.outcome,
+            self.send.outcome,
             self.assets.len()
         )
     }

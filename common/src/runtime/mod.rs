@@ -1,0 +1,342 @@
+//! The process around a chain keeper. A keeper supplies its settings, its metric families, its
+//! tick and its `status` table ([`ChainKeeper`]); [`run`] does the rest: the command line and
+//! the common subcommands, configuration loading, telemetry and the ops server, alerts, storage
+//! and the wallet lease, the runner (`--once` or the interval loop), exit codes and `--output`.
+
+use std::future::Future;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{CommandFactory as _, FromArgMatches as _};
+
+mod wallet;
+
+pub use wallet::{
+    EPHEMERAL_NOTE, KeeperCommand, WalletOutput, WalletSetupError, holder_id, load_wallet,
+    wallet_command,
+};
+
+use crate::alert::Alerter;
+use crate::cli::{
+    CommonArgs, EXIT_FAILED, EXIT_OK, EXIT_USAGE, Needs, Output, migrate_command, print_cycle,
+    run_async,
+};
+use crate::config::{
+    AlertSettings, ConfigError, Env, ProcessEnv, RunnerSettings, StorageSettings, TelemetrySettings,
+};
+use crate::runner::{Cycle, CycleReport, Runner, Shutdown};
+use crate::secret::Secret;
+use crate::store::Store;
+use crate::telemetry::logging::init_tracing;
+use crate::telemetry::server::serve_ops;
+use crate::telemetry::{Health, Metrics};
+use crate::ton::{Delivery, DeliveryConfig, Publisher, TonAddress, TonSettings, Toncenter};
+
+/// The command line every chain keeper takes.
+#[derive(Debug, clap::Parser)]
+pub struct ChainCli {
+    /// Flags shared by every keeper.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Publish every subject with a value this tick, whatever the thresholds.
+    #[arg(long, global = true)]
+    pub force: bool,
+    /// What to do (default: run).
+    #[command(subcommand)]
+    pub command: Option<KeeperCommand>,
+}
+
+/// The settings sections the runtime reads from a chain keeper's configuration.
+pub trait ChainConfig: Send + Sync + 'static {
+    /// `[ton]`
+    fn ton(&self) -> &TonSettings;
+    /// `[runner]`
+    fn runner(&self) -> &RunnerSettings;
+    /// `[telemetry]`
+    fn telemetry(&self) -> &TelemetrySettings;
+    /// `[alerts]`
+    fn alerts(&self) -> &AlertSettings;
+    /// `[storage]`
+    fn storage(&self) -> &StorageSettings;
+    /// The oracle this keeper publishes to, as configured (validated at load).
+    fn oracle(&self) -> Option<&str>;
+}
+
+/// Validated settings and the resolved mnemonic.
+pub struct Loaded<C> {
+    /// The settings.
+    pub config: C,
+    /// The keeper's mnemonic, if one was given.
+    pub mnemonic: Option<Secret>,
+}
+
+/// Everything a chain keeper's tick is built from.
+pub struct ChainParts<C> {
+    /// The settings.
+    pub config: Arc<C>,
+    /// The oracle, when configured (dry runs work without one).
+    pub oracle: Option<TonAddress>,
+    /// Delivery, the wallet lease and dry runs.
+    pub publisher: Publisher,
+    /// Records and cache.
+    pub store: Store,
+    /// Alerts.
+    pub alerter: Alerter,
+    /// The registry, shared families included.
+    pub metrics: Arc<Metrics>,
+    /// What `/healthz`, `/readyz` and `/status` show.
+    pub health: Health,
+    /// `--force`.
+    pub force: bool,
+    /// Said in every summary (ephemeral key…).
+    pub notes: Vec<String>,
+}
+
+/// A keeper that publishes to an oracle contract from its own TON wallet.
+pub trait ChainKeeper: 'static {
+    /// Label of metrics, alerts and logs (`pricing-oracle`).
+    const NAME: &'static str;
+    /// Binary name (`pricing-oracle-keeper`).
+    const SERVICE: &'static str;
+    /// One line for `--help`.
+    const ABOUT: &'static str;
+    /// The setting and env name of the oracle address, for messages.
+    const ORACLE_SETTING: &'static str;
+    /// Validated settings.
+    type Config: ChainConfig;
+    /// The keeper's own metric families.
+    type Families: Send + Sync + 'static;
+    /// One tick.
+    type Cycle: Cycle + 'static;
+
+    /// Loads defaults < file < environment and validates every setting.
+    fn load(file: Option<&Path>, env: &dyn Env) -> Result<Self::Config, ConfigError>;
+
+    /// Registers the keeper's own metric families.
+    fn register(metrics: &mut Metrics) -> Self::Families;
+
+    /// Builds the tick.
+    fn cycle(
+        parts: ChainParts<Self::Config>,
+        families: Self::Families,
+    ) -> anyhow::Result<Self::Cycle>;
+
+    /// The `status` subcommand: what the oracle holds, printed as text or JSON; the exit code.
+    fn status(
+        config: &Self::Config,
+        oracle: TonAddress,
+        transport: &Toncenter,
+        output: Output,
+    ) -> impl Future<Output = anyhow::Result<i32>>;
+}
+
+/// Parses the command line and runs the keeper; the process exit status.
+pub fn main<K: ChainKeeper>() -> ExitCode {
+    let command = ChainCli::command()
+        .name(K::SERVICE)
+        .bin_name(K::SERVICE)
+        .about(K::ABOUT)
+        .version(env!("CARGO_PKG_VERSION"));
+    let cli = match ChainCli::from_arg_matches(&command.get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    run_async(run::<K>(cli))
+}
+
+/// Runs `cli` for keeper `K`: loads the configuration, starts telemetry and dispatches the
+/// subcommand; returns the exit code (2 for configuration errors, 1 for failures).
+pub async fn run<K: ChainKeeper>(cli: ChainCli) -> i32 {
+    crate::install_crypto_provider();
+    let command = cli.command.unwrap_or(KeeperCommand::Run);
+    let needs = command.needs(cli.common.dry_run);
+    let loaded = match load::<K>(cli.common.config.as_deref(), &ProcessEnv, needs) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let _telemetry = match init_tracing(loaded.config.telemetry(), K::SERVICE) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let output = cli.common.output;
+    let result = match command {
+        KeeperCommand::Run => run_keeper::<K>(&cli, loaded).await,
+        KeeperCommand::Wallet { offline } => wallet(loaded, offline, output).await,
+        KeeperCommand::Status => status::<K>(loaded, output).await,
+        KeeperCommand::Migrate => migrate_command(loaded.config.storage())
+            .await
+            .map(|()| EXIT_OK)
+            .context("applying migrations"),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "stopped");
+            eprintln!("error: {e:#}");
+            EXIT_FAILED
+        }
+    }
+}
+
+/// Loads `K`'s settings and requires what the command `needs`: the oracle address, a valid
+/// mnemonic (never echoed), a database.
+pub fn load<K: ChainKeeper>(
+    file: Option<&Path>,
+    env: &dyn Env,
+    needs: Needs,
+) -> Result<Loaded<K::Config>, ConfigError> {
+    let config = K::load(file, env)?;
+    if needs.oracle && config.oracle().is_none() {
+        return Err(ConfigError::new(
+            K::ORACLE_SETTING,
+            "the oracle address is required to publish (only --dry-run works without one)",
+        ));
+    }
+    let mnemonic = crate::ton::resolve_mnemonic(config.ton(), env)?;
+    match &mnemonic {
+        Some(m) => {
+            let setting = if config.ton().mnemonic.is_some() {
+                "ton.mnemonic (KEEPER_MNEMONIC)"
+            } else {
+                "ton.mnemonic_file (KEEPER_MNEMONIC_FILE)"
+            };
+            crate::ton::validate_mnemonic(setting, m)?;
+        }
+        None if needs.mnemonic => {
+            return Err(ConfigError::new(
+                "ton.mnemonic (KEEPER_MNEMONIC)",
+                "no mnemonic: set KEEPER_MNEMONIC, KEEPER_MNEMONIC_FILE or a systemd credential \
+                 keeper-mnemonic (only --dry-run works without one)",
+            ));
+        }
+        None => {}
+    }
+    if needs.database && config.storage().database_url.is_none() {
+        return Err(ConfigError::new(
+            "storage.database_url (DATABASE_URL)",
+            "required by this command",
+        ));
+    }
+    Ok(Loaded { config, mnemonic })
+}
+
+fn oracle_address<K: ChainKeeper>(config: &K::Config) -> anyhow::Result<Option<TonAddress>> {
+    config
+        .oracle()
+        .map(|a| crate::ton::parse_address(a).context(K::ORACLE_SETTING))
+        .transpose()
+}
+
+async fn run_keeper<K: ChainKeeper>(
+    cli: &ChainCli,
+    loaded: Loaded<K::Config>,
+) -> anyhow::Result<i32> {
+    let dry_run = cli.common.dry_run;
+    let (wallet, ephemeral_note) = load_wallet(loaded.config.ton(), loaded.mnemonic.as_ref())
+        .await
+        .context("setting up the keeper wallet")?;
+    // The mnemonic is not needed once the key is derived.
+    drop(loaded.mnemonic);
+    let config = Arc::new(loaded.config);
+    let mut registry = Metrics::new(K::NAME);
+    let families = K::register(&mut registry);
+    let metrics = Arc::new(registry);
+    let shutdown = Shutdown::new();
+    shutdown
+        .install_signal_handlers()
+        .context("installing signal handlers")?;
+    let health = Health::new(
+        K::NAME,
+        config.runner().period(),
+        &["config", "wallet", "upstreams"],
+    );
+    health.mark_ready("config");
+    let alerter = Alerter::start(config.alerts(), K::NAME, metrics.clone());
+    let store = Store::connect(config.storage(), metrics.clone(), alerter.clone()).await;
+    let transport = Toncenter::new(config.ton()).context("toncenter transport")?;
+    let delivery = Delivery::new(
+        transport,
+        wallet,
+        DeliveryConfig::from_settings(config.ton()),
+    )
+    .with_metrics(metrics.clone());
+    let lease = (!dry_run).then(|| store.lease(&delivery.wallet().address_raw(), &holder_id()));
+    let publisher = Publisher::new(
+        delivery,
+        lease,
+        config.ton(),
+        alerter.clone(),
+        metrics.clone(),
+        health.clone(),
+        dry_run,
+    );
+    let parts = ChainParts {
+        oracle: oracle_address::<K>(&config)?,
+        config: config.clone(),
+        publisher,
+        store,
+        alerter: alerter.clone(),
+        metrics: metrics.clone(),
+        health: health.clone(),
+        force: cli.force,
+        notes: ephemeral_note.into_iter().collect(),
+    };
+    let mut cycle = K::cycle(parts, families)?;
+    let mut runner = Runner::new(
+        K::NAME,
+        config.runner(),
+        metrics.clone(),
+        health.clone(),
+        alerter,
+        shutdown.clone(),
+    );
+
+    if cli.common.once {
+        let run = runner.run_once(&mut cycle).await;
+        print_cycle(
+            cycle.last_report(),
+            CycleReport::to_text,
+            run.result.as_ref().err().map(|e| e.message()),
+            cli.common.output,
+        );
+        return Ok(run.exit_code());
+    }
+
+    let addr = config.telemetry().metrics_addr.context("metrics address")?;
+    let ops = serve_ops(addr, metrics, health, shutdown.clone())
+        .await
+        .context("ops server")?;
+    let code = runner.run_forever(&mut cycle).await;
+    shutdown.trigger();
+    ops.stopped().await;
+    Ok(code)
+}
+
+async fn wallet<C: ChainConfig>(
+    loaded: Loaded<C>,
+    offline: bool,
+    output: Output,
+) -> anyhow::Result<i32> {
+    let ton = loaded.config.ton();
+    let (wallet, _) = load_wallet(ton, loaded.mnemonic.as_ref()).await?;
+    wallet_command(ton, &wallet, offline, output)
+        .await
+        .context("reading the wallet from toncenter (use --offline to skip)")?;
+    Ok(EXIT_OK)
+}
+
+async fn status<K: ChainKeeper>(loaded: Loaded<K::Config>, output: Output) -> anyhow::Result<i32> {
+    let config = &loaded.config;
+    let oracle = oracle_address::<K>(config)?
+        .with_context(|| format!("{} is required", K::ORACLE_SETTING))?;
+    let transport = Toncenter::new(config.ton()).context("toncenter transport")?;
+    K::status(config, oracle, &transport, output).await
+}

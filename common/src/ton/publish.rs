@@ -1,0 +1,386 @@
+//! The end of every chain keeper's tick, shared: renew the wallet lease, watch the wallet's
+//! balance and seqno, and turn the tick's oracle messages into a dry run, a standby skip or a
+//! confirmed, read-back delivery. A keeper only says which messages and what to record.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::delivery::{Delivery, DeliveryError, DeliveryReport};
+use super::oracle::{OracleMessage, OracleUpdate};
+use super::summary::SummarySubject;
+use super::summary::{DryRun, MessageSummary, dry_run_offline};
+use super::toncenter::Toncenter;
+use super::transport::{TonTransport as _, TransportError, WalletInformation};
+use super::{TonAddress, TonSettings};
+use crate::alert::{Alert, Alerter, Severity};
+use crate::store::{LeaseStatus, WalletLease};
+use crate::telemetry::Health;
+use crate::telemetry::metrics::{Metrics, labels};
+
+/// Alert raised when a confirmed message does not show on the oracle.
+pub const UPDATE_NOT_APPLIED: &str = "update_not_applied";
+/// Alert raised when the keeper wallet's balance is below the configured threshold.
+pub const WALLET_BALANCE_LOW: &str = "wallet_balance_low";
+const NANOTON_PER_TON: f64 = 1e9;
+
+/// How a chain keeper's tick ended; `outcome` in its summary and `/status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TickOutcome {
+    /// Updates were sent, confirmed and read back.
+    Published,
+    /// `--dry-run`: built and signed, never sent.
+    DryRun,
+    /// Nothing needed publishing.
+    #[default]
+    NothingToPublish,
+    /// Some subject lacked quorum and nothing else needed publishing.
+    NoQuorum,
+    /// Another instance holds the wallet lease.
+    Standby,
+    /// Building or sending failed.
+    Failed,
+}
+
+impl TickOutcome {
+    /// The text in summaries and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Published => "published",
+            Self::DryRun => "dry_run",
+            Self::NothingToPublish => "nothing_to_publish",
+            Self::NoQuorum => "no_quorum",
+            Self::Standby => "standby",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for TickOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What every chain keeper's summary says about sending; flattened into its own summary.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SendSummary {
+    /// How the tick ended.
+    pub outcome: TickOutcome,
+    /// True for `--dry-run`.
+    pub dry_run: bool,
+    /// Every oracle message sent (or that a dry run signed), in execution order.
+    pub messages: Vec<MessageSummary>,
+    /// The signed external message, base64 (dry runs).
+    pub boc: Option<String>,
+    /// External messages built.
+    pub externals: usize,
+    /// Things the operator should know (ephemeral key, placeholder oracle, offline build…).
+    pub notes: Vec<String>,
+    /// Confirmation and read-back of a real send.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<DeliveryReport>,
+}
+
+impl SendSummary {
+    /// An empty summary for a run with or without `--dry-run`, carrying the standing notes.
+    pub fn new(dry_run: bool, notes: &[String]) -> Self {
+        Self {
+            dry_run,
+            notes: notes.to_vec(),
+            ..Self::default()
+        }
+    }
+
+    /// Takes in a dry run's signed message.
+    pub fn dry_run_built(&mut self, run: DryRun) {
+        self.boc = Some(run.boc);
+        self.externals = run.externals.len();
+        self.messages = run.messages;
+        self.outcome = TickOutcome::DryRun;
+    }
+
+    /// Takes in a confirmed delivery of `messages`.
+    pub fn delivered(&mut self, messages: Vec<MessageSummary>, report: DeliveryReport) {
+        self.externals = report.batches.len();
+        self.messages = messages;
+        self.delivery = Some(report);
+        self.outcome = TickOutcome::Published;
+    }
+
+    /// The first lines of a text rendering: outcome and notes.
+    pub fn text_header(&self) -> String {
+        let mut out = format!("outcome: {}\n", self.outcome);
+        for note in &self.notes {
+            out.push_str(&format!("note: {note}\n"));
+        }
+        out
+    }
+}
+
+/// What happened to one tick's messages.
+#[derive(Debug)]
+pub enum Publication<T> {
+    /// `--dry-run`: built and signed, never sent.
+    DryRun(DryRun),
+    /// Another instance holds the wallet lease; nothing was sent.
+    Standby {
+        /// Who holds it, as far as the lease knows.
+        holder: String,
+    },
+    /// Confirmed on the wallet and read back from the oracle.
+    Delivered {
+        /// The messages sent, in execution order.
+        messages: Vec<MessageSummary>,
+        /// Batches and read-back.
+        report: DeliveryReport,
+        /// What the keeper's `before_send` returned (row ids…).
+        sent: T,
+    },
+    /// Sending failed (or the oracle did not apply the update: `update_not_applied` is raised).
+    Failed {
+        /// Why.
+        error: DeliveryError,
+        /// What the keeper's `before_send` returned.
+        sent: T,
+    },
+}
+
+/// Why a tick's messages could not even be attempted.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// Sending needs the oracle address (only dry runs work without one).
+    #[error("no oracle address configured ({setting})")]
+    NoOracle {
+        /// The setting that names it.
+        setting: &'static str,
+    },
+    /// The dry-run message could not be built.
+    #[error("building the dry-run message failed: {0}")]
+    DryRun(String),
+}
+
+/// The sending side of a chain keeper: delivery, the wallet lease, and what they report.
+pub struct Publisher {
+    delivery: Delivery<Toncenter>,
+    lease: Option<WalletLease>,
+    lease_status: Option<LeaseStatus>,
+    alerter: Alerter,
+    metrics: Arc<Metrics>,
+    health: Health,
+    dry_run: bool,
+    message_ttl_seconds: u64,
+    value_nanoton: u64,
+}
+
+impl Publisher {
+    /// A publisher; `lease` is `None` for dry runs, which never send.
+    pub fn new(
+        delivery: Delivery<Toncenter>,
+        lease: Option<WalletLease>,
+        settings: &TonSettings,
+        alerter: Alerter,
+        metrics: Arc<Metrics>,
+        health: Health,
+        dry_run: bool,
+    ) -> Self {
+        Self {
+            delivery,
+            lease,
+            lease_status: None,
+            alerter,
+            metrics,
+            health,
+            dry_run,
+            message_ttl_seconds: settings.message_ttl,
+            value_nanoton: settings.update_value_nanoton,
+        }
+    }
+
+    /// The delivery (wallet and transport), for reading the chain.
+    pub fn delivery(&self) -> &Delivery<Toncenter> {
+        &self.delivery
+    }
+
+    /// True for `--dry-run`.
+    pub fn is_dry_run(&self) -> bool {
+        self.dry_run
+    }
+
+    /// Nanotons attached to each oracle message.
+    pub fn value_nanoton(&self) -> u64 {
+        self.value_nanoton
+    }
+
+    /// Renews (or tries to take) the wallet lease; call first in every tick, so a standby keeps
+    /// reading and serving metrics but never sends.
+    pub async fn renew_lease(&mut self) {
+        if let Some(lease) = &mut self.lease {
+            let status = lease.try_acquire_or_renew().await;
+            self.health.set_lock_holder(status.holder.clone());
+            self.lease_status = Some(status);
+        }
+    }
+
+    /// Balance and seqno gauges of the keeper wallet; below `balance_low_nanoton` (not in dry
+    /// runs) raises `wallet_balance_low`. Marks the wallet reached for `/readyz`.
+    pub async fn watch_wallet(
+        &self,
+        balance_low_nanoton: Option<u64>,
+    ) -> Result<WalletInformation, TransportError> {
+        let wallet = self.delivery.wallet();
+        let info = self
+            .delivery
+            .transport()
+            .wallet_information(wallet.address())
+            .await?;
+        let label = wallet.label();
+        let series = labels([("wallet", &label)]);
+        let balance_ton = info.balance_nanoton as f64 / NANOTON_PER_TON;
+        self.metrics
+            .chain
+            .wallet_balance
+            .get_or_create(&series)
+            .set(balance_ton);
+        if let Some(seqno) = info.seqno {
+            self.metrics
+                .chain
+                .wallet_seqno
+                .get_or_create(&series)
+                .set(i64::from(seqno));
+        }
+        match balance_low_nanoton {
+            Some(low) if info.balance_nanoton < u128::from(low) && !self.dry_run => {
+                self.alerter.fire(
+                    Alert::new(
+                        WALLET_BALANCE_LOW,
+                        Severity::Warning,
+                        format!(
+                            "keeper wallet {label} holds {balance_ton:.3} TON, below {:.3} TON",
+                            low as f64 / NANOTON_PER_TON
+                        ),
+                    )
+                    .label("wallet", label.clone()),
+                );
+            }
+            Some(_) => self.alerter.resolve(WALLET_BALANCE_LOW),
+            None => {}
+        }
+        self.health.mark_ready("wallet");
+        Ok(info)
+    }
+
+    /// Publishes the messages `build` makes for the oracle: a dry run signs them (addressed to
+    /// a placeholder when no oracle is set, offline when toncenter is unreachable); a standby
+    /// sends nothing; otherwise `before_send` runs (record rows as sent…) and the batch is
+    /// delivered, confirmed and read back.
+    pub async fn publish<T>(
+        &self,
+        oracle: Option<&TonAddress>,
+        oracle_setting: &'static str,
+        build: impl Fn(&TonAddress) -> Vec<OracleMessage>,
+        notes: &mut Vec<String>,
+        before_send: impl AsyncFnOnce() -> T,
+    ) -> Result<Publication<T>, PublishError> {
+        if self.dry_run {
+            let to = match oracle {
+                Some(a) => a.clone(),
+                None => {
+                    notes.push(format!(
+                        "no {oracle_setting} set: messages go to a placeholder address"
+                    ));
+                    TonAddress::NULL
+                }
+            };
+            return self.sign_dry_run(&build(&to), notes).await;
+        }
+        if let Some(status) = &self.lease_status
+            && !status.held
+        {
+            let holder = status.holder.clone().unwrap_or_else(|| "unknown".into());
+            return Ok(Publication::Standby { holder });
+        }
+        let oracle = oracle.ok_or(PublishError::NoOracle {
+            setting: oracle_setting,
+        })?;
+        let messages = build(oracle);
+        let sent = before_send().await;
+        match self.delivery.deliver(&messages).await {
+            Ok(report) => {
+                self.alerter.resolve(UPDATE_NOT_APPLIED);
+                let value = self.value_nanoton;
+                let messages = messages.iter().map(|m| summarize(m, value)).collect();
+                Ok(Publication::Delivered {
+                    messages,
+                    report,
+                    sent,
+                })
+            }
+            Err(error) => {
+                if matches!(error, DeliveryError::NotLanded { .. }) {
+                    self.alerter.fire(Alert::new(
+                        UPDATE_NOT_APPLIED,
+                        Severity::Critical,
+                        format!(
+                            "the oracle did not apply the update: {error} (is this keeper registered?)"
+                        ),
+                    ));
+                }
+                Ok(Publication::Failed { error, sent })
+            }
+        }
+    }
+
+    async fn sign_dry_run<T>(
+        &self,
+        messages: &[OracleMessage],
+        notes: &mut Vec<String>,
+    ) -> Result<Publication<T>, PublishError> {
+        let built = match self.delivery.dry_run(messages).await {
+            Err(e @ DeliveryError::Transport { .. }) => {
+                // Still useful offline: assume an undeployed wallet and the local clock.
+                notes.push(format!(
+                    "toncenter unreachable ({e}): seqno 0, StateInit and the local clock assumed"
+                ));
+                let now = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0);
+                let valid_until = now.saturating_add(self.message_ttl_seconds);
+                dry_run_offline(
+                    self.delivery.wallet(),
+                    messages,
+                    self.value_nanoton,
+                    0,
+                    u32::try_from(valid_until).unwrap_or(u32::MAX),
+                    false,
+                )
+                .map_err(|e| e.to_string())
+            }
+            other => other.map_err(|e| e.to_string()),
+        };
+        built.map(Publication::DryRun).map_err(PublishError::DryRun)
+    }
+}
+
+/// How a sent message is listed in a summary (dry runs decode theirs from the signed BoC).
+fn summarize(message: &OracleMessage, value_nanoton: u64) -> MessageSummary {
+    let subject = match &message.update {
+        OracleUpdate::Price(p) => SummarySubject::Price {
+            asset: p.asset.clone(),
+            asset_id: p.asset_id,
+            price_micro: p.price_micro,
+            timestamp: p.timestamp,
+        },
+        OracleUpdate::BridgeStatus(b) => SummarySubject::Bridge {
+            bridge: b.bridge.clone(),
+            bridge_id: b.bridge_id,
+            is_online: b.is_online,
+            last_seen: b.last_seen,
+        },
+    };
+    MessageSummary {
+        op: message.update.op_name().to_owned(),
+        subject,
+        to: message.to.to_base64_url(),
+        value_nanoton: u128::from(value_nanoton),
+    }
+}
