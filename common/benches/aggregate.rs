@@ -8,7 +8,8 @@ use std::hint::black_box;
 use std::str::FromStr;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use keeper_common::aggregate::{AggregatePolicy, aggregate};
+use keeper_common::aggregate::aggregate;
+use keeper_common::sources::AggregatePolicy;
 use keeper_common::sources::{Observation, Quote, Reason, Rejected, Source};
 use rust_decimal::Decimal;
 

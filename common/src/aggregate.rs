@@ -7,31 +7,10 @@ use std::cmp::Ordering;
 use rust_decimal::Decimal;
 use serde::Serialize;
 
-use crate::sources::{Observation, Quote, Reason, Rejected, SanityBand, Source, price_micro};
-
-/// A quote's timestamp may lead the keeper's clock by this much (clock skew).
-pub const FUTURE_TOLERANCE_SECS: i64 = 60;
-
-/// The rules for one asset.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AggregatePolicy {
-    /// Distinct sources that must remain to publish.
-    pub min_sources: usize,
-    /// Quotes further than this from the median of the valid ones are dropped, basis points.
-    pub max_deviation_bps: u32,
-    /// Plausible price range.
-    pub band: SanityBand,
-}
-
-impl Default for AggregatePolicy {
-    fn default() -> Self {
-        Self {
-            min_sources: 2,
-            max_deviation_bps: 200,
-            band: SanityBand::STABLECOIN,
-        }
-    }
-}
+use crate::sources::{
+    AggregatePolicy, AggregationSettings, FUTURE_TOLERANCE_SECS, Fetched, Observation, Quote,
+    Reason, Rejected, SanityBand, Source, price_micro,
+};
 
 /// One asset's aggregation: the price to publish (if any) and every quote's fate.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -266,6 +245,23 @@ pub fn aggregate(
         used,
         rejected,
         min_sources: policy.min_sources,
+    }
+}
+
+impl Fetched {
+    /// Aggregates every asset with `settings`, in configuration order.
+    pub fn aggregate(&self, settings: &AggregationSettings) -> Vec<Aggregate> {
+        self.assets
+            .iter()
+            .map(|a| {
+                aggregate(
+                    &a.asset.symbol,
+                    &a.observations,
+                    &settings.policy_for(&a.asset),
+                    self.now,
+                )
+            })
+            .collect()
     }
 }
 

@@ -14,6 +14,7 @@ pub mod runner;
 #[cfg(feature = "chain")]
 pub mod runtime;
 pub mod secret;
+pub mod shutdown;
 #[cfg(feature = "sources")]
 pub mod sources;
 pub mod store;

@@ -902,7 +902,7 @@ async fn aggregation_of_a_depeg_and_of_a_lone_outlier() {
 
     // Direct use of aggregate() on fetched observations, stricter quorum.
     let a = &got.assets.iter().find(|a| a.asset.symbol == "DAI").unwrap();
-    let policy = keeper_common::aggregate::AggregatePolicy {
+    let policy = keeper_common::sources::AggregatePolicy {
         min_sources: 3,
         ..Default::default()
     };

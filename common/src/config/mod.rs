@@ -37,6 +37,33 @@ impl ConfigError {
     }
 }
 
+/// Text that is not the value it should be (an amount, an address, a number): the text, shortened,
+/// and what is wrong with it. Never built from a secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{problem}")]
+pub struct BadInput {
+    /// The offending text, at most 64 characters.
+    pub input: String,
+    /// What is wrong, naming the text.
+    pub problem: String,
+}
+
+impl BadInput {
+    /// `problem` (which quotes the text where useful) about `input`.
+    pub fn new(input: &str, problem: impl Into<String>) -> Self {
+        Self {
+            input: input.chars().take(64).collect(),
+            problem: problem.into(),
+        }
+    }
+}
+
+impl From<BadInput> for String {
+    fn from(e: BadInput) -> Self {
+        e.problem
+    }
+}
+
 /// How an environment variable's text becomes a TOML value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -105,7 +132,24 @@ pub struct Layers<'a> {
     pub flags: Vec<(&'static str, toml::Value)>,
 }
 
-impl Layers<'_> {
+impl<'a> Layers<'a> {
+    /// The layers of a binary: its compiled-in defaults, the `--config` file, the environment;
+    /// no flags.
+    pub fn new(
+        defaults: &'a str,
+        file: Option<&'a Path>,
+        env: &'a dyn Env,
+        bindings: &'a [EnvBinding],
+    ) -> Self {
+        Self {
+            defaults,
+            file,
+            env,
+            bindings,
+            flags: Vec::new(),
+        }
+    }
+
     /// Merges the layers and deserializes them into `T`, naming the setting on any error.
     pub fn load<T: DeserializeOwned>(&self) -> Result<T, ConfigError> {
         let mut table = parse_toml(self.defaults, "built-in defaults")?;

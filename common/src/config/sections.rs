@@ -239,3 +239,16 @@ impl StorageSettings {
         Ok(())
     }
 }
+
+/// Validates the sections every keeper embeds.
+pub fn validate_shared(
+    runner: &RunnerSettings,
+    telemetry: &TelemetrySettings,
+    alerts: &AlertSettings,
+    storage: &StorageSettings,
+) -> Result<(), ConfigError> {
+    runner.validate()?;
+    telemetry.validate()?;
+    alerts.validate()?;
+    storage.validate()
+}

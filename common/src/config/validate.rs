@@ -5,7 +5,7 @@ use std::str::FromStr;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Deserializer};
 
-use super::ConfigError;
+use super::{BadInput, ConfigError};
 use crate::secret::Secret;
 
 /// Nanotons in one TON.
@@ -113,17 +113,20 @@ pub fn de_ton_amount<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
 }
 
 /// Converts a decimal amount of TON (`"0.05"`) into nanotons, exactly.
-pub fn ton_to_nano(text: &str) -> Result<u64, String> {
+pub fn ton_to_nano(text: &str) -> Result<u64, BadInput> {
+    let bad = |problem: String| BadInput::new(text, problem);
     let d = Decimal::from_str(text.trim())
-        .map_err(|_| format!("{text:?} is not a decimal amount of TON"))?;
+        .map_err(|_| bad(format!("{text:?} is not a decimal amount of TON")))?;
     if d.is_sign_negative() || d.is_zero() {
-        return Err(format!("{text:?} must be a positive amount of TON"));
+        return Err(bad(format!("{text:?} must be a positive amount of TON")));
     }
-    let nano = d * Decimal::from(NANOTON);
+    let nano = d
+        .checked_mul(Decimal::from(NANOTON))
+        .ok_or_else(|| bad(format!("{text:?} is too large")))?;
     if nano.fract() != Decimal::ZERO {
-        return Err(format!("{text:?} has more than 9 decimals"));
+        return Err(bad(format!("{text:?} has more than 9 decimals")));
     }
-    u64::try_from(nano).map_err(|_| format!("{text:?} is too large"))
+    u64::try_from(nano).map_err(|_| bad(format!("{text:?} is too large")))
 }
 
 #[cfg(test)]
@@ -133,6 +136,10 @@ mod tests {
     #[test]
     fn amounts_are_exact() {
         assert_eq!(ton_to_nano("0.05"), Ok(50_000_000));
+        assert!(
+            ton_to_nano("10000000000000000000000000000").is_err(),
+            "no panic on overflow"
+        );
         assert_eq!(ton_to_nano("1"), Ok(NANOTON));
         assert!(ton_to_nano("0.0000000001").is_err());
         assert!(ton_to_nano("-1").is_err());

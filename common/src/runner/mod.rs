@@ -8,7 +8,6 @@
 #[cfg(feature = "cron")]
 mod cron;
 mod notify;
-pub mod shutdown;
 pub mod staleness;
 
 use std::fmt::Display;
@@ -26,13 +25,13 @@ use tracing::Instrument as _;
 use crate::alert::{Alerter, Severity};
 use crate::cli::{EXIT_FAILED, EXIT_OK};
 use crate::config::RunnerSettings;
+pub use crate::shutdown::Shutdown;
 use crate::telemetry::health::LIVENESS_INTERVALS;
 use crate::telemetry::metrics::labels;
 use crate::telemetry::{CycleRecord, Health, Metrics};
 #[cfg(feature = "cron")]
 pub use cron::CronError;
 use notify::Notifier;
-pub use shutdown::Shutdown;
 pub use staleness::Staleness;
 
 /// Alert key raised when the keeper has gone `stale_intervals` intervals without a good cycle.

@@ -13,6 +13,7 @@ use rust_decimal::Decimal;
 use super::evm::{EthCall, EvmRpc, RpcError};
 use super::quote::{InvalidValue, Observation, Quote, Reason, Rejected, Source};
 use super::{AssetConfig, SourcesSettings};
+use crate::config::BadInput;
 use crate::telemetry::Metrics;
 
 alloy_sol_types::sol! {
@@ -27,7 +28,7 @@ pub const LATEST_ROUND_DATA: [u8; 4] = latestRoundDataCall::SELECTOR;
 /// `decimals()` selector, `0x313ce567`.
 pub const DECIMALS: [u8; 4] = decimalsCall::SELECTOR;
 /// A round's `updatedAt` may lead the keeper's clock by this much (clock skew).
-pub use crate::aggregate::FUTURE_TOLERANCE_SECS;
+pub use super::quote::FUTURE_TOLERANCE_SECS;
 
 /// A decoded `latestRoundData()` answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,11 +46,14 @@ pub struct RoundData {
 }
 
 /// Decodes the 160-byte `latestRoundData()` return (five static words), strictly.
-pub fn decode_round(data: &[u8]) -> Result<RoundData, String> {
+pub fn decode_round(data: &[u8]) -> Result<RoundData, BadInput> {
     let r = latestRoundDataCall::abi_decode_returns_validate(data).map_err(|e| {
-        format!(
-            "latestRoundData() returned {} bytes that do not decode: {e}",
-            data.len()
+        BadInput::new(
+            &format!("0x{}", hex::encode(data)),
+            format!(
+                "latestRoundData() returned {} bytes that do not decode: {e}",
+                data.len()
+            ),
         )
     })?;
     Ok(RoundData {
@@ -62,11 +66,14 @@ pub fn decode_round(data: &[u8]) -> Result<RoundData, String> {
 }
 
 /// Decodes the `decimals()` return (one `uint8` word), strictly.
-pub fn decode_decimals(data: &[u8]) -> Result<u8, String> {
+pub fn decode_decimals(data: &[u8]) -> Result<u8, BadInput> {
     decimalsCall::abi_decode_returns_validate(data).map_err(|e| {
-        format!(
-            "decimals() returned {} bytes that do not decode: {e}",
-            data.len()
+        BadInput::new(
+            &format!("0x{}", hex::encode(data)),
+            format!(
+                "decimals() returned {} bytes that do not decode: {e}",
+                data.len()
+            ),
         )
     })
 }
@@ -292,7 +299,7 @@ impl Chainlink {
 
 fn decimals_of(r: &Result<Bytes, RpcError>) -> Result<u8, String> {
     match r {
-        Ok(b) => decode_decimals(b).and_then(|d| {
+        Ok(b) => decode_decimals(b).map_err(String::from).and_then(|d| {
             if u32::from(d) > Decimal::MAX_SCALE {
                 Err(format!("decimals() = {d} exceeds 28"))
             } else {
@@ -306,7 +313,7 @@ fn decimals_of(r: &Result<Bytes, RpcError>) -> Result<u8, String> {
 fn round_of(r: &Result<Bytes, RpcError>) -> Result<RoundData, Reason> {
     match r {
         Ok(b) => decode_round(b).map_err(|problem| {
-            Reason::InvalidValue(InvalidValue::new(&format!("0x{}", hex::encode(b)), problem))
+            Reason::InvalidValue(InvalidValue::new(&problem.input, problem.problem))
         }),
         Err(e) => Err(Reason::Unavailable {
             detail: format!("latestRoundData(): {e}"),

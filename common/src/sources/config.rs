@@ -11,7 +11,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::Source;
-use crate::config::{ConfigError, EnvBinding, Kind, bind, validate};
+use crate::config::{BadInput, ConfigError, EnvBinding, Kind, bind, validate};
 use crate::secret::Secret;
 
 /// Environment bindings of `[sources]` and `[aggregation]`; the pricing and bridge keepers
@@ -341,25 +341,36 @@ impl SourcesSettings {
 }
 
 /// Parses a DefiLlama `searchWidth` (`30m`, `4h`, `1d`, `1w`, or bare seconds) into seconds.
-pub fn parse_search_width(text: &str) -> Result<u64, String> {
+pub fn parse_search_width(text: &str) -> Result<u64, BadInput> {
     let t = text.trim();
     let (digits, unit) = match t.char_indices().last() {
         Some((i, c)) if c.is_ascii_alphabetic() => (&t[..i], c),
         _ => (t, 's'),
     };
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{text:?} is not a search width like 4h, 12h, 1d or 1w"))?;
+    let n: u64 = digits.parse().map_err(|_| {
+        BadInput::new(
+            text,
+            format!("{text:?} is not a search width like 4h, 12h, 1d or 1w"),
+        )
+    })?;
     let mult = match unit {
         's' => 1,
         'm' => 60,
         'h' => 3_600,
         'd' => 86_400,
         'w' => 604_800,
-        _ => return Err(format!("{text:?}: unit must be s, m, h, d or w")),
+        _ => {
+            return Err(BadInput::new(
+                text,
+                format!("{text:?}: unit must be s, m, h, d or w"),
+            ));
+        }
     };
     match n.checked_mul(mult) {
-        Some(0) | None => Err(format!("{text:?} must be a positive width")),
+        Some(0) | None => Err(BadInput::new(
+            text,
+            format!("{text:?} must be a positive width"),
+        )),
         Some(s) => Ok(s),
     }
 }
@@ -444,6 +455,27 @@ impl<'de> Deserialize<'de> for ConfigDecimal {
     }
 }
 
+/// The rules for one asset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AggregatePolicy {
+    /// Distinct sources that must remain to publish.
+    pub min_sources: usize,
+    /// Quotes further than this from the median of the valid ones are dropped, basis points.
+    pub max_deviation_bps: u32,
+    /// Plausible price range.
+    pub band: SanityBand,
+}
+
+impl Default for AggregatePolicy {
+    fn default() -> Self {
+        Self {
+            min_sources: 2,
+            max_deviation_bps: 200,
+            band: SanityBand::STABLECOIN,
+        }
+    }
+}
+
 /// `[aggregation]`: how quotes become one price.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -493,8 +525,8 @@ impl AggregationSettings {
     }
 
     /// The rules for one asset: these settings with the asset's own band, if it has one.
-    pub fn policy_for(&self, asset: &AssetConfig) -> crate::aggregate::AggregatePolicy {
-        crate::aggregate::AggregatePolicy {
+    pub fn policy_for(&self, asset: &AssetConfig) -> AggregatePolicy {
+        AggregatePolicy {
             min_sources: self.min_sources as usize,
             max_deviation_bps: self.max_deviation_bps,
             band: asset.sanity_band.unwrap_or(self.sanity_band),
@@ -514,27 +546,28 @@ pub struct ChainlinkFeed {
 
 impl ChainlinkFeed {
     /// The proxy as an address; validated at start, so this fails only on unvalidated input.
-    pub fn address(&self) -> Result<Address, String> {
+    pub fn address(&self) -> Result<Address, BadInput> {
         parse_address(&self.proxy)
     }
 }
 
 /// Parses an Ethereum address, checking the EIP-55 checksum when the text is mixed-case.
-pub fn parse_address(text: &str) -> Result<Address, String> {
+pub fn parse_address(text: &str) -> Result<Address, BadInput> {
     let t = text.trim();
+    let bad = |problem: String| BadInput::new(t, problem);
     let hex = t
         .strip_prefix("0x")
-        .ok_or_else(|| format!("{t:?} must start with 0x"))?;
+        .ok_or_else(|| bad(format!("{t:?} must start with 0x")))?;
     if hex.len() != 40 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(format!("{t:?} is not a 20-byte hex address"));
+        return Err(bad(format!("{t:?} is not a 20-byte hex address")));
     }
     let mixed =
         hex.bytes().any(|b| b.is_ascii_lowercase()) && hex.bytes().any(|b| b.is_ascii_uppercase());
     if mixed {
         Address::parse_checksummed(t, None)
-            .map_err(|_| format!("{t:?} has a wrong EIP-55 checksum (typo?)"))
+            .map_err(|_| bad(format!("{t:?} has a wrong EIP-55 checksum (typo?)")))
     } else {
-        Address::from_str(t).map_err(|e| format!("{t:?}: {e}"))
+        Address::from_str(t).map_err(|e| bad(format!("{t:?}: {e}")))
     }
 }
 
@@ -607,10 +640,11 @@ impl AssetList {
 
 /// Checks a DefiLlama coins key: `chain:address` from a safe character set, since it is placed
 /// in a URL path as-is.
-pub fn validate_defillama_key(key: &str) -> Result<(), String> {
+pub fn validate_defillama_key(key: &str) -> Result<(), BadInput> {
     let Some((chain, id)) = key.split_once(':') else {
-        return Err(format!(
-            "{key:?} must look like coingecko:tether, ethereum:0x… or ton:EQ…"
+        return Err(BadInput::new(
+            key,
+            format!("{key:?} must look like coingecko:tether, ethereum:0x… or ton:EQ…"),
         ));
     };
     let safe = |s: &str| {
@@ -619,8 +653,9 @@ pub fn validate_defillama_key(key: &str) -> Result<(), String> {
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
     };
     if !safe(chain) || !safe(id) {
-        return Err(format!(
-            "{key:?} may contain only letters, digits, '-', '_' and '.' around one ':'"
+        return Err(BadInput::new(
+            key,
+            format!("{key:?} may contain only letters, digits, '-', '_' and '.' around one ':'"),
         ));
     }
     Ok(())
@@ -909,6 +944,7 @@ mod tests {
         assert_eq!(a.sanity_band.unwrap().high.to_string(), "1.1");
         assert_eq!(d.aggregation.policy_for(a).band.low.to_string(), "0.9");
         assert_eq!(parse_search_width("12h"), Ok(43_200));
+        assert!(parse_search_width("99999999999999999999w").is_err());
         assert_eq!(parse_search_width("1w"), Ok(604_800));
         assert!(parse_search_width("0h").is_err());
     }

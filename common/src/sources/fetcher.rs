@@ -14,8 +14,7 @@ use super::coingecko::CoinGecko;
 use super::defillama::DefiLlama;
 use super::quote::{InvalidValue, Observation, PricePoint, Reason, Rejected, Source};
 use super::upstream::SourceError;
-use super::{AggregationSettings, AssetConfig, SourcesSettings};
-use crate::aggregate::{Aggregate, aggregate};
+use super::{AssetConfig, SourcesSettings};
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::labels;
 
@@ -35,23 +34,6 @@ pub struct Fetched {
     pub now: i64,
     /// Per asset, in configuration order.
     pub assets: Vec<AssetObservations>,
-}
-
-impl Fetched {
-    /// Aggregates every asset with `settings`, in configuration order.
-    pub fn aggregate(&self, settings: &AggregationSettings) -> Vec<Aggregate> {
-        self.assets
-            .iter()
-            .map(|a| {
-                aggregate(
-                    &a.asset.symbol,
-                    &a.observations,
-                    &settings.policy_for(&a.asset),
-                    self.now,
-                )
-            })
-            .collect()
-    }
 }
 
 /// Fetches prices of the configured assets from Chainlink, CoinGecko and DefiLlama at once.

@@ -1,5 +1,6 @@
 //! Price sources: Chainlink feeds over Ethereum JSON-RPC, CoinGecko and DefiLlama,
-//! fetched concurrently into per-asset observations for [`crate::aggregate`].
+//! fetched concurrently into per-asset observations (which `crate::aggregate` turns into prices;
+//! this module does not depend on it).
 //!
 //! The JSON-RPC client ([`EvmRpc`]) and the DefiLlama and CoinGecko clients are public: the
 //! bridge keeper reuses them for `allowLock()` and `ton:` peg checks.
@@ -16,16 +17,16 @@ pub mod upstream;
 pub use chainlink::Chainlink;
 pub use coingecko::CoinGecko;
 pub use config::{
-    AggregationSettings, AssetConfig, AssetList, COINGECKO_PRO_URL, COINGECKO_PUBLIC_URL,
-    ChainlinkFeed, CoinGeckoTier, DEFAULT_ETH_RPC_URLS, DEFILLAMA_COINS_URL, RequestPolicy,
-    SOURCES_ENV, SanityBand, SourcesSettings, host_of, parse_address, parse_search_width,
-    validate_defillama_key,
+    AggregatePolicy, AggregationSettings, AssetConfig, AssetList, COINGECKO_PRO_URL,
+    COINGECKO_PUBLIC_URL, ChainlinkFeed, CoinGeckoTier, DEFAULT_ETH_RPC_URLS, DEFILLAMA_COINS_URL,
+    RequestPolicy, SOURCES_ENV, SanityBand, SourcesSettings, host_of, parse_address,
+    parse_search_width, validate_defillama_key,
 };
 pub use defillama::DefiLlama;
 pub use evm::{EthCall, EvmRpc, RpcError, RpcErrorKind};
 pub use fetcher::{AssetObservations, Fetched, PriceFetcher};
 pub use quote::{
-    InvalidValue, MicroError, Observation, PricePoint, Quote, Reason, Rejected, Source,
-    decimal_from_json_number, parse_decimal, parse_timestamp, price_micro,
+    FUTURE_TOLERANCE_SECS, InvalidValue, MicroError, Observation, PricePoint, Quote, Reason,
+    Rejected, Source, decimal_from_json_number, parse_decimal, parse_timestamp, price_micro,
 };
 pub use upstream::SourceError;

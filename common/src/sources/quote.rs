@@ -7,6 +7,11 @@ use rust_decimal::{Decimal, RoundingStrategy};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::config::BadInput;
+
+/// A quote's timestamp may lead the keeper's clock by this much (clock skew).
+pub const FUTURE_TOLERANCE_SECS: i64 = 60;
+
 /// A price source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -286,11 +291,15 @@ pub fn parse_decimal(raw: &RawValue) -> Result<Decimal, InvalidValue> {
     if let Some(k) = kind {
         return Err(InvalidValue::new(text, k));
     }
-    decimal_from_json_number(text).map_err(|p| InvalidValue::new(text, p))
+    json_number(text).map_err(|p| InvalidValue::new(text, p))
 }
 
 /// Parses JSON number text (`-?int(.frac)?([eE][+-]?exp)?`) exactly.
-pub fn decimal_from_json_number(text: &str) -> Result<Decimal, String> {
+pub fn decimal_from_json_number(text: &str) -> Result<Decimal, BadInput> {
+    json_number(text).map_err(|problem| BadInput::new(text, problem))
+}
+
+fn json_number(text: &str) -> Result<Decimal, String> {
     let (mantissa, exp) = match text.find(['e', 'E']) {
         Some(i) => {
             let e = &text[i + 1..];

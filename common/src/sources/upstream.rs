@@ -263,10 +263,10 @@ impl HttpUpstream {
 
     /// GETs with retries: `build` makes a fresh request for each try and `parse` reads a 2xx
     /// body; a body that does not parse is an error that is counted and not retried.
-    pub async fn get<T>(
+    pub async fn get<T, E: std::fmt::Display>(
         &self,
         build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
-        parse: impl Fn(&[u8]) -> Result<T, String>,
+        parse: impl Fn(&[u8]) -> Result<T, E>,
     ) -> Result<T, SourceError> {
         if let Err(e) = self.gate.check(self.name) {
             if let Some(m) = &self.metrics {
@@ -289,7 +289,7 @@ impl HttpUpstream {
                 Ok((status, _, body)) if (200..300).contains(&status) => {
                     parse(&body).map_err(|detail| SourceError::Malformed {
                         upstream: self.name.to_owned(),
-                        detail,
+                        detail: detail.to_string(),
                     })
                 }
                 Ok((status, ra, body)) => Err(SourceError::Http(status_error(

@@ -13,7 +13,7 @@ use serde_json::json;
 use tokio::task::JoinHandle;
 
 use super::{Health, Metrics};
-use crate::runner::Shutdown;
+use crate::shutdown::Shutdown;
 
 /// Content type of the classic Prometheus text format, served unless OpenMetrics is asked for.
 pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";

@@ -24,7 +24,7 @@ impl BoolCall for EthBool {
         selector: [u8; 4],
     ) -> BoxFuture<'a, Result<bool, SignalError>> {
         async move {
-            let to = parse_address(contract).map_err(SignalError::Rpc)?;
+            let to = parse_address(contract).map_err(|e| SignalError::Rpc(e.to_string()))?;
             self.0
                 .call_bool(to, selector)
                 .await
@@ -81,18 +81,18 @@ pub struct PegClients {
 fn convert(
     prices: HashMap<String, Result<PricePoint, InvalidValue>>,
     prefix: &str,
-) -> HashMap<String, Result<PegQuote, String>> {
+) -> HashMap<String, Result<PegQuote, InvalidValue>> {
     prices
         .into_iter()
         .map(|(k, v)| {
-            let q = v.map_err(|e| e.to_string()).and_then(|p| {
+            let q = v.and_then(|p| {
                 p.price
                     .to_f64()
                     .map(|price| PegQuote {
                         price,
                         timestamp: p.timestamp,
                     })
-                    .ok_or_else(|| format!("price {} out of range", p.price))
+                    .ok_or_else(|| InvalidValue::new(&p.price.to_string(), "out of range"))
             });
             (format!("{prefix}{k}"), q)
         })

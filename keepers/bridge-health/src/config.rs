@@ -6,20 +6,15 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use keeper_common::config::{
-    AlertSettings, COMMON_ENV, ConfigError, Env, EnvBinding, Kind, Layers, RunnerSettings,
-    StorageSettings, TelemetrySettings, bind, validate,
+    AlertSettings, ConfigError, Env, Layers, RunnerSettings, StorageSettings, TelemetrySettings,
+    validate, validate_shared,
 };
 use keeper_common::runtime::ChainConfig;
-use keeper_common::sources::{SOURCES_ENV, SourcesSettings};
+use keeper_common::sources::SourcesSettings;
 use keeper_common::ton::TonSettings;
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 
-use crate::signals::{
-    axelar::AxelarConfig, evm_call::EvmCallConfig, peg::PegConfig, tvl::TvlConfig,
-    volume::VolumeConfig, wormhole_health::WormholeHealthConfig,
-    wormhole_limit::GovernorLimitConfig, wormhole_queue::GovernorQueueConfig,
-};
+pub use crate::signals::spec::{Check, SignalSpec, UpstreamSettings};
 
 /// The setting naming the oracle bridge statuses go to.
 pub const ORACLE_SETTING: &str = "oracle.address (BRIDGE_ORACLE_ADDRESS)";
@@ -27,47 +22,6 @@ pub const ORACLE_SETTING: &str = "oracle.address (BRIDGE_ORACLE_ADDRESS)";
 /// The built-in defaults, with the four default bridges: the shipped, commented example file,
 /// compiled in.
 pub const DEFAULTS: &str = include_str!("../../../config/bridge-health.toml");
-
-/// Environment bindings of this keeper's own settings (the shared ones are in [`COMMON_ENV`]).
-/// `PRICING_ORACLE_ADDRESS` binds to a fallback slot so that an explicit bridge oracle in the
-/// file still wins over the pricing oracle from the environment.
-pub const BRIDGE_ENV: &[EnvBinding] = &[
-    bind(
-        "PRICING_ORACLE_ADDRESS",
-        "oracle.pricing_address",
-        Kind::Str,
-    ),
-    bind("BRIDGE_ORACLE_ADDRESS", "oracle.address", Kind::Str),
-    bind("BRIDGE_HEARTBEAT", "policy.heartbeat", Kind::Int),
-    bind(
-        "DEFILLAMA_BRIDGES_URL",
-        "upstreams.defillama_bridges_url",
-        Kind::Str,
-    ),
-    bind(
-        "DEFILLAMA_API_URL",
-        "upstreams.defillama_api_url",
-        Kind::Str,
-    ),
-    bind("WORMHOLESCAN_URL", "upstreams.wormholescan_url", Kind::Str),
-    bind("AXELARSCAN_URL", "upstreams.axelarscan_url", Kind::Str),
-];
-
-/// Every environment binding this binary honours, in precedence order. The pricing keeper's
-/// aggregation knobs (`MIN_SOURCES`…) are left out: a shared env file may carry them.
-pub fn bindings() -> Vec<EnvBinding> {
-    COMMON_ENV
-        .iter()
-        .chain(keeper_common::ton::TON_ENV)
-        .chain(
-            SOURCES_ENV
-                .iter()
-                .filter(|b| b.path.starts_with("sources.")),
-        )
-        .chain(BRIDGE_ENV)
-        .copied()
-        .collect()
-}
 
 /// The settings as read from the layers, before the bridges are checked and typed.
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -128,46 +82,6 @@ impl Default for PolicySettings {
     }
 }
 
-/// `[upstreams]`: base URLs and request defaults of the HTTP upstreams.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct UpstreamSettings {
-    /// DefiLlama bridges API (`DEFILLAMA_BRIDGES_URL`).
-    pub defillama_bridges_url: String,
-    /// DefiLlama TVL API (`DEFILLAMA_API_URL`).
-    pub defillama_api_url: String,
-    /// Wormholescan API (`WORMHOLESCAN_URL`).
-    pub wormholescan_url: String,
-    /// Axelarscan API (`AXELARSCAN_URL`).
-    pub axelarscan_url: String,
-    /// Default per-request timeout, seconds.
-    pub timeout: u64,
-    /// Default tries per check (1 = no retry).
-    pub attempts: u32,
-    /// First backoff delay, milliseconds (doubles, with jitter).
-    pub retry_min_delay_ms: u64,
-    /// Longest `Retry-After` honoured within a cycle, seconds.
-    pub retry_after_cap: u64,
-    /// Largest `/protocol/{slug}` body read (it is streamed, never held in memory).
-    pub protocol_max_bytes: u64,
-}
-
-impl Default for UpstreamSettings {
-    fn default() -> Self {
-        Self {
-            defillama_bridges_url: "https://bridges.llama.fi".into(),
-            defillama_api_url: "https://api.llama.fi".into(),
-            wormholescan_url: "https://api.wormholescan.io".into(),
-            axelarscan_url: "https://api.axelarscan.io".into(),
-            timeout: 10,
-            attempts: 3,
-            retry_min_delay_ms: 200,
-            retry_after_cap: 10,
-            protocol_max_bytes: 64 * 1024 * 1024,
-        }
-    }
-}
-
 /// One `[[bridges]]` entry as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -223,137 +137,6 @@ pub struct BridgeSpec {
     pub signals: Vec<SignalSpec>,
 }
 
-/// A checked signal.
-#[derive(Debug, Clone)]
-pub struct SignalSpec {
-    /// Unique within the bridge.
-    pub name: String,
-    /// Weight in the score (> 0).
-    pub weight: f64,
-    /// Per-request timeout override, seconds.
-    pub timeout: Option<u64>,
-    /// Tries override.
-    pub attempts: Option<u32>,
-    /// What to check.
-    pub check: Check,
-}
-
-/// The checks, one per upstream signal.
-#[derive(Debug, Clone)]
-pub enum Check {
-    /// Wrapped-token peg from DefiLlama coins.
-    Peg(PegConfig),
-    /// TVL level and 24 h change from DefiLlama.
-    Tvl(TvlConfig),
-    /// DefiLlama bridges volume stall.
-    VolumeStall(VolumeConfig),
-    /// Wormholescan `/api/v1/health`.
-    WormholeHealth(WormholeHealthConfig),
-    /// Wormhole governor enqueued VAAs.
-    WormholeGovernorQueue(GovernorQueueConfig),
-    /// Wormhole governor available notional vs limit.
-    WormholeGovernorLimit(GovernorLimitConfig),
-    /// Axelarscan `getTVLAlert`.
-    AxelarTvlAlert(AxelarConfig),
-    /// An `eth_call` returning a boolean.
-    EvmCall(EvmCallConfig),
-}
-
-/// The `kind` values, for error messages.
-pub const KINDS: &[&str] = &[
-    "peg",
-    "tvl",
-    "volume_stall",
-    "wormhole_health",
-    "wormhole_governor_queue",
-    "wormhole_governor_limit",
-    "axelar_tvl_alert",
-    "evm_call",
-];
-
-impl Check {
-    /// The `kind` name.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Peg(_) => "peg",
-            Self::Tvl(_) => "tvl",
-            Self::VolumeStall(_) => "volume_stall",
-            Self::WormholeHealth(_) => "wormhole_health",
-            Self::WormholeGovernorQueue(_) => "wormhole_governor_queue",
-            Self::WormholeGovernorLimit(_) => "wormhole_governor_limit",
-            Self::AxelarTvlAlert(_) => "axelar_tvl_alert",
-            Self::EvmCall(_) => "evm_call",
-        }
-    }
-
-    /// The upstream it reads (the `source` label of its request metrics).
-    pub fn upstream(&self) -> &'static str {
-        match self {
-            Self::Peg(_) => crate::signals::peg::UPSTREAM,
-            Self::Tvl(_) => crate::signals::tvl::UPSTREAM,
-            Self::VolumeStall(_) => crate::signals::volume::UPSTREAM,
-            Self::WormholeHealth(_)
-            | Self::WormholeGovernorQueue(_)
-            | Self::WormholeGovernorLimit(_) => crate::signals::wormhole_health::UPSTREAM,
-            Self::AxelarTvlAlert(_) => crate::signals::axelar::UPSTREAM,
-            Self::EvmCall(_) => crate::signals::evm_call::UPSTREAM,
-        }
-    }
-
-    fn default_name(&self) -> String {
-        match self {
-            Self::Peg(c) => format!("peg:{}", c.symbol),
-            Self::Tvl(c) => format!("tvl:{}", c.slug),
-            Self::VolumeStall(c) => format!("volume_stall:{}", c.bridge_id),
-            Self::WormholeHealth(_) => "wormholescan_health".into(),
-            Self::WormholeGovernorQueue(_) => "governor_queue".into(),
-            Self::WormholeGovernorLimit(_) => "governor_limit".into(),
-            Self::AxelarTvlAlert(_) => "axelar_tvl_alert".into(),
-            Self::EvmCall(c) => format!("evm_call:{}", c.function),
-        }
-    }
-
-    fn parse(kind: &str, rest: toml::Table, path: &str) -> Result<Self, ConfigError> {
-        Ok(match kind {
-            "peg" => Self::Peg(typed(rest, path)?),
-            "tvl" => Self::Tvl(typed(rest, path)?),
-            "volume_stall" => Self::VolumeStall(typed(rest, path)?),
-            "wormhole_health" => Self::WormholeHealth(typed(rest, path)?),
-            "wormhole_governor_queue" => Self::WormholeGovernorQueue(typed(rest, path)?),
-            "wormhole_governor_limit" => Self::WormholeGovernorLimit(typed(rest, path)?),
-            "axelar_tvl_alert" => Self::AxelarTvlAlert(typed(rest, path)?),
-            "evm_call" => Self::EvmCall(typed(rest, path)?),
-            other => {
-                return Err(ConfigError::new(
-                    format!("{path}.kind"),
-                    format!("unknown signal kind {other:?}; one of {}", KINDS.join(", ")),
-                ));
-            }
-        })
-    }
-
-    fn validate(&self, path: &str) -> Result<(), ConfigError> {
-        match self {
-            Self::Peg(c) => c.validate(path),
-            Self::Tvl(c) => c.validate(path),
-            Self::VolumeStall(c) => c.validate(path),
-            Self::WormholeHealth(_) | Self::AxelarTvlAlert(_) => Ok(()),
-            Self::WormholeGovernorQueue(c) => c.validate(path),
-            Self::WormholeGovernorLimit(c) => c.validate(path),
-            Self::EvmCall(c) => c.validate(path),
-        }
-    }
-}
-
-// The kind-specific table is small: serde's own message names the offending key.
-fn typed<T: DeserializeOwned>(rest: toml::Table, path: &str) -> Result<T, ConfigError> {
-    toml::Value::Table(rest).try_into::<T>().map_err(|e| {
-        let msg = e.to_string();
-        let first = msg.lines().next().unwrap_or("invalid value").to_owned();
-        ConfigError::new(path.to_owned(), first)
-    })
-}
-
 /// Fully checked configuration of this keeper.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -365,33 +148,23 @@ pub struct Config {
 
 impl Config {
     /// Loads the layers (defaults < file < environment < flags) and checks everything.
-    pub fn load(
-        file: Option<&Path>,
-        env: &dyn Env,
-        flags: Vec<(&'static str, toml::Value)>,
-    ) -> Result<Self, ConfigError> {
-        let b = bindings();
-        let settings: Settings = Layers {
-            defaults: DEFAULTS,
-            file,
-            env,
-            bindings: &b,
-            flags,
-        }
-        .load()?;
+    pub fn load(file: Option<&Path>, env: &dyn Env) -> Result<Self, ConfigError> {
+        let settings = Layers::new(DEFAULTS, file, env, &crate::env::bindings()).load()?;
         Self::check(settings)
     }
 
     /// Validates loaded settings and types the bridges.
     pub fn check(settings: Settings) -> Result<Self, ConfigError> {
         settings.ton.validate()?;
-        settings.runner.validate()?;
-        settings.telemetry.validate()?;
-        settings.alerts.validate()?;
-        settings.storage.validate()?;
+        validate_shared(
+            &settings.runner,
+            &settings.telemetry,
+            &settings.alerts,
+            &settings.storage,
+        )?;
         settings.sources.validate()?;
         check_policy(&settings.policy)?;
-        check_upstreams(&settings.upstreams)?;
+        settings.upstreams.validate()?;
         if let Some(a) = &settings.oracle.address {
             keeper_common::ton::validate_address("oracle.address (BRIDGE_ORACLE_ADDRESS)", a)?;
         }
@@ -438,29 +211,6 @@ fn check_policy(p: &PolicySettings) -> Result<(), ConfigError> {
             ),
         ));
     }
-    Ok(())
-}
-
-fn check_upstreams(u: &UpstreamSettings) -> Result<(), ConfigError> {
-    validate::http_url(
-        "upstreams.defillama_bridges_url (DEFILLAMA_BRIDGES_URL)",
-        &u.defillama_bridges_url,
-    )?;
-    validate::http_url(
-        "upstreams.defillama_api_url (DEFILLAMA_API_URL)",
-        &u.defillama_api_url,
-    )?;
-    validate::http_url(
-        "upstreams.wormholescan_url (WORMHOLESCAN_URL)",
-        &u.wormholescan_url,
-    )?;
-    validate::http_url(
-        "upstreams.axelarscan_url (AXELARSCAN_URL)",
-        &u.axelarscan_url,
-    )?;
-    validate::nonzero("upstreams.timeout", u.timeout)?;
-    validate::nonzero("upstreams.attempts", u64::from(u.attempts))?;
-    validate::nonzero("upstreams.protocol_max_bytes", u.protocol_max_bytes)?;
     Ok(())
 }
 
@@ -519,7 +269,9 @@ fn check_bridges(raw: &[BridgeRaw]) -> Result<Vec<BridgeSpec>, ConfigError> {
             if s.enabled == Some(false) {
                 continue;
             }
-            let check = Check::parse(&s.kind, s.rest.clone(), &spath)?;
+            let mut table = s.rest.clone();
+            table.insert("kind".into(), toml::Value::String(s.kind.clone()));
+            let check = Check::parse(table, &spath)?;
             check.validate(&spath)?;
             let name = s.name.clone().unwrap_or_else(|| check.default_name());
             check_name(&format!("{spath}.name"), &name)?;
@@ -575,37 +327,6 @@ fn check_bridges(raw: &[BridgeRaw]) -> Result<Vec<BridgeSpec>, ConfigError> {
     Ok(out)
 }
 
-/// Checks a percentage pair `degraded < critical`, both finite and positive.
-pub fn check_thresholds(
-    path: &str,
-    degraded_key: &str,
-    degraded: f64,
-    critical_key: &str,
-    critical: Option<f64>,
-) -> Result<(), ConfigError> {
-    if !(degraded.is_finite() && degraded > 0.0) {
-        return Err(ConfigError::new(
-            format!("{path}.{degraded_key}"),
-            "must be a positive number",
-        ));
-    }
-    if let Some(c) = critical {
-        if !(c.is_finite() && c > 0.0) {
-            return Err(ConfigError::new(
-                format!("{path}.{critical_key}"),
-                "must be a positive number",
-            ));
-        }
-        if c < degraded {
-            return Err(ConfigError::new(
-                format!("{path}.{critical_key}"),
-                format!("{c} is below {degraded_key} ({degraded})"),
-            ));
-        }
-    }
-    Ok(())
-}
-
 impl ChainConfig for Config {
     fn ton(&self) -> &TonSettings {
         &self.settings.ton
@@ -640,7 +361,7 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
-        Config::load(Some(&f), &env, vec![])
+        Config::load(Some(&f), &env)
     }
 
     const MIN: &str = r#"
@@ -655,7 +376,7 @@ kind = "wormhole_health"
     fn shipped_config_loads_with_four_bridges() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/bridge-health.toml");
         let env: HashMap<String, String> = HashMap::new();
-        let c = Config::load(Some(&path), &env, vec![]).unwrap();
+        let c = Config::load(Some(&path), &env).unwrap();
         let ids: Vec<(u8, &str)> = c.bridges.iter().map(|b| (b.id, b.name.as_str())).collect();
         assert_eq!(
             ids,
@@ -711,7 +432,7 @@ kind = "wormhole_health"
     #[test]
     fn without_a_config_file_the_four_default_bridges_are_watched() {
         let env: HashMap<String, String> = HashMap::new();
-        let c = Config::load(None, &env, vec![]).unwrap();
+        let c = Config::load(None, &env).unwrap();
         let names: Vec<&str> = c.bridges.iter().map(|b| b.name.as_str()).collect();
         assert_eq!(names, ["ton_bridge", "orbit", "wormhole", "axelar"]);
         assert_eq!(

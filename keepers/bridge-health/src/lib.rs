@@ -6,6 +6,7 @@ pub mod clients;
 pub mod config;
 pub mod cycle;
 pub mod decision;
+pub mod env;
 pub mod metrics;
 pub mod records;
 pub mod report;
@@ -42,7 +43,7 @@ impl ChainKeeper for BridgeKeeper {
     type Cycle = BridgeCycle;
 
     fn load(file: Option<&Path>, env: &dyn Env) -> Result<Config, ConfigError> {
-        Config::load(file, env, Vec::new())
+        Config::load(file, env)
     }
 
     fn register(metrics: &mut Metrics) -> BridgeMetrics {

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use keeper_common::config::{
-    AlertSettings, COMMON_ENV, ConfigError, Env, EnvBinding, Kind, Layers, RunnerSettings,
-    StorageSettings, TelemetrySettings, bind, validate,
+    AlertSettings, ConfigError, Env, Layers, RunnerSettings, StorageSettings, TelemetrySettings,
+    validate, validate_shared,
 };
 use keeper_common::secret::SecretUrl;
 use serde::Deserialize;
@@ -17,58 +17,6 @@ pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9103";
 
 /// The built-in defaults: the shipped, commented example file, compiled in.
 pub const DEFAULTS: &str = include_str!("../../../config/db-backup.toml");
-
-/// The job's own environment bindings; the shared ones of its sections are added by [`bindings`].
-const BACKUP_ENV: &[EnvBinding] = &[
-    bind("BACKUP_DIR", "backup.dir", Kind::Str),
-    bind("BACKUP_S3_URL", "backup.s3_url", Kind::Str),
-    bind("BACKUP_KEEP_LOCAL", "backup.keep_local", Kind::Bool),
-    bind(
-        "BACKUP_S3_PART_SIZE_MIB",
-        "backup.s3_part_size_mib",
-        Kind::Int,
-    ),
-    bind("BACKUP_SCHEDULE", "backup.schedule", Kind::Str),
-    bind("BACKUP_VERIFY", "backup.verify", Kind::Str),
-    bind(
-        "BACKUP_VERIFY_DATABASE_URL",
-        "backup.verify_database_url",
-        Kind::Str,
-    ),
-    bind("PG_DUMP_PATH", "backup.pg_dump_path", Kind::Str),
-    bind("PG_RESTORE_PATH", "backup.pg_restore_path", Kind::Str),
-    bind("BACKUP_ZSTD_LEVEL", "backup.zstd_level", Kind::Int),
-    bind("BACKUP_ZSTD_THREADS", "backup.zstd_threads", Kind::Int),
-    bind("BACKUP_KEEP_LAST", "backup.keep_last", Kind::Int),
-    bind("BACKUP_KEEP_DAILY", "backup.keep_daily", Kind::Int),
-    bind("BACKUP_KEEP_WEEKLY", "backup.keep_weekly", Kind::Int),
-    bind("BACKUP_KEEP_MONTHLY", "backup.keep_monthly", Kind::Int),
-    bind("BACKUP_RECORDS", "backup.records", Kind::Bool),
-    bind(
-        "BACKUP_RECORDS_DATABASE_URL",
-        "backup.records_database_url",
-        Kind::Str,
-    ),
-    bind("BACKUP_LOCK_TIMEOUT", "backup.lock_timeout", Kind::Int),
-    bind("BACKUP_STALE_AFTER", "backup.stale_after", Kind::Int),
-    bind("BACKUP_NAME", "backup.name", Kind::Str),
-    bind("PUSHGATEWAY_URL", "backup.pushgateway_url", Kind::Str),
-    bind("METRICS_TEXTFILE", "backup.metrics_textfile", Kind::Str),
-];
-
-/// Sections of the shared settings this binary embeds; bindings of other sections (a shared
-/// env file may carry `TON_RPC_URL`) are ignored rather than rejected.
-const SHARED_SECTIONS: &[&str] = &["storage.", "alerts.", "telemetry.", "runner."];
-
-/// Every environment binding the job reads.
-pub fn bindings() -> Vec<EnvBinding> {
-    COMMON_ENV
-        .iter()
-        .filter(|b| SHARED_SECTIONS.iter().any(|s| b.path.starts_with(s)))
-        .chain(BACKUP_ENV)
-        .copied()
-        .collect()
-}
 
 /// How a fresh backup is checked before it is published.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, serde::Serialize)]
@@ -271,28 +219,13 @@ pub struct Settings {
 
 impl Settings {
     /// Loads the layers and validates every setting, naming the first bad one.
-    pub fn load(
-        file: Option<&Path>,
-        env: &dyn Env,
-        flags: Vec<(&'static str, toml::Value)>,
-    ) -> Result<Self, ConfigError> {
-        let binds = bindings();
-        let raw: BackupConfig = Layers {
-            defaults: DEFAULTS,
-            file,
-            env,
-            bindings: &binds,
-            flags,
-        }
-        .load()?;
+    pub fn load(file: Option<&Path>, env: &dyn Env) -> Result<Self, ConfigError> {
+        let raw = Layers::new(DEFAULTS, file, env, &crate::env::bindings()).load()?;
         Self::validate(raw)
     }
 
     fn validate(raw: BackupConfig) -> Result<Self, ConfigError> {
-        raw.storage.validate()?;
-        raw.alerts.validate()?;
-        raw.telemetry.validate()?;
-        raw.runner.validate()?;
+        validate_shared(&raw.runner, &raw.telemetry, &raw.alerts, &raw.storage)?;
         let b = &raw.backup;
         if b.dir.as_os_str().is_empty() {
             return Err(ConfigError::new(
@@ -530,7 +463,7 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
-        Settings::load(None, &env, vec![])
+        Settings::load(None, &env)
     }
 
     const DB: (&str, &str) = ("DATABASE_URL", "postgres://u:hunter2@db:5432/app");
@@ -584,7 +517,7 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
-        let from_file = Settings::load(Some(&file), &env, vec![]).unwrap();
+        let from_file = Settings::load(Some(&file), &env).unwrap();
         let defaults = load(&[DB]).unwrap();
         assert_eq!(
             format!("{:?}", from_file.raw.backup),

@@ -8,6 +8,7 @@ pub mod config;
 pub mod cycle;
 pub mod daemon;
 pub mod dump;
+pub mod env;
 pub mod export;
 pub mod job;
 pub mod local;

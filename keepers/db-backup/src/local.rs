@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use crate::manifest::{BackupId, FileKind, Manifest};
+use keeper_common::config::BadInput;
 
 /// Suffix of in-progress files.
 const TMP_SUFFIX: &str = ".tmp";
@@ -42,7 +43,7 @@ pub struct LocalBackup {
     /// Its identity.
     pub id: BackupId,
     /// The manifest, or why it could not be read.
-    pub manifest: Result<Manifest, String>,
+    pub manifest: Result<Manifest, BadInput>,
     /// Path of the archive.
     pub dump: PathBuf,
     /// Whether the archive exists.
@@ -192,20 +193,21 @@ impl LocalStore {
                 continue;
             };
             let path = e.path();
+            let shown = path.display().to_string();
             let manifest = fs::read(&path)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))
+                .map_err(|e| BadInput::new(&shown, format!("cannot read {shown}: {e}")))
                 .and_then(|b| {
-                    Manifest::from_json(&b)
-                        .map_err(|e| format!("malformed manifest {}: {e}", path.display()))
+                    Manifest::from_json(&b).map_err(|e| {
+                        BadInput::new(&shown, format!("malformed manifest {shown}: {e}"))
+                    })
                 })
                 .and_then(|m| {
                     if m.id() == id {
                         Ok(m)
                     } else {
-                        Err(format!(
-                            "manifest {} describes {} instead",
-                            path.display(),
-                            m.id()
+                        Err(BadInput::new(
+                            &shown,
+                            format!("manifest {shown} describes {} instead", m.id()),
                         ))
                     }
                 });

@@ -87,7 +87,7 @@ fn main() -> ExitCode {
             return ExitCode::from(code as u8);
         }
     };
-    let settings = match Settings::load(cli.common.config.as_deref(), &ProcessEnv, Vec::new()) {
+    let settings = match Settings::load(cli.common.config.as_deref(), &ProcessEnv) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");

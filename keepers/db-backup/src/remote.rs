@@ -20,6 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::config::S3Location;
 use crate::dump::HashingWriter;
 use crate::manifest::{BackupId, FileKind, Manifest};
+use keeper_common::config::BadInput;
 
 /// Parts uploaded at the same time; with the part size this bounds upload memory.
 const UPLOAD_CONCURRENCY: usize = 2;
@@ -68,7 +69,7 @@ pub struct RemoteBackup {
     /// Its identity.
     pub id: BackupId,
     /// The manifest, or why it could not be read.
-    pub manifest: Result<Manifest, String>,
+    pub manifest: Result<Manifest, BadInput>,
     /// Whether the archive object exists.
     pub dump_present: bool,
 }
@@ -297,7 +298,10 @@ impl RemoteStore {
             let Some((id, FileKind::Manifest)) = BackupId::parse_file_name(name) else {
                 continue;
             };
-            let manifest = self.get_manifest(&id).await.map_err(|e| e.to_string());
+            let manifest = self
+                .get_manifest(&id)
+                .await
+                .map_err(|e| BadInput::new(&id.to_string(), e.to_string()));
             out.push(RemoteBackup {
                 dump_present: names.contains(&id.dump_name()),
                 id,

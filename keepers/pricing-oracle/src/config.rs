@@ -3,11 +3,11 @@
 use std::path::Path;
 
 use keeper_common::config::{
-    AlertSettings, COMMON_ENV, ConfigError, Env, EnvBinding, Kind, Layers, RunnerSettings,
-    StorageSettings, TelemetrySettings, bind, validate,
+    AlertSettings, ConfigError, Env, Layers, RunnerSettings, StorageSettings, TelemetrySettings,
+    validate, validate_shared,
 };
 use keeper_common::runtime::ChainConfig;
-use keeper_common::sources::{AggregationSettings, AssetList, SOURCES_ENV, SourcesSettings};
+use keeper_common::sources::{AggregationSettings, AssetList, SourcesSettings};
 use keeper_common::ton::TonSettings;
 use serde::Deserialize;
 
@@ -16,20 +16,6 @@ pub const ORACLE_SETTING: &str = "oracle.address (PRICING_ORACLE_ADDRESS)";
 
 /// The built-in defaults: the shipped, commented example file, compiled in.
 pub const DEFAULTS: &str = include_str!("../../../config/pricing-oracle.toml");
-
-/// Environment bindings of the pricing keeper's own sections.
-pub const PRICING_ENV: &[EnvBinding] = &[
-    bind("PRICING_ORACLE_ADDRESS", "oracle.address", Kind::Str),
-    bind("PRICE_DEVIATION_BPS", "policy.deviation_bps", Kind::Int),
-    bind("PRICE_HEARTBEAT", "policy.heartbeat", Kind::Int),
-    bind("STALE_AFTER", "policy.stale_after", Kind::Int),
-    bind(
-        "WALLET_BALANCE_LOW_TON",
-        "policy.wallet_balance_low_ton",
-        Kind::Decimal,
-    ),
-    bind("SOURCE_DOWN_AFTER", "policy.source_down_after", Kind::Int),
-];
 
 /// `[oracle]`: where updates go.
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -101,31 +87,14 @@ pub struct PricingConfig {
 impl PricingConfig {
     /// Loads defaults < file < environment and validates every setting.
     pub fn load(file: Option<&Path>, env: &dyn Env) -> Result<Self, ConfigError> {
-        let bindings: Vec<EnvBinding> = COMMON_ENV
-            .iter()
-            .chain(keeper_common::ton::TON_ENV)
-            .chain(SOURCES_ENV)
-            .chain(PRICING_ENV)
-            .copied()
-            .collect();
-        let config: PricingConfig = Layers {
-            defaults: DEFAULTS,
-            file,
-            env,
-            bindings: &bindings,
-            flags: Vec::new(),
-        }
-        .load()?;
+        let config: Self = Layers::new(DEFAULTS, file, env, &crate::env::bindings()).load()?;
         config.validate()?;
         Ok(config)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
         self.ton.validate()?;
-        self.runner.validate()?;
-        self.telemetry.validate()?;
-        self.alerts.validate()?;
-        self.storage.validate()?;
+        validate_shared(&self.runner, &self.telemetry, &self.alerts, &self.storage)?;
         self.sources.validate()?;
         self.aggregation.validate()?;
         self.assets.validate(&self.aggregation, &self.sources)?;

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod cycle;
+pub mod env;
 pub mod policy;
 pub mod records;
 pub mod report;

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use backon::Retryable;
 use keeper_common::{http, retry};
 
+use super::spec::{SignalSpec, UpstreamSettings};
 use super::{Ctx, SignalError};
-use crate::config::{SignalSpec, UpstreamSettings};
 
 /// Timeout and retries of one signal.
 #[derive(Debug, Clone, Copy)]

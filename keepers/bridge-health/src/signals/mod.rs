@@ -6,6 +6,7 @@ pub mod axelar;
 pub mod evm_call;
 pub mod fetch;
 pub mod peg;
+pub mod spec;
 pub mod tvl;
 pub mod volume;
 pub mod wormhole_health;
@@ -18,10 +19,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keeper_common::http::HttpError;
+use keeper_common::sources::InvalidValue;
 use keeper_common::telemetry::Metrics;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{SignalSpec, UpstreamSettings};
+use spec::{SignalSpec, UpstreamSettings};
 
 /// What one signal says about its bridge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -276,7 +278,7 @@ pub struct PegQuote {
 
 /// One source's part of the peg batch: per key the quote or why its entry was unusable (keys
 /// the API left out are absent); the whole part fails when its request did.
-pub type SourceBatch = Result<HashMap<String, Result<PegQuote, String>>, Arc<str>>;
+pub type SourceBatch = Result<HashMap<String, Result<PegQuote, InvalidValue>>, Arc<str>>;
 
 /// The prefetched peg quotes of a cycle: one batched request per source for every peg key.
 #[derive(Debug, Clone)]
@@ -338,7 +340,7 @@ pub async fn run(spec: &SignalSpec, ctx: &Ctx<'_>) -> SignalReport {
     let policy = fetch::Policy::for_spec(spec, ctx.upstreams);
     let deadline = policy.deadline();
     let fut = async {
-        use crate::config::Check;
+        use spec::Check;
         match &spec.check {
             Check::Peg(c) => peg::check(c, ctx).await,
             Check::Tvl(c) => tvl::check(c, ctx, &policy).await,

@@ -8,8 +8,8 @@ use keeper_common::config::{ConfigError, validate};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::spec::check_thresholds;
 use super::{Ctx, Observation, PegBatch, PegQuote, SignalError, SourceBatch, Verdict};
-use crate::config::check_thresholds;
 
 /// Metrics `source` label of the main quotes.
 pub const UPSTREAM: &str = "defillama";
@@ -237,6 +237,7 @@ fn round2(v: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use keeper_common::sources::InvalidValue;
     use std::collections::HashMap;
     use std::sync::Arc;
 
@@ -247,7 +248,7 @@ mod tests {
         toml::from_str(&format!("key = \"{KEY}\"\nsymbol = \"jUSDT\"")).unwrap()
     }
 
-    fn one(key: &str, q: Result<PegQuote, String>) -> SourceBatch {
+    fn one(key: &str, q: Result<PegQuote, InvalidValue>) -> SourceBatch {
         Ok(HashMap::from([(key.to_owned(), q)]))
     }
 
@@ -291,11 +292,12 @@ mod tests {
         assert!(evaluate(&cfg(), &llama(0.0, NOW), NOW).is_err());
         assert!(evaluate(&cfg(), &llama(f64::NAN, NOW), NOW).is_err());
         let bad = PegBatch {
-            defillama: one(KEY, Err("no price".into())),
+            defillama: one(KEY, Err(InvalidValue::new("", "no price"))),
             coingecko: Ok(HashMap::new()),
         };
         let e = evaluate(&cfg(), &bad, NOW).unwrap_err();
-        assert!(e.to_string().contains("jUSDT entry: no price"), "{e}");
+        assert!(e.to_string().contains("jUSDT entry: invalid value"), "{e}");
+        assert!(e.to_string().contains("no price"), "{e}");
         let down = PegBatch {
             defillama: Err(Arc::from("defillama: rate limited (HTTP 429)")),
             coingecko: Ok(HashMap::new()),

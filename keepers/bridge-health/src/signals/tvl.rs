@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::fetch::{self, Policy};
+use super::spec::check_thresholds;
 use super::{Ctx, Observation, SignalError, Trip, Verdict, usd};
-use crate::config::check_thresholds;
 
 /// Metrics `source` label of `api.llama.fi`.
 pub const UPSTREAM: &str = "defillama_api";
