@@ -5,6 +5,7 @@
 //! The JSON-RPC client ([`EvmRpc`]) and the DefiLlama and CoinGecko clients are public: the
 //! bridge keeper reuses them for `allowLock()` and `ton:` peg checks.
 
+mod assets;
 pub mod chainlink;
 pub mod coingecko;
 mod config;

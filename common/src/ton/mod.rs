@@ -23,16 +23,15 @@ pub mod external;
 pub mod keys;
 pub mod oracle;
 pub mod publish;
+pub mod readback;
+pub mod report;
 pub mod settings;
 pub mod summary;
 pub mod toncenter;
 pub mod transport;
 pub mod wallet;
 
-pub use delivery::{
-    BatchReport, Delivery, DeliveryConfig, DeliveryError, DeliveryReport, ReadBack,
-    read_bridge_status, read_price,
-};
+pub use delivery::{Delivery, DeliveryConfig};
 pub use external::{
     DecodedAction, DecodedExternal, OutgoingMessage, SEND_MODE, SignedExternal, build_external,
     decode_external,
@@ -46,6 +45,8 @@ pub use publish::{
     Publication, PublishError, Publisher, SendSummary, TickOutcome, UPDATE_NOT_APPLIED,
     WALLET_BALANCE_LOW,
 };
+pub use readback::{read_bridge_status, read_price};
+pub use report::{BatchReport, DeliveryError, DeliveryReport, ReadBack};
 pub use settings::{
     Network, TON_ENV, TonSettings, WalletVersion, resolve_mnemonic, validate_address,
     validate_mnemonic,

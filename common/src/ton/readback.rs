@@ -1,0 +1,137 @@
+//! Reading the oracle: its get-methods (`get_price`, `get_bridge_status`), and whether a sent
+//! update shows there.
+
+use tonlib_core::TonAddress;
+
+use super::oracle::{OracleMessage, OracleUpdate};
+use super::report::ReadBack;
+use super::transport::{StackValue, TonTransport, TransportError};
+
+/// `get_price(asset_id)` → `(price_micro, timestamp)`.
+pub async fn read_price<T: TonTransport>(
+    transport: &T,
+    oracle: &TonAddress,
+    asset_id: u16,
+) -> Result<(u128, u32), TransportError> {
+    let r = transport
+        .run_get_method(oracle, "get_price", &[i64::from(asset_id)])
+        .await?;
+    two_numbers("get_price", &r.exit_code, &r.stack)
+}
+
+/// `get_bridge_status(bridge_id)` → `(is_online, last_seen)`; TVM true is -1, any non-zero counts.
+pub async fn read_bridge_status<T: TonTransport>(
+    transport: &T,
+    oracle: &TonAddress,
+    bridge_id: u8,
+) -> Result<(bool, u32), TransportError> {
+    let r = transport
+        .run_get_method(oracle, "get_bridge_status", &[i64::from(bridge_id)])
+        .await?;
+    if !(r.exit_code == 0 || r.exit_code == 1) {
+        return Err(TransportError::Decode {
+            method: "get_bridge_status",
+            problem: format!("exit code {}", r.exit_code),
+        });
+    }
+    let online = match r.stack.first() {
+        Some(StackValue::Num(n)) => n != &num_bigint::BigInt::default(),
+        _ => {
+            return Err(TransportError::Decode {
+                method: "get_bridge_status",
+                problem: "first stack item is not a number".into(),
+            });
+        }
+    };
+    let last_seen = r
+        .stack
+        .get(1)
+        .and_then(StackValue::as_u64)
+        .and_then(|t| u32::try_from(t).ok())
+        .ok_or_else(|| TransportError::Decode {
+            method: "get_bridge_status",
+            problem: "second stack item is not a u32".into(),
+        })?;
+    Ok((online, last_seen))
+}
+
+fn two_numbers(
+    method: &'static str,
+    exit_code: &i32,
+    stack: &[StackValue],
+) -> Result<(u128, u32), TransportError> {
+    if !(*exit_code == 0 || *exit_code == 1) {
+        return Err(TransportError::Decode {
+            method,
+            problem: format!("exit code {exit_code}"),
+        });
+    }
+    let value =
+        stack
+            .first()
+            .and_then(StackValue::as_u128)
+            .ok_or_else(|| TransportError::Decode {
+                method,
+                problem: "first stack item is not a non-negative number".into(),
+            })?;
+    let ts = stack
+        .get(1)
+        .and_then(StackValue::as_u64)
+        .and_then(|t| u32::try_from(t).ok())
+        .ok_or_else(|| TransportError::Decode {
+            method,
+            problem: "second stack item is not a u32".into(),
+        })?;
+    Ok((value, ts))
+}
+
+pub(super) async fn read_one<T: TonTransport>(transport: &T, m: &OracleMessage) -> ReadBack {
+    let (op, subject) = (m.update.op_name().to_owned(), m.update.subject().to_owned());
+    match &m.update {
+        OracleUpdate::Price(p) => {
+            let mut r = ReadBack {
+                op,
+                subject,
+                id: p.asset_id,
+                expected_value: u128::from(p.price_micro),
+                expected_timestamp: p.timestamp,
+                onchain_value: None,
+                onchain_timestamp: None,
+                landed: false,
+                error: None,
+            };
+            match read_price(transport, &m.to, p.asset_id).await {
+                Ok((price, ts)) => {
+                    r.onchain_value = Some(price);
+                    r.onchain_timestamp = Some(ts);
+                    r.landed = ts > p.timestamp
+                        || (ts == p.timestamp && price == u128::from(p.price_micro));
+                }
+                Err(e) => r.error = Some(e.to_string()),
+            }
+            r
+        }
+        OracleUpdate::BridgeStatus(b) => {
+            let mut r = ReadBack {
+                op,
+                subject,
+                id: u16::from(b.bridge_id),
+                expected_value: u128::from(b.is_online),
+                expected_timestamp: b.last_seen,
+                onchain_value: None,
+                onchain_timestamp: None,
+                landed: false,
+                error: None,
+            };
+            match read_bridge_status(transport, &m.to, b.bridge_id).await {
+                Ok((online, ts)) => {
+                    r.onchain_value = Some(u128::from(online));
+                    r.onchain_timestamp = Some(ts);
+                    r.landed = ts > b.last_seen || (ts == b.last_seen && online == b.is_online);
+                }
+                Err(e) => r.error = Some(e.to_string()),
+            }
+            r
+        }
+    }
+}
