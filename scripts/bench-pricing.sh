@@ -5,4 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked --bin pricing-oracle-keeper --bin bench_pricing
+# The keeper runs without a database or Redis here; the harness only wants addresses to proxy.
+export KEEPERS_TEST_PG_URL="${KEEPERS_TEST_PG_URL:-postgres://postgres@127.0.0.1:1/postgres}"
+export KEEPERS_TEST_REDIS_URL="${KEEPERS_TEST_REDIS_URL:-redis://127.0.0.1:2/0}"
 exec target/release/bench_pricing

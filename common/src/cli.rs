@@ -72,14 +72,36 @@ pub fn print_cycle<S: serde::Serialize>(
     }
 }
 
-/// Runs a keeper's async entry point on a two-worker runtime (multi-threaded so the OTLP
-/// exporter can flush on exit) and turns its code into the process exit status.
+/// Runs a keeper's async entry point on a two-worker runtime and turns its code into the process
+/// exit status.
 pub fn run_async(entry: impl std::future::Future<Output = i32>) -> std::process::ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    run_async_on(Threads::Two, entry)
+}
+
+/// How many threads drive a keeper's tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Threads {
+    /// One: for keepers that only wait on I/O (less memory, no cross-thread wake-ups).
+    One,
+    /// Two workers: the OTLP exporter can then flush its last spans on exit.
+    Two,
+}
+
+/// Like [`run_async`] with the runtime chosen by `threads`.
+pub fn run_async_on(
+    threads: Threads,
+    entry: impl std::future::Future<Output = i32>,
+) -> std::process::ExitCode {
+    let built = match threads {
+        Threads::One => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        Threads::Two => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build(),
+    };
+    let runtime = match built {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

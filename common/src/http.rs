@@ -88,9 +88,24 @@ impl HttpError {
     }
 }
 
-/// Builds the shared client: rustls, a user agent, connect and request timeouts.
-#[allow(clippy::expect_used)] // the one deliberate panic: no TLS backend is a build defect
+/// The shared client for `timeout`: rustls, a user agent, connect and request timeouts. Clients
+/// are built once per distinct timeout and shared (cloning one shares its connection pool), so
+/// the process holds one TLS root store and one pool per timeout, not one per upstream.
 pub fn client(timeout: Duration) -> reqwest::Client {
+    static CLIENTS: std::sync::OnceLock<std::sync::Mutex<Vec<(Duration, reqwest::Client)>>> =
+        std::sync::OnceLock::new();
+    let clients = CLIENTS.get_or_init(Default::default);
+    let mut clients = clients.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, c)) = clients.iter().find(|(t, _)| *t == timeout) {
+        return c.clone();
+    }
+    let c = build_client(timeout);
+    clients.push((timeout, c.clone()));
+    c
+}
+
+#[allow(clippy::expect_used)] // the one deliberate panic: no TLS backend is a build defect
+fn build_client(timeout: Duration) -> reqwest::Client {
     crate::install_crypto_provider();
     reqwest::Client::builder()
         .user_agent(concat!("tonsurance-keepers/", env!("CARGO_PKG_VERSION")))

@@ -20,8 +20,8 @@ pub use wallet::{
 
 use crate::alert::Alerter;
 use crate::cli::{
-    CommonArgs, EXIT_FAILED, EXIT_OK, EXIT_USAGE, Needs, Output, migrate_command, print_cycle,
-    run_async,
+    CommonArgs, EXIT_FAILED, EXIT_OK, EXIT_USAGE, Needs, Output, Threads, migrate_command,
+    print_cycle, run_async_on,
 };
 use crate::config::{
     AlertSettings, ConfigError, Env, ProcessEnv, RunnerSettings, StorageSettings, TelemetrySettings,
@@ -143,22 +143,32 @@ pub fn main<K: ChainKeeper>() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
-    run_async(run::<K>(cli))
-}
-
-/// Runs `cli` for keeper `K`: loads the configuration, starts telemetry and dispatches the
-/// subcommand; returns the exit code (2 for configuration errors, 1 for failures).
-pub async fn run<K: ChainKeeper>(cli: ChainCli) -> i32 {
-    crate::install_crypto_provider();
-    let command = cli.command.unwrap_or(KeeperCommand::Run);
-    let needs = command.needs(cli.common.dry_run);
+    let needs = cli
+        .command
+        .unwrap_or(KeeperCommand::Run)
+        .needs(cli.common.dry_run);
     let loaded = match load::<K>(cli.common.config.as_deref(), &ProcessEnv, needs) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("error: {e}");
-            return EXIT_USAGE;
+            return ExitCode::from(EXIT_USAGE as u8);
         }
     };
+    // A keeper only waits on I/O: one thread is enough and smaller. OTLP export wants a
+    // second one so its last spans can be flushed while the process stops.
+    let threads = if loaded.config.telemetry().otlp_endpoint.is_some() {
+        Threads::Two
+    } else {
+        Threads::One
+    };
+    run_async_on(threads, run::<K>(cli, loaded))
+}
+
+/// Runs `cli` for keeper `K` with its loaded configuration: starts telemetry and dispatches the
+/// subcommand; returns the exit code (2 for configuration errors, 1 for failures).
+pub async fn run<K: ChainKeeper>(cli: ChainCli, loaded: Loaded<K::Config>) -> i32 {
+    crate::install_crypto_provider();
+    let command = cli.command.unwrap_or(KeeperCommand::Run);
     let _telemetry = match init_tracing(loaded.config.telemetry(), K::SERVICE) {
         Ok(g) => g,
         Err(e) => {
