@@ -1,6 +1,6 @@
 //! Aggregation cost per tick: 6 assets × 3 quotes (the default asset table), target < 20 µs.
 //!
-//! `cargo bench -p keeper-common --bench aggregate`
+//! `cargo bench -p keeper-common --features sources --bench aggregate`
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test harness: a failed setup is a failed test
 

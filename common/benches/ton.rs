@@ -2,7 +2,7 @@
 //! its payload signature), the wallet signature and the BoC. Target < 200 µs. Also measures the
 //! one-off mnemonic derivation (PBKDF2-HMAC-SHA512, 100 000 rounds) done at start.
 //!
-//! `cargo bench -p keeper-common --bench ton`
+//! `cargo bench -p keeper-common --features chain --bench ton`
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test harness: a failed setup is a failed test
 

@@ -112,6 +112,9 @@ fn build_client(timeout: Duration) -> reqwest::Client {
         .connect_timeout(timeout.min(Duration::from_secs(5)))
         .timeout(timeout)
         .pool_idle_timeout(Duration::from_secs(30))
+        // The APIs we call never redirect, and a followed redirect would carry our key headers
+        // (X-API-Key, CoinGecko's) to wherever it points: a 3xx is an error instead.
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         // Only fails when no TLS backend can be initialised, which is a build defect.
         .expect("HTTP client with rustls builds")

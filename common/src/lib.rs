@@ -22,6 +22,20 @@ pub mod telemetry;
 #[cfg(feature = "chain")]
 pub mod ton;
 
+/// Turns core dumps off for this process, soft and hard limit (a dump would hold the wallet key
+/// and passwords); call first in `main`. Where the limit cannot be changed (a seccomp filter
+/// such as the systemd units', which set `LimitCORE=0` themselves) it stays as it was.
+pub fn disable_core_dumps() {
+    use rustix::process::{Resource, Rlimit, setrlimit};
+    let off = Rlimit {
+        current: Some(0),
+        maximum: Some(0),
+    };
+    // Lowering a limit needs no privilege; a refusal only comes from a sandbox that has
+    // already set it, so there is nothing to report.
+    let _ = setrlimit(Resource::Core, off);
+}
+
 /// Installs the process-wide TLS crypto provider (ring); call once at the start of `main`.
 pub fn install_crypto_provider() {
     // Err means another provider is already installed, which is fine.

@@ -159,3 +159,87 @@ fn unknown_flag_is_a_usage_error() {
     let out = cmd.output().unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn out_of_range_numbers_exit_2_naming_the_setting() {
+    for (var, value) in [
+        // Around 10^28: once a panic in the decimal multiplication.
+        ("UPDATE_VALUE_TON", "10000000000000000000000000000"),
+        // More than a few TON per message is a typo, not a policy.
+        ("UPDATE_VALUE_TON", "50"),
+        ("PRICE_DEVIATION_BPS", "10001"),
+        ("MAX_DEVIATION_BPS", "20000"),
+        ("UPDATE_INTERVAL", "9999999"),
+        ("MESSAGE_TTL", "100000"),
+        ("SHUTDOWN_GRACE", "100000"),
+        ("PRICE_HEARTBEAT", "99999999"),
+    ] {
+        let mut cmd = pricing();
+        cmd.env(var, value);
+        expect_config_error(cmd, var);
+    }
+}
+
+#[test]
+fn a_url_that_does_not_parse_is_never_echoed() {
+    let mut cmd = pricing();
+    cmd.env("ETH_RPC_URL", "eth.example/v3/KEYINPATH123");
+    let err = expect_config_error(cmd, "ETH_RPC_URL");
+    assert_no_secret(&err, &["KEYINPATH123"]);
+
+    let mut cmd = pricing();
+    cmd.env(
+        "TON_RPC_URL",
+        "https://[toncenter/jsonRPC?api_key=KEYINQUERY456",
+    );
+    let err = expect_config_error(cmd, "TON_RPC_URL");
+    assert_no_secret(&err, &["KEYINQUERY456"]);
+}
+
+#[test]
+fn core_dumps_are_off_in_a_running_keeper() {
+    // Start from a soft limit above zero (the hard limit is higher here), so only the keeper
+    // itself can bring both to 0.
+    let bin = keeper_tests::process::bin_path("pricing-oracle-keeper");
+    let mut child = Command::new("sh")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("LOG_FORMAT", "json")
+        .env("RUST_LOG", "warn")
+        .env("UPDATE_INTERVAL", "3600")
+        .env("METRICS_ADDR", "127.0.0.1:0")
+        .env("TON_RPC_URL", "http://127.0.0.1:9/")
+        .env("ETH_RPC_URL", "http://127.0.0.1:9/")
+        .env("COINGECKO_BASE_URL", "http://127.0.0.1:9/")
+        .env("DEFILLAMA_COINS_URL", "http://127.0.0.1:9/")
+        .arg("-c")
+        .arg("ulimit -S -c unlimited 2>/dev/null || ulimit -S -c 1024; exec \"$0\" --dry-run")
+        .arg(&bin)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn keeper");
+    let limits_path = format!("/proc/{}/limits", child.id());
+    let mut core = None;
+    for _ in 0..100 {
+        // The limit is set first thing in main; wait until the process runs our code.
+        let limits = std::fs::read_to_string(&limits_path).unwrap_or_default();
+        core = limits
+            .lines()
+            .find(|l| l.starts_with("Max core file size"))
+            .map(|l| {
+                l.split_whitespace()
+                    .skip(4)
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            });
+        if core.as_deref() == Some("0 0") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(core.as_deref(), Some("0 0"), "{limits_path}");
+}

@@ -77,15 +77,33 @@ impl RunnerSettings {
     /// Rejects zero durations.
     pub fn validate(&self) -> Result<(), ConfigError> {
         validate::nonzero("runner.interval (UPDATE_INTERVAL)", self.interval)?;
+        validate::at_most(
+            "runner.interval (UPDATE_INTERVAL)",
+            self.interval,
+            validate::DAY_SECONDS,
+            "s",
+        )?;
         if let Some(ms) = self.interval_ms {
             validate::nonzero("runner.interval_ms (UPDATE_INTERVAL_MS)", ms)?;
         }
         if let Some(t) = self.cycle_timeout {
             validate::nonzero("runner.cycle_timeout (CYCLE_TIMEOUT)", t)?;
+            validate::at_most(
+                "runner.cycle_timeout (CYCLE_TIMEOUT)",
+                t,
+                7 * validate::DAY_SECONDS,
+                "s",
+            )?;
         }
         validate::nonzero(
             "runner.shutdown_grace (SHUTDOWN_GRACE)",
             self.shutdown_grace,
+        )?;
+        validate::at_most(
+            "runner.shutdown_grace (SHUTDOWN_GRACE)",
+            self.shutdown_grace,
+            3_600,
+            "s",
         )?;
         validate::nonzero("runner.stale_intervals", u64::from(self.stale_intervals))?;
         Ok(())
@@ -178,6 +196,12 @@ impl AlertSettings {
         }
         validate::http_url("alerts.pagerduty_url (PAGERDUTY_URL)", &self.pagerduty_url)?;
         validate::nonzero("alerts.renotify (ALERT_RENOTIFY)", self.renotify)?;
+        validate::at_most(
+            "alerts.renotify (ALERT_RENOTIFY)",
+            self.renotify,
+            7 * validate::DAY_SECONDS,
+            "s",
+        )?;
         validate::nonzero("alerts.timeout", self.timeout)?;
         validate::nonzero("alerts.attempts", u64::from(self.attempts))?;
         Ok(())

@@ -19,6 +19,22 @@ pub fn nonzero(setting: &str, value: u64) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// Requires `value <= max` (operators' typos and hostile numbers fail at start, not later).
+pub fn at_most(setting: &str, value: u64, max: u64, unit: &str) -> Result<(), ConfigError> {
+    if value > max {
+        return Err(ConfigError::new(
+            setting,
+            format!("{value} {unit} is above the limit of {max} {unit}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Seconds in a day, for bounds.
+pub const DAY_SECONDS: u64 = 86_400;
+/// Basis points in 100 %.
+pub const MAX_BPS: u64 = 10_000;
+
 /// Requires an absolute `http`/`https` URL with a host.
 pub fn http_url(setting: &str, value: &str) -> Result<url::Url, ConfigError> {
     url_with_scheme(setting, value, &["http", "https"], false)
@@ -36,13 +52,11 @@ pub fn url_with_scheme(
     schemes: &[&str],
     secret: bool,
 ) -> Result<url::Url, ConfigError> {
-    let shown = if secret {
-        String::new()
-    } else {
-        format!(" {value:?}")
-    };
+    // Never echo the value: keys live in paths and query strings of URLs that are not
+    // themselves marked secret (RPC endpoints, base URLs).
+    let _ = secret;
     let u = url::Url::parse(value)
-        .map_err(|e| ConfigError::new(setting, format!("malformed URL{shown}: {e}")))?;
+        .map_err(|e| ConfigError::new(setting, format!("malformed URL: {e}")))?;
     if !schemes.contains(&u.scheme()) {
         return Err(ConfigError::new(
             setting,
@@ -54,7 +68,7 @@ pub fn url_with_scheme(
         ));
     }
     if u.host_str().is_none_or(str::is_empty) {
-        return Err(ConfigError::new(setting, format!("URL{shown} has no host")));
+        return Err(ConfigError::new(setting, "URL has no host"));
     }
     Ok(u)
 }

@@ -134,6 +134,7 @@ pub trait ChainKeeper: 'static {
 
 /// Parses the command line and runs the keeper; the process exit status.
 pub fn main<K: ChainKeeper>() -> ExitCode {
+    crate::disable_core_dumps();
     let command = ChainCli::command()
         .name(K::SERVICE)
         .bin_name(K::SERVICE)

@@ -8,6 +8,9 @@ use serde::Deserialize;
 use crate::config::{ConfigError, Env, EnvBinding, Kind, bind, validate};
 use crate::secret::Secret;
 
+/// The most an oracle message may carry (10 TON): more is a typo, and a costly one.
+pub const MAX_VALUE_NANOTON: u64 = 10 * validate::NANOTON;
+
 /// Environment bindings of `[ton]`.
 pub const TON_ENV: &[EnvBinding] = &[
     bind("TON_RPC_URL", "ton.rpc_url", Kind::Str),
@@ -103,6 +106,18 @@ impl TonSettings {
     pub fn validate(&self) -> Result<(), ConfigError> {
         validate::http_url("ton.rpc_url (TON_RPC_URL)", &self.rpc_url)?;
         validate::nonzero("ton.message_ttl (MESSAGE_TTL)", self.message_ttl)?;
+        validate::at_most(
+            "ton.message_ttl (MESSAGE_TTL)",
+            self.message_ttl,
+            3_600,
+            "s",
+        )?;
+        validate::at_most(
+            "ton.update_value_ton (UPDATE_VALUE_TON)",
+            self.update_value_nanoton,
+            MAX_VALUE_NANOTON,
+            "nanoton",
+        )?;
         validate::nonzero("ton.request_timeout", self.request_timeout)?;
         validate::nonzero("ton.poll_interval_ms", self.poll_interval_ms)?;
         validate::nonzero("ton.confirm_timeout", self.confirm_timeout)?;

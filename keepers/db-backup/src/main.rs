@@ -79,6 +79,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    keeper_common::disable_core_dumps();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -101,6 +101,29 @@ impl PricingConfig {
         if let Some(a) = &self.oracle.address {
             keeper_common::ton::validate_address(ORACLE_SETTING, a)?;
         }
+        let p = &self.policy;
+        validate::at_most(
+            "policy.deviation_bps (PRICE_DEVIATION_BPS)",
+            u64::from(p.deviation_bps),
+            validate::MAX_BPS,
+            "bps",
+        )?;
+        for (setting, seconds) in [
+            ("policy.heartbeat (PRICE_HEARTBEAT)", p.heartbeat),
+            ("policy.stale_after (STALE_AFTER)", p.stale_after),
+            (
+                "policy.source_down_after (SOURCE_DOWN_AFTER)",
+                p.source_down_after,
+            ),
+        ] {
+            validate::at_most(setting, seconds, 7 * validate::DAY_SECONDS, "s")?;
+        }
+        validate::at_most(
+            "policy.wallet_balance_low_ton (WALLET_BALANCE_LOW_TON)",
+            p.wallet_balance_low_nanoton,
+            1_000_000 * validate::NANOTON,
+            "nanoton",
+        )?;
         validate::nonzero("policy.heartbeat (PRICE_HEARTBEAT)", self.policy.heartbeat)?;
         validate::nonzero("policy.stale_after (STALE_AFTER)", self.policy.stale_after)?;
         validate::nonzero(
