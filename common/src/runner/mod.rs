@@ -92,6 +92,8 @@ pub struct Runner {
     notifier: Notifier,
     stale: Staleness,
     last_good: Option<DateTime<Utc>>,
+    /// Only a successful cycle resets staleness (not a skipped one): set by `with_staleness`.
+    stale_needs_success: bool,
     tick: u64,
     /// Cron schedule; the interval ticker when `None`.
     #[cfg(feature = "cron")]
@@ -137,6 +139,7 @@ impl Runner {
             notifier: Notifier::from_env(),
             stale,
             last_good: None,
+            stale_needs_success: false,
             tick: 0,
             #[cfg(feature = "cron")]
             cron: None,
@@ -144,10 +147,12 @@ impl Runner {
     }
 
     /// Replaces `keeper_stale` with the keeper's own staleness alert, and says when the job last
-    /// succeeded before this process (so a restart does not forget it).
+    /// succeeded before this process (so a restart does not forget it). Only a successful cycle
+    /// resets it: a skipped one (another instance holds the job's lock) produced nothing.
     pub fn with_staleness(mut self, stale: Staleness, last_good: Option<DateTime<Utc>>) -> Self {
         self.stale = stale;
         self.last_good = last_good;
+        self.stale_needs_success = true;
         self
     }
 
@@ -338,7 +343,12 @@ impl Runner {
                 .get_or_create(&labels([("keeper", &self.keeper)]))
                 .set(started_at.timestamp() + duration.as_secs() as i64);
         }
-        if outcome.is_ok() {
+        let good = match outcome {
+            Outcome::Success => true,
+            Outcome::Skipped => !self.stale_needs_success,
+            _ => false,
+        };
+        if good {
             self.last_good = Some(Utc::now());
         }
         span.record("outcome", outcome.as_str());
