@@ -11,8 +11,10 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::{CommandFactory as _, FromArgMatches as _};
 
+mod freshness;
 mod wallet;
 
+pub use freshness::Freshness;
 pub use wallet::{
     EPHEMERAL_NOTE, KeeperCommand, WalletOutput, WalletSetupError, holder_id, load_wallet,
     wallet_command,
@@ -76,9 +78,7 @@ pub struct Loaded<C> {
 pub struct ChainParts<C> {
     /// The settings.
     pub config: Arc<C>,
-    /// The oracle, when configured (dry runs work without one).
-    pub oracle: Option<TonAddress>,
-    /// Delivery, the wallet lease and dry runs.
+    /// The oracle (`publisher.oracle()`), delivery, the wallet lease and dry runs.
     pub publisher: Publisher,
     /// Records and cache.
     pub store: Store,
@@ -287,10 +287,9 @@ async fn run_keeper<K: ChainKeeper>(
         alerter.clone(),
         metrics.clone(),
         health.clone(),
-        dry_run,
-    );
+    )
+    .to_oracle(oracle_address::<K>(&config)?, K::ORACLE_SETTING);
     let parts = ChainParts {
-        oracle: oracle_address::<K>(&config)?,
         config: config.clone(),
         publisher,
         store,

@@ -1,4 +1,5 @@
-//! Oracle message bodies (Tonsurance v3 PriceOracle layout, DESIGN §5) and their decoder.
+//! Oracle message bodies (the Tonsurance v3 PriceOracle layout, described in
+//! docs/architecture.md) and their decoder.
 //!
 //! ```text
 //! update_price#03         asset_id:uint16 price:Coins timestamp:uint32 ^signature

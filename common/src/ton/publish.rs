@@ -164,6 +164,8 @@ pub enum PublishError {
 /// The sending side of a chain keeper: delivery, the wallet lease, and what they report.
 pub struct Publisher {
     delivery: Delivery<Toncenter>,
+    oracle: Option<TonAddress>,
+    oracle_setting: &'static str,
     lease: Option<WalletLease>,
     lease_status: Option<LeaseStatus>,
     alerter: Alerter,
@@ -175,7 +177,8 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// A publisher; `lease` is `None` for dry runs, which never send.
+    /// A publisher with no oracle yet (see [`Publisher::to_oracle`]); `lease` is `None` for dry
+    /// runs, which never send.
     pub fn new(
         delivery: Delivery<Toncenter>,
         lease: Option<WalletLease>,
@@ -183,19 +186,32 @@ impl Publisher {
         alerter: Alerter,
         metrics: Arc<Metrics>,
         health: Health,
-        dry_run: bool,
     ) -> Self {
         Self {
             delivery,
+            oracle: None,
+            oracle_setting: "the oracle address",
+            dry_run: lease.is_none(),
             lease,
             lease_status: None,
             alerter,
             metrics,
             health,
-            dry_run,
             message_ttl_seconds: settings.message_ttl,
             value_nanoton: settings.update_value_nanoton,
         }
+    }
+
+    /// Publishes to `oracle`, named by `setting` in messages (dry runs work without one).
+    pub fn to_oracle(mut self, oracle: Option<TonAddress>, setting: &'static str) -> Self {
+        self.oracle = oracle;
+        self.oracle_setting = setting;
+        self
+    }
+
+    /// The oracle this keeper publishes to, when configured.
+    pub fn oracle(&self) -> Option<&TonAddress> {
+        self.oracle.as_ref()
     }
 
     /// The delivery (wallet and transport), for reading the chain.
@@ -206,11 +222,6 @@ impl Publisher {
     /// True for `--dry-run`.
     pub fn is_dry_run(&self) -> bool {
         self.dry_run
-    }
-
-    /// Nanotons attached to each oracle message.
-    pub fn value_nanoton(&self) -> u64 {
-        self.value_nanoton
     }
 
     /// Renews (or tries to take) the wallet lease; call first in every tick, so a standby keeps
@@ -277,18 +288,17 @@ impl Publisher {
     /// delivered, confirmed and read back.
     pub async fn publish<T>(
         &self,
-        oracle: Option<&TonAddress>,
-        oracle_setting: &'static str,
         build: impl Fn(&TonAddress) -> Vec<OracleMessage>,
         notes: &mut Vec<String>,
         before_send: impl AsyncFnOnce() -> T,
     ) -> Result<Publication<T>, PublishError> {
         if self.dry_run {
-            let to = match oracle {
+            let to = match &self.oracle {
                 Some(a) => a.clone(),
                 None => {
                     notes.push(format!(
-                        "no {oracle_setting} set: messages go to a placeholder address"
+                        "no {} set: messages go to a placeholder address",
+                        self.oracle_setting
                     ));
                     TonAddress::NULL
                 }
@@ -301,8 +311,8 @@ impl Publisher {
             let holder = status.holder.clone().unwrap_or_else(|| "unknown".into());
             return Ok(Publication::Standby { holder });
         }
-        let oracle = oracle.ok_or(PublishError::NoOracle {
-            setting: oracle_setting,
+        let oracle = self.oracle.as_ref().ok_or(PublishError::NoOracle {
+            setting: self.oracle_setting,
         })?;
         let messages = build(oracle);
         let sent = before_send().await;

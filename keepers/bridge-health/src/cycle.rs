@@ -13,7 +13,7 @@ use keeper_common::ton::{
 };
 
 use crate::clients::{EthBool, PegClients, PegRequests, peg_requests, prefetch_pegs};
-use crate::config::{BridgeSpec, Config, ORACLE_SETTING};
+use crate::config::{BridgeSpec, Config};
 use crate::decision::{
     self, Action, AlertAction, BridgeDecision, Memory, OnChain, Published, Status,
 };
@@ -102,7 +102,7 @@ impl BridgeCycle {
 
     /// `get_bridge_status` for every bridge; unknown when no oracle is configured.
     async fn read_chain(&self) -> Vec<ChainView> {
-        let Some(oracle) = &self.p.oracle else {
+        let Some(oracle) = self.p.publisher.oracle() else {
             return self.bridges().iter().map(|_| Ok(None)).collect();
         };
         let transport = self.p.publisher.delivery().transport();
@@ -312,8 +312,6 @@ impl BridgeCycle {
             .p
             .publisher
             .publish(
-                self.p.oracle.as_ref(),
-                ORACLE_SETTING,
                 |oracle| messages_for(oracle, &picked),
                 &mut summary.send.notes,
                 async || (),

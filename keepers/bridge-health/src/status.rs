@@ -1,6 +1,7 @@
 //! `bridge-health-keeper status`: what the oracle holds for every configured bridge.
 
-use keeper_common::cli::{EXIT_FAILED, EXIT_OK, Output};
+use keeper_common::cli::Output;
+use keeper_common::runtime::Freshness;
 use keeper_common::ton::{TonAddress, Toncenter, read_bridge_status};
 use serde::Serialize;
 
@@ -12,12 +13,8 @@ struct BridgeStatusRow {
     bridge_id: u8,
     is_online: Option<bool>,
     last_seen: Option<u32>,
-    age_seconds: Option<u64>,
-    stale: bool,
-    error: Option<String>,
-    /// The get-method failed (as opposed to answering "never set").
-    #[serde(skip)]
-    unreadable: bool,
+    #[serde(flatten)]
+    freshness: Freshness,
 }
 
 impl BridgeStatusRow {
@@ -28,10 +25,7 @@ impl BridgeStatusRow {
             bridge_id: bridge.id,
             is_online: None,
             last_seen: None,
-            age_seconds: None,
-            stale: true,
-            error: Some(error),
-            unreadable,
+            freshness: Freshness::missing(error, unreadable),
         }
     }
 }
@@ -57,18 +51,14 @@ pub async fn print(
                     bridge_id: b.id,
                     is_online: Some(online),
                     last_seen: Some(last_seen),
-                    age_seconds: Some(age),
                     // An offline bridge keeps an old last_seen by design.
-                    stale: online && age > max_age,
-                    error: None,
-                    unreadable: false,
+                    freshness: Freshness::of(age, online && age > max_age),
                 }
             }
             Err(e) => BridgeStatusRow::without_status(b, e.to_string(), true),
         };
         rows.push(row);
     }
-    let unreadable = rows.iter().any(|r| r.unreadable);
     match output {
         Output::Json => println!(
             "{}",
@@ -88,19 +78,11 @@ pub async fn print(
                 "bridge", "id", "online", "last_seen", "age"
             );
             for r in &rows {
-                let age = r
-                    .age_seconds
-                    .map(|a| format!("{a}s"))
-                    .unwrap_or_else(|| "-".into());
+                let (age, state) = (r.freshness.age_text(), r.freshness.state_text());
                 let online = match r.is_online {
                     Some(true) => "yes",
                     Some(false) => "no",
                     None => "-",
-                };
-                let state = match (&r.error, r.stale) {
-                    (Some(e), _) => e.clone(),
-                    (None, true) => "STALE".into(),
-                    (None, false) => "fresh".into(),
                 };
                 println!(
                     "{:<12} {:>3} {:<7} {:>12} {:>8}  {state}",
@@ -115,5 +97,5 @@ pub async fn print(
             }
         }
     }
-    Ok(if unreadable { EXIT_FAILED } else { EXIT_OK })
+    Ok(Freshness::exit_code(rows.iter().map(|r| &r.freshness)))
 }

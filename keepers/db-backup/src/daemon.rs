@@ -107,8 +107,9 @@ pub async fn once(app: Arc<App>, shutdown: Shutdown) -> (CycleRun<RunReport>, Op
         shutdown_grace: Duration::ZERO,
         ..timing(&app.settings)
     };
-    let mut runner = runner(&app, timing, &health(), &shutdown);
-    let mut cycle = BackupCycle::new(app.clone(), health());
+    let health = health();
+    let mut runner = runner(&app, timing, &health, &shutdown);
+    let mut cycle = BackupCycle::new(app.clone(), health);
     let run = runner.run_once(&mut cycle).await;
     cycle.drain(DRAIN_LIMIT).await;
     (run, cycle.last_report().cloned())

@@ -17,7 +17,7 @@ use keeper_common::ton::{
 };
 use rust_decimal::prelude::ToPrimitive;
 
-use crate::config::{ORACLE_SETTING, PricingConfig};
+use crate::config::PricingConfig;
 use crate::policy::{self, OnChain, Reason, Thresholds};
 use crate::records::{self, NewPriceUpdate, StatusChange, UpdateStatus};
 use crate::report::{Action, AssetDecision, CycleSummary};
@@ -147,7 +147,7 @@ impl PricingCycle {
 
     /// Reads `get_price` for every asset concurrently; unknown when no oracle is configured.
     async fn read_chain(&self) -> Vec<ChainView> {
-        let Some(oracle) = &self.p.oracle else {
+        let Some(oracle) = self.p.publisher.oracle() else {
             return self.p.config.assets.iter().map(|_| Ok(None)).collect();
         };
         let transport = self.p.publisher.delivery().transport();
@@ -308,9 +308,6 @@ impl Cycle for PricingCycle {
     async fn run(&mut self, _ctx: &CycleContext) -> Result<CycleSummary, CycleError> {
         let mut summary = CycleSummary::new(self.p.publisher.is_dry_run(), &self.p.notes);
         let result = self.tick(&mut summary).await;
-        if result.is_err() && summary.send.outcome == TickOutcome::NothingToPublish {
-            summary.send.outcome = TickOutcome::Failed;
-        }
         self.last = Some(summary.clone());
         match result {
             Ok(()) => Ok(summary),
@@ -431,8 +428,6 @@ impl PricingCycle {
             .p
             .publisher
             .publish(
-                self.p.oracle.as_ref(),
-                ORACLE_SETTING,
                 |oracle| messages_for(oracle, picked),
                 &mut summary.send.notes,
                 async || self.record(picked, UpdateStatus::Sent, None).await,

@@ -1,6 +1,7 @@
 //! `pricing-oracle-keeper status`: what the PriceOracle holds for every configured asset.
 
-use keeper_common::cli::{EXIT_FAILED, EXIT_OK, Output};
+use keeper_common::cli::Output;
+use keeper_common::runtime::Freshness;
 use keeper_common::ton::{TonAddress, Toncenter, read_price};
 use serde::Serialize;
 
@@ -14,12 +15,8 @@ struct AssetStatus {
     price_micro: Option<u64>,
     price: Option<String>,
     timestamp: Option<u32>,
-    age_seconds: Option<u64>,
-    stale: bool,
-    error: Option<String>,
-    /// The get-method failed (as opposed to answering "no price yet").
-    #[serde(skip)]
-    unreadable: bool,
+    #[serde(flatten)]
+    freshness: Freshness,
 }
 
 impl AssetStatus {
@@ -35,10 +32,7 @@ impl AssetStatus {
             price_micro: None,
             price: None,
             timestamp: None,
-            age_seconds: None,
-            stale: true,
-            error: Some(error),
-            unreadable,
+            freshness: Freshness::missing(error, unreadable),
         }
     }
 }
@@ -63,10 +57,7 @@ pub async fn print(
                     price_micro: Some(micro),
                     price: Some(format_micro(micro)),
                     timestamp: Some(ts),
-                    age_seconds: Some(age),
-                    stale: age > config.policy.stale_after,
-                    error: None,
-                    unreadable: false,
+                    freshness: Freshness::of(age, age > config.policy.stale_after),
                 }
             }
             Ok(_) => AssetStatus::without_price(asset, "no price on-chain".into(), false),
@@ -74,7 +65,6 @@ pub async fn print(
         };
         rows.push(row);
     }
-    let unreadable = rows.iter().any(|r| r.unreadable);
     match output {
         Output::Json => println!(
             "{}",
@@ -95,15 +85,7 @@ pub async fn print(
                 "asset", "id", "price", "age"
             );
             for r in &rows {
-                let age = r
-                    .age_seconds
-                    .map(|a| format!("{a}s"))
-                    .unwrap_or_else(|| "-".into());
-                let state = match (&r.error, r.stale) {
-                    (Some(e), _) => e.clone(),
-                    (None, true) => "STALE".into(),
-                    (None, false) => "fresh".into(),
-                };
+                let (age, state) = (r.freshness.age_text(), r.freshness.state_text());
                 println!(
                     "{:<6} {:>3} {:>10} {:>8}  {state}",
                     r.asset,
@@ -114,5 +96,5 @@ pub async fn print(
             }
         }
     }
-    Ok(if unreadable { EXIT_FAILED } else { EXIT_OK })
+    Ok(Freshness::exit_code(rows.iter().map(|r| &r.freshness)))
 }
