@@ -18,7 +18,7 @@ use super::oracle::{OracleMessage, OracleUpdate};
 use super::readback::read_one;
 pub use super::report::{BatchReport, DeliveryError, DeliveryReport, ReadBack};
 use super::settings::TonSettings;
-use super::summary::{DryRun, DryRunError, dry_run_offline, outgoing};
+use super::summary::{DryRun, DryRunError, dry_run_offline, dry_run_valid_until, outgoing};
 use super::transport::{AccountState, TonTransport, TransportError};
 use super::wallet::{Wallet, seqno_from_data};
 use crate::telemetry::metrics::{Metrics, labels};
@@ -151,8 +151,12 @@ impl<T: TonTransport> Delivery<T> {
     }
 
     /// Builds and signs everything `deliver` would send, from the current chain state, and
-    /// sends nothing.
-    pub async fn dry_run(&self, messages: &[OracleMessage]) -> Result<DryRun, DeliveryError> {
+    /// sends nothing. The signature is real but `valid_until` lies in the past
+    /// ([`dry_run_valid_until`]), so the printed BoC can never land; returns the chain time too.
+    pub async fn dry_run(
+        &self,
+        messages: &[OracleMessage],
+    ) -> Result<(DryRun, u64), DeliveryError> {
         if messages.is_empty() {
             return Err(DeliveryError::Empty);
         }
@@ -163,7 +167,7 @@ impl<T: TonTransport> Delivery<T> {
             messages,
             self.config.value_nanoton,
             w.seqno,
-            valid_until(now, self.config.ttl),
+            dry_run_valid_until(now),
             w.state == AccountState::Active,
         )
         .map_err(|e| match e {
@@ -172,7 +176,7 @@ impl<T: TonTransport> Delivery<T> {
         })?;
         let ops: Vec<_> = messages.iter().map(|m| m.update.op_name()).collect();
         self.count(&ops, "dry_run");
-        Ok(run)
+        Ok((run, now))
     }
 
     /// Sends `messages` (in this order) and returns once every batch is confirmed and read back.

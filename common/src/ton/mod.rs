@@ -52,7 +52,8 @@ pub use settings::{
     validate_mnemonic,
 };
 pub use summary::{
-    DryRun, DryRunError, DryRunExternal, MessageSummary, SummarySubject, dry_run_offline,
+    DRY_RUN_EXPIRED_BY_SECONDS, DryRun, DryRunError, DryRunExternal, MessageSummary,
+    SummarySubject, dry_run_note, dry_run_offline, dry_run_valid_until,
 };
 pub use toncenter::Toncenter;
 pub use transport::{

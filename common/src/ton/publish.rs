@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::delivery::{Delivery, DeliveryError, DeliveryReport};
 use super::oracle::{OracleMessage, OracleUpdate};
 use super::summary::SummarySubject;
-use super::summary::{DryRun, MessageSummary, dry_run_offline};
+use super::summary::{DryRun, MessageSummary, dry_run_note, dry_run_offline, dry_run_valid_until};
 use super::toncenter::Toncenter;
 use super::transport::{TonTransport as _, TransportError, WalletInformation};
 use super::{TonAddress, TonSettings};
@@ -172,7 +172,6 @@ pub struct Publisher {
     metrics: Arc<Metrics>,
     health: Health,
     dry_run: bool,
-    message_ttl_seconds: u64,
     value_nanoton: u64,
 }
 
@@ -197,7 +196,6 @@ impl Publisher {
             alerter,
             metrics,
             health,
-            message_ttl_seconds: settings.message_ttl,
             value_nanoton: settings.update_value_nanoton,
         }
     }
@@ -354,18 +352,24 @@ impl Publisher {
                     "toncenter unreachable ({e}): seqno 0, StateInit and the local clock assumed"
                 ));
                 let now = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0);
-                let valid_until = now.saturating_add(self.message_ttl_seconds);
+                let valid_until = dry_run_valid_until(now);
+                notes.push(dry_run_note(valid_until, now));
                 dry_run_offline(
                     self.delivery.wallet(),
                     messages,
                     self.value_nanoton,
                     0,
-                    u32::try_from(valid_until).unwrap_or(u32::MAX),
+                    valid_until,
                     false,
                 )
                 .map_err(|e| e.to_string())
             }
-            other => other.map_err(|e| e.to_string()),
+            Ok((run, now)) => {
+                let valid_until = run.externals.first().map_or(0, |e| e.valid_until);
+                notes.push(dry_run_note(valid_until, now));
+                Ok(run)
+            }
+            Err(e) => Err(e.to_string()),
         };
         built.map(Publication::DryRun).map_err(PublishError::DryRun)
     }
