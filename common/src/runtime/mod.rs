@@ -205,6 +205,10 @@ pub fn load<K: ChainKeeper>(
     needs: Needs,
 ) -> Result<Loaded<K::Config>, ConfigError> {
     let config = K::load(file, env)?;
+    // Sending takes the wallet lease (dry runs and read-only commands do not).
+    if needs.mnemonic && needs.oracle {
+        crate::config::validate_lease_ttl(config.runner(), config.storage())?;
+    }
     if needs.oracle && config.oracle().is_none() {
         return Err(ConfigError::new(
             K::ORACLE_SETTING,

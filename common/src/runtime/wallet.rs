@@ -35,12 +35,15 @@ pub async fn load_wallet(
     Ok((wallet, note))
 }
 
-/// Who contends for the wallet lease: the pod name (Kubernetes) or host name, and the pid.
+/// Who contends for the wallet lease: the pod name (Kubernetes) or host name, the pid, and a
+/// random id drawn once per process. Host and pid alone collide: systemd hosts often run without
+/// `HOSTNAME` in the environment, and containers all start at pid 1.
 pub fn holder_id() -> String {
+    static INSTANCE: std::sync::LazyLock<u64> = std::sync::LazyLock::new(rand::random);
     let host = std::env::var("POD_NAME")
         .or_else(|_| std::env::var("HOSTNAME"))
         .unwrap_or_else(|_| "keeper".to_owned());
-    format!("{host}:{}", std::process::id())
+    format!("{host}:{}:{:016x}", std::process::id(), *INSTANCE)
 }
 
 /// What the `wallet` subcommand prints, balance and seqno unless `--offline`.
@@ -144,5 +147,20 @@ impl KeeperCommand {
                 ..Needs::default()
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn holder_id_carries_a_per_process_instance_id() {
+        let id = super::holder_id();
+        let parts: Vec<&str> = id.rsplitn(3, ':').collect();
+        assert_eq!(parts.len(), 3, "{id}");
+        assert_eq!(parts[0].len(), 16, "{id}");
+        assert!(parts[0].chars().all(|c| c.is_ascii_hexdigit()), "{id}");
+        assert_eq!(parts[1], std::process::id().to_string());
+        // Drawn once: every lease of this process contends under the same name.
+        assert_eq!(super::holder_id(), id);
     }
 }

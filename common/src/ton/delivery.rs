@@ -21,6 +21,7 @@ use super::settings::TonSettings;
 use super::summary::{DryRun, DryRunError, dry_run_offline, dry_run_valid_until, outgoing};
 use super::transport::{AccountState, TonTransport, TransportError};
 use super::wallet::{Wallet, seqno_from_data};
+use crate::store::FenceError;
 use crate::telemetry::metrics::{Metrics, labels};
 
 /// Nanotons per TON, for the balance gauge.
@@ -58,6 +59,22 @@ impl DeliveryConfig {
     }
 }
 
+/// Asked right before every signature whether this process may still sign for the wallet.
+pub trait Fence: Sync {
+    /// The fencing token of the current holding (`None` when the lease has none), or why not.
+    fn check(&self) -> impl Future<Output = Result<Option<u64>, FenceError>> + Send;
+}
+
+/// No lease to ask: this process is the wallet's only sender.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Unfenced;
+
+impl Fence for Unfenced {
+    async fn check(&self) -> Result<Option<u64>, FenceError> {
+        Ok(None)
+    }
+}
+
 /// The message that may still land, remembered across calls.
 #[derive(Debug, Clone)]
 struct InFlight {
@@ -66,6 +83,8 @@ struct InFlight {
     /// Chain time when it was built, and the local instant of that read.
     chain_at_build: u64,
     built_at: Instant,
+    /// Token of the lease holding it was signed under.
+    fencing_token: Option<u64>,
 }
 
 impl InFlight {
@@ -180,10 +199,22 @@ impl<T: TonTransport> Delivery<T> {
     }
 
     /// Sends `messages` (in this order) and returns once every batch is confirmed and read back.
-    /// Updates that did not land make it an error ([`DeliveryError::NotLanded`]).
+    /// Updates that did not land make it an error ([`DeliveryError::NotLanded`]). For a single
+    /// sender per wallet; a keeper behind a lease uses [`Delivery::deliver_fenced`].
     pub async fn deliver(
         &self,
         messages: &[OracleMessage],
+    ) -> Result<DeliveryReport, DeliveryError> {
+        self.deliver_fenced(messages, &Unfenced).await
+    }
+
+    /// [`Delivery::deliver`], asking `fence` right before every signature (first build and
+    /// every rebuild) whether this process still holds the wallet; its token goes into the
+    /// batch report. A refusal signs nothing ([`DeliveryError::Fenced`]).
+    pub async fn deliver_fenced(
+        &self,
+        messages: &[OracleMessage],
+        fence: &impl Fence,
     ) -> Result<DeliveryReport, DeliveryError> {
         if messages.is_empty() {
             return Err(DeliveryError::Empty);
@@ -214,7 +245,7 @@ impl<T: TonTransport> Delivery<T> {
         }
         let mut batches = Vec::new();
         for chunk in messages.chunks(self.wallet.max_actions()) {
-            batches.push(self.send_batch(chunk, &mut slot).await?);
+            batches.push(self.send_batch(chunk, &mut slot, fence).await?);
         }
         drop(slot);
         let read_back = self.read_back(messages).await;
@@ -279,6 +310,7 @@ impl<T: TonTransport> Delivery<T> {
         &self,
         chunk: &[OracleMessage],
         slot: &mut Option<InFlight>,
+        fence: &impl Fence,
     ) -> Result<BatchReport, DeliveryError> {
         let ops: Vec<&'static str> = chunk.iter().map(|m| m.update.op_name()).collect();
         let out = outgoing(&self.wallet, chunk, self.config.value_nanoton)?;
@@ -287,6 +319,8 @@ impl<T: TonTransport> Delivery<T> {
         loop {
             let w = self.read_wallet().await?;
             let now = self.chain_time().await?;
+            // Last moment before a signature: a holder that lost the lease never signs.
+            let fencing_token = fence.check().await?;
             let ext = build_external(
                 &self.wallet,
                 w.seqno,
@@ -299,6 +333,7 @@ impl<T: TonTransport> Delivery<T> {
                 ops: ops.clone(),
                 chain_at_build: now,
                 built_at: Instant::now(),
+                fencing_token,
             };
             // Remember it before sending: from here on it can land.
             *slot = Some(flight.clone());
@@ -309,6 +344,7 @@ impl<T: TonTransport> Delivery<T> {
                 actions = flight.ext.actions,
                 state_init = flight.ext.with_state_init,
                 hash = %hex::encode(flight.ext.normalized_hash),
+                fencing_token = ?flight.fencing_token,
                 "sending external message"
             );
             self.count(&ops, "sent");
@@ -337,6 +373,7 @@ impl<T: TonTransport> Delivery<T> {
                         transaction,
                         rebuilds,
                         latency_ms: latency.as_millis() as u64,
+                        fencing_token: flight.fencing_token,
                     });
                 }
                 Ok(Settled::Expired) => {

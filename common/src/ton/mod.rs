@@ -31,7 +31,7 @@ pub mod toncenter;
 pub mod transport;
 pub mod wallet;
 
-pub use delivery::{Delivery, DeliveryConfig};
+pub use delivery::{Delivery, DeliveryConfig, Fence, Unfenced};
 pub use external::{
     DecodedAction, DecodedExternal, OutgoingMessage, SEND_MODE, SignedExternal, build_external,
     decode_external,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::delivery::{Delivery, DeliveryError, DeliveryReport};
+use super::delivery::{Delivery, DeliveryError, DeliveryReport, Fence};
 use super::oracle::{OracleMessage, OracleUpdate};
 use super::summary::SummarySubject;
 use super::summary::{DryRun, MessageSummary, dry_run_note, dry_run_offline, dry_run_valid_until};
@@ -14,7 +14,7 @@ use super::toncenter::Toncenter;
 use super::transport::{TonTransport as _, TransportError, WalletInformation};
 use super::{TonAddress, TonSettings};
 use crate::alert::{Alert, Alerter, Severity};
-use crate::store::{LeaseStatus, WalletLease};
+use crate::store::{FenceError, LeaseStatus, WalletLease};
 use crate::telemetry::Health;
 use crate::telemetry::metrics::{Metrics, labels};
 
@@ -166,7 +166,8 @@ pub struct Publisher {
     delivery: Delivery<Toncenter>,
     oracle: Option<TonAddress>,
     oracle_setting: &'static str,
-    lease: Option<WalletLease>,
+    /// Behind a mutex only so that `publish(&self)` can ask it for the fencing check.
+    lease: Option<tokio::sync::Mutex<WalletLease>>,
     lease_status: Option<LeaseStatus>,
     alerter: Alerter,
     metrics: Arc<Metrics>,
@@ -191,7 +192,7 @@ impl Publisher {
             oracle: None,
             oracle_setting: "the oracle address",
             dry_run: lease.is_none(),
-            lease,
+            lease: lease.map(tokio::sync::Mutex::new),
             lease_status: None,
             alerter,
             metrics,
@@ -226,7 +227,7 @@ impl Publisher {
     /// reading and serving metrics but never sends.
     pub async fn renew_lease(&mut self) {
         if let Some(lease) = &mut self.lease {
-            let status = lease.try_acquire_or_renew().await;
+            let status = lease.get_mut().try_acquire_or_renew().await;
             self.health.set_lock_holder(status.holder.clone());
             self.lease_status = Some(status);
         }
@@ -314,7 +315,7 @@ impl Publisher {
         })?;
         let messages = build(oracle);
         let sent = before_send().await;
-        match self.delivery.deliver(&messages).await {
+        match self.delivery.deliver_fenced(&messages, &self.lease).await {
             Ok(report) => {
                 self.alerter.resolve(UPDATE_NOT_APPLIED);
                 let value = self.value_nanoton;
@@ -372,6 +373,16 @@ impl Publisher {
             Err(e) => Err(e.to_string()),
         };
         built.map(Publication::DryRun).map_err(PublishError::DryRun)
+    }
+}
+
+/// The publisher's lease (none in dry runs, which never sign anything that can land).
+impl Fence for Option<tokio::sync::Mutex<WalletLease>> {
+    async fn check(&self) -> Result<Option<u64>, FenceError> {
+        match self {
+            Some(lease) => lease.lock().await.check_fence().await,
+            None => Ok(None),
+        }
     }
 }
 

@@ -27,6 +27,8 @@ pub struct BatchReport {
     pub rebuilds: u32,
     /// From the first send to confirmation.
     pub latency_ms: u64,
+    /// Fencing token of the wallet lease checked right before it was signed (Redis leases).
+    pub fencing_token: Option<u64>,
 }
 
 /// What the oracle showed for one update after delivery.
@@ -125,6 +127,9 @@ pub enum DeliveryError {
         /// Its valid_until.
         valid_until: u32,
     },
+    /// The wallet lease could not be proven ours right before signing; nothing was signed.
+    #[error("not signing: {0}")]
+    Fenced(#[from] crate::store::FenceError),
     /// Confirmed on the wallet, but some updates are not on the oracle (keeper not registered,
     /// stale timestamp, bounced message…).
     #[error("{} of {} updates did not land on the oracle: {}", .missing.len(), .report.read_back.len(), describe(.missing))]
@@ -157,7 +162,7 @@ fn describe(missing: &[ReadBack]) -> String {
 
 impl DeliveryError {
     /// A short label for logs and records: `empty`, `build`, `transport`, `frozen`, `rejected`,
-    /// `expired`, `unconfirmed`, `in_flight`, `not_landed`.
+    /// `expired`, `unconfirmed`, `in_flight`, `fenced`, `not_landed`.
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Empty => "empty",
@@ -168,6 +173,7 @@ impl DeliveryError {
             Self::Expired { .. } => "expired",
             Self::Unconfirmed { .. } => "unconfirmed",
             Self::InFlight { .. } => "in_flight",
+            Self::Fenced(_) => "fenced",
             Self::NotLanded { .. } => "not_landed",
         }
     }
