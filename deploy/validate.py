@@ -47,7 +47,7 @@ BINARIES = {"pricing-oracle-keeper", "bridge-health-keeper", "db-backup"}
 # Environment names the keepers document (README.md, keepers/db-backup/README.md), plus standard
 # ones; the code's own `bind("NAME", …)` calls are added at run time.
 KNOWN_ENV = set(
-    """TON_RPC_URL TON_API_KEY KEEPER_MNEMONIC KEEPER_MNEMONIC_FILE PRICING_ORACLE_ADDRESS DATABASE_URL
+    """TON_RPC_URL TON_API_KEY TON_API_KEYS TON_MAX_RPS KEEPER_MNEMONIC KEEPER_MNEMONIC_FILE PRICING_ORACLE_ADDRESS DATABASE_URL
     REDIS_URL UPDATE_INTERVAL SLACK_WEBHOOK_URL ALERT_WEBHOOK_URL BRIDGE_ORACLE_ADDRESS WALLET_VERSION
     TON_NETWORK ETH_RPC_URL COINGECKO_API_KEY COINGECKO_BASE_URL DEFILLAMA_COINS_URL
     DEFILLAMA_BRIDGES_URL DEFILLAMA_API_URL WORMHOLESCAN_URL AXELARSCAN_URL ALERTMANAGER_URL
@@ -60,7 +60,7 @@ KNOWN_ENV = set(
 )
 # Never a plain value in a manifest: these come from Secrets (or, for the mnemonic, a file).
 SECRET_ENV = set(
-    """TON_API_KEY KEEPER_MNEMONIC DATABASE_URL REDIS_URL SLACK_WEBHOOK_URL ALERT_WEBHOOK_URL
+    """TON_API_KEY TON_API_KEYS KEEPER_MNEMONIC DATABASE_URL REDIS_URL SLACK_WEBHOOK_URL ALERT_WEBHOOK_URL
     PAGERDUTY_ROUTING_KEY COINGECKO_API_KEY ETH_RPC_URL AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
     AWS_SESSION_TOKEN BACKUP_VERIFY_DATABASE_URL BACKUP_RECORDS_DATABASE_URL""".split()
 )
@@ -68,7 +68,7 @@ SECRET_ENV = set(
 KEEPER_ALERT_KEYS = [
     "keeper_stale", "oracle_stale", "quorum_lost", "source_divergence", "source_down",
     "wallet_balance_low", "update_not_applied", "bridge_degraded", "bridge_offline",
-    "store_degraded", "backup_failed", "backup_stale",
+    "store_degraded", "backup_failed", "backup_stale", "endpoint_down",
 ]
 STANDARD_LABELS = [
     "app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/version",

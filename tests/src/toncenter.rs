@@ -33,6 +33,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -101,6 +102,8 @@ pub struct RequestRecord {
     pub api_key: Option<String>,
     /// HTTP status answered; 0 for a request held by [`Fault::Hang`] (recorded on arrival).
     pub status: u16,
+    /// The port it arrived on (see [`ToncenterServer::add_port`]).
+    pub port: u16,
 }
 
 /// What happened to an external message.
@@ -241,7 +244,25 @@ impl Chain {
 pub struct ToncenterServer {
     addr: SocketAddr,
     chain: Arc<Mutex<Chain>>,
+    port: Arc<PortState>,
     _task: Arc<tokio::task::JoinHandle<()>>,
+}
+
+/// How one port of the server misbehaves, whatever the chain does.
+#[derive(Debug, Default)]
+struct PortState {
+    /// Answer every request with this status (503: a load balancer's HTML page); 0: serve.
+    status: AtomicU16,
+    /// Answer wallet and address reads as a node 30 s and one seqno behind.
+    lagging: AtomicBool,
+}
+
+/// What the HTTP handler of one port serves.
+#[derive(Clone)]
+struct Served {
+    chain: Arc<Mutex<Chain>>,
+    port: Arc<PortState>,
+    number: u16,
 }
 
 fn lock(m: &Mutex<Chain>) -> MutexGuard<'_, Chain> {
@@ -337,21 +358,52 @@ impl ToncenterServer {
             externals: Vec::new(),
             oracle_events: Vec::new(),
         }));
+        Self::serve(chain).await
+    }
+
+    async fn serve(chain: Arc<Mutex<Chain>>) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local addr");
-        let app = axum::Router::new()
-            .fallback(handle)
-            .with_state(chain.clone());
+        let port = Arc::new(PortState::default());
+        let app = axum::Router::new().fallback(handle).with_state(Served {
+            chain: chain.clone(),
+            port: port.clone(),
+            number: addr.port(),
+        });
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
         Self {
             addr,
             chain,
+            port,
             _task: Arc::new(task),
         }
+    }
+
+    /// Serves the same chain on another port (a second endpoint of the same network); its
+    /// faults ([`ToncenterServer::set_port_status`], [`ToncenterServer::set_lagging`]) are its own.
+    pub async fn add_port(&self) -> Self {
+        Self::serve(self.chain.clone()).await
+    }
+
+    /// This port's number (see [`RequestRecord::port`]).
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Answers every request on this port with `status` (503: an HTML page; others: a toncenter
+    /// JSON error); 0 serves again.
+    pub fn set_port_status(&self, status: u16) {
+        self.port.status.store(status, Ordering::Relaxed);
+    }
+
+    /// Makes this port answer wallet and address reads like a node that lags: one seqno and
+    /// 30 s of chain time behind.
+    pub fn set_lagging(&self, lagging: bool) {
+        self.port.lagging.store(lagging, Ordering::Relaxed);
     }
 
     fn chain(&self) -> MutexGuard<'_, Chain> {
@@ -416,7 +468,10 @@ impl ToncenterServer {
 
     /// Environment for a keeper process pointed at this chain (`TON_RPC_URL`, JSON-RPC form).
     pub fn env(&self) -> Vec<(&'static str, String)> {
-        vec![("TON_RPC_URL", self.jsonrpc_url())]
+        vec![
+            ("TON_RPC_URL", self.jsonrpc_url()),
+            ("TON_MAX_RPS", "1000".to_owned()),
+        ]
     }
 
     /// Makes `address` an oracle contract with no registered keepers.
@@ -640,7 +695,9 @@ fn deliver_pending(c: &mut Chain) {
     }
 }
 
-async fn handle(State(chain): State<Arc<Mutex<Chain>>>, req: Request) -> Response {
+async fn handle(State(served): State<Served>, req: Request) -> Response {
+    let chain = served.chain;
+    let port_number = served.number;
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_owned();
     let query: HashMap<String, String> = parts
@@ -703,6 +760,28 @@ async fn handle(State(chain): State<Arc<Mutex<Chain>>>, req: Request) -> Respons
         (rest.to_owned(), Value::Object(obj), None)
     };
     let api_key = header_key(&parts.headers).or_else(|| query.get("api_key").cloned());
+    let port_status = served.port.status.load(Ordering::Relaxed);
+    if port_status != 0 {
+        lock(&chain).requests.push(RequestRecord {
+            method: method.clone(),
+            json_rpc,
+            api_key: api_key.clone(),
+            status: port_status,
+            port: port_number,
+        });
+        if port_status == 503 {
+            return Response::builder()
+                .status(503)
+                .header("content-type", "text/html")
+                .body(Body::from("<html><head><title>503 Service Temporarily Unavailable</title></head><body><center><h1>503 Service Temporarily Unavailable</h1></center></body></html>"))
+                .expect("static response");
+        }
+        return reply(
+            port_status,
+            id,
+            &json!({"ok": false, "error": "endpoint failing", "code": port_status}),
+        );
+    }
 
     // Decide the fault and the key check under the lock, act on them outside it.
     let (fault, key_ok) = {
@@ -732,6 +811,7 @@ async fn handle(State(chain): State<Arc<Mutex<Chain>>>, req: Request) -> Respons
             json_rpc,
             api_key: api_key.clone(),
             status,
+            port: port_number,
         });
     };
     if !key_ok {
@@ -806,6 +886,7 @@ async fn handle(State(chain): State<Arc<Mutex<Chain>>>, req: Request) -> Respons
                 json_rpc,
                 api_key: api_key.clone(),
                 status: 200,
+                port: port_number,
             });
             let hash = BagOfCells::parse(&boc)
                 .ok()
@@ -823,6 +904,11 @@ async fn handle(State(chain): State<Arc<Mutex<Chain>>>, req: Request) -> Respons
     let result = {
         let mut c = lock(&chain);
         dispatch(&mut c, &method, &params)
+    };
+    let result = if served.port.lagging.load(Ordering::Relaxed) {
+        result.map(lag_behind)
+    } else {
+        result
     };
     let status = match &result {
         Ok(_) => 200,
@@ -852,6 +938,19 @@ async fn handle(State(chain): State<Arc<Mutex<Chain>>>, req: Request) -> Respons
             &json!({"ok": false, "error": e.error, "code": e.status}),
         ),
     }
+}
+
+/// A wallet or address answer as a node one seqno and 30 s behind would give it.
+fn lag_behind(mut v: Value) -> Value {
+    if let Some(o) = v.as_object_mut() {
+        if let Some(seqno) = o.get("seqno").and_then(Value::as_u64) {
+            o.insert("seqno".into(), json!(seqno.saturating_sub(1)));
+        }
+        if let Some(t) = o.get("sync_utime").and_then(Value::as_u64) {
+            o.insert("sync_utime".into(), json!(t.saturating_sub(30)));
+        }
+    }
+    v
 }
 
 fn header_key(h: &HeaderMap) -> Option<String> {

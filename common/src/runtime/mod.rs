@@ -276,7 +276,9 @@ async fn run_keeper<K: ChainKeeper>(
     health.mark_ready("config");
     let alerter = Alerter::start(config.alerts(), K::NAME, metrics.clone());
     let store = Store::connect(config.storage(), metrics.clone(), alerter.clone()).await;
-    let transport = Toncenter::new(config.ton()).context("toncenter transport")?;
+    let transport = Toncenter::new(config.ton())
+        .context("toncenter transport")?
+        .observed(metrics.clone(), alerter.clone());
     let delivery = Delivery::new(
         transport,
         wallet,

@@ -52,6 +52,12 @@ pub struct ChainMetrics {
     pub wallet_seqno: Family<Labels, Gauge>,
     /// `keeper_lock_held{wallet}`: 1 while this process holds the wallet lease.
     pub lock_held: Family<Labels, Gauge>,
+    /// `keeper_ton_endpoint_requests_total{endpoint,outcome}`: requests per TON endpoint.
+    pub endpoint_requests: Family<Labels, Counter>,
+    /// `keeper_ton_endpoint_up{endpoint}`: 0 while the endpoint fails or lags.
+    pub endpoint_up: Family<Labels, Gauge>,
+    /// `keeper_ton_requests_per_tick`: TON API requests made by the last tick.
+    pub requests_per_tick: Gauge,
 }
 
 #[cfg(feature = "chain")]
@@ -65,7 +71,25 @@ impl ChainMetrics {
             ton_messages: Family::default(),
             wallet_seqno: Family::default(),
             lock_held: Family::default(),
+            endpoint_requests: Family::default(),
+            endpoint_up: Family::default(),
+            requests_per_tick: Gauge::default(),
         };
+        registry.register(
+            "keeper_ton_endpoint_requests",
+            "TON API requests per endpoint (host only) and outcome: ok, error, rate_limited, lagging",
+            m.endpoint_requests.clone(),
+        );
+        registry.register(
+            "keeper_ton_endpoint_up",
+            "1 while the TON endpoint answers and is not behind another one",
+            m.endpoint_up.clone(),
+        );
+        registry.register(
+            "keeper_ton_requests_per_tick",
+            "TON API requests made by the last tick, all endpoints",
+            m.requests_per_tick.clone(),
+        );
         registry.register(
             "pricing_oracle_last_update_timestamp",
             "Last update time of each asset read back from the oracle (unix seconds)",

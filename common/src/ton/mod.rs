@@ -19,6 +19,7 @@
 //! ```
 
 pub mod delivery;
+mod endpoints;
 pub mod external;
 pub mod keys;
 pub mod oracle;
@@ -55,7 +56,7 @@ pub use summary::{
     DRY_RUN_EXPIRED_BY_SECONDS, DryRun, DryRunError, DryRunExternal, MessageSummary,
     SummarySubject, dry_run_note, dry_run_offline, dry_run_valid_until,
 };
-pub use toncenter::Toncenter;
+pub use toncenter::{ENDPOINT_DOWN, Toncenter};
 pub use transport::{
     AccountState, AddressInformation, GetMethodResult, SentMessage, StackValue, TonTransport,
     Transaction, TransportError, WalletInformation,

@@ -224,8 +224,15 @@ impl Publisher {
     }
 
     /// Renews (or tries to take) the wallet lease; call first in every tick, so a standby keeps
-    /// reading and serving metrics but never sends.
+    /// reading and serving metrics but never sends. Also sets `keeper_ton_requests_per_tick`
+    /// from the requests made since the previous call.
     pub async fn renew_lease(&mut self) {
+        // Ticks start here: what the TON endpoints were asked since the last start.
+        let requests = self.delivery.transport().take_request_count();
+        self.metrics
+            .chain
+            .requests_per_tick
+            .set(i64::try_from(requests).unwrap_or(i64::MAX));
         if let Some(lease) = &mut self.lease {
             let status = lease.get_mut().try_acquire_or_renew().await;
             self.health.set_lock_holder(status.holder.clone());

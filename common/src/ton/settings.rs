@@ -11,10 +11,15 @@ use crate::secret::Secret;
 /// The most an oracle message may carry (10 TON): more is a typo, and a costly one.
 pub const MAX_VALUE_NANOTON: u64 = 10 * validate::NANOTON;
 
+/// toncenter's public mainnet endpoint, used when none is configured.
+pub const DEFAULT_RPC_URL: &str = "https://toncenter.com/api/v2/jsonRPC";
+
 /// Environment bindings of `[ton]`.
 pub const TON_ENV: &[EnvBinding] = &[
-    bind("TON_RPC_URL", "ton.rpc_url", Kind::Str),
+    bind("TON_RPC_URL", "ton.rpc_urls", Kind::List),
     bind("TON_API_KEY", "ton.api_key", Kind::Str),
+    bind("TON_API_KEYS", "ton.api_keys", Kind::List),
+    bind("TON_MAX_RPS", "ton.max_rps", Kind::Int),
     bind("TON_NETWORK", "ton.network", Kind::Str),
     bind("WALLET_VERSION", "ton.wallet_version", Kind::Str),
     bind("KEEPER_MNEMONIC", "ton.mnemonic", Kind::Str),
@@ -49,10 +54,19 @@ pub enum WalletVersion {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TonSettings {
-    /// toncenter v2 endpoint: the JSON-RPC URL or the `/api/v2/` base (`TON_RPC_URL`).
-    pub rpc_url: String,
-    /// toncenter API key, sent as `X-API-Key` (`TON_API_KEY`).
+    /// toncenter v2 endpoints in order of preference, each the JSON-RPC URL or the `/api/v2/`
+    /// base (`TON_RPC_URL`, comma-separated); they must serve the same network.
+    pub rpc_urls: Vec<String>,
+    /// One endpoint, the form of earlier releases; `rpc_urls` wins when both are set.
+    pub rpc_url: Option<String>,
+    /// toncenter API key for every endpoint, sent as `X-API-Key` (`TON_API_KEY`).
     pub api_key: Option<Secret>,
+    /// One API key per endpoint, in the order of `rpc_urls` (`TON_API_KEYS`, comma-separated;
+    /// an empty entry means no key for that endpoint).
+    pub api_keys: Vec<Secret>,
+    /// Requests per second allowed to each endpoint (`TON_MAX_RPS`); default 1 for an endpoint
+    /// without an API key and 10 with one, toncenter's limits.
+    pub max_rps: Option<u32>,
     /// `mainnet` or `testnet` (`TON_NETWORK`).
     pub network: Network,
     /// `v5r1` or `v4r2` (`WALLET_VERSION`).
@@ -84,8 +98,11 @@ pub struct TonSettings {
 impl Default for TonSettings {
     fn default() -> Self {
         Self {
-            rpc_url: "https://toncenter.com/api/v2/jsonRPC".into(),
+            rpc_urls: Vec::new(),
+            rpc_url: None,
             api_key: None,
+            api_keys: Vec::new(),
+            max_rps: None,
             network: Network::Mainnet,
             wallet_version: WalletVersion::V5r1,
             mnemonic: None,
@@ -102,9 +119,64 @@ impl Default for TonSettings {
 }
 
 impl TonSettings {
+    /// The endpoints in order of preference, each with its API key: `rpc_urls`, else
+    /// `rpc_url` (comma-separated allowed), else toncenter's public endpoint.
+    pub fn endpoints(&self) -> Result<Vec<(String, Option<Secret>)>, ConfigError> {
+        const SETTING: &str = "ton.rpc_urls (TON_RPC_URL)";
+        let urls: Vec<String> = if !self.rpc_urls.is_empty() {
+            self.rpc_urls.clone()
+        } else if let Some(one) = &self.rpc_url {
+            one.split(',').map(str::to_owned).collect()
+        } else {
+            vec![DEFAULT_RPC_URL.to_owned()]
+        };
+        let urls: Vec<String> = urls
+            .into_iter()
+            .map(|u| u.trim().to_owned())
+            .filter(|u| !u.is_empty())
+            .collect();
+        if urls.is_empty() {
+            return Err(ConfigError::new(SETTING, "no endpoint given"));
+        }
+        if !self.api_keys.is_empty() && self.api_keys.len() != urls.len() {
+            return Err(ConfigError::new(
+                "ton.api_keys (TON_API_KEYS)",
+                format!(
+                    "{} keys for {} endpoints: give one per endpoint, in the same order \
+                     (an empty entry for none), or a single TON_API_KEY for all",
+                    self.api_keys.len(),
+                    urls.len()
+                ),
+            ));
+        }
+        let shared = self.api_key.clone().filter(|k| !k.is_empty());
+        Ok(urls
+            .into_iter()
+            .enumerate()
+            .map(|(i, url)| {
+                let key = match self.api_keys.get(i) {
+                    Some(k) => Some(k.clone()).filter(|k| !k.is_empty()),
+                    None => shared.clone(),
+                };
+                (url, key)
+            })
+            .collect())
+    }
+
     /// Checks URLs and bounds; the mnemonic is checked where it is resolved.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        validate::http_url("ton.rpc_url (TON_RPC_URL)", &self.rpc_url)?;
+        for (url, _) in self.endpoints()? {
+            validate::http_url("ton.rpc_urls (TON_RPC_URL)", &url)?;
+        }
+        if let Some(rps) = self.max_rps {
+            validate::nonzero("ton.max_rps (TON_MAX_RPS)", u64::from(rps))?;
+            validate::at_most(
+                "ton.max_rps (TON_MAX_RPS)",
+                u64::from(rps),
+                1_000,
+                "requests/s",
+            )?;
+        }
         validate::nonzero("ton.message_ttl (MESSAGE_TTL)", self.message_ttl)?;
         validate::at_most(
             "ton.message_ttl (MESSAGE_TTL)",

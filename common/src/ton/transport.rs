@@ -41,6 +41,14 @@ pub enum TransportError {
         /// `Retry-After` of a 429.
         retry_after: Option<Duration>,
     },
+    /// The endpoint answered with a chain state behind what another endpoint already showed.
+    #[error("toncenter {method}: endpoint is behind: {problem}")]
+    Lagging {
+        /// API method.
+        method: &'static str,
+        /// What was behind.
+        problem: String,
+    },
     /// The answer was not in the documented shape.
     #[error("toncenter {method}: unexpected response: {problem}")]
     Decode {
@@ -56,7 +64,7 @@ impl TransportError {
     /// message, which is a definitive answer about the message.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Transport { .. } | Self::Timeout { .. } => true,
+            Self::Transport { .. } | Self::Timeout { .. } | Self::Lagging { .. } => true,
             Self::Api { status, .. } => {
                 *status == 429 || (*status >= 500 && !self.is_message_rejected())
             }

@@ -107,6 +107,7 @@ impl Harness {
         add("AXELARSCAN_URL", self.apis.axelarscan.clone());
         add("SOURCE_TIMEOUT", "3".into());
         add("TON_RPC_URL", self.ton.jsonrpc_url());
+        add("TON_MAX_RPS", "1000".into());
         add("KEEPER_MNEMONIC", MNEMONIC.into());
         add("BRIDGE_ORACLE_ADDRESS", self.oracle.to_base64_url());
         add("UPDATE_INTERVAL", "1".into());
