@@ -222,6 +222,8 @@ struct Chain {
     numbers: NumberStyle,
     internal_delay: Duration,
     pending: Vec<PendingInternal>,
+    inclusion_delay: Duration,
+    held: Vec<(Instant, Vec<u8>)>,
     requests: Vec<RequestRecord>,
     externals: Vec<ExternalRecord>,
     oracle_events: Vec<OracleEvent>,
@@ -354,6 +356,8 @@ impl ToncenterServer {
             numbers: NumberStyle::Hex,
             internal_delay: Duration::ZERO,
             pending: Vec::new(),
+            inclusion_delay: Duration::ZERO,
+            held: Vec::new(),
             requests: Vec::new(),
             externals: Vec::new(),
             oracle_events: Vec::new(),
@@ -398,6 +402,18 @@ impl ToncenterServer {
     /// JSON error); 0 serves again.
     pub fn set_port_status(&self, status: u16) {
         self.port.status.store(status, Ordering::Relaxed);
+    }
+
+    /// Holds every external that would be accepted for `delay` before applying it (a real
+    /// network includes a message a block or more after `sendBoc` answers); copies of one
+    /// message sent meanwhile are all held, and all but the first are refused on inclusion.
+    pub fn set_inclusion_delay(&self, delay: Duration) {
+        self.chain().inclusion_delay = delay;
+    }
+
+    /// Externals accepted for broadcast and not yet included.
+    pub fn held_externals(&self) -> usize {
+        self.chain().held.len()
     }
 
     /// Makes this port answer wallet and address reads like a node that lags: one seqno and
@@ -686,6 +702,14 @@ impl ToncenterServer {
 
 fn deliver_pending(c: &mut Chain) {
     let now = Instant::now();
+    let (due, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut c.held)
+        .into_iter()
+        .partition(|(at, _)| *at <= now);
+    c.held = waiting;
+    for (_, boc) in due {
+        // A copy of a message that already got in is refused here, as a duplicate would be.
+        let _ = apply_external(c, &boc);
+    }
     let (ready, later): (Vec<_>, Vec<_>) = std::mem::take(&mut c.pending)
         .into_iter()
         .partition(|p| p.ready_at <= now);
@@ -1059,7 +1083,19 @@ fn dispatch(c: &mut Chain, method: &str, params: &Value) -> Result<Value, ApiErr
             let boc = B64
                 .decode(b64.trim())
                 .map_err(|_| api_err(422, "boc is not base64"))?;
-            let (hash, hash_norm) = apply_external(c, &boc)?;
+            let (hash, hash_norm) = if !c.inclusion_delay.is_zero() && would_accept(c, &boc) {
+                // Accepted for broadcast; the chain includes it a while later, as a block would.
+                let at = Instant::now() + c.inclusion_delay;
+                c.held.push((at, boc.clone()));
+                let hash = BagOfCells::parse(&boc)
+                    .ok()
+                    .and_then(|b| b.single_root().ok())
+                    .map(|root| hash32(&root))
+                    .unwrap_or_default();
+                (hash, hash)
+            } else {
+                apply_external(c, &boc)?
+            };
             if method == "sendBoc" {
                 Ok(json!({"@type": "ok", "@extra": "0"}))
             } else {
@@ -1165,6 +1201,22 @@ fn run_get_method(c: &mut Chain, params: &Value) -> Result<Value, ApiError> {
         });
     }
     Ok(fail(-13))
+}
+
+/// The checks a liteserver makes before it broadcasts an external: the wallet's current seqno
+/// and a `valid_until` still ahead (the signature is checked on inclusion).
+fn would_accept(c: &Chain, boc: &[u8]) -> bool {
+    let rec = parse_record(boc);
+    let (Some(wallet), Some(seqno), Some(valid_until)) = (rec.wallet, rec.seqno, rec.valid_until)
+    else {
+        return false;
+    };
+    let current = c
+        .accounts
+        .get(&wallet)
+        .and_then(|a| a.wallet.as_ref())
+        .map_or(0, |w| w.seqno);
+    seqno == current && u64::from(valid_until) > c.now()
 }
 
 fn parse_record(boc: &[u8]) -> ExternalRecord {

@@ -34,7 +34,9 @@ use crate::store::Store;
 use crate::telemetry::logging::init_tracing;
 use crate::telemetry::server::serve_ops;
 use crate::telemetry::{Health, Metrics};
-use crate::ton::{Delivery, DeliveryConfig, Publisher, TonAddress, TonSettings, Toncenter};
+use crate::ton::{
+    Delivery, DeliveryConfig, Journal, Publisher, TonAddress, TonSettings, Toncenter,
+};
 
 /// The command line every chain keeper takes.
 #[derive(Debug, clap::Parser)]
@@ -284,7 +286,8 @@ async fn run_keeper<K: ChainKeeper>(
         wallet,
         DeliveryConfig::from_settings(config.ton()),
     )
-    .with_metrics(metrics.clone());
+    .with_metrics(metrics.clone())
+    .with_journal(journal(config.ton(), &store, dry_run));
     let lease = (!dry_run).then(|| store.lease(&delivery.wallet().address_raw(), &holder_id()));
     let publisher = Publisher::new(
         delivery,
@@ -334,6 +337,31 @@ async fn run_keeper<K: ChainKeeper>(
     shutdown.trigger();
     ops.stopped().await;
     Ok(code)
+}
+
+/// Where in-flight messages are journaled: PostgreSQL, else the state directory (`ton.state_dir`
+/// / `KEEPER_STATE_DIR`, else systemd's `$STATE_DIRECTORY`), else nowhere, which is said once.
+fn journal(ton: &TonSettings, store: &Store, dry_run: bool) -> Journal {
+    let state_dir = ton.state_dir.clone().or_else(|| {
+        // systemd passes several directories colon-separated; the first is ours.
+        std::env::var("STATE_DIRECTORY")
+            .ok()
+            .and_then(|d| d.split(':').next().map(std::path::PathBuf::from))
+            .filter(|d| !d.as_os_str().is_empty())
+    });
+    let journal = Journal::choose(store, state_dir);
+    if !dry_run {
+        if journal.is_durable() {
+            tracing::info!(journal = %journal.describe(), "in-flight messages are journaled");
+        } else {
+            tracing::warn!(
+                "no DATABASE_URL and no state directory (KEEPER_STATE_DIR, systemd StateDirectory=): \
+                 the message in flight is kept in memory only, so a restart may sign a second body \
+                 for its seqno while the first can still land"
+            );
+        }
+    }
+    journal
 }
 
 async fn wallet<C: ChainConfig>(

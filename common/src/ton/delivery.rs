@@ -14,6 +14,7 @@ use tokio::sync::Mutex;
 
 use super::BuildError;
 use super::external::{SignedExternal, build_external};
+use super::journal::{Journal, JournalEntry, JournalError};
 use super::oracle::{OracleMessage, OracleUpdate};
 use super::readback::read_one;
 pub use super::report::{BatchReport, DeliveryError, DeliveryReport, ReadBack};
@@ -85,9 +86,39 @@ struct InFlight {
     built_at: Instant,
     /// Token of the lease holding it was signed under.
     fencing_token: Option<u64>,
+    /// Found in the journal rather than sent by this process: re-send it before polling.
+    resumed: bool,
+}
+
+/// The static op name for metrics labels.
+fn op_name(text: &str) -> &'static str {
+    match text {
+        "update_price" => "update_price",
+        "update_bridge_status" => "update_bridge_status",
+        _ => "unknown",
+    }
 }
 
 impl InFlight {
+    /// A message found in the journal: its local build instant is unknown, so the chain time
+    /// estimate starts from the chain time at build plus the wall-clock time since.
+    fn resumed(entry: &JournalEntry) -> Result<Self, JournalError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        Ok(Self {
+            ext: entry.external()?,
+            ops: entry.ops.iter().map(|o| op_name(o)).collect(),
+            chain_at_build: entry
+                .chain_at_build
+                .saturating_add(now.saturating_sub(entry.built_at_unix)),
+            built_at: Instant::now(),
+            fencing_token: entry.fencing_token,
+            resumed: true,
+        })
+    }
+
     fn estimated_chain_time(&self) -> u64 {
         // Rounded up: an estimate that runs ahead only triggers the authoritative chain read.
         self.chain_at_build + self.built_at.elapsed().as_secs() + 1
@@ -112,6 +143,10 @@ pub struct Delivery<T> {
     config: DeliveryConfig,
     metrics: Option<Arc<Metrics>>,
     in_flight: Mutex<Option<InFlight>>,
+    journal: Journal,
+    /// Whether this process has read the journal since it (re)gained the wallet: until then a
+    /// journal it cannot read stops it from signing.
+    journal_read: std::sync::atomic::AtomicBool,
 }
 
 impl<T: TonTransport> Delivery<T> {
@@ -123,7 +158,28 @@ impl<T: TonTransport> Delivery<T> {
             config,
             metrics: None,
             in_flight: Mutex::new(None),
+            journal: Journal::Memory,
+            journal_read: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// The wallet was (re)gained (lease takeover): read the journal again before signing, as
+    /// another holder may have left a message in flight.
+    pub fn journal_changed_hands(&self) {
+        self.journal_read
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Writes every message down in `journal` before its first send, and resumes what it finds
+    /// there before signing anything.
+    pub fn with_journal(mut self, journal: Journal) -> Self {
+        self.journal = journal;
+        self
+    }
+
+    /// Where in-flight messages are journaled.
+    pub fn journal(&self) -> &Journal {
+        &self.journal
     }
 
     /// Records `keeper_ton_messages_total`, `keeper_wallet_seqno`, `keeper_wallet_balance_ton`,
@@ -220,18 +276,34 @@ impl<T: TonTransport> Delivery<T> {
             return Err(DeliveryError::Empty);
         }
         let mut slot = self.in_flight.lock().await;
+        if slot.is_none() {
+            *slot = self.resume().await?;
+        }
         if let Some(prev) = slot.clone() {
             tracing::info!(
                 seqno = prev.ext.seqno,
+                resumed = prev.resumed,
                 "settling a message from an earlier cycle first"
             );
             match self.settle(&prev, None).await {
+                Ok(Settled::Confirmed(_)) if prev.resumed => {
+                    // A predecessor's updates just landed: what this call was asked to send was
+                    // chosen without them, so the caller decides again next time.
+                    self.count(&prev.ops, "confirmed");
+                    self.forget(&prev).await;
+                    *slot = None;
+                    return Err(DeliveryError::ResumedLanded {
+                        seqno: prev.ext.seqno,
+                    });
+                }
                 Ok(Settled::Confirmed(_)) => {
                     self.count(&prev.ops, "confirmed");
+                    self.forget(&prev).await;
                     *slot = None;
                 }
                 Ok(Settled::Expired) => {
                     self.count(&prev.ops, "expired");
+                    self.forget(&prev).await;
                     *slot = None;
                 }
                 Err(DeliveryError::Unconfirmed { .. }) => {
@@ -258,6 +330,49 @@ impl<T: TonTransport> Delivery<T> {
                 missing,
                 report: Box::new(report),
             })
+        }
+    }
+
+    /// The journaled message of this wallet, if one may still land (start, takeover, or a
+    /// predecessor's message): it is settled before anything new is signed.
+    async fn resume(&self) -> Result<Option<InFlight>, DeliveryError> {
+        use std::sync::atomic::Ordering;
+        let wallet = self.wallet.address_raw();
+        let found = match self.journal.get(&wallet).await {
+            Ok(found) => {
+                self.journal_read.store(true, Ordering::Relaxed);
+                found
+            }
+            // Read once since this process gained the wallet: nobody else has sent since, so
+            // memory is complete and PostgreSQL being down does not stop publishing.
+            Err(e) if e.is_outage() && self.journal_read.load(Ordering::Relaxed) => {
+                tracing::warn!(error = %e, "in-flight journal unreachable; this process's memory is complete");
+                None
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let Some(entry) = found else {
+            return Ok(None);
+        };
+        tracing::warn!(
+            seqno = entry.seqno,
+            valid_until = entry.valid_until,
+            fencing_token = ?entry.fencing_token,
+            hash = %entry.normalized_hash,
+            "resuming a journaled message: re-sending the same BoC, signing nothing new until it settles"
+        );
+        Ok(Some(InFlight::resumed(&entry)?))
+    }
+
+    /// Erases a settled message from the journal; a failure only means it is settled again
+    /// (found confirmed or expired) next time.
+    async fn forget(&self, flight: &InFlight) {
+        if let Err(e) = self
+            .journal
+            .clear(&self.wallet.address_raw(), flight.ext.seqno)
+            .await
+        {
+            tracing::warn!(seqno = flight.ext.seqno, error = %e, "could not clear the in-flight journal");
         }
     }
 
@@ -334,8 +449,25 @@ impl<T: TonTransport> Delivery<T> {
                 chain_at_build: now,
                 built_at: Instant::now(),
                 fencing_token,
+                resumed: false,
             };
-            // Remember it before sending: from here on it can land.
+            // Write it down before sending: from here on it can land, and a restart must find it.
+            let entry = JournalEntry::new(
+                &self.wallet.address_raw(),
+                &flight.ext,
+                &ops,
+                fencing_token,
+                now,
+            );
+            match self.journal.put(&entry).await {
+                Ok(()) => {}
+                // PostgreSQL down: publishing goes on (memory still holds the message, and a
+                // restart meanwhile cannot read the journal either, so it would not sign).
+                Err(e) if e.is_outage() => {
+                    tracing::warn!(seqno = entry.seqno, error = %e, "in-flight journal unreachable; the message is kept in memory only");
+                }
+                Err(e) => return Err(e.into()),
+            }
             *slot = Some(flight.clone());
             tracing::info!(
                 wallet = %self.wallet.label(),
@@ -358,6 +490,7 @@ impl<T: TonTransport> Delivery<T> {
             };
             match self.settle(&flight, send_error).await {
                 Ok(Settled::Confirmed(transaction)) => {
+                    self.forget(&flight).await;
                     *slot = None;
                     self.count(&ops, "confirmed");
                     let latency = first_send.elapsed();
@@ -377,6 +510,7 @@ impl<T: TonTransport> Delivery<T> {
                     });
                 }
                 Ok(Settled::Expired) => {
+                    self.forget(&flight).await;
                     *slot = None;
                     self.count(&ops, "expired");
                     rebuilds += 1;
@@ -412,9 +546,10 @@ impl<T: TonTransport> Delivery<T> {
     ) -> Result<Settled, DeliveryError> {
         let seqno = flight.ext.seqno;
         let deadline = Instant::now() + self.config.confirm_timeout;
-        let mut resend = send_error
-            .as_ref()
-            .is_some_and(|e| !e.is_message_rejected());
+        let mut resend = flight.resumed
+            || send_error
+                .as_ref()
+                .is_some_and(|e| !e.is_message_rejected());
         let mut rejection = send_error
             .filter(TransportError::is_message_rejected)
             .map(|e| e.to_string());

@@ -21,6 +21,7 @@
 pub mod delivery;
 mod endpoints;
 pub mod external;
+pub mod journal;
 pub mod keys;
 pub mod oracle;
 pub mod publish;
@@ -37,6 +38,7 @@ pub use external::{
     DecodedAction, DecodedExternal, OutgoingMessage, SEND_MODE, SignedExternal, build_external,
     decode_external,
 };
+pub use journal::{Journal, JournalEntry, JournalError};
 pub use keys::{KeyError, WalletKeys, verify_signature};
 pub use oracle::{
     BridgeStatusUpdate, DecodedBody, DecodedPayload, OP_UPDATE_BRIDGE_STATUS, OP_UPDATE_PRICE,

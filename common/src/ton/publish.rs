@@ -235,6 +235,10 @@ impl Publisher {
             .set(i64::try_from(requests).unwrap_or(i64::MAX));
         if let Some(lease) = &mut self.lease {
             let status = lease.get_mut().try_acquire_or_renew().await;
+            let was_held = self.lease_status.as_ref().is_some_and(|s| s.held);
+            if status.held && !was_held {
+                self.delivery.journal_changed_hands();
+            }
             self.health.set_lock_holder(status.holder.clone());
             self.lease_status = Some(status);
         }

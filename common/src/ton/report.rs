@@ -127,6 +127,18 @@ pub enum DeliveryError {
         /// Its valid_until.
         valid_until: u32,
     },
+    /// A journaled message from before a restart or takeover was resumed and landed; nothing
+    /// new was signed, since what to send was chosen without it.
+    #[error(
+        "a journaled message (seqno {seqno}) from before a restart landed; nothing new sent this time"
+    )]
+    ResumedLanded {
+        /// Its seqno.
+        seqno: u32,
+    },
+    /// The in-flight journal could not be read or written; nothing new was sent.
+    #[error(transparent)]
+    Journal(#[from] super::journal::JournalError),
     /// The wallet lease could not be proven ours right before signing; nothing was signed.
     #[error("not signing: {0}")]
     Fenced(#[from] crate::store::FenceError),
@@ -162,7 +174,7 @@ fn describe(missing: &[ReadBack]) -> String {
 
 impl DeliveryError {
     /// A short label for logs and records: `empty`, `build`, `transport`, `frozen`, `rejected`,
-    /// `expired`, `unconfirmed`, `in_flight`, `fenced`, `not_landed`.
+    /// `expired`, `unconfirmed`, `in_flight`, `fenced`, `journal`, `resumed_landed`, `not_landed`.
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Empty => "empty",
@@ -174,6 +186,8 @@ impl DeliveryError {
             Self::Unconfirmed { .. } => "unconfirmed",
             Self::InFlight { .. } => "in_flight",
             Self::Fenced(_) => "fenced",
+            Self::Journal(_) => "journal",
+            Self::ResumedLanded { .. } => "resumed_landed",
             Self::NotLanded { .. } => "not_landed",
         }
     }

@@ -20,6 +20,7 @@ pub const TON_ENV: &[EnvBinding] = &[
     bind("TON_API_KEY", "ton.api_key", Kind::Str),
     bind("TON_API_KEYS", "ton.api_keys", Kind::List),
     bind("TON_MAX_RPS", "ton.max_rps", Kind::Int),
+    bind("KEEPER_STATE_DIR", "ton.state_dir", Kind::Str),
     bind("TON_NETWORK", "ton.network", Kind::Str),
     bind("WALLET_VERSION", "ton.wallet_version", Kind::Str),
     bind("KEEPER_MNEMONIC", "ton.mnemonic", Kind::Str),
@@ -64,6 +65,9 @@ pub struct TonSettings {
     /// One API key per endpoint, in the order of `rpc_urls` (`TON_API_KEYS`, comma-separated;
     /// an empty entry means no key for that endpoint).
     pub api_keys: Vec<Secret>,
+    /// Directory of the in-flight journal file when PostgreSQL is not configured
+    /// (`KEEPER_STATE_DIR`); systemd's `$STATE_DIRECTORY` is used when this is unset.
+    pub state_dir: Option<PathBuf>,
     /// Requests per second allowed to each endpoint (`TON_MAX_RPS`); default 1 for an endpoint
     /// without an API key and 10 with one, toncenter's limits.
     pub max_rps: Option<u32>,
@@ -103,6 +107,7 @@ impl Default for TonSettings {
             api_key: None,
             api_keys: Vec::new(),
             max_rps: None,
+            state_dir: None,
             network: Network::Mainnet,
             wallet_version: WalletVersion::V5r1,
             mnemonic: None,
