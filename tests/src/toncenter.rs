@@ -1424,8 +1424,14 @@ fn apply_external_inner(c: &mut Chain, boc: &[u8]) -> Result<([u8; 32], [u8; 32]
                 let Ok(to) = TonAddress::try_from(info.dest.clone()) else {
                     continue;
                 };
-                let value = u128::try_from(info.value.grams.amount.clone()).unwrap_or(u128::MAX);
-                let cost = value.saturating_add(if mode & 1 == 1 { FORWARD_FEE } else { 0 });
+                let asked = u128::try_from(info.value.grams.amount.clone()).unwrap_or(u128::MAX);
+                // Mode +128 carries the whole remaining balance, the forwarding fee taken out of it.
+                let (value, cost) = if mode & 128 != 0 {
+                    (acc.balance.saturating_sub(FORWARD_FEE), acc.balance)
+                } else {
+                    let fee = if mode & 1 == 1 { FORWARD_FEE } else { 0 };
+                    (asked, asked.saturating_add(fee))
+                };
                 if acc.balance < cost {
                     // Mode +2: a send that cannot be paid is skipped silently.
                     continue;

@@ -16,8 +16,8 @@ mod wallet;
 
 pub use freshness::Freshness;
 pub use wallet::{
-    EPHEMERAL_NOTE, KeeperCommand, WalletOutput, WalletSetupError, holder_id, load_wallet,
-    wallet_command,
+    EPHEMERAL_NOTE, KeeperCommand, WalletAction, WalletOutput, WalletSetupError, holder_id,
+    load_wallet, wallet_command,
 };
 
 use crate::alert::Alerter;
@@ -148,7 +148,8 @@ pub fn main<K: ChainKeeper>() -> ExitCode {
     };
     let needs = cli
         .command
-        .unwrap_or(KeeperCommand::Run)
+        .as_ref()
+        .unwrap_or(&KeeperCommand::Run)
         .needs(cli.common.dry_run);
     let loaded = match load::<K>(cli.common.config.as_deref(), &ProcessEnv, needs) {
         Ok(l) => l,
@@ -171,7 +172,7 @@ pub fn main<K: ChainKeeper>() -> ExitCode {
 /// subcommand; returns the exit code (2 for configuration errors, 1 for failures).
 pub async fn run<K: ChainKeeper>(cli: ChainCli, loaded: Loaded<K::Config>) -> i32 {
     crate::install_crypto_provider();
-    let command = cli.command.unwrap_or(KeeperCommand::Run);
+    let command = cli.command.clone().unwrap_or(KeeperCommand::Run);
     let _telemetry = match init_tracing(loaded.config.telemetry(), K::SERVICE) {
         Ok(g) => g,
         Err(e) => {
@@ -182,7 +183,11 @@ pub async fn run<K: ChainKeeper>(cli: ChainCli, loaded: Loaded<K::Config>) -> i3
     let output = cli.common.output;
     let result = match command {
         KeeperCommand::Run => run_keeper::<K>(&cli, loaded).await,
-        KeeperCommand::Wallet { offline } => wallet(loaded, offline, output).await,
+        KeeperCommand::Wallet {
+            action: Some(WalletAction::Sweep { to }),
+            ..
+        } => sweep::<K>(loaded, &to, cli.common.dry_run, output).await,
+        KeeperCommand::Wallet { offline, .. } => wallet(loaded, offline, output).await,
         KeeperCommand::Status => status::<K>(loaded, output).await,
         KeeperCommand::Migrate => migrate_command(loaded.config.storage())
             .await
@@ -374,6 +379,59 @@ async fn wallet<C: ChainConfig>(
     wallet_command(ton, &wallet, offline, output)
         .await
         .context("reading the wallet from toncenter (use --offline to skip)")?;
+    Ok(EXIT_OK)
+}
+
+/// `wallet sweep --to ADDRESS [--dry-run]`: the whole balance to the successor wallet, through
+/// the same journal as the keeper, so a message of the keeper still in flight stops it.
+async fn sweep<K: ChainKeeper>(
+    loaded: Loaded<K::Config>,
+    to: &str,
+    dry_run: bool,
+    output: Output,
+) -> anyhow::Result<i32> {
+    let ton = loaded.config.ton();
+    let to = crate::ton::parse_address(to).context("wallet sweep --to")?;
+    let (wallet, _) = load_wallet(ton, loaded.mnemonic.as_ref()).await?;
+    drop(loaded.mnemonic);
+    let metrics = Arc::new(Metrics::new(K::NAME));
+    let store = Store::connect(
+        loaded.config.storage(),
+        metrics.clone(),
+        Alerter::disabled(),
+    )
+    .await;
+    let transport = Toncenter::new(ton).context("toncenter transport")?;
+    let delivery = Delivery::new(transport, wallet, DeliveryConfig::from_settings(ton))
+        .with_journal(journal(ton, &store, true));
+    let report = delivery
+        .sweep(&to, dry_run)
+        .await
+        .context("sweeping the wallet")?;
+    match output {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        ),
+        Output::Text => {
+            println!("from:     {}", report.from);
+            println!("to:       {}", report.to);
+            println!(
+                "balance:  {} TON",
+                crate::cli::nano_to_ton(report.balance_nanoton)
+            );
+            println!("seqno:    {}", report.seqno);
+            if let Some(boc) = &report.boc {
+                println!("boc:      {boc}");
+            }
+            if let Some(after) = report.balance_after_nanoton {
+                println!("left:     {} TON", crate::cli::nano_to_ton(after));
+            }
+            for note in &report.notes {
+                println!("note:     {note}");
+            }
+        }
+    }
     Ok(EXIT_OK)
 }
 

@@ -109,7 +109,7 @@ pub async fn wallet_command(
 }
 
 /// The subcommands of the chain-publishing keepers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
 pub enum KeeperCommand {
     /// Run the keeper (the default): a daemon, or one cycle with --once.
     Run,
@@ -118,6 +118,9 @@ pub enum KeeperCommand {
         /// Do not contact the chain (no balance or seqno).
         #[arg(long)]
         offline: bool,
+        /// What to do with the wallet (default: print it).
+        #[command(subcommand)]
+        action: Option<WalletAction>,
     },
     /// Read what the oracle holds for every configured asset or bridge and print its age.
     Status,
@@ -125,9 +128,21 @@ pub enum KeeperCommand {
     Migrate,
 }
 
+/// Actions on the keeper wallet.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+pub enum WalletAction {
+    /// Send the whole balance to ADDRESS (wallet rotation), once no journaled message is in
+    /// flight; with --dry-run, sign a message that cannot land and print it. Stop the keeper first.
+    Sweep {
+        /// The successor wallet (raw or user-friendly).
+        #[arg(long, value_name = "ADDRESS")]
+        to: String,
+    },
+}
+
 impl KeeperCommand {
     /// What this command needs; a dry run sends nothing, so it needs neither key nor oracle.
-    pub fn needs(self, dry_run: bool) -> Needs {
+    pub fn needs(&self, dry_run: bool) -> Needs {
         match self {
             Self::Run => Needs {
                 mnemonic: !dry_run,

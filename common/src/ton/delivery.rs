@@ -5,6 +5,10 @@
 //! The caller holds the wallet lease around [`Delivery::deliver`]; inside one process the
 //! `Delivery` itself serializes calls.
 
+mod sweep;
+
+pub use sweep::SweepReport;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -95,6 +99,7 @@ fn op_name(text: &str) -> &'static str {
     match text {
         "update_price" => "update_price",
         "update_bridge_status" => "update_bridge_status",
+        "sweep" => "sweep",
         _ => "unknown",
     }
 }
@@ -700,6 +705,11 @@ impl<T: TonTransport> Delivery<T> {
         }
         out
     }
+}
+
+/// `valid_until` for a message built at chain time `chain_now` that lives `ttl`.
+pub fn valid_until_after(chain_now: u64, ttl: Duration) -> u32 {
+    valid_until(chain_now, ttl)
 }
 
 fn valid_until(chain_now: u64, ttl: Duration) -> u32 {

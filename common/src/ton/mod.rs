@@ -33,10 +33,10 @@ pub mod toncenter;
 pub mod transport;
 pub mod wallet;
 
-pub use delivery::{Delivery, DeliveryConfig, Fence, Unfenced};
+pub use delivery::{Delivery, DeliveryConfig, Fence, SweepReport, Unfenced, valid_until_after};
 pub use external::{
-    DecodedAction, DecodedExternal, OutgoingMessage, SEND_MODE, SignedExternal, build_external,
-    decode_external,
+    DecodedAction, DecodedExternal, OutgoingMessage, SEND_MODE, SWEEP_MODE, SignedExternal,
+    build_external, build_external_with_mode, decode_external,
 };
 pub use journal::{Journal, JournalEntry, JournalError};
 pub use keys::{KeyError, WalletKeys, verify_signature};
