@@ -64,6 +64,18 @@ use tonlib_core::wallet::wallet_version::WalletVersion as LibVersion;
 pub const EXTERNAL_FEE: u128 = 3_000_000;
 /// Forwarding fee per outgoing message (mode +1 pays it on top of the value), nanotons.
 pub const FORWARD_FEE: u128 = 1_000_000;
+/// What the oracle's compute phase costs per update, nanotons: a message carrying less runs out
+/// of gas (exit code -14) and changes nothing.
+pub const ORACLE_GAS_FEE: u128 = 4_000_000;
+/// The oracle's exit code for a signature that is not by a registered keeper.
+pub const EXIT_UNKNOWN_KEEPER: i32 = 401;
+/// The oracle's exit code for an update older than the stored one.
+pub const EXIT_STALE_UPDATE: i32 = 409;
+/// The oracle's exit code for a body it cannot parse.
+pub const EXIT_BAD_BODY: i32 = 400;
+/// TVM's out-of-gas exit code.
+pub const EXIT_OUT_OF_GAS: i32 = -14;
+
 /// What toncenter answers when a wallet refuses an external message (exit code appended).
 pub const CANNOT_APPLY: &str = "LITE_SERVER_UNKNOWN: cannot apply external message to current state : External message was not accepted";
 
@@ -194,6 +206,7 @@ struct FaultRule {
 #[derive(Debug, Clone)]
 struct PendingInternal {
     ready_at: Instant,
+    hash: [u8; 32],
     from: TonAddress,
     to: TonAddress,
     value: u128,
@@ -224,6 +237,9 @@ struct Chain {
     pending: Vec<PendingInternal>,
     inclusion_delay: Duration,
     held: Vec<(Instant, Vec<u8>)>,
+    oracle_gas_fee: u128,
+    /// Every transaction in the toncenter v3 shape, for `/api/v3/transactionsByMessage`.
+    v3: Vec<Value>,
     requests: Vec<RequestRecord>,
     externals: Vec<ExternalRecord>,
     oracle_events: Vec<OracleEvent>,
@@ -358,6 +374,8 @@ impl ToncenterServer {
             pending: Vec::new(),
             inclusion_delay: Duration::ZERO,
             held: Vec::new(),
+            oracle_gas_fee: ORACLE_GAS_FEE,
+            v3: Vec::new(),
             requests: Vec::new(),
             externals: Vec::new(),
             oracle_events: Vec::new(),
@@ -409,6 +427,11 @@ impl ToncenterServer {
     /// message sent meanwhile are all held, and all but the first are refused on inclusion.
     pub fn set_inclusion_delay(&self, delay: Duration) {
         self.chain().inclusion_delay = delay;
+    }
+
+    /// What the oracle's compute phase costs per update (default [`ORACLE_GAS_FEE`]).
+    pub fn set_oracle_gas_fee(&self, nanoton: u128) {
+        self.chain().oracle_gas_fee = nanoton;
     }
 
     /// Externals accepted for broadcast and not yet included.
@@ -736,6 +759,10 @@ async fn handle(State(served): State<Served>, req: Request) -> Response {
     let bytes = axum::body::to_bytes(body, 4 * 1024 * 1024)
         .await
         .unwrap_or_default();
+    if path == "/api/v3/transactionsByMessage" {
+        let c = lock(&chain);
+        return transactions_by_message(&c, &query);
+    }
     let Some(rest) = path.strip_prefix("/api/v2/") else {
         return reply(
             404,
@@ -962,6 +989,46 @@ async fn handle(State(served): State<Served>, req: Request) -> Response {
             &json!({"ok": false, "error": e.error, "code": e.status}),
         ),
     }
+}
+
+/// toncenter v3 `transactionsByMessage`: `msg_hash` (hex, base64 or base64url) matches a
+/// transaction's inbound message hash or its normalized hash.
+fn transactions_by_message(c: &Chain, query: &HashMap<String, String>) -> Response {
+    let Some(text) = query.get("msg_hash") else {
+        return reply(
+            422,
+            None,
+            &json!({"error": "msg_hash, body_hash or opcode is required", "code": 422}),
+        );
+    };
+    let t = text.trim().trim_start_matches("0x");
+    let wanted = hex::decode(t)
+        .ok()
+        .filter(|b| b.len() == 32)
+        .or_else(|| B64.decode(t).ok())
+        .or_else(|| base64::engine::general_purpose::URL_SAFE.decode(t).ok());
+    let Some(wanted) = wanted else {
+        return reply(
+            422,
+            None,
+            &json!({"error": "invalid msg_hash", "code": 422}),
+        );
+    };
+    let wanted = B64.encode(wanted);
+    let found: Vec<Value> =
+        c.v3.iter()
+            .filter(|tx| {
+                let m = &tx["in_msg"];
+                m["hash"].as_str() == Some(wanted.as_str())
+                    || m["hash_norm"].as_str() == Some(wanted.as_str())
+            })
+            .cloned()
+            .collect();
+    reply(
+        200,
+        None,
+        &json!({"transactions": found, "address_book": {}}),
+    )
 }
 
 /// A wallet or address answer as a node one seqno and 30 s behind would give it.
@@ -1406,6 +1473,7 @@ fn apply_external_inner(c: &mut Chain, boc: &[u8]) -> Result<([u8; 32], [u8; 32]
         h
     };
     let mut out_msgs = Vec::new();
+    let mut out_hashes = Vec::new();
     let mut sends = Vec::new();
     {
         let acc = c.accounts.entry(dest.clone()).or_default();
@@ -1440,8 +1508,10 @@ fn apply_external_inner(c: &mut Chain, boc: &[u8]) -> Result<([u8; 32], [u8; 32]
                 out_msgs.push(json!({"source": dest.to_base64_url(), "destination": to.to_base64_url(), "value": value.to_string(),
                     "fwd_fee": FORWARD_FEE.to_string(), "ihr_fee": "0", "created_lt": (lt + 1).to_string(), "body_hash": B64.encode(Cell::cell_hash(&im.body.value).as_slice()),
                     "msg_data": {"@type": "msg.dataRaw", "body": BagOfCells::new(std::slice::from_ref(&im.body.value)).serialize(false).map(|b| B64.encode(b)).unwrap_or_default(), "init_state": ""}}));
+                out_hashes.push(B64.encode(hash32(m)));
                 sends.push(PendingInternal {
                     ready_at: Instant::now(),
+                    hash: hash32(m),
                     from: dest.clone(),
                     to,
                     value,
@@ -1469,6 +1539,14 @@ fn apply_external_inner(c: &mut Chain, boc: &[u8]) -> Result<([u8; 32], [u8; 32]
         acc.last_lt = lt;
         acc.last_hash = tx_hash;
     }
+    c.v3.push(json!({
+        "account": dest.to_hex(), "hash": B64.encode(tx_hash), "lt": lt.to_string(), "now": now,
+        "total_fees": EXTERNAL_FEE.to_string(),
+        "description": {"aborted": false, "compute_ph": {"success": true, "exit_code": 0}},
+        "in_msg": {"hash": B64.encode(message_hash), "hash_norm": B64.encode(norm_hash), "source": null,
+            "destination": dest.to_hex(), "value": null},
+        "out_msgs": out_hashes.iter().map(|h| json!({"hash": h})).collect::<Vec<_>>(),
+    }));
     let delay = c.internal_delay;
     for mut s in sends {
         s.ready_at = Instant::now() + delay;
@@ -1572,21 +1650,64 @@ fn out_list_in_execution_order(head: &ArcCell) -> Result<Vec<(u8, ArcCell)>, Str
 
 /// The oracle contract's `recv_internal`, condensed; a failure bounces the value back.
 fn receive_internal(c: &mut Chain, m: PendingInternal) {
-    let outcome = oracle_update(c, &m);
-    let bounce = match outcome {
-        Some(ev) => {
-            let failed = !ev.accepted;
-            c.oracle_events.push(ev);
-            failed
-        }
-        None => false,
-    };
-    if bounce && m.bounce {
-        let back = m.value.saturating_sub(FORWARD_FEE);
-        c.accounts.entry(m.from.clone()).or_default().balance += back;
-    } else {
+    let is_oracle = c.accounts.get(&m.to).is_some_and(|a| a.oracle.is_some());
+    if !is_oracle {
         c.accounts.entry(m.to.clone()).or_default().balance += m.value;
+        return;
     }
+    let gas = c.oracle_gas_fee;
+    let exit_code = if m.value < gas {
+        // Out of gas before it could do anything: the oracle keeps what the gas cost.
+        c.oracle_events.push(OracleEvent {
+            oracle: m.to.clone(),
+            from: m.from.clone(),
+            op: m.body.parser().load_u32(32).unwrap_or(0),
+            id: 0,
+            value: 0,
+            timestamp: 0,
+            accepted: false,
+            reason: Some("out of gas".into()),
+        });
+        EXIT_OUT_OF_GAS
+    } else {
+        match oracle_update(c, &m) {
+            Some(ev) => {
+                let code = match ev.reason.as_deref() {
+                    None => 0,
+                    Some(r) if r.contains("registered keeper") => EXIT_UNKNOWN_KEEPER,
+                    Some(r) if r.contains("older") => EXIT_STALE_UPDATE,
+                    Some(_) => EXIT_BAD_BODY,
+                };
+                c.oracle_events.push(ev);
+                code
+            }
+            None => EXIT_BAD_BODY,
+        }
+    };
+    let fee = gas.min(m.value);
+    let rest = m.value - fee;
+    if exit_code != 0 && m.bounce {
+        let back = rest.saturating_sub(FORWARD_FEE);
+        c.accounts.entry(m.from.clone()).or_default().balance += back;
+    }
+    let acc = c.accounts.entry(m.to.clone()).or_default();
+    acc.balance += if exit_code != 0 && m.bounce {
+        fee
+    } else {
+        m.value
+    };
+    c.lt += 10;
+    let lt = c.lt;
+    let now = c.now();
+    c.v3.push(json!({
+        "account": m.to.to_hex(), "hash": B64.encode(m.hash), "lt": lt.to_string(), "now": now,
+        "total_fees": fee.to_string(),
+        "description": {"aborted": exit_code != 0,
+            "compute_ph": {"success": exit_code == 0, "exit_code": exit_code}},
+        "in_msg": {"hash": B64.encode(m.hash), "source": m.from.to_hex(), "destination": m.to.to_hex(),
+            "value": m.value.to_string()},
+        "out_msgs": [],
+    }));
 }
 
 fn oracle_update(c: &mut Chain, m: &PendingInternal) -> Option<OracleEvent> {

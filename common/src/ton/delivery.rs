@@ -130,6 +130,16 @@ impl InFlight {
     }
 }
 
+/// The oracle's result for one batch.
+#[derive(Debug, Clone, Copy)]
+struct OnChain {
+    exit_code: i32,
+    fees_nanoton: u128,
+}
+
+/// The endpoint has no transaction index.
+struct Unindexed;
+
 enum Settled {
     Confirmed(Option<(u64, String)>),
     Expired,
@@ -498,6 +508,7 @@ impl<T: TonTransport> Delivery<T> {
                     self.forget(&flight).await;
                     *slot = None;
                     self.count(&ops, "confirmed");
+                    let onchain = self.onchain_result(&flight.ext).await;
                     let latency = first_send.elapsed();
                     if let Some(m) = &self.metrics {
                         m.chain.update_latency.observe(latency.as_secs_f64());
@@ -512,6 +523,10 @@ impl<T: TonTransport> Delivery<T> {
                         rebuilds,
                         latency_ms: latency.as_millis() as u64,
                         fencing_token: flight.fencing_token,
+                        exit_code: onchain.map(|o| o.exit_code),
+                        fees_nanoton: onchain.map(|o| o.fees_nanoton),
+                        value_nanoton: u128::from(self.config.value_nanoton)
+                            .saturating_mul(u128::try_from(flight.ext.actions).unwrap_or(0)),
                     });
                 }
                 Ok(Settled::Expired) => {
@@ -634,6 +649,65 @@ impl<T: TonTransport> Delivery<T> {
                 });
             }
         }
+    }
+
+    /// What the oracle made of a confirmed external: follows it through the v3 index from the
+    /// wallet transaction (by normalized hash) to each oracle transaction it caused, polling
+    /// until all are indexed or the read-back timeout passes. `None` without an index.
+    async fn onchain_result(&self, ext: &SignedExternal) -> Option<OnChain> {
+        let deadline = Instant::now() + self.config.readback_timeout;
+        loop {
+            match self.try_onchain_result(ext).await {
+                Ok(Some(found)) => return Some(found),
+                Ok(None) => {}
+                Err(Unindexed) => return None,
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    seqno = ext.seqno,
+                    "the oracle's transactions are not indexed yet; result unknown"
+                );
+                return None;
+            }
+            tokio::time::sleep(self.config.poll_interval).await;
+        }
+    }
+
+    /// One look: `Ok(None)` while something is not indexed yet, `Err` when there is no index.
+    async fn try_onchain_result(&self, ext: &SignedExternal) -> Result<Option<OnChain>, Unindexed> {
+        let lookup = |hash_hex: String| async move {
+            match self.transport.transactions_by_message(&hash_hex).await {
+                Ok(Some(txs)) => Ok(txs),
+                Ok(None) => Err(Unindexed),
+                Err(e) => {
+                    tracing::debug!(error = %e, "transaction index lookup failed");
+                    Ok(Vec::new())
+                }
+            }
+        };
+        let wallet_txs = lookup(hex::encode(ext.normalized_hash)).await?;
+        let Some(wallet_tx) = wallet_txs.into_iter().next() else {
+            return Ok(None);
+        };
+        let mut fees = wallet_tx.total_fees_nanoton;
+        let mut exit_code = 0;
+        for out in &wallet_tx.out_msg_hashes {
+            let Some(hash) = B64.decode(out).ok().map(hex::encode) else {
+                continue;
+            };
+            let Some(tx) = lookup(hash).await?.into_iter().next() else {
+                return Ok(None);
+            };
+            fees = fees.saturating_add(tx.total_fees_nanoton);
+            match tx.exit_code {
+                Some(code) if code != 0 && exit_code == 0 => exit_code = code,
+                _ => {}
+            }
+        }
+        Ok(Some(OnChain {
+            exit_code,
+            fees_nanoton: fees,
+        }))
     }
 
     /// The wallet transaction that consumed `ext`, if the API lists it.

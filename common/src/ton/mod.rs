@@ -45,8 +45,8 @@ pub use oracle::{
     OracleMessage, OracleUpdate, PriceUpdate, decode_body,
 };
 pub use publish::{
-    Publication, PublishError, Publisher, SendSummary, TickOutcome, UPDATE_NOT_APPLIED,
-    WALLET_BALANCE_LOW,
+    Publication, PublishError, Publisher, SendSummary, TickOutcome, UPDATE_FAILED_ONCHAIN,
+    UPDATE_NOT_APPLIED, WALLET_BALANCE_LOW, exit_code_meaning,
 };
 pub use readback::{read_bridge_status, read_price};
 pub use report::{BatchReport, DeliveryError, DeliveryReport, ReadBack};
@@ -60,8 +60,8 @@ pub use summary::{
 };
 pub use toncenter::{ENDPOINT_DOWN, Toncenter};
 pub use transport::{
-    AccountState, AddressInformation, GetMethodResult, SentMessage, StackValue, TonTransport,
-    Transaction, TransportError, WalletInformation,
+    AccountState, AddressInformation, GetMethodResult, IndexedTransaction, SentMessage, StackValue,
+    TonTransport, Transaction, TransportError, WalletInformation,
 };
 pub use wallet::{Wallet, WalletInfo};
 

@@ -20,6 +20,8 @@ use crate::telemetry::metrics::{Metrics, labels};
 
 /// Alert raised when a confirmed message does not show on the oracle.
 pub const UPDATE_NOT_APPLIED: &str = "update_not_applied";
+/// Alert raised when the oracle's transaction for an update failed (non-zero compute exit code).
+pub const UPDATE_FAILED_ONCHAIN: &str = "update_failed_onchain";
 /// Alert raised when the keeper wallet's balance is below the configured threshold.
 pub const WALLET_BALANCE_LOW: &str = "wallet_balance_low";
 const NANOTON_PER_TON: f64 = 1e9;
@@ -107,6 +109,16 @@ impl SendSummary {
         self.messages = messages;
         self.delivery = Some(report);
         self.outcome = TickOutcome::Published;
+    }
+
+    /// Takes in a failed delivery: outcome `failed`, and the batches (exit codes, fees) when the
+    /// messages were confirmed but did not apply.
+    pub fn failed(&mut self, error: &DeliveryError) {
+        self.outcome = TickOutcome::Failed;
+        if let DeliveryError::NotLanded { report, .. } = error {
+            self.externals = report.batches.len();
+            self.delivery = Some((**report).clone());
+        }
     }
 
     /// The first lines of a text rendering: outcome and notes.
@@ -326,7 +338,13 @@ impl Publisher {
         })?;
         let messages = build(oracle);
         let sent = before_send().await;
-        match self.delivery.deliver_fenced(&messages, &self.lease).await {
+        let result = self.delivery.deliver_fenced(&messages, &self.lease).await;
+        match &result {
+            Ok(report) => self.check_onchain(report),
+            Err(DeliveryError::NotLanded { report, .. }) => self.check_onchain(report),
+            Err(_) => {}
+        }
+        match result {
             Ok(report) => {
                 self.alerter.resolve(UPDATE_NOT_APPLIED);
                 let value = self.value_nanoton;
@@ -349,6 +367,32 @@ impl Publisher {
                 }
                 Ok(Publication::Failed { error, sent })
             }
+        }
+    }
+
+    /// Raises `update_failed_onchain` when an oracle transaction of the delivery failed,
+    /// naming its exit code; resolves it when every batch's result is known and 0.
+    fn check_onchain(&self, report: &DeliveryReport) {
+        let failed: Vec<(u32, i32)> = report
+            .batches
+            .iter()
+            .filter_map(|b| b.exit_code.filter(|c| *c != 0).map(|c| (b.seqno, c)))
+            .collect();
+        if let Some((seqno, code)) = failed.first() {
+            self.alerter.fire(
+                Alert::new(
+                    UPDATE_FAILED_ONCHAIN,
+                    Severity::Critical,
+                    format!(
+                        "the oracle's transaction for the message with seqno {seqno} failed with \
+                         exit code {code} ({}); the update did not apply",
+                        exit_code_meaning(*code)
+                    ),
+                )
+                .label("exit_code", code.to_string()),
+            );
+        } else if report.batches.iter().all(|b| b.exit_code == Some(0)) {
+            self.alerter.resolve(UPDATE_FAILED_ONCHAIN);
         }
     }
 
@@ -394,6 +438,15 @@ impl Fence for Option<tokio::sync::Mutex<WalletLease>> {
             Some(lease) => lease.lock().await.check_fence().await,
             None => Ok(None),
         }
+    }
+}
+
+/// What a compute exit code usually means for an oracle update.
+pub fn exit_code_meaning(code: i32) -> &'static str {
+    match code {
+        -14 | 13 => "out of gas: raise UPDATE_VALUE_TON",
+        -1..=127 => "a TVM error in the oracle contract",
+        _ => "refused by the oracle contract (unknown keeper, bad signature, stale update…)",
     }
 }
 

@@ -29,6 +29,13 @@ pub struct BatchReport {
     pub latency_ms: u64,
     /// Fencing token of the wallet lease checked right before it was signed (Redis leases).
     pub fencing_token: Option<u64>,
+    /// The oracle's compute exit code: 0 when every oracle transaction of the batch succeeded,
+    /// else the first failing one's; absent when the endpoint has no transaction index.
+    pub exit_code: Option<i32>,
+    /// Fees of the wallet and oracle transactions, nanotons (with `exit_code`).
+    pub fees_nanoton: Option<u128>,
+    /// TON the batch carried to the oracle, nanotons.
+    pub value_nanoton: u128,
 }
 
 /// What the oracle showed for one update after delivery.

@@ -16,8 +16,8 @@ use tonlib_core::cell::{ArcCell, BagOfCells};
 use super::endpoints::{ALERT_AFTER_FAILURES, Api, Freshest, Node, dedupe_labels};
 use super::settings::TonSettings;
 use super::transport::{
-    AccountState, AddressInformation, GetMethodResult, SentMessage, StackValue, TonTransport,
-    Transaction, TransportError, WalletInformation,
+    AccountState, AddressInformation, GetMethodResult, IndexedTransaction, SentMessage, StackValue,
+    TonTransport, Transaction, TransportError, WalletInformation,
 };
 use crate::alert::{Alert, Alerter, Severity};
 use crate::http;
@@ -659,7 +659,98 @@ pub fn parse_run_result(
     Ok(GetMethodResult { exit_code, stack })
 }
 
+impl Toncenter {
+    /// `GET …/api/v3/transactionsByMessage` on the first endpoint that is up and has a
+    /// `/api/v2` path to derive it from.
+    async fn v3_by_message(
+        &self,
+        msg_hash_hex: &str,
+    ) -> Result<Option<Vec<IndexedTransaction>>, TransportError> {
+        const M: &str = "transactionsByMessage";
+        let Some((node, url)) = self.in_order().find_map(|n| v3_url(n).map(|u| (n, u))) else {
+            return Ok(None);
+        };
+        node.pace().await;
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let mut request = self.client.get(url).query(&[
+            ("msg_hash", msg_hash_hex),
+            ("direction", "in"),
+            ("limit", "10"),
+        ]);
+        if let Some(k) = &node.api_key {
+            request = request.header("X-API-Key", k.expose());
+        }
+        let resp = request
+            .send()
+            .await
+            .map_err(|e| map_http(M, http::transport_error("toncenter", &e, self.timeout)))?;
+        let status = resp.status().as_u16();
+        if status == 404 {
+            return Ok(None);
+        }
+        let body = http::read_limited("toncenter", resp, self.timeout)
+            .await
+            .map_err(|e| map_http(M, e))?;
+        if !(200..300).contains(&status) {
+            return Err(TransportError::Api {
+                method: M,
+                status,
+                code: None,
+                error: http::snippet(&body),
+                retry_after: None,
+            });
+        }
+        let v: Value = serde_json::from_slice(&body)
+            .map_err(|_| decode(M, format!("body is not JSON: {}", http::snippet(&body))))?;
+        let items = v
+            .get("transactions")
+            .and_then(Value::as_array)
+            .ok_or_else(|| decode(M, "no transactions list"))?;
+        Ok(Some(items.iter().map(indexed).collect()))
+    }
+}
+
+/// The v3 URL next to a v2 endpoint (`…/api/v2/…` → `…/api/v3/transactionsByMessage`).
+fn v3_url(node: &Node) -> Option<url::Url> {
+    let url = match &node.api {
+        Api::JsonRpc(u) | Api::Rest(u) => u,
+    };
+    let path = url.path();
+    let at = path.find("/api/v2")?;
+    let mut v3 = url.clone();
+    v3.set_path(&format!("{}/api/v3/transactionsByMessage", &path[..at]));
+    Some(v3)
+}
+
+fn indexed(t: &Value) -> IndexedTransaction {
+    let compute = &t["description"]["compute_ph"];
+    IndexedTransaction {
+        account: t["account"].as_str().unwrap_or("").to_owned(),
+        exit_code: compute
+            .get("exit_code")
+            .and_then(Value::as_i64)
+            .and_then(|c| i32::try_from(c).ok()),
+        total_fees_nanoton: int_field(t, "total_fees").unwrap_or(0),
+        in_value_nanoton: t.get("in_msg").and_then(|m| int_field(m, "value")),
+        out_msg_hashes: t["out_msgs"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|m| m["hash"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
 impl TonTransport for Toncenter {
+    async fn transactions_by_message(
+        &self,
+        msg_hash_hex: &str,
+    ) -> Result<Option<Vec<IndexedTransaction>>, TransportError> {
+        self.v3_by_message(msg_hash_hex).await
+    }
+
     async fn wallet_information(
         &self,
         address: &TonAddress,

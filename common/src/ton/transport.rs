@@ -273,4 +273,27 @@ pub trait TonTransport: Send + Sync {
         address: &TonAddress,
         limit: u32,
     ) -> impl Future<Output = Result<Vec<Transaction>, TransportError>> + Send;
+
+    /// Transactions whose inbound message has this hash (raw or normalized, hex), through the
+    /// toncenter v3 index; `None` when the endpoint does not offer it.
+    fn transactions_by_message(
+        &self,
+        msg_hash_hex: &str,
+    ) -> impl Future<Output = Result<Option<Vec<IndexedTransaction>>, TransportError>> + Send;
+}
+
+/// One transaction as the toncenter v3 index describes it: enough to follow a message from the
+/// wallet to the oracle and to read the oracle's result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexedTransaction {
+    /// The account, raw form.
+    pub account: String,
+    /// Compute phase exit code (absent when the phase was skipped).
+    pub exit_code: Option<i32>,
+    /// All fees of the transaction, nanotons.
+    pub total_fees_nanoton: u128,
+    /// Value of the inbound message, nanotons (none for an external).
+    pub in_value_nanoton: Option<u128>,
+    /// Hashes of its outbound messages, base64.
+    pub out_msg_hashes: Vec<String>,
 }

@@ -364,7 +364,7 @@ impl BridgeCycle {
                 None
             }
             Ok(Publication::Failed { error, .. }) => {
-                summary.send.outcome = TickOutcome::Failed;
+                summary.send.failed(&error);
                 Some(CycleError::failed(format!(
                     "sending bridge statuses failed: {error}"
                 )))

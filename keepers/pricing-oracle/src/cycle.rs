@@ -485,7 +485,7 @@ impl PricingCycle {
                     confirmed_at: None,
                 };
                 self.set_status(&sent, &change).await;
-                summary.send.outcome = TickOutcome::Failed;
+                summary.send.failed(&error);
                 Err(CycleError::failed(format!(
                     "sending updates failed: {error}"
                 )))
