@@ -567,9 +567,13 @@ impl UpstreamsHandle {
     /// `[sources]` pointed at the stand-ins: 2 s timeout, 1 retry after 20 ms, 1 s cap.
     pub fn sources_settings(&self) -> SourcesSettings {
         SourcesSettings {
-            eth_rpc_urls: self.eth_rpc_urls().into_iter().map(Secret::new).collect(),
+            eth_rpc_urls: self
+                .eth_rpc_urls()
+                .into_iter()
+                .map(|u| Arc::new(Secret::new(u)))
+                .collect(),
             coingecko_base_url: Some(self.coingecko_url()),
-            defillama_coins_url: Secret::new(self.defillama_url()),
+            defillama_coins_url: Arc::new(Secret::new(self.defillama_url())),
             request_timeout: 2,
             retries: 1,
             retry_delay_ms: 20,

@@ -14,7 +14,7 @@ async fn an_api_key_never_follows_a_redirect_to_another_host() {
             .await;
     let settings = SourcesSettings {
         coingecko_base_url: Some(redirector.url()),
-        coingecko_api_key: Some(Secret::new("CG-REDIRECT-SECRET")),
+        coingecko_api_key: Some(Secret::shared("CG-REDIRECT-SECRET")),
         coingecko_tier: Some(CoinGeckoTier::Demo),
         ..SourcesSettings::default()
     };

@@ -307,7 +307,7 @@ async fn coingecko_tiers_send_their_header() {
     let up = UpstreamsHandle::start().await;
     up.require_coingecko_key("x-cg-pro-api-key", "CG-pro-secret");
     let mut s = up.sources_settings();
-    s.coingecko_api_key = Some(Secret::new("CG-pro-secret"));
+    s.coingecko_api_key = Some(Secret::shared("CG-pro-secret"));
     s.coingecko_tier = Some(CoinGeckoTier::Pro);
     let (f, metrics) = fetcher(&up, &s);
     let got = f.fetch().await;
@@ -919,7 +919,7 @@ async fn secrets_in_urls_never_reach_reasons_or_metrics() {
     s.eth_rpc_urls = up
         .eth_rpc_urls()
         .iter()
-        .map(|u| Secret::new(format!("{u}v3/SECRETKEY123")))
+        .map(|u| Secret::shared(format!("{u}v3/SECRETKEY123")))
         .collect();
     up.set_down(Source::Chainlink, true);
     up.set_mode(Source::Coingecko, Mode::server_error(500));

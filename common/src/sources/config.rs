@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rust_decimal::Decimal;
@@ -13,21 +14,21 @@ use super::Source;
 pub use super::assets::{
     AssetConfig, AssetList, ChainlinkFeed, parse_address, validate_defillama_key,
 };
-use crate::config::{BadInput, ConfigError, EnvBinding, Kind, bind, validate};
+use crate::config::{BadInput, ConfigError, EnvBinding, Kind, bind, bind_secret, validate};
 use crate::secret::Secret;
 
 /// Environment bindings of `[sources]` and `[aggregation]`; the pricing and bridge keepers
 /// append them to `COMMON_ENV`.
 pub const SOURCES_ENV: &[EnvBinding] = &[
-    bind("ETH_RPC_URL", "sources.eth_rpc_urls", Kind::List),
+    bind_secret("ETH_RPC_URL", "sources.eth_rpc_urls", Kind::List),
     bind(
         "COINGECKO_BASE_URL",
         "sources.coingecko_base_url",
         Kind::Str,
     ),
-    bind("COINGECKO_API_KEY", "sources.coingecko_api_key", Kind::Str),
+    bind_secret("COINGECKO_API_KEY", "sources.coingecko_api_key", Kind::Str),
     bind("COINGECKO_TIER", "sources.coingecko_tier", Kind::Str),
-    bind(
+    bind_secret(
         "DEFILLAMA_COINS_URL",
         "sources.defillama_coins_url",
         Kind::Str,
@@ -121,15 +122,15 @@ pub struct SourcesSettings {
     pub enabled: Vec<Source>,
     /// Ethereum JSON-RPC endpoints, tried in order (`ETH_RPC_URL`, comma-separated); URLs often
     /// carry a key in their path, so they are secrets.
-    pub eth_rpc_urls: Vec<Secret>,
+    pub eth_rpc_urls: Vec<Arc<Secret>>,
     /// CoinGecko API base (`COINGECKO_BASE_URL`); default: the tier's host.
     pub coingecko_base_url: Option<String>,
     /// CoinGecko demo or pro key (`COINGECKO_API_KEY`).
-    pub coingecko_api_key: Option<Secret>,
+    pub coingecko_api_key: Option<Arc<Secret>>,
     /// `keyless`, `demo` or `pro` (`COINGECKO_TIER`); default: `demo` with a key, else `keyless`.
     pub coingecko_tier: Option<CoinGeckoTier>,
     /// DefiLlama coins API base (`DEFILLAMA_COINS_URL`); may carry a pro key in its path.
-    pub defillama_coins_url: Secret,
+    pub defillama_coins_url: Arc<Secret>,
     /// DefiLlama `searchWidth` (`4h`, `12h`, `1d`…): older coins are left out of the answer.
     pub defillama_search_width: String,
     /// Per-request timeout, seconds (`SOURCE_TIMEOUT`).
@@ -156,12 +157,12 @@ impl Default for SourcesSettings {
             enabled: vec![Source::Chainlink, Source::Coingecko, Source::Defillama],
             eth_rpc_urls: DEFAULT_ETH_RPC_URLS
                 .iter()
-                .map(|u| Secret::new(*u))
+                .map(|u| Arc::new(Secret::new(*u)))
                 .collect(),
             coingecko_base_url: None,
             coingecko_api_key: None,
             coingecko_tier: None,
-            defillama_coins_url: Secret::new(DEFILLAMA_COINS_URL),
+            defillama_coins_url: Arc::new(Secret::new(DEFILLAMA_COINS_URL)),
             defillama_search_width: "4h".into(),
             request_timeout: 10,
             retries: 2,

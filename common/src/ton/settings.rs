@@ -1,11 +1,12 @@
 //! `[ton]` settings: chain access, the keeper wallet and its mnemonic, message value and timing.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::config::{ConfigError, Env, EnvBinding, Kind, bind, validate};
+use crate::config::{ConfigError, EnvBinding, Kind, bind, bind_secret, validate};
 use crate::secret::Secret;
 
 /// The most an oracle message may carry (10 TON): more is a typo, and a costly one.
@@ -14,11 +15,10 @@ pub const MAX_VALUE_NANOTON: u64 = 10 * validate::NANOTON;
 /// Environment bindings of `[ton]`.
 pub const TON_ENV: &[EnvBinding] = &[
     bind("TON_RPC_URL", "ton.rpc_url", Kind::Str),
-    bind("TON_API_KEY", "ton.api_key", Kind::Str),
+    bind_secret("TON_API_KEY", "ton.api_key", Kind::Str),
     bind("TON_NETWORK", "ton.network", Kind::Str),
     bind("WALLET_VERSION", "ton.wallet_version", Kind::Str),
-    bind("KEEPER_MNEMONIC", "ton.mnemonic", Kind::Str),
-    bind("KEEPER_MNEMONIC_FILE", "ton.mnemonic_file", Kind::Str),
+    bind_secret("KEEPER_MNEMONIC", "ton.mnemonic", Kind::Str),
     bind("UPDATE_VALUE_TON", "ton.update_value_ton", Kind::Decimal),
     bind("MESSAGE_TTL", "ton.message_ttl", Kind::Int),
 ];
@@ -52,14 +52,15 @@ pub struct TonSettings {
     /// toncenter v2 endpoint: the JSON-RPC URL or the `/api/v2/` base (`TON_RPC_URL`).
     pub rpc_url: String,
     /// toncenter API key, sent as `X-API-Key` (`TON_API_KEY`).
-    pub api_key: Option<Secret>,
+    pub api_key: Option<Arc<Secret>>,
     /// `mainnet` or `testnet` (`TON_NETWORK`).
     pub network: Network,
     /// `v5r1` or `v4r2` (`WALLET_VERSION`).
     pub wallet_version: WalletVersion,
-    /// The 24-word mnemonic (`KEEPER_MNEMONIC`); prefer a file or systemd credential.
-    pub mnemonic: Option<Secret>,
-    /// File holding the mnemonic (`KEEPER_MNEMONIC_FILE`).
+    /// The 24-word mnemonic (`KEEPER_MNEMONIC`, `KEEPER_MNEMONIC_FILE` or the systemd credential
+    /// `keeper-mnemonic`); taken out by [`take_mnemonic`] before the keeper starts.
+    pub mnemonic: Option<Arc<Secret>>,
+    /// File holding the mnemonic, for a config file that names one.
     pub mnemonic_file: Option<PathBuf>,
     /// Nanotons attached to each oracle message (`update_value_ton` / `UPDATE_VALUE_TON`, given in TON).
     #[serde(
@@ -168,24 +169,22 @@ pub fn validate_mnemonic(setting: &str, phrase: &Secret) -> Result<(), ConfigErr
     })
 }
 
-/// Resolves the keeper's mnemonic: `ton.mnemonic` (`KEEPER_MNEMONIC`), then `ton.mnemonic_file`
-/// (`KEEPER_MNEMONIC_FILE`), then systemd's `$CREDENTIALS_DIRECTORY/keeper-mnemonic`.
-pub fn resolve_mnemonic(ton: &TonSettings, env: &dyn Env) -> Result<Option<Secret>, ConfigError> {
-    if let Some(m) = &ton.mnemonic {
-        return Ok(Some(m.clone()));
+/// Takes the keeper's mnemonic out of the settings: `ton.mnemonic` (`KEEPER_MNEMONIC`, its
+/// `KEEPER_MNEMONIC_FILE` or systemd's `$CREDENTIALS_DIRECTORY/keeper-mnemonic`), else the file
+/// `ton.mnemonic_file` names. The settings keep no copy.
+pub fn take_mnemonic(ton: &mut TonSettings) -> Result<Option<Arc<Secret>>, ConfigError> {
+    if let Some(m) = ton.mnemonic.take() {
+        return Ok(Some(m));
     }
-    let file: Option<PathBuf> = ton.mnemonic_file.clone().or_else(|| {
-        env.var("CREDENTIALS_DIRECTORY")
-            .map(|d| Path::new(&d).join("keeper-mnemonic"))
-            .filter(|p| p.exists())
-    });
-    match file {
-        Some(path) => Secret::from_file(&path).map(Some).map_err(|e| {
-            ConfigError::new(
-                "ton.mnemonic_file (KEEPER_MNEMONIC_FILE)",
-                format!("cannot read {}: {}", path.display(), e.kind()),
-            )
-        }),
+    match &ton.mnemonic_file {
+        Some(path) => Secret::from_file(path)
+            .map(|m| Some(Arc::new(m)))
+            .map_err(|e| {
+                ConfigError::new(
+                    "ton.mnemonic_file",
+                    format!("cannot read {}: {}", path.display(), e.kind()),
+                )
+            }),
         None => Ok(None),
     }
 }

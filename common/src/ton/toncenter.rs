@@ -1,6 +1,7 @@
 //! toncenter HTTP API v2: JSON-RPC (`…/api/v2/jsonRPC`) or REST (`…/api/v2/`), `X-API-Key`,
 //! retries of 429/5xx with backoff, errors carrying the HTTP status and toncenter's `code`/`error`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
@@ -35,7 +36,7 @@ enum Endpoint {
 pub struct Toncenter {
     client: reqwest::Client,
     endpoint: Endpoint,
-    api_key: Option<Secret>,
+    api_key: Option<Arc<Secret>>,
     timeout: Duration,
     policy: ExponentialBuilder,
 }
@@ -61,7 +62,7 @@ impl Toncenter {
     /// REST base (`https://toncenter.com/api/v2/`; a bare host gets `/api/v2/` appended).
     pub fn with_endpoint(
         url: &str,
-        api_key: Option<Secret>,
+        api_key: Option<Arc<Secret>>,
         timeout: Duration,
     ) -> Result<Self, TransportError> {
         // The URL may carry `?api_key=`; never echo it.

@@ -331,6 +331,9 @@ impl ChainConfig for Config {
     fn ton(&self) -> &TonSettings {
         &self.settings.ton
     }
+    fn ton_mut(&mut self) -> &mut TonSettings {
+        &mut self.settings.ton
+    }
     fn runner(&self) -> &RunnerSettings {
         &self.settings.runner
     }

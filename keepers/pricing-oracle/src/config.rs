@@ -138,6 +138,9 @@ impl ChainConfig for PricingConfig {
     fn ton(&self) -> &TonSettings {
         &self.ton
     }
+    fn ton_mut(&mut self) -> &mut TonSettings {
+        &mut self.ton
+    }
     fn runner(&self) -> &RunnerSettings {
         &self.runner
     }

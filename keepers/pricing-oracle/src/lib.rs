@@ -13,7 +13,7 @@ pub mod status;
 use std::path::Path;
 
 use keeper_common::cli::Output;
-use keeper_common::config::{ConfigError, Env};
+use keeper_common::config::{ConfigError, Env, EnvBinding};
 use keeper_common::runtime::{ChainKeeper, ChainParts};
 use keeper_common::sources::PriceFetcher;
 use keeper_common::telemetry::Metrics;
@@ -38,6 +38,10 @@ impl ChainKeeper for PricingKeeper {
 
     fn load(file: Option<&Path>, env: &dyn Env) -> Result<PricingConfig, ConfigError> {
         PricingConfig::load(file, env)
+    }
+
+    fn env_bindings() -> Vec<EnvBinding> {
+        crate::env::bindings()
     }
 
     fn register(_metrics: &mut Metrics) {}
