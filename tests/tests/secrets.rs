@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use keeper_tests::env;
 use keeper_tests::pricing::{PricingHarness, TEST_MNEMONIC};
-use keeper_tests::upstreams::Source;
+use keeper_tests::upstreams::{Endpoint, Source};
 use redis::AsyncCommands as _;
 
 const SETTLE: Duration = Duration::from_secs(30);
@@ -112,6 +112,10 @@ async fn every_secret_works_from_a_file_and_none_is_in_the_environment() {
             "PAGERDUTY_ROUTING_KEY_FILE",
             write(dir.path(), "pd", ROUTING_KEY),
         ),
+        (
+            "ETH_RPC_URL_FILE",
+            write(dir.path(), "eth", &h.up.eth_rpc_urls().join(",")),
+        ),
     ];
     let mut vars = env_without(
         &h,
@@ -120,6 +124,7 @@ async fn every_secret_works_from_a_file_and_none_is_in_the_environment() {
             "DATABASE_URL",
             "REDIS_URL",
             "ALERT_WEBHOOK_URL",
+            "ETH_RPC_URL",
         ],
     );
     vars.extend(files.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
@@ -158,11 +163,15 @@ async fn every_secret_works_from_a_file_and_none_is_in_the_environment() {
     h.up.set_down(Source::Chainlink, false);
     h.up.set_down(Source::Defillama, false);
     h.wait_externals(1, SETTLE).await;
-    let cg = h.up.requests(keeper_tests::upstreams::Endpoint::Coingecko);
+    let cg = h.up.requests(Endpoint::Coingecko);
     assert!(
         cg.iter()
             .any(|r| r.header("x-cg-demo-api-key") == Some(COINGECKO_KEY)),
         "CoinGecko got the key from the file"
+    );
+    assert!(
+        !h.up.requests(Endpoint::Eth(0)).is_empty(),
+        "Chainlink read through the Ethereum endpoints from the file"
     );
     let deadline = std::time::Instant::now() + SETTLE;
     while pg_rows(&h.schema).await == 0 || redis_keys(&h.prefix).await.is_empty() {
