@@ -37,12 +37,19 @@ pub const SOURCES_ENV: &[EnvBinding] = &[
         "sources.defillama_search_width",
         Kind::Str,
     ),
+    bind("PYTH_HERMES_URL", "sources.pyth_hermes_url", Kind::Str),
+    bind("PYTH_API_KEY", "sources.pyth_api_key", Kind::Str),
     bind("SOURCE_TIMEOUT", "sources.request_timeout", Kind::Int),
     bind("MIN_SOURCES", "aggregation.min_sources", Kind::Int),
     bind(
         "MAX_DEVIATION_BPS",
         "aggregation.max_deviation_bps",
         Kind::Int,
+    ),
+    bind(
+        "ALLOW_SINGLE_SOURCE",
+        "aggregation.allow_single_source",
+        Kind::Bool,
     ),
 ];
 
@@ -57,6 +64,8 @@ pub const COINGECKO_PUBLIC_URL: &str = "https://api.coingecko.com/api/v3";
 pub const COINGECKO_PRO_URL: &str = "https://pro-api.coingecko.com/api/v3";
 /// DefiLlama's coins API.
 pub const DEFILLAMA_COINS_URL: &str = "https://coins.llama.fi";
+/// Pyth's public Hermes instance.
+pub const PYTH_HERMES_URL: &str = "https://hermes.pyth.network";
 
 /// CoinGecko plan: decides the host and the key header (reference §1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -117,7 +126,7 @@ impl Default for RequestPolicy {
 #[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SourcesSettings {
-    /// Which sources run: any of `chainlink`, `coingecko`, `defillama`.
+    /// Which sources run: any of `chainlink`, `coingecko`, `defillama`, `pyth`.
     pub enabled: Vec<Source>,
     /// Ethereum JSON-RPC endpoints, tried in order (`ETH_RPC_URL`, comma-separated); URLs often
     /// carry a key in their path, so they are secrets.
@@ -132,6 +141,14 @@ pub struct SourcesSettings {
     pub defillama_coins_url: Secret,
     /// DefiLlama `searchWidth` (`4h`, `12h`, `1d`…): older coins are left out of the answer.
     pub defillama_search_width: String,
+    /// Pyth Hermes base URL (`PYTH_HERMES_URL`); `/v2/updates/price/latest` is appended.
+    pub pyth_hermes_url: String,
+    /// Hermes API key, sent as `Authorization: Bearer` (`PYTH_API_KEY`).
+    pub pyth_api_key: Option<Secret>,
+    /// A Pyth quote whose `conf / price` exceeds this many basis points is rejected.
+    pub pyth_max_conf_bps: u32,
+    /// Oldest acceptable Pyth `publish_time`, seconds.
+    pub pyth_max_age: u64,
     /// Per-request timeout, seconds (`SOURCE_TIMEOUT`).
     pub request_timeout: u64,
     /// Retries after the first try of a request.
@@ -153,7 +170,7 @@ pub struct SourcesSettings {
 impl Default for SourcesSettings {
     fn default() -> Self {
         Self {
-            enabled: vec![Source::Chainlink, Source::Coingecko, Source::Defillama],
+            enabled: Source::ALL.to_vec(),
             eth_rpc_urls: DEFAULT_ETH_RPC_URLS
                 .iter()
                 .map(|u| Secret::new(*u))
@@ -163,6 +180,10 @@ impl Default for SourcesSettings {
             coingecko_tier: None,
             defillama_coins_url: Secret::new(DEFILLAMA_COINS_URL),
             defillama_search_width: "4h".into(),
+            pyth_hermes_url: PYTH_HERMES_URL.into(),
+            pyth_api_key: None,
+            pyth_max_conf_bps: 100,
+            pyth_max_age: 120,
             request_timeout: 10,
             retries: 2,
             retry_delay_ms: 250,
@@ -196,6 +217,10 @@ impl fmt::Debug for SourcesSettings {
                 &host_of(self.defillama_coins_url.expose()),
             )
             .field("defillama_search_width", &self.defillama_search_width)
+            .field("pyth_hermes_url", &host_of(&self.pyth_hermes_url))
+            .field("pyth_api_key", &self.pyth_api_key)
+            .field("pyth_max_conf_bps", &self.pyth_max_conf_bps)
+            .field("pyth_max_age", &self.pyth_max_age)
             .field("request_timeout", &self.request_timeout)
             .field("retries", &self.retries)
             .field("retry_delay_ms", &self.retry_delay_ms)
@@ -260,6 +285,7 @@ impl SourcesSettings {
         match source {
             Source::Coingecko => self.coingecko_max_age,
             Source::Defillama => self.defillama_max_age,
+            Source::Pyth => self.pyth_max_age,
             // Chainlink's limit is per feed: heartbeat + grace.
             Source::Chainlink => self.chainlink_grace,
         }
@@ -292,6 +318,29 @@ impl SourcesSettings {
             "sources.defillama_coins_url (DEFILLAMA_COINS_URL)",
             &self.defillama_coins_url,
         )?;
+        validate::http_url(
+            "sources.pyth_hermes_url (PYTH_HERMES_URL)",
+            &self.pyth_hermes_url,
+        )?;
+        if let Some(k) = self.pyth_api_key.as_ref().filter(|k| !k.is_empty())
+            && !k.expose().bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(ConfigError::new(
+                "sources.pyth_api_key (PYTH_API_KEY)",
+                "must be printable ASCII without spaces",
+            ));
+        }
+        validate::nonzero(
+            "sources.pyth_max_conf_bps",
+            u64::from(self.pyth_max_conf_bps),
+        )?;
+        validate::at_most(
+            "sources.pyth_max_conf_bps",
+            u64::from(self.pyth_max_conf_bps),
+            validate::MAX_BPS,
+            "bps",
+        )?;
+        validate::nonzero("sources.pyth_max_age", self.pyth_max_age)?;
         let key = self.coingecko_api_key.as_ref().filter(|k| !k.is_empty());
         match (self.coingecko_tier(), key) {
             (CoinGeckoTier::Keyless, Some(_)) => {
@@ -461,7 +510,7 @@ impl<'de> Deserialize<'de> for ConfigDecimal {
 /// The rules for one asset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AggregatePolicy {
-    /// Distinct sources that must remain to publish.
+    /// Distinct lineages that must remain to publish.
     pub min_sources: usize,
     /// Quotes further than this from the median of the valid ones are dropped, basis points.
     pub max_deviation_bps: u32,
@@ -483,12 +532,15 @@ impl Default for AggregatePolicy {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AggregationSettings {
-    /// Valid, agreeing sources needed to publish (`MIN_SOURCES`).
+    /// Valid, agreeing lineages (independent data, not paths to it) needed to publish
+    /// (`MIN_SOURCES`); below 2 only with `allow_single_source`.
     pub min_sources: u32,
     /// Quotes further than this from the median are dropped, basis points (`MAX_DEVIATION_BPS`).
     pub max_deviation_bps: u32,
     /// Default plausible price range, `[low, high]` USD; assets may override it.
     pub sanity_band: SanityBand,
+    /// Accepts `min_sources = 1` (`ALLOW_SINGLE_SOURCE`): one upstream's word goes on chain.
+    pub allow_single_source: bool,
 }
 
 impl Default for AggregationSettings {
@@ -497,21 +549,40 @@ impl Default for AggregationSettings {
             min_sources: 2,
             max_deviation_bps: 200,
             sanity_band: SanityBand::STABLECOIN,
+            allow_single_source: false,
         }
     }
 }
 
 impl AggregationSettings {
+    /// True when a single lineage may set a price (reported on every tick).
+    pub fn single_source(&self) -> bool {
+        self.min_sources < 2
+    }
+
     /// Checks the quorum, the deviation and the band.
     pub fn validate(&self) -> Result<(), ConfigError> {
         validate::nonzero(
             "aggregation.min_sources (MIN_SOURCES)",
             u64::from(self.min_sources),
         )?;
-        if self.min_sources > 3 {
+        if self.min_sources < 2 && !self.allow_single_source {
             return Err(ConfigError::new(
                 "aggregation.min_sources (MIN_SOURCES)",
-                format!("{} exceeds the 3 available sources", self.min_sources),
+                format!(
+                    "{} lets one upstream alone set the price: use at least 2, or set aggregation.allow_single_source (ALLOW_SINGLE_SOURCE) = true to accept that",
+                    self.min_sources
+                ),
+            ));
+        }
+        let sources = Source::ALL.len();
+        if self.min_sources as usize > sources {
+            return Err(ConfigError::new(
+                "aggregation.min_sources (MIN_SOURCES)",
+                format!(
+                    "{} exceeds the {sources} available sources",
+                    self.min_sources
+                ),
             ));
         }
         validate::nonzero(
@@ -595,6 +666,31 @@ mod tests {
         assert_eq!(d.aggregation.sanity_band, SanityBand::STABLECOIN);
         assert_eq!(d.sources.coingecko_tier(), CoinGeckoTier::Keyless);
         assert_eq!(d.sources.coingecko_base_url(), COINGECKO_PUBLIC_URL);
+        // Three lineages for the five assets with a Chainlink feed, two for USDD.
+        for a in d.assets.iter() {
+            let want = if a.symbol == "USDD" {
+                vec!["coingecko", "pyth"]
+            } else {
+                vec!["chainlink", "coingecko", "pyth"]
+            };
+            assert_eq!(a.lineages(&d.sources), want, "{}", a.symbol);
+            assert_eq!(a.lineage_of(Source::Defillama), "coingecko");
+        }
+        assert_eq!(d.sources.pyth_hermes_url, PYTH_HERMES_URL);
+        assert_eq!(d.sources.pyth_max_conf_bps, 100);
+        assert!(!d.aggregation.allow_single_source);
+        // Single-source mode must be asked for; the key never shows.
+        let d = load(
+            "",
+            &[
+                ("MIN_SOURCES", "1"),
+                ("ALLOW_SINGLE_SOURCE", "true"),
+                ("PYTH_API_KEY", "PYTH-SECRET"),
+            ],
+        )
+        .unwrap();
+        assert!(d.aggregation.single_source());
+        assert!(!format!("{:?}", d.sources).contains("PYTH-SECRET"));
     }
 
     #[test]
@@ -665,6 +761,24 @@ mod tests {
                 "defillama_search_width",
             ),
             ("", &[("MIN_SOURCES", "0")], "min_sources"),
+            ("", &[("MIN_SOURCES", "1")], "allow_single_source"),
+            ("", &[("MIN_SOURCES", "5")], "exceeds"),
+            ("", &[("PYTH_HERMES_URL", "hermes")], "pyth_hermes_url"),
+            (
+                "[[assets]]\nsymbol = \"X\"\nid = 9\ncoingecko_id = \"x\"\npyth_id = \"0x12\"\n",
+                &[],
+                "pyth_id",
+            ),
+            (
+                "[[assets]]\nsymbol = \"X\"\nid = 9\ncoingecko_id = \"x\"\ndefillama_key = \"coingecko:x\"\n",
+                &[],
+                "1 independent lineage(s) among its enabled sources (coingecko)",
+            ),
+            (
+                "[[assets]]\nsymbol = \"X\"\nid = 9\ncoingecko_id = \"x\"\ndefillama_key = \"coingecko:x\"\ndefillama_lineage = \"Llama!\"\n",
+                &[],
+                "defillama_lineage",
+            ),
             ("", &[("MAX_DEVIATION_BPS", "ten")], "max_deviation_bps"),
             (
                 "[aggregation]\nsanity_band = [2.0, 0.5]\n",
@@ -673,7 +787,7 @@ mod tests {
             ),
             ("[sources]\nbogus = 1\n", &[], "bogus"),
             (
-                "[sources]\nenabled = [\"coingecko\", \"pyth\"]\n",
+                "[sources]\nenabled = [\"coingecko\", \"bloomberg\"]\n",
                 &[],
                 "enabled",
             ),
@@ -683,7 +797,7 @@ mod tests {
                 "chainlink.proxy",
             ),
             (
-                "[[assets]]\nsymbol = \"USDT\"\nid = 1\ncoingecko_id = \"tether\"\ndefillama_key = \"coingecko:tether\"\n[[assets]]\nsymbol = \"USDC\"\nid = 1\ncoingecko_id = \"usd-coin\"\ndefillama_key = \"coingecko:usd-coin\"\n",
+                "[[assets]]\nsymbol = \"USDT\"\nid = 1\ncoingecko_id = \"tether\"\ndefillama_key = \"coingecko:tether\"\ndefillama_lineage = \"defillama\"\n[[assets]]\nsymbol = \"USDC\"\nid = 1\ncoingecko_id = \"usd-coin\"\ndefillama_key = \"coingecko:usd-coin\"\n",
                 &[],
                 "assets[1].id",
             ),
@@ -728,7 +842,7 @@ mod tests {
     #[test]
     fn custom_asset_with_band_and_ton_key() {
         let d = load(
-            "[[assets]]\nsymbol = \"jUSDT\"\nid = 7\ndefillama_key = \"ton:EQBynBO23ywHy_CgarY9NK9FTz0yDsG82PtcbSTQgGoXwiuA\"\ncoingecko_id = \"tether\"\nsanity_band = [\"0.9\", 1.1]\n",
+            "[[assets]]\nsymbol = \"jUSDT\"\nid = 7\ndefillama_key = \"ton:EQBynBO23ywHy_CgarY9NK9FTz0yDsG82PtcbSTQgGoXwiuA\"\ncoingecko_id = \"tether\"\ndefillama_lineage = \"defillama\"\nsanity_band = [\"0.9\", 1.1]\n",
             &[],
         )
         .unwrap();
