@@ -328,7 +328,11 @@ impl Publisher {
                 })
             }
             Err(error) => {
-                if matches!(error, DeliveryError::NotLanded { .. }) {
+                // Only an oracle that answered with something else did not apply the update;
+                // one that could not be read says nothing about registration.
+                let refused = matches!(&error, DeliveryError::NotLanded { missing, .. }
+                    if missing.iter().any(|r| r.onchain_value.is_some()));
+                if refused {
                     self.alerter.fire(Alert::new(
                         UPDATE_NOT_APPLIED,
                         Severity::Critical,

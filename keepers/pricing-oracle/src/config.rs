@@ -44,6 +44,16 @@ pub struct PolicySettings {
     pub wallet_balance_low_nanoton: u64,
     /// Alert `source_down:{source}` after a source failed for this many seconds (`SOURCE_DOWN_AFTER`).
     pub source_down_after: u64,
+    /// Circuit breaker: a move larger than this many basis points of the on-chain value needs
+    /// confirmation (`MAX_STEP_BPS`).
+    pub max_step_bps: u32,
+    /// Independent lineages that confirm a large move at once (`CONFIRM_LINEAGES`).
+    pub confirm_lineages: u32,
+    /// Consecutive ticks a large move must persist when fewer lineages show it (`CONFIRM_TICKS`).
+    pub confirm_ticks: u32,
+    /// Alert `clock_skew` when the local clock and chain time differ by more than this many
+    /// seconds (`MAX_CLOCK_SKEW`).
+    pub max_clock_skew: u64,
 }
 
 impl Default for PolicySettings {
@@ -54,6 +64,10 @@ impl Default for PolicySettings {
             stale_after: 300,
             wallet_balance_low_nanoton: 5 * validate::NANOTON,
             source_down_after: 600,
+            max_step_bps: 100,
+            confirm_lineages: 3,
+            confirm_ticks: 2,
+            max_clock_skew: 30,
         }
     }
 }
@@ -130,7 +144,62 @@ impl PricingConfig {
             "policy.source_down_after (SOURCE_DOWN_AFTER)",
             self.policy.source_down_after,
         )?;
+        validate::at_most(
+            "policy.max_step_bps (MAX_STEP_BPS)",
+            u64::from(p.max_step_bps),
+            validate::MAX_BPS,
+            "bps",
+        )?;
+        validate::nonzero(
+            "policy.confirm_lineages (CONFIRM_LINEAGES)",
+            u64::from(p.confirm_lineages),
+        )?;
+        validate::at_most(
+            "policy.confirm_lineages (CONFIRM_LINEAGES)",
+            u64::from(p.confirm_lineages),
+            keeper_common::sources::Source::ALL.len() as u64,
+            "lineages",
+        )?;
+        validate::nonzero(
+            "policy.confirm_ticks (CONFIRM_TICKS)",
+            u64::from(p.confirm_ticks),
+        )?;
+        validate::at_most(
+            "policy.confirm_ticks (CONFIRM_TICKS)",
+            u64::from(p.confirm_ticks),
+            100,
+            "ticks",
+        )?;
+        validate::nonzero("policy.max_clock_skew (MAX_CLOCK_SKEW)", p.max_clock_skew)?;
+        validate::at_most(
+            "policy.max_clock_skew (MAX_CLOCK_SKEW)",
+            p.max_clock_skew,
+            validate::DAY_SECONDS,
+            "s",
+        )?;
         Ok(())
+    }
+}
+
+/// The publishing rules of one asset: the `[policy]` values with the asset's own overrides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AssetRules {
+    /// Publish on a move of at least this many basis points.
+    pub deviation_bps: u32,
+    /// Publish when the on-chain value is this old, seconds.
+    pub heartbeat: u64,
+    /// Larger moves need confirmation.
+    pub max_step_bps: u32,
+}
+
+impl PricingConfig {
+    /// `[policy]` with the asset table's per-asset overrides.
+    pub fn rules_for(&self, asset: &keeper_common::sources::AssetConfig) -> AssetRules {
+        AssetRules {
+            deviation_bps: asset.deviation_bps.unwrap_or(self.policy.deviation_bps),
+            heartbeat: asset.heartbeat.unwrap_or(self.policy.heartbeat),
+            max_step_bps: asset.max_step_bps.unwrap_or(self.policy.max_step_bps),
+        }
     }
 }
 

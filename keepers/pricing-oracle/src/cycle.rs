@@ -13,14 +13,24 @@ use keeper_common::sources::{AssetObservations, Observation, PriceFetcher, Sourc
 use keeper_common::telemetry::metrics::labels;
 use keeper_common::ton::{
     DeliveryReport, OracleMessage, OracleUpdate, PriceUpdate, Publication, PublishError,
-    TickOutcome, TonAddress, read_price,
+    TickOutcome, TonAddress, TonTransport, read_price,
 };
 use rust_decimal::prelude::ToPrimitive;
 
+use crate::breaker::{Breaker, BreakerRules};
 use crate::config::PricingConfig;
+use crate::metrics::PricingMetrics;
 use crate::policy::{self, OnChain, Reason, Thresholds};
 use crate::records::{self, NewPriceUpdate, StatusChange, UpdateStatus};
+use crate::reference::{Origin, OwnRecord};
 use crate::report::{Action, AssetDecision, CycleSummary};
+
+/// Alert while a large move waits for confirmation: `price_move_held:{asset}`.
+pub const PRICE_MOVE_HELD: &str = "price_move_held";
+/// Alert while the local clock and chain time disagree beyond `policy.max_clock_skew`.
+pub const CLOCK_SKEW: &str = "clock_skew";
+/// Alert while `get_price` cannot be read.
+pub const ORACLE_UNREADABLE: &str = "oracle_unreadable";
 
 /// The oracle's view of an asset, or why it is unknown.
 type ChainView = Result<Option<OnChain>, String>;
@@ -29,6 +39,9 @@ type ChainView = Result<Option<OnChain>, String>;
 pub struct PricingCycle {
     p: ChainParts<PricingConfig>,
     fetcher: PriceFetcher,
+    own: PricingMetrics,
+    breaker: Breaker,
+    record: OwnRecord,
     last: Option<CycleSummary>,
     stale: Staleness,
     source_last_ok: HashMap<Source, DateTime<Utc>>,
@@ -37,7 +50,7 @@ pub struct PricingCycle {
 
 impl PricingCycle {
     /// Assembles the cycle from the shared parts and the price sources.
-    pub fn new(p: ChainParts<PricingConfig>, fetcher: PriceFetcher) -> Self {
+    pub fn new(p: ChainParts<PricingConfig>, fetcher: PriceFetcher, own: PricingMetrics) -> Self {
         let stale = Staleness::new(
             p.alerter.clone(),
             "oracle_stale",
@@ -52,6 +65,9 @@ impl PricingCycle {
             started,
             p,
             fetcher,
+            own,
+            breaker: Breaker::default(),
+            record: OwnRecord::default(),
             last: None,
             stale,
         }
@@ -273,6 +289,12 @@ impl PricingCycle {
     }
 }
 
+/// One asset's decision and, when published, why.
+struct Decided {
+    report: AssetDecision,
+    update_reason: Reason,
+}
+
 /// One asset selected for publishing.
 #[derive(Debug, Clone)]
 struct Picked {
@@ -326,11 +348,7 @@ impl PricingCycle {
         self.p.publisher.renew_lease().await;
 
         let fetched = self.fetcher.fetch().await;
-        let now_ts = fetched.now.max(0) as u64;
-        let now = Utc
-            .timestamp_opt(fetched.now, 0)
-            .single()
-            .unwrap_or_else(Utc::now);
+        let local_now = fetched.now;
         let aggregates = fetched.aggregate(&self.p.config.aggregation);
         let any_quote = fetched
             .assets
@@ -340,64 +358,69 @@ impl PricingCycle {
         if any_quote {
             self.p.health.mark_ready("upstreams");
         }
-        self.track_sources(&fetched.assets, now);
+        let single = self.p.config.aggregation.single_source();
+        summary.single_source = single;
+        self.own.single_source.set(i64::from(single));
+        if single {
+            summary.send.notes.push(
+                "single-source mode: aggregation.allow_single_source lets one lineage set a price"
+                    .into(),
+            );
+        }
         for agg in &aggregates {
             self.judge(agg);
+            self.own
+                .lineages_used
+                .get_or_create(&labels([("asset", &agg.asset)]))
+                .set(i64::try_from(agg.lineages.len()).unwrap_or(i64::MAX));
         }
 
         let balance_low = Some(self.p.config.policy.wallet_balance_low_nanoton);
-        let (views, wallet) = tokio::join!(
+        let (views, wallet, chain_time) = tokio::join!(
             self.read_chain(),
-            self.p.publisher.watch_wallet(balance_low)
+            self.p.publisher.watch_wallet(balance_low),
+            self.chain_time()
         );
         if let Err(e) = &wallet {
             tracing::warn!(error = %e, "cannot read the keeper wallet");
         }
+        self.track_clock(local_now, chain_time, summary);
+        // Ages and the published timestamp follow chain time; the local clock only without it.
+        let now_secs = chain_time.unwrap_or(local_now);
+        let now = Utc
+            .timestamp_opt(now_secs, 0)
+            .single()
+            .unwrap_or_else(Utc::now);
+        self.track_sources(&fetched.assets, now);
         self.track_freshness(&views, now);
+        self.track_unreadable(&views, summary);
 
-        let thresholds = Thresholds {
-            deviation_bps: self.p.config.policy.deviation_bps,
-            heartbeat: self.p.config.policy.heartbeat,
-        };
         let mut picked = Vec::new();
-        for ((asset, agg), view) in self.p.config.assets.iter().zip(&aggregates).zip(&views) {
-            let on_chain = view.clone().ok().flatten();
-            let mut decision = AssetDecision {
-                asset_id: asset.id,
-                asset: asset.symbol.clone(),
-                price_micro: agg.price_micro(),
-                action: Action::Skip,
-                reason: String::new(),
-                on_chain,
-                quotes: agg.quotes(),
+        let assets = self.p.config.assets.clone();
+        for ((asset, agg), view) in assets.iter().zip(&aggregates).zip(&views) {
+            let (reference, origin) = match view {
+                Ok(v) => (*v, Origin::Chain),
+                Err(_) => self.record.last(&self.p.store, &asset.symbol).await,
             };
-            match (agg.price_micro(), agg.price) {
-                (Some(micro), Some(price)) => {
-                    match policy::decide(micro, on_chain, now_ts, thresholds, self.p.force) {
-                        Some(reason) => {
-                            decision.action = Action::Publish;
-                            decision.reason = reason.as_str().to_owned();
-                            picked.push(Picked {
-                                asset: asset.symbol.clone(),
-                                asset_id: asset.id,
-                                price: price.to_string(),
-                                price_micro: micro,
-                                timestamp: now_ts,
-                                reason,
-                                quotes: decision.quotes.clone(),
-                            });
-                        }
-                        None => {
-                            decision.reason = skip_reason(micro, on_chain, now_ts, view);
-                        }
-                    }
-                }
-                _ => {
-                    decision.action = Action::NoQuorum;
-                    decision.reason = agg.explain();
-                }
+            let decision = self.decide(asset, agg, view, reference, origin, now_secs);
+            if decision.report.action == Action::Publish
+                && let (Some(micro), Some(price), Some(timestamp)) = (
+                    decision.report.price_micro,
+                    agg.price,
+                    decision.report.timestamp,
+                )
+            {
+                picked.push(Picked {
+                    asset: asset.symbol.clone(),
+                    asset_id: asset.id,
+                    price: price.to_string(),
+                    price_micro: micro,
+                    timestamp,
+                    reason: decision.update_reason,
+                    quotes: decision.report.quotes.clone(),
+                });
             }
-            summary.assets.push(decision);
+            summary.assets.push(decision.report);
         }
         let no_quorum = summary
             .assets
@@ -415,6 +438,198 @@ impl PricingCycle {
         }
         self.publish(&picked, summary).await?;
         finish(summary, no_quorum)
+    }
+
+    /// One asset's decision: publish, hold, skip or no quorum, with the reason.
+    fn decide(
+        &mut self,
+        asset: &keeper_common::sources::AssetConfig,
+        agg: &Aggregate,
+        view: &ChainView,
+        reference: Option<OnChain>,
+        origin: Origin,
+        now_secs: i64,
+    ) -> Decided {
+        let rules = self.p.config.rules_for(asset);
+        let now_ts = u64::try_from(now_secs).unwrap_or(0);
+        // Never later than chain time: an observation "from the future" is stamped now.
+        let timestamp = agg
+            .observed_at
+            .map(|t| u64::try_from(t.min(now_secs)).unwrap_or(0));
+        let mut report = AssetDecision {
+            asset_id: asset.id,
+            asset: asset.symbol.clone(),
+            price_micro: agg.price_micro(),
+            action: Action::Skip,
+            reason: String::new(),
+            breaker: None,
+            on_chain: reference,
+            compared_with: origin,
+            lineages: agg.lineages.iter().map(|l| l.lineage.clone()).collect(),
+            observed_at: agg.observed_at,
+            timestamp,
+            quotes: agg.quotes(),
+        };
+        let mut update_reason = Reason::Initial;
+        let held_key = format!("{PRICE_MOVE_HELD}:{}", asset.symbol);
+        let mut held = false;
+        match (agg.price_micro(), timestamp) {
+            (Some(micro), Some(ts)) => {
+                let thresholds = Thresholds {
+                    deviation_bps: rules.deviation_bps,
+                    heartbeat: rules.heartbeat,
+                };
+                let decided = policy::decide(micro, reference, now_ts, thresholds, self.p.force);
+                let blind = view.is_err() && reference.is_none();
+                let behind = reference.is_some_and(|r| ts < r.timestamp);
+                match decided {
+                    Some(Reason::Forced) => {
+                        self.breaker.clear(&asset.symbol);
+                        report.action = Action::Publish;
+                        update_reason = Reason::Forced;
+                    }
+                    Some(_) if blind => {
+                        report.reason = format!(
+                            "on-chain value unreadable ({}) and no record of this keeper's own publication: not publishing blind",
+                            view.as_ref().err().map_or("", String::as_str)
+                        );
+                    }
+                    Some(_) if behind => {
+                        report.reason = format!(
+                            "observations (t={ts}) are older than the value compared with (t={}): nothing newer to publish",
+                            reference.map_or(0, |r| r.timestamp)
+                        );
+                    }
+                    Some(reason) => {
+                        let verdict = self.breaker.check(
+                            &asset.symbol,
+                            micro,
+                            reference.map(|r| r.price_micro),
+                            agg.lineages.len(),
+                            BreakerRules {
+                                max_step_bps: rules.max_step_bps,
+                                confirm_lineages: self.p.config.policy.confirm_lineages,
+                                confirm_ticks: self.p.config.policy.confirm_ticks,
+                                same_move_bps: self.p.config.aggregation.max_deviation_bps,
+                            },
+                        );
+                        if verdict.allows() {
+                            report.action = Action::Publish;
+                            report.breaker = verdict.describe();
+                            update_reason = reason;
+                        } else {
+                            held = true;
+                            report.action = Action::Hold;
+                            report.reason = verdict.describe().unwrap_or_default();
+                        }
+                    }
+                    None => {
+                        self.breaker.clear(&asset.symbol);
+                        report.reason = skip_reason(micro, reference, now_ts, view);
+                    }
+                }
+                if report.action == Action::Publish {
+                    report.reason = update_reason.as_str().to_owned();
+                }
+            }
+            _ => {
+                self.breaker.clear(&asset.symbol);
+                report.action = Action::NoQuorum;
+                report.reason = agg.explain();
+            }
+        }
+        if held {
+            self.own
+                .moves_held
+                .get_or_create(&labels([("asset", &asset.symbol)]))
+                .inc();
+            self.p.alerter.fire(
+                Alert::new(
+                    held_key,
+                    Severity::Warning,
+                    format!(
+                        "{}: {} (aggregate {}, on-chain {})",
+                        asset.symbol,
+                        report.reason,
+                        report
+                            .price_micro
+                            .map_or_else(|| "-".into(), crate::report::format_micro),
+                        reference.map_or_else(
+                            || "-".into(),
+                            |r| crate::report::format_micro(r.price_micro)
+                        )
+                    ),
+                )
+                .label("asset", asset.symbol.as_str()),
+            );
+        } else {
+            self.p.alerter.resolve(&held_key);
+        }
+        Decided {
+            report,
+            update_reason,
+        }
+    }
+
+    /// Chain time from toncenter (the wallet's account state), when it answers.
+    async fn chain_time(&self) -> Option<i64> {
+        let delivery = self.p.publisher.delivery();
+        match delivery
+            .transport()
+            .address_information(delivery.wallet().address())
+            .await
+        {
+            Ok(info) => i64::try_from(info.sync_utime).ok().filter(|t| *t > 0),
+            Err(e) => {
+                tracing::warn!(error = %e, "chain time unreadable; using the local clock");
+                None
+            }
+        }
+    }
+
+    /// The clock-skew gauge and `clock_skew` alert.
+    fn track_clock(&self, local: i64, chain: Option<i64>, summary: &mut CycleSummary) {
+        summary.chain_time = chain;
+        let Some(chain) = chain else { return };
+        let skew = local.saturating_sub(chain);
+        summary.clock_skew_seconds = Some(skew);
+        self.own.clock_skew.set(skew);
+        let max = self.p.config.policy.max_clock_skew;
+        if skew.unsigned_abs() > max {
+            self.p.alerter.fire(Alert::new(
+                CLOCK_SKEW,
+                Severity::Warning,
+                format!(
+                    "the local clock is {skew} s off chain time (limit {max} s); timestamps and valid_until follow chain time"
+                ),
+            ));
+        } else {
+            self.p.alerter.resolve(CLOCK_SKEW);
+        }
+    }
+
+    /// `oracle_unreadable` while `get_price` fails for any asset.
+    fn track_unreadable(&self, views: &[ChainView], summary: &mut CycleSummary) {
+        let failed: Vec<(&str, &str)> = self
+            .p
+            .config
+            .assets
+            .iter()
+            .zip(views)
+            .filter_map(|(a, v)| v.as_ref().err().map(|e| (a.symbol.as_str(), e.as_str())))
+            .collect();
+        summary.oracle_unreadable = failed.iter().map(|(a, _)| (*a).to_owned()).collect();
+        match failed.first() {
+            Some((_, error)) => self.p.alerter.fire(Alert::new(
+                ORACLE_UNREADABLE,
+                Severity::Critical,
+                format!(
+                    "get_price failed for {} ({error}); deciding against this keeper's own last publication",
+                    summary.oracle_unreadable.join(", ")
+                ),
+            )),
+            None => self.p.alerter.resolve(ORACLE_UNREADABLE),
+        }
     }
 
     /// Publishes the picked assets and records them: `dry_run` rows for a dry run; for a real
@@ -467,6 +682,13 @@ impl PricingCycle {
                 self.set_status(&sent, &change).await;
                 self.cache(picked, &report).await;
                 for p in picked {
+                    self.record.remember(
+                        &p.asset,
+                        OnChain {
+                            price_micro: p.price_micro,
+                            timestamp: p.timestamp,
+                        },
+                    );
                     self.p.health.set_published(
                         &p.asset,
                         serde_json::json!({
@@ -478,6 +700,24 @@ impl PricingCycle {
                 Ok(())
             }
             Ok(Publication::Failed { error, sent }) => {
+                // The wallet took it but the oracle could not be read back: remember it as this
+                // keeper's own last value, or every unreadable tick would send it again.
+                if let keeper_common::ton::DeliveryError::NotLanded { missing, .. } = &error {
+                    for p in picked {
+                        let unverified = missing
+                            .iter()
+                            .any(|r| r.subject == p.asset && r.onchain_value.is_none());
+                        if unverified {
+                            self.record.remember(
+                                &p.asset,
+                                OnChain {
+                                    price_micro: p.price_micro,
+                                    timestamp: p.timestamp,
+                                },
+                            );
+                        }
+                    }
+                }
                 let change = StatusChange {
                     status: UpdateStatus::Failed,
                     error: Some(error.to_string()),

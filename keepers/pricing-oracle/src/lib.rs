@@ -2,11 +2,14 @@
 //! decision rules, its records, its report and its `status` table. The shared runtime
 //! (`keeper_common::runtime`) runs it; `main.rs` only names it.
 
+pub mod breaker;
 pub mod config;
 pub mod cycle;
 pub mod env;
+pub mod metrics;
 pub mod policy;
 pub mod records;
+pub mod reference;
 pub mod report;
 pub mod status;
 
@@ -33,22 +36,27 @@ impl ChainKeeper for PricingKeeper {
         < flags; the README lists every setting and its environment variable.";
     const ORACLE_SETTING: &'static str = config::ORACLE_SETTING;
     type Config = PricingConfig;
-    type Families = ();
+    type Families = metrics::PricingMetrics;
     type Cycle = PricingCycle;
 
     fn load(file: Option<&Path>, env: &dyn Env) -> Result<PricingConfig, ConfigError> {
         PricingConfig::load(file, env)
     }
 
-    fn register(_metrics: &mut Metrics) {}
+    fn register(metrics: &mut Metrics) -> metrics::PricingMetrics {
+        metrics::PricingMetrics::register(metrics)
+    }
 
-    fn cycle(parts: ChainParts<PricingConfig>, (): ()) -> anyhow::Result<PricingCycle> {
+    fn cycle(
+        parts: ChainParts<PricingConfig>,
+        own: metrics::PricingMetrics,
+    ) -> anyhow::Result<PricingCycle> {
         let fetcher = PriceFetcher::new(
             &parts.config.sources,
             &parts.config.assets,
             Some(parts.metrics.clone()),
         );
-        Ok(PricingCycle::new(parts, fetcher))
+        Ok(PricingCycle::new(parts, fetcher, own))
     }
 
     async fn status(
