@@ -5,25 +5,26 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, TimeZone, Utc};
 use futures_util::future::join_all;
-use keeper_common::aggregate::Aggregate;
-use keeper_common::alert::{Alert, Severity};
+use keeper_common::alert::Severity;
 use keeper_common::runner::{Cycle, CycleContext, CycleError, Staleness};
 use keeper_common::runtime::ChainParts;
-use keeper_common::sources::{AssetObservations, Observation, PriceFetcher, Source};
+use keeper_common::sources::{Observation, PriceFetcher, Source};
 use keeper_common::telemetry::metrics::labels;
 use keeper_common::ton::{
     DeliveryReport, OracleMessage, OracleUpdate, PriceUpdate, Publication, PublishError,
-    TickOutcome, TonAddress, TonTransport, read_price,
+    TickOutcome, TonAddress, read_price,
 };
-use rust_decimal::prelude::ToPrimitive;
 
-use crate::breaker::{Breaker, BreakerRules};
+use crate::breaker::Breaker;
 use crate::config::PricingConfig;
 use crate::metrics::PricingMetrics;
-use crate::policy::{self, OnChain, Reason, Thresholds};
+use crate::policy::{self, OnChain, Reason};
 use crate::records::{self, NewPriceUpdate, StatusChange, UpdateStatus};
 use crate::reference::{Origin, OwnRecord};
 use crate::report::{Action, AssetDecision, CycleSummary};
+
+mod decide;
+mod watch;
 
 /// Alert while a large move waits for confirmation: `price_move_held:{asset}`.
 pub const PRICE_MOVE_HELD: &str = "price_move_held";
@@ -77,90 +78,6 @@ impl PricingCycle {
         self.p.publisher.delivery().wallet().label()
     }
 
-    /// Raises `source_down:{source}` for sources that produced no quote for `source_down_after`.
-    fn track_sources(&mut self, assets: &[AssetObservations], now: DateTime<Utc>) {
-        let observed = || assets.iter().flat_map(|a| &a.observations);
-        for source in Source::ALL {
-            let configured = observed().any(|o| o.source() == source);
-            if !configured {
-                continue;
-            }
-            let answered =
-                observed().any(|o| o.source() == source && matches!(o, Observation::Quote(_)));
-            if answered {
-                self.source_last_ok.insert(source, now);
-            }
-            let key = format!("source_down:{}", source.as_str());
-            let last = self
-                .source_last_ok
-                .get(&source)
-                .copied()
-                .unwrap_or(self.started);
-            let down_for = (now - last).num_seconds().max(0) as u64;
-            if down_for >= self.p.config.policy.source_down_after {
-                self.p.alerter.fire(
-                    Alert::new(
-                        key,
-                        Severity::Warning,
-                        format!(
-                            "{} has returned no usable quote for {down_for} s",
-                            source.as_str()
-                        ),
-                    )
-                    .label("source", source.as_str()),
-                );
-            } else if answered {
-                self.p.alerter.resolve(&key);
-            }
-        }
-    }
-
-    /// Quorum and divergence alerts plus aggregate metrics for one asset.
-    fn judge(&self, agg: &Aggregate) {
-        let asset = agg.asset.as_str();
-        let quorum_key = format!("quorum_lost:{asset}");
-        if agg.has_quorum() {
-            self.p.alerter.resolve(&quorum_key);
-            if let Some(p) = agg.price.and_then(|p| p.to_f64()) {
-                self.p
-                    .metrics
-                    .prices
-                    .aggregate_price
-                    .get_or_create(&labels([("asset", asset)]))
-                    .set(p);
-            }
-        } else {
-            self.p.alerter.fire(
-                Alert::new(
-                    quorum_key,
-                    Severity::Critical,
-                    format!("{asset}: {}", agg.explain()),
-                )
-                .label("asset", asset),
-            );
-        }
-        let divergence_key = format!("source_divergence:{asset}");
-        let outliers: Vec<String> = agg
-            .outliers()
-            .map(|r| format!("{} ({})", r.source.as_str(), r.reason))
-            .collect();
-        if outliers.is_empty() {
-            self.p.alerter.resolve(&divergence_key);
-        } else {
-            self.p.alerter.fire(
-                Alert::new(
-                    divergence_key,
-                    Severity::Warning,
-                    format!(
-                        "{asset}: sources diverge from the median: {}",
-                        outliers.join(", ")
-                    ),
-                )
-                .label("asset", asset),
-            );
-        }
-    }
-
     /// Reads `get_price` for every asset concurrently; unknown when no oracle is configured.
     async fn read_chain(&self) -> Vec<ChainView> {
         let Some(oracle) = self.p.publisher.oracle() else {
@@ -178,23 +95,6 @@ impl PricingCycle {
             }
         }))
         .await
-    }
-
-    /// Freshness metric and `oracle_stale:{asset}` from what the chain holds.
-    fn track_freshness(&mut self, views: &[ChainView], now: DateTime<Utc>) {
-        for (asset, view) in self.p.config.assets.iter().zip(views) {
-            let Ok(view) = view else { continue };
-            let last = view.and_then(|c| Utc.timestamp_opt(c.timestamp as i64, 0).single());
-            if let Some(c) = view {
-                self.p
-                    .metrics
-                    .chain
-                    .oracle_last_update
-                    .get_or_create(&labels([("asset", &asset.symbol)]))
-                    .set(c.timestamp as i64);
-            }
-            self.stale.check(&asset.symbol, last, now);
-        }
     }
 
     /// Records the batch with `status`; returns row ids in message order (absent when not stored).
@@ -438,198 +338,6 @@ impl PricingCycle {
         }
         self.publish(&picked, summary).await?;
         finish(summary, no_quorum)
-    }
-
-    /// One asset's decision: publish, hold, skip or no quorum, with the reason.
-    fn decide(
-        &mut self,
-        asset: &keeper_common::sources::AssetConfig,
-        agg: &Aggregate,
-        view: &ChainView,
-        reference: Option<OnChain>,
-        origin: Origin,
-        now_secs: i64,
-    ) -> Decided {
-        let rules = self.p.config.rules_for(asset);
-        let now_ts = u64::try_from(now_secs).unwrap_or(0);
-        // Never later than chain time: an observation "from the future" is stamped now.
-        let timestamp = agg
-            .observed_at
-            .map(|t| u64::try_from(t.min(now_secs)).unwrap_or(0));
-        let mut report = AssetDecision {
-            asset_id: asset.id,
-            asset: asset.symbol.clone(),
-            price_micro: agg.price_micro(),
-            action: Action::Skip,
-            reason: String::new(),
-            breaker: None,
-            on_chain: reference,
-            compared_with: origin,
-            lineages: agg.lineages.iter().map(|l| l.lineage.clone()).collect(),
-            observed_at: agg.observed_at,
-            timestamp,
-            quotes: agg.quotes(),
-        };
-        let mut update_reason = Reason::Initial;
-        let held_key = format!("{PRICE_MOVE_HELD}:{}", asset.symbol);
-        let mut held = false;
-        match (agg.price_micro(), timestamp) {
-            (Some(micro), Some(ts)) => {
-                let thresholds = Thresholds {
-                    deviation_bps: rules.deviation_bps,
-                    heartbeat: rules.heartbeat,
-                };
-                let decided = policy::decide(micro, reference, now_ts, thresholds, self.p.force);
-                let blind = view.is_err() && reference.is_none();
-                let behind = reference.is_some_and(|r| ts < r.timestamp);
-                match decided {
-                    Some(Reason::Forced) => {
-                        self.breaker.clear(&asset.symbol);
-                        report.action = Action::Publish;
-                        update_reason = Reason::Forced;
-                    }
-                    Some(_) if blind => {
-                        report.reason = format!(
-                            "on-chain value unreadable ({}) and no record of this keeper's own publication: not publishing blind",
-                            view.as_ref().err().map_or("", String::as_str)
-                        );
-                    }
-                    Some(_) if behind => {
-                        report.reason = format!(
-                            "observations (t={ts}) are older than the value compared with (t={}): nothing newer to publish",
-                            reference.map_or(0, |r| r.timestamp)
-                        );
-                    }
-                    Some(reason) => {
-                        let verdict = self.breaker.check(
-                            &asset.symbol,
-                            micro,
-                            reference.map(|r| r.price_micro),
-                            agg.lineages.len(),
-                            BreakerRules {
-                                max_step_bps: rules.max_step_bps,
-                                confirm_lineages: self.p.config.policy.confirm_lineages,
-                                confirm_ticks: self.p.config.policy.confirm_ticks,
-                                same_move_bps: self.p.config.aggregation.max_deviation_bps,
-                            },
-                        );
-                        if verdict.allows() {
-                            report.action = Action::Publish;
-                            report.breaker = verdict.describe();
-                            update_reason = reason;
-                        } else {
-                            held = true;
-                            report.action = Action::Hold;
-                            report.reason = verdict.describe().unwrap_or_default();
-                        }
-                    }
-                    None => {
-                        self.breaker.clear(&asset.symbol);
-                        report.reason = skip_reason(micro, reference, now_ts, view);
-                    }
-                }
-                if report.action == Action::Publish {
-                    report.reason = update_reason.as_str().to_owned();
-                }
-            }
-            _ => {
-                self.breaker.clear(&asset.symbol);
-                report.action = Action::NoQuorum;
-                report.reason = agg.explain();
-            }
-        }
-        if held {
-            self.own
-                .moves_held
-                .get_or_create(&labels([("asset", &asset.symbol)]))
-                .inc();
-            self.p.alerter.fire(
-                Alert::new(
-                    held_key,
-                    Severity::Warning,
-                    format!(
-                        "{}: {} (aggregate {}, on-chain {})",
-                        asset.symbol,
-                        report.reason,
-                        report
-                            .price_micro
-                            .map_or_else(|| "-".into(), crate::report::format_micro),
-                        reference.map_or_else(
-                            || "-".into(),
-                            |r| crate::report::format_micro(r.price_micro)
-                        )
-                    ),
-                )
-                .label("asset", asset.symbol.as_str()),
-            );
-        } else {
-            self.p.alerter.resolve(&held_key);
-        }
-        Decided {
-            report,
-            update_reason,
-        }
-    }
-
-    /// Chain time from toncenter (the wallet's account state), when it answers.
-    async fn chain_time(&self) -> Option<i64> {
-        let delivery = self.p.publisher.delivery();
-        match delivery
-            .transport()
-            .address_information(delivery.wallet().address())
-            .await
-        {
-            Ok(info) => i64::try_from(info.sync_utime).ok().filter(|t| *t > 0),
-            Err(e) => {
-                tracing::warn!(error = %e, "chain time unreadable; using the local clock");
-                None
-            }
-        }
-    }
-
-    /// The clock-skew gauge and `clock_skew` alert.
-    fn track_clock(&self, local: i64, chain: Option<i64>, summary: &mut CycleSummary) {
-        summary.chain_time = chain;
-        let Some(chain) = chain else { return };
-        let skew = local.saturating_sub(chain);
-        summary.clock_skew_seconds = Some(skew);
-        self.own.clock_skew.set(skew);
-        let max = self.p.config.policy.max_clock_skew;
-        if skew.unsigned_abs() > max {
-            self.p.alerter.fire(Alert::new(
-                CLOCK_SKEW,
-                Severity::Warning,
-                format!(
-                    "the local clock is {skew} s off chain time (limit {max} s); timestamps and valid_until follow chain time"
-                ),
-            ));
-        } else {
-            self.p.alerter.resolve(CLOCK_SKEW);
-        }
-    }
-
-    /// `oracle_unreadable` while `get_price` fails for any asset.
-    fn track_unreadable(&self, views: &[ChainView], summary: &mut CycleSummary) {
-        let failed: Vec<(&str, &str)> = self
-            .p
-            .config
-            .assets
-            .iter()
-            .zip(views)
-            .filter_map(|(a, v)| v.as_ref().err().map(|e| (a.symbol.as_str(), e.as_str())))
-            .collect();
-        summary.oracle_unreadable = failed.iter().map(|(a, _)| (*a).to_owned()).collect();
-        match failed.first() {
-            Some((_, error)) => self.p.alerter.fire(Alert::new(
-                ORACLE_UNREADABLE,
-                Severity::Critical,
-                format!(
-                    "get_price failed for {} ({error}); deciding against this keeper's own last publication",
-                    summary.oracle_unreadable.join(", ")
-                ),
-            )),
-            None => self.p.alerter.resolve(ORACLE_UNREADABLE),
-        }
     }
 
     /// Publishes the picked assets and records them: `dry_run` rows for a dry run; for a real
