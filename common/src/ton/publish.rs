@@ -224,6 +224,12 @@ impl Publisher {
         self.dry_run
     }
 
+    /// True when another instance holds the wallet lease: this one reads but never sends, and
+    /// must not count its ticks as the keeper's own.
+    pub fn is_standby(&self) -> bool {
+        self.lease_status.as_ref().is_some_and(|s| !s.held)
+    }
+
     /// Renews (or tries to take) the wallet lease; call first in every tick, so a standby keeps
     /// reading and serving metrics but never sends.
     pub async fn renew_lease(&mut self) {

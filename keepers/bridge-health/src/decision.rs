@@ -5,7 +5,10 @@
 //!   is unknown the bridge is unknown: nothing is published for it and an alert is raised;
 //! - a signal that turns unreadable keeps its last degraded/critical verdict for
 //!   `policy.hold_unknown` seconds, so an upstream outage cannot make a sick bridge look well;
-//! - the worst effective verdict decides: any critical → offline, any degraded → degraded;
+//! - offline needs confirmation (`crate::confirm`): an authoritative signal (the bridge's own
+//!   contract says it is paused) or two independent critical signals at once, otherwise one
+//!   critical heuristic signal is degraded until it persisted for `confirm_ticks` ticks;
+//!   recovery needs the same confirmation; any degraded signal → degraded;
 //! - score: the weight-averaged verdict scores (healthy 1, degraded 0.5, critical 0) of the
 //!   signals that count, placed in the status's band — healthy 1, degraded [0.25, 0.75),
 //!   offline [0, 0.25) — so a dashboard threshold on the score agrees with the status;
@@ -19,6 +22,7 @@ use keeper_common::alert::{Alert, Severity};
 use serde::{Deserialize, Serialize};
 
 use crate::config::BridgeSpec;
+use crate::confirm::{self, Evidence, History};
 use crate::signals::{SignalReport, Verdict};
 
 /// A bridge's status.
@@ -98,6 +102,8 @@ pub struct Memory {
     pub held: HashMap<String, (Verdict, i64)>,
     /// Last confirmed publication.
     pub published: Option<Published>,
+    /// Recent verdicts, for confirmation (persisted when a store is configured).
+    pub history: History,
 }
 
 /// Decides one bridge's status from its reports, updating its memory.
@@ -106,6 +112,7 @@ pub fn decide(
     mut reports: Vec<SignalReport>,
     mem: &mut Memory,
     hold_unknown: u64,
+    confirm_ticks: u32,
     now: i64,
 ) -> BridgeDecision {
     let any_known = reports.iter().any(|r| r.verdict != Verdict::Unknown);
@@ -113,7 +120,7 @@ pub fn decide(
         match r.verdict {
             Verdict::Unknown => {
                 if let Some((v, at)) = mem.held.get(&r.signal).copied() {
-                    if now - at <= hold_unknown as i64 {
+                    if now.saturating_sub(at) <= i64::try_from(hold_unknown).unwrap_or(i64::MAX) {
                         r.held = Some(v);
                     } else {
                         mem.held.remove(&r.signal);
@@ -170,17 +177,22 @@ pub fn decide(
             }
         }
     }
-    let status = match worst {
-        Verdict::Critical => Status::Offline,
-        Verdict::Degraded => Status::Degraded,
-        _ => Status::Healthy,
-    };
+    let evidence: Vec<Evidence<'_>> = reports
+        .iter()
+        .map(|r| Evidence {
+            signal: &r.signal,
+            kind: r.kind,
+            verdict: effective(r),
+        })
+        .collect();
+    let (status, confirmation) = confirm::confirm(&evidence, &mut mem.history, confirm_ticks);
     let mean = if weights > 0.0 { sum / weights } else { 0.0 };
-    // Degraded means lie in [0.5, 1), offline ones in [0, 1): shift and squeeze into the bands.
+    // Degraded means lie in [0.5, 1), offline ones in [0, 1): shift and squeeze into the bands;
+    // a status held by confirmation is kept inside its band too.
     let banded = match status {
         Status::Healthy => mean,
-        Status::Degraded => mean - 0.25,
-        _ => mean * 0.25,
+        Status::Degraded => (mean - 0.25).clamp(0.25, 0.7499),
+        _ => (mean * 0.25).min(0.2499),
     };
     let score = (banded.clamp(0.0, 1.0) * 10_000.0).round() / 10_000.0;
     if status != Status::Offline || active {
@@ -221,6 +233,10 @@ pub fn decide(
             .collect::<Vec<_>>()
             .join("; ");
         (decisive.iter().map(|r| r.signal.clone()).collect(), reason)
+    };
+    let reason = match confirmation {
+        Some(note) => format!("{reason}; {note}"),
+        None => reason,
     };
     BridgeDecision {
         bridge_id: bridge.id,
@@ -324,7 +340,7 @@ pub fn plan(
         if p.status != d.status {
             return Action::Publish(PublishReason::StatusChange);
         }
-        let age = now - p.at;
+        let age = now.saturating_sub(p.at);
         if age >= hb {
             return Action::Publish(PublishReason::Heartbeat);
         }
@@ -338,11 +354,13 @@ pub fn plan(
         None => Action::Publish(PublishReason::Initial),
         Some(oc) if oc.is_online != is_online => Action::Publish(PublishReason::StatusChange),
         // `last_seen` is at most the last publication time, so this errs towards publishing.
-        Some(oc) if now - oc.last_seen >= hb => Action::Publish(PublishReason::Heartbeat),
+        Some(oc) if now.saturating_sub(oc.last_seen) >= hb => {
+            Action::Publish(PublishReason::Heartbeat)
+        }
         Some(oc) => Action::Skip(format!(
             "on-chain is_online={} matches; heartbeat in {} s",
             oc.is_online,
-            hb - (now - oc.last_seen)
+            hb.saturating_sub(now.saturating_sub(oc.last_seen))
         )),
     }
 }
@@ -469,6 +487,7 @@ mod tests {
             vec![r("a", Verdict::Healthy), r("b", Verdict::Healthy)],
             &mut m,
             900,
+            1,
             NOW,
         );
         assert_eq!(
@@ -492,6 +511,7 @@ mod tests {
             ],
             &mut m,
             900,
+            1,
             NOW,
         );
         assert_eq!(d.status, Status::Offline);
@@ -514,6 +534,7 @@ mod tests {
             vec![r("a", Verdict::Healthy), r("b", Verdict::Degraded)],
             &mut m,
             900,
+            1,
             NOW,
         );
         assert_eq!(
@@ -532,6 +553,7 @@ mod tests {
             vec![r("tvl", Verdict::Critical), active],
             &mut m,
             900,
+            1,
             NOW,
         );
         assert_eq!((d.status, d.last_seen), (Status::Offline, Some(NOW)));
@@ -546,6 +568,7 @@ mod tests {
             vec![r("a", Verdict::Healthy), r("b", Verdict::Unknown)],
             &mut m,
             900,
+            1,
             NOW,
         );
         assert_eq!((d.status, d.score), (Status::Healthy, 1.0));
@@ -558,6 +581,7 @@ mod tests {
             vec![r("a", Verdict::Unknown), r("b", Verdict::Unknown)],
             &mut m,
             900,
+            1,
             NOW + 60,
         );
         assert_eq!(
@@ -579,6 +603,7 @@ mod tests {
             vec![r("a", Verdict::Healthy), r("b", Verdict::Critical)],
             &mut m,
             900,
+            1,
             NOW,
         );
         let d = decide(
@@ -586,6 +611,7 @@ mod tests {
             vec![r("a", Verdict::Healthy), r("b", Verdict::Unknown)],
             &mut m,
             900,
+            1,
             NOW + 600,
         );
         assert_eq!(d.status, Status::Offline);
@@ -597,17 +623,26 @@ mod tests {
             vec![r("a", Verdict::Healthy), r("b", Verdict::Unknown)],
             &mut m,
             900,
+            1,
             NOW + 1000,
         );
         assert_eq!(d.status, Status::Healthy);
         // A healthy reading clears the hold at once.
         let mut m = Memory::default();
-        decide(&bridge(), vec![r("b", Verdict::Degraded)], &mut m, 900, NOW);
+        decide(
+            &bridge(),
+            vec![r("b", Verdict::Degraded)],
+            &mut m,
+            900,
+            1,
+            NOW,
+        );
         decide(
             &bridge(),
             vec![r("b", Verdict::Healthy)],
             &mut m,
             900,
+            1,
             NOW + 60,
         );
         let d = decide(
@@ -615,6 +650,7 @@ mod tests {
             vec![r("a", Verdict::Healthy), r("b", Verdict::Unknown)],
             &mut m,
             900,
+            1,
             NOW + 120,
         );
         assert_eq!(d.status, Status::Healthy);
@@ -630,6 +666,7 @@ mod tests {
             vec![heavy, r("b", Verdict::Healthy)],
             &mut m,
             900,
+            1,
             NOW,
         );
         assert_eq!(d.score, 0.375, "mean 0.625 placed in the degraded band");
