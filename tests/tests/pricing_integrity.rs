@@ -161,6 +161,71 @@ async fn a_move_two_lineages_show_is_held_then_published_after_confirm_ticks() {
     );
     assert!(metrics.contains("pricing_oracle_lineages_used{asset=\"USDT\"} 2"));
     sigterm(&mut child).await;
+
+    // `history` prints what was recorded: skips, the hold with its step and lineages, then the
+    // publication, with every quote's lineage.
+    let out = h
+        .command(&[
+            "history", "--asset", "USDT", "--since", "1h", "--output", "json",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).expect("history JSON");
+    let decisions = doc["decisions"].as_array().expect("decisions");
+    let actions: Vec<&str> = decisions
+        .iter()
+        .map(|d| d["action"].as_str().unwrap_or("?"))
+        .collect();
+    let held = actions.iter().position(|a| *a == "hold").expect("a hold");
+    assert_eq!(
+        actions[..held].iter().filter(|a| **a != "skip").count(),
+        0,
+        "{actions:?}"
+    );
+    assert_eq!(actions[held + 1], "publish", "{actions:?}");
+    let hold = &decisions[held];
+    assert_eq!(
+        hold["reason"],
+        "held: step 300 bps, 2 of 3 lineages (tick 1 of 2)"
+    );
+    assert_eq!(hold["price_micro"], 1_030_000);
+    assert_eq!(hold["onchain_micro"], 1_000_000);
+    assert_eq!(
+        hold["detail"]["lineages"],
+        serde_json::json!(["chainlink", "pyth"])
+    );
+    let published = &decisions[held + 1];
+    assert_eq!(published["reason"], "deviation");
+    assert_eq!(
+        published["detail"]["breaker"],
+        "step 300 bps persisted for 2 ticks"
+    );
+    let quotes = published["quotes"].as_array().unwrap();
+    assert_eq!(quotes.len(), 4);
+    assert!(quotes.iter().any(|q| q["source"] == "defillama"
+        && q["lineage"] == "coingecko"
+        && q["accepted"] == false));
+    let text = h
+        .command(&["history", "--asset", "usdt", "--since", "1h"])
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("hold      price 1.030000 on-chain 1.000000 lineages [chainlink, pyth]: held: step 300 bps"), "{text}");
+    // Bad input is a usage error.
+    let bad = h
+        .command(&["history", "--asset", "USDT", "--since", "forever"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,9 @@
 pub mod breaker;
 pub mod config;
 pub mod cycle;
+pub mod decisions;
 pub mod env;
+pub mod history;
 pub mod metrics;
 pub mod policy;
 pub mod records;

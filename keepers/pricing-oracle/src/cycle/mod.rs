@@ -17,6 +17,7 @@ use keeper_common::ton::{
 
 use crate::breaker::Breaker;
 use crate::config::PricingConfig;
+use crate::decisions::{self, DecisionRecord};
 use crate::metrics::PricingMetrics;
 use crate::policy::{self, OnChain, Reason};
 use crate::records::{self, NewPriceUpdate, StatusChange, UpdateStatus};
@@ -322,6 +323,7 @@ impl PricingCycle {
             }
             summary.assets.push(decision.report);
         }
+        self.log_decisions(local_now, summary).await;
         let no_quorum = summary
             .assets
             .iter()
@@ -338,6 +340,32 @@ impl PricingCycle {
         }
         self.publish(&picked, summary).await?;
         finish(summary, no_quorum)
+    }
+
+    /// Records every asset's decision (PostgreSQL only; a failure is logged, never fatal).
+    async fn log_decisions(&self, tick_at: i64, summary: &CycleSummary) {
+        if !self.p.store.postgres_configured() {
+            return;
+        }
+        let tick_at = Utc
+            .timestamp_opt(tick_at, 0)
+            .single()
+            .unwrap_or_else(Utc::now);
+        let mode = if self.p.publisher.is_dry_run() {
+            "dry_run"
+        } else if self.p.publisher.is_standby() {
+            "standby"
+        } else {
+            "live"
+        };
+        let rows: Vec<DecisionRecord> = summary
+            .assets
+            .iter()
+            .map(|d| DecisionRecord::of(tick_at, d, mode))
+            .collect();
+        if let Err(e) = decisions::insert_decisions(&self.p.store, &rows).await {
+            tracing::warn!(error = %e, "decisions not recorded");
+        }
     }
 
     /// Publishes the picked assets and records them: `dry_run` rows for a dry run; for a real
