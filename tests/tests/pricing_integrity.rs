@@ -376,3 +376,49 @@ async fn an_unreadable_oracle_does_not_republish_unchanged_assets() {
     );
     sigterm(&mut child).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_source_mode_must_be_asked_for_and_says_so_every_tick() {
+    let mut h = PricingHarness::start().await;
+    h.extra_env.push(("MIN_SOURCES".into(), "1".into()));
+    let out = h.command(&["--once", "--dry-run"]).output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("ALLOW_SINGLE_SOURCE"), "{stderr}");
+
+    h.extra_env
+        .push(("ALLOW_SINGLE_SOURCE".into(), "true".into()));
+    // Only Chainlink answers: one lineage now publishes, and says so.
+    h.up.set_down(Source::Coingecko, true);
+    h.up.set_down(Source::Defillama, true);
+    h.up.set_down(Source::Pyth, true);
+    let mut child = h.spawn();
+    let s = wait_ticks(&h, 2).await;
+    let report = &s["last_cycle"]["report"];
+    assert_eq!(report["single_source"], true, "{s}");
+    assert!(
+        report["notes"].as_array().is_some_and(|n| n
+            .iter()
+            .any(|x| x.as_str().unwrap_or("").contains("single-source mode"))),
+        "{report}"
+    );
+    assert_eq!(
+        report["assets"][0]["lineages"],
+        serde_json::json!(["chainlink"])
+    );
+    let metrics = h.metrics().await;
+    assert!(
+        metrics.contains("pricing_oracle_single_source_mode 1"),
+        "{metrics}"
+    );
+    h.wait_externals(1, SETTLE).await;
+    // USDD has no Chainlink feed: still nothing for it.
+    assert_eq!(
+        h.price_batches()[0]
+            .iter()
+            .map(|(id, _)| *id)
+            .collect::<Vec<_>>(),
+        [1, 2, 3, 5, 6]
+    );
+    sigterm(&mut child).await;
+}

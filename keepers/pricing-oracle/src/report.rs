@@ -208,6 +208,42 @@ mod tests {
     use super::*;
 
     #[test]
+    fn text_shows_holds_lineages_and_single_source_mode() {
+        let mut s = CycleSummary::new(false, &[]);
+        s.single_source = true;
+        s.clock_skew_seconds = Some(-3);
+        s.oracle_unreadable = vec!["DAI".into()];
+        s.assets.push(AssetDecision {
+            asset_id: 1,
+            asset: "USDT".into(),
+            price_micro: Some(1_030_000),
+            action: Action::Hold,
+            reason: "held: step 300 bps, 2 of 3 lineages (tick 1 of 2)".into(),
+            breaker: None,
+            on_chain: None,
+            compared_with: Origin::Chain,
+            lineages: vec!["chainlink".into(), "pyth".into()],
+            observed_at: Some(1),
+            timestamp: Some(1),
+            quotes: vec![],
+        });
+        let text = s.render_text();
+        assert!(text.contains("single-source mode"), "{text}");
+        assert!(text.contains("oracle unreadable for DAI"), "{text}");
+        assert!(text.contains("clock skew: -3 s"), "{text}");
+        assert!(
+            text.contains("USDT     1   1.030000 hold      held: step 300 bps"),
+            "{text}"
+        );
+        assert!(text.contains("lineages: chainlink, pyth"), "{text}");
+        assert_eq!(
+            s.summary(),
+            "failed: 0 of 1 assets to publish, 1 held, 0 without quorum (single-source mode)"
+                .replace("failed", &s.send.outcome.to_string())
+        );
+    }
+
+    #[test]
     fn micro_prices_print_with_six_decimals() {
         assert_eq!(format_micro(999_850), "0.999850");
         assert_eq!(format_micro(1_000_000), "1.000000");
