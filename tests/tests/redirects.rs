@@ -57,7 +57,7 @@ async fn the_pyth_bearer_token_never_follows_a_redirect() {
         first.first().and_then(|r| r.header("authorization")),
         Some("Bearer PYTH-REDIRECT-SECRET")
     );
-    let e = result.err().expect("a redirect is an error, not a price");
+    let e = result.expect_err("a redirect is an error, not a price");
     assert!(!e.to_string().contains("PYTH-REDIRECT-SECRET"), "{e}");
     assert_eq!(
         elsewhere.count(),
