@@ -247,6 +247,64 @@ mod tests {
     }
 
     #[test]
+    fn per_asset_overrides_and_breaker_settings() {
+        let dir = std::env::temp_dir().join(format!("pricing-rules-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(
+            &file,
+            "[policy]\nmax_step_bps = 150\n\n[[assets]]\nsymbol = \"USDT\"\nid = 1\n\
+             coingecko_id = \"tether\"\npyth_id = \"2b89b9dc8fdf9f34709a5b106b472f0f39bb6ca9ce04b0fd7f2e971688e2e53b\"\n\
+             deviation_bps = 25\nheartbeat = 120\nmax_step_bps = 50\n\n[[assets]]\nsymbol = \"USDC\"\nid = 2\n\
+             coingecko_id = \"usd-coin\"\npyth_id = \"eaa020c61cc479712813461ce153894a96a6c00b21ed0cfc2798d1f9a9e9c94a\"\n",
+        )
+        .unwrap();
+        let env: HashMap<String, String> = [("CONFIRM_TICKS", "3")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let c = PricingConfig::load(Some(&file), &env).unwrap();
+        assert_eq!(
+            c.rules_for(&c.assets[0]),
+            AssetRules {
+                deviation_bps: 25,
+                heartbeat: 120,
+                max_step_bps: 50
+            }
+        );
+        assert_eq!(
+            c.rules_for(&c.assets[1]),
+            AssetRules {
+                deviation_bps: 10,
+                heartbeat: 240,
+                max_step_bps: 150
+            }
+        );
+        assert_eq!(c.policy.confirm_ticks, 3);
+        assert_eq!(c.policy.confirm_lineages, 3);
+        assert_eq!(c.policy.max_clock_skew, 30);
+        for (k, v, setting) in [
+            ("CONFIRM_TICKS", "0", "policy.confirm_ticks"),
+            ("CONFIRM_LINEAGES", "5", "policy.confirm_lineages"),
+            ("MAX_STEP_BPS", "10001", "policy.max_step_bps"),
+            ("MAX_CLOCK_SKEW", "0", "policy.max_clock_skew"),
+        ] {
+            let env: HashMap<String, String> = [(k.to_owned(), v.to_owned())].into();
+            let e = PricingConfig::load(None, &env).unwrap_err();
+            assert!(e.setting.contains(setting), "{k}={v}: {e}");
+        }
+        std::fs::write(
+            &file,
+            "[[assets]]\nsymbol = \"USDT\"\nid = 1\ncoingecko_id = \"tether\"\n\
+             pyth_id = \"2b89b9dc8fdf9f34709a5b106b472f0f39bb6ca9ce04b0fd7f2e971688e2e53b\"\nheartbeat = 0\n",
+        )
+        .unwrap();
+        let e = PricingConfig::load(Some(&file), &HashMap::<String, String>::new()).unwrap_err();
+        assert!(e.setting.contains("assets[0].heartbeat"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn ton_amounts_from_the_environment_become_nanotons() {
         let env: HashMap<String, String> = [
             ("UPDATE_VALUE_TON", "0.1"),

@@ -297,8 +297,9 @@ impl PricingCycle {
         self.track_unreadable(&views, summary);
 
         let mut picked = Vec::new();
-        let assets = self.p.config.assets.clone();
-        for ((asset, agg), view) in assets.iter().zip(&aggregates).zip(&views) {
+        // The settings are shared (an Arc): one handle for the loop, no copy of the asset table.
+        let config = self.p.config.clone();
+        for ((asset, agg), view) in config.assets.iter().zip(&aggregates).zip(&views) {
             let (reference, origin) = match view {
                 Ok(v) => (*v, Origin::Chain),
                 Err(_) => self.record.last(&self.p.store, &asset.symbol).await,
