@@ -422,3 +422,41 @@ async fn single_source_mode_must_be_asked_for_and_says_so_every_tick() {
     );
     sigterm(&mut child).await;
 }
+
+/// `--once --output json` without Redis: the wallet lease is PostgreSQL's session lock, which
+/// ends with the process, so consecutive one-shot runs may each send.
+async fn once_pg(h: &PricingHarness) -> Value {
+    let out = h
+        .command(&["--once", "--output", "json"])
+        .env_remove("REDIS_URL")
+        .output()
+        .await
+        .expect("run keeper");
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_shot_runs_confirm_a_held_move_through_the_decision_log() {
+    let mut h = PricingHarness::start().await;
+    // One-shot runs from cron every 30 s: a hold counts for three such periods.
+    h.extra_env.push(("UPDATE_INTERVAL".into(), "30".into()));
+    // Older than the quotes (Chainlink's round is 30 s old): the oracle would refuse anything
+    // stamped before what it holds.
+    seed_chain(&h, 60);
+    h.up.set_price(Source::Chainlink, "USDT", "1.03");
+    h.up.set_price(Source::Pyth, "USDT", "1.03");
+    let first = once_pg(&h).await;
+    let usdt = asset(&first, "USDT");
+    assert_eq!(usdt["action"], "hold", "{usdt}");
+    assert_eq!(usdt["held"]["ticks"], 1);
+    assert!(h.ton.externals().is_empty());
+    let second = once_pg(&h).await;
+    let usdt = asset(&second, "USDT");
+    assert_eq!(usdt["action"], "publish", "{usdt}");
+    assert_eq!(usdt["breaker"], "step 300 bps persisted for 2 ticks");
+    assert_eq!(h.ton.price(&h.oracle, 1).unwrap().0, 1_030_000);
+    // Confirmed and forgotten: a third run compares with the new on-chain value.
+    let third = once_pg(&h).await;
+    assert_eq!(asset(&third, "USDT")["action"], "skip", "{third}");
+}

@@ -5,6 +5,8 @@
 
 use std::collections::HashMap;
 
+use serde::{Deserialize, Serialize};
+
 use crate::policy::deviation_bps;
 
 /// The breaker's settings for one asset.
@@ -84,14 +86,19 @@ impl Verdict {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Pending {
-    price_micro: u64,
-    up: bool,
-    ticks: u32,
+/// A held move: the aggregate that waits, its direction, and the ticks it has persisted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    /// The held aggregate, 6 decimals.
+    pub price_micro: u64,
+    /// Up from the compared value.
+    pub up: bool,
+    /// Consecutive ticks so far.
+    pub ticks: u32,
 }
 
-/// Held moves per asset, across ticks of this process.
+/// Held moves per asset, across ticks of this process (and restored from the decision log by
+/// the next process, so `--once` runs confirm too).
 #[derive(Debug, Default)]
 pub struct Breaker {
     pending: HashMap<String, Pending>,
@@ -151,6 +158,16 @@ impl Breaker {
             tick: ticks,
             of: rules.confirm_ticks,
         }
+    }
+
+    /// The move held for `asset`, if any.
+    pub fn pending(&self, asset: &str) -> Option<Pending> {
+        self.pending.get(asset).copied()
+    }
+
+    /// Restores a move an earlier process held.
+    pub fn restore(&mut self, asset: &str, pending: Pending) {
+        self.pending.insert(asset.to_owned(), pending);
     }
 
     /// Forgets a held move (the asset lost quorum or was forced).

@@ -60,6 +60,7 @@ impl DecisionRecord {
                 "compared_with": d.compared_with,
                 "onchain_timestamp": d.on_chain.map(|c| c.timestamp),
                 "timestamp": d.timestamp,
+                "held": d.held,
                 "mode": mode,
             }),
         }
@@ -92,6 +93,19 @@ pub async fn decisions_since(
         .await
 }
 
+/// Moves a live tick held at or after `since`, by asset: the last decision of each asset, when
+/// it was a hold.
+pub async fn recent_holds(
+    store: &Store,
+    since: DateTime<Utc>,
+) -> Result<Vec<(String, crate::breaker::Pending)>, StoreError> {
+    store
+        .pg("read recent holds", |pool| async move {
+            sql::recent_holds(&pool, since).await
+        })
+        .await
+}
+
 mod sql {
     use super::*;
 
@@ -116,6 +130,29 @@ mod sql {
             .await
             .map_err(pg_err("insert decisions"))?;
         Ok(())
+    }
+
+    pub async fn recent_holds(
+        pool: &PgPool,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(String, crate::breaker::Pending)>, StoreError> {
+        let rows: Vec<(String, String, serde_json::Value)> = sqlx::query_as(
+            "SELECT DISTINCT ON (asset) asset, action, detail FROM pricing_oracle_decisions \
+             WHERE tick_at >= $1 AND detail->>'mode' = 'live' \
+             ORDER BY asset, tick_at DESC, id DESC",
+        )
+        .bind(since)
+        .fetch_all(pool)
+        .await
+        .map_err(pg_err("read recent holds"))?;
+        Ok(rows
+            .into_iter()
+            .filter(|(_, action, _)| action == "hold")
+            .filter_map(|(asset, _, detail)| {
+                let held = serde_json::from_value(detail.get("held")?.clone()).ok()?;
+                Some((asset, held))
+            })
+            .collect())
     }
 
     fn record(row: &PgRow) -> Result<DecisionRecord, StoreError> {

@@ -40,6 +40,9 @@ pub struct AssetDecision {
     pub reason: String,
     /// The circuit breaker's word on a published move beyond `max_step_bps`.
     pub breaker: Option<String>,
+    /// The move held for confirmation, when the action is `hold`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held: Option<crate::breaker::Pending>,
     /// What the oracle held before this tick (or this keeper's own last publication when the
     /// oracle could not be read; see `compared_with`).
     pub on_chain: Option<OnChain>,
@@ -220,6 +223,7 @@ mod tests {
             action: Action::Hold,
             reason: "held: step 300 bps, 2 of 3 lineages (tick 1 of 2)".into(),
             breaker: None,
+            held: None,
             on_chain: None,
             compared_with: Origin::Chain,
             lineages: vec!["chainlink".into(), "pyth".into()],

@@ -35,6 +35,7 @@ impl PricingCycle {
             action: Action::Skip,
             reason: String::new(),
             breaker: None,
+            held: None,
             on_chain: reference,
             compared_with: origin,
             lineages: agg.lineages.iter().map(|l| l.lineage.clone()).collect(),
@@ -91,6 +92,7 @@ impl PricingCycle {
                             update_reason = reason;
                         } else {
                             held = true;
+                            report.held = self.breaker.pending(&asset.symbol);
                             report.action = Action::Hold;
                             report.reason = verdict.describe().unwrap_or_default();
                         }

@@ -43,6 +43,8 @@ pub struct PricingCycle {
     fetcher: PriceFetcher,
     own: PricingMetrics,
     breaker: Breaker,
+    /// Held moves were read back from the decision log (first tick).
+    holds_restored: bool,
     record: OwnRecord,
     last: Option<CycleSummary>,
     stale: Staleness,
@@ -69,6 +71,7 @@ impl PricingCycle {
             fetcher,
             own,
             breaker: Breaker::default(),
+            holds_restored: false,
             record: OwnRecord::default(),
             last: None,
             stale,
@@ -296,6 +299,7 @@ impl PricingCycle {
         self.track_freshness(&views, now);
         self.track_unreadable(&views, summary);
 
+        self.restore_holds(local_now).await;
         let mut picked = Vec::new();
         // The settings are shared (an Arc): one handle for the loop, no copy of the asset table.
         let config = self.p.config.clone();
@@ -341,6 +345,39 @@ impl PricingCycle {
         }
         self.publish(&picked, summary).await?;
         finish(summary, no_quorum)
+    }
+
+    /// Once per process: moves an earlier process held within the last three intervals count
+    /// on, so one-shot runs (`--once` from cron) confirm a move too.
+    async fn restore_holds(&mut self, now: i64) {
+        if self.holds_restored || !self.p.store.postgres_configured() {
+            return;
+        }
+        self.holds_restored = true;
+        let window = self
+            .p
+            .config
+            .runner
+            .period()
+            .as_secs()
+            .saturating_mul(3)
+            .max(1);
+        let since = Utc
+            .timestamp_opt(
+                now.saturating_sub(i64::try_from(window).unwrap_or(i64::MAX)),
+                0,
+            )
+            .single()
+            .unwrap_or_else(Utc::now);
+        match decisions::recent_holds(&self.p.store, since).await {
+            Ok(holds) => {
+                for (asset, pending) in holds {
+                    tracing::info!(asset, ticks = pending.ticks, "held move restored");
+                    self.breaker.restore(&asset, pending);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "held moves not restored"),
+        }
     }
 
     /// Records every asset's decision (PostgreSQL only; a failure is logged, never fatal).
