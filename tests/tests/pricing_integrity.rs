@@ -339,7 +339,11 @@ async fn an_unreadable_oracle_does_not_republish_unchanged_assets() {
     );
     let usdt = &s["last_cycle"]["report"]["assets"][0];
     assert_eq!(usdt["action"], "skip", "{s}");
-    assert_eq!(usdt["compared_with"], "postgres", "{usdt}");
+    // PostgreSQL holds the keeper's own record (Redis if a loaded PostgreSQL timed out).
+    assert!(
+        usdt["compared_with"] == "postgres" || usdt["compared_with"] == "redis",
+        "{usdt}"
+    );
     assert_eq!(
         s["last_cycle"]["report"]["oracle_unreadable"]
             .as_array()

@@ -44,7 +44,6 @@ impl PricingCycle {
             quotes: agg.quotes(),
         };
         let mut update_reason = Reason::Initial;
-        let held_key = format!("{PRICE_MOVE_HELD}:{}", asset.symbol);
         let mut held = false;
         match (agg.price_micro(), timestamp) {
             (Some(micro), Some(ts)) => {
@@ -79,12 +78,7 @@ impl PricingCycle {
                             micro,
                             reference.map(|r| r.price_micro),
                             agg.lineages.len(),
-                            BreakerRules {
-                                max_step_bps: rules.max_step_bps,
-                                confirm_lineages: self.p.config.policy.confirm_lineages,
-                                confirm_ticks: self.p.config.policy.confirm_ticks,
-                                same_move_bps: self.p.config.aggregation.max_deviation_bps,
-                            },
+                            self.breaker_rules(rules.max_step_bps),
                         );
                         if verdict.allows() {
                             report.action = Action::Publish;
@@ -112,36 +106,48 @@ impl PricingCycle {
                 report.reason = agg.explain();
             }
         }
-        if held {
-            self.own
-                .moves_held
-                .get_or_create(&labels([("asset", &asset.symbol)]))
-                .inc();
-            self.p.alerter.fire(
-                Alert::new(
-                    held_key,
-                    Severity::Warning,
-                    format!(
-                        "{}: {} (aggregate {}, on-chain {})",
-                        asset.symbol,
-                        report.reason,
-                        report
-                            .price_micro
-                            .map_or_else(|| "-".into(), crate::report::format_micro),
-                        reference.map_or_else(
-                            || "-".into(),
-                            |r| crate::report::format_micro(r.price_micro)
-                        )
-                    ),
-                )
-                .label("asset", asset.symbol.as_str()),
-            );
-        } else {
-            self.p.alerter.resolve(&held_key);
-        }
+        self.track_hold(asset, &report, held);
         Decided {
             report,
             update_reason,
         }
+    }
+
+    /// The breaker's settings with this asset's step.
+    fn breaker_rules(&self, max_step_bps: u32) -> BreakerRules {
+        BreakerRules {
+            max_step_bps,
+            confirm_lineages: self.p.config.policy.confirm_lineages,
+            confirm_ticks: self.p.config.policy.confirm_ticks,
+            same_move_bps: self.p.config.aggregation.max_deviation_bps,
+        }
+    }
+
+    /// `pricing_oracle_moves_held_total` and `price_move_held:{asset}` while a move waits.
+    fn track_hold(&self, asset: &AssetConfig, report: &AssetDecision, held: bool) {
+        let key = format!("{PRICE_MOVE_HELD}:{}", asset.symbol);
+        if !held {
+            self.p.alerter.resolve(&key);
+            return;
+        }
+        self.own
+            .moves_held
+            .get_or_create(&labels([("asset", &asset.symbol)]))
+            .inc();
+        let micro = |m: Option<u64>| m.map_or_else(|| "-".into(), crate::report::format_micro);
+        self.p.alerter.fire(
+            Alert::new(
+                key,
+                Severity::Warning,
+                format!(
+                    "{}: {} (aggregate {}, on-chain {})",
+                    asset.symbol,
+                    report.reason,
+                    micro(report.price_micro),
+                    micro(report.on_chain.map(|r| r.price_micro))
+                ),
+            )
+            .label("asset", asset.symbol.as_str()),
+        );
     }
 }
