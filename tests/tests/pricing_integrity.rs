@@ -429,15 +429,16 @@ async fn single_source_mode_must_be_asked_for_and_says_so_every_tick() {
 
 /// `--once --output json` without Redis: the wallet lease is PostgreSQL's session lock, which
 /// ends with the process, so consecutive one-shot runs may each send.
-async fn once_pg(h: &PricingHarness) -> Value {
+async fn once_pg(h: &PricingHarness) -> (Value, String) {
     let out = h
         .command(&["--once", "--output", "json"])
         .env_remove("REDIS_URL")
         .output()
         .await
         .expect("run keeper");
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)))
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let doc = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {stderr}"));
+    (doc, stderr)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -450,17 +451,17 @@ async fn one_shot_runs_confirm_a_held_move_through_the_decision_log() {
     seed_chain(&h, 60);
     h.up.set_price(Source::Chainlink, "USDT", "1.03");
     h.up.set_price(Source::Pyth, "USDT", "1.03");
-    let first = once_pg(&h).await;
+    let (first, _) = once_pg(&h).await;
     let usdt = asset(&first, "USDT");
     assert_eq!(usdt["action"], "hold", "{usdt}");
     assert_eq!(usdt["held"]["ticks"], 1);
     assert!(h.ton.externals().is_empty());
-    let second = once_pg(&h).await;
+    let (second, log) = once_pg(&h).await;
     let usdt = asset(&second, "USDT");
-    assert_eq!(usdt["action"], "publish", "{usdt}");
+    assert_eq!(usdt["action"], "publish", "{usdt}\n{log}");
     assert_eq!(usdt["breaker"], "step 300 bps persisted for 2 ticks");
     assert_eq!(h.ton.price(&h.oracle, 1).unwrap().0, 1_030_000);
     // Confirmed and forgotten: a third run compares with the new on-chain value.
-    let third = once_pg(&h).await;
+    let (third, _) = once_pg(&h).await;
     assert_eq!(asset(&third, "USDT")["action"], "skip", "{third}");
 }

@@ -353,7 +353,6 @@ impl PricingCycle {
         if self.holds_restored || !self.p.store.postgres_configured() {
             return;
         }
-        self.holds_restored = true;
         let window = self
             .p
             .config
@@ -371,11 +370,13 @@ impl PricingCycle {
             .unwrap_or_else(Utc::now);
         match decisions::recent_holds(&self.p.store, since).await {
             Ok(holds) => {
+                self.holds_restored = true;
                 for (asset, pending) in holds {
                     tracing::info!(asset, ticks = pending.ticks, "held move restored");
                     self.breaker.restore(&asset, pending);
                 }
             }
+            // Tried again next tick; a hold of this process is counted meanwhile.
             Err(e) => tracing::warn!(error = %e, "held moves not restored"),
         }
     }
