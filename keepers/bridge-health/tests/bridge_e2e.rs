@@ -804,3 +804,24 @@ async fn bad_configuration_exits_2_naming_the_setting() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("BRIDGE_ORACLE_ADDRESS"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peg_quote_from_the_future_is_no_evidence() {
+    let h = Harness::start().await;
+    // A broken peg stamped an hour ahead: unknown, never critical; the bridge stays healthy.
+    let ahead = keeper_tests::bridges::now() + 3_600;
+    h.up.set_defillama_coin(PEG_KEYS[0], "0.5", Ts::At(ahead));
+    let (code, doc) = h.once(&["--dry-run"]).await;
+    assert_eq!(code, 0, "{doc}");
+    let tb = bridge(&doc, "ton_bridge");
+    let peg = signal(tb, "peg:jUSDT");
+    assert_eq!(peg["verdict"], "unknown", "{peg}");
+    assert!(
+        peg["why"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("in the future"),
+        "{peg}"
+    );
+    assert_eq!(tb["status"], "healthy", "{tb}");
+}
