@@ -35,7 +35,9 @@ impl ChainKeeper for PricingKeeper {
     const SERVICE: &'static str = "pricing-oracle-keeper";
     const ABOUT: &'static str = "Pushes aggregated stablecoin prices to the TON PriceOracle.\n\n\
         Settings: built-in defaults (config/pricing-oracle.toml) < --config FILE < environment \
-        < flags; the README lists every setting and its environment variable.";
+        < flags; the README lists every setting and its environment variable.\n\n\
+        `pricing-oracle-keeper history --asset SYMBOL --since 2h [--output json]` prints the \
+        recorded decisions of one asset (needs DATABASE_URL).";
     const ORACLE_SETTING: &'static str = config::ORACLE_SETTING;
     type Config = PricingConfig;
     type Families = metrics::PricingMetrics;
