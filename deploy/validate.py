@@ -61,7 +61,7 @@ KNOWN_ENV = set(
 # Never a plain value in a manifest: these come from Secrets (or, for the mnemonic, a file).
 SECRET_ENV = set(
     """TON_API_KEY KEEPER_MNEMONIC DATABASE_URL REDIS_URL SLACK_WEBHOOK_URL ALERT_WEBHOOK_URL
-    PAGERDUTY_ROUTING_KEY COINGECKO_API_KEY ETH_RPC_URL AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
+    PAGERDUTY_ROUTING_KEY COINGECKO_API_KEY PYTH_API_KEY ETH_RPC_URL AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
     AWS_SESSION_TOKEN BACKUP_VERIFY_DATABASE_URL BACKUP_RECORDS_DATABASE_URL""".split()
 )
 KNOWN_ENV |= {f"{n}_FILE" for n in SECRET_ENV}
@@ -71,6 +71,7 @@ SECRETS_DIR = "/run/secrets/keepers"
 KEEPER_ALERT_KEYS = [
     "keeper_stale", "oracle_stale", "quorum_lost", "source_divergence", "source_down",
     "wallet_balance_low", "update_not_applied", "bridge_degraded", "bridge_offline",
+    "price_move_held", "clock_skew", "oracle_unreadable",
     "store_degraded", "backup_failed", "backup_stale",
 ]
 STANDARD_LABELS = [

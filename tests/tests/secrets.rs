@@ -82,6 +82,7 @@ async fn every_secret_works_from_a_file_and_none_is_in_the_environment() {
     // Quorum lost first (only CoinGecko answers), so every alert channel gets a firing alert.
     h.up.set_down(Source::Chainlink, true);
     h.up.set_down(Source::Defillama, true);
+    h.up.set_down(Source::Pyth, true);
 
     let dir = tempfile::tempdir().unwrap();
     let creds = tempfile::tempdir().unwrap();
@@ -162,6 +163,7 @@ async fn every_secret_works_from_a_file_and_none_is_in_the_environment() {
     // toncenter that demands the file's key.
     h.up.set_down(Source::Chainlink, false);
     h.up.set_down(Source::Defillama, false);
+    h.up.set_down(Source::Pyth, false);
     h.wait_externals(1, SETTLE).await;
     let cg = h.up.requests(Endpoint::Coingecko);
     assert!(

@@ -4,9 +4,11 @@
 
 pub mod clients;
 pub mod config;
+pub mod confirm;
 pub mod cycle;
 pub mod decision;
 pub mod env;
+pub mod history;
 pub mod metrics;
 pub mod records;
 pub mod report;
