@@ -61,13 +61,17 @@ KNOWN_ENV = set(
 # Never a plain value in a manifest: these come from Secrets (or, for the mnemonic, a file).
 SECRET_ENV = set(
     """TON_API_KEY TON_API_KEYS KEEPER_MNEMONIC DATABASE_URL REDIS_URL SLACK_WEBHOOK_URL ALERT_WEBHOOK_URL
-    PAGERDUTY_ROUTING_KEY COINGECKO_API_KEY ETH_RPC_URL AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
+    PAGERDUTY_ROUTING_KEY COINGECKO_API_KEY PYTH_API_KEY ETH_RPC_URL AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
     AWS_SESSION_TOKEN BACKUP_VERIFY_DATABASE_URL BACKUP_RECORDS_DATABASE_URL""".split()
 )
+KNOWN_ENV |= {f"{n}_FILE" for n in SECRET_ENV}
+# Where the chart mounts every secret as a file.
+SECRETS_DIR = "/run/secrets/keepers"
 # Alert keys the keepers raise themselves; each needs a runbook entry in docs/operations.md.
 KEEPER_ALERT_KEYS = [
     "keeper_stale", "oracle_stale", "quorum_lost", "source_divergence", "source_down",
     "wallet_balance_low", "update_not_applied", "bridge_degraded", "bridge_offline",
+    "price_move_held", "clock_skew", "oracle_unreadable",
     "store_degraded", "backup_failed", "backup_stale", "endpoint_down",
 ]
 STANDARD_LABELS = [
@@ -100,7 +104,10 @@ def code_env_names() -> set[str]:
     """Names the code binds (`bind("NAME", …)`), so new settings need no edit here."""
     names = set()
     for src in list((ROOT / "common").rglob("*.rs")) + list((ROOT / "keepers").rglob("*.rs")):
-        names.update(re.findall(r'bind\(\s*"([A-Z][A-Z0-9_]*)"', src.read_text()))
+        text = src.read_text()
+        names.update(re.findall(r'bind(?:_secret)?\(\s*"([A-Z][A-Z0-9_]*)"', text))
+        # A secret is also read from the file NAME_FILE names.
+        names.update(f"{n}_FILE" for n in re.findall(r'bind_secret\(\s*"([A-Z][A-Z0-9_]*)"', text))
     return names
 
 
@@ -230,9 +237,16 @@ def check_pod(where: str, spec: dict, known_env: set[str]) -> None:
         for e in c.get("env", []):
             n = e["name"]
             check(n in known_env, f"{w}: env {n} is no setting of the keepers (typo?)")
-            check(n != "KEEPER_MNEMONIC", f"{w}: the mnemonic is passed in the environment; mount it (KEEPER_MNEMONIC_FILE)")
-            if n in SECRET_ENV:
-                check("valueFrom" in e and "value" not in e, f"{w}: {n} is a plain value; it must come from a Secret")
+            check(n not in SECRET_ENV, f"{w}: the secret {n} is in the environment; mount it as a file ({n}_FILE)")
+            check("secretKeyRef" not in (e.get("valueFrom") or {}), f"{w}: {n} comes from a Secret through the environment")
+            if n.endswith("_FILE") and n[:-5] in SECRET_ENV:
+                check(e.get("value", "").startswith(SECRETS_DIR + "/"), f"{w}: {n} does not point into {SECRETS_DIR}")
+                m = mounts.get(SECRETS_DIR)
+                check(m is not None and m.get("readOnly") is True, f"{w}: {SECRETS_DIR} is not mounted read-only")
+                vol = volumes.get((m or {}).get("name"), {}).get("projected", {})
+                check(vol.get("defaultMode") == 0o400, f"{w}: secret files are not mode 0400")
+                paths = {i["path"] for src in vol.get("sources", []) for i in src.get("secret", {}).get("items", [])}
+                check(e.get("value", "").rsplit("/", 1)[-1] in paths, f"{w}: {n} names no file of the secrets volume")
         for v in volumes.values():
             if "emptyDir" in v:
                 check("sizeLimit" in v["emptyDir"], f"{where}: emptyDir {v['name']} has no sizeLimit")
@@ -278,7 +292,7 @@ def check_rendered(name: str, values: dict, merged: dict, docs: list[dict], know
         env = {e["name"]: e for e in c["env"]}
         port = c["ports"][0]["containerPort"]
         check(env.get("METRICS_ADDR", {}).get("value") == f"0.0.0.0:{port}", f"{w}: METRICS_ADDR does not serve the container port")
-        check(env.get("KEEPER_MNEMONIC_FILE", {}).get("value") == "/run/secrets/keeper/mnemonic", f"{w}: KEEPER_MNEMONIC_FILE unset")
+        check(env.get("KEEPER_MNEMONIC_FILE", {}).get("value") == f"{SECRETS_DIR}/keeper-mnemonic", f"{w}: KEEPER_MNEMONIC_FILE unset")
         # Environment: global < keeper < identity, secrets by reference to the Secrets named in values.
         comp = d["metadata"]["labels"]["app.kubernetes.io/component"]
         ident_name = d["metadata"]["labels"]["keepers.tonsurance.io/identity"]
@@ -287,23 +301,24 @@ def check_rendered(name: str, values: dict, merged: dict, docs: list[dict], know
         plain = {**(merged.get("env") or {}), **(merged[key].get("env") or {}), **(ident.get("env") or {})}
         refs = {**(merged.get("secretEnv") or {}), **(merged[key].get("secretEnv") or {}), **(ident.get("secretEnv") or {})}
         want_env = {n: str(normalize(v)).lower() if isinstance(v, bool) else str(normalize(v)) for n, v in plain.items() if v is not None}
-        want_env |= {"METRICS_ADDR": f"0.0.0.0:{port}", "KEEPER_MNEMONIC_FILE": "/run/secrets/keeper/mnemonic"}
+        want_refs = {n: (r["existingSecret"], r.get("key") or n) for n, r in refs.items() if r.get("existingSecret")}
+        want_env |= {"METRICS_ADDR": f"0.0.0.0:{port}", "KEEPER_MNEMONIC_FILE": f"{SECRETS_DIR}/keeper-mnemonic"}
+        want_env |= {f"{n}_FILE": f"{SECRETS_DIR}/{n.lower().replace('_', '-')}" for n in want_refs}
         got_env = {n: e["value"] for n, e in env.items() if "value" in e}
         check(got_env == want_env, f"{w}: env {got_env} is not the merged values {want_env}")
-        want_refs = {n: {"name": r["existingSecret"], "key": r.get("key") or n} for n, r in refs.items() if r.get("existingSecret")}
-        got_refs = {n: e["valueFrom"]["secretKeyRef"] for n, e in env.items() if "valueFrom" in e and "secretKeyRef" in e["valueFrom"]}
-        check(got_refs == want_refs, f"{w}: secret env {got_refs} is not the values' references {want_refs}")
         for m in c["volumeMounts"]:
-            if m["name"] in ("config", "wallet"):
+            if m["name"] in ("config", "secrets"):
                 check(m.get("readOnly") is True, f"{w}: {m['name']} is mounted writable")
         vols = {v["name"]: v for v in d["spec"]["template"]["spec"]["volumes"]}
-        secret = vols.get("wallet", {}).get("secret", {})
-        wallet = (secret.get("secretName"), tuple(i["key"] for i in secret.get("items", [])))
-        check(wallet == (ident["wallet"]["existingSecret"], (ident["wallet"].get("key") or "mnemonic",)),
-              f"{w}: wallet volume {wallet} is not the identity's {ident['wallet']}")
+        sources = vols.get("secrets", {}).get("projected", {}).get("sources", [])
+        files = {i["path"]: (src["secret"]["name"], i["key"]) for src in sources for i in src["secret"]["items"]}
+        wallet = files.get("keeper-mnemonic")
+        check(wallet == (ident["wallet"]["existingSecret"], ident["wallet"].get("key") or "mnemonic"),
+              f"{w}: the mnemonic file {wallet} is not the identity's wallet {ident['wallet']}")
         check(wallet not in wallets, f"{w}: wallet {wallet} is shared with another Deployment")
         wallets.add(wallet)
-        check(secret.get("defaultMode") == 0o440, f"{w}: wallet file mode is not 0440")
+        want_files = {n.lower().replace("_", "-"): ref for n, ref in want_refs.items()} | {"keeper-mnemonic": wallet}
+        check(files == want_files, f"{w}: secret files {files} are not the values' references {want_files}")
         check("checksum/config" in d["spec"]["template"]["metadata"].get("annotations", {}), f"{w}: no config checksum")
 
     # PodDisruptionBudget exactly where replicas > 1.
@@ -350,7 +365,7 @@ def check_rendered(name: str, values: dict, merged: dict, docs: list[dict], know
         c = pod["containers"][0]
         check("--once" in c["args"], f"{w}: the backup does not run --once")
         env = {e["name"]: e for e in c["env"]}
-        check("DATABASE_URL" in env, f"{w}: no DATABASE_URL")
+        check("DATABASE_URL_FILE" in env, f"{w}: no DATABASE_URL_FILE")
         check("BACKUP_S3_URL" in env or any("persistentVolumeClaim" in v for v in pod["volumes"]), f"{w}: no destination")
 
     # Migration hook.
@@ -363,15 +378,26 @@ def check_rendered(name: str, values: dict, merged: dict, docs: list[dict], know
         check(a.get("helm.sh/hook") == "pre-install,pre-upgrade", f"{name}: migration Job is not a pre-install/pre-upgrade hook")
         check("migrate" in j["spec"]["template"]["spec"]["containers"][0]["args"], f"{name}: migration Job does not run migrate")
 
-    # NetworkPolicy: DNS, HTTPS, PostgreSQL, Redis out; only the metrics port in.
+    # NetworkPolicy: DNS to the cluster DNS; HTTPS, PostgreSQL, Redis to public addresses only
+    # (no private ranges, no metadata endpoint); only the metrics port in, from named peers.
     nps = by_kind.get("NetworkPolicy", [])
     check(len(nps) == 1, f"{name}: {len(nps)} NetworkPolicies")
     for np in nps:
-        ports = {(p.get("protocol", "TCP"), p["port"]) for r in np["spec"]["egress"] for p in r.get("ports", [])}
+        egress = np["spec"]["egress"]
+        ports = {(p.get("protocol", "TCP"), p["port"]) for r in egress for p in r.get("ports", [])}
         for want in [("UDP", 53), ("TCP", 53), ("TCP", 443), ("TCP", 5432), ("TCP", 6379)]:
             check(want in ports, f"{name}: NetworkPolicy egress lacks {want}")
+        for r in egress:
+            check(bool(r.get("to")), f"{name}: an egress rule without 'to' allows every destination: {r}")
+            blocks = [p["ipBlock"] for p in r.get("to", []) if "ipBlock" in p]
+            for b in blocks:
+                if b["cidr"] == "0.0.0.0/0":
+                    for private in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"):
+                        check(private in b.get("except", []), f"{name}: egress to 0.0.0.0/0 does not except {private}")
         ing = np["spec"]["ingress"]
         check(len(ing) == 1 and ing[0]["ports"] == [{"port": "metrics", "protocol": "TCP"}], f"{name}: ingress is not only the metrics port")
+        if merged["networkPolicy"]["metricsFrom"]:
+            check(ing[0].get("from") == merged["networkPolicy"]["metricsFrom"], f"{name}: ingress is not limited to metricsFrom")
         if merged["backup"]["enabled"] and merged["backup"]["pushgatewayUrl"]:
             check(("TCP", 9091) in ports, f"{name}: NetworkPolicy egress lacks the Pushgateway port")
 
@@ -669,7 +695,11 @@ def cmd_units() -> None:
         check(bool(s.get("WatchdogSec")), f"{w}: no WatchdogSec")
         check(s.get("Restart") == ["on-failure"], f"{w}: Restart is not on-failure")
         check(s.get("DynamicUser") == ["yes"], f"{w}: not DynamicUser")
-        check(s.get("LoadCredential") == [f"keeper-mnemonic:/etc/keepers/{conf}/mnemonic"], f"{w}: LoadCredential {s.get('LoadCredential')}")
+        creds = s.get("LoadCredential", [])
+        check(creds[:1] == [f"keeper-mnemonic:/etc/keepers/{conf}/mnemonic"], f"{w}: LoadCredential {creds}")
+        for name in ("TON_API_KEY", "TON_API_KEYS", "DATABASE_URL", "REDIS_URL", "ETH_RPC_URL", "SLACK_WEBHOOK_URL",
+                     "ALERT_WEBHOOK_URL", "PAGERDUTY_ROUTING_KEY"):
+            check(name.lower().replace("_", "-") in creds, f"{w}: the secret {name} is no credential: {creds}")
         check(s.get("EnvironmentFile") == [f"-/etc/keepers/{conf}/env"], f"{w}: EnvironmentFile {s.get('EnvironmentFile')}")
         check(s["ExecStart"][0].startswith(f"/usr/local/bin/{daemon} "), f"{w}: ExecStart {s['ExecStart']}")
         check("KEEPER_MNEMONIC" not in " ".join(s.get("Environment", [])), f"{w}: mnemonic in Environment=")
@@ -677,6 +707,8 @@ def cmd_units() -> None:
     check(s.get("Type") == ["oneshot"], "db-backup.service: Type is not oneshot")
     check("--once" in s["ExecStart"][0] and s["ExecStart"][0].startswith("/usr/local/bin/db-backup "), "db-backup.service: ExecStart")
     check(s.get("IOSchedulingClass") == ["idle"] and bool(s.get("Nice")), "db-backup.service: not low CPU and IO priority")
+    for name in ("DATABASE_URL", "AWS_SECRET_ACCESS_KEY", "BACKUP_VERIFY_DATABASE_URL"):
+        check(name.lower().replace("_", "-") in s.get("LoadCredential", []), f"db-backup.service: the secret {name} is no credential")
     t = unit_settings(SYSTEMD / "db-backup.timer")
     check(bool(t.get("OnCalendar")) and bool(t.get("RandomizedDelaySec")) and t.get("Persistent") == ["true"],
           "db-backup.timer: OnCalendar, RandomizedDelaySec and Persistent=true needed")
@@ -685,7 +717,7 @@ def cmd_units() -> None:
             m = re.match(r"^#?([A-Z][A-Z0-9_]*)=", line)
             if m:
                 check(m.group(1) in known_env, f"{env.name}: {m.group(1)} is no setting of the keepers")
-            check(not line.startswith("KEEPER_MNEMONIC="), f"{env.name}: mnemonic in an env file; use the credential")
+            check(not (m and m.group(1) in SECRET_ENV), f"{env.name}: the secret {m and m.group(1)} in an env file; use its credential")
     finish("units: conventions and binary names")
 
 

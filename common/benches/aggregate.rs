@@ -19,6 +19,7 @@ fn quote(asset: &str, source: Source, price: &str) -> Observation {
     Observation::Quote(Quote {
         asset: asset.to_owned(),
         source,
+        lineage: source.default_lineage().to_owned(),
         price: Decimal::from_str(price).unwrap(),
         timestamp: NOW - 40,
         max_age: 600,

@@ -1,6 +1,7 @@
-//! Aggregation of per-source quotes into one price per asset: validity, median,
-//! outlier drop beyond `max_deviation_bps`, quorum of `min_sources`, every rejection with its
-//! reason. Exact decimal arithmetic throughout.
+//! Aggregation of per-source quotes into one price per asset: validity, one value per lineage
+//! (whose data a quote is: a mirrored value cannot outvote an independent one), median, outlier
+//! drop beyond `max_deviation_bps`, quorum of `min_sources` distinct lineages, every rejection
+//! with its reason. Exact decimal arithmetic throughout.
 
 use std::cmp::Ordering;
 
@@ -17,10 +18,15 @@ use crate::sources::{
 pub struct Aggregate {
     /// The asset's symbol.
     pub asset: String,
-    /// The median of the used quotes; `None` when fewer than `min_sources` remained.
+    /// The median of the used lineages' values; `None` when fewer than `min_sources` lineages
+    /// remained or they disagree.
     pub price: Option<Decimal>,
-    /// The median of all valid quotes, the reference for the outlier check.
+    /// The median of all valid lineages' values, the reference for the outlier check.
     pub median: Option<Decimal>,
+    /// One value per lineage of the used quotes (the mean of its paths), by name.
+    pub lineages: Vec<LineageValue>,
+    /// The median observation time of the used quotes, unix seconds; `None` without a price.
+    pub observed_at: Option<i64>,
     /// Quotes that passed validity and the deviation check.
     pub used: Vec<Quote>,
     /// Everything else, each with its reason.
@@ -29,12 +35,25 @@ pub struct Aggregate {
     pub min_sources: usize,
 }
 
-/// One line of a cycle summary's `quotes` list: `{source, price, timestamp,
+/// One lineage's value in an aggregate.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LineageValue {
+    /// The lineage (`chainlink`, `pyth`, `coingecko` or a configured name).
+    pub lineage: String,
+    /// The mean of its paths' prices.
+    pub price: Decimal,
+    /// The sources that carried it.
+    pub sources: Vec<Source>,
+}
+
+/// One line of a cycle summary's `quotes` list: `{source, lineage, price, timestamp,
 /// accepted, why}`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct QuoteSummary {
     /// Who said it.
     pub source: Source,
+    /// Whose data it is.
+    pub lineage: String,
     /// The price, when one was read.
     pub price: Option<Decimal>,
     /// The source's timestamp, when one was read.
@@ -63,13 +82,21 @@ impl Aggregate {
             .filter(|r| matches!(r.reason, Reason::Outlier { .. }))
     }
 
-    /// One line saying what happened: `median of 3 sources` or why there is no price.
+    /// The used lineages' names, comma-separated.
+    pub fn lineage_names(&self) -> String {
+        let names: Vec<&str> = self.lineages.iter().map(|l| l.lineage.as_str()).collect();
+        names.join(", ")
+    }
+
+    /// One line saying what happened: `median of 3 lineages (chainlink, coingecko, pyth)` or
+    /// why there is no price.
     pub fn explain(&self) -> String {
-        let n = distinct_sources(&self.used);
+        let n = self.lineages.len();
         match self.price {
-            Some(_) => format!("median of {n} source(s)"),
+            Some(_) => format!("median of {n} lineage(s) ({})", self.lineage_names()),
             None => format!(
-                "quorum not met: {n} valid source(s) agree, {} required",
+                "quorum not met: {n} valid lineage(s) agree ({}), {} required",
+                self.lineage_names(),
                 self.min_sources
             ),
         }
@@ -82,6 +109,7 @@ impl Aggregate {
             .iter()
             .map(|q| QuoteSummary {
                 source: q.source,
+                lineage: q.lineage.clone(),
                 price: Some(q.price),
                 timestamp: Some(q.timestamp),
                 accepted: true,
@@ -89,6 +117,7 @@ impl Aggregate {
             })
             .chain(self.rejected.iter().map(|r| QuoteSummary {
                 source: r.source,
+                lineage: r.lineage.clone(),
                 price: r.price,
                 timestamp: r.timestamp,
                 accepted: false,
@@ -100,12 +129,59 @@ impl Aggregate {
     }
 }
 
-fn distinct_sources(quotes: &[Quote]) -> usize {
-    let mut seen = [false; 3];
+/// One value per lineage, the exact mean of its paths' prices, ordered by lineage name.
+pub fn lineage_values(quotes: &[Quote]) -> Vec<LineageValue> {
+    let mut groups: Vec<(String, Vec<Decimal>, Vec<Source>)> = Vec::new();
     for q in quotes {
-        seen[q.source as usize] = true;
+        match groups.iter_mut().find(|g| g.0 == q.lineage) {
+            Some(g) => {
+                g.1.push(q.price);
+                if !g.2.contains(&q.source) {
+                    g.2.push(q.source);
+                }
+            }
+            None => groups.push((q.lineage.clone(), vec![q.price], vec![q.source])),
+        }
     }
-    seen.iter().filter(|s| **s).count()
+    let mut out: Vec<LineageValue> = groups
+        .into_iter()
+        .map(|(lineage, prices, mut sources)| {
+            sources.sort();
+            LineageValue {
+                lineage,
+                price: mean(&prices),
+                sources,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| a.lineage.cmp(&b.lineage));
+    out
+}
+
+/// The exact mean of a non-empty list (falls back to halving before summing on overflow).
+fn mean(values: &[Decimal]) -> Decimal {
+    let n = Decimal::from(values.len().max(1));
+    match values
+        .iter()
+        .try_fold(Decimal::ZERO, |acc, v| acc.checked_add(*v))
+    {
+        Some(sum) => sum / n,
+        None => values.iter().map(|v| *v / n).sum(),
+    }
+}
+
+/// The median of unix times; an even count gives the mean of the middle two, rounded down.
+pub fn median_time(times: &mut [i64]) -> Option<i64> {
+    if times.is_empty() {
+        return None;
+    }
+    times.sort_unstable();
+    let mid = times.len() / 2;
+    if times.len() % 2 == 1 {
+        return Some(times[mid]);
+    }
+    let (a, b) = (times[mid - 1], times[mid]);
+    Some(a / 2 + b / 2 + (a % 2 + b % 2) / 2)
 }
 
 /// Why a quote is invalid, if it is: not positive, outside the band, from the future, too old.
@@ -170,6 +246,21 @@ fn beyond(price: Decimal, median: Decimal, max_bps: u32) -> bool {
     }
 }
 
+/// True when the sorted `values` span more than `max_bps` of `median`: (max − min) · 10⁴ >
+/// median · max_bps.
+fn spread_beyond(values: &[Decimal], median: Decimal, max_bps: u32) -> bool {
+    let (Some(lo), Some(hi)) = (values.first(), values.last()) else {
+        return false;
+    };
+    match (
+        hi.checked_sub(*lo).and_then(|d| d.checked_mul(BPS)),
+        median.checked_mul(Decimal::from(max_bps)),
+    ) {
+        (Some(l), Some(r)) => l > r,
+        _ => true,
+    }
+}
+
 fn deviation_bps(price: Decimal, median: Decimal) -> Decimal {
     (price - median)
         .abs()
@@ -182,12 +273,14 @@ fn deviation_bps(price: Decimal, median: Decimal) -> Decimal {
 /// 1. rejections from the sources are kept with their reasons;
 /// 2. a quote is valid if positive, inside the band, not from the future and not older than its
 ///    `max_age`;
-/// 3. the median of the valid quotes is taken, and quotes further than `max_deviation_bps` from
-///    it are dropped as outliers;
-/// 4. the median of the rest is the price if at least `min_sources` distinct sources remain.
+/// 3. each lineage gets one value, the mean of its valid paths; the median of those values is
+///    taken, and quotes further than `max_deviation_bps` from it are dropped as outliers;
+/// 4. the median of the remaining lineage values is the price if at least `min_sources`
+///    distinct lineages remain and they lie within `max_deviation_bps` of each other (two
+///    lineages 3% apart have no credible middle).
 ///
-/// So three sources agreeing on a depeg publish it, while one source alone away from two
-/// agreeing ones is dropped.
+/// So three lineages agreeing on a depeg publish it, while one lineage alone away from two
+/// agreeing ones is dropped, however many paths carry it.
 pub fn aggregate(
     asset: &str,
     observations: &[Observation],
@@ -205,7 +298,7 @@ pub fn aggregate(
             },
         }
     }
-    let mut prices: Vec<Decimal> = valid.iter().map(|q| q.price).collect();
+    let mut prices: Vec<Decimal> = lineage_values(&valid).iter().map(|l| l.price).collect();
     let first = median(&mut prices);
     let mut used = Vec::with_capacity(valid.len());
     if let Some(m) = first {
@@ -222,6 +315,7 @@ pub fn aggregate(
             }
         }
     }
+    let price = narrow(&mut used, &mut rejected, policy);
     // Deterministic order regardless of input order.
     used.sort_by(|a, b| a.source.cmp(&b.source).then(a.price.cmp(&b.price)));
     rejected.sort_by(|a, b| {
@@ -231,20 +325,62 @@ pub fn aggregate(
             .then_with(|| a.reason.code().cmp(b.reason.code()))
             .then(Ordering::Equal)
     });
-    let price = if distinct_sources(&used) >= policy.min_sources.max(1) {
-        prices.clear();
-        prices.extend(used.iter().map(|q| q.price));
-        median(&mut prices)
-    } else {
-        None
-    };
+    let lineages = lineage_values(&used);
+    let observed_at = price.and_then(|_| {
+        let mut times: Vec<i64> = used.iter().map(|q| q.timestamp).collect();
+        median_time(&mut times)
+    });
     Aggregate {
         asset: asset.to_owned(),
         price,
         median: first,
+        lineages,
+        observed_at,
         used,
         rejected,
         min_sources: policy.min_sources,
+    }
+}
+
+/// The median of the used lineages' values once they lie within `max_deviation_bps` of each
+/// other: while they do not, the lineage furthest from the median is dropped as an outlier
+/// (so an edge value cannot block two that agree, and two lineages far apart publish nothing).
+fn narrow(
+    used: &mut Vec<Quote>,
+    rejected: &mut Vec<Rejected>,
+    policy: &AggregatePolicy,
+) -> Option<Decimal> {
+    loop {
+        let lineages = lineage_values(used);
+        if lineages.len() < policy.min_sources.max(1) {
+            return None;
+        }
+        let mut prices: Vec<Decimal> = lineages.iter().map(|l| l.price).collect();
+        let m = median(&mut prices)?;
+        if !spread_beyond(&prices, m, policy.max_deviation_bps) {
+            return Some(m);
+        }
+        // Furthest from the median; ties go to the later name, so the result is deterministic.
+        let far = lineages
+            .iter()
+            .max_by(|a, b| {
+                (a.price - m)
+                    .abs()
+                    .cmp(&(b.price - m).abs())
+                    .then_with(|| a.lineage.cmp(&b.lineage))
+            })?
+            .lineage
+            .clone();
+        let (drop, keep): (Vec<Quote>, Vec<Quote>) = used.drain(..).partition(|q| q.lineage == far);
+        *used = keep;
+        for q in drop {
+            let reason = Reason::Outlier {
+                median: m,
+                deviation_bps: deviation_bps(q.price, m),
+                max_bps: policy.max_deviation_bps,
+            };
+            rejected.push(Rejected::quote(&q, reason));
+        }
     }
 }
 
@@ -266,211 +402,5 @@ impl Fetched {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::str::FromStr;
-
-    use proptest::prelude::*;
-
-    use super::*;
-
-    const NOW: i64 = 1_767_222_100;
-
-    fn d(s: &str) -> Decimal {
-        Decimal::from_str(s).unwrap()
-    }
-
-    fn quote(source: Source, price: Decimal) -> Observation {
-        Observation::Quote(Quote {
-            asset: "USDT".into(),
-            source,
-            price,
-            timestamp: NOW - 30,
-            max_age: 600,
-            confidence: None,
-        })
-    }
-
-    fn three(a: &str, b: &str, c: &str) -> Vec<Observation> {
-        vec![
-            quote(Source::Chainlink, d(a)),
-            quote(Source::Coingecko, d(b)),
-            quote(Source::Defillama, d(c)),
-        ]
-    }
-
-    fn run(obs: &[Observation]) -> Aggregate {
-        aggregate("USDT", obs, &AggregatePolicy::default(), NOW)
-    }
-
-    #[test]
-    fn median_of_three_and_even_mean() {
-        let a = run(&three("0.9999", "1.0002", "1.0001"));
-        assert_eq!(a.price, Some(d("1.0001")));
-        assert_eq!(a.price_micro(), Some(1_000_100));
-        assert_eq!(a.used.len(), 3);
-        let a = run(&three("0.9999", "1.0002", "-1")[..]);
-        assert_eq!(a.price, Some(d("1.00005")));
-        assert_eq!(a.price_micro(), Some(1_000_050));
-        assert_eq!(a.rejected[0].reason, Reason::NotPositive);
-    }
-
-    #[test]
-    fn unanimous_depeg_is_published_lone_outlier_is_not() {
-        let a = run(&three("0.95", "0.951", "0.949"));
-        assert_eq!(a.price, Some(d("0.95")));
-        let a = run(&three("1.0", "1.0001", "0.95"));
-        assert_eq!(a.price, Some(d("1.00005")));
-        let out: Vec<_> = a.outliers().collect();
-        assert_eq!(out.len(), 1);
-        assert_eq!(out[0].source, Source::Defillama);
-        assert!(
-            out[0].reason.to_string().contains("bps from the median"),
-            "{}",
-            out[0].reason
-        );
-        // Two sources that disagree leave no quorum.
-        let a = run(&three("1.0", "0.95", "0")[..]);
-        assert_eq!(a.price, None);
-        assert!(a.explain().contains("quorum not met"), "{}", a.explain());
-    }
-
-    #[test]
-    fn deviation_limit_is_inclusive() {
-        // Median 1.0; 0.98 is exactly 200 bps away and stays, 0.9799 goes.
-        let a = run(&three("1.0", "1.0", "0.98"));
-        assert_eq!(a.used.len(), 3);
-        let a = run(&three("1.0", "1.0", "0.9799"));
-        assert_eq!(a.used.len(), 2);
-    }
-
-    #[test]
-    fn validity_rules() {
-        let mut obs = three("1.0", "2.5", "0.4");
-        let a = run(&obs);
-        assert_eq!(a.price, None);
-        assert_eq!(
-            a.rejected
-                .iter()
-                .map(|r| r.reason.code())
-                .collect::<Vec<_>>(),
-            ["outside_band", "outside_band"]
-        );
-        if let Observation::Quote(q) = &mut obs[1] {
-            q.price = d("1.0");
-            q.timestamp = NOW - 601;
-        }
-        if let Observation::Quote(q) = &mut obs[2] {
-            q.price = d("1.0");
-            q.timestamp = NOW + 61;
-        }
-        let a = run(&obs);
-        assert_eq!(
-            a.rejected
-                .iter()
-                .map(|r| r.reason.code())
-                .collect::<Vec<_>>(),
-            ["stale", "from_future"]
-        );
-        let summary = a.quotes();
-        assert_eq!(summary.len(), 3);
-        assert!(summary[0].accepted && !summary[1].accepted);
-    }
-
-    fn price() -> impl Strategy<Value = Decimal> {
-        (400_000i64..2_100_000).prop_map(|m| Decimal::new(m, 6))
-    }
-
-    fn observation(source: Source) -> impl Strategy<Value = Observation> {
-        prop_oneof![
-            6 => price().prop_map(move |p| quote(source, p)),
-            1 => (-1_000_000i64..=0).prop_map(move |m| quote(source, Decimal::new(m, 6))),
-            1 => (0i64..2_000).prop_map(move |age| match quote(source, d("1")) {
-                Observation::Quote(mut q) => { q.timestamp = NOW - age; Observation::Quote(q) }
-                o => o,
-            }),
-            1 => Just(Observation::Rejected(Rejected::without_value(
-                "USDT", source, Reason::Unavailable { detail: "down".into() }))),
-        ]
-    }
-
-    fn observations() -> impl Strategy<Value = Vec<Observation>> {
-        (
-            observation(Source::Chainlink),
-            observation(Source::Coingecko),
-            observation(Source::Defillama),
-            0usize..=3,
-        )
-            .prop_map(|(a, b, c, keep)| {
-                let mut v = vec![a, b, c];
-                v.truncate(keep);
-                v
-            })
-    }
-
-    proptest! {
-        #[test]
-        fn result_lies_within_the_used_quotes(obs in observations(), min in 1usize..=3) {
-            let policy = AggregatePolicy { min_sources: min, ..AggregatePolicy::default() };
-            let a = aggregate("USDT", &obs, &policy, NOW);
-            prop_assert_eq!(a.used.len() + a.rejected.len(), obs.len());
-            if let Some(p) = a.price {
-                let lo = a.used.iter().map(|q| q.price).min().unwrap();
-                let hi = a.used.iter().map(|q| q.price).max().unwrap();
-                prop_assert!(lo <= p && p <= hi);
-                prop_assert!(policy.band.contains(p));
-            }
-        }
-
-        #[test]
-        fn order_does_not_matter(obs in observations(), seed in any::<u64>()) {
-            let mut shuffled = obs.clone();
-            // A deterministic permutation from the seed.
-            let n = shuffled.len();
-            if n > 1 {
-                let mut s = seed;
-                for i in (1..n).rev() {
-                    s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                    shuffled.swap(i, (s >> 33) as usize % (i + 1));
-                }
-            }
-            let a = run(&obs);
-            let b = run(&shuffled);
-            prop_assert_eq!(a, b);
-        }
-
-        #[test]
-        fn fewer_than_min_sources_never_publish(obs in observations(), min in 1usize..=3) {
-            let policy = AggregatePolicy { min_sources: min, ..AggregatePolicy::default() };
-            let valid = obs.iter().filter(|o| match o {
-                Observation::Quote(q) => validity(q, &policy.band, NOW).is_none(),
-                Observation::Rejected(_) => false,
-            }).count();
-            let a = aggregate("USDT", &obs, &policy, NOW);
-            if valid < min {
-                prop_assert!(a.price.is_none());
-            }
-            if a.price.is_some() {
-                prop_assert!(distinct_sources(&a.used) >= min);
-            }
-        }
-
-        #[test]
-        fn one_adversary_cannot_leave_the_honest_range(
-            h1 in 900_000i64..1_100_000,
-            spread in 0i64..=9_000,
-            adversary in observation(Source::Defillama),
-            wild in prop_oneof![Just(None), (-10_000_000_000i64..10_000_000_000).prop_map(Some)],
-        ) {
-            // Two honest sources within 90 bps of each other (under the 200 bps limit).
-            let (h1, h2) = (Decimal::new(h1, 6), Decimal::new(h1 + spread, 6));
-            let adversary = match wild {
-                Some(m) => quote(Source::Defillama, Decimal::new(m, 6)),
-                None => adversary,
-            };
-            let obs = vec![quote(Source::Chainlink, h1), quote(Source::Coingecko, h2), adversary];
-            let a = run(&obs);
-            let p = a.price.expect("two honest sources make quorum");
-            prop_assert!(h1 <= p && p <= h2, "{} outside [{}, {}]", p, h1, h2);
-        }
-    }
-}
+#[path = "aggregate_tests.rs"]
+mod tests;

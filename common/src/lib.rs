@@ -36,6 +36,17 @@ pub fn disable_core_dumps() {
     let _ = setrlimit(Resource::Core, off);
 }
 
+/// Wipes the secret variables of `bindings` (and `extra`) from the process environment once
+/// settings are loaded, so children and `/proc/<pid>/environ` never see them; call it while the
+/// process still has one thread. A failure is reported on stderr and the process goes on.
+pub fn scrub_secret_env(bindings: &[config::EnvBinding], extra: &[&str]) {
+    if let Err(e) = config::scrub_secret_env(bindings, extra) {
+        eprintln!(
+            "warning: secrets given as environment variables stay in /proc/<pid>/environ: {e}"
+        );
+    }
+}
+
 /// Installs the process-wide TLS crypto provider (ring); call once at the start of `main`.
 pub fn install_crypto_provider() {
     // Err means another provider is already installed, which is fine.

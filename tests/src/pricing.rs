@@ -1,5 +1,5 @@
-//! End-to-end harness for the real `pricing-oracle-keeper` process: local CoinGecko, DefiLlama
-//! and Ethereum stand-ins, a toncenter-compatible chain with a PriceOracle, a webhook sink for
+//! End-to-end harness for the real `pricing-oracle-keeper` process: local CoinGecko, DefiLlama,
+//! Pyth Hermes and Ethereum stand-ins, a toncenter-compatible chain with a PriceOracle, a webhook sink for
 //! alerts, and real PostgreSQL and Redis reached through cuttable TCP proxies.
 
 use std::net::TcpListener;

@@ -7,7 +7,11 @@
 //!   are left out, as the real API does);
 //! - Ethereum JSON-RPC (several endpoints, for failover): `eth_call`, single and batch, serving
 //!   Chainlink `latestRoundData()`/`decimals()` per feed and any scripted call (e.g. a bool
-//!   `allowLock()`).
+//!   `allowLock()`);
+//! - Pyth Hermes: `GET /v2/updates/price/latest?ids[]=…&parsed=true` with its documented
+//!   plain-text errors (unknown ids → 404 `Price ids not found: …` unless
+//!   `ignore_invalid_price_ids=true`, malformed hex → 400, 401 without the required
+//!   `Authorization: Bearer` key).
 //!
 //! [`UpstreamsHandle::start`] serves the default assets at 1.0 USD from every source with
 //! fresh timestamps. Tests then change what they need: prices (as raw JSON text, so hostile
@@ -80,6 +84,8 @@ pub enum Endpoint {
     Defillama,
     /// The n-th Ethereum JSON-RPC endpoint (0-based), in `ETH_RPC_URL` order.
     Eth(usize),
+    /// The Pyth Hermes stand-in.
+    Pyth,
 }
 
 /// How an endpoint answers a request.
@@ -245,6 +251,28 @@ impl Ts {
     }
 }
 
+/// A Pyth feed as Hermes serves it; `price` and `conf` are raw JSON text (normally strings of
+/// integers at `expo`), so hostile values go out verbatim.
+#[derive(Debug, Clone)]
+struct PythEntry {
+    price: String,
+    conf: String,
+    expo: i32,
+    ts: Ts,
+}
+
+impl PythEntry {
+    fn new(price: &str) -> Self {
+        Self {
+            price: format!("\"{}\"", scaled(price, 8)),
+            // 0.05% of 1 USD: well inside the default 1% bound.
+            conf: "\"50000\"".into(),
+            expo: -8,
+            ts: Ts::Fresh,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Entry {
     price: String,
@@ -361,6 +389,8 @@ struct Shared {
     coingecko: HashMap<String, Option<Entry>>,
     token_prices: HashMap<(String, String), Entry>,
     defillama: HashMap<String, (String, Option<Entry>)>,
+    pyth: HashMap<String, Option<PythEntry>>,
+    pyth_key: Option<String>,
     feeds: HashMap<String, Feed>,
     calls: HashMap<(String, String), RpcAnswer>,
     coingecko_key: Option<(String, String)>,
@@ -369,6 +399,11 @@ struct Shared {
 
 fn lock(m: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Hermes ids: lower-case hex without `0x`.
+fn pyth_norm(id: &str) -> String {
+    id.trim_start_matches("0x").to_ascii_lowercase()
 }
 
 /// DefiLlama matches EVM addresses ignoring case; TON and coingecko keys exactly.
@@ -452,6 +487,8 @@ impl UpstreamsHandle {
             coingecko: HashMap::new(),
             token_prices: HashMap::new(),
             defillama: HashMap::new(),
+            pyth: HashMap::new(),
+            pyth_key: None,
             feeds: HashMap::new(),
             calls: HashMap::new(),
             coingecko_key: None,
@@ -465,6 +502,11 @@ impl UpstreamsHandle {
                 shared
                     .defillama
                     .insert(llama_norm(k), (k.clone(), Some(Entry::new("1.0"))));
+            }
+            if let Some(id) = &a.pyth_id {
+                shared
+                    .pyth
+                    .insert(pyth_norm(id), Some(PythEntry::new("1.0")));
             }
             if a.chainlink.is_some() {
                 shared.feeds.insert(
@@ -483,7 +525,7 @@ impl UpstreamsHandle {
             }
         }
         let eth_count = eth_endpoints.max(1);
-        let mut endpoints = vec![Endpoint::Coingecko, Endpoint::Defillama];
+        let mut endpoints = vec![Endpoint::Coingecko, Endpoint::Defillama, Endpoint::Pyth];
         endpoints.extend((0..eth_count).map(Endpoint::Eth));
         for e in &endpoints {
             shared.endpoints.insert(*e, EndpointState::default());
@@ -531,6 +573,7 @@ impl UpstreamsHandle {
             Source::Coingecko => vec![Endpoint::Coingecko],
             Source::Defillama => vec![Endpoint::Defillama],
             Source::Chainlink => (0..self.inner.eth_count).map(Endpoint::Eth).collect(),
+            Source::Pyth => vec![Endpoint::Pyth],
         }
     }
 
@@ -548,6 +591,11 @@ impl UpstreamsHandle {
         self.base(Endpoint::Defillama)
     }
 
+    /// Hermes base URL, for `PYTH_HERMES_URL`.
+    pub fn pyth_url(&self) -> String {
+        self.base(Endpoint::Pyth)
+    }
+
     /// The JSON-RPC URLs in order, for `ETH_RPC_URL` (comma-joined).
     pub fn eth_rpc_urls(&self) -> Vec<String> {
         (0..self.inner.eth_count)
@@ -561,15 +609,21 @@ impl UpstreamsHandle {
             ("ETH_RPC_URL".into(), self.eth_rpc_urls().join(",")),
             ("COINGECKO_BASE_URL".into(), self.coingecko_url()),
             ("DEFILLAMA_COINS_URL".into(), self.defillama_url()),
+            ("PYTH_HERMES_URL".into(), self.pyth_url()),
         ]
     }
 
     /// `[sources]` pointed at the stand-ins: 2 s timeout, 1 retry after 20 ms, 1 s cap.
     pub fn sources_settings(&self) -> SourcesSettings {
         SourcesSettings {
-            eth_rpc_urls: self.eth_rpc_urls().into_iter().map(Secret::new).collect(),
+            eth_rpc_urls: self
+                .eth_rpc_urls()
+                .into_iter()
+                .map(|u| Arc::new(Secret::new(u)))
+                .collect(),
             coingecko_base_url: Some(self.coingecko_url()),
-            defillama_coins_url: Secret::new(self.defillama_url()),
+            defillama_coins_url: Arc::new(Secret::new(self.defillama_url())),
+            pyth_hermes_url: self.pyth_url(),
             request_timeout: 2,
             retries: 1,
             retry_delay_ms: 20,
@@ -614,6 +668,15 @@ impl UpstreamsHandle {
                     None => e.1 = Some(Entry::new(value)),
                 }
             }
+            Source::Pyth => {
+                let id = pyth_norm(&a.pyth_id.expect("asset has a Pyth feed id"));
+                let e = s.pyth.entry(id).or_insert(None);
+                let fresh = PythEntry::new(value);
+                match e {
+                    Some(entry) => entry.price = fresh.price,
+                    None => *e = Some(fresh),
+                }
+            }
             Source::Chainlink => {
                 let feed = s.feeds.get_mut(asset).expect("asset has a Chainlink feed");
                 feed.round.answer = scaled(value, feed.decimals);
@@ -651,6 +714,12 @@ impl UpstreamsHandle {
                     e.ts = ts;
                 }
             }
+            Source::Pyth => {
+                let id = pyth_norm(&a.pyth_id.expect("asset has a Pyth feed id"));
+                if let Some(Some(e)) = s.pyth.get_mut(&id) {
+                    e.ts = ts;
+                }
+            }
             Source::Chainlink => {
                 let feed = s.feeds.get_mut(asset).expect("asset has a Chainlink feed");
                 feed.round.updated_at = ts.unix().map(|t| t.max(0) as u64);
@@ -673,10 +742,43 @@ impl UpstreamsHandle {
                     .defillama
                     .insert(llama_norm(&key), (key.clone(), None));
             }
+            Source::Pyth => {
+                let id = a.pyth_id.expect("asset has a Pyth feed id");
+                self.shared().pyth.insert(pyth_norm(&id), None);
+            }
             Source::Chainlink => {
                 self.set_chainlink_call(asset, LATEST_ROUND_DATA, RpcAnswer::Result("0x".into()));
             }
         }
+    }
+
+    /// Sets a Pyth feed's raw `price` and `conf` JSON text and `expo` (hostile values:
+    /// `"abc"`, `1.5`, `"-5"`, an exponent of 99).
+    pub fn set_pyth_raw(&self, asset: &str, price: &str, conf: &str, expo: i32) {
+        let id = pyth_norm(&self.asset(asset).pyth_id.expect("asset has a Pyth feed id"));
+        let mut s = self.shared();
+        let e = s
+            .pyth
+            .entry(id)
+            .or_insert_with(|| Some(PythEntry::new("1.0")))
+            .get_or_insert_with(|| PythEntry::new("1.0"));
+        e.price = price.to_owned();
+        e.conf = conf.to_owned();
+        e.expo = expo;
+    }
+
+    /// Sets a Pyth feed's confidence interval, in USD (`0.02` is 2% of a 1 USD price).
+    pub fn set_pyth_conf(&self, asset: &str, conf: &str) {
+        let id = pyth_norm(&self.asset(asset).pyth_id.expect("asset has a Pyth feed id"));
+        if let Some(Some(e)) = self.shared().pyth.get_mut(&id) {
+            e.conf = format!("\"{}\"", scaled(conf, 8));
+            e.expo = -8;
+        }
+    }
+
+    /// Requires `Authorization: Bearer <key>` at Hermes (401 otherwise).
+    pub fn require_pyth_key(&self, key: &str) {
+        self.shared().pyth_key = Some(key.to_owned());
     }
 
     /// Sets DefiLlama's `confidence` for an asset (raw JSON text).
@@ -972,6 +1074,7 @@ fn answer(ctx: &Ctx, mode: Mode, req: &UpstreamRequest) -> Response {
         Mode::Normal => match ctx.endpoint {
             Endpoint::Coingecko => coingecko(ctx, req),
             Endpoint::Defillama => defillama(ctx, req),
+            Endpoint::Pyth => pyth(ctx, req),
             Endpoint::Eth(_) => eth(ctx, req, None),
         },
         Mode::RateLimited { retry_after, html } => {
@@ -982,8 +1085,13 @@ fn answer(ctx: &Ctx, mode: Mode, req: &UpstreamRequest) -> Response {
                     Endpoint::Coingecko => COINGECKO_429_BODY.to_owned(),
                     Endpoint::Defillama => r#"{"message":"Too Many Requests"}"#.to_owned(),
                     Endpoint::Eth(_) => INFURA_429_BODY.to_owned(),
+                    Endpoint::Pyth => "Too Many Requests".to_owned(),
                 };
-                json_response(429, body)
+                if ctx.endpoint == Endpoint::Pyth {
+                    respond(429, "text/plain; charset=utf-8", body)
+                } else {
+                    json_response(429, body)
+                }
             };
             if let Some(s) = retry_after {
                 r.headers_mut().insert("retry-after", HeaderValue::from(s));
@@ -1175,6 +1283,70 @@ fn defillama(ctx: &Ctx, req: &UpstreamRequest) -> Response {
         ));
     }
     json_response(200, format!("{{\"coins\":{{{}}}}}", parts.join(",")))
+}
+
+fn pyth(ctx: &Ctx, req: &UpstreamRequest) -> Response {
+    let text = |status: u16, body: String| respond(status, "text/plain; charset=utf-8", body);
+    let s = lock(&ctx.shared);
+    if let Some(key) = &s.pyth_key
+        && req.header("authorization") != Some(&format!("Bearer {key}"))
+    {
+        return text(401, "Unauthorized".into());
+    }
+    if req.path != "/v2/updates/price/latest" {
+        return text(404, "Not Found".into());
+    }
+    let query = req.query.clone().unwrap_or_default();
+    let params: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let ids: Vec<&str> = params
+        .iter()
+        .filter(|(k, _)| k == "ids[]")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    if ids.is_empty() {
+        return text(
+            400,
+            "Failed to deserialize query string: missing field `ids`".into(),
+        );
+    }
+    let ignore_invalid = params
+        .iter()
+        .any(|(k, v)| k == "ignore_invalid_price_ids" && v == "true");
+    let mut unknown = Vec::new();
+    let mut items = Vec::new();
+    for id in ids {
+        let norm = pyth_norm(id);
+        if norm.len() != 64 || !norm.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return text(
+                400,
+                format!("Failed to deserialize query string: {id}: Invalid string length"),
+            );
+        }
+        match s.pyth.get(&norm) {
+            Some(Some(e)) => {
+                let ts = e.ts.json();
+                items.push(format!(
+                    "{{\"id\":\"{norm}\",\"price\":{{\"price\":{},\"conf\":{},\"expo\":{},\"publish_time\":{ts}}},\"ema_price\":{{\"price\":{},\"conf\":{},\"expo\":{},\"publish_time\":{ts}}},\"metadata\":{{\"slot\":251234567,\"proof_available_time\":{ts},\"prev_publish_time\":{ts}}}}}",
+                    e.price, e.conf, e.expo, e.price, e.conf, e.expo
+                ));
+            }
+            _ => unknown.push(norm),
+        }
+    }
+    if !unknown.is_empty() && !ignore_invalid {
+        return text(404, format!("Price ids not found: {}", unknown.join(", ")));
+    }
+    let binary: Vec<String> = items.iter().map(|_| "\"504e4155\"".to_owned()).collect();
+    json_response(
+        200,
+        format!(
+            "{{\"binary\":{{\"encoding\":\"hex\",\"data\":[{}]}},\"parsed\":[{}]}}",
+            binary.join(","),
+            items.join(",")
+        ),
+    )
 }
 
 /// Decodes `%XX` escapes of a path segment.

@@ -85,7 +85,9 @@ fn metric_line(metrics: &Metrics, prefix: &str) -> Option<String> {
 async fn slack_gets_a_text_message_for_firing_and_resolved() {
     let slack = Sink::with_default(Reply::text(200, "ok")).await;
     let s = AlertSettings {
-        slack_webhook_url: Some(Secret::new(slack.url_for("/services/T000/B000/XXXXXXXX"))),
+        slack_webhook_url: Some(Secret::shared(
+            slack.url_for("/services/T000/B000/XXXXXXXX"),
+        )),
         ..settings()
     };
     let alerter = Alerter::start(
@@ -117,7 +119,7 @@ async fn slack_gets_a_text_message_for_firing_and_resolved() {
 async fn webhook_gets_the_documented_fields() {
     let hook = Sink::start().await;
     let s = AlertSettings {
-        webhook_url: Some(Secret::new(hook.url_for("/alerts"))),
+        webhook_url: Some(Secret::shared(hook.url_for("/alerts"))),
         ..settings()
     };
     let alerter = Alerter::start(&s, "bridge-health", Arc::new(Metrics::new("bridge-health")));
@@ -203,7 +205,7 @@ async fn pagerduty_gets_trigger_and_resolve_with_one_dedup_key() {
     ))
     .await;
     let s = AlertSettings {
-        pagerduty_routing_key: Some(Secret::new("R0UT1NGKEY0000000000000000000000")),
+        pagerduty_routing_key: Some(Secret::shared("R0UT1NGKEY0000000000000000000000")),
         pagerduty_url: pd.url_for("/v2/enqueue"),
         ..settings()
     };
@@ -240,7 +242,7 @@ async fn fire_renotifies_on_cadence_then_resolves_once() {
     let hook = Sink::start().await;
     let am = Sink::start().await;
     let s = AlertSettings {
-        webhook_url: Some(Secret::new(hook.url_for("/hook"))),
+        webhook_url: Some(Secret::shared(hook.url_for("/hook"))),
         alertmanager_url: Some(am.url()),
         renotify: 1,
         ..settings()
@@ -319,7 +321,7 @@ async fn a_500_is_retried_until_the_channel_accepts() {
     let hook = Sink::start().await;
     hook.enqueue(Reply::json(500, json!({"error": "internal"})), 2);
     let s = AlertSettings {
-        webhook_url: Some(Secret::new(hook.url_for("/hook"))),
+        webhook_url: Some(Secret::shared(hook.url_for("/hook"))),
         attempts: 4,
         ..settings()
     };
@@ -358,7 +360,7 @@ async fn retry_after_of_a_429_is_honoured() {
         1,
     );
     let s = AlertSettings {
-        slack_webhook_url: Some(Secret::new(slack.url_for("/services/T1/B1/ZZZZZZZZ"))),
+        slack_webhook_url: Some(Secret::shared(slack.url_for("/services/T1/B1/ZZZZZZZZ"))),
         ..settings()
     };
     let alerter = Alerter::start(&s, "db-backup", Arc::new(Metrics::new("db-backup")));
@@ -383,9 +385,9 @@ async fn failing_and_hanging_channels_never_stall_the_cycle() {
     let am = Sink::with_default(Reply::hang()).await;
     let hook = Sink::start().await;
     let s = AlertSettings {
-        slack_webhook_url: Some(Secret::new(slack.url_for("/services/T2/B2/YYYYYYYY"))),
+        slack_webhook_url: Some(Secret::shared(slack.url_for("/services/T2/B2/YYYYYYYY"))),
         alertmanager_url: Some(am.url()),
-        webhook_url: Some(Secret::new(hook.url_for("/hook"))),
+        webhook_url: Some(Secret::shared(hook.url_for("/hook"))),
         timeout: 1,
         attempts: 3,
         ..settings()
@@ -522,11 +524,11 @@ async fn secrets_never_reach_logs_or_errors() {
     };
     let webhook_url = format!("http://keeper:{PASSWORD}@127.0.0.1:{closed}/hook/{PASSWORD}");
     let s = AlertSettings {
-        slack_webhook_url: Some(Secret::new(
+        slack_webhook_url: Some(Secret::shared(
             slack.url_for(&format!("/services/{SLACK_TOKEN}")),
         )),
-        webhook_url: Some(Secret::new(webhook_url)),
-        pagerduty_routing_key: Some(Secret::new(ROUTING_KEY)),
+        webhook_url: Some(Secret::shared(webhook_url)),
+        pagerduty_routing_key: Some(Secret::shared(ROUTING_KEY)),
         pagerduty_url: pd.url_for("/v2/enqueue"),
         attempts: 2,
         ..settings()

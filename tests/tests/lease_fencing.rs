@@ -27,9 +27,9 @@ fn fast() -> StoreTimeouts {
 
 async fn store(pg: Option<&str>, redis: Option<&str>, prefix: &str) -> Store {
     let settings = StorageSettings {
-        database_url: pg.map(SecretUrl::new),
+        database_url: pg.map(SecretUrl::shared),
         db_schema: "public".to_owned(),
-        redis_url: redis.map(SecretUrl::new),
+        redis_url: redis.map(SecretUrl::shared),
         redis_prefix: prefix.to_owned(),
         lease_ttl: 2,
         migrate_on_start: false,

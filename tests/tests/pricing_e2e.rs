@@ -1,5 +1,6 @@
 //! The real `pricing-oracle-keeper` process, ticking every second against local stand-ins for
-//! CoinGecko, DefiLlama, Ethereum JSON-RPC and toncenter, with real PostgreSQL and Redis.
+//! CoinGecko, DefiLlama, Pyth Hermes, Ethereum JSON-RPC and toncenter, with real PostgreSQL and
+//! Redis.
 
 use std::time::Duration;
 
@@ -99,7 +100,12 @@ async fn publishes_all_then_only_what_moved_and_records_it() {
     );
 
     // USDT moves 1% everywhere: only USDT goes out.
-    for s in [Source::Chainlink, Source::Coingecko, Source::Defillama] {
+    for s in [
+        Source::Chainlink,
+        Source::Coingecko,
+        Source::Defillama,
+        Source::Pyth,
+    ] {
         h.up.set_price(s, "USDT", "1.01");
     }
     h.wait_externals(2, SETTLE).await;
@@ -197,10 +203,12 @@ async fn one_garbage_source_still_publishes_from_the_other_two() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_sources_down_means_no_publish_and_a_quorum_alert_that_resolves() {
+async fn one_lineage_left_means_no_publish_and_a_quorum_alert_that_resolves() {
     let h = PricingHarness::start().await;
+    // Only Chainlink's lineage is left: CoinGecko, its DefiLlama mirror and Pyth are down.
     h.up.set_down(Source::Coingecko, true);
     h.up.set_down(Source::Defillama, true);
+    h.up.set_down(Source::Pyth, true);
     let mut child = h.spawn();
 
     let firing = h
@@ -220,6 +228,7 @@ async fn two_sources_down_means_no_publish_and_a_quorum_alert_that_resolves() {
 
     h.up.set_down(Source::Coingecko, false);
     h.up.set_down(Source::Defillama, false);
+    h.up.set_down(Source::Pyth, false);
     h.wait_externals(1, SETTLE).await;
     let resolved = h
         .sink
@@ -241,7 +250,12 @@ async fn losing_postgres_and_redis_mid_run_does_not_stop_publishing() {
 
     h.pg.cut().await;
     h.redis.cut().await;
-    for s in [Source::Chainlink, Source::Coingecko, Source::Defillama] {
+    for s in [
+        Source::Chainlink,
+        Source::Coingecko,
+        Source::Defillama,
+        Source::Pyth,
+    ] {
         h.up.set_price(s, "DAI", "0.98");
     }
     h.wait_externals(2, SETTLE).await;

@@ -240,7 +240,7 @@ async fn fatal_error_stops_the_loop_with_exit_1() {
 async fn staleness_alert_fires_then_resolves_through_a_real_webhook() {
     let sink = Sink::start().await;
     let alert_settings = AlertSettings {
-        webhook_url: Some(Secret::new(sink.url_for("/hook"))),
+        webhook_url: Some(Secret::shared(sink.url_for("/hook"))),
         ..AlertSettings::default()
     };
     let metrics = Arc::new(Metrics::new("stale"));

@@ -81,7 +81,8 @@ async fn every_source_quotes_every_asset_in_one_request_each() {
     assert_eq!(price(&got, "USDT", Source::Chainlink), "0.99985000");
     assert_eq!(price(&got, "USDT", Source::Coingecko), "1.000213");
     assert_eq!(price(&got, "USDT", Source::Defillama), "0.9999");
-    assert_eq!(published(&got, "USDT"), Some(999_900));
+    // One value per lineage: Chainlink 0.99985, CoinGecko's two paths 1.0000565, Pyth 1.0.
+    assert_eq!(published(&got, "USDT"), Some(1_000_000));
     assert_eq!(published(&got, "USDD"), Some(1_000_000));
 
     let cg = up.requests(Endpoint::Coingecko);
@@ -115,7 +116,7 @@ async fn every_source_quotes_every_asset_in_one_request_each() {
     // decimals() is cached: the next batch only reads the rounds.
     up.clear_requests();
     let again = f.fetch().await;
-    assert_eq!(published(&again, "USDT"), Some(999_900));
+    assert_eq!(published(&again, "USDT"), Some(1_000_000));
     let eth = up.requests(Endpoint::Eth(0));
     let batch: serde_json::Value = serde_json::from_str(&eth[0].body).unwrap();
     let calls = batch.as_array().unwrap();
@@ -307,7 +308,7 @@ async fn coingecko_tiers_send_their_header() {
     let up = UpstreamsHandle::start().await;
     up.require_coingecko_key("x-cg-pro-api-key", "CG-pro-secret");
     let mut s = up.sources_settings();
-    s.coingecko_api_key = Some(Secret::new("CG-pro-secret"));
+    s.coingecko_api_key = Some(Secret::shared("CG-pro-secret"));
     s.coingecko_tier = Some(CoinGeckoTier::Pro);
     let (f, metrics) = fetcher(&up, &s);
     let got = f.fetch().await;
@@ -340,7 +341,12 @@ fn llama_assets() -> Vec<AssetConfig> {
         chainlink: None,
         coingecko_id: Some(cg.into()),
         defillama_key: Some(key.into()),
+        pyth_id: None,
+        defillama_lineage: None,
         sanity_band: None,
+        deviation_bps: None,
+        heartbeat: None,
+        max_step_bps: None,
     };
     vec![
         asset("USDT", 1, "coingecko:tether", "tether"),
@@ -741,7 +747,9 @@ async fn hostile_values_are_rejected_with_reasons() {
         let got = f.fetch().await;
         let agg = got.aggregate(&AggregationSettings::default());
         let usdt = agg.iter().find(|a| a.asset == "USDT").unwrap();
-        assert_eq!(usdt.price, None, "{value} published");
+        // Both CoinGecko paths are rejected: Chainlink and Pyth alone set the price.
+        assert_eq!(usdt.price_micro(), Some(1_000_000), "{value} published");
+        assert_eq!(usdt.lineage_names(), "chainlink, pyth", "{value}");
         for source in [Source::Coingecko, Source::Defillama] {
             let r = usdt
                 .rejected
@@ -863,6 +871,7 @@ async fn a_hung_source_is_cut_at_its_deadline_and_the_others_stand() {
     let up = UpstreamsHandle::start().await;
     up.set_latency(Source::Coingecko, Duration::from_secs(60));
     up.set_down(Source::Defillama, true);
+    up.set_down(Source::Pyth, true);
     let mut s = up.sources_settings();
     s.request_timeout = 30;
     s.deadline = 30;
@@ -876,7 +885,7 @@ async fn a_hung_source_is_cut_at_its_deadline_and_the_others_stand() {
     let r = reason(&got, "USDT", Source::Defillama).to_string();
     assert!(r.contains("defillama"), "{r}");
     assert_eq!(price(&got, "USDT", Source::Chainlink), "1.00000000");
-    // One source left: no quorum anywhere, USDD has nothing at all.
+    // One lineage left: no quorum anywhere, USDD has nothing at all.
     let agg = got.aggregate(&AggregationSettings::default());
     assert!(agg.iter().all(|a| a.price.is_none()));
     assert!(metrics.render().contains("outcome=\"deadline\""));
@@ -896,14 +905,17 @@ async fn aggregation_of_a_depeg_and_of_a_lone_outlier() {
     let outliers: Vec<_> = dai.outliers().collect();
     assert_eq!(outliers.len(), 1);
     assert_eq!(outliers[0].source, Source::Coingecko);
+    // CoinGecko's DefiLlama path still carries its lineage at 1.0.
+    assert_eq!(dai.lineage_names(), "chainlink, coingecko, pyth");
     let summary = dai.quotes();
-    assert_eq!(summary.len(), 3);
+    assert_eq!(summary.len(), 4);
     assert!(!summary[1].accepted && summary[1].why.as_deref().unwrap().contains("1000 bps"));
 
-    // Direct use of aggregate() on fetched observations, stricter quorum.
+    // Direct use of aggregate() on fetched observations, stricter quorum: four sources are
+    // three lineages.
     let a = &got.assets.iter().find(|a| a.asset.symbol == "DAI").unwrap();
     let policy = keeper_common::sources::AggregatePolicy {
-        min_sources: 3,
+        min_sources: 4,
         ..Default::default()
     };
     assert_eq!(
@@ -919,7 +931,7 @@ async fn secrets_in_urls_never_reach_reasons_or_metrics() {
     s.eth_rpc_urls = up
         .eth_rpc_urls()
         .iter()
-        .map(|u| Secret::new(format!("{u}v3/SECRETKEY123")))
+        .map(|u| Secret::shared(format!("{u}v3/SECRETKEY123")))
         .collect();
     up.set_down(Source::Chainlink, true);
     up.set_mode(Source::Coingecko, Mode::server_error(500));

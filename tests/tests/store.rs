@@ -26,7 +26,7 @@ use tokio::io::AsyncBufReadExt;
 // helpers
 
 /// Files in `migrations/`.
-const MIGRATIONS: i64 = 2;
+const MIGRATIONS: i64 = 3;
 
 fn fast() -> StoreTimeouts {
     StoreTimeouts {
@@ -38,9 +38,9 @@ fn fast() -> StoreTimeouts {
 
 fn settings(pg: Option<&str>, redis: Option<&str>, schema: &str, prefix: &str) -> StorageSettings {
     StorageSettings {
-        database_url: pg.map(SecretUrl::new),
+        database_url: pg.map(SecretUrl::shared),
         db_schema: schema.to_owned(),
-        redis_url: redis.map(SecretUrl::new),
+        redis_url: redis.map(SecretUrl::shared),
         redis_prefix: prefix.to_owned(),
         lease_ttl: 2,
         migrate_on_start: true,
@@ -242,6 +242,8 @@ async fn migrations_apply_twice_in_their_own_schema_beside_a_foreign_public_tabl
         ("keepers", "_sqlx_migrations"),
         ("keepers", "backup_runs"),
         ("keepers", "bridge_health_snapshots"),
+        ("keepers", "bridge_health_verdicts"),
+        ("keepers", "pricing_oracle_decisions"),
         ("keepers", "pricing_oracle_updates"),
         ("keepers", "ton_inflight"),
         ("public", "pricing_oracle_updates"),
@@ -376,7 +378,7 @@ async fn migrations_apply_twice_in_their_own_schema_beside_a_foreign_public_tabl
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instances_migrating_at_once_all_succeed_and_apply_once() {
     let schema = schema_name("race");
-    let url = SecretUrl::new(env::pg_url());
+    let url = SecretUrl::shared(env::pg_url());
     let runs: Vec<_> = (0..4)
         .map(|_| {
             let (url, schema) = (url.clone(), schema.clone());

@@ -34,7 +34,7 @@ fn config() -> DeliveryConfig {
 }
 
 fn client(url: &str, key: Option<&str>, timeout: Duration) -> Toncenter {
-    Toncenter::with_endpoint(url, key.map(Secret::new), timeout)
+    Toncenter::with_endpoint(url, key.map(Secret::shared), timeout)
         .unwrap()
         .with_retry(retry::backoff(
             4,

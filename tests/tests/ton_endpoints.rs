@@ -55,7 +55,7 @@ async fn two_ports(seed: u8) -> Two {
 
 impl Two {
     fn transport(&self, urls: &[String]) -> Toncenter {
-        let list: Vec<(&str, Option<keeper_common::secret::Secret>)> =
+        let list: Vec<(&str, Option<Arc<keeper_common::secret::Secret>>)> =
             urls.iter().map(|u| (u.as_str(), None)).collect();
         Toncenter::with_endpoints(&list, 0, Duration::from_secs(2))
             .unwrap()
@@ -251,7 +251,7 @@ async fn the_request_budget_paces_a_keyless_endpoint() {
     // With a key: 10 requests/s.
     chain.require_api_key(Some("k"));
     let keyed = Toncenter::new(&TonSettings {
-        api_key: Some(keeper_common::secret::Secret::new("k")),
+        api_key: Some(keeper_common::secret::Secret::shared("k")),
         ..settings
     })
     .unwrap();

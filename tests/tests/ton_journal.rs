@@ -188,7 +188,7 @@ async fn a_postgres_journal_resumes_the_same_message_after_a_restart() {
     let schema = env::unique("journal").to_lowercase();
     let store = Store::connect_with(
         &StorageSettings {
-            database_url: Some(SecretUrl::new(env::pg_url())),
+            database_url: Some(SecretUrl::shared(env::pg_url())),
             db_schema: schema.clone(),
             redis_url: None,
             redis_prefix: "x:".into(),

@@ -5,6 +5,7 @@
 //! request is built.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -58,13 +59,16 @@ pub struct Notification {
 /// Where notifications go. Holds the destination secrets; never printed.
 pub(crate) enum Channel {
     /// Slack incoming webhook; the URL itself is the credential.
-    Slack { url: Secret },
+    Slack { url: Arc<Secret> },
     /// Generic JSON webhook.
-    Webhook { url: Secret },
+    Webhook { url: Arc<Secret> },
     /// Alertmanager `POST {base}/api/v2/alerts`.
     Alertmanager { endpoint: String },
     /// PagerDuty Events v2.
-    PagerDuty { url: String, routing_key: Secret },
+    PagerDuty {
+        url: String,
+        routing_key: Arc<Secret>,
+    },
 }
 
 impl Channel {

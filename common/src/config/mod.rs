@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use serde::de::DeserializeOwned;
+use zeroize::Zeroizing;
 
 pub use sections::*;
 
@@ -88,11 +89,52 @@ pub struct EnvBinding {
     pub path: &'static str,
     /// How to convert the text.
     pub kind: Kind,
+    /// A secret: also read from the file named by `NAME_FILE` or from systemd's
+    /// `$CREDENTIALS_DIRECTORY`, and wiped from the environment once read.
+    pub secret: bool,
 }
 
 /// Shorthand constructor for [`EnvBinding`] tables.
 pub const fn bind(env: &'static str, path: &'static str, kind: Kind) -> EnvBinding {
-    EnvBinding { env, path, kind }
+    EnvBinding {
+        env,
+        path,
+        kind,
+        secret: false,
+    }
+}
+
+/// Shorthand constructor for a secret's [`EnvBinding`]: `NAME`, else the file `NAME_FILE` names,
+/// else the systemd credential `$CREDENTIALS_DIRECTORY/<name>` (lower case, `_` as `-`).
+pub const fn bind_secret(env: &'static str, path: &'static str, kind: Kind) -> EnvBinding {
+    EnvBinding {
+        env,
+        path,
+        kind,
+        secret: true,
+    }
+}
+
+/// The environment variables of `bindings` that hold secrets, to scrub once configuration is read.
+pub fn secret_env_names(bindings: &[EnvBinding]) -> Vec<&'static str> {
+    bindings
+        .iter()
+        .filter(|b| b.secret)
+        .map(|b| b.env)
+        .collect()
+}
+
+/// Wipes the secret variables of `bindings` (and `extra`) from this process's environment, so
+/// children and `/proc/<pid>/environ` never see them. Call it once settings are loaded and before
+/// any thread or child starts. A failure is returned for the caller to log (the keeper still runs:
+/// secrets given as files, the recommended way, never were in the environment).
+pub fn scrub_secret_env(
+    bindings: &[EnvBinding],
+    extra: &[&str],
+) -> Result<usize, crate::secret::ScrubError> {
+    let mut names = secret_env_names(bindings);
+    names.extend_from_slice(extra);
+    crate::secret::scrub_environment(&names)
 }
 
 /// Reads environment variables; production uses the process environment, tests a map.
@@ -157,7 +199,7 @@ impl<'a> Layers<'a> {
             merge(&mut table, read_file(path)?);
         }
         for b in self.bindings {
-            if let Some(text) = self.env.var(b.env) {
+            if let Some(text) = self.env_text(b)? {
                 let value = env_value(b, &text)?;
                 set_path(&mut table, b.path, value)
                     .map_err(|p| ConfigError::new(describe(b.path, self.bindings), p))?;
@@ -167,8 +209,57 @@ impl<'a> Layers<'a> {
             set_path(&mut table, path, value.clone())
                 .map_err(|p| ConfigError::new(describe(path, self.bindings), p))?;
         }
+        // Deserializing moves each string into its setting: a secret's text is not copied.
         deserialize(table, self.bindings)
     }
+
+    /// The text of a binding: its variable; for a secret, else the file `NAME_FILE` names, else
+    /// the systemd credential.
+    fn env_text(&self, b: &EnvBinding) -> Result<Option<Zeroizing<String>>, ConfigError> {
+        if let Some(text) = self.env.var(b.env) {
+            return Ok(Some(Zeroizing::new(text)));
+        }
+        if !b.secret {
+            return Ok(None);
+        }
+        let file_var = format!("{}_FILE", b.env);
+        if let Some(path) = self.env.var(&file_var) {
+            return read_secret_file(Path::new(&path), b.path, &file_var).map(Some);
+        }
+        let Some(dir) = self.env.var("CREDENTIALS_DIRECTORY") else {
+            return Ok(None);
+        };
+        let credential = Path::new(&dir).join(credential_name(b.env));
+        if credential.exists() {
+            let origin = format!("$CREDENTIALS_DIRECTORY/{}", credential_name(b.env));
+            return read_secret_file(&credential, b.path, &origin).map(Some);
+        }
+        Ok(None)
+    }
+}
+
+/// The systemd credential a secret variable may come from: `TON_API_KEY` → `ton-api-key`.
+pub fn credential_name(env: &str) -> String {
+    env.to_ascii_lowercase().replace('_', "-")
+}
+
+/// Reads a secret from a file, trimming the trailing newline editors leave; an unreadable or empty
+/// file names the setting, where it came from and the path, never the content.
+fn read_secret_file(
+    path: &Path,
+    setting: &str,
+    origin: &str,
+) -> Result<Zeroizing<String>, ConfigError> {
+    let fail = |problem: String| ConfigError::new(format!("{setting} ({origin})"), problem);
+    let text = Zeroizing::new(
+        std::fs::read_to_string(path)
+            .map_err(|e| fail(format!("cannot read {}: {}", path.display(), e.kind())))?,
+    );
+    let trimmed = Zeroizing::new(text.trim().to_owned());
+    if trimmed.is_empty() {
+        return Err(fail(format!("{} is empty", path.display())));
+    }
+    Ok(trimmed)
 }
 
 /// Lays `over` onto `base`: tables merge key by key, anything else (lists included) replaces.
@@ -184,9 +275,10 @@ fn merge(base: &mut toml::Table, over: toml::Table) {
 }
 
 fn read_file(path: &Path) -> Result<toml::Table, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    // The file may hold secrets: its text is wiped once parsed.
+    let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
         ConfigError::new("--config", format!("cannot read {}: {e}", path.display()))
-    })?;
+    })?);
     parse_toml(&text, &format!("--config {}", path.display()))
 }
 
@@ -287,9 +379,14 @@ mod tests {
 
     const B: &[EnvBinding] = &[
         bind("DEMO_N", "a.n", Kind::Int),
-        bind("DEMO_S", "a.s", Kind::Str),
+        bind_secret("DEMO_S", "a.s", Kind::Str),
         bind("DEMO_L", "a.l", Kind::List),
     ];
+
+    fn load_env(pairs: &[(&str, &str)]) -> Result<Demo, ConfigError> {
+        let e = env(pairs);
+        Layers::new("", None, &e, B).load()
+    }
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs
@@ -331,6 +428,54 @@ mod tests {
         .load::<Demo>()
         .unwrap_err();
         assert!(err.to_string().contains("nn"), "{err}");
+    }
+
+    #[test]
+    fn a_secret_comes_from_its_variable_then_its_file_then_the_credential() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("s");
+        std::fs::write(&file, "from-file\n").unwrap();
+        std::fs::write(dir.path().join("demo-s"), "from-credential\n").unwrap();
+        let f = file.display().to_string();
+        let d = dir.path().display().to_string();
+        let with_all = [
+            ("DEMO_S", "from-env"),
+            ("DEMO_S_FILE", f.as_str()),
+            ("CREDENTIALS_DIRECTORY", d.as_str()),
+        ];
+        assert_eq!(load_env(&with_all).unwrap().a.s, "from-env");
+        assert_eq!(load_env(&with_all[1..]).unwrap().a.s, "from-file");
+        assert_eq!(load_env(&with_all[2..]).unwrap().a.s, "from-credential");
+        // A setting that is not secret reads no file.
+        let plain = load_env(&[("DEMO_N_FILE", f.as_str())]).unwrap();
+        assert_eq!(plain.a.n, 0);
+    }
+
+    #[test]
+    fn a_bad_secret_file_names_the_variable_never_the_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, " \n").unwrap();
+        let e = empty.display().to_string();
+        let err = load_env(&[("DEMO_S_FILE", e.as_str())]).unwrap_err();
+        assert_eq!(err.setting, "a.s (DEMO_S_FILE)");
+        assert!(err.problem.ends_with("is empty"), "{err}");
+        let err = load_env(&[("DEMO_S_FILE", "/nonexistent/demo")]).unwrap_err();
+        assert!(
+            err.problem.contains("cannot read /nonexistent/demo"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn credential_names_are_lower_case_with_dashes() {
+        assert_eq!(credential_name("TON_API_KEY"), "ton-api-key");
+        assert_eq!(credential_name("KEEPER_MNEMONIC"), "keeper-mnemonic");
+        assert_eq!(
+            secret_env_names(B),
+            vec!["DEMO_S"],
+            "only secrets are scrubbed"
+        );
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! Settings sections shared by every keeper. Each keeper's own settings embed the ones it uses.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{ConfigError, EnvBinding, Kind, bind, validate};
+use super::{ConfigError, EnvBinding, Kind, bind, bind_secret, validate};
 use crate::secret::{Secret, SecretUrl};
 
 /// Environment bindings of the sections below; keepers append their own.
@@ -21,19 +22,19 @@ pub const COMMON_ENV: &[EnvBinding] = &[
         "telemetry.otlp_endpoint",
         Kind::Str,
     ),
-    bind("SLACK_WEBHOOK_URL", "alerts.slack_webhook_url", Kind::Str),
-    bind("ALERT_WEBHOOK_URL", "alerts.webhook_url", Kind::Str),
+    bind_secret("SLACK_WEBHOOK_URL", "alerts.slack_webhook_url", Kind::Str),
+    bind_secret("ALERT_WEBHOOK_URL", "alerts.webhook_url", Kind::Str),
     bind("ALERTMANAGER_URL", "alerts.alertmanager_url", Kind::Str),
-    bind(
+    bind_secret(
         "PAGERDUTY_ROUTING_KEY",
         "alerts.pagerduty_routing_key",
         Kind::Str,
     ),
     bind("PAGERDUTY_URL", "alerts.pagerduty_url", Kind::Str),
     bind("ALERT_RENOTIFY", "alerts.renotify", Kind::Int),
-    bind("DATABASE_URL", "storage.database_url", Kind::Str),
+    bind_secret("DATABASE_URL", "storage.database_url", Kind::Str),
     bind("DB_SCHEMA", "storage.db_schema", Kind::Str),
-    bind("REDIS_URL", "storage.redis_url", Kind::Str),
+    bind_secret("REDIS_URL", "storage.redis_url", Kind::Str),
     bind("REDIS_PREFIX", "storage.redis_prefix", Kind::Str),
     bind("LEASE_TTL", "storage.lease_ttl", Kind::Int),
 ];
@@ -151,13 +152,13 @@ impl TelemetrySettings {
 #[serde(deny_unknown_fields, default)]
 pub struct AlertSettings {
     /// Slack incoming webhook (`SLACK_WEBHOOK_URL`); the URL is itself a credential.
-    pub slack_webhook_url: Option<Secret>,
+    pub slack_webhook_url: Option<Arc<Secret>>,
     /// Generic JSON webhook (`ALERT_WEBHOOK_URL`).
-    pub webhook_url: Option<Secret>,
+    pub webhook_url: Option<Arc<Secret>>,
     /// Alertmanager base URL; alerts go to `POST {url}/api/v2/alerts` (`ALERTMANAGER_URL`).
     pub alertmanager_url: Option<String>,
     /// PagerDuty Events v2 routing key (`PAGERDUTY_ROUTING_KEY`).
-    pub pagerduty_routing_key: Option<Secret>,
+    pub pagerduty_routing_key: Option<Arc<Secret>>,
     /// PagerDuty Events v2 endpoint (`PAGERDUTY_URL`).
     pub pagerduty_url: String,
     /// Seconds between re-notifications while an alert keeps firing (`ALERT_RENOTIFY`).
@@ -214,11 +215,11 @@ impl AlertSettings {
 #[serde(deny_unknown_fields, default)]
 pub struct StorageSettings {
     /// PostgreSQL URL for records (`DATABASE_URL`); unset means no records.
-    pub database_url: Option<SecretUrl>,
+    pub database_url: Option<Arc<SecretUrl>>,
     /// Schema for the keepers' tables and migration bookkeeping (`DB_SCHEMA`).
     pub db_schema: String,
     /// Redis URL (`REDIS_URL`); unset means no cache, pub/sub or Redis lease.
-    pub redis_url: Option<SecretUrl>,
+    pub redis_url: Option<Arc<SecretUrl>>,
     /// Prefix of every Redis key (`REDIS_PREFIX`).
     pub redis_prefix: String,
     /// Seconds the wallet lease lasts without renewal (`LEASE_TTL`).

@@ -26,7 +26,8 @@ use crate::cli::{
     print_cycle, run_async_on,
 };
 use crate::config::{
-    AlertSettings, ConfigError, Env, ProcessEnv, RunnerSettings, StorageSettings, TelemetrySettings,
+    AlertSettings, ConfigError, Env, EnvBinding, ProcessEnv, RunnerSettings, StorageSettings,
+    TelemetrySettings,
 };
 use crate::runner::{Cycle, CycleReport, Runner, Shutdown};
 use crate::secret::Secret;
@@ -56,6 +57,8 @@ pub struct ChainCli {
 pub trait ChainConfig: Send + Sync + 'static {
     /// `[ton]`
     fn ton(&self) -> &TonSettings;
+    /// `[ton]`, to take the mnemonic out of it.
+    fn ton_mut(&mut self) -> &mut TonSettings;
     /// `[runner]`
     fn runner(&self) -> &RunnerSettings;
     /// `[telemetry]`
@@ -73,7 +76,7 @@ pub struct Loaded<C> {
     /// The settings.
     pub config: C,
     /// The keeper's mnemonic, if one was given.
-    pub mnemonic: Option<Secret>,
+    pub mnemonic: Option<Arc<Secret>>,
 }
 
 /// Everything a chain keeper's tick is built from.
@@ -115,6 +118,9 @@ pub trait ChainKeeper: 'static {
 
     /// Loads defaults < file < environment and validates every setting.
     fn load(file: Option<&Path>, env: &dyn Env) -> Result<Self::Config, ConfigError>;
+
+    /// The environment variables `load` reads; the secret ones are wiped once it has.
+    fn env_bindings() -> Vec<EnvBinding>;
 
     /// Registers the keeper's own metric families.
     fn register(metrics: &mut Metrics) -> Self::Families;
@@ -158,6 +164,8 @@ pub fn main<K: ChainKeeper>() -> ExitCode {
             return ExitCode::from(EXIT_USAGE as u8);
         }
     };
+    // Still one thread here: nothing else can be reading the environment.
+    crate::scrub_secret_env(&K::env_bindings(), &[]);
     // A keeper only waits on I/O: one thread is enough and smaller. OTLP export wants a
     // second one so its last spans can be flushed while the process stops.
     let threads = if loaded.config.telemetry().otlp_endpoint.is_some() {
@@ -211,7 +219,7 @@ pub fn load<K: ChainKeeper>(
     env: &dyn Env,
     needs: Needs,
 ) -> Result<Loaded<K::Config>, ConfigError> {
-    let config = K::load(file, env)?;
+    let mut config = K::load(file, env)?;
     // Sending takes the wallet lease (dry runs and read-only commands do not).
     if needs.mnemonic && needs.oracle {
         crate::config::validate_lease_ttl(config.runner(), config.storage())?;
@@ -222,21 +230,14 @@ pub fn load<K: ChainKeeper>(
             "the oracle address is required to publish (only --dry-run works without one)",
         ));
     }
-    let mnemonic = crate::ton::resolve_mnemonic(config.ton(), env)?;
+    let mnemonic = crate::ton::take_mnemonic(config.ton_mut())?;
     match &mnemonic {
-        Some(m) => {
-            let setting = if config.ton().mnemonic.is_some() {
-                "ton.mnemonic (KEEPER_MNEMONIC)"
-            } else {
-                "ton.mnemonic_file (KEEPER_MNEMONIC_FILE)"
-            };
-            crate::ton::validate_mnemonic(setting, m)?;
-        }
+        Some(m) => crate::ton::validate_mnemonic("ton.mnemonic (KEEPER_MNEMONIC)", m)?,
         None if needs.mnemonic => {
             return Err(ConfigError::new(
                 "ton.mnemonic (KEEPER_MNEMONIC)",
-                "no mnemonic: set KEEPER_MNEMONIC, KEEPER_MNEMONIC_FILE or a systemd credential \
-                 keeper-mnemonic (only --dry-run works without one)",
+                "no mnemonic: set KEEPER_MNEMONIC_FILE, a systemd credential keeper-mnemonic or \
+                 KEEPER_MNEMONIC (only --dry-run works without one)",
             ));
         }
         None => {}
@@ -262,11 +263,10 @@ async fn run_keeper<K: ChainKeeper>(
     loaded: Loaded<K::Config>,
 ) -> anyhow::Result<i32> {
     let dry_run = cli.common.dry_run;
-    let (wallet, ephemeral_note) = load_wallet(loaded.config.ton(), loaded.mnemonic.as_ref())
+    let (wallet, ephemeral_note) = load_wallet(loaded.config.ton(), loaded.mnemonic)
         .await
         .context("setting up the keeper wallet")?;
-    // The mnemonic is not needed once the key is derived.
-    drop(loaded.mnemonic);
+    // The mnemonic went into the derivation and was wiped there: only the key remains.
     let config = Arc::new(loaded.config);
     let mut registry = Metrics::new(K::NAME);
     let families = K::register(&mut registry);
@@ -375,7 +375,7 @@ async fn wallet<C: ChainConfig>(
     output: Output,
 ) -> anyhow::Result<i32> {
     let ton = loaded.config.ton();
-    let (wallet, _) = load_wallet(ton, loaded.mnemonic.as_ref()).await?;
+    let (wallet, _) = load_wallet(ton, loaded.mnemonic).await?;
     wallet_command(ton, &wallet, offline, output)
         .await
         .context("reading the wallet from toncenter (use --offline to skip)")?;
@@ -392,8 +392,8 @@ async fn sweep<K: ChainKeeper>(
 ) -> anyhow::Result<i32> {
     let ton = loaded.config.ton();
     let to = crate::ton::parse_address(to).context("wallet sweep --to")?;
-    let (wallet, _) = load_wallet(ton, loaded.mnemonic.as_ref()).await?;
-    drop(loaded.mnemonic);
+    // The mnemonic goes into the derivation and is wiped there.
+    let (wallet, _) = load_wallet(ton, loaded.mnemonic).await?;
     let metrics = Arc::new(Metrics::new(K::NAME));
     let store = Store::connect(
         loaded.config.storage(),

@@ -21,11 +21,11 @@ pub const EPHEMERAL_NOTE: &str =
 /// which case the note to show operators comes back too.
 pub async fn load_wallet(
     ton: &crate::ton::TonSettings,
-    mnemonic: Option<&crate::secret::Secret>,
+    mnemonic: Option<std::sync::Arc<crate::secret::Secret>>,
 ) -> Result<(crate::ton::Wallet, Option<String>), WalletSetupError> {
     use crate::ton::{Wallet, WalletKeys};
     let (keys, note) = match mnemonic {
-        Some(m) => (WalletKeys::from_mnemonic_blocking(m.clone()).await?, None),
+        Some(m) => (WalletKeys::from_mnemonic_blocking(m).await?, None),
         None => (WalletKeys::ephemeral(), Some(EPHEMERAL_NOTE.to_owned())),
     };
     let wallet = Wallet::new(keys, ton.wallet_version, ton.network)?;

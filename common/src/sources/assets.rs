@@ -1,5 +1,6 @@
 //! `[[assets]]`: the assets the oracle prices and where each source finds them (Chainlink feed,
-//! CoinGecko id, DefiLlama key), with their checks.
+//! CoinGecko id, DefiLlama key, Pyth feed id), whose data each source carries (lineage), the
+//! per-asset publishing overrides, with their checks.
 
 use std::collections::HashSet;
 use std::str::FromStr;
@@ -65,15 +66,32 @@ pub struct AssetConfig {
     /// DefiLlama coins key: `coingecko:tether`, `ethereum:0x…` or `ton:EQ…` (case kept).
     #[serde(default)]
     pub defillama_key: Option<String>,
+    /// Pyth feed id (32-byte hex, `0x` optional).
+    #[serde(default)]
+    pub pyth_id: Option<String>,
+    /// The lineage DefiLlama's quote carries; default `coingecko`, since DefiLlama serves
+    /// CoinGecko's price for these keys. Set a name of its own only where DefiLlama is known to
+    /// price the key from other data.
+    #[serde(default)]
+    pub defillama_lineage: Option<String>,
     /// This asset's plausible range, overriding `aggregation.sanity_band`.
     #[serde(default)]
     pub sanity_band: Option<SanityBand>,
+    /// Publishing threshold for this asset, overriding `policy.deviation_bps`.
+    #[serde(default)]
+    pub deviation_bps: Option<u32>,
+    /// Heartbeat for this asset, seconds, overriding `policy.heartbeat`.
+    #[serde(default)]
+    pub heartbeat: Option<u64>,
+    /// Circuit-breaker step for this asset, overriding `policy.max_step_bps`.
+    #[serde(default)]
+    pub max_step_bps: Option<u32>,
 }
 
 impl AssetConfig {
     /// Which sources are configured for this asset.
     pub fn sources(&self) -> Vec<Source> {
-        let mut v = Vec::with_capacity(3);
+        let mut v = Vec::with_capacity(4);
         if self.chainlink.is_some() {
             v.push(Source::Chainlink);
         }
@@ -83,7 +101,30 @@ impl AssetConfig {
         if self.defillama_key.is_some() {
             v.push(Source::Defillama);
         }
+        if self.pyth_id.is_some() {
+            v.push(Source::Pyth);
+        }
         v
+    }
+
+    /// Whose data `source` carries for this asset.
+    pub fn lineage_of(&self, source: Source) -> &str {
+        match (source, &self.defillama_lineage) {
+            (Source::Defillama, Some(l)) => l,
+            _ => source.default_lineage(),
+        }
+    }
+
+    /// The distinct lineages of the sources that are configured here and enabled.
+    pub fn lineages(&self, sources: &SourcesSettings) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for s in self.sources() {
+            let l = self.lineage_of(s);
+            if sources.is_enabled(s) && !out.contains(&l) {
+                out.push(l);
+            }
+        }
+        out
     }
 }
 
@@ -199,19 +240,46 @@ impl AssetList {
             if let Some(k) = &a.defillama_key {
                 validate_defillama_key(k).map_err(|p| ConfigError::new(at("defillama_key"), p))?;
             }
+            if let Some(id) = &a.pyth_id {
+                super::pyth::validate_feed_id(id)
+                    .map_err(|p| ConfigError::new(at("pyth_id"), p))?;
+            }
+            if let Some(l) = &a.defillama_lineage {
+                let ok = !l.is_empty()
+                    && l.len() <= 32
+                    && l.bytes().all(|b| {
+                        b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_')
+                    });
+                if !ok {
+                    return Err(ConfigError::new(
+                        at("defillama_lineage"),
+                        format!("{l:?} must be 1-32 of a-z, 0-9, '-' or '_'"),
+                    ));
+                }
+            }
             if let Some(b) = &a.sanity_band {
                 b.validate(&at("sanity_band"))?;
             }
-            let usable = a
-                .sources()
-                .into_iter()
-                .filter(|s| sources.is_enabled(*s))
-                .count();
-            if usable < aggregation.min_sources as usize {
+            for (field, bps) in [
+                ("deviation_bps", a.deviation_bps),
+                ("max_step_bps", a.max_step_bps),
+            ] {
+                if let Some(bps) = bps {
+                    validate::at_most(&at(field), u64::from(bps), validate::MAX_BPS, "bps")?;
+                }
+            }
+            if let Some(h) = a.heartbeat {
+                validate::nonzero(&at("heartbeat"), h)?;
+                validate::at_most(&at("heartbeat"), h, 7 * validate::DAY_SECONDS, "s")?;
+            }
+            let lineages = a.lineages(sources);
+            if lineages.len() < aggregation.min_sources as usize {
                 return Err(ConfigError::new(
                     format!("assets[{i}] ({})", a.symbol),
                     format!(
-                        "{usable} enabled source(s) configured, fewer than aggregation.min_sources (MIN_SOURCES) = {}: it could never be published",
+                        "{} independent lineage(s) among its enabled sources ({}), fewer than aggregation.min_sources (MIN_SOURCES) = {}: it could never be published",
+                        lineages.len(),
+                        lineages.join(", "),
                         aggregation.min_sources
                     ),
                 ));

@@ -92,6 +92,7 @@ pub fn evaluate(
         Observation::Rejected(Rejected {
             asset: asset.to_owned(),
             source: Source::Chainlink,
+            lineage: Source::Chainlink.default_lineage().to_owned(),
             price,
             timestamp,
             reason,
@@ -157,6 +158,7 @@ pub fn evaluate(
     Observation::Quote(Quote {
         asset: asset.to_owned(),
         source: Source::Chainlink,
+        lineage: Source::Chainlink.default_lineage().to_owned(),
         price,
         timestamp: updated_at,
         max_age,

@@ -21,7 +21,7 @@ pub type Prices = HashMap<String, Result<PricePoint, InvalidValue>>;
 pub struct CoinGecko {
     up: HttpUpstream,
     base: String,
-    key: Option<(&'static str, Secret)>,
+    key: Option<(&'static str, Arc<Secret>)>,
 }
 
 impl CoinGecko {
@@ -30,7 +30,7 @@ impl CoinGecko {
     pub fn new(
         base_url: &str,
         tier: CoinGeckoTier,
-        key: Option<Secret>,
+        key: Option<Arc<Secret>>,
         policy: RequestPolicy,
         metrics: Option<Arc<Metrics>>,
     ) -> Self {

@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rust_decimal::Decimal;
@@ -13,21 +14,21 @@ use super::Source;
 pub use super::assets::{
     AssetConfig, AssetList, ChainlinkFeed, parse_address, validate_defillama_key,
 };
-use crate::config::{BadInput, ConfigError, EnvBinding, Kind, bind, validate};
+use crate::config::{BadInput, ConfigError, EnvBinding, Kind, bind, bind_secret, validate};
 use crate::secret::Secret;
 
 /// Environment bindings of `[sources]` and `[aggregation]`; the pricing and bridge keepers
 /// append them to `COMMON_ENV`.
 pub const SOURCES_ENV: &[EnvBinding] = &[
-    bind("ETH_RPC_URL", "sources.eth_rpc_urls", Kind::List),
+    bind_secret("ETH_RPC_URL", "sources.eth_rpc_urls", Kind::List),
     bind(
         "COINGECKO_BASE_URL",
         "sources.coingecko_base_url",
         Kind::Str,
     ),
-    bind("COINGECKO_API_KEY", "sources.coingecko_api_key", Kind::Str),
+    bind_secret("COINGECKO_API_KEY", "sources.coingecko_api_key", Kind::Str),
     bind("COINGECKO_TIER", "sources.coingecko_tier", Kind::Str),
-    bind(
+    bind_secret(
         "DEFILLAMA_COINS_URL",
         "sources.defillama_coins_url",
         Kind::Str,
@@ -37,12 +38,19 @@ pub const SOURCES_ENV: &[EnvBinding] = &[
         "sources.defillama_search_width",
         Kind::Str,
     ),
+    bind("PYTH_HERMES_URL", "sources.pyth_hermes_url", Kind::Str),
+    bind_secret("PYTH_API_KEY", "sources.pyth_api_key", Kind::Str),
     bind("SOURCE_TIMEOUT", "sources.request_timeout", Kind::Int),
     bind("MIN_SOURCES", "aggregation.min_sources", Kind::Int),
     bind(
         "MAX_DEVIATION_BPS",
         "aggregation.max_deviation_bps",
         Kind::Int,
+    ),
+    bind(
+        "ALLOW_SINGLE_SOURCE",
+        "aggregation.allow_single_source",
+        Kind::Bool,
     ),
 ];
 
@@ -57,6 +65,8 @@ pub const COINGECKO_PUBLIC_URL: &str = "https://api.coingecko.com/api/v3";
 pub const COINGECKO_PRO_URL: &str = "https://pro-api.coingecko.com/api/v3";
 /// DefiLlama's coins API.
 pub const DEFILLAMA_COINS_URL: &str = "https://coins.llama.fi";
+/// Pyth's public Hermes instance.
+pub const PYTH_HERMES_URL: &str = "https://hermes.pyth.network";
 
 /// CoinGecko plan: decides the host and the key header (reference §1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -117,21 +127,29 @@ impl Default for RequestPolicy {
 #[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SourcesSettings {
-    /// Which sources run: any of `chainlink`, `coingecko`, `defillama`.
+    /// Which sources run: any of `chainlink`, `coingecko`, `defillama`, `pyth`.
     pub enabled: Vec<Source>,
     /// Ethereum JSON-RPC endpoints, tried in order (`ETH_RPC_URL`, comma-separated); URLs often
     /// carry a key in their path, so they are secrets.
-    pub eth_rpc_urls: Vec<Secret>,
+    pub eth_rpc_urls: Vec<Arc<Secret>>,
     /// CoinGecko API base (`COINGECKO_BASE_URL`); default: the tier's host.
     pub coingecko_base_url: Option<String>,
     /// CoinGecko demo or pro key (`COINGECKO_API_KEY`).
-    pub coingecko_api_key: Option<Secret>,
+    pub coingecko_api_key: Option<Arc<Secret>>,
     /// `keyless`, `demo` or `pro` (`COINGECKO_TIER`); default: `demo` with a key, else `keyless`.
     pub coingecko_tier: Option<CoinGeckoTier>,
     /// DefiLlama coins API base (`DEFILLAMA_COINS_URL`); may carry a pro key in its path.
-    pub defillama_coins_url: Secret,
+    pub defillama_coins_url: Arc<Secret>,
     /// DefiLlama `searchWidth` (`4h`, `12h`, `1d`…): older coins are left out of the answer.
     pub defillama_search_width: String,
+    /// Pyth Hermes base URL (`PYTH_HERMES_URL`); `/v2/updates/price/latest` is appended.
+    pub pyth_hermes_url: String,
+    /// Hermes API key, sent as `Authorization: Bearer` (`PYTH_API_KEY`).
+    pub pyth_api_key: Option<Arc<Secret>>,
+    /// A Pyth quote whose `conf / price` exceeds this many basis points is rejected.
+    pub pyth_max_conf_bps: u32,
+    /// Oldest acceptable Pyth `publish_time`, seconds.
+    pub pyth_max_age: u64,
     /// Per-request timeout, seconds (`SOURCE_TIMEOUT`).
     pub request_timeout: u64,
     /// Retries after the first try of a request.
@@ -153,16 +171,20 @@ pub struct SourcesSettings {
 impl Default for SourcesSettings {
     fn default() -> Self {
         Self {
-            enabled: vec![Source::Chainlink, Source::Coingecko, Source::Defillama],
+            enabled: Source::ALL.to_vec(),
             eth_rpc_urls: DEFAULT_ETH_RPC_URLS
                 .iter()
-                .map(|u| Secret::new(*u))
+                .map(|u| Arc::new(Secret::new(*u)))
                 .collect(),
             coingecko_base_url: None,
             coingecko_api_key: None,
             coingecko_tier: None,
-            defillama_coins_url: Secret::new(DEFILLAMA_COINS_URL),
+            defillama_coins_url: Arc::new(Secret::new(DEFILLAMA_COINS_URL)),
             defillama_search_width: "4h".into(),
+            pyth_hermes_url: PYTH_HERMES_URL.into(),
+            pyth_api_key: None,
+            pyth_max_conf_bps: 100,
+            pyth_max_age: 120,
             request_timeout: 10,
             retries: 2,
             retry_delay_ms: 250,
@@ -196,6 +218,10 @@ impl fmt::Debug for SourcesSettings {
                 &host_of(self.defillama_coins_url.expose()),
             )
             .field("defillama_search_width", &self.defillama_search_width)
+            .field("pyth_hermes_url", &host_of(&self.pyth_hermes_url))
+            .field("pyth_api_key", &self.pyth_api_key)
+            .field("pyth_max_conf_bps", &self.pyth_max_conf_bps)
+            .field("pyth_max_age", &self.pyth_max_age)
             .field("request_timeout", &self.request_timeout)
             .field("retries", &self.retries)
             .field("retry_delay_ms", &self.retry_delay_ms)
@@ -260,6 +286,7 @@ impl SourcesSettings {
         match source {
             Source::Coingecko => self.coingecko_max_age,
             Source::Defillama => self.defillama_max_age,
+            Source::Pyth => self.pyth_max_age,
             // Chainlink's limit is per feed: heartbeat + grace.
             Source::Chainlink => self.chainlink_grace,
         }
@@ -292,6 +319,29 @@ impl SourcesSettings {
             "sources.defillama_coins_url (DEFILLAMA_COINS_URL)",
             &self.defillama_coins_url,
         )?;
+        validate::http_url(
+            "sources.pyth_hermes_url (PYTH_HERMES_URL)",
+            &self.pyth_hermes_url,
+        )?;
+        if let Some(k) = self.pyth_api_key.as_ref().filter(|k| !k.is_empty())
+            && !k.expose().bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(ConfigError::new(
+                "sources.pyth_api_key (PYTH_API_KEY)",
+                "must be printable ASCII without spaces",
+            ));
+        }
+        validate::nonzero(
+            "sources.pyth_max_conf_bps",
+            u64::from(self.pyth_max_conf_bps),
+        )?;
+        validate::at_most(
+            "sources.pyth_max_conf_bps",
+            u64::from(self.pyth_max_conf_bps),
+            validate::MAX_BPS,
+            "bps",
+        )?;
+        validate::nonzero("sources.pyth_max_age", self.pyth_max_age)?;
         let key = self.coingecko_api_key.as_ref().filter(|k| !k.is_empty());
         match (self.coingecko_tier(), key) {
             (CoinGeckoTier::Keyless, Some(_)) => {
@@ -461,7 +511,7 @@ impl<'de> Deserialize<'de> for ConfigDecimal {
 /// The rules for one asset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AggregatePolicy {
-    /// Distinct sources that must remain to publish.
+    /// Distinct lineages that must remain to publish.
     pub min_sources: usize,
     /// Quotes further than this from the median of the valid ones are dropped, basis points.
     pub max_deviation_bps: u32,
@@ -483,12 +533,15 @@ impl Default for AggregatePolicy {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AggregationSettings {
-    /// Valid, agreeing sources needed to publish (`MIN_SOURCES`).
+    /// Valid, agreeing lineages (independent data, not paths to it) needed to publish
+    /// (`MIN_SOURCES`); below 2 only with `allow_single_source`.
     pub min_sources: u32,
     /// Quotes further than this from the median are dropped, basis points (`MAX_DEVIATION_BPS`).
     pub max_deviation_bps: u32,
     /// Default plausible price range, `[low, high]` USD; assets may override it.
     pub sanity_band: SanityBand,
+    /// Accepts `min_sources = 1` (`ALLOW_SINGLE_SOURCE`): one upstream's word goes on chain.
+    pub allow_single_source: bool,
 }
 
 impl Default for AggregationSettings {
@@ -497,21 +550,40 @@ impl Default for AggregationSettings {
             min_sources: 2,
             max_deviation_bps: 200,
             sanity_band: SanityBand::STABLECOIN,
+            allow_single_source: false,
         }
     }
 }
 
 impl AggregationSettings {
+    /// True when a single lineage may set a price (reported on every tick).
+    pub fn single_source(&self) -> bool {
+        self.min_sources < 2
+    }
+
     /// Checks the quorum, the deviation and the band.
     pub fn validate(&self) -> Result<(), ConfigError> {
         validate::nonzero(
             "aggregation.min_sources (MIN_SOURCES)",
             u64::from(self.min_sources),
         )?;
-        if self.min_sources > 3 {
+        if self.min_sources < 2 && !self.allow_single_source {
             return Err(ConfigError::new(
                 "aggregation.min_sources (MIN_SOURCES)",
-                format!("{} exceeds the 3 available sources", self.min_sources),
+                format!(
+                    "{} lets one upstream alone set the price: use at least 2, or set aggregation.allow_single_source (ALLOW_SINGLE_SOURCE) = true to accept that",
+                    self.min_sources
+                ),
+            ));
+        }
+        let sources = Source::ALL.len();
+        if self.min_sources as usize > sources {
+            return Err(ConfigError::new(
+                "aggregation.min_sources (MIN_SOURCES)",
+                format!(
+                    "{} exceeds the {sources} available sources",
+                    self.min_sources
+                ),
             ));
         }
         validate::nonzero(
@@ -538,207 +610,5 @@ impl AggregationSettings {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::collections::HashMap;
-
-    use super::*;
-    use crate::config::Layers;
-
-    #[derive(Debug, Deserialize, Default)]
-    #[serde(deny_unknown_fields, default)]
-    struct Demo {
-        sources: SourcesSettings,
-        aggregation: AggregationSettings,
-        assets: AssetList,
-    }
-
-    fn load(toml_text: &str, env: &[(&str, &str)]) -> Result<Demo, ConfigError> {
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("c.toml");
-        std::fs::write(&f, toml_text).unwrap();
-        let env: HashMap<String, String> = env
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        let defaults = shipped_sections();
-        let d: Demo = Layers {
-            defaults: &defaults,
-            file: Some(&f),
-            env: &env,
-            bindings: SOURCES_ENV,
-            flags: vec![],
-        }
-        .load()?;
-        d.sources.validate()?;
-        d.aggregation.validate()?;
-        d.assets.validate(&d.aggregation, &d.sources)?;
-        Ok(d)
-    }
-
-    /// This module's sections of the pricing keeper's shipped file, its built-in defaults.
-    fn shipped_sections() -> String {
-        let text = include_str!("../../../config/pricing-oracle.toml");
-        let mut table: toml::Table = text.parse().unwrap();
-        table.retain(|k, _| matches!(k, "sources" | "aggregation" | "assets"));
-        toml::to_string(&table).unwrap()
-    }
-
-    #[test]
-    fn defaults_are_the_shipped_table_and_valid() {
-        let d = load("", &[]).unwrap();
-        assert_eq!(d.assets.len(), 6);
-        assert_eq!(d.assets[3].symbol, "USDD");
-        assert!(d.assets[3].chainlink.is_none());
-        assert_eq!(d.assets[2].chainlink.as_ref().unwrap().heartbeat, 3_600);
-        assert_eq!(d.aggregation.min_sources, 2);
-        assert_eq!(d.aggregation.max_deviation_bps, 200);
-        assert_eq!(d.aggregation.sanity_band, SanityBand::STABLECOIN);
-        assert_eq!(d.sources.coingecko_tier(), CoinGeckoTier::Keyless);
-        assert_eq!(d.sources.coingecko_base_url(), COINGECKO_PUBLIC_URL);
-    }
-
-    #[test]
-    fn env_overrides_and_pro_switches_host() {
-        let d = load(
-            "",
-            &[
-                ("ETH_RPC_URL", "https://a.example/v3/k1, https://b.example"),
-                ("COINGECKO_API_KEY", "CG-abc"),
-                ("COINGECKO_TIER", "pro"),
-                ("MAX_DEVIATION_BPS", "150"),
-            ],
-        )
-        .unwrap();
-        assert_eq!(d.sources.eth_rpc_urls.len(), 2);
-        assert_eq!(d.sources.coingecko_base_url(), COINGECKO_PRO_URL);
-        assert_eq!(
-            d.sources.coingecko_tier().key_header(),
-            Some("x-cg-pro-api-key")
-        );
-        assert_eq!(d.aggregation.max_deviation_bps, 150);
-        // USDD has no Chainlink feed, so 3 sources can never be met for it.
-        let mut d = d;
-        d.aggregation.min_sources = 3;
-        let e = d.assets.validate(&d.aggregation, &d.sources).unwrap_err();
-        assert!(e.setting.contains("USDD"), "{e}");
-        // A key alone means demo on the public host; debug output hides keys and URL paths.
-        let d = load("", &[("COINGECKO_API_KEY", "CG-abc")]).unwrap();
-        assert_eq!(d.sources.coingecko_tier(), CoinGeckoTier::Demo);
-        assert_eq!(d.sources.coingecko_base_url(), COINGECKO_PUBLIC_URL);
-        let shown = format!(
-            "{:?}",
-            load(
-                "",
-                &[
-                    ("ETH_RPC_URL", "https://h.example/v3/SECRETKEY"),
-                    ("COINGECKO_API_KEY", "CG-SECRET")
-                ]
-            )
-            .unwrap()
-            .sources
-        );
-        assert!(
-            !shown.contains("SECRET") && shown.contains("h.example"),
-            "{shown}"
-        );
-    }
-
-    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
-
-    #[test]
-    fn bad_settings_are_named() {
-        let cases: &[Case<'_>] = &[
-            (
-                "[sources]\ncoingecko_tier = \"pro\"\n",
-                &[],
-                "coingecko_api_key",
-            ),
-            (
-                "",
-                &[("COINGECKO_TIER", "keyless"), ("COINGECKO_API_KEY", "x")],
-                "coingecko_tier",
-            ),
-            ("", &[("ETH_RPC_URL", "ftp://x")], "eth_rpc_urls[0]"),
-            (
-                "",
-                &[("DEFILLAMA_SEARCH_WIDTH", "4 hours")],
-                "defillama_search_width",
-            ),
-            ("", &[("MIN_SOURCES", "0")], "min_sources"),
-            ("", &[("MAX_DEVIATION_BPS", "ten")], "max_deviation_bps"),
-            (
-                "[aggregation]\nsanity_band = [2.0, 0.5]\n",
-                &[],
-                "sanity_band",
-            ),
-            ("[sources]\nbogus = 1\n", &[], "bogus"),
-            (
-                "[sources]\nenabled = [\"coingecko\", \"pyth\"]\n",
-                &[],
-                "enabled",
-            ),
-            (
-                "[[assets]]\nsymbol = \"USDT\"\nid = 1\nchainlink = { proxy = \"0x3E7d1eAB13ad0104d2750B8863b489D65364e32d\", heartbeat = 86400 }\ncoingecko_id = \"tether\"\n",
-                &[],
-                "chainlink.proxy",
-            ),
-            (
-                "[[assets]]\nsymbol = \"USDT\"\nid = 1\ncoingecko_id = \"tether\"\ndefillama_key = \"coingecko:tether\"\n[[assets]]\nsymbol = \"USDC\"\nid = 1\ncoingecko_id = \"usd-coin\"\ndefillama_key = \"coingecko:usd-coin\"\n",
-                &[],
-                "assets[1].id",
-            ),
-            (
-                "[[assets]]\nsymbol = \"X\"\nid = 9\ncoingecko_id = \"x\"\ndefillama_key = \"ton:EQ/..\"\n",
-                &[],
-                "defillama_key",
-            ),
-        ];
-        for (text, env, want) in cases {
-            let e = load(text, env).unwrap_err();
-            assert!(e.to_string().contains(want), "{text:?} {env:?}: {e}");
-        }
-        let e = load(
-            "",
-            &[
-                ("COINGECKO_TIER", "keyless"),
-                ("COINGECKO_API_KEY", "CG-SECRET"),
-            ],
-        )
-        .unwrap_err();
-        assert!(!e.to_string().contains("CG-SECRET"));
-    }
-
-    #[test]
-    fn shipped_example_config_is_the_defaults() {
-        let text = include_str!("../../../config/pricing-oracle.toml");
-        let mut table: toml::Table = text.parse().unwrap();
-        // The file also holds the keeper's other sections; these three are ours.
-        let mut ours = toml::Table::new();
-        for key in ["sources", "aggregation", "assets"] {
-            ours.insert(key.into(), table.remove(key).unwrap());
-        }
-        let d: Demo = toml::Value::Table(ours).try_into().unwrap();
-        assert!(d.sources == SourcesSettings::default(), "{:?}", d.sources);
-        assert_eq!(d.aggregation, AggregationSettings::default());
-        assert_eq!(d.assets, AssetList::from_toml(text).unwrap());
-        assert_eq!(d.assets.len(), 6);
-        d.assets.validate(&d.aggregation, &d.sources).unwrap();
-    }
-
-    #[test]
-    fn custom_asset_with_band_and_ton_key() {
-        let d = load(
-            "[[assets]]\nsymbol = \"jUSDT\"\nid = 7\ndefillama_key = \"ton:EQBynBO23ywHy_CgarY9NK9FTz0yDsG82PtcbSTQgGoXwiuA\"\ncoingecko_id = \"tether\"\nsanity_band = [\"0.9\", 1.1]\n",
-            &[],
-        )
-        .unwrap();
-        let a = &d.assets[0];
-        assert_eq!(a.sanity_band.unwrap().low.to_string(), "0.9");
-        assert_eq!(a.sanity_band.unwrap().high.to_string(), "1.1");
-        assert_eq!(d.aggregation.policy_for(a).band.low.to_string(), "0.9");
-        assert_eq!(parse_search_width("12h"), Ok(43_200));
-        assert!(parse_search_width("99999999999999999999w").is_err());
-        assert_eq!(parse_search_width("1w"), Ok(604_800));
-        assert!(parse_search_width("0h").is_err());
-    }
-}
+#[path = "config_tests.rs"]
+mod tests;

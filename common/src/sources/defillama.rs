@@ -22,7 +22,7 @@ pub type Coins = HashMap<String, Result<PricePoint, InvalidValue>>;
 #[derive(Clone)]
 pub struct DefiLlama {
     up: HttpUpstream,
-    base: Secret,
+    base: Arc<Secret>,
     search_width: String,
 }
 
@@ -36,7 +36,7 @@ impl DefiLlama {
     ) -> Self {
         Self {
             up: HttpUpstream::new("defillama", policy, metrics),
-            base: Secret::new(base_url.expose().trim_end_matches('/')),
+            base: Arc::new(Secret::new(base_url.expose().trim_end_matches('/'))),
             search_width: search_width.trim().to_owned(),
         }
     }

@@ -167,7 +167,7 @@ struct Response {
 }
 
 struct Endpoint {
-    url: Secret,
+    url: Arc<Secret>,
     name: String,
     gate: Gate,
 }
@@ -185,7 +185,7 @@ impl EvmRpc {
     /// A client over `urls` (validated http(s) URLs, possibly with keys in their path).
     /// `label` is the `source` label of its request metrics (`chainlink`, `eth_rpc`…).
     pub fn new(
-        urls: &[Secret],
+        urls: &[Arc<Secret>],
         policy: RequestPolicy,
         metrics: Option<Arc<Metrics>>,
         label: &'static str,

@@ -1,4 +1,4 @@
-//! Runs the three sources concurrently, each bounded by its own deadline, and lists per asset
+//! Runs the four sources concurrently, each bounded by its own deadline, and lists per asset
 //! everything each source said: quotes, and rejections with reasons.
 
 use std::collections::HashMap;
@@ -6,12 +6,14 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 use serde::Serialize;
 
 use super::chainlink::Chainlink;
 use super::coingecko::CoinGecko;
 use super::defillama::DefiLlama;
+use super::pyth::{Feeds, Pyth};
 use super::quote::{InvalidValue, Observation, PricePoint, Reason, Rejected, Source};
 use super::upstream::SourceError;
 use super::{AssetConfig, SourcesSettings};
@@ -36,14 +38,17 @@ pub struct Fetched {
     pub assets: Vec<AssetObservations>,
 }
 
-/// Fetches prices of the configured assets from Chainlink, CoinGecko and DefiLlama at once.
+/// Fetches prices of the configured assets from Chainlink, CoinGecko, DefiLlama and Pyth at once.
 pub struct PriceFetcher {
     assets: Vec<AssetConfig>,
     chainlink: Option<Chainlink>,
     coingecko: Option<CoinGecko>,
     defillama: Option<DefiLlama>,
+    pyth: Option<Pyth>,
     coingecko_max_age: u64,
     defillama_max_age: u64,
+    pyth_max_age: u64,
+    pyth_max_conf_bps: u32,
     deadline: Duration,
     metrics: Option<Arc<Metrics>>,
 }
@@ -64,8 +69,11 @@ impl PriceFetcher {
                 .then(|| CoinGecko::from_settings(settings, metrics.clone())),
             defillama: on(Source::Defillama)
                 .then(|| DefiLlama::from_settings(settings, metrics.clone())),
+            pyth: on(Source::Pyth).then(|| Pyth::from_settings(settings, metrics.clone())),
             coingecko_max_age: settings.coingecko_max_age,
             defillama_max_age: settings.defillama_max_age,
+            pyth_max_age: settings.pyth_max_age,
+            pyth_max_conf_bps: settings.pyth_max_conf_bps,
             deadline: Duration::from_secs(settings.deadline),
             metrics,
         }
@@ -89,13 +97,20 @@ impl PriceFetcher {
 
     /// Fetches every source, judging ages against `now` (unix seconds).
     pub async fn fetch_at(&self, now: i64) -> Fetched {
-        let (cl, cg, dl) = tokio::join!(
+        let (cl, cg, dl, py) = tokio::join!(
             self.bounded(Source::Chainlink, self.fetch_chainlink(now)),
             self.bounded(Source::Coingecko, self.fetch_coingecko()),
             self.bounded(Source::Defillama, self.fetch_defillama()),
+            self.bounded(Source::Pyth, self.fetch_pyth()),
         );
         let mut by_asset: HashMap<String, Vec<Observation>> = HashMap::new();
-        for obs in cl.into_iter().chain(cg).chain(dl) {
+        for mut obs in cl.into_iter().chain(cg).chain(dl).chain(py) {
+            if let Some(a) = self.assets.iter().find(|a| a.symbol == obs.asset()) {
+                let lineage = a.lineage_of(obs.source());
+                if obs.lineage() != lineage {
+                    obs.set_lineage(lineage);
+                }
+            }
             if let (Some(m), Observation::Quote(q)) = (&self.metrics, &obs) {
                 m.prices
                     .source_price
@@ -163,6 +178,7 @@ impl PriceFetcher {
             Source::Chainlink => self.chainlink.is_some(),
             Source::Coingecko => self.coingecko.is_some(),
             Source::Defillama => self.defillama.is_some(),
+            Source::Pyth => self.pyth.is_some(),
         };
         if !enabled {
             return Vec::new();
@@ -210,6 +226,52 @@ impl PriceFetcher {
                 a.defillama_key.as_deref()
             }),
         )
+    }
+
+    async fn fetch_pyth(&self) -> Option<Vec<Observation>> {
+        let pyth = self.pyth.as_ref()?;
+        let ids: Vec<&str> = self
+            .covered(Source::Pyth)
+            .filter_map(|a| a.pyth_id.as_deref())
+            .collect();
+        let max_bps = self.pyth_max_conf_bps;
+        // The confidence bound is checked here, where the interval is still known.
+        let mut wide: HashMap<String, Decimal> = HashMap::new();
+        let points = pyth.latest(&ids).await.map(|feeds: Feeds| {
+            feeds
+                .into_iter()
+                .map(|(id, r)| {
+                    if let Some(bps) = r.as_ref().ok().and_then(|p| p.conf_bps())
+                        && bps > Decimal::from(max_bps)
+                    {
+                        wide.insert(id.clone(), bps);
+                    }
+                    (id, r.map(|p| p.point))
+                })
+                .collect()
+        });
+        let mut obs = self.spread(Source::Pyth, self.pyth_max_age, points, |a| {
+            a.pyth_id.as_deref()
+        });
+        for o in &mut obs {
+            let Observation::Quote(q) = o else { continue };
+            let conf_bps = self
+                .assets
+                .iter()
+                .find(|a| a.symbol == q.asset)
+                .and_then(|a| a.pyth_id.as_deref())
+                .and_then(|id| wide.get(id));
+            if let Some(conf_bps) = conf_bps {
+                *o = Observation::Rejected(Rejected::quote(
+                    q,
+                    Reason::WideConfidence {
+                        conf_bps: *conf_bps,
+                        max_bps,
+                    },
+                ));
+            }
+        }
+        Some(obs)
     }
 
     /// Maps a keyed answer back onto the assets: a point, an invalid value, or missing.

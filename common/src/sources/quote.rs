@@ -22,11 +22,18 @@ pub enum Source {
     Coingecko,
     /// DefiLlama coins `/prices/current`.
     Defillama,
+    /// Pyth through Hermes `/v2/updates/price/latest`.
+    Pyth,
 }
 
 impl Source {
     /// Every source, in the order observations are listed.
-    pub const ALL: [Source; 3] = [Self::Chainlink, Self::Coingecko, Self::Defillama];
+    pub const ALL: [Source; 4] = [
+        Self::Chainlink,
+        Self::Coingecko,
+        Self::Defillama,
+        Self::Pyth,
+    ];
 
     /// The name used in metrics labels, logs and JSON.
     pub fn as_str(self) -> &'static str {
@@ -34,6 +41,18 @@ impl Source {
             Self::Chainlink => "chainlink",
             Self::Coingecko => "coingecko",
             Self::Defillama => "defillama",
+            Self::Pyth => "pyth",
+        }
+    }
+
+    /// Whose data the source serves unless the asset table says otherwise: DefiLlama prices
+    /// these majors by redirecting to CoinGecko's entry, so it is a second path to CoinGecko's
+    /// data, not a second opinion.
+    pub fn default_lineage(self) -> &'static str {
+        match self {
+            Self::Chainlink => "chainlink",
+            Self::Coingecko | Self::Defillama => "coingecko",
+            Self::Pyth => "pyth",
         }
     }
 }
@@ -87,6 +106,9 @@ pub struct Quote {
     pub asset: String,
     /// Who said it.
     pub source: Source,
+    /// Whose data it is (`chainlink`, `pyth`, `coingecko`, or a configured name): quorum counts
+    /// lineages, not sources.
+    pub lineage: String,
     /// USD price, exact.
     pub price: Decimal,
     /// The source's own timestamp of the price, unix seconds.
@@ -152,6 +174,14 @@ pub enum Reason {
         /// The uint80 answered-in round, in decimal.
         answered_in_round: String,
     },
+    /// Pyth's confidence interval is too wide relative to the price.
+    #[error("confidence {conf_bps} bps of the price, beyond {max_bps} bps")]
+    WideConfidence {
+        /// `conf / price`, basis points (2 decimals).
+        conf_bps: Decimal,
+        /// The configured limit (`sources.pyth_max_conf_bps`).
+        max_bps: u32,
+    },
     /// Too far from the median of the valid quotes (source divergence).
     #[error("{deviation_bps} bps from the median {median}, beyond {max_bps} bps")]
     Outlier {
@@ -166,7 +196,8 @@ pub enum Reason {
 
 impl Reason {
     /// A short stable label: `unavailable`, `missing`, `invalid_value`, `not_positive`,
-    /// `outside_band`, `no_timestamp`, `from_future`, `stale`, `incomplete_round`, `outlier`.
+    /// `outside_band`, `no_timestamp`, `from_future`, `stale`, `incomplete_round`,
+    /// `wide_confidence`, `outlier`.
     pub fn code(&self) -> &'static str {
         match self {
             Self::Unavailable { .. } => "unavailable",
@@ -178,6 +209,7 @@ impl Reason {
             Self::FromFuture { .. } => "from_future",
             Self::Stale { .. } => "stale",
             Self::IncompleteRound { .. } => "incomplete_round",
+            Self::WideConfidence { .. } => "wide_confidence",
             Self::Outlier { .. } => "outlier",
         }
     }
@@ -190,6 +222,8 @@ pub struct Rejected {
     pub asset: String,
     /// Who said it.
     pub source: Source,
+    /// Whose data it is.
+    pub lineage: String,
     /// The price, when one could be read.
     pub price: Option<Decimal>,
     /// The source's timestamp, when one could be read.
@@ -204,6 +238,7 @@ impl Rejected {
         Self {
             asset: asset.to_owned(),
             source,
+            lineage: source.default_lineage().to_owned(),
             price: None,
             timestamp: None,
             reason,
@@ -215,6 +250,7 @@ impl Rejected {
         Self {
             asset: q.asset.clone(),
             source: q.source,
+            lineage: q.lineage.clone(),
             price: Some(q.price),
             timestamp: Some(q.timestamp),
             reason,
@@ -241,6 +277,22 @@ impl Observation {
         }
     }
 
+    /// Whose data the observation carries.
+    pub fn lineage(&self) -> &str {
+        match self {
+            Self::Quote(q) => &q.lineage,
+            Self::Rejected(r) => &r.lineage,
+        }
+    }
+
+    /// Sets whose data the observation carries (the asset table may override a default).
+    pub fn set_lineage(&mut self, lineage: &str) {
+        match self {
+            Self::Quote(q) => lineage.clone_into(&mut q.lineage),
+            Self::Rejected(r) => lineage.clone_into(&mut r.lineage),
+        }
+    }
+
     /// The asset of the observation.
     pub fn asset(&self) -> &str {
         match self {
@@ -260,6 +312,7 @@ impl Observation {
             Ok(p) => Self::Quote(Quote {
                 asset: asset.to_owned(),
                 source,
+                lineage: source.default_lineage().to_owned(),
                 price: p.price,
                 timestamp: p.timestamp,
                 max_age,

@@ -3,8 +3,8 @@
 //! lags behind another is not believed).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::secret::Secret;
@@ -58,7 +58,7 @@ impl Budget {
 #[derive(Debug)]
 pub(super) struct Node {
     pub(super) api: Api,
-    pub(super) api_key: Option<Secret>,
+    pub(super) api_key: Option<Arc<Secret>>,
     /// Host and port only: the path and query may carry a key.
     pub(super) label: String,
     budget: Budget,
@@ -69,7 +69,11 @@ pub(super) struct Node {
 impl Node {
     /// An endpoint from its URL (`…/jsonRPC` for JSON-RPC, anything else as the REST base);
     /// `max_rps` 0 means no client-side budget. The error never contains the URL.
-    pub(super) fn parse(url: &str, api_key: Option<Secret>, max_rps: u32) -> Result<Self, String> {
+    pub(super) fn parse(
+        url: &str,
+        api_key: Option<Arc<Secret>>,
+        max_rps: u32,
+    ) -> Result<Self, String> {
         let mut parsed =
             url::Url::parse(url.trim()).map_err(|e| format!("ton.rpc_url is not a URL ({e})"))?;
         if !matches!(parsed.scheme(), "http" | "https") {

@@ -1,9 +1,11 @@
 //! The keeper's ed25519 key pair: from a TON mnemonic (once, at start) or random (dry runs).
 
 use std::fmt;
+use std::sync::Arc;
 
 use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
 use tonlib_core::wallet::mnemonic::{Mnemonic, WORDLIST_EN_SET};
+use zeroize::{Zeroize as _, Zeroizing};
 
 use crate::secret::Secret;
 
@@ -45,7 +47,8 @@ impl WalletKeys {
         if words.len() != 24 {
             return Err(KeyError::WordCount(words.len()));
         }
-        let lower: Vec<String> = words.iter().map(|w| w.to_lowercase()).collect();
+        let lower: Zeroizing<Vec<String>> =
+            Zeroizing::new(words.iter().map(|w| w.to_lowercase()).collect());
         if let Some(pos) = lower
             .iter()
             .position(|w| !WORDLIST_EN_SET.contains_key(w.as_str()))
@@ -68,14 +71,14 @@ impl WalletKeys {
                 Err(KeyError::Derivation("public key mismatch".into()))
             }
         });
-        seed.fill(0);
+        seed.zeroize();
         // Best effort: do not leave the secret half lying around in the library's buffer.
-        pair.secret_key.iter_mut().for_each(|b| *b = 0);
+        pair.secret_key.zeroize();
         result
     }
 
     /// [`WalletKeys::from_mnemonic`] on the blocking thread pool, for use inside the runtime.
-    pub async fn from_mnemonic_blocking(phrase: Secret) -> Result<Self, KeyError> {
+    pub async fn from_mnemonic_blocking(phrase: Arc<Secret>) -> Result<Self, KeyError> {
         tokio::task::spawn_blocking(move || Self::from_mnemonic(&phrase))
             .await
             .map_err(|e| KeyError::Derivation(format!("derivation task failed: {e}")))?

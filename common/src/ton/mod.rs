@@ -51,7 +51,7 @@ pub use publish::{
 pub use readback::{read_bridge_status, read_price};
 pub use report::{BatchReport, DeliveryError, DeliveryReport, ReadBack};
 pub use settings::{
-    Network, TON_ENV, TonSettings, WalletVersion, resolve_mnemonic, validate_address,
+    Network, TON_ENV, TonSettings, WalletVersion, take_mnemonic, validate_address,
     validate_mnemonic,
 };
 pub use summary::{

@@ -235,6 +235,12 @@ impl Publisher {
         self.dry_run
     }
 
+    /// True when another instance holds the wallet lease: this one reads but never sends, and
+    /// must not count its ticks as the keeper's own.
+    pub fn is_standby(&self) -> bool {
+        self.lease_status.as_ref().is_some_and(|s| !s.held)
+    }
+
     /// Renews (or tries to take) the wallet lease; call first in every tick, so a standby keeps
     /// reading and serving metrics but never sends. Also sets `keeper_ton_requests_per_tick`
     /// from the requests made since the previous call.
@@ -356,7 +362,11 @@ impl Publisher {
                 })
             }
             Err(error) => {
-                if matches!(error, DeliveryError::NotLanded { .. }) {
+                // Only an oracle that answered with something else did not apply the update;
+                // one that could not be read says nothing about registration.
+                let refused = matches!(&error, DeliveryError::NotLanded { missing, .. }
+                    if missing.iter().any(|r| r.onchain_value.is_some()));
+                if refused {
                     self.alerter.fire(Alert::new(
                         UPDATE_NOT_APPLIED,
                         Severity::Critical,

@@ -1,11 +1,12 @@
 //! `[ton]` settings: chain access, the keeper wallet and its mnemonic, message value and timing.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::config::{ConfigError, Env, EnvBinding, Kind, bind, validate};
+use crate::config::{ConfigError, EnvBinding, Kind, bind, bind_secret, validate};
 use crate::secret::Secret;
 
 /// The most an oracle message may carry (10 TON): more is a typo, and a costly one.
@@ -14,17 +15,20 @@ pub const MAX_VALUE_NANOTON: u64 = 10 * validate::NANOTON;
 /// toncenter's public mainnet endpoint, used when none is configured.
 pub const DEFAULT_RPC_URL: &str = "https://toncenter.com/api/v2/jsonRPC";
 
+/// One configured endpoint: its URL and the API key sent to it.
+pub type EndpointSetting = (String, Option<Arc<Secret>>);
+
 /// Environment bindings of `[ton]`.
 pub const TON_ENV: &[EnvBinding] = &[
     bind("TON_RPC_URL", "ton.rpc_urls", Kind::List),
-    bind("TON_API_KEY", "ton.api_key", Kind::Str),
-    bind("TON_API_KEYS", "ton.api_keys", Kind::List),
+    bind_secret("TON_API_KEY", "ton.api_key", Kind::Str),
+    // Kept as one string: an empty entry means "no key" and must keep its position.
+    bind_secret("TON_API_KEYS", "ton.api_keys", Kind::Str),
     bind("TON_MAX_RPS", "ton.max_rps", Kind::Int),
     bind("KEEPER_STATE_DIR", "ton.state_dir", Kind::Str),
     bind("TON_NETWORK", "ton.network", Kind::Str),
     bind("WALLET_VERSION", "ton.wallet_version", Kind::Str),
-    bind("KEEPER_MNEMONIC", "ton.mnemonic", Kind::Str),
-    bind("KEEPER_MNEMONIC_FILE", "ton.mnemonic_file", Kind::Str),
+    bind_secret("KEEPER_MNEMONIC", "ton.mnemonic", Kind::Str),
     bind("UPDATE_VALUE_TON", "ton.update_value_ton", Kind::Decimal),
     bind("MESSAGE_TTL", "ton.message_ttl", Kind::Int),
 ];
@@ -61,10 +65,11 @@ pub struct TonSettings {
     /// One endpoint, the form of earlier releases; `rpc_urls` wins when both are set.
     pub rpc_url: Option<String>,
     /// toncenter API key for every endpoint, sent as `X-API-Key` (`TON_API_KEY`).
-    pub api_key: Option<Secret>,
+    pub api_key: Option<Arc<Secret>>,
     /// One API key per endpoint, in the order of `rpc_urls` (`TON_API_KEYS`, comma-separated;
     /// an empty entry means no key for that endpoint).
-    pub api_keys: Vec<Secret>,
+    #[serde(deserialize_with = "de_api_keys")]
+    pub api_keys: Vec<Arc<Secret>>,
     /// Directory of the in-flight journal file when PostgreSQL is not configured
     /// (`KEEPER_STATE_DIR`); systemd's `$STATE_DIRECTORY` is used when this is unset.
     pub state_dir: Option<PathBuf>,
@@ -75,9 +80,10 @@ pub struct TonSettings {
     pub network: Network,
     /// `v5r1` or `v4r2` (`WALLET_VERSION`).
     pub wallet_version: WalletVersion,
-    /// The 24-word mnemonic (`KEEPER_MNEMONIC`); prefer a file or systemd credential.
-    pub mnemonic: Option<Secret>,
-    /// File holding the mnemonic (`KEEPER_MNEMONIC_FILE`).
+    /// The 24-word mnemonic (`KEEPER_MNEMONIC`, `KEEPER_MNEMONIC_FILE` or the systemd credential
+    /// `keeper-mnemonic`); taken out by [`take_mnemonic`] before the keeper starts.
+    pub mnemonic: Option<Arc<Secret>>,
+    /// File holding the mnemonic, for a config file that names one.
     pub mnemonic_file: Option<PathBuf>,
     /// Nanotons attached to each oracle message (`update_value_ton` / `UPDATE_VALUE_TON`, given in TON).
     #[serde(
@@ -126,7 +132,7 @@ impl Default for TonSettings {
 impl TonSettings {
     /// The endpoints in order of preference, each with its API key: `rpc_urls`, else
     /// `rpc_url` (comma-separated allowed), else toncenter's public endpoint.
-    pub fn endpoints(&self) -> Result<Vec<(String, Option<Secret>)>, ConfigError> {
+    pub fn endpoints(&self) -> Result<Vec<EndpointSetting>, ConfigError> {
         const SETTING: &str = "ton.rpc_urls (TON_RPC_URL)";
         let urls: Vec<String> = if !self.rpc_urls.is_empty() {
             self.rpc_urls.clone()
@@ -202,6 +208,36 @@ impl TonSettings {
     }
 }
 
+/// `api_keys` as a list, or as one comma-separated string (the form `TON_API_KEYS` takes), empty
+/// entries kept in place; the text is wiped once split.
+fn de_api_keys<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Arc<Secret>>, D::Error> {
+    struct Keys;
+    impl<'de> serde::de::Visitor<'de> for Keys {
+        type Value = Vec<Arc<Secret>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a list of API keys or one comma-separated string")
+        }
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Self::Value, E> {
+            Ok(text.split(',').map(|k| Secret::shared(k.trim())).collect())
+        }
+        fn visit_string<E: serde::de::Error>(self, text: String) -> Result<Self::Value, E> {
+            let text = zeroize::Zeroizing::new(text);
+            self.visit_str(&text)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut keys = Vec::new();
+            while let Some(k) = seq.next_element::<Secret>()? {
+                keys.push(Arc::new(k));
+            }
+            Ok(keys)
+        }
+    }
+    d.deserialize_any(Keys)
+}
+
 /// Requires a TON address in raw (`0:abcd…`) or user-friendly (48 base64 chars) form.
 pub fn validate_address(
     setting: &str,
@@ -245,24 +281,22 @@ pub fn validate_mnemonic(setting: &str, phrase: &Secret) -> Result<(), ConfigErr
     })
 }
 
-/// Resolves the keeper's mnemonic: `ton.mnemonic` (`KEEPER_MNEMONIC`), then `ton.mnemonic_file`
-/// (`KEEPER_MNEMONIC_FILE`), then systemd's `$CREDENTIALS_DIRECTORY/keeper-mnemonic`.
-pub fn resolve_mnemonic(ton: &TonSettings, env: &dyn Env) -> Result<Option<Secret>, ConfigError> {
-    if let Some(m) = &ton.mnemonic {
-        return Ok(Some(m.clone()));
+/// Takes the keeper's mnemonic out of the settings: `ton.mnemonic` (`KEEPER_MNEMONIC`, its
+/// `KEEPER_MNEMONIC_FILE` or systemd's `$CREDENTIALS_DIRECTORY/keeper-mnemonic`), else the file
+/// `ton.mnemonic_file` names. The settings keep no copy.
+pub fn take_mnemonic(ton: &mut TonSettings) -> Result<Option<Arc<Secret>>, ConfigError> {
+    if let Some(m) = ton.mnemonic.take() {
+        return Ok(Some(m));
     }
-    let file: Option<PathBuf> = ton.mnemonic_file.clone().or_else(|| {
-        env.var("CREDENTIALS_DIRECTORY")
-            .map(|d| Path::new(&d).join("keeper-mnemonic"))
-            .filter(|p| p.exists())
-    });
-    match file {
-        Some(path) => Secret::from_file(&path).map(Some).map_err(|e| {
-            ConfigError::new(
-                "ton.mnemonic_file (KEEPER_MNEMONIC_FILE)",
-                format!("cannot read {}: {}", path.display(), e.kind()),
-            )
-        }),
+    match &ton.mnemonic_file {
+        Some(path) => Secret::from_file(path)
+            .map(|m| Some(Arc::new(m)))
+            .map_err(|e| {
+                ConfigError::new(
+                    "ton.mnemonic_file",
+                    format!("cannot read {}: {}", path.display(), e.kind()),
+                )
+            }),
         None => Ok(None),
     }
 }
@@ -288,6 +322,67 @@ mod tests {
         let swapped = GOOD.replacen("fancy carpet", "carpet fancy", 1);
         let e = validate_mnemonic("m", &Secret::new(swapped)).unwrap_err();
         assert!(e.problem.contains("seed version"), "{e}");
+    }
+
+    #[derive(Deserialize)]
+    struct Doc {
+        ton: TonSettings,
+    }
+
+    fn keys_of(env: &[(&str, &str)], file: &str) -> Vec<Option<String>> {
+        let env: std::collections::HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let doc: Doc = crate::config::Layers::new(file, None, &env, TON_ENV)
+            .load()
+            .unwrap();
+        doc.ton
+            .endpoints()
+            .unwrap()
+            .into_iter()
+            .map(|(_, k)| k.map(|k| k.expose().to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn per_endpoint_keys_come_from_a_file_or_credential_and_keep_their_positions() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("keys");
+        std::fs::write(&file, "k1, ,k3\n").unwrap();
+        std::fs::write(dir.path().join("ton-api-keys"), "c1,c2,\n").unwrap();
+        let f = file.display().to_string();
+        let d = dir.path().display().to_string();
+        let urls = (
+            "TON_RPC_URL",
+            "https://a.example/api/v2/,https://b.example/api/v2/,https://c.example/api/v2/",
+        );
+        let some = |k: &str| Some(k.to_owned());
+        assert_eq!(
+            keys_of(&[urls, ("TON_API_KEYS_FILE", f.as_str())], ""),
+            vec![some("k1"), None, some("k3")]
+        );
+        assert_eq!(
+            keys_of(&[urls, ("CREDENTIALS_DIRECTORY", d.as_str())], ""),
+            vec![some("c1"), some("c2"), None]
+        );
+        // TOML takes a list; TON_API_KEY is the key of every endpoint without one of its own.
+        assert_eq!(
+            keys_of(
+                &[urls, ("TON_API_KEY", "all")],
+                "[ton]\napi_keys = [\"t1\", \"\", \"t3\"]\n"
+            ),
+            vec![some("t1"), None, some("t3")]
+        );
+        assert_eq!(
+            keys_of(&[urls, ("TON_API_KEY", "all")], ""),
+            vec![some("all"), some("all"), some("all")]
+        );
+        assert!(secret_env_names_of_ton().contains(&"TON_API_KEYS"));
+    }
+
+    fn secret_env_names_of_ton() -> Vec<&'static str> {
+        crate::config::secret_env_names(TON_ENV)
     }
 
     #[test]

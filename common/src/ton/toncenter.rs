@@ -81,7 +81,7 @@ impl Toncenter {
         let endpoints = settings.endpoints().map_err(|e| config_error(e.problem))?;
         let nodes = endpoints
             .into_iter()
-            .map(|(url, key): (String, Option<Secret>)| {
+            .map(|(url, key): (String, Option<Arc<Secret>>)| {
                 let rps = settings.max_rps.unwrap_or(if key.is_some() {
                     DEFAULT_RPS_WITH_KEY
                 } else {
@@ -98,7 +98,7 @@ impl Toncenter {
     /// `/api/v2/` appended).
     pub fn with_endpoint(
         url: &str,
-        api_key: Option<Secret>,
+        api_key: Option<Arc<Secret>>,
         timeout: Duration,
     ) -> Result<Self, TransportError> {
         Self::with_endpoints(&[(url, api_key)], 0, timeout)
@@ -107,7 +107,7 @@ impl Toncenter {
     /// Several endpoints in order of preference, each allowed `max_rps` requests per second
     /// (0: no budget).
     pub fn with_endpoints(
-        endpoints: &[(&str, Option<Secret>)],
+        endpoints: &[(&str, Option<Arc<Secret>>)],
         max_rps: u32,
         timeout: Duration,
     ) -> Result<Self, TransportError> {

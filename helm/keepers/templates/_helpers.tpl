@@ -84,7 +84,8 @@ app.kubernetes.io/part-of: keepers
 
 {{/*
 EnvVar list from (dict "env" <merged map> "secretEnv" <merged map> "extra" <list>).
-Sorted by name; secretEnv entries without existingSecret are skipped; a name may not be both.
+Sorted by name; a name may not be both plain and secret. A secret is never an env value: it is a
+file of the "secrets" volume (keepers.secretsVolume) and the env carries only its path, NAME_FILE.
 */}}
 {{- define "keepers.env" -}}
 {{- $env := .env -}}
@@ -103,15 +104,52 @@ Sorted by name; secretEnv entries without existingSecret are skipped; a name may
 {{- range $name := keys $secretEnv | sortAlpha }}
 {{- $ref := get $secretEnv $name }}
 {{- if and $ref $ref.existingSecret }}
-- name: {{ $name }}
-  valueFrom:
-    secretKeyRef:
-      name: {{ $ref.existingSecret }}
-      key: {{ default $name $ref.key }}
+- name: {{ $name }}_FILE
+  value: {{ printf "/run/secrets/keepers/%s" (include "keepers.credentialName" $name) | quote }}
 {{- end }}
 {{- end }}
 {{- with .extra }}
 {{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* The file a secret is mounted as: TON_API_KEY -> ton-api-key (systemd's credential name too). */}}
+{{- define "keepers.credentialName" -}}
+{{- . | lower | replace "_" "-" -}}
+{{- end -}}
+
+{{/*
+The "secrets" volume: one projected volume holding every referenced secret as a file, mode 0400
+(the kubelet adds read for the pod's fsGroup, so the keeper's non-root user can read it and no
+other user can). (dict "secretEnv" <merged map> ["wallet" {existingSecret, key}]). Renders
+nothing when there is no secret.
+*/}}
+{{- define "keepers.secretsVolume" -}}
+{{- $sources := list }}
+{{- with .wallet }}
+{{- $sources = append $sources (dict "secret" (dict "name" .existingSecret "items" (list (dict "key" (default "mnemonic" .key) "path" "keeper-mnemonic")))) }}
+{{- end }}
+{{- range $name := keys .secretEnv | sortAlpha }}
+{{- $ref := get $.secretEnv $name }}
+{{- if and $ref (kindIs "map" $ref) $ref.existingSecret }}
+{{- $sources = append $sources (dict "secret" (dict "name" $ref.existingSecret "items" (list (dict "key" (default $name $ref.key) "path" (include "keepers.credentialName" $name))))) }}
+{{- end }}
+{{- end }}
+{{- if $sources }}
+- name: secrets
+  projected:
+    defaultMode: 0400
+    sources:
+      {{- toYaml $sources | nindent 6 }}
+{{- end }}
+{{- end -}}
+
+{{/* The mount of the "secrets" volume, when keepers.secretsVolume renders one. */}}
+{{- define "keepers.secretsMount" -}}
+{{- if include "keepers.secretsVolume" . }}
+- name: secrets
+  mountPath: /run/secrets/keepers
+  readOnly: true
 {{- end }}
 {{- end -}}
 

@@ -70,6 +70,9 @@ pub struct PolicySettings {
     /// Seconds a signal that turns unreadable keeps its last degraded/critical verdict, so an
     /// upstream outage never makes a sick bridge look healthy.
     pub hold_unknown: u64,
+    /// Consecutive ticks one critical heuristic signal must persist before the bridge is
+    /// offline, and better evidence before it recovers (`BRIDGE_CONFIRM_TICKS`).
+    pub confirm_ticks: u32,
 }
 
 impl Default for PolicySettings {
@@ -78,6 +81,7 @@ impl Default for PolicySettings {
             heartbeat: 900,
             max_status_age: 1800,
             hold_unknown: 900,
+            confirm_ticks: 2,
         }
     }
 }
@@ -202,6 +206,16 @@ impl Config {
 fn check_policy(p: &PolicySettings) -> Result<(), ConfigError> {
     validate::nonzero("policy.heartbeat (BRIDGE_HEARTBEAT)", p.heartbeat)?;
     validate::nonzero("policy.max_status_age", p.max_status_age)?;
+    validate::nonzero(
+        "policy.confirm_ticks (BRIDGE_CONFIRM_TICKS)",
+        u64::from(p.confirm_ticks),
+    )?;
+    validate::at_most(
+        "policy.confirm_ticks (BRIDGE_CONFIRM_TICKS)",
+        u64::from(p.confirm_ticks),
+        100,
+        "ticks",
+    )?;
     if p.heartbeat >= p.max_status_age {
         return Err(ConfigError::new(
             "policy.heartbeat (BRIDGE_HEARTBEAT)",
@@ -330,6 +344,9 @@ fn check_bridges(raw: &[BridgeRaw]) -> Result<Vec<BridgeSpec>, ConfigError> {
 impl ChainConfig for Config {
     fn ton(&self) -> &TonSettings {
         &self.settings.ton
+    }
+    fn ton_mut(&mut self) -> &mut TonSettings {
+        &mut self.settings.ton
     }
     fn runner(&self) -> &RunnerSettings {
         &self.settings.runner

@@ -39,13 +39,14 @@ pub fn decide_all(
     reports: Vec<Vec<SignalReport>>,
     memory: &mut [Memory],
     hold_unknown: u64,
+    confirm_ticks: u32,
     now: i64,
 ) -> Vec<BridgeDecision> {
     bridges
         .iter()
         .zip(reports)
         .zip(memory.iter_mut())
-        .map(|((b, r), m)| decision::decide(b, r, m, hold_unknown, now))
+        .map(|((b, r), m)| decision::decide(b, r, m, hold_unknown, confirm_ticks, now))
         .collect()
 }
 
@@ -63,6 +64,8 @@ pub struct BridgeCycle {
     /// Ethereum JSON-RPC, for `eth_call` signals.
     eth: Option<EthBool>,
     memory: Vec<Memory>,
+    /// The verdict history was read from the store (first tick).
+    history_loaded: bool,
     peg_requests: PegRequests,
     last: Option<CycleSummary>,
 }
@@ -91,6 +94,7 @@ impl BridgeCycle {
             pegs,
             eth,
             memory: vec![Memory::default(); n],
+            history_loaded: false,
             peg_requests,
             last: None,
         }
@@ -253,14 +257,30 @@ impl BridgeCycle {
             }
         }
         let config = self.p.config.clone();
+        if !self.history_loaded {
+            // Confirmation counts survive restarts and --once runs.
+            for (b, m) in config.bridges.iter().zip(self.memory.iter_mut()) {
+                if let Some(h) = crate::history::load(&self.p.store, b.id).await {
+                    m.history = h;
+                }
+            }
+            self.history_loaded = true;
+        }
         let policy = &config.settings.policy;
         let decisions = decide_all(
             &config.bridges,
             reports,
             &mut self.memory,
             policy.hold_unknown,
+            policy.confirm_ticks,
             now,
         );
+        // A dry run or a standby must not advance what the sending keeper will confirm.
+        if !self.p.publisher.is_dry_run() && !self.p.publisher.is_standby() {
+            for (b, m) in config.bridges.iter().zip(&self.memory) {
+                crate::history::save(&self.p.store, b.id, &m.history).await;
+            }
+        }
 
         let mut summary = CycleSummary::new(self.p.publisher.is_dry_run(), &self.p.notes);
         let mut picked = Vec::new();

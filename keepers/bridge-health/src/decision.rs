@@ -5,7 +5,10 @@
 //!   is unknown the bridge is unknown: nothing is published for it and an alert is raised;
 //! - a signal that turns unreadable keeps its last degraded/critical verdict for
 //!   `policy.hold_unknown` seconds, so an upstream outage cannot make a sick bridge look well;
-//! - the worst effective verdict decides: any critical → offline, any degraded → degraded;
+//! - offline needs confirmation (`crate::confirm`): an authoritative signal (the bridge's own
+//!   contract says it is paused) or two independent critical signals at once, otherwise one
+//!   critical heuristic signal is degraded until it persisted for `confirm_ticks` ticks;
+//!   recovery needs the same confirmation; any degraded signal → degraded;
 //! - score: the weight-averaged verdict scores (healthy 1, degraded 0.5, critical 0) of the
 //!   signals that count, placed in the status's band — healthy 1, degraded [0.25, 0.75),
 //!   offline [0, 0.25) — so a dashboard threshold on the score agrees with the status;
@@ -19,6 +22,7 @@ use keeper_common::alert::{Alert, Severity};
 use serde::{Deserialize, Serialize};
 
 use crate::config::BridgeSpec;
+use crate::confirm::{self, Evidence, History};
 use crate::signals::{SignalReport, Verdict};
 
 /// A bridge's status.
@@ -98,6 +102,8 @@ pub struct Memory {
     pub held: HashMap<String, (Verdict, i64)>,
     /// Last confirmed publication.
     pub published: Option<Published>,
+    /// Recent verdicts, for confirmation (persisted when a store is configured).
+    pub history: History,
 }
 
 /// Decides one bridge's status from its reports, updating its memory.
@@ -106,6 +112,7 @@ pub fn decide(
     mut reports: Vec<SignalReport>,
     mem: &mut Memory,
     hold_unknown: u64,
+    confirm_ticks: u32,
     now: i64,
 ) -> BridgeDecision {
     let any_known = reports.iter().any(|r| r.verdict != Verdict::Unknown);
@@ -113,7 +120,7 @@ pub fn decide(
         match r.verdict {
             Verdict::Unknown => {
                 if let Some((v, at)) = mem.held.get(&r.signal).copied() {
-                    if now - at <= hold_unknown as i64 {
+                    if now.saturating_sub(at) <= i64::try_from(hold_unknown).unwrap_or(i64::MAX) {
                         r.held = Some(v);
                     } else {
                         mem.held.remove(&r.signal);
@@ -170,17 +177,22 @@ pub fn decide(
             }
         }
     }
-    let status = match worst {
-        Verdict::Critical => Status::Offline,
-        Verdict::Degraded => Status::Degraded,
-        _ => Status::Healthy,
-    };
+    let evidence: Vec<Evidence<'_>> = reports
+        .iter()
+        .map(|r| Evidence {
+            signal: &r.signal,
+            kind: r.kind,
+            verdict: effective(r),
+        })
+        .collect();
+    let (status, confirmation) = confirm::confirm(&evidence, &mut mem.history, confirm_ticks);
     let mean = if weights > 0.0 { sum / weights } else { 0.0 };
-    // Degraded means lie in [0.5, 1), offline ones in [0, 1): shift and squeeze into the bands.
+    // Degraded means lie in [0.5, 1), offline ones in [0, 1): shift and squeeze into the bands;
+    // a status held by confirmation is kept inside its band too.
     let banded = match status {
         Status::Healthy => mean,
-        Status::Degraded => mean - 0.25,
-        _ => mean * 0.25,
+        Status::Degraded => (mean - 0.25).clamp(0.25, 0.7499),
+        _ => (mean * 0.25).min(0.2499),
     };
     let score = (banded.clamp(0.0, 1.0) * 10_000.0).round() / 10_000.0;
     if status != Status::Offline || active {
@@ -221,6 +233,10 @@ pub fn decide(
             .collect::<Vec<_>>()
             .join("; ");
         (decisive.iter().map(|r| r.signal.clone()).collect(), reason)
+    };
+    let reason = match confirmation {
+        Some(note) => format!("{reason}; {note}"),
+        None => reason,
     };
     BridgeDecision {
         bridge_id: bridge.id,
@@ -324,7 +340,7 @@ pub fn plan(
         if p.status != d.status {
             return Action::Publish(PublishReason::StatusChange);
         }
-        let age = now - p.at;
+        let age = now.saturating_sub(p.at);
         if age >= hb {
             return Action::Publish(PublishReason::Heartbeat);
         }
@@ -338,11 +354,13 @@ pub fn plan(
         None => Action::Publish(PublishReason::Initial),
         Some(oc) if oc.is_online != is_online => Action::Publish(PublishReason::StatusChange),
         // `last_seen` is at most the last publication time, so this errs towards publishing.
-        Some(oc) if now - oc.last_seen >= hb => Action::Publish(PublishReason::Heartbeat),
+        Some(oc) if now.saturating_sub(oc.last_seen) >= hb => {
+            Action::Publish(PublishReason::Heartbeat)
+        }
         Some(oc) => Action::Skip(format!(
             "on-chain is_online={} matches; heartbeat in {} s",
             oc.is_online,
-            hb - (now - oc.last_seen)
+            hb.saturating_sub(now.saturating_sub(oc.last_seen))
         )),
     }
 }
@@ -421,321 +439,5 @@ pub fn alerts(bridge: &BridgeSpec, d: &BridgeDecision) -> Vec<AlertAction> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::{Check, SignalSpec};
-    use serde_json::json;
-
-    fn bridge() -> BridgeSpec {
-        let spec = |name: &str| SignalSpec {
-            name: name.into(),
-            weight: 1.0,
-            timeout: None,
-            attempts: None,
-            check: Check::WormholeHealth(toml::from_str("").unwrap()),
-        };
-        BridgeSpec {
-            id: 2,
-            name: "orbit".into(),
-            display_name: "Orbit Bridge".into(),
-            signals: vec![spec("tvl:orbit-bridge"), spec("peg:oUSDT")],
-        }
-    }
-
-    fn r(name: &str, verdict: Verdict) -> SignalReport {
-        SignalReport {
-            signal: name.into(),
-            kind: "tvl",
-            verdict,
-            value: if verdict == Verdict::Unknown {
-                serde_json::Value::Null
-            } else {
-                json!({"x": 1})
-            },
-            why: format!("{name} says {verdict}"),
-            active: false,
-            weight: 1.0,
-            held: None,
-        }
-    }
-
-    const NOW: i64 = 1_767_225_600;
-
-    #[test]
-    fn all_healthy_is_healthy_online_and_seen_now() {
-        let mut m = Memory::default();
-        let d = decide(
-            &bridge(),
-            vec![r("a", Verdict::Healthy), r("b", Verdict::Healthy)],
-            &mut m,
-            900,
-            NOW,
-        );
-        assert_eq!(
-            (d.status, d.score, d.is_online, d.last_seen),
-            (Status::Healthy, 1.0, Some(true), Some(NOW))
-        );
-        assert_eq!(d.reason, "2 of 2 signals healthy");
-    }
-
-    #[test]
-    fn worst_verdict_decides_and_is_named() {
-        let mut m = Memory {
-            last_seen: Some(NOW - 500),
-            ..Memory::default()
-        };
-        let d = decide(
-            &bridge(),
-            vec![
-                r("tvl:orbit-bridge", Verdict::Critical),
-                r("peg:oUSDT", Verdict::Degraded),
-            ],
-            &mut m,
-            900,
-            NOW,
-        );
-        assert_eq!(d.status, Status::Offline);
-        assert_eq!(d.score, 0.0625);
-        assert_eq!(d.is_online, Some(false));
-        assert_eq!(
-            d.last_seen,
-            Some(NOW - 500),
-            "offline keeps the last sighting"
-        );
-        assert_eq!(d.deciding, ["tvl:orbit-bridge"]);
-        assert!(
-            d.reason.starts_with("tvl:orbit-bridge critical:"),
-            "{}",
-            d.reason
-        );
-
-        let d = decide(
-            &bridge(),
-            vec![r("a", Verdict::Healthy), r("b", Verdict::Degraded)],
-            &mut m,
-            900,
-            NOW,
-        );
-        assert_eq!(
-            (d.status, d.score, d.is_online),
-            (Status::Degraded, 0.5, Some(true))
-        );
-    }
-
-    #[test]
-    fn activity_moves_last_seen_even_when_offline() {
-        let mut m = Memory::default();
-        let mut active = r("volume", Verdict::Healthy);
-        active.active = true;
-        let d = decide(
-            &bridge(),
-            vec![r("tvl", Verdict::Critical), active],
-            &mut m,
-            900,
-            NOW,
-        );
-        assert_eq!((d.status, d.last_seen), (Status::Offline, Some(NOW)));
-    }
-
-    #[test]
-    fn unknown_is_never_healthy() {
-        let mut m = Memory::default();
-        // One unreadable signal: left out of the score, status from the rest.
-        let d = decide(
-            &bridge(),
-            vec![r("a", Verdict::Healthy), r("b", Verdict::Unknown)],
-            &mut m,
-            900,
-            NOW,
-        );
-        assert_eq!((d.status, d.score), (Status::Healthy, 1.0));
-        assert_eq!(d.deciding, ["a"]);
-        assert_eq!(d.reason, "1 of 2 signals healthy, 1 unknown");
-        assert_eq!(d.signals[1].verdict, Verdict::Unknown);
-        // Every signal unreadable: unknown, no is_online, nothing to publish.
-        let d = decide(
-            &bridge(),
-            vec![r("a", Verdict::Unknown), r("b", Verdict::Unknown)],
-            &mut m,
-            900,
-            NOW + 60,
-        );
-        assert_eq!(
-            (d.status, d.score, d.is_online),
-            (Status::Unknown, 0.0, None)
-        );
-        assert_eq!(d.last_seen, Some(NOW), "the earlier sighting is kept");
-        assert!(matches!(
-            plan(&d, &m, None, 900, NOW + 60, true),
-            Action::Withhold(_)
-        ));
-    }
-
-    #[test]
-    fn a_sick_signal_that_turns_unreadable_keeps_its_verdict_for_a_while() {
-        let mut m = Memory::default();
-        decide(
-            &bridge(),
-            vec![r("a", Verdict::Healthy), r("b", Verdict::Critical)],
-            &mut m,
-            900,
-            NOW,
-        );
-        let d = decide(
-            &bridge(),
-            vec![r("a", Verdict::Healthy), r("b", Verdict::Unknown)],
-            &mut m,
-            900,
-            NOW + 600,
-        );
-        assert_eq!(d.status, Status::Offline);
-        assert_eq!(d.signals[1].held, Some(Verdict::Critical));
-        assert!(d.reason.contains("held while unreadable"), "{}", d.reason);
-        // After the hold, the unreadable signal no longer counts either way.
-        let d = decide(
-            &bridge(),
-            vec![r("a", Verdict::Healthy), r("b", Verdict::Unknown)],
-            &mut m,
-            900,
-            NOW + 1000,
-        );
-        assert_eq!(d.status, Status::Healthy);
-        // A healthy reading clears the hold at once.
-        let mut m = Memory::default();
-        decide(&bridge(), vec![r("b", Verdict::Degraded)], &mut m, 900, NOW);
-        decide(
-            &bridge(),
-            vec![r("b", Verdict::Healthy)],
-            &mut m,
-            900,
-            NOW + 60,
-        );
-        let d = decide(
-            &bridge(),
-            vec![r("a", Verdict::Healthy), r("b", Verdict::Unknown)],
-            &mut m,
-            900,
-            NOW + 120,
-        );
-        assert_eq!(d.status, Status::Healthy);
-    }
-
-    #[test]
-    fn weights_shape_the_score() {
-        let mut m = Memory::default();
-        let mut heavy = r("a", Verdict::Degraded);
-        heavy.weight = 3.0;
-        let d = decide(
-            &bridge(),
-            vec![heavy, r("b", Verdict::Healthy)],
-            &mut m,
-            900,
-            NOW,
-        );
-        assert_eq!(d.score, 0.375, "mean 0.625 placed in the degraded band");
-    }
-
-    fn decided(status: Status) -> BridgeDecision {
-        BridgeDecision {
-            bridge_id: 2,
-            bridge: "orbit".into(),
-            status,
-            score: 1.0,
-            is_online: (status != Status::Unknown).then_some(status != Status::Offline),
-            last_seen: Some(NOW),
-            deciding: vec![],
-            reason: "r".into(),
-            signals: vec![],
-        }
-    }
-
-    #[test]
-    fn publish_on_change_or_heartbeat_only() {
-        let mut m = Memory::default();
-        let healthy = decided(Status::Healthy);
-        assert_eq!(
-            plan(&healthy, &m, None, 900, NOW, false),
-            Action::Publish(PublishReason::Initial)
-        );
-        // After a restart: the chain agrees and is fresh → skip; stale → heartbeat.
-        let fresh = OnChain {
-            is_online: true,
-            last_seen: NOW - 100,
-        };
-        assert!(matches!(
-            plan(&healthy, &m, Some(fresh), 900, NOW, false),
-            Action::Skip(_)
-        ));
-        let stale = OnChain {
-            is_online: true,
-            last_seen: NOW - 900,
-        };
-        assert_eq!(
-            plan(&healthy, &m, Some(stale), 900, NOW, false),
-            Action::Publish(PublishReason::Heartbeat)
-        );
-        let off = OnChain {
-            is_online: false,
-            last_seen: NOW,
-        };
-        assert_eq!(
-            plan(&healthy, &m, Some(off), 900, NOW, false),
-            Action::Publish(PublishReason::StatusChange)
-        );
-        m.published = Some(Published {
-            status: Status::Healthy,
-            is_online: true,
-            last_seen: NOW,
-            at: NOW,
-        });
-        assert!(matches!(
-            plan(&healthy, &m, None, 900, NOW + 899, false),
-            Action::Skip(_)
-        ));
-        assert_eq!(
-            plan(&healthy, &m, None, 900, NOW + 900, false),
-            Action::Publish(PublishReason::Heartbeat)
-        );
-        // healthy → degraded keeps is_online but is a status change.
-        assert_eq!(
-            plan(&decided(Status::Degraded), &m, None, 900, NOW + 10, false),
-            Action::Publish(PublishReason::StatusChange)
-        );
-        assert_eq!(
-            plan(&healthy, &m, None, 900, NOW + 10, true),
-            Action::Publish(PublishReason::Forced)
-        );
-    }
-
-    #[test]
-    fn alerts_follow_the_status_and_unknown_clears_nothing() {
-        let b = bridge();
-        let mut d = decided(Status::Offline);
-        d.reason = "tvl:orbit-bridge critical: TVL of orbit-bridge fell 60.0% in 24 h".into();
-        let a = alerts(&b, &d);
-        let AlertAction::Fire(fire) = &a[0] else {
-            panic!("expected a fire, got {a:?}")
-        };
-        assert_eq!(fire.key, "bridge_offline:orbit");
-        assert_eq!(fire.severity, Severity::Critical);
-        assert!(
-            fire.summary.contains("Orbit Bridge offline"),
-            "{}",
-            fire.summary
-        );
-        assert!(
-            fire.summary.contains("tvl:orbit-bridge"),
-            "{}",
-            fire.summary
-        );
-        assert!(a.contains(&AlertAction::Resolve("bridge_degraded:orbit".into())));
-
-        let a = alerts(&b, &decided(Status::Healthy));
-        assert_eq!(a.len(), 3);
-        assert!(a.iter().all(|x| matches!(x, AlertAction::Resolve(_))));
-
-        let a = alerts(&b, &decided(Status::Unknown));
-        assert_eq!(a.len(), 1);
-        assert!(matches!(&a[0], AlertAction::Fire(f) if f.key == "bridge_unknown:orbit"));
-    }
-}
+#[path = "decision_tests.rs"]
+mod tests;

@@ -14,6 +14,7 @@ pub const BRIDGE_ENV: &[EnvBinding] = &[
     ),
     bind("BRIDGE_ORACLE_ADDRESS", "oracle.address", Kind::Str),
     bind("BRIDGE_HEARTBEAT", "policy.heartbeat", Kind::Int),
+    bind("BRIDGE_CONFIRM_TICKS", "policy.confirm_ticks", Kind::Int),
     bind(
         "DEFILLAMA_BRIDGES_URL",
         "upstreams.defillama_bridges_url",

@@ -4,9 +4,11 @@
 
 pub mod clients;
 pub mod config;
+pub mod confirm;
 pub mod cycle;
 pub mod decision;
 pub mod env;
+pub mod history;
 pub mod metrics;
 pub mod records;
 pub mod report;
@@ -17,7 +19,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use keeper_common::cli::Output;
-use keeper_common::config::{ConfigError, Env};
+use keeper_common::config::{ConfigError, Env, EnvBinding};
 use keeper_common::runtime::{ChainKeeper, ChainParts};
 use keeper_common::sources::{CoinGecko, DefiLlama, EvmRpc};
 use keeper_common::telemetry::Metrics;
@@ -44,6 +46,10 @@ impl ChainKeeper for BridgeKeeper {
 
     fn load(file: Option<&Path>, env: &dyn Env) -> Result<Config, ConfigError> {
         Config::load(file, env)
+    }
+
+    fn env_bindings() -> Vec<EnvBinding> {
+        crate::env::bindings()
     }
 
     fn register(metrics: &mut Metrics) -> BridgeMetrics {

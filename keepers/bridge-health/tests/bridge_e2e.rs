@@ -171,6 +171,20 @@ impl Harness {
         (out.status.code().unwrap_or(-1), doc)
     }
 
+    /// `--once --output json` with PostgreSQL only (its wallet lease ends with the process, so
+    /// consecutive runs may each send).
+    async fn once_pg(&self) -> (i32, Value) {
+        let out = self
+            .command(&["--once", "--output", "json"])
+            .env_remove("REDIS_URL")
+            .output()
+            .await
+            .expect("run --once");
+        let doc: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        (out.status.code().unwrap_or(-1), doc)
+    }
+
     fn accepted(&self) -> usize {
         self.ton
             .externals()
@@ -342,7 +356,8 @@ async fn healthy_then_sick_then_recovered() {
     );
 
     // Orbit's TVL crashes 60% in 24 h, Wormhole's governor queues a transfer, Axelar's
-    // volume stalls: one external with exactly those three.
+    // volume stalls: one external with exactly those three, all degraded (Orbit's one
+    // critical heuristic signal is not yet confirmed)...
     h.apis
         .set_tvl_history("orbit-bridge", 200_000_000.0, 80_000_000.0);
     h.apis.set_governor_queue(&[(2, 6_200_000.0)]);
@@ -351,10 +366,23 @@ async fn healthy_then_sick_then_recovered() {
     let second: Vec<_> = h.bridge_events().into_iter().skip(4).collect();
     assert_eq!(
         second.iter().map(|e| (e.0, e.1)).collect::<Vec<_>>(),
-        [(2, false), (3, true), (4, true)],
-        "only the bridges whose status changed"
+        [(2, true), (3, true), (4, true)],
+        "only the bridges whose status changed, Orbit degraded, not offline"
     );
-    let orbit_last_seen = second[0].2;
+    let degraded = h.alert("bridge_degraded:orbit", "firing").await;
+    let summary = degraded["summary"].as_str().unwrap_or_default();
+    assert!(
+        summary.contains("one heuristic critical signal (tvl:orbit-bridge, tick 1 of 2)"),
+        "{summary}"
+    );
+    // ...and Orbit goes offline when the same signal persists into the next tick.
+    h.wait_externals(3).await;
+    let third: Vec<_> = h.bridge_events().into_iter().skip(7).collect();
+    assert_eq!(
+        third.iter().map(|e| (e.0, e.1)).collect::<Vec<_>>(),
+        [(2, false)]
+    );
+    let orbit_last_seen = third[0].2;
     assert!(
         orbit_last_seen >= first[1].2,
         "offline keeps the last healthy sighting"
@@ -365,6 +393,10 @@ async fn healthy_then_sick_then_recovered() {
     let summary = offline["summary"].as_str().unwrap_or_default();
     assert!(summary.contains("tvl:orbit-bridge"), "{summary}");
     assert!(summary.contains("fell 60.0%"), "{summary}");
+    assert!(
+        summary.contains("critical for 2 consecutive ticks"),
+        "{summary}"
+    );
     assert_eq!(offline["severity"], "critical");
     let wormhole = h.alert("bridge_degraded:wormhole", "firing").await;
     assert!(
@@ -408,12 +440,13 @@ async fn healthy_then_sick_then_recovered() {
         "degraded band: {degraded_score}"
     );
 
-    // Everything recovers: the three are published back online and their alerts resolve.
+    // Everything recovers: once confirmed, the three are published back online and their
+    // alerts resolve.
     h.apis.all_healthy();
-    h.wait_externals(3).await;
-    let third: Vec<_> = h.bridge_events().into_iter().skip(7).collect();
+    h.wait_externals(4).await;
+    let fourth: Vec<_> = h.bridge_events().into_iter().skip(8).collect();
     assert_eq!(
-        third.iter().map(|e| (e.0, e.1)).collect::<Vec<_>>(),
+        fourth.iter().map(|e| (e.0, e.1)).collect::<Vec<_>>(),
         [(2, true), (3, true), (4, true)]
     );
     for key in [
@@ -508,7 +541,8 @@ async fn an_unreadable_signal_does_not_bring_an_offline_bridge_back() {
     h.apis
         .set_tvl_history("orbit-bridge", 200_000_000.0, 80_000_000.0);
     let mut child = h.spawn();
-    h.wait_externals(1).await;
+    // Degraded first, offline once the crash persisted for confirm_ticks.
+    h.wait_externals(2).await;
     assert_eq!(h.ton.bridge_status(&h.oracle, 2).map(|s| s.0), Some(false));
 
     // The TVL endpoints start answering garbage; the peg is fine. Orbit must stay offline.
@@ -517,7 +551,7 @@ async fn an_unreadable_signal_does_not_bring_an_offline_bridge_back() {
     h.apis
         .set(Route::Protocol("orbit-bridge".into()), Reply::html(503));
     tokio::time::sleep(Duration::from_secs(4)).await;
-    assert_eq!(h.accepted(), 1, "no republish: {:?}", h.bridge_events());
+    assert_eq!(h.accepted(), 2, "no republish: {:?}", h.bridge_events());
     assert_eq!(h.ton.bridge_status(&h.oracle, 2).map(|s| s.0), Some(false));
     let hash = h.redis_hash(2).await;
     assert_eq!(
@@ -531,9 +565,9 @@ async fn an_unreadable_signal_does_not_bring_an_offline_bridge_back() {
         "{hash:?}"
     );
 
-    // A healthy reading brings it back.
+    // Healthy readings bring it back once confirmed.
     h.apis.all_healthy();
-    h.wait_externals(2).await;
+    h.wait_externals(3).await;
     assert_eq!(h.ton.bridge_status(&h.oracle, 2).map(|s| s.0), Some(true));
     h.alert("bridge_offline:orbit", "resolved").await;
     assert_eq!(sigterm(&mut child).await, Some(0));
@@ -576,23 +610,45 @@ async fn rate_limits_are_retried_and_persistent_ones_are_unknown() {
 async fn peg_and_allow_lock_take_the_ton_bridge_offline() {
     let h = Harness::start().await;
     h.up.set_defillama_coin(PEG_KEYS[0], "0.85", Ts::Fresh);
-    let (code, doc) = h.once(&["--dry-run"]).await;
-    assert_eq!(code, 0, "{doc}");
+    // A broken peg alone is heuristic: degraded, and a dry run never advances the count.
+    for _ in 0..2 {
+        let (code, doc) = h.once(&["--dry-run"]).await;
+        assert_eq!(code, 0, "{doc}");
+        let tb = bridge(&doc, "ton_bridge");
+        assert_eq!(tb["status"], "degraded", "{tb}");
+        assert_eq!(tb["deciding"], serde_json::json!(["peg:jUSDT"]));
+        let msg = doc["messages"]
+            .as_array()
+            .and_then(|m| m.iter().find(|m| m["bridge_id"] == 1))
+            .expect("ton bridge message");
+        assert_eq!(msg["is_online"], true);
+        assert_eq!(msg["op"], "update_bridge_status");
+    }
+    // Real runs keep the history in PostgreSQL: the second --once confirms it.
+    let (_, doc) = h.once_pg().await;
+    assert_eq!(bridge(&doc, "ton_bridge")["status"], "degraded", "{doc}");
+    let (_, doc) = h.once_pg().await;
     let tb = bridge(&doc, "ton_bridge");
     assert_eq!(tb["status"], "offline", "{tb}");
-    assert_eq!(tb["deciding"], serde_json::json!(["peg:jUSDT"]));
-    let msg = doc["messages"]
-        .as_array()
-        .and_then(|m| m.iter().find(|m| m["bridge_id"] == 1))
-        .expect("ton bridge message");
-    assert_eq!(msg["is_online"], false);
-    assert_eq!(msg["op"], "update_bridge_status");
+    assert_eq!(
+        h.ton.bridge_status(&h.oracle, 1).map(|s| s.0),
+        Some(false),
+        "{doc}"
+    );
 
-    h.up.set_defillama_coin(PEG_KEYS[0], "0.9996", Ts::Fresh);
+    // The bridge's own contract saying it is paused is authoritative: offline at once.
+    let h = Harness::start().await;
     h.up.set_eth_bool(TON_BRIDGE, ALLOW_LOCK, false);
     let (_, doc) = h.once(&["--dry-run"]).await;
     let tb = bridge(&doc, "ton_bridge");
     assert_eq!(tb["status"], "offline", "{tb}");
+    assert!(
+        tb["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("authoritative: offline at once"),
+        "{tb}"
+    );
     assert!(
         tb["reason"]
             .as_str()
@@ -748,4 +804,25 @@ async fn bad_configuration_exits_2_naming_the_setting() {
     let out = cmd.output().await.unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("BRIDGE_ORACLE_ADDRESS"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peg_quote_from_the_future_is_no_evidence() {
+    let h = Harness::start().await;
+    // A broken peg stamped an hour ahead: unknown, never critical; the bridge stays healthy.
+    let ahead = keeper_tests::bridges::now() + 3_600;
+    h.up.set_defillama_coin(PEG_KEYS[0], "0.5", Ts::At(ahead));
+    let (code, doc) = h.once(&["--dry-run"]).await;
+    assert_eq!(code, 0, "{doc}");
+    let tb = bridge(&doc, "ton_bridge");
+    let peg = signal(tb, "peg:jUSDT");
+    assert_eq!(peg["verdict"], "unknown", "{peg}");
+    assert!(
+        peg["why"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("in the future"),
+        "{peg}"
+    );
+    assert_eq!(tb["status"], "healthy", "{tb}");
 }

@@ -405,7 +405,7 @@ pub async fn verify(
     };
     let verifier = Verifier {
         pg_restore: &app.settings.pg_restore_path,
-        scratch_server: app.settings.backup().verify_database_url.as_ref(),
+        scratch_server: app.settings.backup().verify_database_url.as_deref(),
         killer,
     };
     let verification = match verifier.verify(mode, &checked.path, &manifest).await {

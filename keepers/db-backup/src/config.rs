@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use keeper_common::config::{
@@ -62,7 +63,7 @@ pub struct BackupSettings {
     pub verify: VerifyMode,
     /// Server for scratch restores (`BACKUP_VERIFY_DATABASE_URL`): a database on it the job can
     /// connect to with the right to `CREATE DATABASE`.
-    pub verify_database_url: Option<SecretUrl>,
+    pub verify_database_url: Option<Arc<SecretUrl>>,
     /// The `pg_dump` to run (`PG_DUMP_PATH`).
     pub pg_dump_path: PathBuf,
     /// The `pg_restore` to run (`PG_RESTORE_PATH`); default: beside `pg_dump_path`.
@@ -83,7 +84,7 @@ pub struct BackupSettings {
     /// Record runs in `backup_runs` (`BACKUP_RECORDS`).
     pub records: bool,
     /// Database holding `backup_runs` (`BACKUP_RECORDS_DATABASE_URL`); default: the source.
-    pub records_database_url: Option<SecretUrl>,
+    pub records_database_url: Option<Arc<SecretUrl>>,
     /// Seconds to wait for another run's lock before giving up; 0 = give up at once
     /// (`BACKUP_LOCK_TIMEOUT`).
     pub lock_timeout: u64,
@@ -93,7 +94,7 @@ pub struct BackupSettings {
     /// Name used in file names instead of the database name (`BACKUP_NAME`).
     pub name: Option<String>,
     /// Pushgateway base URL for one-shot runs (`PUSHGATEWAY_URL`).
-    pub pushgateway_url: Option<SecretUrl>,
+    pub pushgateway_url: Option<Arc<SecretUrl>>,
     /// node-exporter textfile for one-shot runs (`METRICS_TEXTFILE`, must end in `.prom`).
     pub metrics_textfile: Option<PathBuf>,
 }
@@ -202,9 +203,9 @@ pub struct Settings {
     /// The raw layered settings.
     pub raw: BackupConfig,
     /// The source database (`DATABASE_URL`).
-    pub source_url: SecretUrl,
+    pub source_url: Arc<SecretUrl>,
     /// Where `backup_runs` lives, if records are on.
-    pub records_url: Option<SecretUrl>,
+    pub records_url: Option<Arc<SecretUrl>>,
     /// Remote location, if configured.
     pub s3: Option<S3Location>,
     /// The schedule in the six-field form the scheduler takes.

@@ -1,6 +1,6 @@
 //! The environment variables the backup job reads, and the settings they set.
 
-use keeper_common::config::{COMMON_ENV, EnvBinding, Kind, bind};
+use keeper_common::config::{COMMON_ENV, EnvBinding, Kind, bind, bind_secret};
 
 /// The job's own environment bindings; the shared ones of its sections are added by [`bindings`].
 const BACKUP_ENV: &[EnvBinding] = &[
@@ -14,7 +14,7 @@ const BACKUP_ENV: &[EnvBinding] = &[
     ),
     bind("BACKUP_SCHEDULE", "backup.schedule", Kind::Str),
     bind("BACKUP_VERIFY", "backup.verify", Kind::Str),
-    bind(
+    bind_secret(
         "BACKUP_VERIFY_DATABASE_URL",
         "backup.verify_database_url",
         Kind::Str,
@@ -28,7 +28,7 @@ const BACKUP_ENV: &[EnvBinding] = &[
     bind("BACKUP_KEEP_WEEKLY", "backup.keep_weekly", Kind::Int),
     bind("BACKUP_KEEP_MONTHLY", "backup.keep_monthly", Kind::Int),
     bind("BACKUP_RECORDS", "backup.records", Kind::Bool),
-    bind(
+    bind_secret(
         "BACKUP_RECORDS_DATABASE_URL",
         "backup.records_database_url",
         Kind::Str,
@@ -36,7 +36,7 @@ const BACKUP_ENV: &[EnvBinding] = &[
     bind("BACKUP_LOCK_TIMEOUT", "backup.lock_timeout", Kind::Int),
     bind("BACKUP_STALE_AFTER", "backup.stale_after", Kind::Int),
     bind("BACKUP_NAME", "backup.name", Kind::Str),
-    bind("PUSHGATEWAY_URL", "backup.pushgateway_url", Kind::Str),
+    bind_secret("PUSHGATEWAY_URL", "backup.pushgateway_url", Kind::Str),
     bind("METRICS_TEXTFILE", "backup.metrics_textfile", Kind::Str),
 ];
 

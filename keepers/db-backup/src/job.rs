@@ -313,7 +313,7 @@ async fn locked(
     if b.verify != VerifyMode::None {
         let verifier = Verifier {
             pg_restore: &s.pg_restore_path,
-            scratch_server: b.verify_database_url.as_ref(),
+            scratch_server: b.verify_database_url.as_deref(),
             killer,
         };
         match verifier.verify(b.verify, &tmp, &manifest).await {

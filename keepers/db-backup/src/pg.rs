@@ -140,7 +140,7 @@ impl Source {
         };
         Ok(Self {
             conn,
-            url: url.clone(),
+            url: SecretUrl::new(url.expose()),
             abandoned: false,
             backend_pid: row.get(3),
             info,
@@ -375,7 +375,7 @@ pub fn with_database(url: &SecretUrl, database: &str) -> SecretUrl {
             u.set_path(&format!("/{database}"));
             SecretUrl::new(u.to_string())
         }
-        Err(_) => url.clone(),
+        Err(_) => SecretUrl::new(url.expose()),
     }
 }
 

@@ -19,7 +19,7 @@ use sqlx::Connection;
 async fn backup_runs_with_latest_queries() {
     let schema = env::unique("ks_backup").to_lowercase();
     let settings = StorageSettings {
-        database_url: Some(SecretUrl::new(env::pg_url())),
+        database_url: Some(SecretUrl::shared(env::pg_url())),
         migrate_on_start: true,
         db_schema: schema.clone(),
         ..StorageSettings::default()

@@ -44,6 +44,16 @@ pub struct PolicySettings {
     pub wallet_balance_low_nanoton: u64,
     /// Alert `source_down:{source}` after a source failed for this many seconds (`SOURCE_DOWN_AFTER`).
     pub source_down_after: u64,
+    /// Circuit breaker: a move larger than this many basis points of the on-chain value needs
+    /// confirmation (`MAX_STEP_BPS`).
+    pub max_step_bps: u32,
+    /// Independent lineages that confirm a large move at once (`CONFIRM_LINEAGES`).
+    pub confirm_lineages: u32,
+    /// Consecutive ticks a large move must persist when fewer lineages show it (`CONFIRM_TICKS`).
+    pub confirm_ticks: u32,
+    /// Alert `clock_skew` when the local clock and chain time differ by more than this many
+    /// seconds (`MAX_CLOCK_SKEW`).
+    pub max_clock_skew: u64,
 }
 
 impl Default for PolicySettings {
@@ -54,6 +64,10 @@ impl Default for PolicySettings {
             stale_after: 300,
             wallet_balance_low_nanoton: 5 * validate::NANOTON,
             source_down_after: 600,
+            max_step_bps: 100,
+            confirm_lineages: 3,
+            confirm_ticks: 2,
+            max_clock_skew: 30,
         }
     }
 }
@@ -130,13 +144,71 @@ impl PricingConfig {
             "policy.source_down_after (SOURCE_DOWN_AFTER)",
             self.policy.source_down_after,
         )?;
+        validate::at_most(
+            "policy.max_step_bps (MAX_STEP_BPS)",
+            u64::from(p.max_step_bps),
+            validate::MAX_BPS,
+            "bps",
+        )?;
+        validate::nonzero(
+            "policy.confirm_lineages (CONFIRM_LINEAGES)",
+            u64::from(p.confirm_lineages),
+        )?;
+        validate::at_most(
+            "policy.confirm_lineages (CONFIRM_LINEAGES)",
+            u64::from(p.confirm_lineages),
+            keeper_common::sources::Source::ALL.len() as u64,
+            "lineages",
+        )?;
+        validate::nonzero(
+            "policy.confirm_ticks (CONFIRM_TICKS)",
+            u64::from(p.confirm_ticks),
+        )?;
+        validate::at_most(
+            "policy.confirm_ticks (CONFIRM_TICKS)",
+            u64::from(p.confirm_ticks),
+            100,
+            "ticks",
+        )?;
+        validate::nonzero("policy.max_clock_skew (MAX_CLOCK_SKEW)", p.max_clock_skew)?;
+        validate::at_most(
+            "policy.max_clock_skew (MAX_CLOCK_SKEW)",
+            p.max_clock_skew,
+            validate::DAY_SECONDS,
+            "s",
+        )?;
         Ok(())
+    }
+}
+
+/// The publishing rules of one asset: the `[policy]` values with the asset's own overrides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AssetRules {
+    /// Publish on a move of at least this many basis points.
+    pub deviation_bps: u32,
+    /// Publish when the on-chain value is this old, seconds.
+    pub heartbeat: u64,
+    /// Larger moves need confirmation.
+    pub max_step_bps: u32,
+}
+
+impl PricingConfig {
+    /// `[policy]` with the asset table's per-asset overrides.
+    pub fn rules_for(&self, asset: &keeper_common::sources::AssetConfig) -> AssetRules {
+        AssetRules {
+            deviation_bps: asset.deviation_bps.unwrap_or(self.policy.deviation_bps),
+            heartbeat: asset.heartbeat.unwrap_or(self.policy.heartbeat),
+            max_step_bps: asset.max_step_bps.unwrap_or(self.policy.max_step_bps),
+        }
     }
 }
 
 impl ChainConfig for PricingConfig {
     fn ton(&self) -> &TonSettings {
         &self.ton
+    }
+    fn ton_mut(&mut self) -> &mut TonSettings {
+        &mut self.ton
     }
     fn runner(&self) -> &RunnerSettings {
         &self.runner
@@ -175,6 +247,64 @@ mod tests {
             built_in.telemetry.metrics_addr.map(|a| a.port()),
             Some(9101)
         );
+    }
+
+    #[test]
+    fn per_asset_overrides_and_breaker_settings() {
+        let dir = std::env::temp_dir().join(format!("pricing-rules-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(
+            &file,
+            "[policy]\nmax_step_bps = 150\n\n[[assets]]\nsymbol = \"USDT\"\nid = 1\n\
+             coingecko_id = \"tether\"\npyth_id = \"2b89b9dc8fdf9f34709a5b106b472f0f39bb6ca9ce04b0fd7f2e971688e2e53b\"\n\
+             deviation_bps = 25\nheartbeat = 120\nmax_step_bps = 50\n\n[[assets]]\nsymbol = \"USDC\"\nid = 2\n\
+             coingecko_id = \"usd-coin\"\npyth_id = \"eaa020c61cc479712813461ce153894a96a6c00b21ed0cfc2798d1f9a9e9c94a\"\n",
+        )
+        .unwrap();
+        let env: HashMap<String, String> = [("CONFIRM_TICKS", "3")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let c = PricingConfig::load(Some(&file), &env).unwrap();
+        assert_eq!(
+            c.rules_for(&c.assets[0]),
+            AssetRules {
+                deviation_bps: 25,
+                heartbeat: 120,
+                max_step_bps: 50
+            }
+        );
+        assert_eq!(
+            c.rules_for(&c.assets[1]),
+            AssetRules {
+                deviation_bps: 10,
+                heartbeat: 240,
+                max_step_bps: 150
+            }
+        );
+        assert_eq!(c.policy.confirm_ticks, 3);
+        assert_eq!(c.policy.confirm_lineages, 3);
+        assert_eq!(c.policy.max_clock_skew, 30);
+        for (k, v, setting) in [
+            ("CONFIRM_TICKS", "0", "policy.confirm_ticks"),
+            ("CONFIRM_LINEAGES", "5", "policy.confirm_lineages"),
+            ("MAX_STEP_BPS", "10001", "policy.max_step_bps"),
+            ("MAX_CLOCK_SKEW", "0", "policy.max_clock_skew"),
+        ] {
+            let env: HashMap<String, String> = [(k.to_owned(), v.to_owned())].into();
+            let e = PricingConfig::load(None, &env).unwrap_err();
+            assert!(e.setting.contains(setting), "{k}={v}: {e}");
+        }
+        std::fs::write(
+            &file,
+            "[[assets]]\nsymbol = \"USDT\"\nid = 1\ncoingecko_id = \"tether\"\n\
+             pyth_id = \"2b89b9dc8fdf9f34709a5b106b472f0f39bb6ca9ce04b0fd7f2e971688e2e53b\"\nheartbeat = 0\n",
+        )
+        .unwrap();
+        let e = PricingConfig::load(Some(&file), &HashMap::<String, String>::new()).unwrap_err();
+        assert!(e.setting.contains("assets[0].heartbeat"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

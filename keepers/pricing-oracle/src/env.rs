@@ -15,6 +15,10 @@ pub const PRICING_ENV: &[EnvBinding] = &[
         Kind::Decimal,
     ),
     bind("SOURCE_DOWN_AFTER", "policy.source_down_after", Kind::Int),
+    bind("MAX_STEP_BPS", "policy.max_step_bps", Kind::Int),
+    bind("CONFIRM_LINEAGES", "policy.confirm_lineages", Kind::Int),
+    bind("CONFIRM_TICKS", "policy.confirm_ticks", Kind::Int),
+    bind("MAX_CLOCK_SKEW", "policy.max_clock_skew", Kind::Int),
 ];
 
 /// Every binding, shared sections first.

@@ -2,18 +2,23 @@
 //! decision rules, its records, its report and its `status` table. The shared runtime
 //! (`keeper_common::runtime`) runs it; `main.rs` only names it.
 
+pub mod breaker;
 pub mod config;
 pub mod cycle;
+pub mod decisions;
 pub mod env;
+pub mod history;
+pub mod metrics;
 pub mod policy;
 pub mod records;
+pub mod reference;
 pub mod report;
 pub mod status;
 
 use std::path::Path;
 
 use keeper_common::cli::Output;
-use keeper_common::config::{ConfigError, Env};
+use keeper_common::config::{ConfigError, Env, EnvBinding};
 use keeper_common::runtime::{ChainKeeper, ChainParts};
 use keeper_common::sources::PriceFetcher;
 use keeper_common::telemetry::Metrics;
@@ -30,25 +35,36 @@ impl ChainKeeper for PricingKeeper {
     const SERVICE: &'static str = "pricing-oracle-keeper";
     const ABOUT: &'static str = "Pushes aggregated stablecoin prices to the TON PriceOracle.\n\n\
         Settings: built-in defaults (config/pricing-oracle.toml) < --config FILE < environment \
-        < flags; the README lists every setting and its environment variable.";
+        < flags; the README lists every setting and its environment variable.\n\n\
+        `pricing-oracle-keeper history --asset SYMBOL --since 2h [--output json]` prints the \
+        recorded decisions of one asset (needs DATABASE_URL).";
     const ORACLE_SETTING: &'static str = config::ORACLE_SETTING;
     type Config = PricingConfig;
-    type Families = ();
+    type Families = metrics::PricingMetrics;
     type Cycle = PricingCycle;
 
     fn load(file: Option<&Path>, env: &dyn Env) -> Result<PricingConfig, ConfigError> {
         PricingConfig::load(file, env)
     }
 
-    fn register(_metrics: &mut Metrics) {}
+    fn env_bindings() -> Vec<EnvBinding> {
+        crate::env::bindings()
+    }
 
-    fn cycle(parts: ChainParts<PricingConfig>, (): ()) -> anyhow::Result<PricingCycle> {
+    fn register(metrics: &mut Metrics) -> metrics::PricingMetrics {
+        metrics::PricingMetrics::register(metrics)
+    }
+
+    fn cycle(
+        parts: ChainParts<PricingConfig>,
+        own: metrics::PricingMetrics,
+    ) -> anyhow::Result<PricingCycle> {
         let fetcher = PriceFetcher::new(
             &parts.config.sources,
             &parts.config.assets,
             Some(parts.metrics.clone()),
         );
-        Ok(PricingCycle::new(parts, fetcher))
+        Ok(PricingCycle::new(parts, fetcher, own))
     }
 
     async fn status(

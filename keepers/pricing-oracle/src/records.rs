@@ -145,6 +145,18 @@ pub async fn latest_price_update(
         .await
 }
 
+/// The newest confirmed update of one asset: what this keeper last put on chain.
+pub async fn latest_confirmed_price_update(
+    store: &Store,
+    asset: &str,
+) -> Result<Option<PriceUpdateRecord>, StoreError> {
+    store
+        .pg("read latest confirmed price update", |pool| async move {
+            sql::latest_confirmed_price_update(&pool, asset).await
+        })
+        .await
+}
+
 /// The newest recorded update of every asset, ordered by asset.
 pub async fn latest_price_updates(store: &Store) -> Result<Vec<PriceUpdateRecord>, StoreError> {
     store
@@ -244,6 +256,24 @@ mod sql {
             .fetch_optional(pool)
             .await
             .map_err(pg_err("read latest price update"))?;
+        row.as_ref().map(price_record).transpose()
+    }
+
+    /// The newest confirmed update of `asset`.
+    pub async fn latest_confirmed_price_update(
+        pool: &PgPool,
+        asset: &str,
+    ) -> Result<Option<PriceUpdateRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {PRICE_COLUMNS} FROM pricing_oracle_updates \
+             WHERE asset = $1 AND status = 'confirmed' \
+             ORDER BY observed_at DESC, id DESC LIMIT 1"
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(asset)
+            .fetch_optional(pool)
+            .await
+            .map_err(pg_err("read latest confirmed price update"))?;
         row.as_ref().map(price_record).transpose()
     }
 

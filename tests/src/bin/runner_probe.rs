@@ -205,7 +205,7 @@ async fn run() -> Result<i32, String> {
     let alerter = match std::env::var("PROBE_ALERT_WEBHOOK") {
         Ok(url) => Alerter::start(
             &AlertSettings {
-                webhook_url: Some(Secret::new(url)),
+                webhook_url: Some(Secret::shared(url)),
                 ..AlertSettings::default()
             },
             KEEPER,

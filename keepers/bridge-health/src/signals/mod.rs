@@ -139,6 +139,16 @@ pub enum SignalError {
         /// The accepted age.
         max_secs: u64,
     },
+    /// The value is stamped later than the keeper's clock allows (clock skew tolerance).
+    #[error("{upstream}: {what} is stamped {ahead_secs}s in the future")]
+    FromFuture {
+        /// Which upstream.
+        upstream: &'static str,
+        /// What is from the future.
+        what: String,
+        /// Seconds ahead of the keeper's clock.
+        ahead_secs: i64,
+    },
     /// The check did not finish within its overall deadline (all retries included).
     #[error("{upstream}: no answer within {after:?} (retries included)")]
     Deadline {
@@ -175,6 +185,7 @@ impl SignalError {
             Self::Upstream { .. } => "api_error",
             Self::Missing { .. } => "missing",
             Self::Stale { .. } => "stale",
+            Self::FromFuture { .. } => "from_future",
             Self::Deadline { .. } => "timeout",
             Self::NotConfigured(_) => "not_configured",
             Self::Shared(_) => "error",

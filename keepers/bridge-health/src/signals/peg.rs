@@ -152,8 +152,22 @@ fn usable(
             format!("{} price is {}", cfg.symbol, q.price),
         ));
     }
-    let age = now - q.timestamp;
-    if age > cfg.max_age as i64 {
+    // Upstream timestamps are untrusted: checked arithmetic, and a quote from the future
+    // (beyond the clock-skew tolerance) is not evidence of anything.
+    let age = now.checked_sub(q.timestamp).ok_or_else(|| {
+        SignalError::malformed(
+            source,
+            format!("{} timestamp {} is out of range", cfg.symbol, q.timestamp),
+        )
+    })?;
+    if age < -keeper_common::sources::FUTURE_TOLERANCE_SECS {
+        return Err(SignalError::FromFuture {
+            upstream: source,
+            what: format!("{} price", cfg.symbol),
+            ahead_secs: age.saturating_neg(),
+        });
+    }
+    if age > i64::try_from(cfg.max_age).unwrap_or(i64::MAX) {
         return Err(SignalError::Stale {
             upstream: source,
             what: format!("{} price", cfg.symbol),
@@ -289,6 +303,22 @@ mod tests {
             matches!(e, SignalError::Stale { age_secs: 7200, .. }),
             "{e}"
         );
+        // From the future beyond the skew tolerance, or at the edge of i64: never evidence.
+        let e = evaluate(&cfg(), &llama(0.5, NOW + 3_600), NOW).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                SignalError::FromFuture {
+                    ahead_secs: 3_600,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(evaluate(&cfg(), &llama(1.0, NOW + 30), NOW).is_ok());
+        let e = evaluate(&cfg(), &llama(0.5, i64::MIN), NOW).unwrap_err();
+        assert!(e.to_string().contains("out of range"), "{e}");
+        assert!(evaluate(&cfg(), &llama(0.5, i64::MAX), NOW).is_err());
         assert!(evaluate(&cfg(), &llama(0.0, NOW), NOW).is_err());
         assert!(evaluate(&cfg(), &llama(f64::NAN, NOW), NOW).is_err());
         let bad = PegBatch {

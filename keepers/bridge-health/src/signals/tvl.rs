@@ -223,7 +223,7 @@ pub fn evaluate(
     } else {
         Verdict::Healthy
     };
-    let hours = (now - base.date) as f64 / 3600.0;
+    let hours = now.saturating_sub(base.date) as f64 / 3600.0;
     let mut why = if drop_pct > 0.0 {
         format!(
             "TVL of {} fell {:.1}% in {:.0} h ({} → {}; degraded at {}%, critical at {}%)",
@@ -264,7 +264,7 @@ pub fn evaluate(
 }
 
 fn baseline(cfg: &TvlConfig, points: &[TvlPoint], now: i64) -> Result<TvlPoint, SignalError> {
-    let target = now - cfg.window as i64;
+    let target = now.saturating_sub(i64::try_from(cfg.window).unwrap_or(i64::MAX));
     let p = points
         .iter()
         .rev()
@@ -274,12 +274,12 @@ fn baseline(cfg: &TvlConfig, points: &[TvlPoint], now: i64) -> Result<TvlPoint, 
             upstream: UPSTREAM,
             what: format!("a {} point at least {} s old", cfg.slug, cfg.window),
         })?;
-    let lag = target - p.date;
-    if lag > cfg.max_baseline_lag as i64 {
+    let lag = target.saturating_sub(p.date);
+    if lag > i64::try_from(cfg.max_baseline_lag).unwrap_or(i64::MAX) {
         return Err(SignalError::Stale {
             upstream: UPSTREAM,
             what: format!("{} TVL history", cfg.slug),
-            age_secs: now - p.date,
+            age_secs: now.saturating_sub(p.date),
             max_secs: cfg.window + cfg.max_baseline_lag,
         });
     }
@@ -522,6 +522,16 @@ impl<'de> Deserialize<'de> for RawPoint {
     }
 }
 
+/// Unix seconds an upstream may plausibly send (1970 to year ~33658): anything else, such as
+/// dates near `i64::MIN`, would overflow the age arithmetic.
+fn date_in_range(v: i64) -> Result<Date, String> {
+    if (0..1_000_000_000_000).contains(&v) {
+        Ok(Date(v))
+    } else {
+        Err(format!("date {v} out of range"))
+    }
+}
+
 struct Date(i64);
 
 impl<'de> Deserialize<'de> for Date {
@@ -533,12 +543,13 @@ impl<'de> Deserialize<'de> for Date {
                 f.write_str("unix seconds")
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Date, E> {
-                Ok(Date(v))
+                date_in_range(v).map_err(E::custom)
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Date, E> {
                 i64::try_from(v)
-                    .map(Date)
-                    .map_err(|_| E::custom("date out of range"))
+                    .map_err(|_| format!("date {v} out of range"))
+                    .and_then(date_in_range)
+                    .map_err(E::custom)
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<Date, E> {
                 if (0.0..1e12).contains(&v) {
@@ -550,8 +561,9 @@ impl<'de> Deserialize<'de> for Date {
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Date, E> {
                 v.trim()
                     .parse::<i64>()
-                    .map(Date)
-                    .map_err(|_| E::custom(format!("date {v:?} is not unix seconds")))
+                    .map_err(|_| format!("date {v:?} is not unix seconds"))
+                    .and_then(date_in_range)
+                    .map_err(E::custom)
             }
         }
         d.deserialize_any(V)
@@ -700,6 +712,11 @@ mod tests {
             "{\"name\": \"x\"}",
             "{\"tvl\": [{\"date\": 1, \"totalLiquidityUSD\": -1}]}",
             "{\"tvl\": [",
+            // Dates that would overflow the age arithmetic.
+            "{\"tvl\": [{\"date\": -9223372036854775808, \"totalLiquidityUSD\": 1}]}",
+            "{\"tvl\": [{\"date\": \"-9223372036854775807\", \"totalLiquidityUSD\": 1}]}",
+            "{\"tvl\": [{\"date\": 18446744073709551615, \"totalLiquidityUSD\": 1}]}",
+            "{\"tvl\": [{\"date\": -1, \"totalLiquidityUSD\": 1}]}",
         ] {
             assert!(parse_history_bytes(bad.as_bytes()).is_err(), "{bad}");
         }

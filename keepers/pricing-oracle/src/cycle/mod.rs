@@ -5,22 +5,34 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, TimeZone, Utc};
 use futures_util::future::join_all;
-use keeper_common::aggregate::Aggregate;
-use keeper_common::alert::{Alert, Severity};
+use keeper_common::alert::Severity;
 use keeper_common::runner::{Cycle, CycleContext, CycleError, Staleness};
 use keeper_common::runtime::ChainParts;
-use keeper_common::sources::{AssetObservations, Observation, PriceFetcher, Source};
+use keeper_common::sources::{Observation, PriceFetcher, Source};
 use keeper_common::telemetry::metrics::labels;
 use keeper_common::ton::{
     DeliveryReport, OracleMessage, OracleUpdate, PriceUpdate, Publication, PublishError,
     TickOutcome, TonAddress, read_price,
 };
-use rust_decimal::prelude::ToPrimitive;
 
+use crate::breaker::Breaker;
 use crate::config::PricingConfig;
-use crate::policy::{self, OnChain, Reason, Thresholds};
+use crate::decisions::{self, DecisionRecord};
+use crate::metrics::PricingMetrics;
+use crate::policy::{self, OnChain, Reason};
 use crate::records::{self, NewPriceUpdate, StatusChange, UpdateStatus};
+use crate::reference::{Origin, OwnRecord};
 use crate::report::{Action, AssetDecision, CycleSummary};
+
+mod decide;
+mod watch;
+
+/// Alert while a large move waits for confirmation: `price_move_held:{asset}`.
+pub const PRICE_MOVE_HELD: &str = "price_move_held";
+/// Alert while the local clock and chain time disagree beyond `policy.max_clock_skew`.
+pub const CLOCK_SKEW: &str = "clock_skew";
+/// Alert while `get_price` cannot be read.
+pub const ORACLE_UNREADABLE: &str = "oracle_unreadable";
 
 /// The oracle's view of an asset, or why it is unknown.
 type ChainView = Result<Option<OnChain>, String>;
@@ -29,6 +41,11 @@ type ChainView = Result<Option<OnChain>, String>;
 pub struct PricingCycle {
     p: ChainParts<PricingConfig>,
     fetcher: PriceFetcher,
+    own: PricingMetrics,
+    breaker: Breaker,
+    /// Held moves were read back from the decision log (first tick).
+    holds_restored: bool,
+    record: OwnRecord,
     last: Option<CycleSummary>,
     stale: Staleness,
     source_last_ok: HashMap<Source, DateTime<Utc>>,
@@ -37,7 +54,7 @@ pub struct PricingCycle {
 
 impl PricingCycle {
     /// Assembles the cycle from the shared parts and the price sources.
-    pub fn new(p: ChainParts<PricingConfig>, fetcher: PriceFetcher) -> Self {
+    pub fn new(p: ChainParts<PricingConfig>, fetcher: PriceFetcher, own: PricingMetrics) -> Self {
         let stale = Staleness::new(
             p.alerter.clone(),
             "oracle_stale",
@@ -52,6 +69,10 @@ impl PricingCycle {
             started,
             p,
             fetcher,
+            own,
+            breaker: Breaker::default(),
+            holds_restored: false,
+            record: OwnRecord::default(),
             last: None,
             stale,
         }
@@ -59,90 +80,6 @@ impl PricingCycle {
 
     fn wallet_label(&self) -> String {
         self.p.publisher.delivery().wallet().label()
-    }
-
-    /// Raises `source_down:{source}` for sources that produced no quote for `source_down_after`.
-    fn track_sources(&mut self, assets: &[AssetObservations], now: DateTime<Utc>) {
-        let observed = || assets.iter().flat_map(|a| &a.observations);
-        for source in Source::ALL {
-            let configured = observed().any(|o| o.source() == source);
-            if !configured {
-                continue;
-            }
-            let answered =
-                observed().any(|o| o.source() == source && matches!(o, Observation::Quote(_)));
-            if answered {
-                self.source_last_ok.insert(source, now);
-            }
-            let key = format!("source_down:{}", source.as_str());
-            let last = self
-                .source_last_ok
-                .get(&source)
-                .copied()
-                .unwrap_or(self.started);
-            let down_for = (now - last).num_seconds().max(0) as u64;
-            if down_for >= self.p.config.policy.source_down_after {
-                self.p.alerter.fire(
-                    Alert::new(
-                        key,
-                        Severity::Warning,
-                        format!(
-                            "{} has returned no usable quote for {down_for} s",
-                            source.as_str()
-                        ),
-                    )
-                    .label("source", source.as_str()),
-                );
-            } else if answered {
-                self.p.alerter.resolve(&key);
-            }
-        }
-    }
-
-    /// Quorum and divergence alerts plus aggregate metrics for one asset.
-    fn judge(&self, agg: &Aggregate) {
-        let asset = agg.asset.as_str();
-        let quorum_key = format!("quorum_lost:{asset}");
-        if agg.has_quorum() {
-            self.p.alerter.resolve(&quorum_key);
-            if let Some(p) = agg.price.and_then(|p| p.to_f64()) {
-                self.p
-                    .metrics
-                    .prices
-                    .aggregate_price
-                    .get_or_create(&labels([("asset", asset)]))
-                    .set(p);
-            }
-        } else {
-            self.p.alerter.fire(
-                Alert::new(
-                    quorum_key,
-                    Severity::Critical,
-                    format!("{asset}: {}", agg.explain()),
-                )
-                .label("asset", asset),
-            );
-        }
-        let divergence_key = format!("source_divergence:{asset}");
-        let outliers: Vec<String> = agg
-            .outliers()
-            .map(|r| format!("{} ({})", r.source.as_str(), r.reason))
-            .collect();
-        if outliers.is_empty() {
-            self.p.alerter.resolve(&divergence_key);
-        } else {
-            self.p.alerter.fire(
-                Alert::new(
-                    divergence_key,
-                    Severity::Warning,
-                    format!(
-                        "{asset}: sources diverge from the median: {}",
-                        outliers.join(", ")
-                    ),
-                )
-                .label("asset", asset),
-            );
-        }
     }
 
     /// Reads `get_price` for every asset concurrently; unknown when no oracle is configured.
@@ -162,23 +99,6 @@ impl PricingCycle {
             }
         }))
         .await
-    }
-
-    /// Freshness metric and `oracle_stale:{asset}` from what the chain holds.
-    fn track_freshness(&mut self, views: &[ChainView], now: DateTime<Utc>) {
-        for (asset, view) in self.p.config.assets.iter().zip(views) {
-            let Ok(view) = view else { continue };
-            let last = view.and_then(|c| Utc.timestamp_opt(c.timestamp as i64, 0).single());
-            if let Some(c) = view {
-                self.p
-                    .metrics
-                    .chain
-                    .oracle_last_update
-                    .get_or_create(&labels([("asset", &asset.symbol)]))
-                    .set(c.timestamp as i64);
-            }
-            self.stale.check(&asset.symbol, last, now);
-        }
     }
 
     /// Records the batch with `status`; returns row ids in message order (absent when not stored).
@@ -273,6 +193,12 @@ impl PricingCycle {
     }
 }
 
+/// One asset's decision and, when published, why.
+struct Decided {
+    report: AssetDecision,
+    update_reason: Reason,
+}
+
 /// One asset selected for publishing.
 #[derive(Debug, Clone)]
 struct Picked {
@@ -326,11 +252,7 @@ impl PricingCycle {
         self.p.publisher.renew_lease().await;
 
         let fetched = self.fetcher.fetch().await;
-        let now_ts = fetched.now.max(0) as u64;
-        let now = Utc
-            .timestamp_opt(fetched.now, 0)
-            .single()
-            .unwrap_or_else(Utc::now);
+        let local_now = fetched.now;
         let aggregates = fetched.aggregate(&self.p.config.aggregation);
         let any_quote = fetched
             .assets
@@ -340,65 +262,73 @@ impl PricingCycle {
         if any_quote {
             self.p.health.mark_ready("upstreams");
         }
-        self.track_sources(&fetched.assets, now);
+        let single = self.p.config.aggregation.single_source();
+        summary.single_source = single;
+        self.own.single_source.set(i64::from(single));
+        if single {
+            summary.send.notes.push(
+                "single-source mode: aggregation.allow_single_source lets one lineage set a price"
+                    .into(),
+            );
+        }
         for agg in &aggregates {
             self.judge(agg);
+            self.own
+                .lineages_used
+                .get_or_create(&labels([("asset", &agg.asset)]))
+                .set(i64::try_from(agg.lineages.len()).unwrap_or(i64::MAX));
         }
 
         let balance_low = Some(self.p.config.policy.wallet_balance_low_nanoton);
-        let (views, wallet) = tokio::join!(
+        let (views, wallet, chain_time) = tokio::join!(
             self.read_chain(),
-            self.p.publisher.watch_wallet(balance_low)
+            self.p.publisher.watch_wallet(balance_low),
+            self.chain_time()
         );
         if let Err(e) = &wallet {
             tracing::warn!(error = %e, "cannot read the keeper wallet");
         }
+        self.track_clock(local_now, chain_time, summary);
+        // Ages and the published timestamp follow chain time; the local clock only without it.
+        let now_secs = chain_time.unwrap_or(local_now);
+        let now = Utc
+            .timestamp_opt(now_secs, 0)
+            .single()
+            .unwrap_or_else(Utc::now);
+        self.track_sources(&fetched.assets, now);
         self.track_freshness(&views, now);
+        self.track_unreadable(&views, summary);
 
-        let thresholds = Thresholds {
-            deviation_bps: self.p.config.policy.deviation_bps,
-            heartbeat: self.p.config.policy.heartbeat,
-        };
+        self.restore_holds(local_now).await;
         let mut picked = Vec::new();
-        for ((asset, agg), view) in self.p.config.assets.iter().zip(&aggregates).zip(&views) {
-            let on_chain = view.clone().ok().flatten();
-            let mut decision = AssetDecision {
-                asset_id: asset.id,
-                asset: asset.symbol.clone(),
-                price_micro: agg.price_micro(),
-                action: Action::Skip,
-                reason: String::new(),
-                on_chain,
-                quotes: agg.quotes(),
+        // The settings are shared (an Arc): one handle for the loop, no copy of the asset table.
+        let config = self.p.config.clone();
+        for ((asset, agg), view) in config.assets.iter().zip(&aggregates).zip(&views) {
+            let (reference, origin) = match view {
+                Ok(v) => (*v, Origin::Chain),
+                Err(_) => self.record.last(&self.p.store, &asset.symbol).await,
             };
-            match (agg.price_micro(), agg.price) {
-                (Some(micro), Some(price)) => {
-                    match policy::decide(micro, on_chain, now_ts, thresholds, self.p.force) {
-                        Some(reason) => {
-                            decision.action = Action::Publish;
-                            decision.reason = reason.as_str().to_owned();
-                            picked.push(Picked {
-                                asset: asset.symbol.clone(),
-                                asset_id: asset.id,
-                                price: price.to_string(),
-                                price_micro: micro,
-                                timestamp: now_ts,
-                                reason,
-                                quotes: decision.quotes.clone(),
-                            });
-                        }
-                        None => {
-                            decision.reason = skip_reason(micro, on_chain, now_ts, view);
-                        }
-                    }
-                }
-                _ => {
-                    decision.action = Action::NoQuorum;
-                    decision.reason = agg.explain();
-                }
+            let decision = self.decide(asset, agg, view, reference, origin, now_secs);
+            if decision.report.action == Action::Publish
+                && let (Some(micro), Some(price), Some(timestamp)) = (
+                    decision.report.price_micro,
+                    agg.price,
+                    decision.report.timestamp,
+                )
+            {
+                picked.push(Picked {
+                    asset: asset.symbol.clone(),
+                    asset_id: asset.id,
+                    price: price.to_string(),
+                    price_micro: micro,
+                    timestamp,
+                    reason: decision.update_reason,
+                    quotes: decision.report.quotes.clone(),
+                });
             }
-            summary.assets.push(decision);
+            summary.assets.push(decision.report);
         }
+        self.log_decisions(local_now, summary).await;
         let no_quorum = summary
             .assets
             .iter()
@@ -415,6 +345,66 @@ impl PricingCycle {
         }
         self.publish(&picked, summary).await?;
         finish(summary, no_quorum)
+    }
+
+    /// Once per process: moves an earlier process held within the last three intervals count
+    /// on, so one-shot runs (`--once` from cron) confirm a move too.
+    async fn restore_holds(&mut self, now: i64) {
+        if self.holds_restored || !self.p.store.postgres_configured() {
+            return;
+        }
+        let window = self
+            .p
+            .config
+            .runner
+            .period()
+            .as_secs()
+            .saturating_mul(3)
+            .max(1);
+        let since = Utc
+            .timestamp_opt(
+                now.saturating_sub(i64::try_from(window).unwrap_or(i64::MAX)),
+                0,
+            )
+            .single()
+            .unwrap_or_else(Utc::now);
+        match decisions::recent_holds(&self.p.store, since).await {
+            Ok(holds) => {
+                self.holds_restored = true;
+                for (asset, pending) in holds {
+                    tracing::info!(asset, ticks = pending.ticks, "held move restored");
+                    self.breaker.restore(&asset, pending);
+                }
+            }
+            // Tried again next tick; a hold of this process is counted meanwhile.
+            Err(e) => tracing::warn!(error = %e, "held moves not restored"),
+        }
+    }
+
+    /// Records every asset's decision (PostgreSQL only; a failure is logged, never fatal).
+    async fn log_decisions(&self, tick_at: i64, summary: &CycleSummary) {
+        if !self.p.store.postgres_configured() {
+            return;
+        }
+        let tick_at = Utc
+            .timestamp_opt(tick_at, 0)
+            .single()
+            .unwrap_or_else(Utc::now);
+        let mode = if self.p.publisher.is_dry_run() {
+            "dry_run"
+        } else if self.p.publisher.is_standby() {
+            "standby"
+        } else {
+            "live"
+        };
+        let rows: Vec<DecisionRecord> = summary
+            .assets
+            .iter()
+            .map(|d| DecisionRecord::of(tick_at, d, mode))
+            .collect();
+        if let Err(e) = decisions::insert_decisions(&self.p.store, &rows).await {
+            tracing::warn!(error = %e, "decisions not recorded");
+        }
     }
 
     /// Publishes the picked assets and records them: `dry_run` rows for a dry run; for a real
@@ -467,6 +457,13 @@ impl PricingCycle {
                 self.set_status(&sent, &change).await;
                 self.cache(picked, &report).await;
                 for p in picked {
+                    self.record.remember(
+                        &p.asset,
+                        OnChain {
+                            price_micro: p.price_micro,
+                            timestamp: p.timestamp,
+                        },
+                    );
                     self.p.health.set_published(
                         &p.asset,
                         serde_json::json!({
@@ -478,6 +475,24 @@ impl PricingCycle {
                 Ok(())
             }
             Ok(Publication::Failed { error, sent }) => {
+                // The wallet took it but the oracle could not be read back: remember it as this
+                // keeper's own last value, or every unreadable tick would send it again.
+                if let keeper_common::ton::DeliveryError::NotLanded { missing, .. } = &error {
+                    for p in picked {
+                        let unverified = missing
+                            .iter()
+                            .any(|r| r.subject == p.asset && r.onchain_value.is_none());
+                        if unverified {
+                            self.record.remember(
+                                &p.asset,
+                                OnChain {
+                                    price_micro: p.price_micro,
+                                    timestamp: p.timestamp,
+                                },
+                            );
+                        }
+                    }
+                }
                 let change = StatusChange {
                     status: UpdateStatus::Failed,
                     error: Some(error.to_string()),

@@ -1,13 +1,28 @@
-//! Values that must never reach a log line, an error message, a metric or `--help` output.
+//! Values that must never reach a log line, an error message, a metric or `--help` output, nor
+//! outlive their use in memory: the types are not `Clone` (one copy, one owner) and wipe their
+//! bytes when dropped. [`scrub_environment`] removes secrets from the process environment once
+//! they have been read.
 
 use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer};
+use zeroize::{Zeroize, Zeroizing};
+
+mod environ;
+
+pub use environ::{ScrubError, scrub_environment};
 
 /// A secret string: `Debug` and `Display` print `[redacted]`; read it with [`Secret::expose`].
-#[derive(Clone, PartialEq, Eq)]
+#[derive(PartialEq, Eq)]
 pub struct Secret(String);
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
 
 impl Secret {
     /// Wraps a value that must stay out of any output.
@@ -15,9 +30,16 @@ impl Secret {
         Self(value.into())
     }
 
+    /// A secret for several holders (settings and the client that uses it): one copy of the
+    /// bytes, wiped when the last holder drops it.
+    pub fn shared(value: impl Into<String>) -> Arc<Self> {
+        Arc::new(Self::new(value))
+    }
+
     /// Reads a secret from a file, trimming surrounding white space (a trailing newline is usual).
     pub fn from_file(path: &Path) -> std::io::Result<Self> {
-        Ok(Self(std::fs::read_to_string(path)?.trim().to_owned()))
+        let text = Zeroizing::new(std::fs::read_to_string(path)?);
+        Ok(Self(text.trim().to_owned()))
     }
 
     /// The secret value itself; call it only where the value is used, never to print.
@@ -50,13 +72,24 @@ impl<'de> Deserialize<'de> for Secret {
 }
 
 /// A URL that may carry a password (`postgres://user:pw@host/db`): printing it hides the password.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(PartialEq, Eq)]
 pub struct SecretUrl(String);
+
+impl Drop for SecretUrl {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
 
 impl SecretUrl {
     /// Wraps a connection URL.
     pub fn new(value: impl Into<String>) -> Self {
         Self(value.into())
+    }
+
+    /// A URL for several holders; one copy, wiped when the last holder drops it.
+    pub fn shared(value: impl Into<String>) -> Arc<Self> {
+        Arc::new(Self::new(value))
     }
 
     /// The full URL, password included; pass it only to the client that connects.
