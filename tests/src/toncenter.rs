@@ -434,6 +434,20 @@ impl ToncenterServer {
         self.chain().oracle_gas_fee = nanoton;
     }
 
+    /// Every internal message an oracle received: its value and the compute exit code, in
+    /// order.
+    pub fn oracle_inbound(&self) -> Vec<(u128, i32)> {
+        let c = self.chain();
+        c.v3.iter()
+            .filter(|tx| !tx["in_msg"]["source"].is_null())
+            .filter_map(|tx| {
+                let value = tx["in_msg"]["value"].as_str()?.parse().ok()?;
+                let code = tx["description"]["compute_ph"]["exit_code"].as_i64()?;
+                Some((value, i32::try_from(code).ok()?))
+            })
+            .collect()
+    }
+
     /// Externals accepted for broadcast and not yet included.
     pub fn held_externals(&self) -> usize {
         self.chain().held.len()
@@ -1508,7 +1522,11 @@ fn apply_external_inner(c: &mut Chain, boc: &[u8]) -> Result<([u8; 32], [u8; 32]
                 out_msgs.push(json!({"source": dest.to_base64_url(), "destination": to.to_base64_url(), "value": value.to_string(),
                     "fwd_fee": FORWARD_FEE.to_string(), "ihr_fee": "0", "created_lt": (lt + 1).to_string(), "body_hash": B64.encode(Cell::cell_hash(&im.body.value).as_slice()),
                     "msg_data": {"@type": "msg.dataRaw", "body": BagOfCells::new(std::slice::from_ref(&im.body.value)).serialize(false).map(|b| B64.encode(b)).unwrap_or_default(), "init_state": ""}}));
-                out_hashes.push(B64.encode(hash32(m)));
+                let fwd_fee = cost - value.min(cost);
+                out_hashes.push(
+                    json!({"hash": B64.encode(hash32(m)), "destination": to.to_hex(),
+                    "value": value.to_string(), "fwd_fee": fwd_fee.to_string()}),
+                );
                 sends.push(PendingInternal {
                     ready_at: Instant::now(),
                     hash: hash32(m),
@@ -1545,7 +1563,7 @@ fn apply_external_inner(c: &mut Chain, boc: &[u8]) -> Result<([u8; 32], [u8; 32]
         "description": {"aborted": false, "compute_ph": {"success": true, "exit_code": 0}},
         "in_msg": {"hash": B64.encode(message_hash), "hash_norm": B64.encode(norm_hash), "source": null,
             "destination": dest.to_hex(), "value": null},
-        "out_msgs": out_hashes.iter().map(|h| json!({"hash": h})).collect::<Vec<_>>(),
+        "out_msgs": out_hashes,
     }));
     let delay = c.internal_delay;
     for mut s in sends {
@@ -1686,9 +1704,16 @@ fn receive_internal(c: &mut Chain, m: PendingInternal) {
     };
     let fee = gas.min(m.value);
     let rest = m.value - fee;
+    let mut out_msgs = Vec::new();
     if exit_code != 0 && m.bounce {
         let back = rest.saturating_sub(FORWARD_FEE);
         c.accounts.entry(m.from.clone()).or_default().balance += back;
+        let mut hash = m.hash;
+        hash[0] ^= 0xff;
+        out_msgs.push(
+            json!({"hash": B64.encode(hash), "destination": m.from.to_hex(),
+            "value": back.to_string(), "fwd_fee": FORWARD_FEE.min(rest).to_string()}),
+        );
     }
     let acc = c.accounts.entry(m.to.clone()).or_default();
     acc.balance += if exit_code != 0 && m.bounce {
@@ -1706,7 +1731,7 @@ fn receive_internal(c: &mut Chain, m: PendingInternal) {
             "compute_ph": {"success": exit_code == 0, "exit_code": exit_code}},
         "in_msg": {"hash": B64.encode(m.hash), "source": m.from.to_hex(), "destination": m.to.to_hex(),
             "value": m.value.to_string()},
-        "out_msgs": [],
+        "out_msgs": out_msgs,
     }));
 }
 

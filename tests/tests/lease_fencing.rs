@@ -121,6 +121,7 @@ fn delivery(chain: &ToncenterServer, wallet: &Wallet) -> Delivery<Toncenter> {
         wallet.clone(),
         DeliveryConfig {
             value_nanoton: 50_000_000,
+            auto_value: None,
             ttl: Duration::from_secs(60),
             poll_interval: Duration::from_millis(20),
             confirm_timeout: Duration::from_secs(10),

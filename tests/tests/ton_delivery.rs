@@ -25,6 +25,7 @@ struct Rig {
 fn config() -> DeliveryConfig {
     DeliveryConfig {
         value_nanoton: 50_000_000,
+        auto_value: None,
         ttl: Duration::from_secs(60),
         poll_interval: Duration::from_millis(20),
         confirm_timeout: Duration::from_secs(10),

@@ -73,6 +73,7 @@ impl Two {
             self.wallet.clone(),
             DeliveryConfig {
                 value_nanoton: 50_000_000,
+                auto_value: None,
                 ttl: Duration::from_secs(60),
                 poll_interval: Duration::from_millis(20),
                 confirm_timeout: Duration::from_secs(10),

@@ -52,6 +52,7 @@ impl Rig {
             journal,
             config: DeliveryConfig {
                 value_nanoton: 50_000_000,
+                auto_value: None,
                 ttl: Duration::from_secs(60),
                 poll_interval: Duration::from_millis(50),
                 confirm_timeout,

@@ -26,6 +26,7 @@ async fn deliver(
         wallet,
         DeliveryConfig {
             value_nanoton,
+            auto_value: None,
             ttl: Duration::from_secs(60),
             poll_interval: Duration::from_millis(20),
             confirm_timeout: Duration::from_secs(5),

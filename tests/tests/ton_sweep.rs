@@ -82,6 +82,7 @@ async fn a_message_that_may_still_land_stops_the_sweep() {
             wallet.clone(),
             DeliveryConfig {
                 value_nanoton: 50_000_000,
+                auto_value: None,
                 ttl: Duration::from_secs(60),
                 poll_interval: Duration::from_millis(50),
                 confirm_timeout: Duration::from_millis(300),

@@ -5,8 +5,10 @@
 //! The caller holds the wallet lease around [`Delivery::deliver`]; inside one process the
 //! `Delivery` itself serializes calls.
 
+mod cost;
 mod sweep;
 
+pub use cost::{AutoValue, is_out_of_gas};
 pub use sweep::SweepReport;
 
 use std::sync::Arc;
@@ -35,8 +37,11 @@ const NANO: f64 = 1e9;
 /// Delivery knobs; [`DeliveryConfig::from_settings`] maps `[ton]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeliveryConfig {
-    /// TON attached to each oracle message, nanotons.
+    /// TON attached to each oracle message, nanotons (with `auto_value`, what a message
+    /// carries only where no setting of its own applies: dry runs without a chain).
     pub value_nanoton: u64,
+    /// `UPDATE_VALUE_TON=auto`: the value follows the oracle's observed cost.
+    pub auto_value: Option<AutoValue>,
     /// `valid_until` = chain time + this.
     pub ttl: Duration,
     /// Time between seqno polls.
@@ -54,7 +59,8 @@ impl DeliveryConfig {
     /// From `[ton]` settings.
     pub fn from_settings(s: &TonSettings) -> Self {
         Self {
-            value_nanoton: s.update_value_nanoton,
+            value_nanoton: s.fixed_value_nanoton(),
+            auto_value: s.auto_value(),
             ttl: Duration::from_secs(s.message_ttl),
             poll_interval: Duration::from_millis(s.poll_interval_ms),
             confirm_timeout: Duration::from_secs(s.confirm_timeout),
@@ -131,10 +137,16 @@ impl InFlight {
 }
 
 /// The oracle's result for one batch.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct OnChain {
+    /// 0, or the first failing oracle transaction's exit code.
     exit_code: i32,
+    /// Fees of the wallet transaction and the oracle's.
     fees_nanoton: u128,
+    /// What the wallet lost: its fees, values and forwarding fees, less what came back.
+    spent_nanoton: u128,
+    /// Each oracle transaction's exit code and fees, in the order the messages were sent.
+    oracle: Vec<(i32, u128)>,
 }
 
 /// The endpoint has no transaction index.
@@ -158,6 +170,7 @@ pub struct Delivery<T> {
     config: DeliveryConfig,
     metrics: Option<Arc<Metrics>>,
     in_flight: Mutex<Option<InFlight>>,
+    costs: cost::Costs,
     journal: Journal,
     /// Whether this process has read the journal since it (re)gained the wallet: until then a
     /// journal it cannot read stops it from signing.
@@ -173,6 +186,7 @@ impl<T: TonTransport> Delivery<T> {
             config,
             metrics: None,
             in_flight: Mutex::new(None),
+            costs: cost::Costs::default(),
             journal: Journal::Memory,
             journal_read: std::sync::atomic::AtomicBool::new(false),
         }
@@ -220,6 +234,22 @@ impl<T: TonTransport> Delivery<T> {
         &self.config
     }
 
+    /// The value each message of a batch of `ops` carries: the fixed setting, or with `auto` the
+    /// oracle's recently observed cost × the safety factor within the bounds (the maximum until
+    /// something was observed, and again after an out-of-gas result).
+    pub fn value_nanoton_for(&self, ops: &[&'static str]) -> u64 {
+        match &self.config.auto_value {
+            Some(auto) => self.costs.value_for(auto, ops),
+            None => self.config.value_nanoton,
+        }
+    }
+
+    /// What the wallet spent per day lately, nanotons: fees and values less what came back,
+    /// over the last 24 hours (extrapolated from at least one hour). `None` before any send.
+    pub fn spend_per_day_nanoton(&self) -> Option<f64> {
+        self.costs.per_day()
+    }
+
     /// Seqno and valid_until of a message from an earlier call that may still land.
     pub async fn in_flight(&self) -> Option<(u32, u32)> {
         self.in_flight
@@ -252,10 +282,11 @@ impl<T: TonTransport> Delivery<T> {
         }
         let w = self.read_wallet().await?;
         let now = self.chain_time().await?;
+        let ops: Vec<_> = messages.iter().map(|m| m.update.op_name()).collect();
         let run = dry_run_offline(
             &self.wallet,
             messages,
-            self.config.value_nanoton,
+            self.value_nanoton_for(&ops),
             w.seqno,
             dry_run_valid_until(now),
             w.state == AccountState::Active,
@@ -264,7 +295,6 @@ impl<T: TonTransport> Delivery<T> {
             DryRunError::Build(b) => DeliveryError::Build(b),
             DryRunError::Decode(d) => DeliveryError::Build(BuildError::Cell(d.to_string())),
         })?;
-        let ops: Vec<_> = messages.iter().map(|m| m.update.op_name()).collect();
         self.count(&ops, "dry_run");
         Ok((run, now))
     }
@@ -335,7 +365,14 @@ impl<T: TonTransport> Delivery<T> {
             batches.push(self.send_batch(chunk, &mut slot, fence).await?);
         }
         drop(slot);
-        let read_back = self.read_back(messages).await;
+        // The oracle's transaction failed: the update cannot show up, so one read tells all.
+        let failed = batches.iter().any(|b| b.exit_code.is_some_and(|c| c != 0));
+        let wait = if failed {
+            Duration::ZERO
+        } else {
+            self.config.readback_timeout
+        };
+        let read_back = self.read_back(messages, wait).await;
         let report = DeliveryReport { batches, read_back };
         let missing: Vec<ReadBack> = report.not_landed().cloned().collect();
         if missing.is_empty() {
@@ -443,7 +480,8 @@ impl<T: TonTransport> Delivery<T> {
         fence: &impl Fence,
     ) -> Result<BatchReport, DeliveryError> {
         let ops: Vec<&'static str> = chunk.iter().map(|m| m.update.op_name()).collect();
-        let out = outgoing(&self.wallet, chunk, self.config.value_nanoton)?;
+        let value_nanoton = self.value_nanoton_for(&ops);
+        let out = outgoing(&self.wallet, chunk, value_nanoton)?;
         let first_send = Instant::now();
         let mut rebuilds = 0u32;
         loop {
@@ -509,6 +547,9 @@ impl<T: TonTransport> Delivery<T> {
                     *slot = None;
                     self.count(&ops, "confirmed");
                     let onchain = self.onchain_result(&flight.ext).await;
+                    let value_total = u128::from(value_nanoton)
+                        .saturating_mul(u128::try_from(flight.ext.actions).unwrap_or(0));
+                    self.account(&ops, onchain.as_ref(), value_total);
                     let latency = first_send.elapsed();
                     if let Some(m) = &self.metrics {
                         m.chain.update_latency.observe(latency.as_secs_f64());
@@ -523,10 +564,9 @@ impl<T: TonTransport> Delivery<T> {
                         rebuilds,
                         latency_ms: latency.as_millis() as u64,
                         fencing_token: flight.fencing_token,
-                        exit_code: onchain.map(|o| o.exit_code),
-                        fees_nanoton: onchain.map(|o| o.fees_nanoton),
-                        value_nanoton: u128::from(self.config.value_nanoton)
-                            .saturating_mul(u128::try_from(flight.ext.actions).unwrap_or(0)),
+                        exit_code: onchain.as_ref().map(|o| o.exit_code),
+                        fees_nanoton: onchain.as_ref().map(|o| o.fees_nanoton),
+                        value_nanoton: value_total,
                     });
                 }
                 Ok(Settled::Expired) => {
@@ -689,25 +729,65 @@ impl<T: TonTransport> Delivery<T> {
         let Some(wallet_tx) = wallet_txs.into_iter().next() else {
             return Ok(None);
         };
+        let wallet = self.wallet.address_raw();
         let mut fees = wallet_tx.total_fees_nanoton;
+        let mut spent = wallet_tx.total_fees_nanoton;
         let mut exit_code = 0;
-        for out in &wallet_tx.out_msg_hashes {
-            let Some(hash) = B64.decode(out).ok().map(hex::encode) else {
+        let mut oracle = Vec::new();
+        for out in &wallet_tx.out_msgs {
+            spent = spent
+                .saturating_add(out.value_nanoton)
+                .saturating_add(out.fwd_fee_nanoton);
+            let Some(hash) = B64.decode(&out.hash).ok().map(hex::encode) else {
                 continue;
             };
             let Some(tx) = lookup(hash).await?.into_iter().next() else {
                 return Ok(None);
             };
             fees = fees.saturating_add(tx.total_fees_nanoton);
-            match tx.exit_code {
-                Some(code) if code != 0 && exit_code == 0 => exit_code = code,
-                _ => {}
+            // A bounce or the oracle's change coming back to the wallet is not spent.
+            for back in &tx.out_msgs {
+                if back.destination.eq_ignore_ascii_case(&wallet) {
+                    spent = spent.saturating_sub(back.value_nanoton);
+                }
             }
+            let code = tx.exit_code.unwrap_or(0);
+            if code != 0 && exit_code == 0 {
+                exit_code = code;
+            }
+            oracle.push((code, tx.total_fees_nanoton));
         }
         Ok(Some(OnChain {
             exit_code,
             fees_nanoton: fees,
+            spent_nanoton: spent,
+            oracle,
         }))
+    }
+
+    /// Books a confirmed batch: each oracle transaction's cost for `auto`, the spend for the
+    /// spend rate and `keeper_ton_spent_nanoton_total`, the results by exit code. Without a
+    /// transaction index only the values carried are known to be spent.
+    fn account(&self, ops: &[&'static str], onchain: Option<&OnChain>, value_total: u128) {
+        let spent = onchain.map_or(value_total, |o| o.spent_nanoton);
+        self.costs.spent(spent);
+        if let Some(o) = onchain {
+            for (i, (code, fee)) in o.oracle.iter().enumerate() {
+                let op = ops.get(i).or(ops.first()).copied().unwrap_or("unknown");
+                self.costs.observe(op, *code, *fee);
+                if let Some(m) = &self.metrics {
+                    m.chain
+                        .oracle_results
+                        .get_or_create(&labels([("op", op), ("exit_code", &code.to_string())]))
+                        .inc();
+                }
+            }
+        }
+        if let Some(m) = &self.metrics {
+            m.chain
+                .ton_spent
+                .inc_by(u64::try_from(spent).unwrap_or(u64::MAX));
+        }
     }
 
     /// The wallet transaction that consumed `ext`, if the API lists it.
@@ -739,8 +819,8 @@ impl<T: TonTransport> Delivery<T> {
     }
 
     /// Reads every update back until all landed or the read-back timeout passes.
-    async fn read_back(&self, messages: &[OracleMessage]) -> Vec<ReadBack> {
-        let deadline = Instant::now() + self.config.readback_timeout;
+    async fn read_back(&self, messages: &[OracleMessage], wait: Duration) -> Vec<ReadBack> {
+        let deadline = Instant::now() + wait;
         let mut results: Vec<Option<ReadBack>> = vec![None; messages.len()];
         loop {
             for (i, m) in messages.iter().enumerate() {

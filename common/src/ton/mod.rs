@@ -33,7 +33,10 @@ pub mod toncenter;
 pub mod transport;
 pub mod wallet;
 
-pub use delivery::{Delivery, DeliveryConfig, Fence, SweepReport, Unfenced, valid_until_after};
+pub use delivery::{
+    AutoValue, Delivery, DeliveryConfig, Fence, SweepReport, Unfenced, is_out_of_gas,
+    valid_until_after,
+};
 pub use external::{
     DecodedAction, DecodedExternal, OutgoingMessage, SEND_MODE, SWEEP_MODE, SignedExternal,
     build_external, build_external_with_mode, decode_external,
@@ -46,12 +49,12 @@ pub use oracle::{
 };
 pub use publish::{
     Publication, PublishError, Publisher, SendSummary, TickOutcome, UPDATE_FAILED_ONCHAIN,
-    UPDATE_NOT_APPLIED, WALLET_BALANCE_LOW, exit_code_meaning,
+    UPDATE_NOT_APPLIED, WALLET_BALANCE_LOW, WALLET_RUNWAY_LOW, exit_code_meaning,
 };
 pub use readback::{read_bridge_status, read_price};
 pub use report::{BatchReport, DeliveryError, DeliveryReport, ReadBack};
 pub use settings::{
-    Network, TON_ENV, TonSettings, WalletVersion, take_mnemonic, validate_address,
+    Network, TON_ENV, TonSettings, UpdateValue, WalletVersion, take_mnemonic, validate_address,
     validate_mnemonic,
 };
 pub use summary::{
@@ -60,8 +63,8 @@ pub use summary::{
 };
 pub use toncenter::{ENDPOINT_DOWN, Toncenter};
 pub use transport::{
-    AccountState, AddressInformation, GetMethodResult, IndexedTransaction, SentMessage, StackValue,
-    TonTransport, Transaction, TransportError, WalletInformation,
+    AccountState, AddressInformation, GetMethodResult, IndexedMessage, IndexedTransaction,
+    SentMessage, StackValue, TonTransport, Transaction, TransportError, WalletInformation,
 };
 pub use wallet::{Wallet, WalletInfo};
 

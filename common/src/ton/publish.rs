@@ -24,6 +24,9 @@ pub const UPDATE_NOT_APPLIED: &str = "update_not_applied";
 pub const UPDATE_FAILED_ONCHAIN: &str = "update_failed_onchain";
 /// Alert raised when the keeper wallet's balance is below the configured threshold.
 pub const WALLET_BALANCE_LOW: &str = "wallet_balance_low";
+/// Alert raised when the keeper wallet's balance lasts fewer days than configured at the
+/// current spend per day.
+pub const WALLET_RUNWAY_LOW: &str = "wallet_runway_low";
 const NANOTON_PER_TON: f64 = 1e9;
 
 /// How a chain keeper's tick ended; `outcome` in its summary and `/status`.
@@ -127,6 +130,23 @@ impl SendSummary {
         for note in &self.notes {
             out.push_str(&format!("note: {note}\n"));
         }
+        for b in self.delivery.iter().flat_map(|d| &d.batches) {
+            let result = match b.exit_code {
+                Some(0) => "exit code 0".to_owned(),
+                Some(code) => format!("exit code {code} ({})", exit_code_meaning(code)),
+                None => "oracle result unknown (no transaction index)".to_owned(),
+            };
+            let fees = b
+                .fees_nanoton
+                .map(|f| format!(", fees {} TON", ton_text(f)))
+                .unwrap_or_default();
+            out.push_str(&format!(
+                "batch: seqno {} ({} updates): {result}{fees}, value {} TON\n",
+                b.seqno,
+                b.actions,
+                ton_text(b.value_nanoton)
+            ));
+        }
         out
     }
 }
@@ -209,7 +229,7 @@ impl Publisher {
             alerter,
             metrics,
             health,
-            value_nanoton: settings.update_value_nanoton,
+            value_nanoton: settings.fixed_value_nanoton(),
         }
     }
 
@@ -263,10 +283,13 @@ impl Publisher {
     }
 
     /// Balance and seqno gauges of the keeper wallet; below `balance_low_nanoton` (not in dry
-    /// runs) raises `wallet_balance_low`. Marks the wallet reached for `/readyz`.
+    /// runs) raises `wallet_balance_low`. Once the keeper spent something, spend per day and
+    /// runway (balance ÷ spend per day) gauges; a runway under `runway_low_days` raises
+    /// `wallet_runway_low`. Marks the wallet reached for `/readyz`.
     pub async fn watch_wallet(
         &self,
         balance_low_nanoton: Option<u64>,
+        runway_low_days: Option<u64>,
     ) -> Result<WalletInformation, TransportError> {
         let wallet = self.delivery.wallet();
         let info = self
@@ -306,8 +329,45 @@ impl Publisher {
             Some(_) => self.alerter.resolve(WALLET_BALANCE_LOW),
             None => {}
         }
+        self.watch_runway(&label, info.balance_nanoton, runway_low_days);
         self.health.mark_ready("wallet");
         Ok(info)
+    }
+
+    fn watch_runway(&self, label: &str, balance_nanoton: u128, low_days: Option<u64>) {
+        let Some(per_day) = self.delivery.spend_per_day_nanoton().filter(|r| *r > 0.0) else {
+            return;
+        };
+        let series = labels([("wallet", label)]);
+        let runway_days = balance_nanoton as f64 / per_day;
+        self.metrics
+            .chain
+            .spend_per_day
+            .get_or_create(&series)
+            .set(per_day / NANOTON_PER_TON);
+        self.metrics
+            .chain
+            .runway_days
+            .get_or_create(&series)
+            .set(runway_days);
+        match low_days {
+            Some(low) if runway_days < low as f64 && !self.dry_run => {
+                self.alerter.fire(
+                    Alert::new(
+                        WALLET_RUNWAY_LOW,
+                        Severity::Warning,
+                        format!(
+                            "keeper wallet {label} lasts {runway_days:.1} days at {:.3} TON per \
+                             day, below {low} days: top it up",
+                            per_day / NANOTON_PER_TON
+                        ),
+                    )
+                    .label("wallet", label.to_owned()),
+                );
+            }
+            Some(_) => self.alerter.resolve(WALLET_RUNWAY_LOW),
+            None => {}
+        }
     }
 
     /// Publishes the messages `build` makes for the oracle: a dry run signs them (addressed to
@@ -353,8 +413,16 @@ impl Publisher {
         match result {
             Ok(report) => {
                 self.alerter.resolve(UPDATE_NOT_APPLIED);
-                let value = self.value_nanoton;
-                let messages = messages.iter().map(|m| summarize(m, value)).collect();
+                // Each message carried its batch's value (with `auto` it changes between sends).
+                let values = report.batches.iter().flat_map(|b| {
+                    let per = b.value_nanoton / u128::try_from(b.actions.max(1)).unwrap_or(1);
+                    std::iter::repeat_n(u64::try_from(per).unwrap_or(u64::MAX), b.actions)
+                });
+                let messages = messages
+                    .iter()
+                    .zip(values.chain(std::iter::repeat(self.value_nanoton)))
+                    .map(|(m, value)| summarize(m, value))
+                    .collect();
                 Ok(Publication::Delivered {
                     messages,
                     report,
@@ -451,10 +519,15 @@ impl Fence for Option<tokio::sync::Mutex<WalletLease>> {
     }
 }
 
+/// Nanotons as TON with nine decimals, exact.
+fn ton_text(nanoton: u128) -> String {
+    format!("{}.{:09}", nanoton / 1_000_000_000, nanoton % 1_000_000_000)
+}
+
 /// What a compute exit code usually means for an oracle update.
 pub fn exit_code_meaning(code: i32) -> &'static str {
     match code {
-        -14 | 13 => "out of gas: raise UPDATE_VALUE_TON",
+        -14 | 13 => "out of gas: raise UPDATE_VALUE_TON or use auto",
         -1..=127 => "a TVM error in the oracle contract",
         _ => "refused by the oracle contract (unknown keeper, bad signature, stale update…)",
     }

@@ -151,13 +151,28 @@ pub enum DeliveryError {
     Fenced(#[from] crate::store::FenceError),
     /// Confirmed on the wallet, but some updates are not on the oracle (keeper not registered,
     /// stale timestamp, bounced message…).
-    #[error("{} of {} updates did not land on the oracle: {}", .missing.len(), .report.read_back.len(), describe(.missing))]
+    #[error("{} of {} updates did not land on the oracle: {}{}", .missing.len(), .report.read_back.len(), describe(.missing), failed_onchain(.report))]
     NotLanded {
         /// The updates that did not land.
         missing: Vec<ReadBack>,
         /// The full report.
         report: Box<DeliveryReport>,
     },
+}
+
+/// `; the oracle's transaction failed with exit code -14 (out of gas…)` when one did.
+fn failed_onchain(report: &DeliveryReport) -> String {
+    report
+        .batches
+        .iter()
+        .find_map(|b| b.exit_code.filter(|c| *c != 0).map(|c| (b.seqno, c)))
+        .map(|(seqno, code)| {
+            format!(
+                "; the oracle's transaction (seqno {seqno}) failed with exit code {code} ({})",
+                super::publish::exit_code_meaning(code)
+            )
+        })
+        .unwrap_or_default()
 }
 
 fn describe(missing: &[ReadBack]) -> String {

@@ -30,6 +30,13 @@ pub const TON_ENV: &[EnvBinding] = &[
     bind("WALLET_VERSION", "ton.wallet_version", Kind::Str),
     bind_secret("KEEPER_MNEMONIC", "ton.mnemonic", Kind::Str),
     bind("UPDATE_VALUE_TON", "ton.update_value_ton", Kind::Decimal),
+    bind("MIN_VALUE_TON", "ton.min_value_ton", Kind::Decimal),
+    bind("MAX_VALUE_TON", "ton.max_value_ton", Kind::Decimal),
+    bind(
+        "VALUE_SAFETY_FACTOR",
+        "ton.value_safety_factor",
+        Kind::Decimal,
+    ),
     bind("MESSAGE_TTL", "ton.message_ttl", Kind::Int),
 ];
 
@@ -85,12 +92,20 @@ pub struct TonSettings {
     pub mnemonic: Option<Arc<Secret>>,
     /// File holding the mnemonic, for a config file that names one.
     pub mnemonic_file: Option<PathBuf>,
-    /// Nanotons attached to each oracle message (`update_value_ton` / `UPDATE_VALUE_TON`, given in TON).
-    #[serde(
-        rename = "update_value_ton",
-        deserialize_with = "validate::de_ton_amount"
-    )]
-    pub update_value_nanoton: u64,
+    /// Value attached to each oracle message (`update_value_ton` / `UPDATE_VALUE_TON`): an
+    /// amount of TON, or `auto`.
+    #[serde(rename = "update_value_ton", deserialize_with = "de_update_value")]
+    pub update_value: UpdateValue,
+    /// With `auto`, the least value per message, nanotons (`min_value_ton` / `MIN_VALUE_TON`).
+    #[serde(rename = "min_value_ton", deserialize_with = "validate::de_ton_amount")]
+    pub min_value_nanoton: u64,
+    /// With `auto`, the most value per message and the first send's, nanotons
+    /// (`max_value_ton` / `MAX_VALUE_TON`).
+    #[serde(rename = "max_value_ton", deserialize_with = "validate::de_ton_amount")]
+    pub max_value_nanoton: u64,
+    /// With `auto`, the multiplier on the oracle's observed cost (`VALUE_SAFETY_FACTOR`).
+    #[serde(deserialize_with = "de_factor")]
+    pub value_safety_factor: f64,
     /// Seconds an external message stays valid after chain time (`MESSAGE_TTL`).
     pub message_ttl: u64,
     /// Per-request timeout towards toncenter, seconds.
@@ -118,7 +133,10 @@ impl Default for TonSettings {
             wallet_version: WalletVersion::V5r1,
             mnemonic: None,
             mnemonic_file: None,
-            update_value_nanoton: 50_000_000,
+            update_value: UpdateValue::Fixed(50_000_000),
+            min_value_nanoton: 5_000_000,
+            max_value_nanoton: 50_000_000,
+            value_safety_factor: 2.0,
             message_ttl: 60,
             request_timeout: 10,
             poll_interval_ms: 2_000,
@@ -129,7 +147,61 @@ impl Default for TonSettings {
     }
 }
 
+/// What `UPDATE_VALUE_TON` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateValue {
+    /// This many nanotons on every message.
+    Fixed(u64),
+    /// The oracle's observed cost × `value_safety_factor`, within `[min_value, max_value]`.
+    Auto,
+}
+
+fn de_update_value<'de, D: serde::Deserializer<'de>>(d: D) -> Result<UpdateValue, D::Error> {
+    let v = toml::Value::deserialize(d)?;
+    if v.as_str()
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("auto"))
+    {
+        return Ok(UpdateValue::Auto);
+    }
+    validate::de_ton_amount(v)
+        .map(UpdateValue::Fixed)
+        .map_err(|e| serde::de::Error::custom(e.message()))
+}
+
+fn de_factor<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    let v = toml::Value::deserialize(d)?;
+    match v {
+        toml::Value::Float(f) => Ok(f),
+        toml::Value::Integer(i) => Ok(i as f64),
+        toml::Value::String(t) => t
+            .trim()
+            .parse()
+            .map_err(|_| serde::de::Error::custom(format!("{t:?} is not a number"))),
+        other => Err(serde::de::Error::custom(format!(
+            "expected a number, found {}",
+            other.type_str()
+        ))),
+    }
+}
+
 impl TonSettings {
+    /// The value of a message when it is fixed; with `auto`, the maximum (what the first send
+    /// carries).
+    pub fn fixed_value_nanoton(&self) -> u64 {
+        match self.update_value {
+            UpdateValue::Fixed(v) => v,
+            UpdateValue::Auto => self.max_value_nanoton,
+        }
+    }
+
+    /// The bounds and factor of `UPDATE_VALUE_TON=auto`, when set.
+    pub fn auto_value(&self) -> Option<crate::ton::AutoValue> {
+        (self.update_value == UpdateValue::Auto).then(|| crate::ton::AutoValue {
+            min_nanoton: self.min_value_nanoton,
+            max_nanoton: self.max_value_nanoton,
+            safety_factor_milli: (self.value_safety_factor * 1000.0).round() as u64,
+        })
+    }
     /// The endpoints in order of preference, each with its API key: `rpc_urls`, else
     /// `rpc_url` (comma-separated allowed), else toncenter's public endpoint.
     pub fn endpoints(&self) -> Result<Vec<EndpointSetting>, ConfigError> {
@@ -195,12 +267,32 @@ impl TonSettings {
             3_600,
             "s",
         )?;
+        if let UpdateValue::Fixed(value) = self.update_value {
+            validate::at_most(
+                "ton.update_value_ton (UPDATE_VALUE_TON)",
+                value,
+                MAX_VALUE_NANOTON,
+                "nanoton",
+            )?;
+        }
         validate::at_most(
-            "ton.update_value_ton (UPDATE_VALUE_TON)",
-            self.update_value_nanoton,
+            "ton.max_value_ton (MAX_VALUE_TON)",
+            self.max_value_nanoton,
             MAX_VALUE_NANOTON,
             "nanoton",
         )?;
+        if self.min_value_nanoton > self.max_value_nanoton {
+            return Err(ConfigError::new(
+                "ton.min_value_ton (MIN_VALUE_TON)",
+                "must not exceed ton.max_value_ton (MAX_VALUE_TON)",
+            ));
+        }
+        if !(1.0..=100.0).contains(&self.value_safety_factor) {
+            return Err(ConfigError::new(
+                "ton.value_safety_factor (VALUE_SAFETY_FACTOR)",
+                "must be between 1 and 100",
+            ));
+        }
         validate::nonzero("ton.request_timeout", self.request_timeout)?;
         validate::nonzero("ton.poll_interval_ms", self.poll_interval_ms)?;
         validate::nonzero("ton.confirm_timeout", self.confirm_timeout)?;
@@ -379,6 +471,46 @@ mod tests {
             vec![some("all"), some("all"), some("all")]
         );
         assert!(secret_env_names_of_ton().contains(&"TON_API_KEYS"));
+    }
+
+    #[test]
+    fn update_value_takes_an_amount_or_auto_within_checked_bounds() {
+        let load = |env: &[(&str, &str)]| {
+            let env: std::collections::HashMap<String, String> = env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+            crate::config::Layers::new("", None, &env, TON_ENV)
+                .load::<Doc>()
+                .map(|d| d.ton)
+        };
+        let fixed = load(&[("UPDATE_VALUE_TON", "0.02")]).unwrap();
+        assert_eq!(fixed.update_value, UpdateValue::Fixed(20_000_000));
+        assert_eq!(fixed.auto_value(), None);
+        let auto = load(&[("UPDATE_VALUE_TON", "auto"), ("VALUE_SAFETY_FACTOR", "1.5")]).unwrap();
+        assert_eq!(
+            auto.fixed_value_nanoton(),
+            50_000_000,
+            "the first send: the maximum"
+        );
+        assert_eq!(
+            auto.auto_value(),
+            Some(crate::ton::AutoValue {
+                min_nanoton: 5_000_000,
+                max_nanoton: 50_000_000,
+                safety_factor_milli: 1500,
+            })
+        );
+        auto.validate().unwrap();
+        let inverted = load(&[("MIN_VALUE_TON", "0.1"), ("MAX_VALUE_TON", "0.05")]).unwrap();
+        assert!(
+            inverted
+                .validate()
+                .unwrap_err()
+                .setting
+                .contains("min_value_ton")
+        );
+        assert!(load(&[("UPDATE_VALUE_TON", "often")]).is_err());
     }
 
     fn secret_env_names_of_ton() -> Vec<&'static str> {

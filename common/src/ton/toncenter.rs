@@ -16,8 +16,8 @@ use tonlib_core::cell::{ArcCell, BagOfCells};
 use super::endpoints::{ALERT_AFTER_FAILURES, Api, Freshest, Node, dedupe_labels};
 use super::settings::TonSettings;
 use super::transport::{
-    AccountState, AddressInformation, GetMethodResult, IndexedTransaction, SentMessage, StackValue,
-    TonTransport, Transaction, TransportError, WalletInformation,
+    AccountState, AddressInformation, GetMethodResult, IndexedMessage, IndexedTransaction,
+    SentMessage, StackValue, TonTransport, Transaction, TransportError, WalletInformation,
 };
 use crate::alert::{Alert, Alerter, Severity};
 use crate::http;
@@ -732,11 +732,18 @@ fn indexed(t: &Value) -> IndexedTransaction {
             .and_then(|c| i32::try_from(c).ok()),
         total_fees_nanoton: int_field(t, "total_fees").unwrap_or(0),
         in_value_nanoton: t.get("in_msg").and_then(|m| int_field(m, "value")),
-        out_msg_hashes: t["out_msgs"]
+        out_msgs: t["out_msgs"]
             .as_array()
             .map(|a| {
                 a.iter()
-                    .filter_map(|m| m["hash"].as_str().map(str::to_owned))
+                    .filter_map(|m| {
+                        Some(IndexedMessage {
+                            hash: m["hash"].as_str()?.to_owned(),
+                            destination: m["destination"].as_str().unwrap_or("").to_owned(),
+                            value_nanoton: int_field(m, "value").unwrap_or(0),
+                            fwd_fee_nanoton: int_field(m, "fwd_fee").unwrap_or(0),
+                        })
+                    })
                     .collect()
             })
             .unwrap_or_default(),

@@ -294,6 +294,19 @@ pub struct IndexedTransaction {
     pub total_fees_nanoton: u128,
     /// Value of the inbound message, nanotons (none for an external).
     pub in_value_nanoton: Option<u128>,
-    /// Hashes of its outbound messages, base64.
-    pub out_msg_hashes: Vec<String>,
+    /// Its outbound messages, in the order they were sent.
+    pub out_msgs: Vec<IndexedMessage>,
+}
+
+/// One outbound message of an [`IndexedTransaction`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexedMessage {
+    /// Message hash, base64.
+    pub hash: String,
+    /// Destination account, raw form (empty for an external out).
+    pub destination: String,
+    /// Value carried, nanotons.
+    pub value_nanoton: u128,
+    /// Forwarding fee paid for it on top of the transaction's fees, nanotons.
+    pub fwd_fee_nanoton: u128,
 }

@@ -73,6 +73,9 @@ pub struct PolicySettings {
     /// Consecutive ticks one critical heuristic signal must persist before the bridge is
     /// offline, and better evidence before it recovers (`BRIDGE_CONFIRM_TICKS`).
     pub confirm_ticks: u32,
+    /// Alert `wallet_runway_low` when the balance lasts fewer days than this at the current
+    /// spend per day (`WALLET_RUNWAY_LOW_DAYS`; 0 turns it off).
+    pub wallet_runway_low_days: u64,
 }
 
 impl Default for PolicySettings {
@@ -82,6 +85,7 @@ impl Default for PolicySettings {
             max_status_age: 1800,
             hold_unknown: 900,
             confirm_ticks: 2,
+            wallet_runway_low_days: 14,
         }
     }
 }

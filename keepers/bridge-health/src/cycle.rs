@@ -238,7 +238,10 @@ impl BridgeCycle {
         let (reports, views, wallet) = tokio::join!(
             read_all(&self.p.config.bridges, &ctx),
             self.read_chain(),
-            self.p.publisher.watch_wallet(None)
+            self.p.publisher.watch_wallet(
+                None,
+                Some(self.p.config.settings.policy.wallet_runway_low_days).filter(|d| *d > 0)
+            )
         );
         if let Err(e) = &wallet {
             tracing::warn!(error = %e, "cannot read the keeper wallet");

@@ -42,6 +42,9 @@ pub struct PolicySettings {
         deserialize_with = "validate::de_ton_amount"
     )]
     pub wallet_balance_low_nanoton: u64,
+    /// Alert `wallet_runway_low` when the balance lasts fewer days than this at the current
+    /// spend per day (`WALLET_RUNWAY_LOW_DAYS`; 0 turns it off).
+    pub wallet_runway_low_days: u64,
     /// Alert `source_down:{source}` after a source failed for this many seconds (`SOURCE_DOWN_AFTER`).
     pub source_down_after: u64,
     /// Circuit breaker: a move larger than this many basis points of the on-chain value needs
@@ -63,6 +66,7 @@ impl Default for PolicySettings {
             heartbeat: 240,
             stale_after: 300,
             wallet_balance_low_nanoton: 5 * validate::NANOTON,
+            wallet_runway_low_days: 14,
             source_down_after: 600,
             max_step_bps: 100,
             confirm_lineages: 3,
@@ -317,7 +321,10 @@ mod tests {
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
         let c = PricingConfig::load(None, &env).unwrap();
-        assert_eq!(c.ton.update_value_nanoton, 100_000_000);
+        assert_eq!(
+            c.ton.update_value,
+            keeper_common::ton::UpdateValue::Fixed(100_000_000)
+        );
         assert_eq!(c.policy.wallet_balance_low_nanoton, 2_500_000_000);
     }
 

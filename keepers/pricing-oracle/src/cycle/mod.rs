@@ -279,10 +279,12 @@ impl PricingCycle {
                 .set(i64::try_from(agg.lineages.len()).unwrap_or(i64::MAX));
         }
 
-        let balance_low = Some(self.p.config.policy.wallet_balance_low_nanoton);
+        let policy = &self.p.config.policy;
+        let balance_low = Some(policy.wallet_balance_low_nanoton);
+        let runway_low = Some(policy.wallet_runway_low_days).filter(|d| *d > 0);
         let (views, wallet, chain_time) = tokio::join!(
             self.read_chain(),
-            self.p.publisher.watch_wallet(balance_low),
+            self.p.publisher.watch_wallet(balance_low, runway_low),
             self.chain_time()
         );
         if let Err(e) = &wallet {
@@ -476,8 +478,14 @@ impl PricingCycle {
             }
             Ok(Publication::Failed { error, sent }) => {
                 // The wallet took it but the oracle could not be read back: remember it as this
-                // keeper's own last value, or every unreadable tick would send it again.
-                if let keeper_common::ton::DeliveryError::NotLanded { missing, .. } = &error {
+                // keeper's own last value, or every unreadable tick would send it again. Not when
+                // the oracle's transaction is known to have failed: then it surely did not land.
+                if let keeper_common::ton::DeliveryError::NotLanded { missing, report } = &error
+                    && !report
+                        .batches
+                        .iter()
+                        .any(|b| b.exit_code.is_some_and(|c| c != 0))
+                {
                     for p in picked {
                         let unverified = missing
                             .iter()
