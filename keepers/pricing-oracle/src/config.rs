@@ -57,6 +57,9 @@ pub struct PolicySettings {
     /// Alert `clock_skew` when the local clock and chain time differ by more than this many
     /// seconds (`MAX_CLOCK_SKEW`).
     pub max_clock_skew: u64,
+    /// Seconds this keeper waits, as a fallback, after a primary would have published before it
+    /// publishes what the chain still lacks (`FALLBACK_OFFSET`; 0 = primary).
+    pub fallback_offset: u64,
 }
 
 impl Default for PolicySettings {
@@ -72,6 +75,7 @@ impl Default for PolicySettings {
             confirm_lineages: 3,
             confirm_ticks: 2,
             max_clock_skew: 30,
+            fallback_offset: 0,
         }
     }
 }
@@ -178,6 +182,12 @@ impl PricingConfig {
         validate::at_most(
             "policy.max_clock_skew (MAX_CLOCK_SKEW)",
             p.max_clock_skew,
+            validate::DAY_SECONDS,
+            "s",
+        )?;
+        validate::at_most(
+            "policy.fallback_offset (FALLBACK_OFFSET)",
+            p.fallback_offset,
             validate::DAY_SECONDS,
             "s",
         )?;

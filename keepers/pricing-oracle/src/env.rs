@@ -24,6 +24,7 @@ pub const PRICING_ENV: &[EnvBinding] = &[
     bind("CONFIRM_LINEAGES", "policy.confirm_lineages", Kind::Int),
     bind("CONFIRM_TICKS", "policy.confirm_ticks", Kind::Int),
     bind("MAX_CLOCK_SKEW", "policy.max_clock_skew", Kind::Int),
+    bind("FALLBACK_OFFSET", "policy.fallback_offset", Kind::Int),
 ];
 
 /// Every binding, shared sections first.

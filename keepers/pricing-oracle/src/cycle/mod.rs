@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, TimeZone, Utc};
 use futures_util::future::join_all;
 use keeper_common::alert::Severity;
+use keeper_common::fallback::FallbackGate;
 use keeper_common::runner::{Cycle, CycleContext, CycleError, Staleness};
 use keeper_common::runtime::ChainParts;
 use keeper_common::sources::{Observation, PriceFetcher, Source};
@@ -50,6 +51,11 @@ pub struct PricingCycle {
     stale: Staleness,
     source_last_ok: HashMap<Source, DateTime<Utc>>,
     started: DateTime<Utc>,
+    /// With `fallback_offset`: how long the primary has left per asset.
+    fallback: FallbackGate,
+    /// What this keeper published itself (price, timestamp), so that a fallback does not chase
+    /// an on-chain median that lawfully differs from its own value.
+    own_published: HashMap<String, OnChain>,
 }
 
 impl PricingCycle {
@@ -64,6 +70,7 @@ impl PricingCycle {
         .subject_label("asset")
         .context("on-chain price of");
         let started = Utc::now();
+        let p_fallback_offset = p.config.policy.fallback_offset;
         Self {
             source_last_ok: Source::ALL.iter().map(|s| (*s, started)).collect(),
             started,
@@ -74,6 +81,8 @@ impl PricingCycle {
             holds_restored: false,
             record: OwnRecord::default(),
             last: None,
+            fallback: FallbackGate::new(p_fallback_offset),
+            own_published: HashMap::new(),
             stale,
         }
     }
@@ -459,13 +468,12 @@ impl PricingCycle {
                 self.set_status(&sent, &change).await;
                 self.cache(picked, &report).await;
                 for p in picked {
-                    self.record.remember(
-                        &p.asset,
-                        OnChain {
-                            price_micro: p.price_micro,
-                            timestamp: p.timestamp,
-                        },
-                    );
+                    let published = OnChain {
+                        price_micro: p.price_micro,
+                        timestamp: p.timestamp,
+                    };
+                    self.record.remember(&p.asset, published);
+                    self.own_published.insert(p.asset.clone(), published);
                     self.p.health.set_published(
                         &p.asset,
                         serde_json::json!({
