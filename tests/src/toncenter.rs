@@ -206,6 +206,7 @@ struct FaultRule {
 #[derive(Debug, Clone)]
 struct PendingInternal {
     ready_at: Instant,
+    created_lt: u64,
     hash: [u8; 32],
     from: TonAddress,
     to: TonAddress,
@@ -240,6 +241,8 @@ struct Chain {
     oracle_gas_fee: u128,
     /// Every transaction in the toncenter v3 shape, for `/api/v3/transactionsByMessage`.
     v3: Vec<Value>,
+    /// Whether `/api/v3/` answers (off: an endpoint with only the v2 API).
+    v3_enabled: bool,
     requests: Vec<RequestRecord>,
     externals: Vec<ExternalRecord>,
     oracle_events: Vec<OracleEvent>,
@@ -376,6 +379,7 @@ impl ToncenterServer {
             held: Vec::new(),
             oracle_gas_fee: ORACLE_GAS_FEE,
             v3: Vec::new(),
+            v3_enabled: true,
             requests: Vec::new(),
             externals: Vec::new(),
             oracle_events: Vec::new(),
@@ -427,6 +431,11 @@ impl ToncenterServer {
     /// message sent meanwhile are all held, and all but the first are refused on inclusion.
     pub fn set_inclusion_delay(&self, delay: Duration) {
         self.chain().inclusion_delay = delay;
+    }
+
+    /// Serve `/api/v3/` (the default) or answer it 404, like a v2-only endpoint.
+    pub fn set_v3_index(&self, enabled: bool) {
+        self.chain().v3_enabled = enabled;
     }
 
     /// What the oracle's compute phase costs per update (default [`ORACLE_GAS_FEE`]).
@@ -773,7 +782,7 @@ async fn handle(State(served): State<Served>, req: Request) -> Response {
     let bytes = axum::body::to_bytes(body, 4 * 1024 * 1024)
         .await
         .unwrap_or_default();
-    if path == "/api/v3/transactionsByMessage" {
+    if path == "/api/v3/transactionsByMessage" && lock(&chain).v3_enabled {
         let c = lock(&chain);
         return transactions_by_message(&c, &query);
     }
@@ -1519,7 +1528,7 @@ fn apply_external_inner(c: &mut Chain, boc: &[u8]) -> Result<([u8; 32], [u8; 32]
                     continue;
                 }
                 acc.balance -= cost;
-                out_msgs.push(json!({"source": dest.to_base64_url(), "destination": to.to_base64_url(), "value": value.to_string(),
+                out_msgs.push(json!({"hash": B64.encode(hash32(m)), "source": dest.to_base64_url(), "destination": to.to_base64_url(), "value": value.to_string(),
                     "fwd_fee": FORWARD_FEE.to_string(), "ihr_fee": "0", "created_lt": (lt + 1).to_string(), "body_hash": B64.encode(Cell::cell_hash(&im.body.value).as_slice()),
                     "msg_data": {"@type": "msg.dataRaw", "body": BagOfCells::new(std::slice::from_ref(&im.body.value)).serialize(false).map(|b| B64.encode(b)).unwrap_or_default(), "init_state": ""}}));
                 let fwd_fee = cost - value.min(cost);
@@ -1529,6 +1538,7 @@ fn apply_external_inner(c: &mut Chain, boc: &[u8]) -> Result<([u8; 32], [u8; 32]
                 );
                 sends.push(PendingInternal {
                     ready_at: Instant::now(),
+                    created_lt: lt + 1,
                     hash: hash32(m),
                     from: dest.clone(),
                     to,
@@ -1705,6 +1715,9 @@ fn receive_internal(c: &mut Chain, m: PendingInternal) {
     let fee = gas.min(m.value);
     let rest = m.value - fee;
     let mut out_msgs = Vec::new();
+    let mut v2_out = Vec::new();
+    c.lt += 10;
+    let lt = c.lt;
     if exit_code != 0 && m.bounce {
         let back = rest.saturating_sub(FORWARD_FEE);
         c.accounts.entry(m.from.clone()).or_default().balance += back;
@@ -1714,16 +1727,35 @@ fn receive_internal(c: &mut Chain, m: PendingInternal) {
             json!({"hash": B64.encode(hash), "destination": m.from.to_hex(),
             "value": back.to_string(), "fwd_fee": FORWARD_FEE.min(rest).to_string()}),
         );
+        v2_out.push(json!({"@type": "raw.message", "hash": B64.encode(hash), "source": m.to.to_base64_url(),
+            "destination": m.from.to_base64_url(), "value": back.to_string(),
+            "fwd_fee": FORWARD_FEE.min(rest).to_string(), "ihr_fee": "0", "created_lt": (lt + 1).to_string()}));
     }
+    let now = c.now();
+    let tx_hash = {
+        let mut h = m.hash;
+        h[..8].copy_from_slice(&lt.to_be_bytes());
+        h
+    };
+    let data = transaction_boc(&m.to, lt, now, fee, m.value, exit_code);
+    c.accounts.entry(m.to.clone()).or_default().transactions.push(json!({
+        "@type": "raw.transaction",
+        "address": {"@type": "accountAddress", "account_address": m.to.to_base64_url()},
+        "utime": now,
+        "data": data,
+        "transaction_id": tx_id(lt, &tx_hash),
+        "fee": fee.to_string(), "storage_fee": "0", "other_fee": fee.to_string(),
+        "in_msg": {"@type": "raw.message", "hash": B64.encode(m.hash), "source": m.from.to_base64_url(),
+            "destination": m.to.to_base64_url(), "value": m.value.to_string(), "fwd_fee": "0", "ihr_fee": "0",
+            "created_lt": m.created_lt.to_string(), "body_hash": B64.encode(Cell::cell_hash(&m.body).as_slice())},
+        "out_msgs": v2_out,
+    }));
     let acc = c.accounts.entry(m.to.clone()).or_default();
     acc.balance += if exit_code != 0 && m.bounce {
         fee
     } else {
         m.value
     };
-    c.lt += 10;
-    let lt = c.lt;
-    let now = c.now();
     c.v3.push(json!({
         "account": m.to.to_hex(), "hash": B64.encode(m.hash), "lt": lt.to_string(), "now": now,
         "total_fees": fee.to_string(),
@@ -1733,6 +1765,82 @@ fn receive_internal(c: &mut Chain, m: PendingInternal) {
             "value": m.value.to_string()},
         "out_msgs": out_msgs,
     }));
+}
+
+/// An ordinary transaction as a BoC (base64), enough for a reader of its compute phase:
+/// `transaction$0111 … description:^(trans_ord … compute_ph:tr_phase_compute_vm …)`.
+fn transaction_boc(
+    account: &TonAddress,
+    lt: u64,
+    now: u64,
+    fee: u128,
+    credit: u128,
+    exit_code: i32,
+) -> String {
+    use num_bigint::BigUint;
+    let build = || -> Result<Cell, tonlib_core::cell::TonCellError> {
+        let vm = CellBuilder::new()
+            .store_u8(3, 2)?
+            .store_u16(16, 5_000)? // gas_used
+            .store_u8(3, 2)?
+            .store_u16(16, 10_000)? // gas_limit
+            .store_bit(false)? // no gas_credit
+            .store_i8(8, 0)? // mode
+            .store_i32(32, exit_code)?
+            .store_bit(false)? // no exit_arg
+            .store_u32(32, 100)? // vm_steps
+            .store_slice(&[0u8; 32])?
+            .store_slice(&[0u8; 32])?
+            .build()?
+            .to_arc();
+        let descr = CellBuilder::new()
+            .store_u8(4, 0)? // trans_ord
+            .store_bit(false)? // credit_first
+            .store_bit(false)? // no storage phase
+            .store_bit(true)? // credit phase
+            .store_bit(false)? // no due fees collected
+            .store_coins(&BigUint::from(credit))?
+            .store_bit(false)? // no extra currencies
+            .store_bit(true)? // tr_phase_compute_vm
+            .store_bit(exit_code == 0)? // success
+            .store_bit(false)?
+            .store_bit(false)?
+            .store_coins(&BigUint::from(fee))?
+            .store_reference(&vm)?
+            .store_bit(false)? // no action phase
+            .store_bit(exit_code != 0)? // aborted
+            .store_bit(false)? // no bounce phase
+            .store_bit(false)? // destroyed
+            .build()?
+            .to_arc();
+        let msgs = CellBuilder::new()
+            .store_bit(false)?
+            .store_bit(false)?
+            .build()?
+            .to_arc();
+        let state_update = CellBuilder::new().build()?.to_arc();
+        CellBuilder::new()
+            .store_u8(4, 0b0111)?
+            .store_slice(account.hash_part.as_slice())?
+            .store_u64(64, lt)?
+            .store_slice(&[0u8; 32])?
+            .store_u64(64, 0)?
+            .store_u32(32, u32::try_from(now).unwrap_or(0))?
+            .store_u16(15, 0)?
+            .store_u8(2, 0b10)?
+            .store_u8(2, 0b10)?
+            .store_reference(&msgs)?
+            .store_coins(&BigUint::from(fee))?
+            .store_bit(false)?
+            .store_reference(&state_update)?
+            .store_reference(&descr)?
+            .build()
+    };
+    build()
+        .ok()
+        .and_then(|cell| BagOfCells::from_root(cell).serialize(true).ok())
+        .map(|b| B64.encode(b))
+        .unwrap_or_default()
 }
 
 fn oracle_update(c: &mut Chain, m: &PendingInternal) -> Option<OracleEvent> {

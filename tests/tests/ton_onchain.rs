@@ -15,7 +15,17 @@ async fn deliver(
     value_nanoton: u64,
     seed: u8,
 ) -> (ToncenterServer, Result<DeliveryReport, DeliveryError>) {
+    deliver_on(value_nanoton, seed, true).await
+}
+
+/// `v3`: whether the endpoint offers toncenter's v3 index (else only v2 `getTransactions`).
+async fn deliver_on(
+    value_nanoton: u64,
+    seed: u8,
+    v3: bool,
+) -> (ToncenterServer, Result<DeliveryReport, DeliveryError>) {
     let chain = ToncenterServer::start().await;
+    chain.set_v3_index(v3);
     let keys = Arc::new(WalletKeys::from_seed(&[seed; 32]).unwrap());
     let wallet = Wallet::new(keys.clone(), WalletVersion::V5r1, Network::Mainnet).unwrap();
     chain.deploy(&wallet, 2, 10 * TON);
@@ -77,6 +87,25 @@ async fn a_good_message_reports_exit_code_zero_and_the_oracles_fees() {
     assert_eq!(b.value_nanoton, 2 * u128::from(value));
 }
 
+#[tokio::test]
+async fn without_the_v3_index_the_result_comes_from_v2_get_transactions_and_the_transaction_boc() {
+    let value = 1_000_000u64;
+    let (chain, result) = deliver_on(value, 83, false).await;
+    let DeliveryError::NotLanded { report, .. } = result.unwrap_err() else {
+        panic!("expected not landed");
+    };
+    let b = &report.batches[0];
+    assert_eq!(b.exit_code, Some(EXIT_OUT_OF_GAS));
+    assert_eq!(b.fees_nanoton, Some(EXTERNAL_FEE + 2 * u128::from(value)));
+    assert!(chain.count("getTransactions") > 0, "asked through v2");
+
+    let value = 50_000_000u64;
+    let (_chain, result) = deliver_on(value, 84, false).await;
+    let b = &result.unwrap().batches[0];
+    assert_eq!(b.exit_code, Some(0));
+    assert_eq!(b.fees_nanoton, Some(EXTERNAL_FEE + 2 * ORACLE_GAS_FEE));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tick_output_shows_exit_code_fees_and_value_per_batch() {
     let mut h = PricingHarness::start().await;
@@ -105,8 +134,24 @@ async fn the_tick_output_shows_exit_code_fees_and_value_per_batch() {
     assert!(
         doc["error"]
             .as_str()
-            .is_some_and(|e| e.contains("did not land")),
+            .is_some_and(|e| e.contains("did not land") && e.contains("exit code -14")),
         "{doc}"
+    );
+    // The text rendering has a line per batch (a fresh lease: the run above left its own).
+    h.extra_env.push((
+        "REDIS_PREFIX".into(),
+        format!("{}:", keeper_tests::env::unique("onchain-text")),
+    ));
+    let text = h
+        .command(&["--once", "--config", config])
+        .output()
+        .await
+        .expect("run keeper");
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("batch: seqno") && l.contains("exit code -14 (out of gas")),
+        "{text}"
     );
     // Enough value: exit code 0 on the next run.
     h.extra_env.push(("UPDATE_VALUE_TON".into(), "0.05".into()));

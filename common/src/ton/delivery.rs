@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use tokio::sync::Mutex;
+use tonlib_core::TonAddress;
 
 use super::BuildError;
 use super::external::{SignedExternal, build_external};
@@ -691,21 +692,33 @@ impl<T: TonTransport> Delivery<T> {
         }
     }
 
-    /// What the oracle made of a confirmed external: follows it through the v3 index from the
-    /// wallet transaction (by normalized hash) to each oracle transaction it caused, polling
-    /// until all are indexed or the read-back timeout passes. `None` without an index.
+    /// What the oracle made of a confirmed external: follows it from the wallet transaction to
+    /// each oracle transaction it caused, through toncenter's v3 index where the endpoint
+    /// offers it (by normalized hash), else through v2 `getTransactions` of the wallet and the
+    /// oracle (exit code from the transaction BoC), polling until everything is there or the
+    /// read-back timeout passes. `None` when neither can tell.
     async fn onchain_result(&self, ext: &SignedExternal) -> Option<OnChain> {
         let deadline = Instant::now() + self.config.readback_timeout;
+        let mut indexed = true;
         loop {
-            match self.try_onchain_result(ext).await {
+            let look = if indexed {
+                self.onchain_v3(ext).await
+            } else {
+                self.onchain_v2(ext).await
+            };
+            match look {
                 Ok(Some(found)) => return Some(found),
                 Ok(None) => {}
+                Err(Unindexed) if indexed => {
+                    indexed = false;
+                    continue;
+                }
                 Err(Unindexed) => return None,
             }
             if Instant::now() >= deadline {
                 tracing::warn!(
                     seqno = ext.seqno,
-                    "the oracle's transactions are not indexed yet; result unknown"
+                    "the oracle's transactions are not listed yet; result unknown"
                 );
                 return None;
             }
@@ -713,8 +726,9 @@ impl<T: TonTransport> Delivery<T> {
         }
     }
 
-    /// One look: `Ok(None)` while something is not indexed yet, `Err` when there is no index.
-    async fn try_onchain_result(&self, ext: &SignedExternal) -> Result<Option<OnChain>, Unindexed> {
+    /// One look in the v3 index: `Ok(None)` while something is not indexed yet, `Err` when
+    /// there is no index.
+    async fn onchain_v3(&self, ext: &SignedExternal) -> Result<Option<OnChain>, Unindexed> {
         let lookup = |hash_hex: String| async move {
             match self.transport.transactions_by_message(&hash_hex).await {
                 Ok(Some(txs)) => Ok(txs),
@@ -729,40 +743,116 @@ impl<T: TonTransport> Delivery<T> {
         let Some(wallet_tx) = wallet_txs.into_iter().next() else {
             return Ok(None);
         };
-        let wallet = self.wallet.address_raw();
-        let mut fees = wallet_tx.total_fees_nanoton;
-        let mut spent = wallet_tx.total_fees_nanoton;
-        let mut exit_code = 0;
         let mut oracle = Vec::new();
         for out in &wallet_tx.out_msgs {
-            spent = spent
-                .saturating_add(out.value_nanoton)
-                .saturating_add(out.fwd_fee_nanoton);
             let Some(hash) = B64.decode(&out.hash).ok().map(hex::encode) else {
                 continue;
             };
             let Some(tx) = lookup(hash).await?.into_iter().next() else {
                 return Ok(None);
             };
-            fees = fees.saturating_add(tx.total_fees_nanoton);
+            oracle.push((
+                tx.exit_code.unwrap_or(0),
+                tx.total_fees_nanoton,
+                tx.out_msgs,
+            ));
+        }
+        Ok(Some(self.tally(
+            wallet_tx.total_fees_nanoton,
+            &wallet_tx.out_msgs,
+            oracle,
+        )))
+    }
+
+    /// One look through v2 `getTransactions`: the wallet's transaction by the message's hashes,
+    /// then, on each destination, the transaction whose inbound message is the one the wallet
+    /// sent. `Err` when the endpoint cannot list transactions or gives no transaction BoC.
+    async fn onchain_v2(&self, ext: &SignedExternal) -> Result<Option<OnChain>, Unindexed> {
+        let body = B64.encode(ext.body_hash);
+        let hashes = [
+            B64.encode(ext.message_hash),
+            B64.encode(ext.normalized_hash),
+        ];
+        let list = |address: TonAddress| async move {
+            self.transport
+                .transactions(&address, 16)
+                .await
+                .map_err(|e| {
+                    tracing::debug!(error = %e, "getTransactions unavailable; oracle result unknown");
+                    Unindexed
+                })
+        };
+        let wallet_txs = list(self.wallet.address().clone()).await?;
+        let Some(wallet_tx) = wallet_txs.into_iter().find(|t| {
+            t.in_msg_body_hash.as_deref() == Some(body.as_str())
+                || t.in_msg_hash.as_ref().is_some_and(|h| hashes.contains(h))
+        }) else {
+            return Ok(None);
+        };
+        let mut oracle = Vec::new();
+        for out in &wallet_tx.out_messages {
+            let Ok(to) = out.destination.parse::<TonAddress>() else {
+                continue;
+            };
+            let found = list(to).await?.into_iter().find(|t| {
+                (!out.hash.is_empty() && t.in_msg_hash.as_deref() == Some(out.hash.as_str()))
+                    || (out.created_lt > 0
+                        && t.in_msg_created_lt == Some(out.created_lt)
+                        && t.in_msg_source
+                            .as_deref()
+                            .is_some_and(|s| self.is_wallet(s)))
+            });
+            let Some(tx) = found else {
+                return Ok(None);
+            };
+            let code = tx.exit_code.ok_or(Unindexed)?;
+            oracle.push((code, tx.fee_nanoton, tx.out_messages));
+        }
+        Ok(Some(self.tally(
+            wallet_tx.fee_nanoton,
+            &wallet_tx.out_messages,
+            oracle,
+        )))
+    }
+
+    /// True when `text` (raw or user-friendly) names this keeper's wallet.
+    fn is_wallet(&self, text: &str) -> bool {
+        text.parse::<TonAddress>()
+            .is_ok_and(|a| &a == self.wallet.address())
+    }
+
+    /// The batch's result from the wallet transaction (fees, messages sent) and each oracle
+    /// transaction (exit code, fees, messages it sent).
+    fn tally(
+        &self,
+        wallet_fee: u128,
+        sent: &[super::transport::IndexedMessage],
+        oracle_txs: Vec<(i32, u128, Vec<super::transport::IndexedMessage>)>,
+    ) -> OnChain {
+        let mut fees = wallet_fee;
+        let mut spent = sent.iter().fold(wallet_fee, |acc, m| {
+            acc.saturating_add(m.value_nanoton)
+                .saturating_add(m.fwd_fee_nanoton)
+        });
+        let mut exit_code = 0;
+        let mut oracle = Vec::new();
+        for (code, fee, back) in oracle_txs {
+            fees = fees.saturating_add(fee);
             // A bounce or the oracle's change coming back to the wallet is not spent.
-            for back in &tx.out_msgs {
-                if back.destination.eq_ignore_ascii_case(&wallet) {
-                    spent = spent.saturating_sub(back.value_nanoton);
-                }
+            for m in back.iter().filter(|m| self.is_wallet(&m.destination)) {
+                spent = spent.saturating_sub(m.value_nanoton);
             }
-            let code = tx.exit_code.unwrap_or(0);
             if code != 0 && exit_code == 0 {
                 exit_code = code;
             }
-            oracle.push((code, tx.total_fees_nanoton));
+            oracle.push((code, fee));
         }
-        Ok(Some(OnChain {
+        OnChain {
             exit_code,
             fees_nanoton: fees,
             spent_nanoton: spent,
             oracle,
-        }))
+        }
     }
 
     /// Books a confirmed batch: each oracle transaction's cost for `auto`, the spend for the

@@ -31,6 +31,7 @@ pub mod settings;
 pub mod summary;
 pub mod toncenter;
 pub mod transport;
+mod txboc;
 pub mod wallet;
 
 pub use delivery::{

@@ -722,6 +722,23 @@ fn v3_url(node: &Node) -> Option<url::Url> {
     Some(v3)
 }
 
+fn lt_field(m: &Value) -> u64 {
+    int_field(m, "created_lt")
+        .and_then(|lt| u64::try_from(lt).ok())
+        .unwrap_or(0)
+}
+
+/// A v2 `raw.message` as an [`IndexedMessage`].
+fn v2_message(m: &Value) -> IndexedMessage {
+    IndexedMessage {
+        hash: m["hash"].as_str().unwrap_or("").to_owned(),
+        destination: m["destination"].as_str().unwrap_or("").to_owned(),
+        value_nanoton: int_field(m, "value").unwrap_or(0),
+        fwd_fee_nanoton: int_field(m, "fwd_fee").unwrap_or(0),
+        created_lt: lt_field(m),
+    }
+}
+
 fn indexed(t: &Value) -> IndexedTransaction {
     let compute = &t["description"]["compute_ph"];
     IndexedTransaction {
@@ -742,6 +759,7 @@ fn indexed(t: &Value) -> IndexedTransaction {
                             destination: m["destination"].as_str().unwrap_or("").to_owned(),
                             value_nanoton: int_field(m, "value").unwrap_or(0),
                             fwd_fee_nanoton: int_field(m, "fwd_fee").unwrap_or(0),
+                            created_lt: lt_field(m),
                         })
                     })
                     .collect()
@@ -921,6 +939,24 @@ impl TonTransport for Toncenter {
                     .get("out_msgs")
                     .and_then(Value::as_array)
                     .map_or(0, Vec::len),
+                fee_nanoton: int_field(t, "fee").unwrap_or(0),
+                exit_code: t
+                    .get("data")
+                    .and_then(Value::as_str)
+                    .filter(|d| !d.is_empty())
+                    .and_then(|d| B64.decode(d).ok())
+                    .and_then(|boc| super::txboc::compute_exit_code(&boc)),
+                in_msg_source: in_msg
+                    .and_then(|m| m.get("source"))
+                    .and_then(Value::as_str)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned),
+                in_msg_created_lt: in_msg.map(lt_field).filter(|lt| *lt > 0),
+                out_messages: t
+                    .get("out_msgs")
+                    .and_then(Value::as_array)
+                    .map(|a| a.iter().map(v2_message).collect())
+                    .unwrap_or_default(),
             });
         }
         Ok(out)

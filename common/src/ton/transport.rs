@@ -237,6 +237,16 @@ pub struct Transaction {
     pub in_msg_hash: Option<String>,
     /// Number of outbound messages.
     pub out_msgs: usize,
+    /// All fees of the transaction (`fee`), nanotons.
+    pub fee_nanoton: u128,
+    /// Compute phase exit code, parsed from the transaction BoC (`data`) when it is there.
+    pub exit_code: Option<i32>,
+    /// Sender of the inbound message (user-friendly or raw), for an internal one.
+    pub in_msg_source: Option<String>,
+    /// Logical time the inbound message was created at, for an internal one.
+    pub in_msg_created_lt: Option<u64>,
+    /// The outbound messages.
+    pub out_messages: Vec<IndexedMessage>,
 }
 
 /// The chain calls delivery makes. Implementations retry transient failures themselves.
@@ -309,4 +319,6 @@ pub struct IndexedMessage {
     pub value_nanoton: u128,
     /// Forwarding fee paid for it on top of the transaction's fees, nanotons.
     pub fwd_fee_nanoton: u128,
+    /// Logical time it was created at (0 when not reported).
+    pub created_lt: u64,
 }
