@@ -6,12 +6,13 @@
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use sha2::{Digest, Sha256};
 
+use crate::child::{self, Running};
 use crate::dump::{DumpError, Killer, describe_status};
-use crate::pg::LibpqTarget;
+use crate::libpq::LibpqTarget;
 
 const READ_BUF: usize = 1 << 20;
 
@@ -98,7 +99,8 @@ pub enum RestoreTo<'a> {
     },
 }
 
-/// Decompresses `path` into `pg_restore` (stdin) and returns what it printed on stdout.
+/// Decompresses `path` into `pg_restore` (stdin) and returns the number of table-of-contents
+/// entries it printed (`--list`; 0 for a restore).
 /// The whole archive is always decompressed, so a truncated or corrupt tail is noticed even when
 /// `pg_restore --list` stops reading after the table of contents.
 pub fn pg_restore(
@@ -106,9 +108,9 @@ pub fn pg_restore(
     path: &Path,
     to: RestoreTo<'_>,
     killer: &Killer,
-) -> Result<String, ArchiveError> {
+) -> Result<usize, ArchiveError> {
     let tool = pg_restore.display().to_string();
-    let mut cmd = Command::new(pg_restore);
+    let mut cmd = child::command(pg_restore);
     match &to {
         RestoreTo::List => {
             cmd.arg("--list");
@@ -124,50 +126,37 @@ pub fn pg_restore(
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|source| DumpError::Spawn {
+    let mut child = Running::spawn(&mut cmd).map_err(|source| DumpError::Spawn {
         tool: tool.clone(),
         source,
     })?;
-    let stdin = child.stdin.take();
-    let stdout = child.stdout.take();
-    let stderr = child.stderr.take();
+    let stdin = child.child_mut().stdin.take();
+    let stdout = child.child_mut().stdout.take();
+    let stderr = child.child_mut().stderr.take();
+    // stdout is only ever the table of contents: counted line by line, never held whole.
     let out_thread = std::thread::spawn(move || {
-        let mut s = String::new();
-        if let Some(mut o) = stdout {
-            let _ = o.read_to_string(&mut s);
-        }
-        s
+        let Some(o) = stdout else { return 0usize };
+        io::BufRead::split(io::BufReader::new(o), b'\n')
+            .map_while(Result::ok)
+            .filter(|l| !l.starts_with(b";") && !l.trim_ascii().is_empty())
+            .count()
     });
-    let err_thread = std::thread::spawn(move || {
-        let mut s = String::new();
-        if let Some(mut e) = stderr {
-            let _ = e.read_to_string(&mut s);
-        }
-        s
-    });
-    let child = std::sync::Arc::new(std::sync::Mutex::new(child));
-    if let Some(reason) = register(killer, &child) {
+    let err_thread = crate::dump::stderr_tail(stderr);
+    if let Err(reason) = killer.register_child(child.handle()) {
+        drop(child);
         return Err(DumpError::Stopped(reason).into());
     }
 
     let fed = feed(path, stdin);
     if fed.is_err() {
-        let _ = child.lock().unwrap_or_else(|p| p.into_inner()).kill();
+        child.kill();
     }
-    let status = child.lock().unwrap_or_else(|p| p.into_inner()).wait();
-    let stdout = out_thread.join().unwrap_or_default();
-    let stderr = err_thread.join().unwrap_or_default();
-    let stderr_tail: String = {
-        let t = stderr.trim();
-        let start = t.len().saturating_sub(4000);
-        let start = (start..t.len())
-            .find(|i| t.is_char_boundary(*i))
-            .unwrap_or(t.len());
-        t[start..].to_owned()
-    };
+    let status = child.wait();
+    let entries = out_thread.join().unwrap_or_default();
+    let stderr_tail = err_thread.and_then(|h| h.join().ok()).unwrap_or_default();
     fed?;
     match status {
-        Ok(s) if s.success() => Ok(stdout),
+        Ok(s) if s.success() => Ok(entries),
         Ok(s) => Err(DumpError::Tool {
             tool,
             status: describe_status(s),
@@ -176,13 +165,6 @@ pub fn pg_restore(
         .into()),
         Err(source) => Err(DumpError::Spawn { tool, source }.into()),
     }
-}
-
-fn register(
-    killer: &Killer,
-    child: &std::sync::Arc<std::sync::Mutex<std::process::Child>>,
-) -> Option<String> {
-    killer.register_child(child.clone()).err()
 }
 
 /// Decompresses the file into `stdin`; once the reader has closed its end (EPIPE), the rest is

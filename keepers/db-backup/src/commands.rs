@@ -12,9 +12,10 @@ use crate::app::App;
 use crate::archive::{self, RestoreTo};
 use crate::config::VerifyMode;
 use crate::dump::Killer;
+use crate::libpq::LibpqTarget;
 use crate::local::LocalStore;
 use crate::manifest::{BackupId, Manifest, Verification, parse_sidecar};
-use crate::pg::{self, LibpqTarget};
+use crate::pg;
 use crate::verify::{Verifier, compare_counts, run_blocking};
 
 /// One row of `list`.
@@ -334,7 +335,7 @@ pub async fn restore(
     {
         let tool = app.settings.pg_restore_path.clone();
         let path = checked.path.clone();
-        let t = LibpqTarget::new(target);
+        let t = LibpqTarget::new(target)?;
         let killer = killer.clone();
         run_blocking(move || {
             archive::pg_restore(

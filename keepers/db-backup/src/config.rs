@@ -87,6 +87,10 @@ pub struct BackupSettings {
     /// Seconds to wait for another run's lock before giving up; 0 = give up at once
     /// (`BACKUP_LOCK_TIMEOUT`).
     pub lock_timeout: u64,
+    /// Seconds `pg_dump` (and the row counts beside it) may queue for a table lock before the
+    /// run fails naming the table, 1 to 3600 (`BACKUP_LOCK_WAIT_TIMEOUT`). Without a limit a
+    /// dump queued behind an ACCESS EXCLUSIVE request blocks every later query on that table.
+    pub lock_wait_timeout: u64,
     /// Seconds without a successful backup before `backup_stale` fires (`BACKUP_STALE_AFTER`);
     /// default: two schedule periods plus a quarter period (at most an hour) of slack.
     pub stale_after: Option<u64>,
@@ -119,6 +123,7 @@ impl Default for BackupSettings {
             records: true,
             records_database_url: None,
             lock_timeout: 0,
+            lock_wait_timeout: 60,
             stale_after: None,
             name: None,
             pushgateway_url: None,
@@ -291,6 +296,12 @@ impl Settings {
                     "{} must end in .prom (node-exporter reads only those)",
                     p.display()
                 ),
+            ));
+        }
+        if !(1..=3600).contains(&b.lock_wait_timeout) {
+            return Err(ConfigError::new(
+                "backup.lock_wait_timeout (BACKUP_LOCK_WAIT_TIMEOUT)",
+                format!("{} is outside 1..=3600 seconds", b.lock_wait_timeout),
             ));
         }
         if !(1..=19).contains(&b.zstd_level) {

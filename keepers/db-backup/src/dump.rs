@@ -7,13 +7,14 @@
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use sha2::{Digest, Sha256};
 
-use crate::pg::LibpqTarget;
+use crate::child::{self, GroupHandle, Running};
+use crate::libpq::LibpqTarget;
 
 /// Size of each read from `pg_dump`'s pipe.
 const READ_BUF: usize = 1 << 20;
@@ -53,6 +54,16 @@ pub enum DumpError {
         /// The end of what it printed on stderr.
         stderr: String,
     },
+    /// `pg_dump` gave up queueing for a table lock that another session holds.
+    #[error(
+        "pg_dump could not lock table {table} within {seconds} s (BACKUP_LOCK_WAIT_TIMEOUT): another session holds a conflicting lock (an ALTER, TRUNCATE, VACUUM FULL or explicit LOCK); nothing was written"
+    )]
+    LockTimeout {
+        /// The table, as pg_dump names it (`schema.table`).
+        table: String,
+        /// The limit that ran out.
+        seconds: u64,
+    },
     /// Compression failed.
     #[error("zstd: {0}")]
     Zstd(io::Error),
@@ -80,19 +91,19 @@ impl Default for Killer {
 
 #[derive(Default)]
 struct KillerState {
-    child: Option<Arc<Mutex<Child>>>,
+    child: Option<GroupHandle>,
     reason: Option<String>,
 }
 
 impl Killer {
-    /// Kills the child now, or as soon as it starts.
+    /// Kills the child's process group now, or as soon as it starts.
     pub fn kill(&self, reason: &str) {
         let mut st = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if st.reason.is_none() {
             st.reason = Some(reason.to_owned());
         }
         if let Some(child) = &st.child {
-            let _ = child.lock().unwrap_or_else(|p| p.into_inner()).kill();
+            child.kill();
         }
         drop(st);
         self.signal.send_replace(true);
@@ -105,10 +116,10 @@ impl Killer {
         let _ = rx.wait_for(|k| *k).await;
     }
 
-    pub(crate) fn register_child(&self, child: Arc<Mutex<Child>>) -> Result<(), String> {
+    pub(crate) fn register_child(&self, child: GroupHandle) -> Result<(), String> {
         let mut st = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(r) = &st.reason {
-            let _ = child.lock().unwrap_or_else(|p| p.into_inner()).kill();
+            child.kill();
             return Err(r.clone());
         }
         st.child = Some(child);
@@ -184,10 +195,16 @@ pub struct DumpSpec {
     pub level: i32,
     /// zstd workers.
     pub threads: u32,
+    /// `--lock-wait-timeout`: how long pg_dump may queue for a table lock.
+    pub lock_wait_timeout_seconds: u64,
+    /// The server checks that pg_dump is still connected while it runs a query
+    /// (PostgreSQL 14+): a backend whose pg_dump was killed while it queued for a lock would
+    /// otherwise stay in that queue, and everyone behind it, until the lock wait ends.
+    pub check_client_connection: bool,
 }
 
 /// Collects the tail of a child's stderr on a thread.
-fn stderr_tail(stream: Option<std::process::ChildStderr>) -> Option<JoinHandle<String>> {
+pub(crate) fn stderr_tail(stream: Option<std::process::ChildStderr>) -> Option<JoinHandle<String>> {
     let mut stream = stream?;
     Some(std::thread::spawn(move || {
         let mut keep: Vec<u8> = Vec::new();
@@ -230,22 +247,30 @@ pub fn dump_to_file(spec: &DumpSpec, tmp: &Path, killer: &Killer) -> Result<Dump
         .map_err(io_err("creating"))?;
 
     let tool = spec.pg_dump.display().to_string();
-    let mut cmd = Command::new(&spec.pg_dump);
+    let mut cmd = child::command(&spec.pg_dump);
     cmd.args(["--format=custom", "--compress=0"])
         .arg(format!("--snapshot={}", spec.snapshot))
+        .arg(format!(
+            "--lock-wait-timeout={}s",
+            spec.lock_wait_timeout_seconds
+        ))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     spec.target.apply(&mut cmd);
-    let mut child = cmd.spawn().map_err(|source| DumpError::Spawn {
+    if spec.check_client_connection {
+        let mut options = std::env::var_os("PGOPTIONS").unwrap_or_default();
+        options.push(" -c client_connection_check_interval=2000");
+        cmd.env("PGOPTIONS", options);
+    }
+    let mut child = Running::spawn(&mut cmd).map_err(|source| DumpError::Spawn {
         tool: tool.clone(),
         source,
     })?;
-    let stdout = child.stdout.take();
-    let stderr = stderr_tail(child.stderr.take());
-    let child = Arc::new(Mutex::new(child));
-    if let Err(reason) = killer.register_child(child.clone()) {
-        let _ = reap(&child);
+    let stdout = child.child_mut().stdout.take();
+    let stderr = stderr_tail(child.child_mut().stderr.take());
+    if let Err(reason) = killer.register_child(child.handle()) {
+        let _ = child.wait();
         return Err(DumpError::Stopped(reason));
     }
 
@@ -254,9 +279,9 @@ pub fn dump_to_file(spec: &DumpSpec, tmp: &Path, killer: &Killer) -> Result<Dump
         None => Err(DumpError::Stopped("pg_dump has no stdout".into())),
     };
     if pumped.is_err() {
-        let _ = child.lock().unwrap_or_else(|p| p.into_inner()).kill();
+        child.kill();
     }
-    let status = reap(&child);
+    let status = child.wait();
     let stderr = stderr.and_then(|h| h.join().ok()).unwrap_or_default();
     if let Some(reason) = killer.reason() {
         return Err(DumpError::Stopped(reason));
@@ -265,6 +290,12 @@ pub fn dump_to_file(spec: &DumpSpec, tmp: &Path, killer: &Killer) -> Result<Dump
     let out = pumped?;
     match status {
         Ok(s) if s.success() => {}
+        Ok(_) if stderr.contains("lock timeout") => {
+            return Err(DumpError::LockTimeout {
+                table: locked_table(&stderr).unwrap_or_else(|| "(not named by pg_dump)".into()),
+                seconds: spec.lock_wait_timeout_seconds,
+            });
+        }
         Ok(s) => {
             return Err(DumpError::Tool {
                 tool,
@@ -277,8 +308,11 @@ pub fn dump_to_file(spec: &DumpSpec, tmp: &Path, killer: &Killer) -> Result<Dump
     Ok(out)
 }
 
-fn reap(child: &Arc<Mutex<Child>>) -> io::Result<ExitStatus> {
-    child.lock().unwrap_or_else(|p| p.into_inner()).wait()
+/// The table in pg_dump's `Query was: LOCK TABLE schema.t IN ACCESS SHARE MODE` detail line.
+fn locked_table(stderr: &str) -> Option<String> {
+    let after = &stderr[stderr.rfind("LOCK TABLE ")? + "LOCK TABLE ".len()..];
+    let end = after.find(" IN ")?;
+    Some(after[..end].trim().to_owned())
 }
 
 /// Reads `input` to its end through zstd and SHA-256 into `file`, then fsyncs.
@@ -326,6 +360,14 @@ fn compress(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_locked_table_is_read_from_pg_dump_stderr() {
+        let e = "pg_dump: error: query failed: ERROR:  canceling statement due to lock timeout\n\
+                 pg_dump: detail: Query was: LOCK TABLE \"My Schema\".t IN ACCESS SHARE MODE";
+        assert_eq!(locked_table(e).as_deref(), Some("\"My Schema\".t"));
+        assert_eq!(locked_table("pg_dump: error: connection failed"), None);
+    }
 
     #[test]
     fn compress_round_trips_and_hashes_the_file() {

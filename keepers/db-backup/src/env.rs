@@ -34,6 +34,11 @@ const BACKUP_ENV: &[EnvBinding] = &[
         Kind::Str,
     ),
     bind("BACKUP_LOCK_TIMEOUT", "backup.lock_timeout", Kind::Int),
+    bind(
+        "BACKUP_LOCK_WAIT_TIMEOUT",
+        "backup.lock_wait_timeout",
+        Kind::Int,
+    ),
     bind("BACKUP_STALE_AFTER", "backup.stale_after", Kind::Int),
     bind("BACKUP_NAME", "backup.name", Kind::Str),
     bind("PUSHGATEWAY_URL", "backup.pushgateway_url", Kind::Str),

@@ -15,9 +15,10 @@ use serde::Serialize;
 use crate::app::App;
 use crate::config::VerifyMode;
 use crate::dump::{self, DumpSpec, Killer};
+use crate::libpq::LibpqTarget;
 use crate::local::LocalStore;
 use crate::manifest::{BackupId, Compression, MANIFEST_FORMAT, Manifest};
-use crate::pg::{self, LibpqTarget, PgError, Source};
+use crate::pg::{self, PgError, Source};
 use crate::prune::{self, PruneReport};
 use crate::verify::{Verifier, run_blocking};
 
@@ -239,15 +240,17 @@ async fn locked(
     clean_leftovers(app).await;
     let id = fresh_id(app).await?;
     let tmp = app.local.temp_path(&id);
-    let snapshot = source.export_snapshot().await?;
+    let snapshot = source.export_snapshot(b.lock_wait_timeout).await?;
     tracing::info!(backup = %id, snapshot = %snapshot, "dumping");
 
     let spec = DumpSpec {
         pg_dump: b.pg_dump_path.clone(),
-        target: LibpqTarget::new(&s.source_url),
+        target: LibpqTarget::new(&s.source_url).map_err(PgError::from)?,
         snapshot: snapshot.clone(),
         level: b.zstd_level,
         threads: s.zstd_threads,
+        lock_wait_timeout_seconds: b.lock_wait_timeout,
+        check_client_connection: source.info.major() >= 14,
     };
     let dumping = {
         let (tmp, killer) = (tmp.clone(), killer.clone());

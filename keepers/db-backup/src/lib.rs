@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod archive;
+pub mod child;
 pub mod commands;
 pub mod config;
 pub mod cycle;
@@ -11,6 +12,7 @@ pub mod dump;
 pub mod env;
 pub mod export;
 pub mod job;
+pub mod libpq;
 pub mod local;
 pub mod manifest;
 pub mod metrics;

@@ -11,8 +11,9 @@ use sqlx::AssertSqlSafe;
 use crate::archive::{self, ArchiveError, RestoreTo};
 use crate::config::VerifyMode;
 use crate::dump::Killer;
+use crate::libpq::LibpqTarget;
 use crate::manifest::{Manifest, Verification};
-use crate::pg::{self, LibpqTarget, PgError};
+use crate::pg::{self, PgError};
 
 /// Why a verification could not be carried out or did not pass.
 #[derive(Debug, thiserror::Error)]
@@ -64,11 +65,7 @@ impl Verifier<'_> {
         let detail = match mode {
             VerifyMode::None => "checksum matches".to_owned(),
             VerifyMode::List => {
-                let toc = self.restore_blocking(path, None).await?;
-                let entries = toc
-                    .lines()
-                    .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
-                    .count();
+                let entries = self.restore_blocking(path, None).await?;
                 if entries == 0 {
                     return Err(VerifyError::Setup(format!(
                         "{}: pg_restore --list shows an empty table of contents",
@@ -91,7 +88,7 @@ impl Verifier<'_> {
         &self,
         path: &Path,
         target: Option<LibpqTarget>,
-    ) -> Result<String, ArchiveError> {
+    ) -> Result<usize, ArchiveError> {
         let tool = self.pg_restore.to_path_buf();
         let path: PathBuf = path.to_path_buf();
         let killer = self.killer.clone();
@@ -157,8 +154,11 @@ impl Verifier<'_> {
         manifest: &Manifest,
         scratch_url: &SecretUrl,
     ) -> Result<String, VerifyError> {
-        self.restore_blocking(path, Some(LibpqTarget::new(scratch_url)))
-            .await?;
+        self.restore_blocking(
+            path,
+            Some(LibpqTarget::new(scratch_url).map_err(PgError::from)?),
+        )
+        .await?;
         let mut conn = pg::connect(scratch_url).await?;
         let counts = pg::row_counts(&mut conn, scratch_url).await;
         let _ = sqlx::Connection::close(conn).await;
