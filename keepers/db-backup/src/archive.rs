@@ -167,6 +167,110 @@ pub fn pg_restore(
     }
 }
 
+/// A restore that commits only after a check ran inside its transaction.
+pub struct CheckedRestore<'a> {
+    /// `pg_restore`, which turns the archive into SQL.
+    pub pg_restore: &'a Path,
+    /// `psql`, which runs that SQL in one transaction.
+    pub psql: &'a Path,
+    /// Where.
+    pub target: &'a LibpqTarget,
+    /// `--no-owner --no-privileges`.
+    pub no_owner: bool,
+    /// `--clean --if-exists`: drop the archive's objects first.
+    pub clean: bool,
+    /// SQL run after the restore, before `COMMIT`; an error in it rolls everything back.
+    pub check_sql: Option<String>,
+}
+
+/// Decompresses `path` into `pg_restore -f -`, whose SQL goes straight into
+/// `psql --single-transaction -v ON_ERROR_STOP=1`, followed by the check: nothing is committed
+/// unless every statement and the check succeed. (`pg_restore --single-transaction` commits on
+/// its own, before anyone could look at the result.)
+pub fn restore_checked(
+    r: &CheckedRestore<'_>,
+    path: &Path,
+    killer: &Killer,
+) -> Result<(), ArchiveError> {
+    let mut dump = child::command(r.pg_restore);
+    dump.args(["--file=-"]);
+    if r.no_owner {
+        dump.args(["--no-owner", "--no-privileges"]);
+    }
+    if r.clean {
+        dump.args(["--clean", "--if-exists"]);
+    }
+    dump.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let restore_tool = r.pg_restore.display().to_string();
+    let mut restore = Running::spawn(&mut dump).map_err(|source| DumpError::Spawn {
+        tool: restore_tool.clone(),
+        source,
+    })?;
+    if let Err(reason) = killer.register_child(restore.handle()) {
+        return Err(DumpError::Stopped(reason).into());
+    }
+    let sql = restore.child_mut().stdout.take();
+    let restore_err = crate::dump::stderr_tail(restore.child_mut().stderr.take());
+    let stdin = restore.child_mut().stdin.take();
+
+    let psql_tool = r.psql.display().to_string();
+    let mut run = child::command(r.psql);
+    run.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction"]);
+    r.target.apply(&mut run);
+    run.arg("--file=-");
+    if let Some(check) = &r.check_sql {
+        run.arg(format!("--command={check}"));
+    }
+    run.stdin(sql.map(Stdio::from).unwrap_or_else(Stdio::null))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut psql = Running::spawn(&mut run).map_err(|source| DumpError::Spawn {
+        tool: psql_tool.clone(),
+        source,
+    })?;
+    if let Err(reason) = killer.register_child(psql.handle()) {
+        return Err(DumpError::Stopped(reason).into());
+    }
+    let psql_err = crate::dump::stderr_tail(psql.child_mut().stderr.take());
+    // `run` (and its copy of pg_restore's stdout) must go, or psql never sees end of input.
+    drop(run);
+
+    let fed = feed(path, stdin);
+    if fed.is_err() {
+        restore.kill();
+        psql.kill();
+    }
+    let restore_status = restore.wait();
+    let psql_status = psql.wait();
+    let restore_err = restore_err.and_then(|h| h.join().ok()).unwrap_or_default();
+    let psql_err = psql_err.and_then(|h| h.join().ok()).unwrap_or_default();
+    if let Some(reason) = killer.reason() {
+        return Err(DumpError::Stopped(reason).into());
+    }
+    fed?;
+    let failed =
+        |tool: String, status: io::Result<std::process::ExitStatus>, stderr: String| match status {
+            Ok(s) if s.success() => None,
+            Ok(s) => Some(DumpError::Tool {
+                tool,
+                status: describe_status(s),
+                stderr,
+            }),
+            Err(source) => Some(DumpError::Spawn { tool, source }),
+        };
+    // psql's complaint (the failing statement, the check's message) is the one that matters;
+    // pg_restore usually only failed because psql stopped reading.
+    if let Some(e) = failed(psql_tool, psql_status, psql_err) {
+        return Err(e.into());
+    }
+    if let Some(e) = failed(restore_tool, restore_status, restore_err) {
+        return Err(e.into());
+    }
+    Ok(())
+}
+
 /// Decompresses the file into `stdin`; once the reader has closed its end (EPIPE), the rest is
 /// still decompressed into nothing so corruption anywhere is found.
 fn feed(path: &Path, stdin: Option<std::process::ChildStdin>) -> Result<(), ArchiveError> {

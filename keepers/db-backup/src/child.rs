@@ -112,6 +112,14 @@ pub struct GroupHandle {
 }
 
 impl GroupHandle {
+    /// Whether the leader is still unreaped.
+    pub fn is_live(&self) -> bool {
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
     /// SIGKILLs the whole group, if it still runs.
     pub fn kill(&self) {
         if let Some(pid) = *self.live.lock().unwrap_or_else(|p| p.into_inner()) {

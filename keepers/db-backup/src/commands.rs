@@ -9,14 +9,13 @@ use object_store::PutMode;
 use serde::Serialize;
 
 use crate::app::App;
-use crate::archive::{self, RestoreTo};
+use crate::archive;
 use crate::config::VerifyMode;
 use crate::dump::Killer;
 use crate::libpq::LibpqTarget;
 use crate::local::LocalStore;
 use crate::manifest::{BackupId, Manifest, Verification, parse_sidecar};
-use crate::pg;
-use crate::verify::{Verifier, compare_counts, run_blocking};
+use crate::verify::{Verifier, run_blocking};
 
 /// One row of `list`.
 #[derive(Debug, Clone, Serialize)]
@@ -310,63 +309,92 @@ pub struct RestoreReport {
     pub backup: String,
     /// The target, password redacted.
     pub target: String,
-    /// Tables whose rows were counted and compared.
+    /// Tables whose rows were counted and compared before commit.
     pub tables_checked: usize,
     /// Rows in those tables.
     pub rows: i64,
+    /// The counts were compared inside the restore's transaction (false: no manifest, nothing
+    /// to compare with; the restore was still one transaction).
+    pub checked_before_commit: bool,
+    /// `--clean`: the backup's objects were dropped and recreated.
+    pub clean: bool,
 }
 
-/// Restores `from` into `target` after checking its checksum; then compares row counts.
+/// How `restore` writes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RestoreOptions {
+    /// Skip ownership and privileges.
+    pub no_owner: bool,
+    /// Allow a non-empty target; drop the backup's objects there first.
+    pub clean: bool,
+}
+
+/// Restores `from` into `target` after checking its checksum, refusing the source database
+/// and (without `clean`) a target with tables; commits only when the row counts match.
 pub async fn restore(
     app: &App,
     from: &str,
     target: &SecretUrl,
-    no_owner: bool,
+    opts: RestoreOptions,
     killer: &Killer,
 ) -> anyhow::Result<RestoreReport> {
     let found = locate(app, from).await?;
+    crate::restore::check_target(
+        target,
+        &app.settings.source_url,
+        found.manifest(),
+        opts.clean,
+    )
+    .await?;
     let checked = fetch_checked(app, found).await?;
     let backup = checked
         .manifest
         .as_ref()
         .map(|m| m.id().base())
         .unwrap_or_else(|| checked.path.display().to_string());
-    tracing::info!(backup = %backup, target = %target.redacted(), "restoring");
+    let check_sql = checked
+        .manifest
+        .as_ref()
+        .map(|m| crate::restore::count_check_sql(&m.row_counts))
+        .transpose()?;
+    tracing::info!(backup = %backup, target = %target.redacted(), clean = opts.clean, "restoring");
     {
         let tool = app.settings.pg_restore_path.clone();
+        let psql = crate::restore::psql_beside(&tool);
         let path = checked.path.clone();
         let t = LibpqTarget::new(target)?;
         let killer = killer.clone();
+        let check_sql = check_sql.clone();
         run_blocking(move || {
-            archive::pg_restore(
-                &tool,
-                &path,
-                RestoreTo::Database {
+            archive::restore_checked(
+                &archive::CheckedRestore {
+                    pg_restore: &tool,
+                    psql: &psql,
                     target: &t,
-                    no_owner,
+                    no_owner: opts.no_owner,
+                    clean: opts.clean,
+                    check_sql,
                 },
+                &path,
                 &killer,
             )
         })
         .await
-        .context("pg_restore")?;
+        .context("restore (rolled back, nothing committed)")?;
     }
-    let mut report = RestoreReport {
+    let (tables_checked, rows) = checked
+        .manifest
+        .as_ref()
+        .map(|m| (m.row_counts.len(), m.row_counts.values().sum()))
+        .unwrap_or((0, 0));
+    Ok(RestoreReport {
         backup,
         target: target.redacted(),
-        tables_checked: 0,
-        rows: 0,
-    };
-    if let Some(m) = &checked.manifest {
-        let mut conn = pg::connect(target).await?;
-        let counts = pg::row_counts(&mut conn, target).await;
-        let _ = sqlx::Connection::close(conn).await;
-        let counts = counts?;
-        compare_counts(&m.row_counts, &counts).context("restored, but")?;
-        report.tables_checked = counts.len();
-        report.rows = counts.values().sum();
-    }
-    Ok(report)
+        tables_checked,
+        rows,
+        checked_before_commit: check_sql.is_some(),
+        clean: opts.clean,
+    })
 }
 
 /// Verifies `from` and records the result in its manifest(s) and `backup_runs`.

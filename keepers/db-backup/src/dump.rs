@@ -91,7 +91,7 @@ impl Default for Killer {
 
 #[derive(Default)]
 struct KillerState {
-    child: Option<GroupHandle>,
+    children: Vec<GroupHandle>,
     reason: Option<String>,
 }
 
@@ -102,7 +102,7 @@ impl Killer {
         if st.reason.is_none() {
             st.reason = Some(reason.to_owned());
         }
-        if let Some(child) = &st.child {
+        for child in &st.children {
             child.kill();
         }
         drop(st);
@@ -122,7 +122,8 @@ impl Killer {
             child.kill();
             return Err(r.clone());
         }
-        st.child = Some(child);
+        st.children.retain(GroupHandle::is_live);
+        st.children.push(child);
         Ok(())
     }
 

@@ -311,6 +311,7 @@ async fn locked(
         row_counts: counts,
         verification: None,
         tool: concat!("db-backup ", env!("CARGO_PKG_VERSION")).into(),
+        system_identifier: source.info.system_identifier.clone(),
     };
 
     if b.verify != VerifyMode::None {

@@ -20,5 +20,6 @@ pub mod pg;
 pub mod prune;
 pub mod records;
 pub mod remote;
+pub mod restore;
 pub mod retention;
 pub mod verify;

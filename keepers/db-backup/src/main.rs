@@ -62,6 +62,10 @@ enum Command {
         /// Do not restore ownership and privileges (roles of the source may not exist here).
         #[arg(long)]
         no_owner: bool,
+        /// Restore into a database that already has tables: the backup's objects are dropped
+        /// and recreated (others are left alone). Without it such a target is refused.
+        #[arg(long)]
+        clean: bool,
     },
     /// Verify an existing backup and record the result in its manifest and backup_runs.
     Verify {
@@ -188,17 +192,26 @@ async fn dispatch(cli: Cli, settings: Settings) -> anyhow::Result<i32> {
             from,
             target_database_url,
             no_owner,
+            clean,
         } => {
             let target = commands::target_url(target_database_url)?;
             let app = App::new(settings, metrics, Alerter::disabled(), false).await?;
             let (shutdown, killer) = (Shutdown::new(), Killer::default());
             stop_on_signal(&shutdown, &killer);
-            let report = commands::restore(&app, &from, &target, no_owner, &killer).await?;
+            let opts = commands::RestoreOptions { no_owner, clean };
+            let report = commands::restore(&app, &from, &target, opts, &killer).await?;
             print(common.output, &report, || {
-                format!(
-                    "restored {} into {}: {} tables, {} rows, counts equal to the manifest",
-                    report.backup, report.target, report.tables_checked, report.rows
-                )
+                if report.checked_before_commit {
+                    format!(
+                        "restored {} into {}: {} tables, {} rows, counts equal to the manifest (checked before commit)",
+                        report.backup, report.target, report.tables_checked, report.rows
+                    )
+                } else {
+                    format!(
+                        "restored {} into {} in one transaction; no manifest, so row counts were not checked",
+                        report.backup, report.target
+                    )
+                }
             });
             Ok(EXIT_OK)
         }

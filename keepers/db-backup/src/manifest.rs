@@ -171,6 +171,10 @@ pub struct Manifest {
     pub verification: Option<Verification>,
     /// `db-backup {version}` that wrote it.
     pub tool: String,
+    /// The source cluster's `system_identifier`: with `database`, what `restore` uses to
+    /// refuse writing into the database the backup came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_identifier: Option<String>,
 }
 
 impl Manifest {

@@ -108,6 +108,8 @@ pub struct ServerInfo {
     pub version: String,
     /// `server_version_num`.
     pub version_num: i32,
+    /// The cluster's `system_identifier` (`pg_control_system()`), when readable.
+    pub system_identifier: Option<String>,
 }
 
 impl ServerInfo {
@@ -138,7 +140,8 @@ impl Source {
         let mut conn = connect(url).await?;
         let row = sqlx::query(
             "SELECT current_database(), current_setting('server_version'), \
-             current_setting('server_version_num')::int, pg_backend_pid()",
+             current_setting('server_version_num')::int, pg_backend_pid(), \
+             (SELECT system_identifier::text FROM pg_control_system())",
         )
         .fetch_one(&mut conn)
         .await
@@ -147,6 +150,7 @@ impl Source {
             database: row.get(0),
             version: row.get(1),
             version_num: row.get(2),
+            system_identifier: row.try_get(4).ok(),
         };
         Ok(Self {
             conn,
@@ -281,6 +285,28 @@ impl Source {
     }
 }
 
+/// `(system_identifier, current_database())` of the server `conn` is on.
+pub async fn identity(
+    conn: &mut PgConnection,
+    url: &SecretUrl,
+) -> Result<(Option<String>, String), PgError> {
+    let row = sqlx::query(
+        "SELECT (SELECT system_identifier::text FROM pg_control_system()), current_database()",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(sql_err("reading the server identity", url))?;
+    Ok((row.try_get(0).ok().flatten(), row.get(1)))
+}
+
+/// Tables (`schema.table`) that `pg_dump` would write rows for.
+pub async fn user_tables(conn: &mut PgConnection, url: &SecretUrl) -> Result<Vec<String>, PgError> {
+    sqlx::query_scalar(TABLES_SQL)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(sql_err("listing tables", url))
+}
+
 /// Tables whose rows `pg_dump` writes: ordinary tables and partitions outside the system
 /// schemas, not members of an extension (their data is not dumped), not temporary.
 const TABLES_SQL: &str = "SELECT format('%I.%I', n.nspname, c.relname) \
@@ -410,6 +436,7 @@ mod tests {
             database: "x".into(),
             version: "16.1".into(),
             version_num: 160001,
+            system_identifier: None,
         };
         let e = check_dump_version(Path::new("/usr/bin/pg_dump"), 15, &server).unwrap_err();
         assert!(
