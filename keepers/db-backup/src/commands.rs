@@ -13,8 +13,10 @@ use crate::archive;
 use crate::config::VerifyMode;
 use crate::dump::Killer;
 use crate::libpq::LibpqTarget;
-use crate::local::LocalStore;
-use crate::manifest::{BackupId, Manifest, Verification, parse_sidecar};
+use crate::local::{LocalStore, read_bounded};
+use crate::manifest::{
+    BackupId, MAX_MANIFEST_BYTES, MAX_SIDECAR_BYTES, Manifest, Verification, parse_sidecar,
+};
 use crate::verify::{Verifier, run_blocking};
 
 /// One row of `list`.
@@ -42,7 +44,7 @@ pub struct Listed {
 pub async fn list(app: &App) -> anyhow::Result<Vec<Listed>> {
     let mut rows: std::collections::BTreeMap<BackupId, Listed> = Default::default();
     let mut problems: std::collections::BTreeMap<BackupId, Vec<String>> = Default::default();
-    for b in app.local.list()? {
+    for b in app.local.blocking(|l| l.list()).await? {
         let (size, verification) = match &b.manifest {
             Ok(m) => (Some(m.size_bytes), m.verification.clone()),
             Err(e) => {
@@ -162,9 +164,13 @@ pub async fn locate(app: &App, from: &str) -> anyhow::Result<Located> {
         })?;
         return by_id(app, &m.id()).await;
     }
-    let as_path = Path::new(from);
-    if as_path.is_file() {
-        return local_file(as_path);
+    let as_path = PathBuf::from(from);
+    if let Some(found) =
+        tokio::task::spawn_blocking(move || as_path.is_file().then(|| local_file(&as_path)))
+            .await
+            .map_err(|e| anyhow!("file-system worker failed: {e}"))?
+    {
+        return found;
     }
     let last = from
         .trim_end_matches('/')
@@ -182,8 +188,10 @@ pub async fn locate(app: &App, from: &str) -> anyhow::Result<Located> {
 
 async fn by_id(app: &App, id: &BackupId) -> anyhow::Result<Located> {
     let local = app.local.dump_path(id);
-    if local.is_file()
-        && let Ok(found) = local_file(&local)
+    let found = tokio::task::spawn_blocking(move || local.is_file().then(|| local_file(&local)))
+        .await
+        .map_err(|e| anyhow!("file-system worker failed: {e}"))?;
+    if let Some(Ok(found)) = found
         && found.manifest().is_some()
     {
         return Ok(found);
@@ -200,7 +208,7 @@ async fn by_id(app: &App, id: &BackupId) -> anyhow::Result<Located> {
     )
 }
 
-/// A local archive with the manifest and/or sidecar beside it; neither → refuse.
+/// A local archive with the manifest and/or sidecar beside it; neither → refuse. Blocking.
 fn local_file(path: &Path) -> anyhow::Result<Located> {
     let name = path
         .file_name()
@@ -211,19 +219,19 @@ fn local_file(path: &Path) -> anyhow::Result<Located> {
     let manifest = match &id {
         Some(id) => {
             let mp = dir.join(id.manifest_name());
-            match std::fs::read(&mp) {
+            match read_bounded(&mp, MAX_MANIFEST_BYTES) {
                 Ok(bytes) => Some(
-                    Manifest::from_json(&bytes)
-                        .with_context(|| format!("malformed manifest {}", mp.display()))?,
+                    Manifest::for_id(&bytes, id).map_err(|e| anyhow!("{}: {e}", mp.display()))?,
                 ),
-                Err(_) => None,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => bail!("cannot read {}: {e}", mp.display()),
             }
         }
         None => None,
     };
-    let sidecar = std::fs::read_to_string(dir.join(format!("{name}.sha256")))
+    let sidecar = read_bounded(&dir.join(format!("{name}.sha256")), MAX_SIDECAR_BYTES)
         .ok()
-        .and_then(|t| parse_sidecar(&t));
+        .and_then(|t| parse_sidecar(&String::from_utf8_lossy(&t)));
     let sha256 = match (&manifest, sidecar) {
         (Some(m), Some(s)) if !m.sha256.eq_ignore_ascii_case(&s) => bail!(
             "manifest and .sha256 sidecar of {} disagree ({} vs {s}); refusing",
@@ -452,9 +460,18 @@ pub async fn verify(
     };
     let id = updated.id();
     // Record the outcome wherever this backup lives.
-    if app.local.dump_path(&id).is_file()
-        && let Err(e) = app.local.rewrite_manifest(&updated)
-    {
+    let rewritten = {
+        let updated = updated.clone();
+        app.local
+            .blocking(move |l| {
+                if l.dump_path(&updated.id()).is_file() {
+                    l.rewrite_manifest(&updated)?;
+                }
+                Ok(())
+            })
+            .await
+    };
+    if let Err(e) = rewritten {
         tracing::warn!(error = %e, "cannot update the local manifest");
     }
     if let Some(r) = &app.remote

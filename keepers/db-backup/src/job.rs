@@ -285,7 +285,7 @@ async fn locked(
     let (out, counts) = match finished {
         Ok(v) => v,
         Err(e) => {
-            LocalStore::remove_file(&tmp);
+            remove_off_runtime(&tmp).await;
             return Err(e.into());
         }
     };
@@ -326,7 +326,7 @@ async fn locked(
                 manifest.verification = Some(v);
             }
             Err(e) => {
-                LocalStore::remove_file(&tmp);
+                remove_off_runtime(&tmp).await;
                 return Err(anyhow::Error::new(e)
                     .context(format!("verification ({}) failed", b.verify.as_str()))
                     .into());
@@ -334,7 +334,7 @@ async fn locked(
         }
     }
     if let Some(reason) = killer.reason() {
-        LocalStore::remove_file(&tmp);
+        remove_off_runtime(&tmp).await;
         return Err(anyhow::anyhow!("stopped before publishing: {reason}").into());
     }
 
@@ -345,7 +345,7 @@ async fn locked(
     let dump_path = match published {
         Ok(p) => p,
         Err(e) => {
-            LocalStore::remove_file(&tmp);
+            remove_off_runtime(&tmp).await;
             return Err(e.into());
         }
     };
@@ -369,8 +369,9 @@ async fn locked(
                 });
             }
         }
+        let id = manifest.id();
         if !b.keep_local
-            && let Err(e) = app.local.delete(&manifest.id())
+            && let Err(e) = app.local.blocking(move |l| l.delete(&id)).await
         {
             tracing::warn!(error = %e, "cannot remove the local copy after upload");
         }
@@ -382,6 +383,12 @@ async fn locked(
     // Retention only after a complete success, still under the lock.
     report.prune = Some(prune::prune(app, false).await);
     Ok(manifest)
+}
+
+/// Removes a temp file on the blocking pool.
+async fn remove_off_runtime(path: &std::path::Path) {
+    let path = path.to_path_buf();
+    let _ = tokio::task::spawn_blocking(move || LocalStore::remove_file(&path)).await;
 }
 
 /// Removes leftovers of killed or failed runs of this database (temp files, manifest-less
@@ -418,7 +425,11 @@ async fn fresh_id(app: &App) -> anyhow::Result<BackupId> {
             Some(r) => r.get_manifest(&id).await.is_ok(),
             None => false,
         };
-        if !app.local.exists(&id) && !remote_taken {
+        let local_taken = {
+            let id = id.clone();
+            app.local.blocking(move |l| Ok(l.exists(&id))).await?
+        };
+        if !local_taken && !remote_taken {
             return Ok(id);
         }
         let wait = 1_000 - Utc::now().timestamp_subsec_millis().min(999);

@@ -10,7 +10,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use crate::manifest::{BackupId, FileKind, Manifest};
+use crate::manifest::{BackupId, FileKind, MAX_MANIFEST_BYTES, Manifest};
 use keeper_common::config::BadInput;
 
 /// Suffix of in-progress files.
@@ -143,15 +143,43 @@ impl LocalStore {
         Ok(removed)
     }
 
-    /// Publishes a complete, synced archive at `tmp`: rename, sidecar, manifest (last).
+    /// Publishes a complete, synced archive at `tmp`: rename, sidecar, manifest (last). On
+    /// failure everything it renamed or wrote is removed again: a manifest-less archive is never
+    /// listed, but it would hold its disk space until the next run.
     pub fn publish(&self, tmp: &Path, manifest: &Manifest) -> Result<PathBuf, LocalError> {
         let id = manifest.id();
         let dump = self.dump_path(&id);
         fs::rename(tmp, &dump).map_err(err("renaming", tmp))?;
-        self.write_atomic(&id.sha_name(), manifest.sidecar().as_bytes())?;
-        self.write_atomic(&id.manifest_name(), &manifest.to_json())?;
-        self.sync_dir()?;
+        let rest = self
+            .write_atomic(&id.sha_name(), manifest.sidecar().as_bytes())
+            .and_then(|()| self.write_atomic(&id.manifest_name(), &manifest.to_json()))
+            .and_then(|()| self.sync_dir());
+        if let Err(e) = rest {
+            // The manifest first, as in `delete`: never a listed backup without its archive.
+            for name in [id.manifest_name(), id.sha_name(), id.dump_name()] {
+                Self::remove_file(&self.dir.join(name));
+            }
+            let _ = self.sync_dir();
+            return Err(e);
+        }
         Ok(dump)
+    }
+
+    /// Runs `f` on the blocking pool: file-system calls may stall (NFS, a full disk) and must
+    /// not hold up the runtime's timers, signals and metrics server.
+    pub async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&LocalStore) -> Result<T, LocalError> + Send + 'static,
+    ) -> Result<T, LocalError> {
+        let me = self.clone();
+        match tokio::task::spawn_blocking(move || f(&me)).await {
+            Ok(r) => r,
+            Err(e) => Err(LocalError {
+                what: "file-system worker failed on",
+                path: self.dir.clone(),
+                source: io::Error::other(e.to_string()),
+            }),
+        }
     }
 
     /// Replaces the manifest of an existing backup (after a verification).
@@ -194,22 +222,11 @@ impl LocalStore {
             };
             let path = e.path();
             let shown = path.display().to_string();
-            let manifest = fs::read(&path)
+            let manifest = read_bounded(&path, MAX_MANIFEST_BYTES)
                 .map_err(|e| BadInput::new(&shown, format!("cannot read {shown}: {e}")))
                 .and_then(|b| {
-                    Manifest::from_json(&b).map_err(|e| {
-                        BadInput::new(&shown, format!("malformed manifest {shown}: {e}"))
-                    })
-                })
-                .and_then(|m| {
-                    if m.id() == id {
-                        Ok(m)
-                    } else {
-                        Err(BadInput::new(
-                            &shown,
-                            format!("manifest {shown} describes {} instead", m.id()),
-                        ))
-                    }
+                    Manifest::for_id(&b, &id)
+                        .map_err(|e| BadInput::new(&shown, format!("{shown}: {e}")))
                 });
             let dump = self.dump_path(&id);
             out.push(LocalBackup {
@@ -246,6 +263,22 @@ impl LocalStore {
     }
 }
 
+/// Reads a whole file of at most `max` bytes; a larger one is an error, not an allocation.
+pub fn read_bounded(path: &Path, max: u64) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    File::open(path)?
+        .take(max.saturating_add(1))
+        .read_to_end(&mut buf)?;
+    if buf.len() as u64 > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("larger than {max} bytes"),
+        ));
+    }
+    Ok(buf)
+}
+
 /// Whether `file` (an archive, sidecar or manifest name) belongs to `db`.
 fn owned_by(file: &str, db: &str) -> bool {
     let base = file
@@ -267,6 +300,68 @@ fn older_than(path: &Path, age: Duration) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn manifest_for(id: &BackupId) -> Manifest {
+        let mut m: Manifest = serde_json::from_value(serde_json::json!({
+            "format": 1, "name": id.db, "database": id.db, "file": id.dump_name(),
+            "server_version": "15", "server_version_num": 150000, "pg_dump_version": "15",
+            "snapshot": "s", "started_at": id.at, "finished_at": id.at, "size_bytes": 1,
+            "dump_bytes": 1, "sha256": "0".repeat(64),
+            "compression": {"algorithm": "zstd", "level": 1, "threads": 0},
+            "row_counts": {}, "verification": null, "tool": "t"
+        }))
+        .unwrap();
+        m.size_bytes = 1;
+        m
+    }
+
+    #[test]
+    fn a_failed_publish_removes_what_it_renamed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        let id = BackupId::new("app", chrono::Utc::now());
+        let tmp = store.temp_path(&id);
+        std::fs::write(&tmp, b"x").unwrap();
+        // The manifest's temp name is taken by a directory: its write fails after the archive
+        // was renamed and the sidecar written.
+        let blocker = dir
+            .path()
+            .join(format!(".{}{TMP_SUFFIX}", id.manifest_name()));
+        std::fs::create_dir(&blocker).unwrap();
+        let e = store.publish(&tmp, &manifest_for(&id)).unwrap_err();
+        assert!(e.to_string().contains("writing"), "{e}");
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(left, vec![blocker], "left behind");
+    }
+
+    #[test]
+    fn manifests_must_match_their_names_and_be_small() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        let at = chrono::Utc::now();
+        let real = BackupId::new("app", at);
+        let other = BackupId::new("app", at - chrono::Duration::days(1));
+        let escape = BackupId::new("../../etc/app", at);
+        std::fs::write(
+            dir.path().join(real.manifest_name()),
+            manifest_for(&other).to_json(),
+        )
+        .unwrap();
+        let listed = store.list().unwrap();
+        assert_eq!(listed.len(), 1);
+        let e = listed[0].manifest.as_ref().unwrap_err().to_string();
+        assert!(e.contains("describes app-"), "{e}");
+        assert!(Manifest::for_id(&manifest_for(&escape).to_json(), &real).is_err());
+
+        let big = dir.path().join("big");
+        std::fs::write(&big, vec![b' '; 5000]).unwrap();
+        assert_eq!(read_bounded(&big, 5000).unwrap().len(), 5000);
+        let e = read_bounded(&big, 4999).unwrap_err();
+        assert!(e.to_string().contains("larger than 4999 bytes"), "{e}");
+    }
 
     #[test]
     fn leftovers_of_other_databases_and_fresh_downloads_stay() {

@@ -310,10 +310,12 @@ async fn export_metrics(app: &App) {
     {
         tracing::warn!(error = %e, "cannot push metrics");
     }
-    if let Some(path) = &b.metrics_textfile
-        && let Err(e) = export::write_textfile(path, &body)
-    {
-        tracing::warn!(error = %e, "cannot write the metrics textfile");
+    if let Some(path) = b.metrics_textfile.clone() {
+        match tokio::task::spawn_blocking(move || export::write_textfile(&path, &body)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot write the metrics textfile"),
+            Err(e) => tracing::warn!(error = %e, "cannot write the metrics textfile"),
+        }
     }
 }
 

@@ -21,6 +21,10 @@ pub const MANIFEST_SUFFIX: &str = ".manifest.json";
 const STAMP: &str = "%Y%m%dT%H%M%SZ";
 /// Length of a formatted stamp (`20261123T160000Z`).
 const STAMP_LEN: usize = 16;
+/// Largest manifest read (row counts of some ten thousand tables fit in a fraction of this).
+pub const MAX_MANIFEST_BYTES: u64 = 8 << 20;
+/// Largest sidecar read (`sha256sum` format: one line).
+pub const MAX_SIDECAR_BYTES: u64 = 4096;
 /// Version of the manifest layout.
 pub const MANIFEST_FORMAT: u32 = 1;
 
@@ -191,6 +195,22 @@ impl Manifest {
     /// Parses a manifest, saying what is wrong with it.
     pub fn from_json(bytes: &[u8]) -> Result<Self, serde_json::Error> {
         serde_json::from_slice(bytes)
+    }
+
+    /// Parses the manifest stored under `id`'s name and requires it to describe that backup:
+    /// its name, time and archive file must be the ones its own file name says. Paths are
+    /// derived from ids, so a manifest naming another backup (or `../x`) must never be trusted.
+    pub fn for_id(bytes: &[u8], id: &BackupId) -> Result<Self, String> {
+        let m = Self::from_json(bytes).map_err(|e| format!("malformed manifest: {e}"))?;
+        if m.id() != *id || m.file != id.dump_name() {
+            return Err(format!(
+                "manifest stored as {} describes {} (file {:?}) instead; not trusting it",
+                id.manifest_name(),
+                m.id(),
+                m.file
+            ));
+        }
+        Ok(m)
     }
 
     /// Pretty JSON with a trailing newline.

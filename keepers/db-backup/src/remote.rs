@@ -315,22 +315,21 @@ impl RemoteStore {
     /// Reads and checks one manifest.
     pub async fn get_manifest(&self, id: &BackupId) -> Result<Manifest, RemoteError> {
         let key = self.key(&id.manifest_name());
-        let bytes = self
+        let got = self
             .store
             .get(&key)
             .await
-            .map_err(store_err("reading", &key))?
-            .bytes()
-            .await
             .map_err(store_err("reading", &key))?;
-        let m = Manifest::from_json(&bytes)
-            .map_err(|e| RemoteError::Invalid(format!("malformed manifest {key}: {e}")))?;
-        if m.id() != *id {
+        if got.meta.size > crate::manifest::MAX_MANIFEST_BYTES {
             return Err(RemoteError::Invalid(format!(
-                "manifest {key} describes {} instead",
-                m.id()
+                "manifest {key} is {} bytes, more than a manifest can be ({}); not reading it",
+                got.meta.size,
+                crate::manifest::MAX_MANIFEST_BYTES
             )));
         }
+        let bytes = got.bytes().await.map_err(store_err("reading", &key))?;
+        let m = Manifest::for_id(&bytes, id)
+            .map_err(|e| RemoteError::Invalid(format!("{key}: {e}")))?;
         Ok(m)
     }
 

@@ -47,6 +47,8 @@ async fn special_character_passwords_back_up_and_restore_and_stay_off_the_comman
     let tools = tempfile::tempdir().unwrap();
     let pg_dump = recording_wrapper(tools.path(), "pg_dump", &which("pg_dump"));
     recording_wrapper(tools.path(), "pg_restore", &which("pg_restore"));
+    // restore runs the psql beside pg_restore.
+    recording_wrapper(tools.path(), "psql", &which("psql"));
     let env = vec![
         ("DATABASE_URL", url.clone()),
         ("BACKUP_DIR", dir.path().display().to_string()),
@@ -135,14 +137,19 @@ async fn special_character_passwords_back_up_and_restore_and_stay_off_the_comman
         psql(&c.url(ROLE, PASSWORD, "copy"), "SELECT count(*) FROM t"),
         "500"
     );
-    let argv = std::fs::read_to_string(tools.path().join("pg_restore.argv")).unwrap();
+    // pg_restore only turns the archive into SQL and never connects; psql does, with the
+    // password from the environment.
+    let renv = std::fs::read_to_string(tools.path().join("pg_restore.env")).unwrap();
+    assert!(!renv.contains("PGPASSWORD"), "{renv}");
+    let argv = std::fs::read_to_string(tools.path().join("psql.argv")).unwrap();
     assert!(!argv.contains("password="), "{argv}");
     assert!(argv.contains("sslmode=disable"), "{argv}");
-    let renv = std::fs::read_to_string(tools.path().join("pg_restore.env")).unwrap();
+    let penv = std::fs::read_to_string(tools.path().join("psql.env")).unwrap();
     assert!(
-        renv.lines().any(|l| l == format!("PGPASSWORD={PASSWORD}")),
-        "{renv}"
+        penv.lines().any(|l| l == format!("PGPASSWORD={PASSWORD}")),
+        "{penv}"
     );
+    assert!(!penv.contains("aws-secret"), "{penv}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -123,3 +123,56 @@ async fn counts_differing_from_the_manifest_roll_the_whole_restore_back() {
     assert!(err.contains("is not a schema.table identifier"), "{err}");
     assert!(target.tables().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_naming_another_backup_is_not_trusted() {
+    let s = Setup::new("dbb_rname").await;
+    let dump = backed_up(&s).await;
+    let base = dump.trim_end_matches(".dump.zst");
+    // A copy stored under another backup's name, its manifest still describing the original
+    // (and one pointing outside the directory): `verify` would write next to the path its id
+    // gives.
+    let stamp_at = base.len() - 16;
+    let fake = format!("{}20200101T000000Z", &base[..stamp_at]);
+    std::fs::copy(&dump, format!("{fake}.dump.zst")).unwrap();
+    std::fs::copy(
+        format!("{base}.manifest.json"),
+        format!("{fake}.manifest.json"),
+    )
+    .unwrap();
+    let before = s.files();
+    for cmd in [
+        vec!["verify", "--from", "FAKE"],
+        vec!["restore", "--from", "FAKE"],
+    ] {
+        let target = TestDb::create("dbb_rname_t");
+        let from = format!("{fake}.dump.zst");
+        let args: Vec<&str> = cmd
+            .iter()
+            .map(|a| if *a == "FAKE" { from.as_str() } else { a })
+            .collect();
+        let (code, _, err) =
+            run(s.cmd(&args, &[("TARGET_DATABASE_URL", target.url.clone())])).await;
+        assert_ne!(code, 0, "{err}");
+        assert!(
+            err.contains("describes") && err.contains("not trusting it"),
+            "{err}"
+        );
+        assert!(target.tables().is_empty());
+    }
+    assert_eq!(s.files(), before, "something was written");
+    // `list` shows the impostor as broken, not as a backup.
+    let listed = json(&run_ok(s.cmd(&["list", "--output", "json"], &[])).await);
+    let fake_name = std::path::Path::new(&fake)
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap();
+    let row = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == fake_name)
+        .expect("listed");
+    assert_ne!(row["status"], "complete", "{row}");
+}
