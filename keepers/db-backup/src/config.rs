@@ -91,6 +91,12 @@ pub struct BackupSettings {
     /// run fails naming the table, 1 to 3600 (`BACKUP_LOCK_WAIT_TIMEOUT`). Without a limit a
     /// dump queued behind an ACCESS EXCLUSIVE request blocks every later query on that table.
     pub lock_wait_timeout: u64,
+    /// Take the cluster globals (`pg_dumpall --globals-only`: roles, memberships, role
+    /// settings, tablespaces) as a second artifact of every backup (`BACKUP_GLOBALS`).
+    pub globals: bool,
+    /// Include role password hashes in the globals (`BACKUP_GLOBALS_PASSWORDS`); needs a
+    /// superuser (they are read from `pg_authid`) and makes the globals a credential store.
+    pub globals_passwords: bool,
     /// Seconds without a successful backup before `backup_stale` fires (`BACKUP_STALE_AFTER`);
     /// default: two schedule periods plus a quarter period (at most an hour) of slack.
     pub stale_after: Option<u64>,
@@ -124,6 +130,8 @@ impl Default for BackupSettings {
             records_database_url: None,
             lock_timeout: 0,
             lock_wait_timeout: 60,
+            globals: true,
+            globals_passwords: false,
             stale_after: None,
             name: None,
             pushgateway_url: None,
@@ -216,6 +224,8 @@ pub struct Settings {
     pub schedule: String,
     /// `pg_restore` to run.
     pub pg_restore_path: PathBuf,
+    /// `pg_dumpall` for the globals: beside `pg_dump`.
+    pub pg_dumpall_path: PathBuf,
     /// Effective zstd worker count.
     pub zstd_threads: u32,
     /// Ops server address.
@@ -375,6 +385,7 @@ impl Settings {
             s3,
             schedule,
             pg_restore_path,
+            pg_dumpall_path: sibling(&b.pg_dump_path, "pg_dumpall"),
             zstd_threads,
             metrics_addr,
             raw,

@@ -237,6 +237,69 @@ pub fn describe_status(status: ExitStatus) -> String {
 /// Runs `pg_dump` into `tmp` (created new; the caller removes it on error), fsyncs it, and
 /// returns size and digest. Blocking.
 pub fn dump_to_file(spec: &DumpSpec, tmp: &Path, killer: &Killer) -> Result<DumpOutput, DumpError> {
+    let mut cmd = child::command(&spec.pg_dump);
+    cmd.args(["--format=custom", "--compress=0"])
+        .arg(format!("--snapshot={}", spec.snapshot))
+        .arg(format!(
+            "--lock-wait-timeout={}s",
+            spec.lock_wait_timeout_seconds
+        ));
+    spec.target.apply(&mut cmd);
+    if spec.check_client_connection {
+        let mut options = std::env::var_os("PGOPTIONS").unwrap_or_default();
+        options.push(" -c client_connection_check_interval=2000");
+        cmd.env("PGOPTIONS", options);
+    }
+    let tool = spec.pg_dump.display().to_string();
+    match produce(cmd, tool, tmp, spec.level, spec.threads, killer) {
+        Err(DumpError::Tool { stderr, .. }) if stderr.contains("lock timeout") => {
+            Err(DumpError::LockTimeout {
+                table: locked_table(&stderr).unwrap_or_else(|| "(not named by pg_dump)".into()),
+                seconds: spec.lock_wait_timeout_seconds,
+            })
+        }
+        other => other,
+    }
+}
+
+/// How to take the cluster globals.
+pub struct GlobalsSpec {
+    /// `pg_dumpall` to run.
+    pub pg_dumpall: PathBuf,
+    /// Where it connects.
+    pub target: LibpqTarget,
+    /// Include role password hashes (needs a superuser: they are read from `pg_authid`).
+    pub role_passwords: bool,
+    /// zstd level.
+    pub level: i32,
+}
+
+/// Runs `pg_dumpall --globals-only` into `tmp` through zstd and SHA-256. Blocking.
+pub fn globals_to_file(
+    spec: &GlobalsSpec,
+    tmp: &Path,
+    killer: &Killer,
+) -> Result<DumpOutput, DumpError> {
+    let mut cmd = child::command(&spec.pg_dumpall);
+    cmd.arg("--globals-only");
+    if !spec.role_passwords {
+        cmd.arg("--no-role-passwords");
+    }
+    spec.target.apply(&mut cmd);
+    let tool = spec.pg_dumpall.display().to_string();
+    produce(cmd, tool, tmp, spec.level, 0, killer)
+}
+
+/// Runs `cmd`, streaming its stdout through zstd and SHA-256 into `tmp` (created new; the
+/// caller removes it on error), fsyncs, and returns size and digest.
+fn produce(
+    mut cmd: std::process::Command,
+    tool: String,
+    tmp: &Path,
+    level: i32,
+    threads: u32,
+    killer: &Killer,
+) -> Result<DumpOutput, DumpError> {
     let io_err = |what: &'static str| {
         let path = tmp.to_path_buf();
         move |source| DumpError::Io { what, path, source }
@@ -246,24 +309,9 @@ pub fn dump_to_file(spec: &DumpSpec, tmp: &Path, killer: &Killer) -> Result<Dump
         .create_new(true)
         .open(tmp)
         .map_err(io_err("creating"))?;
-
-    let tool = spec.pg_dump.display().to_string();
-    let mut cmd = child::command(&spec.pg_dump);
-    cmd.args(["--format=custom", "--compress=0"])
-        .arg(format!("--snapshot={}", spec.snapshot))
-        .arg(format!(
-            "--lock-wait-timeout={}s",
-            spec.lock_wait_timeout_seconds
-        ))
-        .stdin(Stdio::null())
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    spec.target.apply(&mut cmd);
-    if spec.check_client_connection {
-        let mut options = std::env::var_os("PGOPTIONS").unwrap_or_default();
-        options.push(" -c client_connection_check_interval=2000");
-        cmd.env("PGOPTIONS", options);
-    }
     let mut child = Running::spawn(&mut cmd).map_err(|source| DumpError::Spawn {
         tool: tool.clone(),
         source,
@@ -276,8 +324,8 @@ pub fn dump_to_file(spec: &DumpSpec, tmp: &Path, killer: &Killer) -> Result<Dump
     }
 
     let pumped = match stdout {
-        Some(out) => compress(out, file, spec.level, spec.threads, tmp),
-        None => Err(DumpError::Stopped("pg_dump has no stdout".into())),
+        Some(out) => compress(out, file, level, threads, tmp),
+        None => Err(DumpError::Stopped(format!("{tool} has no stdout"))),
     };
     if pumped.is_err() {
         child.kill();
@@ -287,26 +335,17 @@ pub fn dump_to_file(spec: &DumpSpec, tmp: &Path, killer: &Killer) -> Result<Dump
     if let Some(reason) = killer.reason() {
         return Err(DumpError::Stopped(reason));
     }
-    // Our side failing (a write error: disk full) is the cause; pg_dump was killed for it.
+    // Our side failing (a write error: disk full) is the cause; the tool was killed for it.
     let out = pumped?;
     match status {
-        Ok(s) if s.success() => {}
-        Ok(_) if stderr.contains("lock timeout") => {
-            return Err(DumpError::LockTimeout {
-                table: locked_table(&stderr).unwrap_or_else(|| "(not named by pg_dump)".into()),
-                seconds: spec.lock_wait_timeout_seconds,
-            });
-        }
-        Ok(s) => {
-            return Err(DumpError::Tool {
-                tool,
-                status: describe_status(s),
-                stderr,
-            });
-        }
-        Err(source) => return Err(DumpError::Spawn { tool, source }),
+        Ok(s) if s.success() => Ok(out),
+        Ok(s) => Err(DumpError::Tool {
+            tool,
+            status: describe_status(s),
+            stderr,
+        }),
+        Err(source) => Err(DumpError::Spawn { tool, source }),
     }
-    Ok(out)
 }
 
 /// The table in pg_dump's `Query was: LOCK TABLE schema.t IN ACCESS SHARE MODE` detail line.

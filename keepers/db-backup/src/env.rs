@@ -39,6 +39,12 @@ const BACKUP_ENV: &[EnvBinding] = &[
         "backup.lock_wait_timeout",
         Kind::Int,
     ),
+    bind("BACKUP_GLOBALS", "backup.globals", Kind::Bool),
+    bind(
+        "BACKUP_GLOBALS_PASSWORDS",
+        "backup.globals_passwords",
+        Kind::Bool,
+    ),
     bind("BACKUP_STALE_AFTER", "backup.stale_after", Kind::Int),
     bind("BACKUP_NAME", "backup.name", Kind::Str),
     bind("PUSHGATEWAY_URL", "backup.pushgateway_url", Kind::Str),

@@ -17,7 +17,7 @@ use crate::config::VerifyMode;
 use crate::dump::{self, DumpSpec, Killer};
 use crate::libpq::LibpqTarget;
 use crate::local::LocalStore;
-use crate::manifest::{BackupId, Compression, MANIFEST_FORMAT, Manifest};
+use crate::manifest::{BackupId, Compression, GlobalsArtifact, MANIFEST_FORMAT, Manifest};
 use crate::pg::{self, PgError, Source};
 use crate::prune::{self, PruneReport};
 use crate::verify::{Verifier, run_blocking};
@@ -289,6 +289,41 @@ async fn locked(
             return Err(e.into());
         }
     };
+    // The cluster globals, a second artifact of the same backup: without the roles, a restore
+    // into a fresh cluster fails on every OWNER TO and GRANT.
+    let gtmp = app.local.globals_temp_path(&id);
+    let globals = if b.globals {
+        let spec = dump::GlobalsSpec {
+            pg_dumpall: s.pg_dumpall_path.clone(),
+            target: LibpqTarget::new(&s.source_url).map_err(PgError::from)?,
+            role_passwords: b.globals_passwords,
+            level: b.zstd_level,
+        };
+        let taken = {
+            let (gtmp, killer) = (gtmp.clone(), killer.clone());
+            tokio::task::spawn_blocking(move || dump::globals_to_file(&spec, &gtmp, &killer)).await
+        };
+        match taken {
+            Ok(Ok(out)) => Some(GlobalsArtifact {
+                file: id.globals_name(),
+                size_bytes: out.size,
+                sha256: out.sha256,
+                role_passwords: b.globals_passwords,
+            }),
+            Ok(Err(e)) => {
+                discard(&tmp, &gtmp).await;
+                return Err(anyhow::Error::new(e)
+                    .context("taking the cluster globals (BACKUP_GLOBALS=false to skip them)")
+                    .into());
+            }
+            Err(e) => {
+                discard(&tmp, &gtmp).await;
+                return Err(anyhow::anyhow!("globals thread failed: {e}").into());
+            }
+        }
+    } else {
+        None
+    };
     let mut manifest = Manifest {
         format: MANIFEST_FORMAT,
         name: id.db.clone(),
@@ -312,6 +347,7 @@ async fn locked(
         verification: None,
         tool: concat!("db-backup ", env!("CARGO_PKG_VERSION")).into(),
         system_identifier: source.info.system_identifier.clone(),
+        globals,
     };
 
     if b.verify != VerifyMode::None {
@@ -326,7 +362,7 @@ async fn locked(
                 manifest.verification = Some(v);
             }
             Err(e) => {
-                remove_off_runtime(&tmp).await;
+                discard(&tmp, &gtmp).await;
                 return Err(anyhow::Error::new(e)
                     .context(format!("verification ({}) failed", b.verify.as_str()))
                     .into());
@@ -334,18 +370,24 @@ async fn locked(
         }
     }
     if let Some(reason) = killer.reason() {
-        remove_off_runtime(&tmp).await;
+        discard(&tmp, &gtmp).await;
         return Err(anyhow::anyhow!("stopped before publishing: {reason}").into());
     }
 
     let published = {
         let (local, tmp, m) = (app.local.clone(), tmp.clone(), manifest.clone());
-        run_blocking(move || local.publish(&tmp, &m).map_err(anyhow::Error::from)).await
+        let g = m.globals.is_some().then(|| gtmp.clone());
+        run_blocking(move || {
+            local
+                .publish(&tmp, g.as_deref(), &m)
+                .map_err(anyhow::Error::from)
+        })
+        .await
     };
     let dump_path = match published {
         Ok(p) => p,
         Err(e) => {
-            remove_off_runtime(&tmp).await;
+            discard(&tmp, &gtmp).await;
             return Err(e.into());
         }
     };
@@ -383,6 +425,12 @@ async fn locked(
     // Retention only after a complete success, still under the lock.
     report.prune = Some(prune::prune(app, false).await);
     Ok(manifest)
+}
+
+/// Removes a run's temp archive and temp globals on the blocking pool.
+async fn discard(tmp: &std::path::Path, globals_tmp: &std::path::Path) {
+    remove_off_runtime(tmp).await;
+    remove_off_runtime(globals_tmp).await;
 }
 
 /// Removes a temp file on the blocking pool.

@@ -91,6 +91,11 @@ impl LocalStore {
         ))
     }
 
+    /// Where a run writes its globals before the backup is complete.
+    pub fn globals_temp_path(&self, id: &BackupId) -> PathBuf {
+        self.dir.join(format!(".{}{TMP_SUFFIX}", id.globals_name()))
+    }
+
     /// Path of the archive of `id`.
     pub fn dump_path(&self, id: &BackupId) -> PathBuf {
         self.dir.join(id.dump_name())
@@ -98,9 +103,7 @@ impl LocalStore {
 
     /// Whether any file of `id` exists (names must not be reused).
     pub fn exists(&self, id: &BackupId) -> bool {
-        [id.dump_name(), id.sha_name(), id.manifest_name()]
-            .iter()
-            .any(|n| self.dir.join(n).exists())
+        id.all_names().iter().any(|n| self.dir.join(n).exists())
     }
 
     /// Removes what failed or killed runs of `db` left: temp files, archives and sidecars with
@@ -126,7 +129,7 @@ impl LocalStore {
                 }
             } else {
                 match BackupId::parse_file_name(name) {
-                    Some((id, FileKind::Dump | FileKind::Sha)) if id.db == db => {
+                    Some((id, kind)) if id.db == db && kind != FileKind::Manifest => {
                         !names.contains(&id.manifest_name())
                     }
                     _ => false,
@@ -143,20 +146,31 @@ impl LocalStore {
         Ok(removed)
     }
 
-    /// Publishes a complete, synced archive at `tmp`: rename, sidecar, manifest (last). On
-    /// failure everything it renamed or wrote is removed again: a manifest-less archive is never
-    /// listed, but it would hold its disk space until the next run.
-    pub fn publish(&self, tmp: &Path, manifest: &Manifest) -> Result<PathBuf, LocalError> {
+    /// Publishes a complete, synced archive at `tmp` (and the globals at `globals_tmp`):
+    /// rename, sidecars, manifest (last). On failure everything it renamed or wrote is removed
+    /// again: a manifest-less archive is never listed, but it would hold its disk space until
+    /// the next run.
+    pub fn publish(
+        &self,
+        tmp: &Path,
+        globals_tmp: Option<&Path>,
+        manifest: &Manifest,
+    ) -> Result<PathBuf, LocalError> {
         let id = manifest.id();
         let dump = self.dump_path(&id);
         fs::rename(tmp, &dump).map_err(err("renaming", tmp))?;
-        let rest = self
-            .write_atomic(&id.sha_name(), manifest.sidecar().as_bytes())
-            .and_then(|()| self.write_atomic(&id.manifest_name(), &manifest.to_json()))
-            .and_then(|()| self.sync_dir());
+        let rest = (|| {
+            if let (Some(g), Some(sidecar)) = (globals_tmp, manifest.globals_sidecar()) {
+                fs::rename(g, self.dir.join(id.globals_name())).map_err(err("renaming", g))?;
+                self.write_atomic(&id.globals_sha_name(), sidecar.as_bytes())?;
+            }
+            self.write_atomic(&id.sha_name(), manifest.sidecar().as_bytes())?;
+            self.write_atomic(&id.manifest_name(), &manifest.to_json())?;
+            self.sync_dir()
+        })();
         if let Err(e) = rest {
             // The manifest first, as in `delete`: never a listed backup without its archive.
-            for name in [id.manifest_name(), id.sha_name(), id.dump_name()] {
+            for name in id.all_names() {
                 Self::remove_file(&self.dir.join(name));
             }
             let _ = self.sync_dir();
@@ -242,7 +256,7 @@ impl LocalStore {
 
     /// Deletes a backup: the manifest first, so a half-deleted backup is never listed.
     pub fn delete(&self, id: &BackupId) -> Result<(), LocalError> {
-        for name in [id.manifest_name(), id.dump_name(), id.sha_name()] {
+        for name in id.all_names() {
             let p = self.dir.join(name);
             match fs::remove_file(&p) {
                 Ok(()) => {}
@@ -282,7 +296,9 @@ pub fn read_bounded(path: &Path, max: u64) -> io::Result<Vec<u8>> {
 /// Whether `file` (an archive, sidecar or manifest name) belongs to `db`.
 fn owned_by(file: &str, db: &str) -> bool {
     let base = file
-        .strip_suffix(crate::manifest::SHA_SUFFIX)
+        .strip_suffix(crate::manifest::GLOBALS_SHA_SUFFIX)
+        .or_else(|| file.strip_suffix(crate::manifest::GLOBALS_SUFFIX))
+        .or_else(|| file.strip_suffix(crate::manifest::SHA_SUFFIX))
         .or_else(|| file.strip_suffix(crate::manifest::DUMP_SUFFIX))
         .or_else(|| file.strip_suffix(crate::manifest::MANIFEST_SUFFIX));
     base.and_then(BackupId::parse_base)
@@ -328,13 +344,44 @@ mod tests {
             .path()
             .join(format!(".{}{TMP_SUFFIX}", id.manifest_name()));
         std::fs::create_dir(&blocker).unwrap();
-        let e = store.publish(&tmp, &manifest_for(&id)).unwrap_err();
+        let e = store.publish(&tmp, None, &manifest_for(&id)).unwrap_err();
         assert!(e.to_string().contains("writing"), "{e}");
         let left: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().path())
             .collect();
         assert_eq!(left, vec![blocker], "left behind");
+    }
+
+    #[test]
+    fn globals_are_published_listed_and_deleted_with_their_backup() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        let id = BackupId::new("app", chrono::Utc::now());
+        let (tmp, gtmp) = (store.temp_path(&id), store.globals_temp_path(&id));
+        std::fs::write(&tmp, b"x").unwrap();
+        std::fs::write(&gtmp, b"g").unwrap();
+        let mut m = manifest_for(&id);
+        m.globals = Some(crate::manifest::GlobalsArtifact {
+            file: id.globals_name(),
+            size_bytes: 1,
+            sha256: "1".repeat(64),
+            role_passwords: false,
+        });
+        store.publish(&tmp, Some(&gtmp), &m).unwrap();
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        let mut want = id.all_names().to_vec();
+        want.sort();
+        assert_eq!(names, want);
+        let listed = store.list().unwrap();
+        assert!(listed[0].complete());
+        assert_eq!(listed[0].manifest.as_ref().unwrap().globals, m.globals);
+        store.delete(&id).unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
     #[test]
@@ -376,6 +423,8 @@ mod tests {
             store.dump_path(&mine),
             dir.path().join(mine.sha_name()),
             store.dump_path(&other),
+            dir.path().join(mine.globals_name()),
+            store.globals_temp_path(&mine),
             store.download_path(&mine),
             dir.path().join("notes.txt"),
         ];
@@ -383,8 +432,12 @@ mod tests {
             std::fs::write(f, b"x").unwrap();
         }
         let removed = store.clean_leftovers("app").unwrap();
-        assert_eq!(removed.len(), 3, "{removed:?}");
-        assert!(!files[0].exists() && !files[2].exists() && !files[3].exists());
-        assert!(files[1].exists() && files[4].exists() && files[5].exists() && files[6].exists());
+        assert_eq!(removed.len(), 5, "{removed:?}");
+        for gone in [0, 2, 3, 5, 6] {
+            assert!(!files[gone].exists(), "{:?}", files[gone]);
+        }
+        for kept in [1, 4, 7, 8] {
+            assert!(files[kept].exists(), "{:?}", files[kept]);
+        }
     }
 }

@@ -66,6 +66,10 @@ enum Command {
         /// and recreated (others are left alone). Without it such a target is refused.
         #[arg(long)]
         clean: bool,
+        /// First apply the backup's cluster globals (roles, memberships, role settings,
+        /// tablespaces), skipping roles that exist; for a restore into a fresh cluster.
+        #[arg(long)]
+        with_globals: bool,
     },
     /// Verify an existing backup and record the result in its manifest and backup_runs.
     Verify {
@@ -193,12 +197,17 @@ async fn dispatch(cli: Cli, settings: Settings) -> anyhow::Result<i32> {
             target_database_url,
             no_owner,
             clean,
+            with_globals,
         } => {
             let target = commands::target_url(target_database_url)?;
             let app = App::new(settings, metrics, Alerter::disabled(), false).await?;
             let (shutdown, killer) = (Shutdown::new(), Killer::default());
             stop_on_signal(&shutdown, &killer);
-            let opts = commands::RestoreOptions { no_owner, clean };
+            let opts = commands::RestoreOptions {
+                no_owner,
+                clean,
+                with_globals,
+            };
             let report = commands::restore(&app, &from, &target, opts, &killer).await?;
             print(common.output, &report, || {
                 if report.checked_before_commit {

@@ -17,6 +17,10 @@ pub const DUMP_SUFFIX: &str = ".dump.zst";
 pub const SHA_SUFFIX: &str = ".dump.zst.sha256";
 /// Suffix of the manifest.
 pub const MANIFEST_SUFFIX: &str = ".manifest.json";
+/// Suffix of the cluster globals (`pg_dumpall --globals-only`, zstd).
+pub const GLOBALS_SUFFIX: &str = ".globals.sql.zst";
+/// Suffix of the globals' checksum sidecar.
+pub const GLOBALS_SHA_SUFFIX: &str = ".globals.sql.zst.sha256";
 /// Format of the UTC timestamp in names.
 const STAMP: &str = "%Y%m%dT%H%M%SZ";
 /// Length of a formatted stamp (`20261123T160000Z`).
@@ -67,9 +71,35 @@ impl BackupId {
         format!("{}{MANIFEST_SUFFIX}", self.base())
     }
 
+    /// The globals artifact's file name.
+    pub fn globals_name(&self) -> String {
+        format!("{}{GLOBALS_SUFFIX}", self.base())
+    }
+
+    /// The globals sidecar's file name.
+    pub fn globals_sha_name(&self) -> String {
+        format!("{}{GLOBALS_SHA_SUFFIX}", self.base())
+    }
+
+    /// Every file a backup may have, manifest first (the order deletion must follow, so a
+    /// half-deleted backup is never listed).
+    pub fn all_names(&self) -> [String; 5] {
+        [
+            self.manifest_name(),
+            self.dump_name(),
+            self.sha_name(),
+            self.globals_name(),
+            self.globals_sha_name(),
+        ]
+    }
+
     /// Parses `{db}-{stamp}` followed by one of the known suffixes; `None` for other files.
     pub fn parse_file_name(name: &str) -> Option<(Self, FileKind)> {
-        let (base, kind) = if let Some(b) = name.strip_suffix(SHA_SUFFIX) {
+        let (base, kind) = if let Some(b) = name.strip_suffix(GLOBALS_SHA_SUFFIX) {
+            (b, FileKind::GlobalsSha)
+        } else if let Some(b) = name.strip_suffix(GLOBALS_SUFFIX) {
+            (b, FileKind::Globals)
+        } else if let Some(b) = name.strip_suffix(SHA_SUFFIX) {
             (b, FileKind::Sha)
         } else if let Some(b) = name.strip_suffix(DUMP_SUFFIX) {
             (b, FileKind::Dump)
@@ -112,6 +142,23 @@ pub enum FileKind {
     Sha,
     /// The manifest.
     Manifest,
+    /// The cluster globals.
+    Globals,
+    /// The globals' sidecar.
+    GlobalsSha,
+}
+
+/// The second artifact of a backup: roles, role settings and memberships, tablespaces.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GlobalsArtifact {
+    /// File name (`{base}.globals.sql.zst`).
+    pub file: String,
+    /// Bytes of the file.
+    pub size_bytes: u64,
+    /// Hex SHA-256 of the file.
+    pub sha256: String,
+    /// Whether role passwords (their hashes) are included (`BACKUP_GLOBALS_PASSWORDS`).
+    pub role_passwords: bool,
 }
 
 /// How the archive was compressed.
@@ -179,6 +226,9 @@ pub struct Manifest {
     /// refuse writing into the database the backup came from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system_identifier: Option<String>,
+    /// The cluster globals taken with this backup (`BACKUP_GLOBALS`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub globals: Option<GlobalsArtifact>,
 }
 
 impl Manifest {
@@ -202,7 +252,11 @@ impl Manifest {
     /// derived from ids, so a manifest naming another backup (or `../x`) must never be trusted.
     pub fn for_id(bytes: &[u8], id: &BackupId) -> Result<Self, String> {
         let m = Self::from_json(bytes).map_err(|e| format!("malformed manifest: {e}"))?;
-        if m.id() != *id || m.file != id.dump_name() {
+        let globals_ok = m
+            .globals
+            .as_ref()
+            .is_none_or(|g| g.file == id.globals_name());
+        if m.id() != *id || m.file != id.dump_name() || !globals_ok {
             return Err(format!(
                 "manifest stored as {} describes {} (file {:?}) instead; not trusting it",
                 id.manifest_name(),
@@ -223,6 +277,13 @@ impl Manifest {
     /// The sidecar's content, in `sha256sum` format.
     pub fn sidecar(&self) -> String {
         format!("{}  {}\n", self.sha256, self.file)
+    }
+
+    /// The globals sidecar's content, if there are globals.
+    pub fn globals_sidecar(&self) -> Option<String> {
+        self.globals
+            .as_ref()
+            .map(|g| format!("{}  {}\n", g.sha256, g.file))
     }
 }
 
@@ -249,6 +310,8 @@ mod tests {
                 (id.dump_name(), FileKind::Dump),
                 (id.sha_name(), FileKind::Sha),
                 (id.manifest_name(), FileKind::Manifest),
+                (id.globals_name(), FileKind::Globals),
+                (id.globals_sha_name(), FileKind::GlobalsSha),
             ] {
                 assert_eq!(BackupId::parse_file_name(&name), Some((id.clone(), kind)));
             }

@@ -158,7 +158,7 @@ impl RemoteStore {
     pub async fn upload(&self, dump: &Path, manifest: &Manifest) -> Result<String, RemoteError> {
         let id = manifest.id();
         let dump_key = self.key(&id.dump_name());
-        if let Err(e) = self.upload_file(dump, &dump_key, manifest).await {
+        if let Err(e) = self.upload_file(dump, &dump_key, manifest.size_bytes).await {
             // The archive may have completed before a later step failed; without its manifest
             // it is not a backup, but do not leave it either.
             self.remove_quietly(&dump_key).await;
@@ -166,6 +166,16 @@ impl RemoteStore {
         }
         let sha_key = self.key(&id.sha_name());
         let rest = async {
+            if let (Some(g), Some(sidecar)) = (&manifest.globals, manifest.globals_sidecar()) {
+                let path = dump.with_file_name(&g.file);
+                let key = self.key(&g.file);
+                self.upload_file(&path, &key, g.size_bytes).await?;
+                let gsha = self.key(&id.globals_sha_name());
+                self.store
+                    .put(&gsha, PutPayload::from(sidecar.into_bytes()))
+                    .await
+                    .map_err(store_err("uploading", &gsha))?;
+            }
             self.store
                 .put(&sha_key, PutPayload::from(manifest.sidecar().into_bytes()))
                 .await
@@ -173,8 +183,9 @@ impl RemoteStore {
             self.put_manifest(manifest, PutMode::Create).await
         };
         if let Err(e) = rest.await {
-            self.remove_quietly(&sha_key).await;
-            self.remove_quietly(&dump_key).await;
+            for name in id.all_names().iter().skip(1) {
+                self.remove_quietly(&self.key(name)).await;
+            }
             return Err(e);
         }
         Ok(self.url_of(&id.dump_name()))
@@ -184,7 +195,7 @@ impl RemoteStore {
         &self,
         path: &Path,
         key: &ObjPath,
-        manifest: &Manifest,
+        size_bytes: u64,
     ) -> Result<(), RemoteError> {
         let local = |what: &'static str| {
             let path = path.to_path_buf();
@@ -193,9 +204,7 @@ impl RemoteStore {
         let mut file = tokio::fs::File::open(path)
             .await
             .map_err(local("opening"))?;
-        let part = self
-            .part_size
-            .max(manifest.size_bytes.div_ceil(MAX_PARTS) as usize);
+        let part = self.part_size.max(size_bytes.div_ceil(MAX_PARTS) as usize);
         let upload = self
             .store
             .put_multipart(key)
@@ -217,11 +226,10 @@ impl RemoteStore {
                 writer.write(&buf[..n]);
                 sent += n as u64;
             }
-            if sent != manifest.size_bytes {
+            if sent != size_bytes {
                 return Err(RemoteError::Invalid(format!(
-                    "{} changed while uploading: read {sent} bytes, manifest says {}",
+                    "{} changed while uploading: read {sent} bytes, manifest says {size_bytes}",
                     path.display(),
-                    manifest.size_bytes
                 )));
             }
             Ok(())
@@ -335,7 +343,17 @@ impl RemoteStore {
 
     /// Streams the archive of `id` into a new file at `dest`; returns its digest and size.
     pub async fn download(&self, id: &BackupId, dest: &Path) -> Result<(String, u64), RemoteError> {
-        let key = self.key(&id.dump_name());
+        self.download_name(&id.dump_name(), dest).await
+    }
+
+    /// Streams the object `name` (under the prefix) into a new file at `dest`; returns its
+    /// digest and size.
+    pub async fn download_name(
+        &self,
+        name: &str,
+        dest: &Path,
+    ) -> Result<(String, u64), RemoteError> {
+        let key = self.key(name);
         let local = |what: &'static str| {
             let path = dest.to_path_buf();
             move |source| RemoteError::Local { what, path, source }
@@ -370,7 +388,7 @@ impl RemoteStore {
 
     /// Deletes a backup: the manifest first, so a half-deleted backup is never listed.
     pub async fn delete(&self, id: &BackupId) -> Result<(), RemoteError> {
-        for name in [id.manifest_name(), id.dump_name(), id.sha_name()] {
+        for name in id.all_names() {
             let key = self.key(&name);
             match self.store.delete(&key).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
@@ -386,7 +404,8 @@ impl RemoteStore {
         let names = self.names().await?;
         let mut removed = Vec::new();
         for name in &names {
-            if let Some((id, FileKind::Dump | FileKind::Sha)) = BackupId::parse_file_name(name)
+            if let Some((id, kind)) = BackupId::parse_file_name(name)
+                && kind != FileKind::Manifest
                 && id.db == db
                 && !names.contains(&id.manifest_name())
             {

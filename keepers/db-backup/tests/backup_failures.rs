@@ -166,6 +166,8 @@ async fn sigkill_mid_dump_lists_nothing_and_the_next_run_cleans_up() {
         vec![
             name.clone(),
             format!("{name}.sha256"),
+            format!("{base}.globals.sql.zst"),
+            format!("{base}.globals.sql.zst.sha256"),
             format!("{base}.manifest.json")
         ]
     );
@@ -487,7 +489,7 @@ async fn upload_failure_aborts_the_upload_and_keeps_the_local_backup() {
     // The local backup stays, complete and listed as local only.
     let name = report["backup"]["file"].as_str().unwrap();
     assert!(s.files().contains(&name.to_owned()), "{:?}", s.files());
-    assert_eq!(s.files().len(), 3, "{:?}", s.files());
+    assert_eq!(s.files().len(), 5, "{:?}", s.files());
     let listed = json(&run_ok(s.cmd(&["list", "--output", "json"], &extra)).await);
     assert_eq!(listed.as_array().unwrap().len(), 1);
     assert_eq!(listed[0]["status"], "complete");

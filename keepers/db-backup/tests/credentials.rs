@@ -47,6 +47,7 @@ async fn special_character_passwords_back_up_and_restore_and_stay_off_the_comman
     let tools = tempfile::tempdir().unwrap();
     let pg_dump = recording_wrapper(tools.path(), "pg_dump", &which("pg_dump"));
     recording_wrapper(tools.path(), "pg_restore", &which("pg_restore"));
+    recording_wrapper(tools.path(), "pg_dumpall", &which("pg_dumpall"));
     // restore runs the psql beside pg_restore.
     recording_wrapper(tools.path(), "psql", &which("psql"));
     let env = vec![
@@ -98,6 +99,20 @@ async fn special_character_passwords_back_up_and_restore_and_stay_off_the_comman
             "{secretish:?} on the command line: {argv}"
         );
     }
+
+    // pg_dumpall (the globals) gets the same treatment.
+    let argv = std::fs::read_to_string(tools.path().join("pg_dumpall.argv")).unwrap();
+    assert!(argv.lines().any(|l| l == "--no-role-passwords"), "{argv}");
+    assert!(
+        !argv.contains("password=") && !argv.contains("w:o"),
+        "{argv}"
+    );
+    let genv = std::fs::read_to_string(tools.path().join("pg_dumpall.env")).unwrap();
+    assert!(
+        genv.lines().any(|l| l == format!("PGPASSWORD={PASSWORD}")),
+        "{genv}"
+    );
+    assert!(!genv.contains("aws-secret"), "{genv}");
 
     // Restore with the password as a `password=` parameter, `+` left raw (a form decoder would
     // make it a space) and the other reserved characters escaped.
