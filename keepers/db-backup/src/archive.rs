@@ -48,6 +48,37 @@ pub enum ArchiveError {
     /// `pg_restore` failed.
     #[error(transparent)]
     Tool(#[from] DumpError),
+    /// The archive is encrypted and cannot be decrypted with what was given.
+    #[error(transparent)]
+    Crypt(#[from] crate::crypt::CryptError),
+}
+
+/// How to read an archive that may be age-encrypted.
+#[derive(Debug, Clone, Default)]
+pub struct Decrypt {
+    /// The recipients' fingerprints when the archive is encrypted (from its manifest).
+    pub encrypted_for: Option<Vec<String>>,
+    /// The identity file to decrypt with.
+    pub identity: Option<PathBuf>,
+}
+
+impl Decrypt {
+    /// For the archive `manifest` describes, with `identity`.
+    pub fn new(manifest: Option<&crate::manifest::Manifest>, identity: Option<&Path>) -> Self {
+        Self {
+            encrypted_for: manifest.and_then(|m| m.encrypted_for().map(<[String]>::to_vec)),
+            identity: identity.map(Path::to_path_buf),
+        }
+    }
+
+    /// `input` decrypted if needed.
+    pub fn reader<'a, R: Read + 'a>(&self, input: R) -> Result<Box<dyn Read + 'a>, ArchiveError> {
+        Ok(crate::crypt::reader(
+            input,
+            self.encrypted_for.as_deref(),
+            self.identity.as_deref(),
+        )?)
+    }
 }
 
 /// Hex SHA-256 and size of a file, streamed.
@@ -105,7 +136,7 @@ pub enum RestoreTo<'a> {
 /// `pg_restore --list` stops reading after the table of contents.
 pub fn pg_restore(
     pg_restore: &Path,
-    path: &Path,
+    (path, decrypt): (&Path, &Decrypt),
     to: RestoreTo<'_>,
     killer: &Killer,
 ) -> Result<usize, ArchiveError> {
@@ -147,7 +178,7 @@ pub fn pg_restore(
         return Err(DumpError::Stopped(reason).into());
     }
 
-    let fed = feed(path, stdin);
+    let fed = feed(path, decrypt, stdin);
     if fed.is_err() {
         child.kill();
     }
@@ -189,7 +220,7 @@ pub struct CheckedRestore<'a> {
 /// its own, before anyone could look at the result.)
 pub fn restore_checked(
     r: &CheckedRestore<'_>,
-    path: &Path,
+    (path, decrypt): (&Path, &Decrypt),
     killer: &Killer,
 ) -> Result<(), ArchiveError> {
     let mut dump = child::command(r.pg_restore);
@@ -237,7 +268,7 @@ pub fn restore_checked(
     // `run` (and its copy of pg_restore's stdout) must go, or psql never sees end of input.
     drop(run);
 
-    let fed = feed(path, stdin);
+    let fed = feed(path, decrypt, stdin);
     if fed.is_err() {
         restore.kill();
         psql.kill();
@@ -273,13 +304,18 @@ pub fn restore_checked(
 
 /// Decompresses the file into `stdin`; once the reader has closed its end (EPIPE), the rest is
 /// still decompressed into nothing so corruption anywhere is found.
-fn feed(path: &Path, stdin: Option<std::process::ChildStdin>) -> Result<(), ArchiveError> {
+fn feed(
+    path: &Path,
+    decrypt: &Decrypt,
+    stdin: Option<std::process::ChildStdin>,
+) -> Result<(), ArchiveError> {
     let file = File::open(path).map_err(|source| ArchiveError::Io {
         path: path.to_path_buf(),
         source,
     })?;
+    let plain = decrypt.reader(file)?;
     let mut dec =
-        zstd::stream::read::Decoder::new(file).map_err(|source| ArchiveError::Corrupt {
+        zstd::stream::read::Decoder::new(plain).map_err(|source| ArchiveError::Corrupt {
             path: path.to_path_buf(),
             source,
         })?;

@@ -103,7 +103,12 @@ pub async fn list(app: &App) -> anyhow::Result<Vec<Listed>> {
                     .push(format!("remote: {e}")),
             }
             if b.dump_present {
-                entry.remote = Some(r.url_of(&b.id.dump_name()));
+                let file = b
+                    .manifest
+                    .as_ref()
+                    .map(|m| m.file.clone())
+                    .unwrap_or_else(|_| b.id.dump_name());
+                entry.remote = Some(r.url_of(&file));
             } else {
                 problems
                     .entry(b.id.clone())
@@ -187,10 +192,15 @@ pub async fn locate(app: &App, from: &str) -> anyhow::Result<Located> {
 }
 
 async fn by_id(app: &App, id: &BackupId) -> anyhow::Result<Located> {
-    let local = app.local.dump_path(id);
-    let found = tokio::task::spawn_blocking(move || local.is_file().then(|| local_file(&local)))
-        .await
-        .map_err(|e| anyhow!("file-system worker failed: {e}"))?;
+    let store = app.local.clone();
+    let id_owned = id.clone();
+    let found = tokio::task::spawn_blocking(move || {
+        store
+            .existing_archive(&id_owned)
+            .map(|local| local_file(&local))
+    })
+    .await
+    .map_err(|e| anyhow!("file-system worker failed: {e}"))?;
     if let Some(Ok(found)) = found
         && found.manifest().is_some()
     {
@@ -296,15 +306,15 @@ async fn fetch_checked(app: &App, found: Located) -> anyhow::Result<Checked> {
                 manifest: Some(manifest.clone()),
                 temp: true,
             };
-            let (sha, size) = remote.download(&id, &dest).await?;
+            let (sha, size) = remote.download_name(&manifest.file, &dest).await?;
             if !sha.eq_ignore_ascii_case(&manifest.sha256) {
                 bail!(
                     "checksum mismatch for {}: expected {}, downloaded {sha} ({size} bytes); nothing restored",
-                    remote.url_of(&id.dump_name()),
+                    remote.url_of(&manifest.file),
                     manifest.sha256
                 );
             }
-            tracing::info!(key = %remote.url_of(&id.dump_name()), size, "downloaded; checksum matches");
+            tracing::info!(key = %remote.url_of(&manifest.file), size, "downloaded; checksum matches");
             Ok(checked)
         }
     }
@@ -383,6 +393,10 @@ pub async fn restore(
         let t = LibpqTarget::new(target)?;
         let killer = killer.clone();
         let check_sql = check_sql.clone();
+        let decrypt = archive::Decrypt::new(
+            checked.manifest.as_ref(),
+            app.settings.backup().age_identity_file.as_deref(),
+        );
         run_blocking(move || {
             archive::restore_checked(
                 &archive::CheckedRestore {
@@ -393,7 +407,7 @@ pub async fn restore(
                     clean: opts.clean,
                     check_sql,
                 },
-                &path,
+                (&path, &decrypt),
                 &killer,
             )
         })
@@ -457,10 +471,15 @@ async fn apply_globals(
     };
     let sql = {
         let (path, sha) = (path.clone(), g.sha256.clone());
+        let decrypt = archive::Decrypt::new(
+            checked.manifest.as_ref(),
+            app.settings.backup().age_identity_file.as_deref(),
+        );
         run_blocking(move || -> anyhow::Result<Vec<u8>> {
             archive::check_sha256(&path, &sha)?;
             let file = std::fs::File::open(&path)
                 .with_context(|| format!("opening {}", path.display()))?;
+            let file = decrypt.reader(file)?;
             let mut out = Vec::new();
             std::io::Read::read_to_end(
                 &mut std::io::Read::take(
@@ -532,7 +551,7 @@ pub async fn verify(
                 manifest: None,
                 temp: true,
             };
-            remote.download(&id, &dest).await?;
+            remote.download_name(&manifest.file, &dest).await?;
             checked
         }
     };
@@ -540,6 +559,7 @@ pub async fn verify(
         pg_restore: &app.settings.pg_restore_path,
         scratch_server: app.settings.backup().verify_database_url.as_ref(),
         killer,
+        identity: app.settings.backup().age_identity_file.as_deref(),
     };
     let verification = match verifier.verify(mode, &checked.path, &manifest).await {
         Ok(v) => v,
@@ -560,7 +580,7 @@ pub async fn verify(
         let updated = updated.clone();
         app.local
             .blocking(move |l| {
-                if l.dump_path(&updated.id()).is_file() {
+                if l.dir().join(&updated.file).is_file() {
                     l.rewrite_manifest(&updated)?;
                 }
                 Ok(())

@@ -97,6 +97,12 @@ pub struct BackupSettings {
     /// Include role password hashes in the globals (`BACKUP_GLOBALS_PASSWORDS`); needs a
     /// superuser (they are read from `pg_authid`) and makes the globals a credential store.
     pub globals_passwords: bool,
+    /// age recipients (`age1…` X25519 or SSH public keys) every artifact is encrypted for
+    /// (`BACKUP_AGE_RECIPIENTS`, comma-separated); empty: not encrypted.
+    pub age_recipients: Vec<String>,
+    /// Identity file (age or unencrypted OpenSSH private key) used to decrypt for `restore`,
+    /// `verify` and the daemon's verification (`BACKUP_AGE_IDENTITY_FILE`).
+    pub age_identity_file: Option<PathBuf>,
     /// Seconds without a successful backup before `backup_stale` fires (`BACKUP_STALE_AFTER`);
     /// default: two schedule periods plus a quarter period (at most an hour) of slack.
     pub stale_after: Option<u64>,
@@ -132,6 +138,8 @@ impl Default for BackupSettings {
             lock_wait_timeout: 60,
             globals: true,
             globals_passwords: false,
+            age_recipients: Vec::new(),
+            age_identity_file: None,
             stale_after: None,
             name: None,
             pushgateway_url: None,
@@ -306,6 +314,12 @@ impl Settings {
                     "{} must end in .prom (node-exporter reads only those)",
                     p.display()
                 ),
+            ));
+        }
+        if let Err(e) = crate::crypt::parse_recipients(&b.age_recipients) {
+            return Err(ConfigError::new(
+                "backup.age_recipients (BACKUP_AGE_RECIPIENTS)",
+                e.to_string(),
             ));
         }
         if !(1..=3600).contains(&b.lock_wait_timeout) {

@@ -14,6 +14,7 @@ use std::thread::JoinHandle;
 use sha2::{Digest, Sha256};
 
 use crate::child::{self, GroupHandle, Running};
+use crate::crypt::{Recipients, Sink, parse_recipients};
 use crate::libpq::LibpqTarget;
 
 /// Size of each read from `pg_dump`'s pipe.
@@ -202,6 +203,8 @@ pub struct DumpSpec {
     /// (PostgreSQL 14+): a backend whose pg_dump was killed while it queued for a lock would
     /// otherwise stay in that queue, and everyone behind it, until the lock wait ends.
     pub check_client_connection: bool,
+    /// `BACKUP_AGE_RECIPIENTS` (public keys); empty: not encrypted.
+    pub age_recipients: Vec<String>,
 }
 
 /// Collects the tail of a child's stderr on a thread.
@@ -251,7 +254,16 @@ pub fn dump_to_file(spec: &DumpSpec, tmp: &Path, killer: &Killer) -> Result<Dump
         cmd.env("PGOPTIONS", options);
     }
     let tool = spec.pg_dump.display().to_string();
-    match produce(cmd, tool, tmp, spec.level, spec.threads, killer) {
+    let recipients =
+        parse_recipients(&spec.age_recipients).map_err(|e| DumpError::Stopped(e.to_string()))?;
+    match produce(
+        cmd,
+        tool,
+        tmp,
+        (spec.level, spec.threads),
+        &recipients,
+        killer,
+    ) {
         Err(DumpError::Tool { stderr, .. }) if stderr.contains("lock timeout") => {
             Err(DumpError::LockTimeout {
                 table: locked_table(&stderr).unwrap_or_else(|| "(not named by pg_dump)".into()),
@@ -272,6 +284,8 @@ pub struct GlobalsSpec {
     pub role_passwords: bool,
     /// zstd level.
     pub level: i32,
+    /// `BACKUP_AGE_RECIPIENTS` (public keys); empty: not encrypted.
+    pub age_recipients: Vec<String>,
 }
 
 /// Runs `pg_dumpall --globals-only` into `tmp` through zstd and SHA-256. Blocking.
@@ -287,7 +301,9 @@ pub fn globals_to_file(
     }
     spec.target.apply(&mut cmd);
     let tool = spec.pg_dumpall.display().to_string();
-    produce(cmd, tool, tmp, spec.level, 0, killer)
+    let recipients =
+        parse_recipients(&spec.age_recipients).map_err(|e| DumpError::Stopped(e.to_string()))?;
+    produce(cmd, tool, tmp, (spec.level, 0), &recipients, killer)
 }
 
 /// Runs `cmd`, streaming its stdout through zstd and SHA-256 into `tmp` (created new; the
@@ -296,8 +312,8 @@ fn produce(
     mut cmd: std::process::Command,
     tool: String,
     tmp: &Path,
-    level: i32,
-    threads: u32,
+    (level, threads): (i32, u32),
+    recipients: &Recipients,
     killer: &Killer,
 ) -> Result<DumpOutput, DumpError> {
     let io_err = |what: &'static str| {
@@ -324,7 +340,7 @@ fn produce(
     }
 
     let pumped = match stdout {
-        Some(out) => compress(out, file, level, threads, tmp),
+        Some(out) => compress(out, file, level, threads, recipients, tmp),
         None => Err(DumpError::Stopped(format!("{tool} has no stdout"))),
     };
     if pumped.is_err() {
@@ -361,13 +377,16 @@ fn compress(
     file: File,
     level: i32,
     threads: u32,
+    recipients: &Recipients,
     path: &Path,
 ) -> Result<DumpOutput, DumpError> {
     let io_err = |what: &'static str| {
         let path = path.to_path_buf();
         move |source| DumpError::Io { what, path, source }
     };
-    let sink = HashingWriter::new(file);
+    // zstd → age (when recipients are set) → SHA-256 → file: the digest covers what is stored.
+    let sink = Sink::new(HashingWriter::new(file), recipients)
+        .map_err(|e| DumpError::Stopped(e.to_string()))?;
     let mut enc = zstd::stream::write::Encoder::new(sink, level).map_err(DumpError::Zstd)?;
     enc.include_checksum(true).map_err(DumpError::Zstd)?;
     if threads > 0 {
@@ -388,7 +407,8 @@ fn compress(
         enc.write_all(&buf[..n]).map_err(io_err("writing"))?;
     }
     let sink = enc.finish().map_err(io_err("finishing"))?;
-    let (file, sha256, size) = sink.finish();
+    let hashing = sink.finish().map_err(io_err("finishing encryption of"))?;
+    let (file, sha256, size) = hashing.finish();
     file.sync_all().map_err(io_err("syncing"))?;
     Ok(DumpOutput {
         size,
@@ -417,7 +437,8 @@ mod tests {
             .flat_map(|i| (i % 251).to_le_bytes())
             .collect();
         let file = File::create(&path).unwrap();
-        let out = compress(&data[..], file, 3, 2, &path).unwrap();
+        let none = crate::crypt::parse_recipients(&[]).unwrap();
+        let out = compress(&data[..], file, 3, 2, &none, &path).unwrap();
         let on_disk = std::fs::read(&path).unwrap();
         assert_eq!(out.size, on_disk.len() as u64);
         assert_eq!(out.dump_bytes, data.len() as u64);

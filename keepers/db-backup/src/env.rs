@@ -45,6 +45,12 @@ const BACKUP_ENV: &[EnvBinding] = &[
         "backup.globals_passwords",
         Kind::Bool,
     ),
+    bind("BACKUP_AGE_RECIPIENTS", "backup.age_recipients", Kind::List),
+    bind(
+        "BACKUP_AGE_IDENTITY_FILE",
+        "backup.age_identity_file",
+        Kind::Str,
+    ),
     bind("BACKUP_STALE_AFTER", "backup.stale_after", Kind::Int),
     bind("BACKUP_NAME", "backup.name", Kind::Str),
     bind("PUSHGATEWAY_URL", "backup.pushgateway_url", Kind::Str),

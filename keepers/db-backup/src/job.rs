@@ -17,7 +17,9 @@ use crate::config::VerifyMode;
 use crate::dump::{self, DumpSpec, Killer};
 use crate::libpq::LibpqTarget;
 use crate::local::LocalStore;
-use crate::manifest::{BackupId, Compression, GlobalsArtifact, MANIFEST_FORMAT, Manifest};
+use crate::manifest::{
+    BackupId, Compression, Encryption, GlobalsArtifact, MANIFEST_FORMAT, Manifest,
+};
 use crate::pg::{self, PgError, Source};
 use crate::prune::{self, PruneReport};
 use crate::verify::{Verifier, run_blocking};
@@ -251,6 +253,7 @@ async fn locked(
         threads: s.zstd_threads,
         lock_wait_timeout_seconds: b.lock_wait_timeout,
         check_client_connection: source.info.major() >= 14,
+        age_recipients: b.age_recipients.clone(),
     };
     let dumping = {
         let (tmp, killer) = (tmp.clone(), killer.clone());
@@ -292,12 +295,22 @@ async fn locked(
     // The cluster globals, a second artifact of the same backup: without the roles, a restore
     // into a fresh cluster fails on every OWNER TO and GRANT.
     let gtmp = app.local.globals_temp_path(&id);
+    let encryption = (!b.age_recipients.is_empty()).then(|| Encryption {
+        algorithm: "age".into(),
+        recipients: b
+            .age_recipients
+            .iter()
+            .map(|r| crate::crypt::fingerprint(r))
+            .collect(),
+    });
+    let encrypted = encryption.is_some();
     let globals = if b.globals {
         let spec = dump::GlobalsSpec {
             pg_dumpall: s.pg_dumpall_path.clone(),
             target: LibpqTarget::new(&s.source_url).map_err(PgError::from)?,
             role_passwords: b.globals_passwords,
             level: b.zstd_level,
+            age_recipients: b.age_recipients.clone(),
         };
         let taken = {
             let (gtmp, killer) = (gtmp.clone(), killer.clone());
@@ -305,7 +318,7 @@ async fn locked(
         };
         match taken {
             Ok(Ok(out)) => Some(GlobalsArtifact {
-                file: id.globals_name(),
+                file: id.globals_file(encrypted),
                 size_bytes: out.size,
                 sha256: out.sha256,
                 role_passwords: b.globals_passwords,
@@ -328,7 +341,7 @@ async fn locked(
         format: MANIFEST_FORMAT,
         name: id.db.clone(),
         database: source.info.database.clone(),
-        file: id.dump_name(),
+        file: id.archive_name(encrypted),
         server_version: source.info.version.clone(),
         server_version_num: source.info.version_num,
         pg_dump_version,
@@ -347,6 +360,7 @@ async fn locked(
         verification: None,
         tool: concat!("db-backup ", env!("CARGO_PKG_VERSION")).into(),
         system_identifier: source.info.system_identifier.clone(),
+        encryption,
         globals,
     };
 
@@ -355,6 +369,7 @@ async fn locked(
             pg_restore: &s.pg_restore_path,
             scratch_server: b.verify_database_url.as_ref(),
             killer,
+            identity: b.age_identity_file.as_deref(),
         };
         match verifier.verify(b.verify, &tmp, &manifest).await {
             Ok(v) => {

@@ -6,6 +6,7 @@ pub mod archive;
 pub mod child;
 pub mod commands;
 pub mod config;
+pub mod crypt;
 pub mod cycle;
 pub mod daemon;
 pub mod dump;

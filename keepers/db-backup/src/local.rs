@@ -96,9 +96,17 @@ impl LocalStore {
         self.dir.join(format!(".{}{TMP_SUFFIX}", id.globals_name()))
     }
 
-    /// Path of the archive of `id`.
+    /// Path of the unencrypted archive of `id`.
     pub fn dump_path(&self, id: &BackupId) -> PathBuf {
         self.dir.join(id.dump_name())
+    }
+
+    /// Path of the archive of `id` that exists here, encrypted or not.
+    pub fn existing_archive(&self, id: &BackupId) -> Option<PathBuf> {
+        [false, true]
+            .into_iter()
+            .map(|enc| self.dir.join(id.archive_name(enc)))
+            .find(|p| p.is_file())
     }
 
     /// Whether any file of `id` exists (names must not be reused).
@@ -157,14 +165,16 @@ impl LocalStore {
         manifest: &Manifest,
     ) -> Result<PathBuf, LocalError> {
         let id = manifest.id();
-        let dump = self.dump_path(&id);
+        let dump = self.dir.join(&manifest.file);
         fs::rename(tmp, &dump).map_err(err("renaming", tmp))?;
         let rest = (|| {
-            if let (Some(g), Some(sidecar)) = (globals_tmp, manifest.globals_sidecar()) {
-                fs::rename(g, self.dir.join(id.globals_name())).map_err(err("renaming", g))?;
-                self.write_atomic(&id.globals_sha_name(), sidecar.as_bytes())?;
+            if let (Some(tmp), Some(g), Some(sidecar)) =
+                (globals_tmp, &manifest.globals, manifest.globals_sidecar())
+            {
+                fs::rename(tmp, self.dir.join(&g.file)).map_err(err("renaming", tmp))?;
+                self.write_atomic(&format!("{}.sha256", g.file), sidecar.as_bytes())?;
             }
-            self.write_atomic(&id.sha_name(), manifest.sidecar().as_bytes())?;
+            self.write_atomic(&manifest.sidecar_name(), manifest.sidecar().as_bytes())?;
             self.write_atomic(&id.manifest_name(), &manifest.to_json())?;
             self.sync_dir()
         })();
@@ -242,7 +252,10 @@ impl LocalStore {
                     Manifest::for_id(&b, &id)
                         .map_err(|e| BadInput::new(&shown, format!("{shown}: {e}")))
                 });
-            let dump = self.dump_path(&id);
+            let dump = match &manifest {
+                Ok(m) => self.dir.join(&m.file),
+                Err(_) => self.dump_path(&id),
+            };
             out.push(LocalBackup {
                 dump_present: dump.is_file(),
                 id,
@@ -374,7 +387,13 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         names.sort();
-        let mut want = id.all_names().to_vec();
+        let mut want = vec![
+            id.dump_name(),
+            id.sha_name(),
+            id.globals_name(),
+            id.globals_sha_name(),
+            id.manifest_name(),
+        ];
         want.sort();
         assert_eq!(names, want);
         let listed = store.list().unwrap();

@@ -70,6 +70,10 @@ enum Command {
         /// tablespaces), skipping roles that exist; for a restore into a fresh cluster.
         #[arg(long)]
         with_globals: bool,
+        /// age identity file (or unencrypted OpenSSH private key) for an encrypted backup;
+        /// default BACKUP_AGE_IDENTITY_FILE.
+        #[arg(long, value_name = "FILE")]
+        identity: Option<std::path::PathBuf>,
     },
     /// Verify an existing backup and record the result in its manifest and backup_runs.
     Verify {
@@ -79,6 +83,9 @@ enum Command {
         /// How (default: BACKUP_VERIFY, or `list` when that is `none`).
         #[arg(long, value_enum)]
         mode: Option<ModeArg>,
+        /// age identity file for an encrypted backup; default BACKUP_AGE_IDENTITY_FILE.
+        #[arg(long, value_name = "FILE")]
+        identity: Option<std::path::PathBuf>,
     },
     /// Apply GFS retention now (with --dry-run: only show what would be deleted).
     Prune,
@@ -198,7 +205,12 @@ async fn dispatch(cli: Cli, settings: Settings) -> anyhow::Result<i32> {
             no_owner,
             clean,
             with_globals,
+            identity,
         } => {
+            let mut settings = settings;
+            if identity.is_some() {
+                settings.raw.backup.age_identity_file = identity;
+            }
             let target = commands::target_url(target_database_url)?;
             let app = App::new(settings, metrics, Alerter::disabled(), false).await?;
             let (shutdown, killer) = (Shutdown::new(), Killer::default());
@@ -224,7 +236,15 @@ async fn dispatch(cli: Cli, settings: Settings) -> anyhow::Result<i32> {
             });
             Ok(EXIT_OK)
         }
-        Command::Verify { from, mode } => {
+        Command::Verify {
+            from,
+            mode,
+            identity,
+        } => {
+            let mut settings = settings;
+            if identity.is_some() {
+                settings.raw.backup.age_identity_file = identity;
+            }
             let mode = match (mode, settings.backup().verify) {
                 (Some(ModeArg::List), _) | (None, VerifyMode::None | VerifyMode::List) => {
                     VerifyMode::List

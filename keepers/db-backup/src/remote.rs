@@ -157,20 +157,20 @@ impl RemoteStore {
     /// On failure nothing of this backup is left listed; the caller keeps the local copy.
     pub async fn upload(&self, dump: &Path, manifest: &Manifest) -> Result<String, RemoteError> {
         let id = manifest.id();
-        let dump_key = self.key(&id.dump_name());
+        let dump_key = self.key(&manifest.file);
         if let Err(e) = self.upload_file(dump, &dump_key, manifest.size_bytes).await {
             // The archive may have completed before a later step failed; without its manifest
             // it is not a backup, but do not leave it either.
             self.remove_quietly(&dump_key).await;
             return Err(e);
         }
-        let sha_key = self.key(&id.sha_name());
+        let sha_key = self.key(&manifest.sidecar_name());
         let rest = async {
             if let (Some(g), Some(sidecar)) = (&manifest.globals, manifest.globals_sidecar()) {
                 let path = dump.with_file_name(&g.file);
                 let key = self.key(&g.file);
                 self.upload_file(&path, &key, g.size_bytes).await?;
-                let gsha = self.key(&id.globals_sha_name());
+                let gsha = self.key(&format!("{}.sha256", g.file));
                 self.store
                     .put(&gsha, PutPayload::from(sidecar.into_bytes()))
                     .await
@@ -188,7 +188,7 @@ impl RemoteStore {
             }
             return Err(e);
         }
-        Ok(self.url_of(&id.dump_name()))
+        Ok(self.url_of(&manifest.file))
     }
 
     async fn upload_file(
@@ -310,8 +310,12 @@ impl RemoteStore {
                 .get_manifest(&id)
                 .await
                 .map_err(|e| BadInput::new(&id.to_string(), e.to_string()));
+            let archive = match &manifest {
+                Ok(m) => m.file.clone(),
+                Err(_) => id.dump_name(),
+            };
             out.push(RemoteBackup {
-                dump_present: names.contains(&id.dump_name()),
+                dump_present: names.contains(&archive),
                 id,
                 manifest,
             });
@@ -339,11 +343,6 @@ impl RemoteStore {
         let m = Manifest::for_id(&bytes, id)
             .map_err(|e| RemoteError::Invalid(format!("{key}: {e}")))?;
         Ok(m)
-    }
-
-    /// Streams the archive of `id` into a new file at `dest`; returns its digest and size.
-    pub async fn download(&self, id: &BackupId, dest: &Path) -> Result<(String, u64), RemoteError> {
-        self.download_name(&id.dump_name(), dest).await
     }
 
     /// Streams the object `name` (under the prefix) into a new file at `dest`; returns its
