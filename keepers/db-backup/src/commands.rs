@@ -563,13 +563,9 @@ pub async fn verify(
     };
     let verification = match verifier.verify(mode, &checked.path, &manifest).await {
         Ok(v) => v,
-        Err(e) => Verification {
-            mode,
-            ok: false,
-            at: chrono::Utc::now(),
-            detail: e.to_string(),
-        },
+        Err(f) => f.record,
     };
+    app.backup_metrics.record_restore(&verification);
     let updated = Manifest {
         verification: Some(verification.clone()),
         ..manifest

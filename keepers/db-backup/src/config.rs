@@ -103,6 +103,10 @@ pub struct BackupSettings {
     /// Identity file (age or unencrypted OpenSSH private key) used to decrypt for `restore`,
     /// `verify` and the daemon's verification (`BACKUP_AGE_IDENTITY_FILE`).
     pub age_identity_file: Option<PathBuf>,
+    /// Cron schedule (seconds first, UTC) of restore drills: the daemon restores the newest
+    /// backup into a scratch database on `verify_database_url` and records the result
+    /// (`BACKUP_DRILL_CRON`); unset: no drills.
+    pub drill_cron: Option<String>,
     /// Seconds without a successful backup before `backup_stale` fires (`BACKUP_STALE_AFTER`);
     /// default: two schedule periods plus a quarter period (at most an hour) of slack.
     pub stale_after: Option<u64>,
@@ -140,6 +144,7 @@ impl Default for BackupSettings {
             globals_passwords: false,
             age_recipients: Vec::new(),
             age_identity_file: None,
+            drill_cron: None,
             stale_after: None,
             name: None,
             pushgateway_url: None,
@@ -234,6 +239,8 @@ pub struct Settings {
     pub pg_restore_path: PathBuf,
     /// `pg_dumpall` for the globals: beside `pg_dump`.
     pub pg_dumpall_path: PathBuf,
+    /// Normalized `BACKUP_DRILL_CRON`.
+    pub drill_cron: Option<String>,
     /// Effective zstd worker count.
     pub zstd_threads: u32,
     /// Ops server address.
@@ -275,6 +282,20 @@ impl Settings {
                 format!("cron expression {:?} never fires twice", b.schedule),
             ));
         }
+        let drill_cron = match &b.drill_cron {
+            Some(expr) => {
+                let expr = normalize_cron(expr);
+                validate::cron("backup.drill_cron (BACKUP_DRILL_CRON)", &expr)?;
+                if b.verify_database_url.is_none() {
+                    return Err(ConfigError::new(
+                        "backup.drill_cron (BACKUP_DRILL_CRON)",
+                        "restore drills need backup.verify_database_url (BACKUP_VERIFY_DATABASE_URL)",
+                    ));
+                }
+                Some(expr)
+            }
+            None => None,
+        };
         if b.verify == VerifyMode::Restore && b.verify_database_url.is_none() {
             return Err(ConfigError::new(
                 "backup.verify (BACKUP_VERIFY)",
@@ -400,6 +421,7 @@ impl Settings {
             schedule,
             pg_restore_path,
             pg_dumpall_path: sibling(&b.pg_dump_path, "pg_dumpall"),
+            drill_cron,
             zstd_threads,
             metrics_addr,
             raw,

@@ -51,6 +51,7 @@ const BACKUP_ENV: &[EnvBinding] = &[
         "backup.age_identity_file",
         Kind::Str,
     ),
+    bind("BACKUP_DRILL_CRON", "backup.drill_cron", Kind::Str),
     bind("BACKUP_STALE_AFTER", "backup.stale_after", Kind::Int),
     bind("BACKUP_NAME", "backup.name", Kind::Str),
     bind("PUSHGATEWAY_URL", "backup.pushgateway_url", Kind::Str),

@@ -371,14 +371,19 @@ async fn locked(
             killer,
             identity: b.age_identity_file.as_deref(),
         };
-        match verifier.verify(b.verify, &tmp, &manifest).await {
+        let verified = verifier.verify(b.verify, &tmp, &manifest).await;
+        match &verified {
+            Ok(v) => app.backup_metrics.record_restore(v),
+            Err(f) => app.backup_metrics.record_restore(&f.record),
+        }
+        match verified {
             Ok(v) => {
                 tracing::info!(backup = %id, detail = %v.detail, "verified");
                 manifest.verification = Some(v);
             }
-            Err(e) => {
+            Err(f) => {
                 discard(&tmp, &gtmp).await;
-                return Err(anyhow::Error::new(e)
+                return Err(anyhow::Error::new(f.error)
                     .context(format!("verification ({}) failed", b.verify.as_str()))
                     .into());
             }

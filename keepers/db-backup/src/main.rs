@@ -255,6 +255,10 @@ async fn dispatch(cli: Cli, settings: Settings) -> anyhow::Result<i32> {
             let (shutdown, killer) = (Shutdown::new(), Killer::default());
             stop_on_signal(&shutdown, &killer);
             let v = commands::verify(&app, &from, mode, &killer).await?;
+            // A drill run from cron (or a CronJob) reports through the Pushgateway/textfile.
+            if mode == VerifyMode::Restore {
+                export_restore_metrics(&app).await;
+            }
             print(common.output, &v, || {
                 format!(
                     "verification ({}) {}: {}",
@@ -325,6 +329,25 @@ fn check_stale(app: &App, newest: Option<&manifest::Manifest>) {
             )
             .label("database", app.label.clone()),
         );
+    }
+}
+
+/// Pushes / writes the restore-verification metrics only (a drill must not overwrite what the
+/// last backup run reported).
+async fn export_restore_metrics(app: &App) {
+    let b = app.settings.backup();
+    let body = export::restore_text(&app.backup_metrics);
+    if let Some(url) = &b.pushgateway_url
+        && let Err(e) = export::push(url, &app.label, body.clone()).await
+    {
+        tracing::warn!(error = %e, "cannot push metrics");
+    }
+    if let Some(path) = b.metrics_textfile.clone() {
+        match tokio::task::spawn_blocking(move || export::write_textfile(&path, &body)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot write the metrics textfile"),
+            Err(e) => tracing::warn!(error = %e, "cannot write the metrics textfile"),
+        }
     }
 }
 

@@ -205,7 +205,7 @@ pub struct Compression {
 }
 
 /// The outcome of a verification.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Verification {
     /// `list` or `restore`.
     pub mode: VerifyMode,
@@ -215,10 +215,31 @@ pub struct Verification {
     pub at: DateTime<Utc>,
     /// What was checked (`412 TOC entries`, `7 tables, row counts equal`) or what failed.
     pub detail: String,
+    /// Wall time of the verification.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_seconds: Option<f64>,
+    /// `restore`: tables compared with the manifest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tables_checked: Option<usize>,
+    /// `restore`: every table whose restored row count differs from the manifest (empty when
+    /// all are equal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub row_diff: Option<Vec<RowDiff>>,
+}
+
+/// One table whose restored row count is not the manifest's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowDiff {
+    /// `schema.table`.
+    pub table: String,
+    /// Rows per the manifest (`None`: the table is not in the manifest).
+    pub manifest_rows: Option<i64>,
+    /// Rows restored (`None`: the table is missing after the restore).
+    pub restored_rows: Option<i64>,
 }
 
 /// Everything known about one backup, stored as `{base}.manifest.json`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
     /// Layout version ([`MANIFEST_FORMAT`]).
     pub format: u32,

@@ -12,7 +12,7 @@ use crate::archive::{self, ArchiveError, RestoreTo};
 use crate::config::VerifyMode;
 use crate::dump::Killer;
 use crate::libpq::LibpqTarget;
-use crate::manifest::{Manifest, Verification};
+use crate::manifest::{Manifest, RowDiff, Verification};
 use crate::pg::{self, PgError};
 
 /// Why a verification could not be carried out or did not pass.
@@ -25,8 +25,15 @@ pub enum VerifyError {
     #[error(transparent)]
     Pg(#[from] PgError),
     /// Restored row counts differ from the manifest.
-    #[error("row counts differ from the manifest: {0}")]
-    Counts(String),
+    #[error("row counts differ from the manifest: {summary}")]
+    Counts {
+        /// The first differences, readable.
+        summary: String,
+        /// Every difference.
+        diff: Vec<RowDiff>,
+        /// Tables compared.
+        tables: usize,
+    },
     /// Nothing to verify against.
     #[error("{0}")]
     Setup(String),
@@ -44,14 +51,70 @@ pub struct Verifier<'a> {
     pub identity: Option<&'a Path>,
 }
 
+/// A verification that did not pass: why, and the record to keep of it.
+#[derive(Debug)]
+pub struct Failed {
+    /// Why.
+    pub error: VerifyError,
+    /// `ok: false`, with duration and (for row count differences) the per-table diff.
+    pub record: Verification,
+}
+
+/// What a passing check found.
+struct Passed {
+    detail: String,
+    /// `restore`: tables compared.
+    tables: Option<usize>,
+}
+
 impl Verifier<'_> {
-    /// Verifies the archive at `path` against `manifest`; `Ok` carries the passing verification.
+    /// Verifies the archive at `path` against `manifest`, timing it; `Ok` carries the passing
+    /// verification, `Err` the error and the failed one.
     pub async fn verify(
         &self,
         mode: VerifyMode,
         path: &Path,
         manifest: &Manifest,
-    ) -> Result<Verification, VerifyError> {
+    ) -> Result<Verification, Failed> {
+        let started = std::time::Instant::now();
+        let result = self.check(mode, path, manifest).await;
+        let duration_seconds = Some(started.elapsed().as_secs_f64());
+        let restore = mode == VerifyMode::Restore;
+        match result {
+            Ok(p) => Ok(Verification {
+                mode,
+                ok: true,
+                at: chrono::Utc::now(),
+                detail: p.detail,
+                duration_seconds,
+                tables_checked: p.tables,
+                row_diff: restore.then(Vec::new),
+            }),
+            Err(error) => {
+                let (tables_checked, row_diff) = match &error {
+                    VerifyError::Counts { diff, tables, .. } => (Some(*tables), Some(diff.clone())),
+                    _ => (None, None),
+                };
+                let record = Verification {
+                    mode,
+                    ok: false,
+                    at: chrono::Utc::now(),
+                    detail: error.to_string(),
+                    duration_seconds,
+                    tables_checked,
+                    row_diff,
+                };
+                Err(Failed { error, record })
+            }
+        }
+    }
+
+    async fn check(
+        &self,
+        mode: VerifyMode,
+        path: &Path,
+        manifest: &Manifest,
+    ) -> Result<Passed, VerifyError> {
         let size = run_blocking({
             let (p, sha) = (path.to_path_buf(), manifest.sha256.clone());
             move || archive::check_sha256(&p, &sha)
@@ -83,13 +146,11 @@ impl Verifier<'_> {
                 }
                 format!("checksum matches; archive decompresses; {entries} TOC entries")
             }
-            VerifyMode::Restore => self.scratch_restore(path, manifest, &decrypt).await?,
+            VerifyMode::Restore => return self.scratch_restore(path, manifest, &decrypt).await,
         };
-        Ok(Verification {
-            mode,
-            ok: true,
-            at: chrono::Utc::now(),
+        Ok(Passed {
             detail,
+            tables: None,
         })
     }
 
@@ -121,7 +182,7 @@ impl Verifier<'_> {
         path: &Path,
         manifest: &Manifest,
         decrypt: &archive::Decrypt,
-    ) -> Result<String, VerifyError> {
+    ) -> Result<Passed, VerifyError> {
         let server = self.scratch_server.ok_or_else(|| {
             VerifyError::Setup(
                 "verify mode restore needs BACKUP_VERIFY_DATABASE_URL (a server where the job may CREATE DATABASE)"
@@ -168,7 +229,7 @@ impl Verifier<'_> {
         manifest: &Manifest,
         decrypt: &archive::Decrypt,
         scratch_url: &SecretUrl,
-    ) -> Result<String, VerifyError> {
+    ) -> Result<Passed, VerifyError> {
         self.restore_blocking(
             path,
             decrypt,
@@ -181,40 +242,66 @@ impl Verifier<'_> {
         let counts = counts?;
         compare_counts(&manifest.row_counts, &counts)?;
         let rows: i64 = counts.values().sum();
-        Ok(format!(
-            "checksum matches; restored into a scratch database; {} tables, {rows} rows, counts equal to the manifest",
-            counts.len()
-        ))
+        Ok(Passed {
+            detail: format!(
+                "checksum matches; restored into a scratch database; {} tables, {rows} rows, counts equal to the manifest",
+                counts.len()
+            ),
+            tables: Some(counts.len()),
+        })
     }
 }
 
-/// Fails with a readable list of differences unless both maps are equal.
+/// Every table whose count differs between the manifest (`expected`) and a restore.
+pub fn row_diff(expected: &BTreeMap<String, i64>, actual: &BTreeMap<String, i64>) -> Vec<RowDiff> {
+    let mut diff: Vec<RowDiff> = expected
+        .iter()
+        .filter(|(t, n)| actual.get(*t) != Some(*n))
+        .map(|(t, n)| RowDiff {
+            table: t.clone(),
+            manifest_rows: Some(*n),
+            restored_rows: actual.get(t).copied(),
+        })
+        .collect();
+    diff.extend(
+        actual
+            .iter()
+            .filter(|(t, _)| !expected.contains_key(*t))
+            .map(|(t, n)| RowDiff {
+                table: t.clone(),
+                manifest_rows: None,
+                restored_rows: Some(*n),
+            }),
+    );
+    diff
+}
+
+/// Fails with a readable list of differences (and all of them) unless both maps are equal.
 pub fn compare_counts(
     expected: &BTreeMap<String, i64>,
     actual: &BTreeMap<String, i64>,
 ) -> Result<(), VerifyError> {
-    let mut diffs = Vec::new();
-    for (t, n) in expected {
-        match actual.get(t) {
-            Some(m) if m == n => {}
-            Some(m) => diffs.push(format!("{t}: {m} rows, expected {n}")),
-            None => diffs.push(format!("{t}: missing")),
-        }
+    let diff = row_diff(expected, actual);
+    if diff.is_empty() {
+        return Ok(());
     }
-    for t in actual.keys().filter(|t| !expected.contains_key(*t)) {
-        diffs.push(format!("{t}: not in the manifest"));
+    let mut lines: Vec<String> = diff
+        .iter()
+        .take(10)
+        .map(|d| match (d.manifest_rows, d.restored_rows) {
+            (Some(n), Some(m)) => format!("{}: {m} rows, expected {n}", d.table),
+            (Some(_), None) => format!("{}: missing", d.table),
+            _ => format!("{}: not in the manifest", d.table),
+        })
+        .collect();
+    if diff.len() > 10 {
+        lines.push(format!("and {} more", diff.len() - 10));
     }
-    if diffs.is_empty() {
-        Ok(())
-    } else {
-        let more = diffs.len().saturating_sub(10);
-        diffs.truncate(10);
-        let mut s = diffs.join("; ");
-        if more > 0 {
-            s.push_str(&format!("; and {more} more"));
-        }
-        Err(VerifyError::Counts(s))
-    }
+    Err(VerifyError::Counts {
+        summary: lines.join("; "),
+        tables: expected.len().max(actual.len()),
+        diff,
+    })
 }
 
 /// Runs blocking work on the blocking pool; a panic there becomes an I/O error, not a crash.
