@@ -71,6 +71,19 @@ impl Decrypt {
         }
     }
 
+    /// Also treats the archive as encrypted when its name says so (`….age`) though there is no
+    /// manifest to name the recipients (a loose file restored with its sidecar).
+    pub fn or_by_name(mut self, path: &Path) -> Self {
+        let named = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.ends_with(crate::manifest::AGE_SUFFIX));
+        if named && self.encrypted_for.is_none() {
+            self.encrypted_for = Some(vec!["(recipients unknown: no manifest)".into()]);
+        }
+        self
+    }
+
     /// `input` decrypted if needed.
     pub fn reader<'a, R: Read + 'a>(&self, input: R) -> Result<Box<dyn Read + 'a>, ArchiveError> {
         Ok(crate::crypt::reader(

@@ -396,7 +396,8 @@ pub async fn restore(
         let decrypt = archive::Decrypt::new(
             checked.manifest.as_ref(),
             app.settings.backup().age_identity_file.as_deref(),
-        );
+        )
+        .or_by_name(&path);
         run_blocking(move || {
             archive::restore_checked(
                 &archive::CheckedRestore {

@@ -423,7 +423,7 @@ async fn dry_run(app: &App) -> DryRun {
         server_version,
         pg_dump_version: tool.ok().map(|(v, _)| v),
         lock_free,
-        would_write: id.dump_name(),
+        would_write: id.archive_name(!app.settings.backup().age_recipients.is_empty()),
         local_dir: app.local.dir().display().to_string(),
         remote: app.remote.as_ref().map(|r| r.location().to_string()),
         verify: s.backup().verify,

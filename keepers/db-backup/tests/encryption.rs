@@ -170,6 +170,36 @@ async fn encrypted_round_trip_with_the_wrong_and_the_right_identity() {
     .await;
     assert_eq!(code, 1, "{out}");
     assert_eq!(json(&out)["ok"], false);
+
+    // A loose copy with only its sidecar (no manifest) is still known to be encrypted.
+    let loose_dir = tempfile::tempdir().unwrap();
+    let loose = loose_dir.path().join("loose.dump.zst.age");
+    std::fs::copy(&archive, &loose).unwrap();
+    std::fs::write(
+        loose_dir.path().join("loose.dump.zst.age.sha256"),
+        sidecar.replace(&file, "loose.dump.zst.age"),
+    )
+    .unwrap();
+    let loose_target = TestDb::create("dbb_age_loose");
+    let (code, _, err) = run(s.cmd(
+        &["restore", "--from", loose.to_str().unwrap()],
+        &[("TARGET_DATABASE_URL", loose_target.url.clone())],
+    ))
+    .await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("--identity FILE"), "{err}");
+    run_ok(s.cmd(
+        &[
+            "restore",
+            "--from",
+            loose.to_str().unwrap(),
+            "--identity",
+            right.to_str().unwrap(),
+        ],
+        &[("TARGET_DATABASE_URL", loose_target.url.clone())],
+    ))
+    .await;
+    assert_eq!(loose_target.checksums(), expected);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -186,4 +216,62 @@ async fn a_bad_recipient_is_a_config_error() {
         "{err}"
     );
     assert!(s.files().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_backups_go_to_s3_and_come_back() {
+    let s = Setup::new("dbb_age_s3").await;
+    seed(&s.src, 500);
+    let expected = s.src.checksums();
+    let keys = tempfile::tempdir().unwrap();
+    let (right, right_pub) = identity_file(keys.path(), "right.txt");
+    let bucket = s3::bucket();
+    s3::create_bucket(&bucket).await;
+    let mut extra = s3::env(&keeper_tests::env::s3_url(), &bucket, "enc");
+    extra.extend([
+        ("BACKUP_KEEP_LOCAL", "false".to_owned()),
+        ("BACKUP_AGE_RECIPIENTS", right_pub),
+        // The daemon holds the identity too: its verification reads the archive through.
+        ("BACKUP_AGE_IDENTITY_FILE", right.display().to_string()),
+    ]);
+    let out = run_ok(s.cmd(&["--once", "--output", "json"], &extra)).await;
+    let m = &json(&out)["backup"];
+    assert!(
+        m["verification"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("TOC entries"),
+        "{m}"
+    );
+    let base = m["file"]
+        .as_str()
+        .unwrap()
+        .trim_end_matches(".dump.zst.age")
+        .to_owned();
+    assert_eq!(
+        s3::keys(&bucket, "enc/").await,
+        vec![
+            format!("enc/{base}.dump.zst.age"),
+            format!("enc/{base}.dump.zst.age.sha256"),
+            format!("enc/{base}.globals.sql.zst.age"),
+            format!("enc/{base}.globals.sql.zst.age.sha256"),
+            format!("enc/{base}.manifest.json"),
+        ]
+    );
+    let body = s3::get(&bucket, &format!("enc/{base}.dump.zst.age")).await;
+    assert!(body.starts_with(b"age-encryption.org/v1"));
+    assert!(s.files().is_empty(), "{:?}", s.files());
+    // Listed as complete from the bucket, restored from it with the identity.
+    let listed = json(&run_ok(s.cmd(&["list", "--output", "json"], &extra)).await);
+    assert_eq!(listed[0]["status"], "complete", "{listed}");
+    let target = TestDb::create("dbb_age_s3_t");
+    let mut env = extra.clone();
+    env.push(("TARGET_DATABASE_URL", target.url.clone()));
+    run_ok(s.cmd(&["restore", "--from", "latest"], &env)).await;
+    assert_eq!(target.checksums(), expected);
+    assert!(
+        s.files().is_empty(),
+        "download left behind: {:?}",
+        s.files()
+    );
 }
