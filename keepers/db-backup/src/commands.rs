@@ -338,7 +338,7 @@ pub struct RestoreReport {
     pub clean: bool,
     /// `--with-globals`: what applying the cluster globals did.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub globals: Option<crate::restore::GlobalsReport>,
+    pub globals: Option<crate::globals::GlobalsReport>,
 }
 
 /// How `restore` writes.
@@ -381,7 +381,17 @@ pub async fn restore(
         .map(|m| crate::restore::count_check_sql(&m.row_counts))
         .transpose()?;
     let globals = if opts.with_globals {
-        Some(apply_globals(app, &checked, target, killer).await?)
+        Some(
+            crate::globals::apply(
+                app,
+                &checked.path,
+                checked.temp,
+                checked.manifest.as_ref(),
+                target,
+                killer,
+            )
+            .await?,
+        )
     } else {
         None
     };
@@ -429,96 +439,6 @@ pub async fn restore(
         clean: opts.clean,
         globals,
     })
-}
-
-/// Fetches the backup's globals (beside the archive, or from the bucket), checks their
-/// SHA-256, and applies them to the target's cluster, skipping roles and tablespaces it has.
-async fn apply_globals(
-    app: &App,
-    checked: &Checked,
-    target: &SecretUrl,
-    killer: &Killer,
-) -> anyhow::Result<crate::restore::GlobalsReport> {
-    let g = checked
-        .manifest
-        .as_ref()
-        .and_then(|m| m.globals.clone())
-        .ok_or_else(|| {
-            anyhow!(
-                "--with-globals: this backup has no globals artifact (taken with BACKUP_GLOBALS=false, or without a manifest)"
-            )
-        })?;
-    let local = checked.path.with_file_name(&g.file);
-    let mut temp = None;
-    let path = if !checked.temp {
-        local
-    } else {
-        let remote = app
-            .remote
-            .as_ref()
-            .ok_or_else(|| anyhow!("remote backup without BACKUP_S3_URL"))?;
-        let dest = app
-            .local
-            .dir()
-            .join(format!(".{}.download-{}.tmp", g.file, std::process::id()));
-        let fetched = remote.download_name(&g.file, &dest).await;
-        temp = Some(Checked {
-            path: dest.clone(),
-            manifest: None,
-            temp: true,
-        });
-        fetched?;
-        dest
-    };
-    let sql = {
-        let (path, sha) = (path.clone(), g.sha256.clone());
-        let decrypt = archive::Decrypt::new(
-            checked.manifest.as_ref(),
-            app.settings.backup().age_identity_file.as_deref(),
-        );
-        run_blocking(move || -> anyhow::Result<Vec<u8>> {
-            archive::check_sha256(&path, &sha)?;
-            let file = std::fs::File::open(&path)
-                .with_context(|| format!("opening {}", path.display()))?;
-            let file = decrypt.reader(file)?;
-            let mut out = Vec::new();
-            std::io::Read::read_to_end(
-                &mut std::io::Read::take(
-                    zstd::stream::read::Decoder::new(file)?,
-                    crate::restore::MAX_GLOBALS_SQL_BYTES + 1,
-                ),
-                &mut out,
-            )
-            .with_context(|| format!("decompressing {}", path.display()))?;
-            if out.len() as u64 > crate::restore::MAX_GLOBALS_SQL_BYTES {
-                bail!(
-                    "{} decompresses to more than 64 MiB; refusing",
-                    path.display()
-                );
-            }
-            Ok(out)
-        })
-        .await?
-    };
-    drop(temp);
-    let (roles, spaces) = crate::restore::existing_globals(target).await?;
-    let (script, report) =
-        crate::restore::filter_globals(&String::from_utf8_lossy(&sql), &roles, &spaces);
-    tracing::info!(
-        created = report.roles_created.len(),
-        skipped = report.roles_skipped.len(),
-        "applying cluster globals"
-    );
-    let psql = crate::restore::psql_beside(&app.settings.pg_restore_path);
-    let t = LibpqTarget::new(target)?;
-    let killer = killer.clone();
-    run_blocking(move || {
-        crate::restore::run_psql_script(&psql, &t, script.as_bytes(), &killer)
-            .map_err(anyhow::Error::from)
-    })
-    .await
-    .context("applying the cluster globals")?;
-    Ok(report)
 }
 
 /// Verifies `from` and records the result in its manifest(s) and `backup_runs`.

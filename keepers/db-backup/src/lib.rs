@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod dump;
 pub mod env;
 pub mod export;
+pub mod globals;
 pub mod job;
 pub mod libpq;
 pub mod local;

@@ -140,7 +140,11 @@ async fn the_daemon_runs_drills_on_their_own_schedule() {
         p.stderr()
     );
     assert!(sample(&scrape, "backup_restore_duration_seconds").unwrap() > 0.0);
-    assert!(!p.log_events("restore drill passed").is_empty());
+    // The metric is set just before the log line is written.
+    wait_for(Duration::from_secs(10), "the drill's log line", || {
+        (!p.log_events("restore drill passed").is_empty()).then_some(())
+    })
+    .await;
     // No backup ran: the drills restored the one made before.
     assert_eq!(
         sample(&scrape, "backup_runs_total{outcome=\"success\"}"),
