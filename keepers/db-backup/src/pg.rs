@@ -357,26 +357,62 @@ pub async fn tool_version(tool: &Path) -> Result<(String, u32), PgError> {
         tool: tool.display().to_string(),
         reason,
     };
-    let out = tokio::process::Command::from(child::command(tool))
-        .arg("--version")
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output()
-        .await
+    let killer = crate::dump::Killer::default();
+    let run = {
+        let (tool, killer) = (tool.to_path_buf(), killer.clone());
+        tokio::task::spawn_blocking(move || version_output(&tool, &killer))
+    };
+    let joined = match tokio::time::timeout(VERSION_TIMEOUT, run).await {
+        Ok(j) => j,
+        Err(_) => {
+            killer.kill("--version did not answer");
+            return Err(err(format!(
+                "--version did not answer within {} s",
+                VERSION_TIMEOUT.as_secs()
+            )));
+        }
+    };
+    let (status, stdout, stderr) = joined
+        .map_err(|e| err(e.to_string()))?
         .map_err(|e| err(e.to_string()))?;
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        return Err(err(format!(
-            "--version exited with {}: {}",
-            out.status,
-            stderr.trim()
-        )));
+    if !status.success() {
+        return Err(err(format!("--version exited with {status}: {stderr}")));
     }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().next().unwrap_or("").trim().to_owned();
+    let line = stdout.lines().next().unwrap_or("").trim().to_owned();
     let major =
         parse_major(&line).ok_or_else(|| err(format!("cannot read a version from {line:?}")))?;
     Ok((line, major))
+}
+
+/// How long `TOOL --version` may take.
+const VERSION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs `tool --version`, reading at most 4 KiB of its stdout and the tail of its stderr.
+fn version_output(
+    tool: &Path,
+    killer: &crate::dump::Killer,
+) -> std::io::Result<(std::process::ExitStatus, String, String)> {
+    use std::io::Read;
+    let mut cmd = child::command(tool);
+    cmd.arg("--version")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut run = child::Running::spawn(&mut cmd)?;
+    if killer.register_child(run.handle()).is_err() {
+        return Err(std::io::Error::other("stopped"));
+    }
+    let stderr = crate::dump::stderr_tail(run.child_mut().stderr.take());
+    let mut out = Vec::new();
+    if let Some(o) = run.child_mut().stdout.take() {
+        // Drain the rest so the tool never blocks on a full pipe; keep the first 4 KiB.
+        let mut o = o;
+        o.by_ref().take(4096).read_to_end(&mut out)?;
+        std::io::copy(&mut o, &mut std::io::sink())?;
+    }
+    let status = run.wait()?;
+    let stderr = stderr.and_then(|h| h.join().ok()).unwrap_or_default();
+    Ok((status, String::from_utf8_lossy(&out).into_owned(), stderr))
 }
 
 /// `pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)` → 15; `9.6.24` → 9.
