@@ -96,7 +96,7 @@ impl App {
                 best = Some(m);
             }
         };
-        match self.local.list() {
+        match self.local.blocking(|l| l.list()).await {
             Ok(list) => list
                 .into_iter()
                 .filter(|b| b.complete())
