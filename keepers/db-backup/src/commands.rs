@@ -2,6 +2,7 @@
 //! done with it. Every path that restores checks the SHA-256 over the whole archive first.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, anyhow, bail};
 use keeper_common::secret::SecretUrl;
@@ -531,24 +532,23 @@ pub async fn verify(
     Ok(verification)
 }
 
-/// Reads the target URL from the flag or `TARGET_DATABASE_URL` (keeps passwords off the
-/// command line).
-pub fn target_url(flag: Option<String>) -> anyhow::Result<SecretUrl> {
-    let raw = flag
-        .or_else(|| {
-            std::env::var("TARGET_DATABASE_URL")
-                .ok()
-                .filter(|v| !v.is_empty())
-        })
-        .ok_or_else(|| {
-            anyhow!("restore needs --target-database-url URL (or TARGET_DATABASE_URL)")
-        })?;
-    let url = SecretUrl::new(raw);
-    keeper_common::config::validate::url_with_scheme(
-        "--target-database-url",
-        url.expose(),
-        &["postgres", "postgresql"],
-        true,
-    )?;
-    Ok(url)
+/// The restore target: the flag, else `TARGET_DATABASE_URL` from the settings (which can come
+/// from a file and keeps the password off the command line).
+pub fn target_url(
+    flag: Option<String>,
+    configured: Option<&Arc<SecretUrl>>,
+) -> anyhow::Result<Arc<SecretUrl>> {
+    if let Some(raw) = flag {
+        let url = SecretUrl::new(raw);
+        keeper_common::config::validate::url_with_scheme(
+            "--target-database-url",
+            url.expose(),
+            &["postgres", "postgresql"],
+            true,
+        )?;
+        return Ok(Arc::new(url));
+    }
+    configured.cloned().ok_or_else(|| {
+        anyhow!("restore needs --target-database-url URL (or TARGET_DATABASE_URL, or TARGET_DATABASE_URL_FILE)")
+    })
 }

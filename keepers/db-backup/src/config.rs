@@ -10,7 +10,7 @@ use keeper_common::config::{
     AlertSettings, ConfigError, Env, Layers, RunnerSettings, StorageSettings, TelemetrySettings,
     validate, validate_shared,
 };
-use keeper_common::secret::SecretUrl;
+use keeper_common::secret::{Secret, SecretUrl};
 use serde::Deserialize;
 
 /// Default ops server address of the backup job.
@@ -49,9 +49,19 @@ impl VerifyMode {
 pub struct BackupSettings {
     /// Directory of local backups and of the temp file of a running dump (`BACKUP_DIR`).
     pub dir: PathBuf,
-    /// `s3://bucket/prefix` for remote copies (`BACKUP_S3_URL`); credentials and endpoint come
-    /// from the standard AWS environment (`AWS_ACCESS_KEY_ID`, `AWS_ENDPOINT_URL`, …).
+    /// `s3://bucket/prefix` for remote copies (`BACKUP_S3_URL`); region and endpoint come from
+    /// the standard AWS environment (`AWS_REGION`, `AWS_ENDPOINT_URL`, …).
     pub s3_url: Option<String>,
+    /// S3 access key id (`AWS_ACCESS_KEY_ID`, or a file); unset: web identity, container or
+    /// instance credentials.
+    pub s3_access_key_id: Option<Arc<Secret>>,
+    /// S3 secret access key (`AWS_SECRET_ACCESS_KEY`, or a file).
+    pub s3_secret_access_key: Option<Arc<Secret>>,
+    /// Temporary-credential session token (`AWS_SESSION_TOKEN`, or a file).
+    pub s3_session_token: Option<Arc<Secret>>,
+    /// Database `restore` writes into when `--target-database-url` is not given
+    /// (`TARGET_DATABASE_URL`, or a file): keeps the password off the command line.
+    pub target_database_url: Option<Arc<SecretUrl>>,
     /// Keep the local copy after a successful upload (`BACKUP_KEEP_LOCAL`).
     pub keep_local: bool,
     /// Multipart part size in MiB, 5 to 5120 (`BACKUP_S3_PART_SIZE_MIB`); two parts are in
@@ -124,6 +134,10 @@ impl Default for BackupSettings {
         Self {
             dir: PathBuf::from("/var/lib/db-backup"),
             s3_url: None,
+            s3_access_key_id: None,
+            s3_secret_access_key: None,
+            s3_session_token: None,
+            target_database_url: None,
             keep_local: true,
             s3_part_size_mib: 8,
             schedule: "0 0 */6 * * *".into(),
@@ -274,6 +288,20 @@ impl Settings {
                 "backup.keep_local (BACKUP_KEEP_LOCAL)",
                 "false needs backup.s3_url (BACKUP_S3_URL): backups would be kept nowhere",
             ));
+        }
+        if b.s3_access_key_id.is_some() != b.s3_secret_access_key.is_some() {
+            return Err(ConfigError::new(
+                "backup.s3_secret_access_key (AWS_SECRET_ACCESS_KEY)",
+                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are set together or not at all",
+            ));
+        }
+        if let Some(url) = &b.target_database_url {
+            validate::url_with_scheme(
+                "backup.target_database_url (TARGET_DATABASE_URL)",
+                url.expose(),
+                &["postgres", "postgresql"],
+                true,
+            )?;
         }
         let schedule = normalize_cron(&b.schedule);
         validate::cron("backup.schedule (BACKUP_SCHEDULE)", &schedule)?;

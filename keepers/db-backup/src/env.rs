@@ -19,6 +19,18 @@ const BACKUP_ENV: &[EnvBinding] = &[
         "backup.verify_database_url",
         Kind::Str,
     ),
+    bind_secret("AWS_ACCESS_KEY_ID", "backup.s3_access_key_id", Kind::Str),
+    bind_secret(
+        "AWS_SECRET_ACCESS_KEY",
+        "backup.s3_secret_access_key",
+        Kind::Str,
+    ),
+    bind_secret("AWS_SESSION_TOKEN", "backup.s3_session_token", Kind::Str),
+    bind_secret(
+        "TARGET_DATABASE_URL",
+        "backup.target_database_url",
+        Kind::Str,
+    ),
     bind("PG_DUMP_PATH", "backup.pg_dump_path", Kind::Str),
     bind("PG_RESTORE_PATH", "backup.pg_restore_path", Kind::Str),
     bind("BACKUP_ZSTD_LEVEL", "backup.zstd_level", Kind::Int),

@@ -115,6 +115,8 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE as u8);
         }
     };
+    // Before the runtime's threads exist: nothing later (a child, a crash report) sees them.
+    keeper_common::scrub_secret_env(&db_backup::env::bindings(), &[]);
     run_async(async_main(cli, settings))
 }
 
@@ -211,7 +213,10 @@ async fn dispatch(cli: Cli, settings: Settings) -> anyhow::Result<i32> {
             if identity.is_some() {
                 settings.raw.backup.age_identity_file = identity;
             }
-            let target = commands::target_url(target_database_url)?;
+            let target = commands::target_url(
+                target_database_url,
+                settings.raw.backup.target_database_url.as_ref(),
+            )?;
             let app = App::new(settings, metrics, Alerter::disabled(), false).await?;
             let (shutdown, killer) = (Shutdown::new(), Killer::default());
             stop_on_signal(&shutdown, &killer);

@@ -21,6 +21,7 @@ use crate::config::S3Location;
 use crate::dump::HashingWriter;
 use crate::manifest::{BackupId, FileKind, Manifest};
 use keeper_common::config::BadInput;
+use keeper_common::secret::Secret;
 
 /// Parts uploaded at the same time; with the part size this bounds upload memory.
 const UPLOAD_CONCURRENCY: usize = 2;
@@ -81,6 +82,18 @@ impl RemoteBackup {
     }
 }
 
+/// Static S3 credentials from the settings (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+/// `AWS_SESSION_TOKEN`, each also from a file).
+#[derive(Debug, Default)]
+pub struct S3Keys {
+    /// Access key id.
+    pub access_key_id: Option<Arc<Secret>>,
+    /// Secret access key.
+    pub secret_access_key: Option<Arc<Secret>>,
+    /// Session token of temporary credentials.
+    pub session_token: Option<Arc<Secret>>,
+}
+
 /// The bucket and prefix.
 #[derive(Debug, Clone)]
 pub struct RemoteStore {
@@ -90,12 +103,25 @@ pub struct RemoteStore {
 }
 
 impl RemoteStore {
-    /// Builds the client from the standard AWS environment (`AWS_ACCESS_KEY_ID`,
-    /// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`, `AWS_ENDPOINT_URL`, web identity
-    /// and container credentials). An `http://` endpoint (MinIO, moto) is allowed as given.
-    pub fn from_env(location: &S3Location, part_size: usize) -> Result<Self, RemoteError> {
+    /// Builds the client from the given static keys, if any, and the standard AWS environment
+    /// for the rest (`AWS_REGION`, `AWS_ENDPOINT_URL`, web identity and container
+    /// credentials). The keys are passed in because the process scrubs them from its
+    /// environment at start. An `http://` endpoint (MinIO, moto) is allowed as given.
+    pub fn from_env(
+        location: &S3Location,
+        part_size: usize,
+        keys: &S3Keys,
+    ) -> Result<Self, RemoteError> {
         keeper_common::install_crypto_provider();
         let mut builder = AmazonS3Builder::from_env().with_bucket_name(&location.bucket);
+        if let (Some(id), Some(secret)) = (&keys.access_key_id, &keys.secret_access_key) {
+            builder = builder
+                .with_access_key_id(id.expose())
+                .with_secret_access_key(secret.expose());
+            if let Some(token) = &keys.session_token {
+                builder = builder.with_token(token.expose());
+            }
+        }
         let endpoint = builder
             .get_config_value(&AmazonS3ConfigKey::S3Endpoint)
             .or_else(|| builder.get_config_value(&AmazonS3ConfigKey::Endpoint));

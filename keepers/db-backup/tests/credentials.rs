@@ -56,6 +56,7 @@ async fn special_character_passwords_back_up_and_restore_and_stay_off_the_comman
         ("BACKUP_RECORDS_DATABASE_URL", records.url.clone()),
         ("PG_DUMP_PATH", pg_dump.display().to_string()),
         // Things a child must not see, and one libpq setting it must.
+        ("AWS_ACCESS_KEY_ID", "AKIDNEVERINCHILDREN".into()),
         (
             "AWS_SECRET_ACCESS_KEY",
             "aws-secret-never-in-children".into(),
