@@ -3,7 +3,7 @@
 //!
 //! Typical use by a keeper:
 //! ```no_run
-//! # async fn demo(settings: keeper_common::ton::TonSettings, phrase: keeper_common::secret::Secret,
+//! # async fn demo(settings: keeper_common::ton::TonSettings, phrase: std::sync::Arc<keeper_common::secret::Secret>,
 //! #   oracle: tonlib_core::TonAddress, metrics: std::sync::Arc<keeper_common::telemetry::metrics::Metrics>)
 //! #   -> Result<(), Box<dyn std::error::Error>> {
 //! use keeper_common::ton::*;
