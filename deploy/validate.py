@@ -62,7 +62,7 @@ KNOWN_ENV = set(
 SECRET_ENV = set(
     """TON_API_KEY TON_API_KEYS KEEPER_MNEMONIC DATABASE_URL REDIS_URL SLACK_WEBHOOK_URL ALERT_WEBHOOK_URL
     PAGERDUTY_ROUTING_KEY COINGECKO_API_KEY PYTH_API_KEY ETH_RPC_URL AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
-    AWS_SESSION_TOKEN BACKUP_VERIFY_DATABASE_URL BACKUP_RECORDS_DATABASE_URL""".split()
+    AWS_SESSION_TOKEN BACKUP_VERIFY_DATABASE_URL BACKUP_RECORDS_DATABASE_URL TARGET_DATABASE_URL""".split()
 )
 KNOWN_ENV |= {f"{n}_FILE" for n in SECRET_ENV}
 # Where the chart mounts every secret as a file.
@@ -369,8 +369,39 @@ def check_rendered(name: str, values: dict, merged: dict, docs: list[dict], know
         check("DATABASE_URL_FILE" in env, f"{w}: no DATABASE_URL_FILE")
         check("BACKUP_S3_URL" in env or any("persistentVolumeClaim" in v for v in pod["volumes"]), f"{w}: no destination")
 
+    # Pre-upgrade backup hook: opt-in, runs `--once` before the migrations (lower hook weight).
+    def component(o: dict) -> str:
+        return o["metadata"]["labels"].get("app.kubernetes.io/component", "")
+
+    hooks = [j for j in by_kind.get("Job", []) if component(j) == "db-backup-pre-upgrade"]
+    want_hook = merged["backup"]["enabled"] and merged["backup"]["preUpgradeHook"]["enabled"]
+    check(len(hooks) == (1 if want_hook else 0), f"{name}: {len(hooks)} pre-upgrade backup Jobs, expected {int(bool(want_hook))}")
+    for j in hooks:
+        a = j["metadata"].get("annotations", {})
+        w = f"{name}: Job/{j['metadata']['name']}"
+        check(a.get("helm.sh/hook") == "pre-upgrade", f"{w}: not a pre-upgrade hook")
+        check(int(a.get("helm.sh/hook-weight", "0")) < 0, f"{w}: must run before the migrations hook (weight 0)")
+        check("hook-failed" not in a.get("helm.sh/hook-delete-policy", ""), f"{w}: a failed backup Job must stay for its logs")
+        js = j["spec"]
+        check(js.get("backoffLimit") == 0 and "activeDeadlineSeconds" in js, f"{w}: backoff or deadline")
+        pod = js["template"]["spec"]
+        c = pod["containers"][0]
+        check("--once" in c["args"], f"{w}: the backup does not run --once")
+        env = {e["name"] for e in c["env"]}
+        check("DATABASE_URL_FILE" in env, f"{w}: no DATABASE_URL_FILE")
+        mounts = {m["name"] for m in c.get("volumeMounts", [])}
+        check("secrets" in mounts, f"{w}: the secrets volume is not mounted")
+        cm = next((v["configMap"]["name"] for v in pod["volumes"] if "configMap" in v), None)
+        hook_cm = cms.get(cm or "")
+        check(hook_cm is not None and hook_cm["metadata"].get("annotations", {}).get("helm.sh/hook") == "pre-upgrade",
+              f"{w}: its ConfigMap {cm} is not a pre-upgrade hook (the release's may not exist yet)")
+        if hook_cm is not None:
+            got = tomllib.loads(hook_cm["data"]["config.toml"])
+            want = normalize(merged["backup"].get("config") or {})
+            check(json.dumps(got, sort_keys=True) == json.dumps(want, sort_keys=True), f"{w}: hook TOML {got} differs from values {want}")
+
     # Migration hook.
-    jobs = by_kind.get("Job", [])
+    jobs = [j for j in by_kind.get("Job", []) if component(j) == "migrate"]
     db = any(isinstance(v, dict) and v.get("existingSecret") for k, v in (merged["secretEnv"] or {}).items() if k == "DATABASE_URL")
     want_job = merged["migrations"]["enabled"] and db and (merged["pricingOracle"]["enabled"] or merged["bridgeHealth"]["enabled"])
     check(len(jobs) == (1 if want_job else 0), f"{name}: {len(jobs)} migration Jobs, expected {int(bool(want_job))}")

@@ -1,18 +1,29 @@
 #!/usr/bin/env bash
 # Backup benchmark: on one realistic ~650 MB database, compare in one run
-#   1. db-backup --once            (pg_dump -Fc -Z0 → zstd -T → sha256 → fsync'd file + manifest)
+#   1. db-backup --once            (pg_dump -Fc -Z0 → zstd -T → sha256 → fsync'd file + manifest,
+#                                   plus the cluster globals), without and with age encryption
 #   2. the seed procedure          pg_dump "$DATABASE_URL" | gzip > f && sha256sum f
 #   3. plain                       pg_dump -Fc -f f
 #   4. the floor                   pg_dump -Fc -Z0 > /dev/null
+#   5. restores into a new database: db-backup restore (checksum, one transaction, row counts
+#      checked before commit), without and with encryption, against pg_restore of an
+#      uncompressed (-Z0) dump, plain and with --single-transaction
 # and print wall time, output size and peak RSS of each (GNU time; for pipelines the largest
 # process of the pipeline, which is how a container memory limit sees a single process).
+#
+# Expected duration on a 2-core host: about 3.5 min for the release build, 3 min to create the
+# database (once), then about 5 min per round (BENCH_REPEAT=3: about 20 min in all). It uses the
+# whole machine: do not run it next to other builds if the figures are to be published.
 #
 # Usage: BENCH_PG_URL=postgres://postgres@127.0.0.1:5432/postgres scripts/bench-backup.sh
 #   (defaults to KEEPERS_TEST_PG_URL). BENCH_ROWS (default 2500000) sizes the table;
 #   BENCH_KEEP_DB=1 keeps the database between runs (it is reused when it already exists);
 #   BENCH_REPEAT (default 1) repeats each procedure and reports every run;
-#   BENCH_SEED_ONLY=1 only creates the database.
-# Needs: a PostgreSQL superuser URL, pg_dump/gzip/sha256sum/GNU time, a release build of db-backup.
+#   BENCH_SEED_ONLY=1 only creates the database; BENCH_BIN and BENCH_SKIP_BUILD=1 use another
+#   db-backup binary (a smoke run of the script: BENCH_ROWS=2000 BENCH_SKIP_BUILD=1
+#   BENCH_BIN=target/debug/db-backup BENCH_DB=bench_smoke BENCH_KEEP_DB=0).
+# Needs: a PostgreSQL superuser URL, pg_dump/pg_restore/psql/gzip/sha256sum/GNU time,
+# ssh-keygen (the age recipient is an ed25519 SSH key), a release build of db-backup.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -71,7 +82,7 @@ size=$(psql "$DB_URL" -Atc "SELECT pg_size_pretty(pg_database_size(current_datab
 log "database $DB: $size"
 [ "${BENCH_SEED_ONLY:-0}" = 1 ] && exit 0
 
-BIN="$ROOT/target/release/db-backup"
+BIN=${BENCH_BIN:-$ROOT/target/release/db-backup}
 if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
   log "building db-backup (release)"
   cargo build --release -p db-backup --bin db-backup >&2
@@ -97,6 +108,17 @@ run() {
   printf '%s\t%.2f\t%s\t%s\n' "$name" "$(echo "$t1 - $t0" | bc)" "$bytes" "$(tail -1 "$OUT/$name.rss")" >>"$results"
 }
 
+# The encryption key: an unencrypted ed25519 SSH key (age accepts SSH recipients and identities).
+rm -f "$OUT/age_key" "$OUT/age_key.pub"
+ssh-keygen -q -t ed25519 -N '' -C bench -f "$OUT/age_key"
+AGE_RECIPIENT=$(cat "$OUT/age_key.pub")
+
+RESTORE_DB=${DB}_restore
+RESTORE_URL=$(python3 -c 'import sys,urllib.parse as u; p=u.urlsplit(sys.argv[1]); print(u.urlunsplit(p._replace(path="/"+sys.argv[2])))' "$ADMIN_URL" "$RESTORE_DB")
+fresh_restore_db() {
+  psql "$ADMIN_URL" -q -c "DROP DATABASE IF EXISTS $RESTORE_DB WITH (FORCE)" -c "CREATE DATABASE $RESTORE_DB"
+}
+
 export DATABASE_URL="$DB_URL"
 for i in $(seq "$REPEAT"); do
   rm -rf "$OUT/dbb" && mkdir -p "$OUT/dbb"
@@ -107,6 +129,24 @@ for i in $(seq "$REPEAT"); do
   rm -rf "$OUT/dbb" && mkdir -p "$OUT/dbb"
   run db-backup+verify "$OUT/dbb/*.dump.zst" env BACKUP_DIR="$OUT/dbb" BACKUP_RECORDS=false \
     BACKUP_VERIFY=list "$BIN" --once
+  # Restore of that (unencrypted) backup into a new database.
+  fresh_restore_db
+  run restore-dbb - env BACKUP_DIR="$OUT/dbb" BACKUP_RECORDS=false \
+    TARGET_DATABASE_URL="$RESTORE_URL" "$BIN" restore --from latest
+  # Encrypted: same pipeline with age between zstd and the checksum, and its restore.
+  rm -rf "$OUT/dbb" && mkdir -p "$OUT/dbb"
+  run db-backup+age "$OUT/dbb/*.dump.zst.age" env BACKUP_DIR="$OUT/dbb" BACKUP_RECORDS=false \
+    BACKUP_VERIFY=none BACKUP_AGE_RECIPIENTS="$AGE_RECIPIENT" "$BIN" --once
+  fresh_restore_db
+  run restore-dbb+age - env BACKUP_DIR="$OUT/dbb" BACKUP_RECORDS=false \
+    TARGET_DATABASE_URL="$RESTORE_URL" BACKUP_AGE_IDENTITY_FILE="$OUT/age_key" "$BIN" restore --from latest
+  # The restore baseline: pg_restore of an uncompressed custom dump.
+  pg_dump -Fc -Z0 -f "$OUT/plain-z0.dump" "$DATABASE_URL"
+  fresh_restore_db
+  run pg_restore-Z0 - pg_restore --no-password -d "$RESTORE_URL" "$OUT/plain-z0.dump"
+  fresh_restore_db
+  run pg_restore-Z0-1 - pg_restore --no-password --single-transaction -d "$RESTORE_URL" "$OUT/plain-z0.dump"
+  rm -f "$OUT/plain-z0.dump"
   # GNU time measures `bash -c` and its largest child for the pipelines.
   run seed-gzip "$OUT/seed.sql.gz" bash -c 'set -o pipefail; pg_dump "$DATABASE_URL" | gzip > "$0/seed.sql.gz" && sha256sum "$0/seed.sql.gz" >/dev/null' "$OUT"
   run pg_dump-Fc "$OUT/plain.dump" pg_dump -Fc -f "$OUT/plain.dump" "$DATABASE_URL"
@@ -129,11 +169,20 @@ print()
 for i, (d, s, f) in enumerate(zip(rows["db-backup"], rows["seed-gzip"], rows["floor-Z0"]), 1):
     print(f"round {i}: db-backup/seed = {d[0] / s[0]:.2f}, db-backup/floor = {d[0] / f[0]:.2f}")
 best = {n: min(v) for n, v in rows.items()}
-d, s, f = best["db-backup"], best["seed-gzip"], best["floor-Z0"]
-print(f"best of each: db-backup / seed wall  = {d[0] / s[0]:.2f}  (target <= 0.35)")
-print(f"best of each: db-backup / floor wall = {d[0] / f[0]:.2f}  (target <= 1.6)")
-print(f"db-backup size / seed size = {d[1] / s[1]:.3f}  (target <= 1)")
-print(f"db-backup peak RSS = {max(r for _, _, r in rows['db-backup']) / 1024:.1f} MiB  (target <= 64)")
+s, f = best["seed-gzip"], best["floor-Z0"]
+for name in ("db-backup", "db-backup+age"):
+    d = best[name]
+    print(f"best of each: {name} / seed wall  = {d[0] / s[0]:.2f}  (target <= 0.35)")
+    print(f"best of each: {name} / floor wall = {d[0] / f[0]:.2f}  (target <= 1.3)")
+    print(f"{name} size / seed size = {d[1] / s[1]:.3f}  (target <= 1)")
+for name in ("restore-dbb", "restore-dbb+age"):
+    r = best[name]
+    print(f"best of each: {name} / pg_restore -Z0 wall = {r[0] / best['pg_restore-Z0'][0]:.2f}  (target <= 1.2)"
+          f"; / pg_restore -Z0 --single-transaction = {r[0] / best['pg_restore-Z0-1'][0]:.2f}")
+ours = [n for n in rows if n.startswith(("db-backup", "restore-dbb"))]
+peak = max(r for n in ours for _, _, r in rows[n])
+print(f"db-backup peak RSS (backups and restores) = {peak / 1024:.1f} MiB  (target <= 64)")
 PY
+psql "$ADMIN_URL" -q -c "DROP DATABASE IF EXISTS $RESTORE_DB WITH (FORCE)"
 if [ "${BENCH_KEEP_DB:-1}" != 1 ]; then psql "$ADMIN_URL" -q -c "DROP DATABASE $DB"; fi
 log "outputs in $OUT"

@@ -159,6 +159,25 @@ nothing when there is no secret.
 {{- if and $ref (kindIs "map" $ref) $ref.existingSecret -}}true{{- end -}}
 {{- end -}}
 
+{{/* The backup's plain environment (backup.env over env, plus the destination and the scratch
+directory), as YAML for fromYaml: shared by the CronJob and the pre-upgrade hook. */}}
+{{- define "keepers.backup.env" -}}
+{{- $b := .Values.backup -}}
+{{- $env := merge (dict) (deepCopy (default (dict) $b.env)) (deepCopy (default (dict) .Values.env)) -}}
+{{- if $b.persistence.existingClaim -}}
+{{- $_ := set $env "BACKUP_DIR" "/backups" -}}
+{{- else -}}
+{{- $_ := set $env "BACKUP_DIR" "/scratch" -}}
+{{- $_ := set $env "BACKUP_KEEP_LOCAL" "false" -}}
+{{- end -}}
+{{- $_ := set $env "TMPDIR" "/scratch" -}}
+{{- with $b.s3.url }}{{ $_ := set $env "BACKUP_S3_URL" . }}{{ end -}}
+{{- with $b.s3.region }}{{ $_ := set $env "AWS_REGION" . }}{{ end -}}
+{{- with $b.s3.endpoint }}{{ $_ := set $env "AWS_ENDPOINT_URL" . }}{{ end -}}
+{{- with $b.pushgatewayUrl }}{{ $_ := set $env "PUSHGATEWAY_URL" . }}{{ end -}}
+{{- toYaml $env -}}
+{{- end -}}
+
 {{/* TOML ------------------------------------------------------------------------------------
 Helm's own toToml writes every number from values as a float ("60.0"), which the keepers'
 strict integer settings reject; this writer keeps integral numbers integers.

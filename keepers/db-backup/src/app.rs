@@ -11,7 +11,7 @@ use crate::config::Settings;
 use crate::local::LocalStore;
 use crate::manifest::Manifest;
 use crate::metrics::BackupMetrics;
-use crate::remote::RemoteStore;
+use crate::remote::{RemoteStore, S3Keys};
 
 /// The wired-up job.
 pub struct App {
@@ -47,10 +47,19 @@ impl App {
         };
         let local = LocalStore::open(&settings.backup().dir)?;
         let remote = match &settings.s3 {
-            Some(loc) => Some(RemoteStore::from_env(
-                loc,
-                (settings.backup().s3_part_size_mib as usize) << 20,
-            )?),
+            Some(loc) => {
+                let b = settings.backup();
+                let keys = S3Keys {
+                    access_key_id: b.s3_access_key_id.clone(),
+                    secret_access_key: b.s3_secret_access_key.clone(),
+                    session_token: b.s3_session_token.clone(),
+                };
+                Some(RemoteStore::from_env(
+                    loc,
+                    (b.s3_part_size_mib as usize) << 20,
+                    &keys,
+                )?)
+            }
             None => None,
         };
         let records = match (&settings.records_url, with_records) {
@@ -96,7 +105,7 @@ impl App {
                 best = Some(m);
             }
         };
-        match self.local.list() {
+        match self.local.blocking(|l| l.list()).await {
             Ok(list) => list
                 .into_iter()
                 .filter(|b| b.complete())

@@ -2,6 +2,7 @@
 //! done with it. Every path that restores checks the SHA-256 over the whole archive first.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, anyhow, bail};
 use keeper_common::secret::SecretUrl;
@@ -9,13 +10,15 @@ use object_store::PutMode;
 use serde::Serialize;
 
 use crate::app::App;
-use crate::archive::{self, RestoreTo};
+use crate::archive;
 use crate::config::VerifyMode;
 use crate::dump::Killer;
-use crate::local::LocalStore;
-use crate::manifest::{BackupId, Manifest, Verification, parse_sidecar};
-use crate::pg::{self, LibpqTarget};
-use crate::verify::{Verifier, compare_counts, run_blocking};
+use crate::libpq::LibpqTarget;
+use crate::local::{LocalStore, read_bounded};
+use crate::manifest::{
+    BackupId, MAX_MANIFEST_BYTES, MAX_SIDECAR_BYTES, Manifest, Verification, parse_sidecar,
+};
+use crate::verify::{Verifier, run_blocking};
 
 /// One row of `list`.
 #[derive(Debug, Clone, Serialize)]
@@ -42,7 +45,7 @@ pub struct Listed {
 pub async fn list(app: &App) -> anyhow::Result<Vec<Listed>> {
     let mut rows: std::collections::BTreeMap<BackupId, Listed> = Default::default();
     let mut problems: std::collections::BTreeMap<BackupId, Vec<String>> = Default::default();
-    for b in app.local.list()? {
+    for b in app.local.blocking(|l| l.list()).await? {
         let (size, verification) = match &b.manifest {
             Ok(m) => (Some(m.size_bytes), m.verification.clone()),
             Err(e) => {
@@ -101,7 +104,12 @@ pub async fn list(app: &App) -> anyhow::Result<Vec<Listed>> {
                     .push(format!("remote: {e}")),
             }
             if b.dump_present {
-                entry.remote = Some(r.url_of(&b.id.dump_name()));
+                let file = b
+                    .manifest
+                    .as_ref()
+                    .map(|m| m.file.clone())
+                    .unwrap_or_else(|_| b.id.dump_name());
+                entry.remote = Some(r.url_of(&file));
             } else {
                 problems
                     .entry(b.id.clone())
@@ -162,9 +170,13 @@ pub async fn locate(app: &App, from: &str) -> anyhow::Result<Located> {
         })?;
         return by_id(app, &m.id()).await;
     }
-    let as_path = Path::new(from);
-    if as_path.is_file() {
-        return local_file(as_path);
+    let as_path = PathBuf::from(from);
+    if let Some(found) =
+        tokio::task::spawn_blocking(move || as_path.is_file().then(|| local_file(&as_path)))
+            .await
+            .map_err(|e| anyhow!("file-system worker failed: {e}"))?
+    {
+        return found;
     }
     let last = from
         .trim_end_matches('/')
@@ -181,9 +193,16 @@ pub async fn locate(app: &App, from: &str) -> anyhow::Result<Located> {
 }
 
 async fn by_id(app: &App, id: &BackupId) -> anyhow::Result<Located> {
-    let local = app.local.dump_path(id);
-    if local.is_file()
-        && let Ok(found) = local_file(&local)
+    let store = app.local.clone();
+    let id_owned = id.clone();
+    let found = tokio::task::spawn_blocking(move || {
+        store
+            .existing_archive(&id_owned)
+            .map(|local| local_file(&local))
+    })
+    .await
+    .map_err(|e| anyhow!("file-system worker failed: {e}"))?;
+    if let Some(Ok(found)) = found
         && found.manifest().is_some()
     {
         return Ok(found);
@@ -200,7 +219,7 @@ async fn by_id(app: &App, id: &BackupId) -> anyhow::Result<Located> {
     )
 }
 
-/// A local archive with the manifest and/or sidecar beside it; neither → refuse.
+/// A local archive with the manifest and/or sidecar beside it; neither → refuse. Blocking.
 fn local_file(path: &Path) -> anyhow::Result<Located> {
     let name = path
         .file_name()
@@ -211,19 +230,19 @@ fn local_file(path: &Path) -> anyhow::Result<Located> {
     let manifest = match &id {
         Some(id) => {
             let mp = dir.join(id.manifest_name());
-            match std::fs::read(&mp) {
+            match read_bounded(&mp, MAX_MANIFEST_BYTES) {
                 Ok(bytes) => Some(
-                    Manifest::from_json(&bytes)
-                        .with_context(|| format!("malformed manifest {}", mp.display()))?,
+                    Manifest::for_id(&bytes, id).map_err(|e| anyhow!("{}: {e}", mp.display()))?,
                 ),
-                Err(_) => None,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => bail!("cannot read {}: {e}", mp.display()),
             }
         }
         None => None,
     };
-    let sidecar = std::fs::read_to_string(dir.join(format!("{name}.sha256")))
+    let sidecar = read_bounded(&dir.join(format!("{name}.sha256")), MAX_SIDECAR_BYTES)
         .ok()
-        .and_then(|t| parse_sidecar(&t));
+        .and_then(|t| parse_sidecar(&String::from_utf8_lossy(&t)));
     let sha256 = match (&manifest, sidecar) {
         (Some(m), Some(s)) if !m.sha256.eq_ignore_ascii_case(&s) => bail!(
             "manifest and .sha256 sidecar of {} disagree ({} vs {s}); refusing",
@@ -288,15 +307,15 @@ async fn fetch_checked(app: &App, found: Located) -> anyhow::Result<Checked> {
                 manifest: Some(manifest.clone()),
                 temp: true,
             };
-            let (sha, size) = remote.download(&id, &dest).await?;
+            let (sha, size) = remote.download_name(&manifest.file, &dest).await?;
             if !sha.eq_ignore_ascii_case(&manifest.sha256) {
                 bail!(
                     "checksum mismatch for {}: expected {}, downloaded {sha} ({size} bytes); nothing restored",
-                    remote.url_of(&id.dump_name()),
+                    remote.url_of(&manifest.file),
                     manifest.sha256
                 );
             }
-            tracing::info!(key = %remote.url_of(&id.dump_name()), size, "downloaded; checksum matches");
+            tracing::info!(key = %remote.url_of(&manifest.file), size, "downloaded; checksum matches");
             Ok(checked)
         }
     }
@@ -309,63 +328,118 @@ pub struct RestoreReport {
     pub backup: String,
     /// The target, password redacted.
     pub target: String,
-    /// Tables whose rows were counted and compared.
+    /// Tables whose rows were counted and compared before commit.
     pub tables_checked: usize,
     /// Rows in those tables.
     pub rows: i64,
+    /// The counts were compared inside the restore's transaction (false: no manifest, nothing
+    /// to compare with; the restore was still one transaction).
+    pub checked_before_commit: bool,
+    /// `--clean`: the backup's objects were dropped and recreated.
+    pub clean: bool,
+    /// `--with-globals`: what applying the cluster globals did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub globals: Option<crate::globals::GlobalsReport>,
 }
 
-/// Restores `from` into `target` after checking its checksum; then compares row counts.
+/// How `restore` writes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RestoreOptions {
+    /// Skip ownership and privileges.
+    pub no_owner: bool,
+    /// Allow a non-empty target; drop the backup's objects there first.
+    pub clean: bool,
+    /// Apply the backup's cluster globals (roles, memberships) first, skipping existing roles.
+    pub with_globals: bool,
+}
+
+/// Restores `from` into `target` after checking its checksum, refusing the source database
+/// and (without `clean`) a target with tables; commits only when the row counts match.
 pub async fn restore(
     app: &App,
     from: &str,
     target: &SecretUrl,
-    no_owner: bool,
+    opts: RestoreOptions,
     killer: &Killer,
 ) -> anyhow::Result<RestoreReport> {
     let found = locate(app, from).await?;
+    crate::restore::check_target(
+        target,
+        &app.settings.source_url,
+        found.manifest(),
+        opts.clean,
+    )
+    .await?;
     let checked = fetch_checked(app, found).await?;
     let backup = checked
         .manifest
         .as_ref()
         .map(|m| m.id().base())
         .unwrap_or_else(|| checked.path.display().to_string());
-    tracing::info!(backup = %backup, target = %target.redacted(), "restoring");
+    let check_sql = checked
+        .manifest
+        .as_ref()
+        .map(|m| crate::restore::count_check_sql(&m.row_counts))
+        .transpose()?;
+    let globals = if opts.with_globals {
+        Some(
+            crate::globals::apply(
+                app,
+                &checked.path,
+                checked.temp,
+                checked.manifest.as_ref(),
+                target,
+                killer,
+            )
+            .await?,
+        )
+    } else {
+        None
+    };
+    tracing::info!(backup = %backup, target = %target.redacted(), clean = opts.clean, "restoring");
     {
         let tool = app.settings.pg_restore_path.clone();
+        let psql = crate::restore::psql_beside(&tool);
         let path = checked.path.clone();
-        let t = LibpqTarget::new(target);
+        let t = LibpqTarget::new(target)?;
         let killer = killer.clone();
+        let check_sql = check_sql.clone();
+        let decrypt = archive::Decrypt::new(
+            checked.manifest.as_ref(),
+            app.settings.backup().age_identity_file.as_deref(),
+        )
+        .or_by_name(&path);
         run_blocking(move || {
-            archive::pg_restore(
-                &tool,
-                &path,
-                RestoreTo::Database {
+            archive::restore_checked(
+                &archive::CheckedRestore {
+                    pg_restore: &tool,
+                    psql: &psql,
                     target: &t,
-                    no_owner,
+                    no_owner: opts.no_owner,
+                    clean: opts.clean,
+                    check_sql,
                 },
+                (&path, &decrypt),
                 &killer,
             )
         })
         .await
-        .context("pg_restore")?;
+        .context("restore (rolled back, nothing committed)")?;
     }
-    let mut report = RestoreReport {
+    let (tables_checked, rows) = checked
+        .manifest
+        .as_ref()
+        .map(|m| (m.row_counts.len(), m.row_counts.values().sum()))
+        .unwrap_or((0, 0));
+    Ok(RestoreReport {
         backup,
         target: target.redacted(),
-        tables_checked: 0,
-        rows: 0,
-    };
-    if let Some(m) = &checked.manifest {
-        let mut conn = pg::connect(target).await?;
-        let counts = pg::row_counts(&mut conn, target).await;
-        let _ = sqlx::Connection::close(conn).await;
-        let counts = counts?;
-        compare_counts(&m.row_counts, &counts).context("restored, but")?;
-        report.tables_checked = counts.len();
-        report.rows = counts.values().sum();
-    }
-    Ok(report)
+        tables_checked,
+        rows,
+        checked_before_commit: check_sql.is_some(),
+        clean: opts.clean,
+        globals,
+    })
 }
 
 /// Verifies `from` and records the result in its manifest(s) and `backup_runs`.
@@ -399,7 +473,7 @@ pub async fn verify(
                 manifest: None,
                 temp: true,
             };
-            remote.download(&id, &dest).await?;
+            remote.download_name(&manifest.file, &dest).await?;
             checked
         }
     };
@@ -407,25 +481,31 @@ pub async fn verify(
         pg_restore: &app.settings.pg_restore_path,
         scratch_server: app.settings.backup().verify_database_url.as_deref(),
         killer,
+        identity: app.settings.backup().age_identity_file.as_deref(),
     };
     let verification = match verifier.verify(mode, &checked.path, &manifest).await {
         Ok(v) => v,
-        Err(e) => Verification {
-            mode,
-            ok: false,
-            at: chrono::Utc::now(),
-            detail: e.to_string(),
-        },
+        Err(f) => f.record,
     };
+    app.backup_metrics.record_restore(&verification);
     let updated = Manifest {
         verification: Some(verification.clone()),
         ..manifest
     };
     let id = updated.id();
     // Record the outcome wherever this backup lives.
-    if app.local.dump_path(&id).is_file()
-        && let Err(e) = app.local.rewrite_manifest(&updated)
-    {
+    let rewritten = {
+        let updated = updated.clone();
+        app.local
+            .blocking(move |l| {
+                if l.dir().join(&updated.file).is_file() {
+                    l.rewrite_manifest(&updated)?;
+                }
+                Ok(())
+            })
+            .await
+    };
+    if let Err(e) = rewritten {
         tracing::warn!(error = %e, "cannot update the local manifest");
     }
     if let Some(r) = &app.remote
@@ -452,24 +532,23 @@ pub async fn verify(
     Ok(verification)
 }
 
-/// Reads the target URL from the flag or `TARGET_DATABASE_URL` (keeps passwords off the
-/// command line).
-pub fn target_url(flag: Option<String>) -> anyhow::Result<SecretUrl> {
-    let raw = flag
-        .or_else(|| {
-            std::env::var("TARGET_DATABASE_URL")
-                .ok()
-                .filter(|v| !v.is_empty())
-        })
-        .ok_or_else(|| {
-            anyhow!("restore needs --target-database-url URL (or TARGET_DATABASE_URL)")
-        })?;
-    let url = SecretUrl::new(raw);
-    keeper_common::config::validate::url_with_scheme(
-        "--target-database-url",
-        url.expose(),
-        &["postgres", "postgresql"],
-        true,
-    )?;
-    Ok(url)
+/// The restore target: the flag, else `TARGET_DATABASE_URL` from the settings (which can come
+/// from a file and keeps the password off the command line).
+pub fn target_url(
+    flag: Option<String>,
+    configured: Option<&Arc<SecretUrl>>,
+) -> anyhow::Result<Arc<SecretUrl>> {
+    if let Some(raw) = flag {
+        let url = SecretUrl::new(raw);
+        keeper_common::config::validate::url_with_scheme(
+            "--target-database-url",
+            url.expose(),
+            &["postgres", "postgresql"],
+            true,
+        )?;
+        return Ok(Arc::new(url));
+    }
+    configured.cloned().ok_or_else(|| {
+        anyhow!("restore needs --target-database-url URL (or TARGET_DATABASE_URL, or TARGET_DATABASE_URL_FILE)")
+    })
 }

@@ -10,7 +10,7 @@ use keeper_common::config::{
     AlertSettings, ConfigError, Env, Layers, RunnerSettings, StorageSettings, TelemetrySettings,
     validate, validate_shared,
 };
-use keeper_common::secret::SecretUrl;
+use keeper_common::secret::{Secret, SecretUrl};
 use serde::Deserialize;
 
 /// Default ops server address of the backup job.
@@ -49,9 +49,19 @@ impl VerifyMode {
 pub struct BackupSettings {
     /// Directory of local backups and of the temp file of a running dump (`BACKUP_DIR`).
     pub dir: PathBuf,
-    /// `s3://bucket/prefix` for remote copies (`BACKUP_S3_URL`); credentials and endpoint come
-    /// from the standard AWS environment (`AWS_ACCESS_KEY_ID`, `AWS_ENDPOINT_URL`, …).
+    /// `s3://bucket/prefix` for remote copies (`BACKUP_S3_URL`); region and endpoint come from
+    /// the standard AWS environment (`AWS_REGION`, `AWS_ENDPOINT_URL`, …).
     pub s3_url: Option<String>,
+    /// S3 access key id (`AWS_ACCESS_KEY_ID`, or a file); unset: web identity, container or
+    /// instance credentials.
+    pub s3_access_key_id: Option<Arc<Secret>>,
+    /// S3 secret access key (`AWS_SECRET_ACCESS_KEY`, or a file).
+    pub s3_secret_access_key: Option<Arc<Secret>>,
+    /// Temporary-credential session token (`AWS_SESSION_TOKEN`, or a file).
+    pub s3_session_token: Option<Arc<Secret>>,
+    /// Database `restore` writes into when `--target-database-url` is not given
+    /// (`TARGET_DATABASE_URL`, or a file): keeps the password off the command line.
+    pub target_database_url: Option<Arc<SecretUrl>>,
     /// Keep the local copy after a successful upload (`BACKUP_KEEP_LOCAL`).
     pub keep_local: bool,
     /// Multipart part size in MiB, 5 to 5120 (`BACKUP_S3_PART_SIZE_MIB`); two parts are in
@@ -88,6 +98,26 @@ pub struct BackupSettings {
     /// Seconds to wait for another run's lock before giving up; 0 = give up at once
     /// (`BACKUP_LOCK_TIMEOUT`).
     pub lock_timeout: u64,
+    /// Seconds `pg_dump` (and the row counts beside it) may queue for a table lock before the
+    /// run fails naming the table, 1 to 3600 (`BACKUP_LOCK_WAIT_TIMEOUT`). Without a limit a
+    /// dump queued behind an ACCESS EXCLUSIVE request blocks every later query on that table.
+    pub lock_wait_timeout: u64,
+    /// Take the cluster globals (`pg_dumpall --globals-only`: roles, memberships, role
+    /// settings, tablespaces) as a second artifact of every backup (`BACKUP_GLOBALS`).
+    pub globals: bool,
+    /// Include role password hashes in the globals (`BACKUP_GLOBALS_PASSWORDS`); needs a
+    /// superuser (they are read from `pg_authid`) and makes the globals a credential store.
+    pub globals_passwords: bool,
+    /// age recipients (`age1…` X25519 or SSH public keys) every artifact is encrypted for
+    /// (`BACKUP_AGE_RECIPIENTS`, comma-separated); empty: not encrypted.
+    pub age_recipients: Vec<String>,
+    /// Identity file (age or unencrypted OpenSSH private key) used to decrypt for `restore`,
+    /// `verify` and the daemon's verification (`BACKUP_AGE_IDENTITY_FILE`).
+    pub age_identity_file: Option<PathBuf>,
+    /// Cron schedule (seconds first, UTC) of restore drills: the daemon restores the newest
+    /// backup into a scratch database on `verify_database_url` and records the result
+    /// (`BACKUP_DRILL_CRON`); unset: no drills.
+    pub drill_cron: Option<String>,
     /// Seconds without a successful backup before `backup_stale` fires (`BACKUP_STALE_AFTER`);
     /// default: two schedule periods plus a quarter period (at most an hour) of slack.
     pub stale_after: Option<u64>,
@@ -104,6 +134,10 @@ impl Default for BackupSettings {
         Self {
             dir: PathBuf::from("/var/lib/db-backup"),
             s3_url: None,
+            s3_access_key_id: None,
+            s3_secret_access_key: None,
+            s3_session_token: None,
+            target_database_url: None,
             keep_local: true,
             s3_part_size_mib: 8,
             schedule: "0 0 */6 * * *".into(),
@@ -120,6 +154,12 @@ impl Default for BackupSettings {
             records: true,
             records_database_url: None,
             lock_timeout: 0,
+            lock_wait_timeout: 60,
+            globals: true,
+            globals_passwords: false,
+            age_recipients: Vec::new(),
+            age_identity_file: None,
+            drill_cron: None,
             stale_after: None,
             name: None,
             pushgateway_url: None,
@@ -212,6 +252,10 @@ pub struct Settings {
     pub schedule: String,
     /// `pg_restore` to run.
     pub pg_restore_path: PathBuf,
+    /// `pg_dumpall` for the globals: beside `pg_dump`.
+    pub pg_dumpall_path: PathBuf,
+    /// Normalized `BACKUP_DRILL_CRON`.
+    pub drill_cron: Option<String>,
     /// Effective zstd worker count.
     pub zstd_threads: u32,
     /// Ops server address.
@@ -245,6 +289,20 @@ impl Settings {
                 "false needs backup.s3_url (BACKUP_S3_URL): backups would be kept nowhere",
             ));
         }
+        if b.s3_access_key_id.is_some() != b.s3_secret_access_key.is_some() {
+            return Err(ConfigError::new(
+                "backup.s3_secret_access_key (AWS_SECRET_ACCESS_KEY)",
+                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are set together or not at all",
+            ));
+        }
+        if let Some(url) = &b.target_database_url {
+            validate::url_with_scheme(
+                "backup.target_database_url (TARGET_DATABASE_URL)",
+                url.expose(),
+                &["postgres", "postgresql"],
+                true,
+            )?;
+        }
         let schedule = normalize_cron(&b.schedule);
         validate::cron("backup.schedule (BACKUP_SCHEDULE)", &schedule)?;
         if schedule_period(&schedule).is_none() {
@@ -253,6 +311,20 @@ impl Settings {
                 format!("cron expression {:?} never fires twice", b.schedule),
             ));
         }
+        let drill_cron = match &b.drill_cron {
+            Some(expr) => {
+                let expr = normalize_cron(expr);
+                validate::cron("backup.drill_cron (BACKUP_DRILL_CRON)", &expr)?;
+                if b.verify_database_url.is_none() {
+                    return Err(ConfigError::new(
+                        "backup.drill_cron (BACKUP_DRILL_CRON)",
+                        "restore drills need backup.verify_database_url (BACKUP_VERIFY_DATABASE_URL)",
+                    ));
+                }
+                Some(expr)
+            }
+            None => None,
+        };
         if b.verify == VerifyMode::Restore && b.verify_database_url.is_none() {
             return Err(ConfigError::new(
                 "backup.verify (BACKUP_VERIFY)",
@@ -292,6 +364,18 @@ impl Settings {
                     "{} must end in .prom (node-exporter reads only those)",
                     p.display()
                 ),
+            ));
+        }
+        if let Err(e) = crate::crypt::parse_recipients(&b.age_recipients) {
+            return Err(ConfigError::new(
+                "backup.age_recipients (BACKUP_AGE_RECIPIENTS)",
+                e.to_string(),
+            ));
+        }
+        if !(1..=3600).contains(&b.lock_wait_timeout) {
+            return Err(ConfigError::new(
+                "backup.lock_wait_timeout (BACKUP_LOCK_WAIT_TIMEOUT)",
+                format!("{} is outside 1..=3600 seconds", b.lock_wait_timeout),
             ));
         }
         if !(1..=19).contains(&b.zstd_level) {
@@ -365,6 +449,8 @@ impl Settings {
             s3,
             schedule,
             pg_restore_path,
+            pg_dumpall_path: sibling(&b.pg_dump_path, "pg_dumpall"),
+            drill_cron,
             zstd_threads,
             metrics_addr,
             raw,

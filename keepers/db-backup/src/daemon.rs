@@ -11,8 +11,9 @@ use keeper_common::runner::{Cycle as _, CycleRun, Runner, Shutdown, Staleness, T
 use keeper_common::telemetry::{Health, serve_ops};
 
 use crate::app::App;
-use crate::config::Settings;
+use crate::config::{Settings, VerifyMode};
 use crate::cycle::BackupCycle;
+use crate::dump::Killer;
 use crate::job::RunReport;
 
 /// Alert raised when no backup succeeded for two schedule periods.
@@ -88,6 +89,9 @@ pub async fn run(app: Arc<App>, shutdown: Shutdown) -> anyhow::Result<i32> {
         addr = %ops.local_addr(),
         "db-backup daemon started"
     );
+    if let Some(cron) = settings.drill_cron.clone() {
+        tokio::spawn(drills(app.clone(), cron, shutdown.clone()));
+    }
     let mut runner = runner(&app, timing(settings), &health, &shutdown)
         .with_cron(&settings.schedule)
         .with_staleness(stale, newest.map(|m| m.finished_at));
@@ -113,6 +117,42 @@ pub async fn once(app: Arc<App>, shutdown: Shutdown) -> (CycleRun<RunReport>, Op
     let run = runner.run_once(&mut cycle).await;
     cycle.drain(DRAIN_LIMIT).await;
     (run, cycle.last_report().cloned())
+}
+
+/// Restore drills on `BACKUP_DRILL_CRON`: the newest backup restored into a scratch database,
+/// every table's row count compared; the outcome, its duration and any per-table difference go
+/// into the manifest, `backup_runs` and the `backup_restore_*` metrics. A drill never blocks a
+/// backup (it takes no run lock: it only reads a published backup).
+async fn drills(app: Arc<App>, cron: String, shutdown: Shutdown) {
+    loop {
+        let Some(next) = crate::config::next_fire(&cron, Utc::now()) else {
+            tracing::warn!(cron = %cron, "restore drill schedule never fires again");
+            return;
+        };
+        let wait = (next - Utc::now()).to_std().unwrap_or_default();
+        tokio::select! {
+            () = shutdown.wait() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+        let killer = Killer::default();
+        let stop = {
+            let (shutdown, killer) = (shutdown.clone(), killer.clone());
+            tokio::spawn(async move {
+                shutdown.wait().await;
+                killer.kill("stop signal received");
+            })
+        };
+        match crate::commands::verify(&app, "latest", VerifyMode::Restore, &killer).await {
+            Ok(v) if v.ok => tracing::info!(
+                duration_seconds = v.duration_seconds.unwrap_or_default(),
+                detail = %v.detail,
+                "restore drill passed"
+            ),
+            Ok(v) => tracing::error!(detail = %v.detail, "restore drill FAILED"),
+            Err(e) => tracing::error!(error = %format!("{e:#}"), "restore drill could not run"),
+        }
+        stop.abort();
+    }
 }
 
 /// Readiness: the source database answered once (a successful backup also says so).

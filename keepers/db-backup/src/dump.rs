@@ -7,13 +7,15 @@
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use sha2::{Digest, Sha256};
 
-use crate::pg::LibpqTarget;
+use crate::child::{self, GroupHandle, Running};
+use crate::crypt::{Recipients, Sink, parse_recipients};
+use crate::libpq::LibpqTarget;
 
 /// Size of each read from `pg_dump`'s pipe.
 const READ_BUF: usize = 1 << 20;
@@ -53,6 +55,16 @@ pub enum DumpError {
         /// The end of what it printed on stderr.
         stderr: String,
     },
+    /// `pg_dump` gave up queueing for a table lock that another session holds.
+    #[error(
+        "pg_dump could not lock table {table} within {seconds} s (BACKUP_LOCK_WAIT_TIMEOUT): another session holds a conflicting lock (an ALTER, TRUNCATE, VACUUM FULL or explicit LOCK); nothing was written"
+    )]
+    LockTimeout {
+        /// The table, as pg_dump names it (`schema.table`).
+        table: String,
+        /// The limit that ran out.
+        seconds: u64,
+    },
     /// Compression failed.
     #[error("zstd: {0}")]
     Zstd(io::Error),
@@ -80,19 +92,19 @@ impl Default for Killer {
 
 #[derive(Default)]
 struct KillerState {
-    child: Option<Arc<Mutex<Child>>>,
+    children: Vec<GroupHandle>,
     reason: Option<String>,
 }
 
 impl Killer {
-    /// Kills the child now, or as soon as it starts.
+    /// Kills the child's process group now, or as soon as it starts.
     pub fn kill(&self, reason: &str) {
         let mut st = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if st.reason.is_none() {
             st.reason = Some(reason.to_owned());
         }
-        if let Some(child) = &st.child {
-            let _ = child.lock().unwrap_or_else(|p| p.into_inner()).kill();
+        for child in &st.children {
+            child.kill();
         }
         drop(st);
         self.signal.send_replace(true);
@@ -105,13 +117,14 @@ impl Killer {
         let _ = rx.wait_for(|k| *k).await;
     }
 
-    pub(crate) fn register_child(&self, child: Arc<Mutex<Child>>) -> Result<(), String> {
+    pub(crate) fn register_child(&self, child: GroupHandle) -> Result<(), String> {
         let mut st = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(r) = &st.reason {
-            let _ = child.lock().unwrap_or_else(|p| p.into_inner()).kill();
+            child.kill();
             return Err(r.clone());
         }
-        st.child = Some(child);
+        st.children.retain(GroupHandle::is_live);
+        st.children.push(child);
         Ok(())
     }
 
@@ -184,10 +197,18 @@ pub struct DumpSpec {
     pub level: i32,
     /// zstd workers.
     pub threads: u32,
+    /// `--lock-wait-timeout`: how long pg_dump may queue for a table lock.
+    pub lock_wait_timeout_seconds: u64,
+    /// The server checks that pg_dump is still connected while it runs a query
+    /// (PostgreSQL 14+): a backend whose pg_dump was killed while it queued for a lock would
+    /// otherwise stay in that queue, and everyone behind it, until the lock wait ends.
+    pub check_client_connection: bool,
+    /// `BACKUP_AGE_RECIPIENTS` (public keys); empty: not encrypted.
+    pub age_recipients: Vec<String>,
 }
 
 /// Collects the tail of a child's stderr on a thread.
-fn stderr_tail(stream: Option<std::process::ChildStderr>) -> Option<JoinHandle<String>> {
+pub(crate) fn stderr_tail(stream: Option<std::process::ChildStderr>) -> Option<JoinHandle<String>> {
     let mut stream = stream?;
     Some(std::thread::spawn(move || {
         let mut keep: Vec<u8> = Vec::new();
@@ -219,6 +240,82 @@ pub fn describe_status(status: ExitStatus) -> String {
 /// Runs `pg_dump` into `tmp` (created new; the caller removes it on error), fsyncs it, and
 /// returns size and digest. Blocking.
 pub fn dump_to_file(spec: &DumpSpec, tmp: &Path, killer: &Killer) -> Result<DumpOutput, DumpError> {
+    let mut cmd = child::command(&spec.pg_dump);
+    cmd.args(["--format=custom", "--compress=0"])
+        .arg(format!("--snapshot={}", spec.snapshot))
+        .arg(format!(
+            "--lock-wait-timeout={}s",
+            spec.lock_wait_timeout_seconds
+        ));
+    spec.target.apply(&mut cmd);
+    if spec.check_client_connection {
+        let mut options = std::env::var_os("PGOPTIONS").unwrap_or_default();
+        options.push(" -c client_connection_check_interval=2000");
+        cmd.env("PGOPTIONS", options);
+    }
+    let tool = spec.pg_dump.display().to_string();
+    let recipients =
+        parse_recipients(&spec.age_recipients).map_err(|e| DumpError::Stopped(e.to_string()))?;
+    match produce(
+        cmd,
+        tool,
+        tmp,
+        (spec.level, spec.threads),
+        &recipients,
+        killer,
+    ) {
+        Err(DumpError::Tool { stderr, .. }) if stderr.contains("lock timeout") => {
+            Err(DumpError::LockTimeout {
+                table: locked_table(&stderr).unwrap_or_else(|| "(not named by pg_dump)".into()),
+                seconds: spec.lock_wait_timeout_seconds,
+            })
+        }
+        other => other,
+    }
+}
+
+/// How to take the cluster globals.
+pub struct GlobalsSpec {
+    /// `pg_dumpall` to run.
+    pub pg_dumpall: PathBuf,
+    /// Where it connects.
+    pub target: LibpqTarget,
+    /// Include role password hashes (needs a superuser: they are read from `pg_authid`).
+    pub role_passwords: bool,
+    /// zstd level.
+    pub level: i32,
+    /// `BACKUP_AGE_RECIPIENTS` (public keys); empty: not encrypted.
+    pub age_recipients: Vec<String>,
+}
+
+/// Runs `pg_dumpall --globals-only` into `tmp` through zstd and SHA-256. Blocking.
+pub fn globals_to_file(
+    spec: &GlobalsSpec,
+    tmp: &Path,
+    killer: &Killer,
+) -> Result<DumpOutput, DumpError> {
+    let mut cmd = child::command(&spec.pg_dumpall);
+    cmd.arg("--globals-only");
+    if !spec.role_passwords {
+        cmd.arg("--no-role-passwords");
+    }
+    spec.target.apply(&mut cmd);
+    let tool = spec.pg_dumpall.display().to_string();
+    let recipients =
+        parse_recipients(&spec.age_recipients).map_err(|e| DumpError::Stopped(e.to_string()))?;
+    produce(cmd, tool, tmp, (spec.level, 0), &recipients, killer)
+}
+
+/// Runs `cmd`, streaming its stdout through zstd and SHA-256 into `tmp` (created new; the
+/// caller removes it on error), fsyncs, and returns size and digest.
+fn produce(
+    mut cmd: std::process::Command,
+    tool: String,
+    tmp: &Path,
+    (level, threads): (i32, u32),
+    recipients: &Recipients,
+    killer: &Killer,
+) -> Result<DumpOutput, DumpError> {
     let io_err = |what: &'static str| {
         let path = tmp.to_path_buf();
         move |source| DumpError::Io { what, path, source }
@@ -228,57 +325,50 @@ pub fn dump_to_file(spec: &DumpSpec, tmp: &Path, killer: &Killer) -> Result<Dump
         .create_new(true)
         .open(tmp)
         .map_err(io_err("creating"))?;
-
-    let tool = spec.pg_dump.display().to_string();
-    let mut cmd = Command::new(&spec.pg_dump);
-    cmd.args(["--format=custom", "--compress=0"])
-        .arg(format!("--snapshot={}", spec.snapshot))
-        .stdin(Stdio::null())
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    spec.target.apply(&mut cmd);
-    let mut child = cmd.spawn().map_err(|source| DumpError::Spawn {
+    let mut child = Running::spawn(&mut cmd).map_err(|source| DumpError::Spawn {
         tool: tool.clone(),
         source,
     })?;
-    let stdout = child.stdout.take();
-    let stderr = stderr_tail(child.stderr.take());
-    let child = Arc::new(Mutex::new(child));
-    if let Err(reason) = killer.register_child(child.clone()) {
-        let _ = reap(&child);
+    let stdout = child.child_mut().stdout.take();
+    let stderr = stderr_tail(child.child_mut().stderr.take());
+    if let Err(reason) = killer.register_child(child.handle()) {
+        let _ = child.wait();
         return Err(DumpError::Stopped(reason));
     }
 
     let pumped = match stdout {
-        Some(out) => compress(out, file, spec.level, spec.threads, tmp),
-        None => Err(DumpError::Stopped("pg_dump has no stdout".into())),
+        Some(out) => compress(out, file, level, threads, recipients, tmp),
+        None => Err(DumpError::Stopped(format!("{tool} has no stdout"))),
     };
     if pumped.is_err() {
-        let _ = child.lock().unwrap_or_else(|p| p.into_inner()).kill();
+        child.kill();
     }
-    let status = reap(&child);
+    let status = child.wait();
     let stderr = stderr.and_then(|h| h.join().ok()).unwrap_or_default();
     if let Some(reason) = killer.reason() {
         return Err(DumpError::Stopped(reason));
     }
-    // Our side failing (a write error: disk full) is the cause; pg_dump was killed for it.
+    // Our side failing (a write error: disk full) is the cause; the tool was killed for it.
     let out = pumped?;
     match status {
-        Ok(s) if s.success() => {}
-        Ok(s) => {
-            return Err(DumpError::Tool {
-                tool,
-                status: describe_status(s),
-                stderr,
-            });
-        }
-        Err(source) => return Err(DumpError::Spawn { tool, source }),
+        Ok(s) if s.success() => Ok(out),
+        Ok(s) => Err(DumpError::Tool {
+            tool,
+            status: describe_status(s),
+            stderr,
+        }),
+        Err(source) => Err(DumpError::Spawn { tool, source }),
     }
-    Ok(out)
 }
 
-fn reap(child: &Arc<Mutex<Child>>) -> io::Result<ExitStatus> {
-    child.lock().unwrap_or_else(|p| p.into_inner()).wait()
+/// The table in pg_dump's `Query was: LOCK TABLE schema.t IN ACCESS SHARE MODE` detail line.
+fn locked_table(stderr: &str) -> Option<String> {
+    let after = &stderr[stderr.rfind("LOCK TABLE ")? + "LOCK TABLE ".len()..];
+    let end = after.find(" IN ")?;
+    Some(after[..end].trim().to_owned())
 }
 
 /// Reads `input` to its end through zstd and SHA-256 into `file`, then fsyncs.
@@ -287,13 +377,16 @@ fn compress(
     file: File,
     level: i32,
     threads: u32,
+    recipients: &Recipients,
     path: &Path,
 ) -> Result<DumpOutput, DumpError> {
     let io_err = |what: &'static str| {
         let path = path.to_path_buf();
         move |source| DumpError::Io { what, path, source }
     };
-    let sink = HashingWriter::new(file);
+    // zstd → age (when recipients are set) → SHA-256 → file: the digest covers what is stored.
+    let sink = Sink::new(HashingWriter::new(file), recipients)
+        .map_err(|e| DumpError::Stopped(e.to_string()))?;
     let mut enc = zstd::stream::write::Encoder::new(sink, level).map_err(DumpError::Zstd)?;
     enc.include_checksum(true).map_err(DumpError::Zstd)?;
     if threads > 0 {
@@ -314,7 +407,8 @@ fn compress(
         enc.write_all(&buf[..n]).map_err(io_err("writing"))?;
     }
     let sink = enc.finish().map_err(io_err("finishing"))?;
-    let (file, sha256, size) = sink.finish();
+    let hashing = sink.finish().map_err(io_err("finishing encryption of"))?;
+    let (file, sha256, size) = hashing.finish();
     file.sync_all().map_err(io_err("syncing"))?;
     Ok(DumpOutput {
         size,
@@ -328,6 +422,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_locked_table_is_read_from_pg_dump_stderr() {
+        let e = "pg_dump: error: query failed: ERROR:  canceling statement due to lock timeout\n\
+                 pg_dump: detail: Query was: LOCK TABLE \"My Schema\".t IN ACCESS SHARE MODE";
+        assert_eq!(locked_table(e).as_deref(), Some("\"My Schema\".t"));
+        assert_eq!(locked_table("pg_dump: error: connection failed"), None);
+    }
+
+    #[test]
     fn compress_round_trips_and_hashes_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.zst");
@@ -335,7 +437,8 @@ mod tests {
             .flat_map(|i| (i % 251).to_le_bytes())
             .collect();
         let file = File::create(&path).unwrap();
-        let out = compress(&data[..], file, 3, 2, &path).unwrap();
+        let none = crate::crypt::parse_recipients(&[]).unwrap();
+        let out = compress(&data[..], file, 3, 2, &none, &path).unwrap();
         let on_disk = std::fs::read(&path).unwrap();
         assert_eq!(out.size, on_disk.len() as u64);
         assert_eq!(out.dump_bytes, data.len() as u64);

@@ -47,6 +47,27 @@ pub fn backup_text(b: &BackupMetrics) -> String {
     out
 }
 
+/// The restore-verification families alone (`verify`, drills): pushed with POST they replace
+/// only themselves in the group, leaving the backup job's families as the last backup set them.
+pub fn restore_text(b: &BackupMetrics) -> String {
+    format!(
+        "# HELP backup_restore_duration_seconds Wall time of the last restore verification
+\
+         # TYPE backup_restore_duration_seconds gauge
+\
+         backup_restore_duration_seconds {}
+\
+         # HELP backup_restore_verified 1 if the last restore verification passed, else 0
+\
+         # TYPE backup_restore_verified gauge
+\
+         backup_restore_verified {}
+",
+        b.restore_duration_seconds.get(),
+        b.restore_verified.get()
+    )
+}
+
 /// Why exporting failed (never fatal for the run; logged).
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {

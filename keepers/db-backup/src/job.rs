@@ -15,9 +15,12 @@ use serde::Serialize;
 use crate::app::App;
 use crate::config::VerifyMode;
 use crate::dump::{self, DumpSpec, Killer};
+use crate::libpq::LibpqTarget;
 use crate::local::LocalStore;
-use crate::manifest::{BackupId, Compression, MANIFEST_FORMAT, Manifest};
-use crate::pg::{self, LibpqTarget, PgError, Source};
+use crate::manifest::{
+    BackupId, Compression, Encryption, GlobalsArtifact, MANIFEST_FORMAT, Manifest,
+};
+use crate::pg::{self, PgError, Source};
 use crate::prune::{self, PruneReport};
 use crate::verify::{Verifier, run_blocking};
 
@@ -239,15 +242,18 @@ async fn locked(
     clean_leftovers(app).await;
     let id = fresh_id(app).await?;
     let tmp = app.local.temp_path(&id);
-    let snapshot = source.export_snapshot().await?;
+    let snapshot = source.export_snapshot(b.lock_wait_timeout).await?;
     tracing::info!(backup = %id, snapshot = %snapshot, "dumping");
 
     let spec = DumpSpec {
         pg_dump: b.pg_dump_path.clone(),
-        target: LibpqTarget::new(&s.source_url),
+        target: LibpqTarget::new(&s.source_url).map_err(PgError::from)?,
         snapshot: snapshot.clone(),
         level: b.zstd_level,
         threads: s.zstd_threads,
+        lock_wait_timeout_seconds: b.lock_wait_timeout,
+        check_client_connection: source.info.major() >= 14,
+        age_recipients: b.age_recipients.clone(),
     };
     let dumping = {
         let (tmp, killer) = (tmp.clone(), killer.clone());
@@ -282,15 +288,60 @@ async fn locked(
     let (out, counts) = match finished {
         Ok(v) => v,
         Err(e) => {
-            LocalStore::remove_file(&tmp);
+            remove_off_runtime(&tmp).await;
             return Err(e.into());
         }
+    };
+    // The cluster globals, a second artifact of the same backup: without the roles, a restore
+    // into a fresh cluster fails on every OWNER TO and GRANT.
+    let gtmp = app.local.globals_temp_path(&id);
+    let encryption = (!b.age_recipients.is_empty()).then(|| Encryption {
+        algorithm: "age".into(),
+        recipients: b
+            .age_recipients
+            .iter()
+            .map(|r| crate::crypt::fingerprint(r))
+            .collect(),
+    });
+    let encrypted = encryption.is_some();
+    let globals = if b.globals {
+        let spec = dump::GlobalsSpec {
+            pg_dumpall: s.pg_dumpall_path.clone(),
+            target: LibpqTarget::new(&s.source_url).map_err(PgError::from)?,
+            role_passwords: b.globals_passwords,
+            level: b.zstd_level,
+            age_recipients: b.age_recipients.clone(),
+        };
+        let taken = {
+            let (gtmp, killer) = (gtmp.clone(), killer.clone());
+            tokio::task::spawn_blocking(move || dump::globals_to_file(&spec, &gtmp, &killer)).await
+        };
+        match taken {
+            Ok(Ok(out)) => Some(GlobalsArtifact {
+                file: id.globals_file(encrypted),
+                size_bytes: out.size,
+                sha256: out.sha256,
+                role_passwords: b.globals_passwords,
+            }),
+            Ok(Err(e)) => {
+                discard(&tmp, &gtmp).await;
+                return Err(anyhow::Error::new(e)
+                    .context("taking the cluster globals (BACKUP_GLOBALS=false to skip them)")
+                    .into());
+            }
+            Err(e) => {
+                discard(&tmp, &gtmp).await;
+                return Err(anyhow::anyhow!("globals thread failed: {e}").into());
+            }
+        }
+    } else {
+        None
     };
     let mut manifest = Manifest {
         format: MANIFEST_FORMAT,
         name: id.db.clone(),
         database: source.info.database.clone(),
-        file: id.dump_name(),
+        file: id.archive_name(encrypted),
         server_version: source.info.version.clone(),
         server_version_num: source.info.version_num,
         pg_dump_version,
@@ -308,6 +359,9 @@ async fn locked(
         row_counts: counts,
         verification: None,
         tool: concat!("db-backup ", env!("CARGO_PKG_VERSION")).into(),
+        system_identifier: source.info.system_identifier.clone(),
+        encryption,
+        globals,
     };
 
     if b.verify != VerifyMode::None {
@@ -315,33 +369,45 @@ async fn locked(
             pg_restore: &s.pg_restore_path,
             scratch_server: b.verify_database_url.as_deref(),
             killer,
+            identity: b.age_identity_file.as_deref(),
         };
-        match verifier.verify(b.verify, &tmp, &manifest).await {
+        let verified = verifier.verify(b.verify, &tmp, &manifest).await;
+        match &verified {
+            Ok(v) => app.backup_metrics.record_restore(v),
+            Err(f) => app.backup_metrics.record_restore(&f.record),
+        }
+        match verified {
             Ok(v) => {
                 tracing::info!(backup = %id, detail = %v.detail, "verified");
                 manifest.verification = Some(v);
             }
-            Err(e) => {
-                LocalStore::remove_file(&tmp);
-                return Err(anyhow::Error::new(e)
+            Err(f) => {
+                discard(&tmp, &gtmp).await;
+                return Err(anyhow::Error::new(f.error)
                     .context(format!("verification ({}) failed", b.verify.as_str()))
                     .into());
             }
         }
     }
     if let Some(reason) = killer.reason() {
-        LocalStore::remove_file(&tmp);
+        discard(&tmp, &gtmp).await;
         return Err(anyhow::anyhow!("stopped before publishing: {reason}").into());
     }
 
     let published = {
         let (local, tmp, m) = (app.local.clone(), tmp.clone(), manifest.clone());
-        run_blocking(move || local.publish(&tmp, &m).map_err(anyhow::Error::from)).await
+        let g = m.globals.is_some().then(|| gtmp.clone());
+        run_blocking(move || {
+            local
+                .publish(&tmp, g.as_deref(), &m)
+                .map_err(anyhow::Error::from)
+        })
+        .await
     };
     let dump_path = match published {
         Ok(p) => p,
         Err(e) => {
-            LocalStore::remove_file(&tmp);
+            discard(&tmp, &gtmp).await;
             return Err(e.into());
         }
     };
@@ -365,8 +431,9 @@ async fn locked(
                 });
             }
         }
+        let id = manifest.id();
         if !b.keep_local
-            && let Err(e) = app.local.delete(&manifest.id())
+            && let Err(e) = app.local.blocking(move |l| l.delete(&id)).await
         {
             tracing::warn!(error = %e, "cannot remove the local copy after upload");
         }
@@ -378,6 +445,18 @@ async fn locked(
     // Retention only after a complete success, still under the lock.
     report.prune = Some(prune::prune(app, false).await);
     Ok(manifest)
+}
+
+/// Removes a run's temp archive and temp globals on the blocking pool.
+async fn discard(tmp: &std::path::Path, globals_tmp: &std::path::Path) {
+    remove_off_runtime(tmp).await;
+    remove_off_runtime(globals_tmp).await;
+}
+
+/// Removes a temp file on the blocking pool.
+async fn remove_off_runtime(path: &std::path::Path) {
+    let path = path.to_path_buf();
+    let _ = tokio::task::spawn_blocking(move || LocalStore::remove_file(&path)).await;
 }
 
 /// Removes leftovers of killed or failed runs of this database (temp files, manifest-less
@@ -414,7 +493,11 @@ async fn fresh_id(app: &App) -> anyhow::Result<BackupId> {
             Some(r) => r.get_manifest(&id).await.is_ok(),
             None => false,
         };
-        if !app.local.exists(&id) && !remote_taken {
+        let local_taken = {
+            let id = id.clone();
+            app.local.blocking(move |l| Ok(l.exists(&id))).await?
+        };
+        if !local_taken && !remote_taken {
             return Ok(id);
         }
         let wait = 1_000 - Utc::now().timestamp_subsec_millis().min(999);

@@ -3,14 +3,18 @@
 
 pub mod app;
 pub mod archive;
+pub mod child;
 pub mod commands;
 pub mod config;
+pub mod crypt;
 pub mod cycle;
 pub mod daemon;
 pub mod dump;
 pub mod env;
 pub mod export;
+pub mod globals;
 pub mod job;
+pub mod libpq;
 pub mod local;
 pub mod manifest;
 pub mod metrics;
@@ -18,5 +22,6 @@ pub mod pg;
 pub mod prune;
 pub mod records;
 pub mod remote;
+pub mod restore;
 pub mod retention;
 pub mod verify;

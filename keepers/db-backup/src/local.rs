@@ -10,7 +10,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use crate::manifest::{BackupId, FileKind, Manifest};
+use crate::manifest::{BackupId, FileKind, MAX_MANIFEST_BYTES, Manifest};
 use keeper_common::config::BadInput;
 
 /// Suffix of in-progress files.
@@ -91,16 +91,27 @@ impl LocalStore {
         ))
     }
 
-    /// Path of the archive of `id`.
+    /// Where a run writes its globals before the backup is complete.
+    pub fn globals_temp_path(&self, id: &BackupId) -> PathBuf {
+        self.dir.join(format!(".{}{TMP_SUFFIX}", id.globals_name()))
+    }
+
+    /// Path of the unencrypted archive of `id`.
     pub fn dump_path(&self, id: &BackupId) -> PathBuf {
         self.dir.join(id.dump_name())
     }
 
+    /// Path of the archive of `id` that exists here, encrypted or not.
+    pub fn existing_archive(&self, id: &BackupId) -> Option<PathBuf> {
+        [false, true]
+            .into_iter()
+            .map(|enc| self.dir.join(id.archive_name(enc)))
+            .find(|p| p.is_file())
+    }
+
     /// Whether any file of `id` exists (names must not be reused).
     pub fn exists(&self, id: &BackupId) -> bool {
-        [id.dump_name(), id.sha_name(), id.manifest_name()]
-            .iter()
-            .any(|n| self.dir.join(n).exists())
+        id.all_names().iter().any(|n| self.dir.join(n).exists())
     }
 
     /// Removes what failed or killed runs of `db` left: temp files, archives and sidecars with
@@ -126,7 +137,7 @@ impl LocalStore {
                 }
             } else {
                 match BackupId::parse_file_name(name) {
-                    Some((id, FileKind::Dump | FileKind::Sha)) if id.db == db => {
+                    Some((id, kind)) if id.db == db && kind != FileKind::Manifest => {
                         !names.contains(&id.manifest_name())
                     }
                     _ => false,
@@ -143,15 +154,56 @@ impl LocalStore {
         Ok(removed)
     }
 
-    /// Publishes a complete, synced archive at `tmp`: rename, sidecar, manifest (last).
-    pub fn publish(&self, tmp: &Path, manifest: &Manifest) -> Result<PathBuf, LocalError> {
+    /// Publishes a complete, synced archive at `tmp` (and the globals at `globals_tmp`):
+    /// rename, sidecars, manifest (last). On failure everything it renamed or wrote is removed
+    /// again: a manifest-less archive is never listed, but it would hold its disk space until
+    /// the next run.
+    pub fn publish(
+        &self,
+        tmp: &Path,
+        globals_tmp: Option<&Path>,
+        manifest: &Manifest,
+    ) -> Result<PathBuf, LocalError> {
         let id = manifest.id();
-        let dump = self.dump_path(&id);
+        let dump = self.dir.join(&manifest.file);
         fs::rename(tmp, &dump).map_err(err("renaming", tmp))?;
-        self.write_atomic(&id.sha_name(), manifest.sidecar().as_bytes())?;
-        self.write_atomic(&id.manifest_name(), &manifest.to_json())?;
-        self.sync_dir()?;
+        let rest = (|| {
+            if let (Some(tmp), Some(g), Some(sidecar)) =
+                (globals_tmp, &manifest.globals, manifest.globals_sidecar())
+            {
+                fs::rename(tmp, self.dir.join(&g.file)).map_err(err("renaming", tmp))?;
+                self.write_atomic(&format!("{}.sha256", g.file), sidecar.as_bytes())?;
+            }
+            self.write_atomic(&manifest.sidecar_name(), manifest.sidecar().as_bytes())?;
+            self.write_atomic(&id.manifest_name(), &manifest.to_json())?;
+            self.sync_dir()
+        })();
+        if let Err(e) = rest {
+            // The manifest first, as in `delete`: never a listed backup without its archive.
+            for name in id.all_names() {
+                Self::remove_file(&self.dir.join(name));
+            }
+            let _ = self.sync_dir();
+            return Err(e);
+        }
         Ok(dump)
+    }
+
+    /// Runs `f` on the blocking pool: file-system calls may stall (NFS, a full disk) and must
+    /// not hold up the runtime's timers, signals and metrics server.
+    pub async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&LocalStore) -> Result<T, LocalError> + Send + 'static,
+    ) -> Result<T, LocalError> {
+        let me = self.clone();
+        match tokio::task::spawn_blocking(move || f(&me)).await {
+            Ok(r) => r,
+            Err(e) => Err(LocalError {
+                what: "file-system worker failed on",
+                path: self.dir.clone(),
+                source: io::Error::other(e.to_string()),
+            }),
+        }
     }
 
     /// Replaces the manifest of an existing backup (after a verification).
@@ -194,24 +246,16 @@ impl LocalStore {
             };
             let path = e.path();
             let shown = path.display().to_string();
-            let manifest = fs::read(&path)
+            let manifest = read_bounded(&path, MAX_MANIFEST_BYTES)
                 .map_err(|e| BadInput::new(&shown, format!("cannot read {shown}: {e}")))
                 .and_then(|b| {
-                    Manifest::from_json(&b).map_err(|e| {
-                        BadInput::new(&shown, format!("malformed manifest {shown}: {e}"))
-                    })
-                })
-                .and_then(|m| {
-                    if m.id() == id {
-                        Ok(m)
-                    } else {
-                        Err(BadInput::new(
-                            &shown,
-                            format!("manifest {shown} describes {} instead", m.id()),
-                        ))
-                    }
+                    Manifest::for_id(&b, &id)
+                        .map_err(|e| BadInput::new(&shown, format!("{shown}: {e}")))
                 });
-            let dump = self.dump_path(&id);
+            let dump = match &manifest {
+                Ok(m) => self.dir.join(&m.file),
+                Err(_) => self.dump_path(&id),
+            };
             out.push(LocalBackup {
                 dump_present: dump.is_file(),
                 id,
@@ -225,7 +269,7 @@ impl LocalStore {
 
     /// Deletes a backup: the manifest first, so a half-deleted backup is never listed.
     pub fn delete(&self, id: &BackupId) -> Result<(), LocalError> {
-        for name in [id.manifest_name(), id.dump_name(), id.sha_name()] {
+        for name in id.all_names() {
             let p = self.dir.join(name);
             match fs::remove_file(&p) {
                 Ok(()) => {}
@@ -246,10 +290,28 @@ impl LocalStore {
     }
 }
 
+/// Reads a whole file of at most `max` bytes; a larger one is an error, not an allocation.
+pub fn read_bounded(path: &Path, max: u64) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    File::open(path)?
+        .take(max.saturating_add(1))
+        .read_to_end(&mut buf)?;
+    if buf.len() as u64 > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("larger than {max} bytes"),
+        ));
+    }
+    Ok(buf)
+}
+
 /// Whether `file` (an archive, sidecar or manifest name) belongs to `db`.
 fn owned_by(file: &str, db: &str) -> bool {
     let base = file
-        .strip_suffix(crate::manifest::SHA_SUFFIX)
+        .strip_suffix(crate::manifest::GLOBALS_SHA_SUFFIX)
+        .or_else(|| file.strip_suffix(crate::manifest::GLOBALS_SUFFIX))
+        .or_else(|| file.strip_suffix(crate::manifest::SHA_SUFFIX))
         .or_else(|| file.strip_suffix(crate::manifest::DUMP_SUFFIX))
         .or_else(|| file.strip_suffix(crate::manifest::MANIFEST_SUFFIX));
     base.and_then(BackupId::parse_base)
@@ -268,6 +330,105 @@ fn older_than(path: &Path, age: Duration) -> bool {
 mod tests {
     use super::*;
 
+    fn manifest_for(id: &BackupId) -> Manifest {
+        let mut m: Manifest = serde_json::from_value(serde_json::json!({
+            "format": 1, "name": id.db, "database": id.db, "file": id.dump_name(),
+            "server_version": "15", "server_version_num": 150000, "pg_dump_version": "15",
+            "snapshot": "s", "started_at": id.at, "finished_at": id.at, "size_bytes": 1,
+            "dump_bytes": 1, "sha256": "0".repeat(64),
+            "compression": {"algorithm": "zstd", "level": 1, "threads": 0},
+            "row_counts": {}, "verification": null, "tool": "t"
+        }))
+        .unwrap();
+        m.size_bytes = 1;
+        m
+    }
+
+    #[test]
+    fn a_failed_publish_removes_what_it_renamed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        let id = BackupId::new("app", chrono::Utc::now());
+        let tmp = store.temp_path(&id);
+        std::fs::write(&tmp, b"x").unwrap();
+        // The manifest's temp name is taken by a directory: its write fails after the archive
+        // was renamed and the sidecar written.
+        let blocker = dir
+            .path()
+            .join(format!(".{}{TMP_SUFFIX}", id.manifest_name()));
+        std::fs::create_dir(&blocker).unwrap();
+        let e = store.publish(&tmp, None, &manifest_for(&id)).unwrap_err();
+        assert!(e.to_string().contains("writing"), "{e}");
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(left, vec![blocker], "left behind");
+    }
+
+    #[test]
+    fn globals_are_published_listed_and_deleted_with_their_backup() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        let id = BackupId::new("app", chrono::Utc::now());
+        let (tmp, gtmp) = (store.temp_path(&id), store.globals_temp_path(&id));
+        std::fs::write(&tmp, b"x").unwrap();
+        std::fs::write(&gtmp, b"g").unwrap();
+        let mut m = manifest_for(&id);
+        m.globals = Some(crate::manifest::GlobalsArtifact {
+            file: id.globals_name(),
+            size_bytes: 1,
+            sha256: "1".repeat(64),
+            role_passwords: false,
+        });
+        store.publish(&tmp, Some(&gtmp), &m).unwrap();
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        let mut want = vec![
+            id.dump_name(),
+            id.sha_name(),
+            id.globals_name(),
+            id.globals_sha_name(),
+            id.manifest_name(),
+        ];
+        want.sort();
+        assert_eq!(names, want);
+        let listed = store.list().unwrap();
+        assert!(listed[0].complete());
+        assert_eq!(listed[0].manifest.as_ref().unwrap().globals, m.globals);
+        store.delete(&id).unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn manifests_must_match_their_names_and_be_small() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        let at = chrono::Utc::now();
+        let real = BackupId::new("app", at);
+        let other = BackupId::new("app", at - chrono::Duration::days(1));
+        let escape = BackupId::new("../../etc/app", at);
+        std::fs::write(
+            dir.path().join(real.manifest_name()),
+            manifest_for(&other).to_json(),
+        )
+        .unwrap();
+        let listed = store.list().unwrap();
+        assert_eq!(listed.len(), 1);
+        let e = listed[0].manifest.as_ref().unwrap_err().to_string();
+        assert!(e.contains("describes app-"), "{e}");
+        assert!(Manifest::for_id(&manifest_for(&escape).to_json(), &real).is_err());
+
+        let big = dir.path().join("big");
+        std::fs::write(&big, vec![b' '; 5000]).unwrap();
+        assert_eq!(read_bounded(&big, 5000).unwrap().len(), 5000);
+        let e = read_bounded(&big, 4999).unwrap_err();
+        assert!(e.to_string().contains("larger than 4999 bytes"), "{e}");
+    }
+
     #[test]
     fn leftovers_of_other_databases_and_fresh_downloads_stay() {
         let dir = tempfile::tempdir().unwrap();
@@ -281,6 +442,8 @@ mod tests {
             store.dump_path(&mine),
             dir.path().join(mine.sha_name()),
             store.dump_path(&other),
+            dir.path().join(mine.globals_name()),
+            store.globals_temp_path(&mine),
             store.download_path(&mine),
             dir.path().join("notes.txt"),
         ];
@@ -288,8 +451,12 @@ mod tests {
             std::fs::write(f, b"x").unwrap();
         }
         let removed = store.clean_leftovers("app").unwrap();
-        assert_eq!(removed.len(), 3, "{removed:?}");
-        assert!(!files[0].exists() && !files[2].exists() && !files[3].exists());
-        assert!(files[1].exists() && files[4].exists() && files[5].exists() && files[6].exists());
+        assert_eq!(removed.len(), 5, "{removed:?}");
+        for gone in [0, 2, 3, 5, 6] {
+            assert!(!files[gone].exists(), "{:?}", files[gone]);
+        }
+        for kept in [1, 4, 7, 8] {
+            assert!(files[kept].exists(), "{:?}", files[kept]);
+        }
     }
 }

@@ -62,6 +62,18 @@ enum Command {
         /// Do not restore ownership and privileges (roles of the source may not exist here).
         #[arg(long)]
         no_owner: bool,
+        /// Restore into a database that already has tables: the backup's objects are dropped
+        /// and recreated (others are left alone). Without it such a target is refused.
+        #[arg(long)]
+        clean: bool,
+        /// First apply the backup's cluster globals (roles, memberships, role settings,
+        /// tablespaces), skipping roles that exist; for a restore into a fresh cluster.
+        #[arg(long)]
+        with_globals: bool,
+        /// age identity file (or unencrypted OpenSSH private key) for an encrypted backup;
+        /// default BACKUP_AGE_IDENTITY_FILE.
+        #[arg(long, value_name = "FILE")]
+        identity: Option<std::path::PathBuf>,
     },
     /// Verify an existing backup and record the result in its manifest and backup_runs.
     Verify {
@@ -71,6 +83,9 @@ enum Command {
         /// How (default: BACKUP_VERIFY, or `list` when that is `none`).
         #[arg(long, value_enum)]
         mode: Option<ModeArg>,
+        /// age identity file for an encrypted backup; default BACKUP_AGE_IDENTITY_FILE.
+        #[arg(long, value_name = "FILE")]
+        identity: Option<std::path::PathBuf>,
     },
     /// Apply GFS retention now (with --dry-run: only show what would be deleted).
     Prune,
@@ -79,7 +94,12 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    if let Some(code) = db_backup::child::run_trampoline_if_asked() {
+        return ExitCode::from(code);
+    }
     keeper_common::disable_core_dumps();
+    // /proc/self/exe still execs after the binary on disk was replaced by an upgrade.
+    db_backup::child::use_trampoline(std::path::PathBuf::from("/proc/self/exe"));
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -95,6 +115,8 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE as u8);
         }
     };
+    // Before the runtime's threads exist: nothing later (a child, a crash report) sees them.
+    keeper_common::scrub_secret_env(&db_backup::env::bindings(), &[]);
     run_async(async_main(cli, settings))
 }
 
@@ -183,21 +205,51 @@ async fn dispatch(cli: Cli, settings: Settings) -> anyhow::Result<i32> {
             from,
             target_database_url,
             no_owner,
+            clean,
+            with_globals,
+            identity,
         } => {
-            let target = commands::target_url(target_database_url)?;
+            let mut settings = settings;
+            if identity.is_some() {
+                settings.raw.backup.age_identity_file = identity;
+            }
+            let target = commands::target_url(
+                target_database_url,
+                settings.raw.backup.target_database_url.as_ref(),
+            )?;
             let app = App::new(settings, metrics, Alerter::disabled(), false).await?;
             let (shutdown, killer) = (Shutdown::new(), Killer::default());
             stop_on_signal(&shutdown, &killer);
-            let report = commands::restore(&app, &from, &target, no_owner, &killer).await?;
+            let opts = commands::RestoreOptions {
+                no_owner,
+                clean,
+                with_globals,
+            };
+            let report = commands::restore(&app, &from, &target, opts, &killer).await?;
             print(common.output, &report, || {
-                format!(
-                    "restored {} into {}: {} tables, {} rows, counts equal to the manifest",
-                    report.backup, report.target, report.tables_checked, report.rows
-                )
+                if report.checked_before_commit {
+                    format!(
+                        "restored {} into {}: {} tables, {} rows, counts equal to the manifest (checked before commit)",
+                        report.backup, report.target, report.tables_checked, report.rows
+                    )
+                } else {
+                    format!(
+                        "restored {} into {} in one transaction; no manifest, so row counts were not checked",
+                        report.backup, report.target
+                    )
+                }
             });
             Ok(EXIT_OK)
         }
-        Command::Verify { from, mode } => {
+        Command::Verify {
+            from,
+            mode,
+            identity,
+        } => {
+            let mut settings = settings;
+            if identity.is_some() {
+                settings.raw.backup.age_identity_file = identity;
+            }
             let mode = match (mode, settings.backup().verify) {
                 (Some(ModeArg::List), _) | (None, VerifyMode::None | VerifyMode::List) => {
                     VerifyMode::List
@@ -208,6 +260,10 @@ async fn dispatch(cli: Cli, settings: Settings) -> anyhow::Result<i32> {
             let (shutdown, killer) = (Shutdown::new(), Killer::default());
             stop_on_signal(&shutdown, &killer);
             let v = commands::verify(&app, &from, mode, &killer).await?;
+            // A drill run from cron (or a CronJob) reports through the Pushgateway/textfile.
+            if mode == VerifyMode::Restore {
+                export_restore_metrics(&app).await;
+            }
             print(common.output, &v, || {
                 format!(
                     "verification ({}) {}: {}",
@@ -281,6 +337,25 @@ fn check_stale(app: &App, newest: Option<&manifest::Manifest>) {
     }
 }
 
+/// Pushes / writes the restore-verification metrics only (a drill must not overwrite what the
+/// last backup run reported).
+async fn export_restore_metrics(app: &App) {
+    let b = app.settings.backup();
+    let body = export::restore_text(&app.backup_metrics);
+    if let Some(url) = &b.pushgateway_url
+        && let Err(e) = export::push(url, &app.label, body.clone()).await
+    {
+        tracing::warn!(error = %e, "cannot push metrics");
+    }
+    if let Some(path) = b.metrics_textfile.clone() {
+        match tokio::task::spawn_blocking(move || export::write_textfile(&path, &body)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot write the metrics textfile"),
+            Err(e) => tracing::warn!(error = %e, "cannot write the metrics textfile"),
+        }
+    }
+}
+
 async fn export_metrics(app: &App) {
     let b = app.settings.backup();
     if b.pushgateway_url.is_none() && b.metrics_textfile.is_none() {
@@ -292,10 +367,12 @@ async fn export_metrics(app: &App) {
     {
         tracing::warn!(error = %e, "cannot push metrics");
     }
-    if let Some(path) = &b.metrics_textfile
-        && let Err(e) = export::write_textfile(path, &body)
-    {
-        tracing::warn!(error = %e, "cannot write the metrics textfile");
+    if let Some(path) = b.metrics_textfile.clone() {
+        match tokio::task::spawn_blocking(move || export::write_textfile(&path, &body)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot write the metrics textfile"),
+            Err(e) => tracing::warn!(error = %e, "cannot write the metrics textfile"),
+        }
     }
 }
 
@@ -351,7 +428,7 @@ async fn dry_run(app: &App) -> DryRun {
         server_version,
         pg_dump_version: tool.ok().map(|(v, _)| v),
         lock_free,
-        would_write: id.dump_name(),
+        would_write: id.archive_name(!app.settings.backup().age_recipients.is_empty()),
         local_dir: app.local.dir().display().to_string(),
         remote: app.remote.as_ref().map(|r| r.location().to_string()),
         verify: s.backup().verify,

@@ -17,10 +17,33 @@ pub const DUMP_SUFFIX: &str = ".dump.zst";
 pub const SHA_SUFFIX: &str = ".dump.zst.sha256";
 /// Suffix of the manifest.
 pub const MANIFEST_SUFFIX: &str = ".manifest.json";
+/// Suffix of the cluster globals (`pg_dumpall --globals-only`, zstd).
+pub const GLOBALS_SUFFIX: &str = ".globals.sql.zst";
+/// Suffix of the globals' checksum sidecar.
+pub const GLOBALS_SHA_SUFFIX: &str = ".globals.sql.zst.sha256";
+/// Appended to an artifact's name when it is age-encrypted (`….dump.zst.age`).
+pub const AGE_SUFFIX: &str = ".age";
+
+/// Every suffix a backup's file may have, longest first, with its kind.
+const SUFFIXES: [(&str, FileKind); 9] = [
+    (".globals.sql.zst.age.sha256", FileKind::GlobalsSha),
+    (GLOBALS_SHA_SUFFIX, FileKind::GlobalsSha),
+    (".globals.sql.zst.age", FileKind::Globals),
+    (GLOBALS_SUFFIX, FileKind::Globals),
+    (".dump.zst.age.sha256", FileKind::Sha),
+    (SHA_SUFFIX, FileKind::Sha),
+    (".dump.zst.age", FileKind::Dump),
+    (DUMP_SUFFIX, FileKind::Dump),
+    (MANIFEST_SUFFIX, FileKind::Manifest),
+];
 /// Format of the UTC timestamp in names.
 const STAMP: &str = "%Y%m%dT%H%M%SZ";
 /// Length of a formatted stamp (`20261123T160000Z`).
 const STAMP_LEN: usize = 16;
+/// Largest manifest read (row counts of some ten thousand tables fit in a fraction of this).
+pub const MAX_MANIFEST_BYTES: u64 = 8 << 20;
+/// Largest sidecar read (`sha256sum` format: one line).
+pub const MAX_SIDECAR_BYTES: u64 = 4096;
 /// Version of the manifest layout.
 pub const MANIFEST_FORMAT: u32 = 1;
 
@@ -63,17 +86,51 @@ impl BackupId {
         format!("{}{MANIFEST_SUFFIX}", self.base())
     }
 
+    /// The globals artifact's file name.
+    pub fn globals_name(&self) -> String {
+        format!("{}{GLOBALS_SUFFIX}", self.base())
+    }
+
+    /// The globals sidecar's file name.
+    pub fn globals_sha_name(&self) -> String {
+        format!("{}{GLOBALS_SHA_SUFFIX}", self.base())
+    }
+
+    /// The archive's file name, encrypted or not.
+    pub fn archive_name(&self, encrypted: bool) -> String {
+        if encrypted {
+            format!("{}{AGE_SUFFIX}", self.dump_name())
+        } else {
+            self.dump_name()
+        }
+    }
+
+    /// The globals' file name, encrypted or not.
+    pub fn globals_file(&self, encrypted: bool) -> String {
+        if encrypted {
+            format!("{}{AGE_SUFFIX}", self.globals_name())
+        } else {
+            self.globals_name()
+        }
+    }
+
+    /// Every file a backup may have (plain and encrypted variants), manifest first: the order
+    /// deletion must follow, so a half-deleted backup is never listed.
+    pub fn all_names(&self) -> Vec<String> {
+        let base = self.base();
+        let mut names: Vec<String> = SUFFIXES
+            .iter()
+            .map(|(suffix, _)| format!("{base}{suffix}"))
+            .collect();
+        names.rotate_right(1);
+        names
+    }
+
     /// Parses `{db}-{stamp}` followed by one of the known suffixes; `None` for other files.
     pub fn parse_file_name(name: &str) -> Option<(Self, FileKind)> {
-        let (base, kind) = if let Some(b) = name.strip_suffix(SHA_SUFFIX) {
-            (b, FileKind::Sha)
-        } else if let Some(b) = name.strip_suffix(DUMP_SUFFIX) {
-            (b, FileKind::Dump)
-        } else if let Some(b) = name.strip_suffix(MANIFEST_SUFFIX) {
-            (b, FileKind::Manifest)
-        } else {
-            return None;
-        };
+        let (base, kind) = SUFFIXES
+            .iter()
+            .find_map(|(suffix, kind)| name.strip_suffix(suffix).map(|b| (b, *kind)))?;
         Self::parse_base(base).map(|id| (id, kind))
     }
 
@@ -108,6 +165,32 @@ pub enum FileKind {
     Sha,
     /// The manifest.
     Manifest,
+    /// The cluster globals.
+    Globals,
+    /// The globals' sidecar.
+    GlobalsSha,
+}
+
+/// How the artifacts are encrypted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Encryption {
+    /// Always `age`.
+    pub algorithm: String,
+    /// Fingerprints of the recipients (`SHA256:…`); any one of their identities decrypts.
+    pub recipients: Vec<String>,
+}
+
+/// The second artifact of a backup: roles, role settings and memberships, tablespaces.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GlobalsArtifact {
+    /// File name (`{base}.globals.sql.zst`).
+    pub file: String,
+    /// Bytes of the file.
+    pub size_bytes: u64,
+    /// Hex SHA-256 of the file.
+    pub sha256: String,
+    /// Whether role passwords (their hashes) are included (`BACKUP_GLOBALS_PASSWORDS`).
+    pub role_passwords: bool,
 }
 
 /// How the archive was compressed.
@@ -122,7 +205,7 @@ pub struct Compression {
 }
 
 /// The outcome of a verification.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Verification {
     /// `list` or `restore`.
     pub mode: VerifyMode,
@@ -132,10 +215,31 @@ pub struct Verification {
     pub at: DateTime<Utc>,
     /// What was checked (`412 TOC entries`, `7 tables, row counts equal`) or what failed.
     pub detail: String,
+    /// Wall time of the verification.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_seconds: Option<f64>,
+    /// `restore`: tables compared with the manifest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tables_checked: Option<usize>,
+    /// `restore`: every table whose restored row count differs from the manifest (empty when
+    /// all are equal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub row_diff: Option<Vec<RowDiff>>,
+}
+
+/// One table whose restored row count is not the manifest's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowDiff {
+    /// `schema.table`.
+    pub table: String,
+    /// Rows per the manifest (`None`: the table is not in the manifest).
+    pub manifest_rows: Option<i64>,
+    /// Rows restored (`None`: the table is missing after the restore).
+    pub restored_rows: Option<i64>,
 }
 
 /// Everything known about one backup, stored as `{base}.manifest.json`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
     /// Layout version ([`MANIFEST_FORMAT`]).
     pub format: u32,
@@ -171,6 +275,16 @@ pub struct Manifest {
     pub verification: Option<Verification>,
     /// `db-backup {version}` that wrote it.
     pub tool: String,
+    /// The source cluster's `system_identifier`: with `database`, what `restore` uses to
+    /// refuse writing into the database the backup came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_identifier: Option<String>,
+    /// Set when the archive and the globals are age-encrypted (`BACKUP_AGE_RECIPIENTS`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<Encryption>,
+    /// The cluster globals taken with this backup (`BACKUP_GLOBALS`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub globals: Option<GlobalsArtifact>,
 }
 
 impl Manifest {
@@ -189,6 +303,27 @@ impl Manifest {
         serde_json::from_slice(bytes)
     }
 
+    /// Parses the manifest stored under `id`'s name and requires it to describe that backup:
+    /// its name, time and archive file must be the ones its own file name says. Paths are
+    /// derived from ids, so a manifest naming another backup (or `../x`) must never be trusted.
+    pub fn for_id(bytes: &[u8], id: &BackupId) -> Result<Self, String> {
+        let m = Self::from_json(bytes).map_err(|e| format!("malformed manifest: {e}"))?;
+        let encrypted = m.encryption.is_some();
+        let globals_ok = m
+            .globals
+            .as_ref()
+            .is_none_or(|g| g.file == id.globals_file(encrypted));
+        if m.id() != *id || m.file != id.archive_name(encrypted) || !globals_ok {
+            return Err(format!(
+                "manifest stored as {} describes {} (file {:?}) instead; not trusting it",
+                id.manifest_name(),
+                m.id(),
+                m.file
+            ));
+        }
+        Ok(m)
+    }
+
     /// Pretty JSON with a trailing newline.
     pub fn to_json(&self) -> Vec<u8> {
         let mut v = serde_json::to_vec_pretty(self).unwrap_or_default();
@@ -196,15 +331,43 @@ impl Manifest {
         v
     }
 
-    /// The sidecar's content, in `sha256sum` format.
+    /// The sidecar's content, in `sha256sum` format; for an encrypted archive a comment line
+    /// (which `sha256sum -c` skips) first names the recipients.
     pub fn sidecar(&self) -> String {
-        format!("{}  {}\n", self.sha256, self.file)
+        format!("{}{}  {}\n", self.sidecar_comment(), self.sha256, self.file)
+    }
+
+    /// The sidecar's file name.
+    pub fn sidecar_name(&self) -> String {
+        format!("{}.sha256", self.file)
+    }
+
+    /// The globals sidecar's content, if there are globals.
+    pub fn globals_sidecar(&self) -> Option<String> {
+        self.globals
+            .as_ref()
+            .map(|g| format!("{}{}  {}\n", self.sidecar_comment(), g.sha256, g.file))
+    }
+
+    fn sidecar_comment(&self) -> String {
+        self.encryption
+            .as_ref()
+            .map(|e| format!("# age-encrypted for {}\n", e.recipients.join(", ")))
+            .unwrap_or_default()
+    }
+
+    /// The recipients' fingerprints when the artifacts are encrypted.
+    pub fn encrypted_for(&self) -> Option<&[String]> {
+        self.encryption.as_ref().map(|e| e.recipients.as_slice())
     }
 }
 
 /// Reads the hex digest out of a `sha256sum`-format sidecar.
 pub fn parse_sidecar(text: &str) -> Option<String> {
-    let digest = text.split_whitespace().next()?;
+    let line = text
+        .lines()
+        .find(|l| !l.starts_with('#') && !l.trim().is_empty())?;
+    let digest = line.split_whitespace().next()?;
     (digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit()))
         .then(|| digest.to_ascii_lowercase())
 }
@@ -225,8 +388,18 @@ mod tests {
                 (id.dump_name(), FileKind::Dump),
                 (id.sha_name(), FileKind::Sha),
                 (id.manifest_name(), FileKind::Manifest),
+                (id.globals_name(), FileKind::Globals),
+                (id.globals_sha_name(), FileKind::GlobalsSha),
+                (id.archive_name(true), FileKind::Dump),
+                (format!("{}.sha256", id.archive_name(true)), FileKind::Sha),
+                (id.globals_file(true), FileKind::Globals),
+                (
+                    format!("{}.sha256", id.globals_file(true)),
+                    FileKind::GlobalsSha,
+                ),
             ] {
                 assert_eq!(BackupId::parse_file_name(&name), Some((id.clone(), kind)));
+                assert!(id.all_names().contains(&name), "{name}");
             }
         }
         for bad in [

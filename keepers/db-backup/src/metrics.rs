@@ -17,6 +17,11 @@ pub struct BackupMetrics {
     pub size_bytes: Gauge,
     /// `backup_runs_total{outcome}`
     pub runs: Family<Labels, Counter>,
+    /// `backup_restore_duration_seconds` of the last restore verification (drill).
+    pub restore_duration_seconds: FloatGauge,
+    /// `backup_restore_verified`: 1 when the last restore verification passed, 0 when it
+    /// failed (absent until one ran).
+    pub restore_verified: Gauge,
 }
 
 impl BackupMetrics {
@@ -40,9 +45,30 @@ impl BackupMetrics {
             b.size_bytes.clone(),
         );
         metrics.register("backup_runs", "Backup runs by outcome", b.runs.clone());
+        metrics.register(
+            "backup_restore_duration_seconds",
+            "Wall time of the last restore verification (restore into a scratch database)",
+            b.restore_duration_seconds.clone(),
+        );
+        metrics.register(
+            "backup_restore_verified",
+            "1 if the last restore verification passed (row counts equal to the manifest), else 0",
+            b.restore_verified.clone(),
+        );
         for outcome in ["success", "failure"] {
             drop(b.runs.get_or_create(&labels([("outcome", outcome)])));
         }
         b
+    }
+
+    /// Records a finished restore verification (other modes leave the restore series alone).
+    pub fn record_restore(&self, v: &crate::manifest::Verification) {
+        if v.mode != crate::config::VerifyMode::Restore {
+            return;
+        }
+        if let Some(d) = v.duration_seconds {
+            self.restore_duration_seconds.set(d);
+        }
+        self.restore_verified.set(i64::from(v.ok));
     }
 }

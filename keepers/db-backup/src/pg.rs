@@ -5,11 +5,13 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Stdio;
-use std::str::FromStr;
 use std::time::Duration;
 
 use keeper_common::secret::SecretUrl;
-use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::postgres::PgConnection;
+
+use crate::child;
+use crate::libpq::LibpqTarget;
 use sqlx::{AssertSqlSafe, Connection, Row};
 
 /// Advisory lock key of backup runs, a constant so every version of the job agrees (the ASCII
@@ -29,6 +31,9 @@ pub enum PgError {
         /// The server's or driver's message.
         reason: String,
     },
+    /// The URL cannot be used.
+    #[error(transparent)]
+    Url(#[from] crate::libpq::UrlError),
     /// The client tool could not be run.
     #[error("cannot run {tool}: {reason}")]
     Tool {
@@ -48,6 +53,16 @@ pub enum PgError {
         client: u32,
         /// The server's major version.
         server: u32,
+    },
+    /// Counting rows queued longer than the lock wait limit behind another session's lock.
+    #[error(
+        "could not read table {table} within {seconds} s (BACKUP_LOCK_WAIT_TIMEOUT): another session holds a conflicting lock (an ALTER, TRUNCATE, VACUUM FULL or explicit LOCK)"
+    )]
+    LockTimeout {
+        /// The table (`schema.table`, quoted where needed).
+        table: String,
+        /// The limit that ran out.
+        seconds: u64,
     },
     /// Another run holds the lock.
     #[error(
@@ -70,20 +85,13 @@ fn sql_err<'a>(what: &'static str, url: &'a SecretUrl) -> impl FnOnce(sqlx::Erro
     }
 }
 
-/// Removes the URL's password from a message, in case a driver echoes it.
-pub fn scrub(message: &str, url: &SecretUrl) -> String {
-    match url::Url::parse(url.expose())
-        .ok()
-        .and_then(|u| u.password().map(str::to_owned))
-    {
-        Some(pw) if !pw.is_empty() => message.replace(&pw, "[redacted]"),
-        _ => message.to_owned(),
-    }
-}
+pub use crate::libpq::scrub;
 
 /// Opens one connection with `application_name=db-backup`.
 pub async fn connect(url: &SecretUrl) -> Result<PgConnection, PgError> {
-    let opts = PgConnectOptions::from_str(url.expose())
+    let target = LibpqTarget::new(url)?;
+    let opts = target
+        .connect_options()
         .map_err(sql_err("parsing the database URL", url))?
         .application_name("db-backup");
     PgConnection::connect_with(&opts)
@@ -100,6 +108,8 @@ pub struct ServerInfo {
     pub version: String,
     /// `server_version_num`.
     pub version_num: i32,
+    /// The cluster's `system_identifier` (`pg_control_system()`), when readable.
+    pub system_identifier: Option<String>,
 }
 
 impl ServerInfo {
@@ -118,6 +128,8 @@ pub struct Source {
     abandoned: bool,
     /// The session's server process, to end it from outside when abandoned.
     backend_pid: i32,
+    /// `lock_timeout` of the snapshot transaction, for the error message.
+    lock_wait_seconds: u64,
     /// The server, read at connect.
     pub info: ServerInfo,
 }
@@ -128,7 +140,8 @@ impl Source {
         let mut conn = connect(url).await?;
         let row = sqlx::query(
             "SELECT current_database(), current_setting('server_version'), \
-             current_setting('server_version_num')::int, pg_backend_pid()",
+             current_setting('server_version_num')::int, pg_backend_pid(), \
+             (SELECT system_identifier::text FROM pg_control_system())",
         )
         .fetch_one(&mut conn)
         .await
@@ -137,12 +150,14 @@ impl Source {
             database: row.get(0),
             version: row.get(1),
             version_num: row.get(2),
+            system_identifier: row.try_get(4).ok(),
         };
         Ok(Self {
             conn,
             url: SecretUrl::new(url.expose()),
             abandoned: false,
             backend_pid: row.get(3),
+            lock_wait_seconds: 0,
             info,
         })
     }
@@ -185,11 +200,30 @@ impl Source {
     }
 
     /// Starts the REPEATABLE READ transaction and exports its snapshot for `pg_dump --snapshot`.
-    pub async fn export_snapshot(&mut self) -> Result<String, PgError> {
+    /// Its row counts queue for a table lock at most `lock_wait_seconds`, like pg_dump: queued
+    /// behind an ACCESS EXCLUSIVE request, every later reader of that table would queue behind
+    /// us.
+    pub async fn export_snapshot(&mut self, lock_wait_seconds: u64) -> Result<String, PgError> {
         sqlx::raw_sql("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .execute(&mut self.conn)
             .await
             .map_err(sql_err("starting the snapshot transaction", &self.url))?;
+        // An integer from validated settings, not user text.
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "SET LOCAL lock_timeout = '{lock_wait_seconds}s'"
+        )))
+        .execute(&mut self.conn)
+        .await
+        .map_err(sql_err("setting the lock wait limit", &self.url))?;
+        if self.info.major() >= 14 {
+            // If this process dies while a count queues for a lock, the backend leaves the queue
+            // within seconds instead of at the end of the lock wait.
+            sqlx::raw_sql("SET LOCAL client_connection_check_interval = '2s'")
+                .execute(&mut self.conn)
+                .await
+                .map_err(sql_err("setting the client connection check", &self.url))?;
+        }
+        self.lock_wait_seconds = lock_wait_seconds;
         sqlx::query_scalar("SELECT pg_export_snapshot()")
             .fetch_one(&mut self.conn)
             .await
@@ -198,7 +232,13 @@ impl Source {
 
     /// Exact row counts of every table `pg_dump` dumps data for, in the snapshot's view.
     pub async fn row_counts(&mut self) -> Result<BTreeMap<String, i64>, PgError> {
-        row_counts(&mut self.conn, &self.url).await
+        let seconds = self.lock_wait_seconds;
+        row_counts(&mut self.conn, &self.url)
+            .await
+            .map_err(|e| match e {
+                PgError::LockTimeout { table, .. } => PgError::LockTimeout { table, seconds },
+                other => other,
+            })
     }
 
     /// Marks the session unusable after a query future was dropped mid-flight (the driver
@@ -245,6 +285,28 @@ impl Source {
     }
 }
 
+/// `(system_identifier, current_database())` of the server `conn` is on.
+pub async fn identity(
+    conn: &mut PgConnection,
+    url: &SecretUrl,
+) -> Result<(Option<String>, String), PgError> {
+    let row = sqlx::query(
+        "SELECT (SELECT system_identifier::text FROM pg_control_system()), current_database()",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(sql_err("reading the server identity", url))?;
+    Ok((row.try_get(0).ok().flatten(), row.get(1)))
+}
+
+/// Tables (`schema.table`) that `pg_dump` would write rows for.
+pub async fn user_tables(conn: &mut PgConnection, url: &SecretUrl) -> Result<Vec<String>, PgError> {
+    sqlx::query_scalar(TABLES_SQL)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(sql_err("listing tables", url))
+}
+
 /// Tables whose rows `pg_dump` writes: ordinary tables and partitions outside the system
 /// schemas, not members of an extension (their data is not dumped), not temporary.
 const TABLES_SQL: &str = "SELECT format('%I.%I', n.nspname, c.relname) \
@@ -270,7 +332,20 @@ pub async fn row_counts(
         let n: i64 = sqlx::query_scalar(AssertSqlSafe(format!("SELECT count(*) FROM ONLY {t}")))
             .fetch_one(&mut *conn)
             .await
-            .map_err(sql_err("counting rows", url))?;
+            .map_err(|e| {
+                let lock_timeout = e
+                    .as_database_error()
+                    .and_then(|d| d.code())
+                    .is_some_and(|c| c == "55P03");
+                if lock_timeout {
+                    PgError::LockTimeout {
+                        table: t.clone(),
+                        seconds: 0,
+                    }
+                } else {
+                    sql_err("counting rows", url)(e)
+                }
+            })?;
         counts.insert(t, n);
     }
     Ok(counts)
@@ -282,21 +357,62 @@ pub async fn tool_version(tool: &Path) -> Result<(String, u32), PgError> {
         tool: tool.display().to_string(),
         reason,
     };
-    let out = tokio::process::Command::new(tool)
-        .arg("--version")
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output()
-        .await
+    let killer = crate::dump::Killer::default();
+    let run = {
+        let (tool, killer) = (tool.to_path_buf(), killer.clone());
+        tokio::task::spawn_blocking(move || version_output(&tool, &killer))
+    };
+    let joined = match tokio::time::timeout(VERSION_TIMEOUT, run).await {
+        Ok(j) => j,
+        Err(_) => {
+            killer.kill("--version did not answer");
+            return Err(err(format!(
+                "--version did not answer within {} s",
+                VERSION_TIMEOUT.as_secs()
+            )));
+        }
+    };
+    let (status, stdout, stderr) = joined
+        .map_err(|e| err(e.to_string()))?
         .map_err(|e| err(e.to_string()))?;
-    if !out.status.success() {
-        return Err(err(format!("--version exited with {}", out.status)));
+    if !status.success() {
+        return Err(err(format!("--version exited with {status}: {stderr}")));
     }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().next().unwrap_or("").trim().to_owned();
+    let line = stdout.lines().next().unwrap_or("").trim().to_owned();
     let major =
         parse_major(&line).ok_or_else(|| err(format!("cannot read a version from {line:?}")))?;
     Ok((line, major))
+}
+
+/// How long `TOOL --version` may take.
+const VERSION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs `tool --version`, reading at most 4 KiB of its stdout and the tail of its stderr.
+fn version_output(
+    tool: &Path,
+    killer: &crate::dump::Killer,
+) -> std::io::Result<(std::process::ExitStatus, String, String)> {
+    use std::io::Read;
+    let mut cmd = child::command(tool);
+    cmd.arg("--version")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut run = child::Running::spawn(&mut cmd)?;
+    if killer.register_child(run.handle()).is_err() {
+        return Err(std::io::Error::other("stopped"));
+    }
+    let stderr = crate::dump::stderr_tail(run.child_mut().stderr.take());
+    let mut out = Vec::new();
+    if let Some(o) = run.child_mut().stdout.take() {
+        // Drain the rest so the tool never blocks on a full pipe; keep the first 4 KiB.
+        let mut o = o;
+        o.by_ref().take(4096).read_to_end(&mut out)?;
+        std::io::copy(&mut o, &mut std::io::sink())?;
+    }
+    let status = run.wait()?;
+    let stderr = stderr.and_then(|h| h.join().ok()).unwrap_or_default();
+    Ok((status, String::from_utf8_lossy(&out).into_owned(), stderr))
 }
 
 /// `pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)` → 15; `9.6.24` → 9.
@@ -321,51 +437,6 @@ pub fn check_dump_version(tool: &Path, client: u32, server: &ServerInfo) -> Resu
         });
     }
     Ok(())
-}
-
-/// A libpq connection for a child process: the URL without its password, which goes into
-/// `PGPASSWORD` instead (a command line is visible to every user of the host).
-pub struct LibpqTarget {
-    /// URL for `--dbname`, password removed.
-    pub dbname: String,
-    /// The password, if the URL had one.
-    pub password: Option<String>,
-}
-
-impl LibpqTarget {
-    /// Splits the URL.
-    pub fn new(url: &SecretUrl) -> Self {
-        match url::Url::parse(url.expose()) {
-            Ok(mut u) => {
-                let password = u.password().map(|p| {
-                    url::form_urlencoded::parse(format!("p={p}").as_bytes())
-                        .next()
-                        .map(|(_, v)| v.into_owned())
-                        .unwrap_or_else(|| p.to_owned())
-                });
-                let _ = u.set_password(None);
-                Self {
-                    dbname: u.to_string(),
-                    password,
-                }
-            }
-            Err(_) => Self {
-                dbname: url.expose().to_owned(),
-                password: None,
-            },
-        }
-    }
-
-    /// Applies the credentials to a child command.
-    pub fn apply(&self, cmd: &mut std::process::Command) {
-        cmd.arg(format!("--dbname={}", self.dbname))
-            .arg("--no-password")
-            .env("PGAPPNAME", "db-backup");
-        match &self.password {
-            Some(p) => cmd.env("PGPASSWORD", p),
-            None => cmd.env_remove("PGPASSWORD"),
-        };
-    }
 }
 
 /// The same server as `url`, another database.
@@ -401,6 +472,7 @@ mod tests {
             database: "x".into(),
             version: "16.1".into(),
             version_num: 160001,
+            system_identifier: None,
         };
         let e = check_dump_version(Path::new("/usr/bin/pg_dump"), 15, &server).unwrap_err();
         assert!(
@@ -411,12 +483,7 @@ mod tests {
     }
 
     #[test]
-    fn password_leaves_the_command_line() {
-        let t = LibpqTarget::new(&SecretUrl::new(
-            "postgres://bob:p%40ss%20w@db:5432/app?sslmode=require",
-        ));
-        assert_eq!(t.dbname, "postgres://bob@db:5432/app?sslmode=require");
-        assert_eq!(t.password.as_deref(), Some("p@ss w"));
+    fn urls_and_identifiers() {
         let u = with_database(&SecretUrl::new("postgres://a:b@h/app?x=1"), "scratch");
         assert_eq!(u.expose(), "postgres://a:b@h/scratch?x=1");
         assert_eq!(quote_ident("we\"ird"), "\"we\"\"ird\"");

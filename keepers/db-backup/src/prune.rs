@@ -69,7 +69,7 @@ pub async fn prune(app: &App, dry_run: bool) -> PruneReport {
         dry_run,
         ..PruneReport::default()
     };
-    match app.local.list() {
+    match app.local.blocking(|l| l.list()).await {
         Ok(list) => {
             let mine: Vec<_> = list.into_iter().filter(|b| b.id.db == app.label).collect();
             let broken = mine
@@ -85,7 +85,8 @@ pub async fn prune(app: &App, dry_run: bool) -> PruneReport {
             let plan = retention::plan(&candidates, policy(app));
             if !dry_run {
                 for id in &plan.delete {
-                    match app.local.delete(id) {
+                    let id_owned = id.clone();
+                    match app.local.blocking(move |l| l.delete(&id_owned)).await {
                         Ok(()) => tracing::info!(backup = %id, "pruned local backup"),
                         Err(e) => report.errors.push(e.to_string()),
                     }

@@ -21,6 +21,7 @@ use crate::config::S3Location;
 use crate::dump::HashingWriter;
 use crate::manifest::{BackupId, FileKind, Manifest};
 use keeper_common::config::BadInput;
+use keeper_common::secret::Secret;
 
 /// Parts uploaded at the same time; with the part size this bounds upload memory.
 const UPLOAD_CONCURRENCY: usize = 2;
@@ -81,6 +82,18 @@ impl RemoteBackup {
     }
 }
 
+/// Static S3 credentials from the settings (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+/// `AWS_SESSION_TOKEN`, each also from a file).
+#[derive(Debug, Default)]
+pub struct S3Keys {
+    /// Access key id.
+    pub access_key_id: Option<Arc<Secret>>,
+    /// Secret access key.
+    pub secret_access_key: Option<Arc<Secret>>,
+    /// Session token of temporary credentials.
+    pub session_token: Option<Arc<Secret>>,
+}
+
 /// The bucket and prefix.
 #[derive(Debug, Clone)]
 pub struct RemoteStore {
@@ -90,12 +103,25 @@ pub struct RemoteStore {
 }
 
 impl RemoteStore {
-    /// Builds the client from the standard AWS environment (`AWS_ACCESS_KEY_ID`,
-    /// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`, `AWS_ENDPOINT_URL`, web identity
-    /// and container credentials). An `http://` endpoint (MinIO, moto) is allowed as given.
-    pub fn from_env(location: &S3Location, part_size: usize) -> Result<Self, RemoteError> {
+    /// Builds the client from the given static keys, if any, and the standard AWS environment
+    /// for the rest (`AWS_REGION`, `AWS_ENDPOINT_URL`, web identity and container
+    /// credentials). The keys are passed in because the process scrubs them from its
+    /// environment at start. An `http://` endpoint (MinIO, moto) is allowed as given.
+    pub fn from_env(
+        location: &S3Location,
+        part_size: usize,
+        keys: &S3Keys,
+    ) -> Result<Self, RemoteError> {
         keeper_common::install_crypto_provider();
         let mut builder = AmazonS3Builder::from_env().with_bucket_name(&location.bucket);
+        if let (Some(id), Some(secret)) = (&keys.access_key_id, &keys.secret_access_key) {
+            builder = builder
+                .with_access_key_id(id.expose())
+                .with_secret_access_key(secret.expose());
+            if let Some(token) = &keys.session_token {
+                builder = builder.with_token(token.expose());
+            }
+        }
         let endpoint = builder
             .get_config_value(&AmazonS3ConfigKey::S3Endpoint)
             .or_else(|| builder.get_config_value(&AmazonS3ConfigKey::Endpoint));
@@ -157,15 +183,25 @@ impl RemoteStore {
     /// On failure nothing of this backup is left listed; the caller keeps the local copy.
     pub async fn upload(&self, dump: &Path, manifest: &Manifest) -> Result<String, RemoteError> {
         let id = manifest.id();
-        let dump_key = self.key(&id.dump_name());
-        if let Err(e) = self.upload_file(dump, &dump_key, manifest).await {
+        let dump_key = self.key(&manifest.file);
+        if let Err(e) = self.upload_file(dump, &dump_key, manifest.size_bytes).await {
             // The archive may have completed before a later step failed; without its manifest
             // it is not a backup, but do not leave it either.
             self.remove_quietly(&dump_key).await;
             return Err(e);
         }
-        let sha_key = self.key(&id.sha_name());
+        let sha_key = self.key(&manifest.sidecar_name());
         let rest = async {
+            if let (Some(g), Some(sidecar)) = (&manifest.globals, manifest.globals_sidecar()) {
+                let path = dump.with_file_name(&g.file);
+                let key = self.key(&g.file);
+                self.upload_file(&path, &key, g.size_bytes).await?;
+                let gsha = self.key(&format!("{}.sha256", g.file));
+                self.store
+                    .put(&gsha, PutPayload::from(sidecar.into_bytes()))
+                    .await
+                    .map_err(store_err("uploading", &gsha))?;
+            }
             self.store
                 .put(&sha_key, PutPayload::from(manifest.sidecar().into_bytes()))
                 .await
@@ -173,18 +209,19 @@ impl RemoteStore {
             self.put_manifest(manifest, PutMode::Create).await
         };
         if let Err(e) = rest.await {
-            self.remove_quietly(&sha_key).await;
-            self.remove_quietly(&dump_key).await;
+            for name in id.all_names().iter().skip(1) {
+                self.remove_quietly(&self.key(name)).await;
+            }
             return Err(e);
         }
-        Ok(self.url_of(&id.dump_name()))
+        Ok(self.url_of(&manifest.file))
     }
 
     async fn upload_file(
         &self,
         path: &Path,
         key: &ObjPath,
-        manifest: &Manifest,
+        size_bytes: u64,
     ) -> Result<(), RemoteError> {
         let local = |what: &'static str| {
             let path = path.to_path_buf();
@@ -193,9 +230,7 @@ impl RemoteStore {
         let mut file = tokio::fs::File::open(path)
             .await
             .map_err(local("opening"))?;
-        let part = self
-            .part_size
-            .max(manifest.size_bytes.div_ceil(MAX_PARTS) as usize);
+        let part = self.part_size.max(size_bytes.div_ceil(MAX_PARTS) as usize);
         let upload = self
             .store
             .put_multipart(key)
@@ -217,11 +252,10 @@ impl RemoteStore {
                 writer.write(&buf[..n]);
                 sent += n as u64;
             }
-            if sent != manifest.size_bytes {
+            if sent != size_bytes {
                 return Err(RemoteError::Invalid(format!(
-                    "{} changed while uploading: read {sent} bytes, manifest says {}",
+                    "{} changed while uploading: read {sent} bytes, manifest says {size_bytes}",
                     path.display(),
-                    manifest.size_bytes
                 )));
             }
             Ok(())
@@ -302,8 +336,12 @@ impl RemoteStore {
                 .get_manifest(&id)
                 .await
                 .map_err(|e| BadInput::new(&id.to_string(), e.to_string()));
+            let archive = match &manifest {
+                Ok(m) => m.file.clone(),
+                Err(_) => id.dump_name(),
+            };
             out.push(RemoteBackup {
-                dump_present: names.contains(&id.dump_name()),
+                dump_present: names.contains(&archive),
                 id,
                 manifest,
             });
@@ -315,28 +353,32 @@ impl RemoteStore {
     /// Reads and checks one manifest.
     pub async fn get_manifest(&self, id: &BackupId) -> Result<Manifest, RemoteError> {
         let key = self.key(&id.manifest_name());
-        let bytes = self
+        let got = self
             .store
             .get(&key)
             .await
-            .map_err(store_err("reading", &key))?
-            .bytes()
-            .await
             .map_err(store_err("reading", &key))?;
-        let m = Manifest::from_json(&bytes)
-            .map_err(|e| RemoteError::Invalid(format!("malformed manifest {key}: {e}")))?;
-        if m.id() != *id {
+        if got.meta.size > crate::manifest::MAX_MANIFEST_BYTES {
             return Err(RemoteError::Invalid(format!(
-                "manifest {key} describes {} instead",
-                m.id()
+                "manifest {key} is {} bytes, more than a manifest can be ({}); not reading it",
+                got.meta.size,
+                crate::manifest::MAX_MANIFEST_BYTES
             )));
         }
+        let bytes = got.bytes().await.map_err(store_err("reading", &key))?;
+        let m = Manifest::for_id(&bytes, id)
+            .map_err(|e| RemoteError::Invalid(format!("{key}: {e}")))?;
         Ok(m)
     }
 
-    /// Streams the archive of `id` into a new file at `dest`; returns its digest and size.
-    pub async fn download(&self, id: &BackupId, dest: &Path) -> Result<(String, u64), RemoteError> {
-        let key = self.key(&id.dump_name());
+    /// Streams the object `name` (under the prefix) into a new file at `dest`; returns its
+    /// digest and size.
+    pub async fn download_name(
+        &self,
+        name: &str,
+        dest: &Path,
+    ) -> Result<(String, u64), RemoteError> {
+        let key = self.key(name);
         let local = |what: &'static str| {
             let path = dest.to_path_buf();
             move |source| RemoteError::Local { what, path, source }
@@ -371,7 +413,7 @@ impl RemoteStore {
 
     /// Deletes a backup: the manifest first, so a half-deleted backup is never listed.
     pub async fn delete(&self, id: &BackupId) -> Result<(), RemoteError> {
-        for name in [id.manifest_name(), id.dump_name(), id.sha_name()] {
+        for name in id.all_names() {
             let key = self.key(&name);
             match self.store.delete(&key).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
@@ -387,7 +429,8 @@ impl RemoteStore {
         let names = self.names().await?;
         let mut removed = Vec::new();
         for name in &names {
-            if let Some((id, FileKind::Dump | FileKind::Sha)) = BackupId::parse_file_name(name)
+            if let Some((id, kind)) = BackupId::parse_file_name(name)
+                && kind != FileKind::Manifest
                 && id.db == db
                 && !names.contains(&id.manifest_name())
             {

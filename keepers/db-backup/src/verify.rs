@@ -11,8 +11,9 @@ use sqlx::AssertSqlSafe;
 use crate::archive::{self, ArchiveError, RestoreTo};
 use crate::config::VerifyMode;
 use crate::dump::Killer;
-use crate::manifest::{Manifest, Verification};
-use crate::pg::{self, LibpqTarget, PgError};
+use crate::libpq::LibpqTarget;
+use crate::manifest::{Manifest, RowDiff, Verification};
+use crate::pg::{self, PgError};
 
 /// Why a verification could not be carried out or did not pass.
 #[derive(Debug, thiserror::Error)]
@@ -24,8 +25,15 @@ pub enum VerifyError {
     #[error(transparent)]
     Pg(#[from] PgError),
     /// Restored row counts differ from the manifest.
-    #[error("row counts differ from the manifest: {0}")]
-    Counts(String),
+    #[error("row counts differ from the manifest: {summary}")]
+    Counts {
+        /// The first differences, readable.
+        summary: String,
+        /// Every difference.
+        diff: Vec<RowDiff>,
+        /// Tables compared.
+        tables: usize,
+    },
     /// Nothing to verify against.
     #[error("{0}")]
     Setup(String),
@@ -39,16 +47,74 @@ pub struct Verifier<'a> {
     pub scratch_server: Option<&'a SecretUrl>,
     /// Stops a running `pg_restore`.
     pub killer: &'a Killer,
+    /// Identity for encrypted archives (`BACKUP_AGE_IDENTITY_FILE`, `--identity`).
+    pub identity: Option<&'a Path>,
+}
+
+/// A verification that did not pass: why, and the record to keep of it.
+#[derive(Debug)]
+pub struct Failed {
+    /// Why.
+    pub error: VerifyError,
+    /// `ok: false`, with duration and (for row count differences) the per-table diff.
+    pub record: Verification,
+}
+
+/// What a passing check found.
+struct Passed {
+    detail: String,
+    /// `restore`: tables compared.
+    tables: Option<usize>,
 }
 
 impl Verifier<'_> {
-    /// Verifies the archive at `path` against `manifest`; `Ok` carries the passing verification.
+    /// Verifies the archive at `path` against `manifest`, timing it; `Ok` carries the passing
+    /// verification, `Err` the error and the failed one.
     pub async fn verify(
         &self,
         mode: VerifyMode,
         path: &Path,
         manifest: &Manifest,
-    ) -> Result<Verification, VerifyError> {
+    ) -> Result<Verification, Failed> {
+        let started = std::time::Instant::now();
+        let result = self.check(mode, path, manifest).await;
+        let duration_seconds = Some(started.elapsed().as_secs_f64());
+        let restore = mode == VerifyMode::Restore;
+        match result {
+            Ok(p) => Ok(Verification {
+                mode,
+                ok: true,
+                at: chrono::Utc::now(),
+                detail: p.detail,
+                duration_seconds,
+                tables_checked: p.tables,
+                row_diff: restore.then(Vec::new),
+            }),
+            Err(error) => {
+                let (tables_checked, row_diff) = match &error {
+                    VerifyError::Counts { diff, tables, .. } => (Some(*tables), Some(diff.clone())),
+                    _ => (None, None),
+                };
+                let record = Verification {
+                    mode,
+                    ok: false,
+                    at: chrono::Utc::now(),
+                    detail: error.to_string(),
+                    duration_seconds,
+                    tables_checked,
+                    row_diff,
+                };
+                Err(Failed { error, record })
+            }
+        }
+    }
+
+    async fn check(
+        &self,
+        mode: VerifyMode,
+        path: &Path,
+        manifest: &Manifest,
+    ) -> Result<Passed, VerifyError> {
         let size = run_blocking({
             let (p, sha) = (path.to_path_buf(), manifest.sha256.clone());
             move || archive::check_sha256(&p, &sha)
@@ -61,14 +127,17 @@ impl Verifier<'_> {
                 manifest.size_bytes
             )));
         }
+        let decrypt = archive::Decrypt::new(Some(manifest), self.identity);
         let detail = match mode {
             VerifyMode::None => "checksum matches".to_owned(),
+            VerifyMode::List if decrypt.encrypted_for.is_some() && decrypt.identity.is_none() => {
+                // The daemon may hold only the public keys: it can vouch for the bytes it
+                // wrote, not read them back.
+                "checksum matches; encrypted, contents not checked (no BACKUP_AGE_IDENTITY_FILE)"
+                    .to_owned()
+            }
             VerifyMode::List => {
-                let toc = self.restore_blocking(path, None).await?;
-                let entries = toc
-                    .lines()
-                    .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
-                    .count();
+                let entries = self.restore_blocking(path, &decrypt, None).await?;
                 if entries == 0 {
                     return Err(VerifyError::Setup(format!(
                         "{}: pg_restore --list shows an empty table of contents",
@@ -77,24 +146,24 @@ impl Verifier<'_> {
                 }
                 format!("checksum matches; archive decompresses; {entries} TOC entries")
             }
-            VerifyMode::Restore => self.scratch_restore(path, manifest).await?,
+            VerifyMode::Restore => return self.scratch_restore(path, manifest, &decrypt).await,
         };
-        Ok(Verification {
-            mode,
-            ok: true,
-            at: chrono::Utc::now(),
+        Ok(Passed {
             detail,
+            tables: None,
         })
     }
 
     async fn restore_blocking(
         &self,
         path: &Path,
+        decrypt: &archive::Decrypt,
         target: Option<LibpqTarget>,
-    ) -> Result<String, ArchiveError> {
+    ) -> Result<usize, ArchiveError> {
         let tool = self.pg_restore.to_path_buf();
         let path: PathBuf = path.to_path_buf();
         let killer = self.killer.clone();
+        let decrypt = decrypt.clone();
         run_blocking(move || {
             let to = match &target {
                 None => RestoreTo::List,
@@ -103,7 +172,7 @@ impl Verifier<'_> {
                     no_owner: true,
                 },
             };
-            archive::pg_restore(&tool, &path, to, &killer)
+            archive::pg_restore(&tool, (&path, &decrypt), to, &killer)
         })
         .await
     }
@@ -112,7 +181,8 @@ impl Verifier<'_> {
         &self,
         path: &Path,
         manifest: &Manifest,
-    ) -> Result<String, VerifyError> {
+        decrypt: &archive::Decrypt,
+    ) -> Result<Passed, VerifyError> {
         let server = self.scratch_server.ok_or_else(|| {
             VerifyError::Setup(
                 "verify mode restore needs BACKUP_VERIFY_DATABASE_URL (a server where the job may CREATE DATABASE)"
@@ -135,7 +205,9 @@ impl Verifier<'_> {
                 reason: pg::scrub(&e.to_string(), server),
             })?;
         let scratch_url = pg::with_database(server, &scratch);
-        let result = self.restore_and_count(path, manifest, &scratch_url).await;
+        let result = self
+            .restore_and_count(path, manifest, decrypt, &scratch_url)
+            .await;
         // Whatever happened, the scratch database goes.
         let drop_sql = format!(
             "DROP DATABASE IF EXISTS {} WITH (FORCE)",
@@ -155,50 +227,81 @@ impl Verifier<'_> {
         &self,
         path: &Path,
         manifest: &Manifest,
+        decrypt: &archive::Decrypt,
         scratch_url: &SecretUrl,
-    ) -> Result<String, VerifyError> {
-        self.restore_blocking(path, Some(LibpqTarget::new(scratch_url)))
-            .await?;
+    ) -> Result<Passed, VerifyError> {
+        self.restore_blocking(
+            path,
+            decrypt,
+            Some(LibpqTarget::new(scratch_url).map_err(PgError::from)?),
+        )
+        .await?;
         let mut conn = pg::connect(scratch_url).await?;
         let counts = pg::row_counts(&mut conn, scratch_url).await;
         let _ = sqlx::Connection::close(conn).await;
         let counts = counts?;
         compare_counts(&manifest.row_counts, &counts)?;
         let rows: i64 = counts.values().sum();
-        Ok(format!(
-            "checksum matches; restored into a scratch database; {} tables, {rows} rows, counts equal to the manifest",
-            counts.len()
-        ))
+        Ok(Passed {
+            detail: format!(
+                "checksum matches; restored into a scratch database; {} tables, {rows} rows, counts equal to the manifest",
+                counts.len()
+            ),
+            tables: Some(counts.len()),
+        })
     }
 }
 
-/// Fails with a readable list of differences unless both maps are equal.
+/// Every table whose count differs between the manifest (`expected`) and a restore.
+pub fn row_diff(expected: &BTreeMap<String, i64>, actual: &BTreeMap<String, i64>) -> Vec<RowDiff> {
+    let mut diff: Vec<RowDiff> = expected
+        .iter()
+        .filter(|(t, n)| actual.get(*t) != Some(*n))
+        .map(|(t, n)| RowDiff {
+            table: t.clone(),
+            manifest_rows: Some(*n),
+            restored_rows: actual.get(t).copied(),
+        })
+        .collect();
+    diff.extend(
+        actual
+            .iter()
+            .filter(|(t, _)| !expected.contains_key(*t))
+            .map(|(t, n)| RowDiff {
+                table: t.clone(),
+                manifest_rows: None,
+                restored_rows: Some(*n),
+            }),
+    );
+    diff
+}
+
+/// Fails with a readable list of differences (and all of them) unless both maps are equal.
 pub fn compare_counts(
     expected: &BTreeMap<String, i64>,
     actual: &BTreeMap<String, i64>,
 ) -> Result<(), VerifyError> {
-    let mut diffs = Vec::new();
-    for (t, n) in expected {
-        match actual.get(t) {
-            Some(m) if m == n => {}
-            Some(m) => diffs.push(format!("{t}: {m} rows, expected {n}")),
-            None => diffs.push(format!("{t}: missing")),
-        }
+    let diff = row_diff(expected, actual);
+    if diff.is_empty() {
+        return Ok(());
     }
-    for t in actual.keys().filter(|t| !expected.contains_key(*t)) {
-        diffs.push(format!("{t}: not in the manifest"));
+    let mut lines: Vec<String> = diff
+        .iter()
+        .take(10)
+        .map(|d| match (d.manifest_rows, d.restored_rows) {
+            (Some(n), Some(m)) => format!("{}: {m} rows, expected {n}", d.table),
+            (Some(_), None) => format!("{}: missing", d.table),
+            _ => format!("{}: not in the manifest", d.table),
+        })
+        .collect();
+    if diff.len() > 10 {
+        lines.push(format!("and {} more", diff.len() - 10));
     }
-    if diffs.is_empty() {
-        Ok(())
-    } else {
-        let more = diffs.len().saturating_sub(10);
-        diffs.truncate(10);
-        let mut s = diffs.join("; ");
-        if more > 0 {
-            s.push_str(&format!("; and {more} more"));
-        }
-        Err(VerifyError::Counts(s))
-    }
+    Err(VerifyError::Counts {
+        summary: lines.join("; "),
+        tables: expected.len().max(actual.len()),
+        diff,
+    })
 }
 
 /// Runs blocking work on the blocking pool; a panic there becomes an I/O error, not a crash.

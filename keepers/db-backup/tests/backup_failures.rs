@@ -133,9 +133,18 @@ async fn sigkill_mid_dump_lists_nothing_and_the_next_run_cleans_up() {
         .spawn()
         .unwrap();
     let temp = dump_in_progress(&s).await;
+    let dumps = processes_with(&["pg_dump", "--snapshot=", &s.src.name]);
+    assert_eq!(dumps.len(), 1, "one pg_dump for this database");
     child.start_kill().unwrap();
     let status = child.wait().await.unwrap();
     assert!(!status.success());
+    // pg_dump dies with its parent (parent-death signal), not when its pipe next fills.
+    wait_for(
+        Duration::from_secs(10),
+        "pg_dump to die with db-backup",
+        || (!alive(dumps[0])).then_some(()),
+    )
+    .await;
 
     // Only the temp file is there; nothing is listed; the run is still "running" in records.
     assert_eq!(s.files(), vec![temp.clone()]);
@@ -157,6 +166,8 @@ async fn sigkill_mid_dump_lists_nothing_and_the_next_run_cleans_up() {
         vec![
             name.clone(),
             format!("{name}.sha256"),
+            format!("{base}.globals.sql.zst"),
+            format!("{base}.globals.sql.zst.sha256"),
             format!("{base}.manifest.json")
         ]
     );
@@ -165,6 +176,80 @@ async fn sigkill_mid_dump_lists_nothing_and_the_next_run_cleans_up() {
     assert_eq!(rows[0].0, "failed");
     assert!(rows[0].1.contains("interrupted"), "{rows:?}");
     assert_eq!(rows[1].0, "success");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_db_backup_takes_a_pg_dump_queued_on_a_lock_along() {
+    // pg_dump queued on a lock writes nothing, so no broken pipe would ever stop it: only the
+    // parent-death signal does.
+    let s = Setup::new("dbb_orphan").await;
+    s.src.sql("CREATE TABLE held (x int)");
+    let holder = hold_table_lock(&s.src, "held").await;
+    let mut child = s
+        .cmd(&["--once"], &[("BACKUP_LOCK_WAIT_TIMEOUT", "600".into())])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pg_dump_waits = || {
+        s.src.sql(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND wait_event_type = 'Lock' AND query LIKE 'LOCK TABLE%held%'",
+        )
+    };
+    wait_for(
+        Duration::from_secs(30),
+        "pg_dump to queue on the lock",
+        || (pg_dump_waits() == "1").then_some(()),
+    )
+    .await;
+    let dumps = processes_with(&["pg_dump", "--snapshot=", &s.src.name]);
+    assert_eq!(dumps.len(), 1, "one pg_dump for this database");
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    wait_for(
+        Duration::from_secs(10),
+        "pg_dump to die with db-backup",
+        || (!alive(dumps[0])).then_some(()),
+    )
+    .await;
+    wait_for(Duration::from_secs(10), "its session to end", || {
+        (pg_dump_waits() == "0").then_some(())
+    })
+    .await;
+    drop(holder);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_competing_access_exclusive_lock_fails_the_run_naming_the_table() {
+    let s = Setup::new("dbb_lockwait").await;
+    s.src.sql(
+        "CREATE TABLE quiet (x int); CREATE TABLE busy_tbl (x int); \
+         INSERT INTO busy_tbl SELECT generate_series(1, 100)",
+    );
+    let holder = hold_table_lock(&s.src, "busy_tbl").await;
+    let started = std::time::Instant::now();
+    let (code, _, err) = run(s.cmd(&["--once"], &[("BACKUP_LOCK_WAIT_TIMEOUT", "2".into())])).await;
+    let took = started.elapsed();
+    // Gave up after the 2 s limit, not the run timeout.
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+    assert!(took >= Duration::from_secs(2), "took {took:?}");
+    assert!(err.contains("BACKUP_LOCK_WAIT_TIMEOUT"), "{err}");
+    assert_failed_cleanly(&s, &s.src.name, code, &err, "busy_tbl").await;
+    // Nobody of ours is left queued behind the lock, and the run lock is free.
+    let waiting = || {
+        s.src.sql(
+            "SELECT count(*) FROM pg_locks WHERE relation = 'busy_tbl'::regclass AND NOT granted",
+        )
+    };
+    wait_for(
+        Duration::from_secs(10),
+        "no session waiting on busy_tbl",
+        || (waiting() == "0").then_some(()),
+    )
+    .await;
+    assert!(!backup_lock_held(&s.src));
+    drop(holder);
+    run_ok(s.cmd(&["--once"], &[("BACKUP_LOCK_TIMEOUT", "30".into())])).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -404,7 +489,7 @@ async fn upload_failure_aborts_the_upload_and_keeps_the_local_backup() {
     // The local backup stays, complete and listed as local only.
     let name = report["backup"]["file"].as_str().unwrap();
     assert!(s.files().contains(&name.to_owned()), "{:?}", s.files());
-    assert_eq!(s.files().len(), 3, "{:?}", s.files());
+    assert_eq!(s.files().len(), 5, "{:?}", s.files());
     let listed = json(&run_ok(s.cmd(&["list", "--output", "json"], &extra)).await);
     assert_eq!(listed.as_array().unwrap().len(), 1);
     assert_eq!(listed[0]["status"], "complete");

@@ -33,7 +33,8 @@ async fn backup_then_restore_gives_identical_content() {
         .to_owned();
     assert!(name.starts_with(&format!("{}-", s.src.name)), "{name}");
 
-    // Archive, sidecar (sha256sum format, matching the file) and manifest; nothing else.
+    // Archive, globals, their sidecars (sha256sum format, matching the files) and the
+    // manifest; nothing else.
     let dump = s.dir.path().join(format!("{name}.dump.zst"));
     assert_eq!(
         s.files()
@@ -43,9 +44,25 @@ async fn backup_then_restore_gives_identical_content() {
         vec![
             format!("{name}.dump.zst"),
             format!("{name}.dump.zst.sha256"),
+            format!("{name}.globals.sql.zst"),
+            format!("{name}.globals.sql.zst.sha256"),
             format!("{name}.manifest.json")
         ]
     );
+    let globals = s.dir.path().join(format!("{name}.globals.sql.zst"));
+    let gsha = sha256sum(&globals);
+    assert_eq!(m["globals"]["sha256"], gsha, "{m}");
+    assert_eq!(m["globals"]["file"], format!("{name}.globals.sql.zst"));
+    assert_eq!(m["globals"]["role_passwords"], false);
+    assert_eq!(
+        std::fs::read_to_string(s.dir.path().join(format!("{name}.globals.sql.zst.sha256")))
+            .unwrap(),
+        format!("{gsha}  {name}.globals.sql.zst\n")
+    );
+    let sql = String::from_utf8(zstd::decode_all(std::fs::File::open(&globals).unwrap()).unwrap())
+        .unwrap();
+    assert!(sql.contains("CREATE ROLE postgres;"), "{sql}");
+    assert!(!sql.contains("PASSWORD '"), "role passwords in the globals");
     let sha = sha256sum(&dump);
     assert_eq!(m["sha256"], sha);
     let sidecar =
@@ -274,13 +291,15 @@ async fn s3_round_trip_multipart_remote_only_with_scratch_verification() {
         .trim_end_matches(".dump.zst")
         .to_owned();
 
-    // Remote: the three objects under the prefix; the archive went up in several parts.
+    // Remote: the five objects under the prefix; the archive went up in several parts.
     let keys = s3::keys(&bucket, "prod/db/").await;
     assert_eq!(
         keys,
         vec![
             format!("prod/db/{name}.dump.zst"),
             format!("prod/db/{name}.dump.zst.sha256"),
+            format!("prod/db/{name}.globals.sql.zst"),
+            format!("prod/db/{name}.globals.sql.zst.sha256"),
             format!("prod/db/{name}.manifest.json"),
         ]
     );

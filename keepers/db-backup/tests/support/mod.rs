@@ -10,6 +10,10 @@ use std::time::{Duration, Instant};
 
 use keeper_tests::env;
 
+mod cluster;
+#[allow(unused_imports)]
+pub use cluster::*;
+
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_db-backup");
 
