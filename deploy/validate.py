@@ -47,7 +47,7 @@ BINARIES = {"pricing-oracle-keeper", "bridge-health-keeper", "db-backup"}
 # Environment names the keepers document (README.md, keepers/db-backup/README.md), plus standard
 # ones; the code's own `bind("NAME", …)` calls are added at run time.
 KNOWN_ENV = set(
-    """TON_RPC_URL TON_API_KEY KEEPER_MNEMONIC KEEPER_MNEMONIC_FILE PRICING_ORACLE_ADDRESS DATABASE_URL
+    """TON_RPC_URL TON_API_KEY TON_API_KEYS TON_MAX_RPS KEEPER_MNEMONIC KEEPER_MNEMONIC_FILE PRICING_ORACLE_ADDRESS DATABASE_URL
     REDIS_URL UPDATE_INTERVAL SLACK_WEBHOOK_URL ALERT_WEBHOOK_URL BRIDGE_ORACLE_ADDRESS WALLET_VERSION
     TON_NETWORK ETH_RPC_URL COINGECKO_API_KEY COINGECKO_BASE_URL DEFILLAMA_COINS_URL
     DEFILLAMA_BRIDGES_URL DEFILLAMA_API_URL WORMHOLESCAN_URL AXELARSCAN_URL ALERTMANAGER_URL
@@ -60,7 +60,7 @@ KNOWN_ENV = set(
 )
 # Never a plain value in a manifest: these come from Secrets (or, for the mnemonic, a file).
 SECRET_ENV = set(
-    """TON_API_KEY KEEPER_MNEMONIC DATABASE_URL REDIS_URL SLACK_WEBHOOK_URL ALERT_WEBHOOK_URL
+    """TON_API_KEY TON_API_KEYS KEEPER_MNEMONIC DATABASE_URL REDIS_URL SLACK_WEBHOOK_URL ALERT_WEBHOOK_URL
     PAGERDUTY_ROUTING_KEY COINGECKO_API_KEY PYTH_API_KEY ETH_RPC_URL AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
     AWS_SESSION_TOKEN BACKUP_VERIFY_DATABASE_URL BACKUP_RECORDS_DATABASE_URL TARGET_DATABASE_URL""".split()
 )
@@ -70,9 +70,10 @@ SECRETS_DIR = "/run/secrets/keepers"
 # Alert keys the keepers raise themselves; each needs a runbook entry in docs/operations.md.
 KEEPER_ALERT_KEYS = [
     "keeper_stale", "oracle_stale", "quorum_lost", "source_divergence", "source_down",
-    "wallet_balance_low", "update_not_applied", "bridge_degraded", "bridge_offline",
+    "wallet_balance_low", "wallet_runway_low", "update_not_applied", "update_failed_onchain",
+    "bridge_degraded", "bridge_offline",
     "price_move_held", "clock_skew", "oracle_unreadable",
-    "store_degraded", "backup_failed", "backup_stale",
+    "store_degraded", "backup_failed", "backup_stale", "endpoint_down",
 ]
 STANDARD_LABELS = [
     "app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/version",
@@ -728,7 +729,7 @@ def cmd_units() -> None:
         check(s.get("DynamicUser") == ["yes"], f"{w}: not DynamicUser")
         creds = s.get("LoadCredential", [])
         check(creds[:1] == [f"keeper-mnemonic:/etc/keepers/{conf}/mnemonic"], f"{w}: LoadCredential {creds}")
-        for name in ("TON_API_KEY", "DATABASE_URL", "REDIS_URL", "ETH_RPC_URL", "SLACK_WEBHOOK_URL",
+        for name in ("TON_API_KEY", "TON_API_KEYS", "DATABASE_URL", "REDIS_URL", "ETH_RPC_URL", "SLACK_WEBHOOK_URL",
                      "ALERT_WEBHOOK_URL", "PAGERDUTY_ROUTING_KEY"):
             check(name.lower().replace("_", "-") in creds, f"{w}: the secret {name} is no credential: {creds}")
         check(s.get("EnvironmentFile") == [f"-/etc/keepers/{conf}/env"], f"{w}: EnvironmentFile {s.get('EnvironmentFile')}")

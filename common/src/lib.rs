@@ -8,6 +8,7 @@ pub mod aggregate;
 pub mod alert;
 pub mod cli;
 pub mod config;
+pub mod fallback;
 pub mod http;
 pub mod retry;
 pub mod runner;

@@ -90,6 +90,9 @@ impl PricingHarness {
         let mut env = self.up.env();
         env.extend([
             ("TON_RPC_URL".to_owned(), self.ton.jsonrpc_url()),
+            // The stand-in has no rate limit; the default budget (1 request/s without a key)
+            // would only slow the tests down.
+            ("TON_MAX_RPS".to_owned(), "1000".to_owned()),
             ("KEEPER_MNEMONIC".to_owned(), TEST_MNEMONIC.to_owned()),
             (
                 "PRICING_ORACLE_ADDRESS".to_owned(),

@@ -33,6 +33,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -63,6 +64,18 @@ use tonlib_core::wallet::wallet_version::WalletVersion as LibVersion;
 pub const EXTERNAL_FEE: u128 = 3_000_000;
 /// Forwarding fee per outgoing message (mode +1 pays it on top of the value), nanotons.
 pub const FORWARD_FEE: u128 = 1_000_000;
+/// What the oracle's compute phase costs per update, nanotons: a message carrying less runs out
+/// of gas (exit code -14) and changes nothing.
+pub const ORACLE_GAS_FEE: u128 = 4_000_000;
+/// The oracle's exit code for a signature that is not by a registered keeper.
+pub const EXIT_UNKNOWN_KEEPER: i32 = 401;
+/// The oracle's exit code for an update older than the stored one.
+pub const EXIT_STALE_UPDATE: i32 = 409;
+/// The oracle's exit code for a body it cannot parse.
+pub const EXIT_BAD_BODY: i32 = 400;
+/// TVM's out-of-gas exit code.
+pub const EXIT_OUT_OF_GAS: i32 = -14;
+
 /// What toncenter answers when a wallet refuses an external message (exit code appended).
 pub const CANNOT_APPLY: &str = "LITE_SERVER_UNKNOWN: cannot apply external message to current state : External message was not accepted";
 
@@ -101,6 +114,8 @@ pub struct RequestRecord {
     pub api_key: Option<String>,
     /// HTTP status answered; 0 for a request held by [`Fault::Hang`] (recorded on arrival).
     pub status: u16,
+    /// The port it arrived on (see [`ToncenterServer::add_port`]).
+    pub port: u16,
 }
 
 /// What happened to an external message.
@@ -191,6 +206,8 @@ struct FaultRule {
 #[derive(Debug, Clone)]
 struct PendingInternal {
     ready_at: Instant,
+    created_lt: u64,
+    hash: [u8; 32],
     from: TonAddress,
     to: TonAddress,
     value: u128,
@@ -219,6 +236,13 @@ struct Chain {
     numbers: NumberStyle,
     internal_delay: Duration,
     pending: Vec<PendingInternal>,
+    inclusion_delay: Duration,
+    held: Vec<(Instant, Vec<u8>)>,
+    oracle_gas_fee: u128,
+    /// Every transaction in the toncenter v3 shape, for `/api/v3/transactionsByMessage`.
+    v3: Vec<Value>,
+    /// Whether `/api/v3/` answers (off: an endpoint with only the v2 API).
+    v3_enabled: bool,
     requests: Vec<RequestRecord>,
     externals: Vec<ExternalRecord>,
     oracle_events: Vec<OracleEvent>,
@@ -241,7 +265,25 @@ impl Chain {
 pub struct ToncenterServer {
     addr: SocketAddr,
     chain: Arc<Mutex<Chain>>,
+    port: Arc<PortState>,
     _task: Arc<tokio::task::JoinHandle<()>>,
+}
+
+/// How one port of the server misbehaves, whatever the chain does.
+#[derive(Debug, Default)]
+struct PortState {
+    /// Answer every request with this status (503: a load balancer's HTML page); 0: serve.
+    status: AtomicU16,
+    /// Answer wallet and address reads as a node 30 s and one seqno behind.
+    lagging: AtomicBool,
+}
+
+/// What the HTTP handler of one port serves.
+#[derive(Clone)]
+struct Served {
+    chain: Arc<Mutex<Chain>>,
+    port: Arc<PortState>,
+    number: u16,
 }
 
 fn lock(m: &Mutex<Chain>) -> MutexGuard<'_, Chain> {
@@ -333,25 +375,97 @@ impl ToncenterServer {
             numbers: NumberStyle::Hex,
             internal_delay: Duration::ZERO,
             pending: Vec::new(),
+            inclusion_delay: Duration::ZERO,
+            held: Vec::new(),
+            oracle_gas_fee: ORACLE_GAS_FEE,
+            v3: Vec::new(),
+            v3_enabled: true,
             requests: Vec::new(),
             externals: Vec::new(),
             oracle_events: Vec::new(),
         }));
+        Self::serve(chain).await
+    }
+
+    async fn serve(chain: Arc<Mutex<Chain>>) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local addr");
-        let app = axum::Router::new()
-            .fallback(handle)
-            .with_state(chain.clone());
+        let port = Arc::new(PortState::default());
+        let app = axum::Router::new().fallback(handle).with_state(Served {
+            chain: chain.clone(),
+            port: port.clone(),
+            number: addr.port(),
+        });
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
         Self {
             addr,
             chain,
+            port,
             _task: Arc::new(task),
         }
+    }
+
+    /// Serves the same chain on another port (a second endpoint of the same network); its
+    /// faults ([`ToncenterServer::set_port_status`], [`ToncenterServer::set_lagging`]) are its own.
+    pub async fn add_port(&self) -> Self {
+        Self::serve(self.chain.clone()).await
+    }
+
+    /// This port's number (see [`RequestRecord::port`]).
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Answers every request on this port with `status` (503: an HTML page; others: a toncenter
+    /// JSON error); 0 serves again.
+    pub fn set_port_status(&self, status: u16) {
+        self.port.status.store(status, Ordering::Relaxed);
+    }
+
+    /// Holds every external that would be accepted for `delay` before applying it (a real
+    /// network includes a message a block or more after `sendBoc` answers); copies of one
+    /// message sent meanwhile are all held, and all but the first are refused on inclusion.
+    pub fn set_inclusion_delay(&self, delay: Duration) {
+        self.chain().inclusion_delay = delay;
+    }
+
+    /// Serve `/api/v3/` (the default) or answer it 404, like a v2-only endpoint.
+    pub fn set_v3_index(&self, enabled: bool) {
+        self.chain().v3_enabled = enabled;
+    }
+
+    /// What the oracle's compute phase costs per update (default [`ORACLE_GAS_FEE`]).
+    pub fn set_oracle_gas_fee(&self, nanoton: u128) {
+        self.chain().oracle_gas_fee = nanoton;
+    }
+
+    /// Every internal message an oracle received: its value and the compute exit code, in
+    /// order.
+    pub fn oracle_inbound(&self) -> Vec<(u128, i32)> {
+        let c = self.chain();
+        c.v3.iter()
+            .filter(|tx| !tx["in_msg"]["source"].is_null())
+            .filter_map(|tx| {
+                let value = tx["in_msg"]["value"].as_str()?.parse().ok()?;
+                let code = tx["description"]["compute_ph"]["exit_code"].as_i64()?;
+                Some((value, i32::try_from(code).ok()?))
+            })
+            .collect()
+    }
+
+    /// Externals accepted for broadcast and not yet included.
+    pub fn held_externals(&self) -> usize {
+        self.chain().held.len()
+    }
+
+    /// Makes this port answer wallet and address reads like a node that lags: one seqno and
+    /// 30 s of chain time behind.
+    pub fn set_lagging(&self, lagging: bool) {
+        self.port.lagging.store(lagging, Ordering::Relaxed);
     }
 
     fn chain(&self) -> MutexGuard<'_, Chain> {
@@ -416,7 +530,10 @@ impl ToncenterServer {
 
     /// Environment for a keeper process pointed at this chain (`TON_RPC_URL`, JSON-RPC form).
     pub fn env(&self) -> Vec<(&'static str, String)> {
-        vec![("TON_RPC_URL", self.jsonrpc_url())]
+        vec![
+            ("TON_RPC_URL", self.jsonrpc_url()),
+            ("TON_MAX_RPS", "1000".to_owned()),
+        ]
     }
 
     /// Makes `address` an oracle contract with no registered keepers.
@@ -631,6 +748,14 @@ impl ToncenterServer {
 
 fn deliver_pending(c: &mut Chain) {
     let now = Instant::now();
+    let (due, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut c.held)
+        .into_iter()
+        .partition(|(at, _)| *at <= now);
+    c.held = waiting;
+    for (_, boc) in due {
+        // A copy of a message that already got in is refused here, as a duplicate would be.
+        let _ = apply_external(c, &boc);
+    }
     let (ready, later): (Vec<_>, Vec<_>) = std::mem::take(&mut c.pending)
         .into_iter()
         .partition(|p| p.ready_at <= now);
@@ -640,7 +765,9 @@ fn deliver_pending(c: &mut Chain) {
     }
 }
 
-async fn handle(State(chain): State<Arc<Mutex<Chain>>>, req: Request) -> Response {
+async fn handle(State(served): State<Served>, req: Request) -> Response {
+    let chain = served.chain;
+    let port_number = served.number;
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_owned();
     let query: HashMap<String, String> = parts
@@ -655,6 +782,10 @@ async fn handle(State(chain): State<Arc<Mutex<Chain>>>, req: Request) -> Respons
     let bytes = axum::body::to_bytes(body, 4 * 1024 * 1024)
         .await
         .unwrap_or_default();
+    if path == "/api/v3/transactionsByMessage" && lock(&chain).v3_enabled {
+        let c = lock(&chain);
+        return transactions_by_message(&c, &query);
+    }
     let Some(rest) = path.strip_prefix("/api/v2/") else {
         return reply(
             404,
@@ -703,6 +834,28 @@ async fn handle(State(chain): State<Arc<Mutex<Chain>>>, req: Request) -> Respons
         (rest.to_owned(), Value::Object(obj), None)
     };
     let api_key = header_key(&parts.headers).or_else(|| query.get("api_key").cloned());
+    let port_status = served.port.status.load(Ordering::Relaxed);
+    if port_status != 0 {
+        lock(&chain).requests.push(RequestRecord {
+            method: method.clone(),
+            json_rpc,
+            api_key: api_key.clone(),
+            status: port_status,
+            port: port_number,
+        });
+        if port_status == 503 {
+            return Response::builder()
+                .status(503)
+                .header("content-type", "text/html")
+                .body(Body::from("<html><head><title>503 Service Temporarily Unavailable</title></head><body><center><h1>503 Service Temporarily Unavailable</h1></center></body></html>"))
+                .expect("static response");
+        }
+        return reply(
+            port_status,
+            id,
+            &json!({"ok": false, "error": "endpoint failing", "code": port_status}),
+        );
+    }
 
     // Decide the fault and the key check under the lock, act on them outside it.
     let (fault, key_ok) = {
@@ -732,6 +885,7 @@ async fn handle(State(chain): State<Arc<Mutex<Chain>>>, req: Request) -> Respons
             json_rpc,
             api_key: api_key.clone(),
             status,
+            port: port_number,
         });
     };
     if !key_ok {
@@ -806,6 +960,7 @@ async fn handle(State(chain): State<Arc<Mutex<Chain>>>, req: Request) -> Respons
                 json_rpc,
                 api_key: api_key.clone(),
                 status: 200,
+                port: port_number,
             });
             let hash = BagOfCells::parse(&boc)
                 .ok()
@@ -823,6 +978,11 @@ async fn handle(State(chain): State<Arc<Mutex<Chain>>>, req: Request) -> Respons
     let result = {
         let mut c = lock(&chain);
         dispatch(&mut c, &method, &params)
+    };
+    let result = if served.port.lagging.load(Ordering::Relaxed) {
+        result.map(lag_behind)
+    } else {
+        result
     };
     let status = match &result {
         Ok(_) => 200,
@@ -852,6 +1012,59 @@ async fn handle(State(chain): State<Arc<Mutex<Chain>>>, req: Request) -> Respons
             &json!({"ok": false, "error": e.error, "code": e.status}),
         ),
     }
+}
+
+/// toncenter v3 `transactionsByMessage`: `msg_hash` (hex, base64 or base64url) matches a
+/// transaction's inbound message hash or its normalized hash.
+fn transactions_by_message(c: &Chain, query: &HashMap<String, String>) -> Response {
+    let Some(text) = query.get("msg_hash") else {
+        return reply(
+            422,
+            None,
+            &json!({"error": "msg_hash, body_hash or opcode is required", "code": 422}),
+        );
+    };
+    let t = text.trim().trim_start_matches("0x");
+    let wanted = hex::decode(t)
+        .ok()
+        .filter(|b| b.len() == 32)
+        .or_else(|| B64.decode(t).ok())
+        .or_else(|| base64::engine::general_purpose::URL_SAFE.decode(t).ok());
+    let Some(wanted) = wanted else {
+        return reply(
+            422,
+            None,
+            &json!({"error": "invalid msg_hash", "code": 422}),
+        );
+    };
+    let wanted = B64.encode(wanted);
+    let found: Vec<Value> =
+        c.v3.iter()
+            .filter(|tx| {
+                let m = &tx["in_msg"];
+                m["hash"].as_str() == Some(wanted.as_str())
+                    || m["hash_norm"].as_str() == Some(wanted.as_str())
+            })
+            .cloned()
+            .collect();
+    reply(
+        200,
+        None,
+        &json!({"transactions": found, "address_book": {}}),
+    )
+}
+
+/// A wallet or address answer as a node one seqno and 30 s behind would give it.
+fn lag_behind(mut v: Value) -> Value {
+    if let Some(o) = v.as_object_mut() {
+        if let Some(seqno) = o.get("seqno").and_then(Value::as_u64) {
+            o.insert("seqno".into(), json!(seqno.saturating_sub(1)));
+        }
+        if let Some(t) = o.get("sync_utime").and_then(Value::as_u64) {
+            o.insert("sync_utime".into(), json!(t.saturating_sub(30)));
+        }
+    }
+    v
 }
 
 fn header_key(h: &HeaderMap) -> Option<String> {
@@ -960,7 +1173,19 @@ fn dispatch(c: &mut Chain, method: &str, params: &Value) -> Result<Value, ApiErr
             let boc = B64
                 .decode(b64.trim())
                 .map_err(|_| api_err(422, "boc is not base64"))?;
-            let (hash, hash_norm) = apply_external(c, &boc)?;
+            let (hash, hash_norm) = if !c.inclusion_delay.is_zero() && would_accept(c, &boc) {
+                // Accepted for broadcast; the chain includes it a while later, as a block would.
+                let at = Instant::now() + c.inclusion_delay;
+                c.held.push((at, boc.clone()));
+                let hash = BagOfCells::parse(&boc)
+                    .ok()
+                    .and_then(|b| b.single_root().ok())
+                    .map(|root| hash32(&root))
+                    .unwrap_or_default();
+                (hash, hash)
+            } else {
+                apply_external(c, &boc)?
+            };
             if method == "sendBoc" {
                 Ok(json!({"@type": "ok", "@extra": "0"}))
             } else {
@@ -1066,6 +1291,22 @@ fn run_get_method(c: &mut Chain, params: &Value) -> Result<Value, ApiError> {
         });
     }
     Ok(fail(-13))
+}
+
+/// The checks a liteserver makes before it broadcasts an external: the wallet's current seqno
+/// and a `valid_until` still ahead (the signature is checked on inclusion).
+fn would_accept(c: &Chain, boc: &[u8]) -> bool {
+    let rec = parse_record(boc);
+    let (Some(wallet), Some(seqno), Some(valid_until)) = (rec.wallet, rec.seqno, rec.valid_until)
+    else {
+        return false;
+    };
+    let current = c
+        .accounts
+        .get(&wallet)
+        .and_then(|a| a.wallet.as_ref())
+        .map_or(0, |w| w.seqno);
+    seqno == current && u64::from(valid_until) > c.now()
 }
 
 fn parse_record(boc: &[u8]) -> ExternalRecord {
@@ -1255,6 +1496,7 @@ fn apply_external_inner(c: &mut Chain, boc: &[u8]) -> Result<([u8; 32], [u8; 32]
         h
     };
     let mut out_msgs = Vec::new();
+    let mut out_hashes = Vec::new();
     let mut sends = Vec::new();
     {
         let acc = c.accounts.entry(dest.clone()).or_default();
@@ -1273,18 +1515,31 @@ fn apply_external_inner(c: &mut Chain, boc: &[u8]) -> Result<([u8; 32], [u8; 32]
                 let Ok(to) = TonAddress::try_from(info.dest.clone()) else {
                     continue;
                 };
-                let value = u128::try_from(info.value.grams.amount.clone()).unwrap_or(u128::MAX);
-                let cost = value.saturating_add(if mode & 1 == 1 { FORWARD_FEE } else { 0 });
+                let asked = u128::try_from(info.value.grams.amount.clone()).unwrap_or(u128::MAX);
+                // Mode +128 carries the whole remaining balance, the forwarding fee taken out of it.
+                let (value, cost) = if mode & 128 != 0 {
+                    (acc.balance.saturating_sub(FORWARD_FEE), acc.balance)
+                } else {
+                    let fee = if mode & 1 == 1 { FORWARD_FEE } else { 0 };
+                    (asked, asked.saturating_add(fee))
+                };
                 if acc.balance < cost {
                     // Mode +2: a send that cannot be paid is skipped silently.
                     continue;
                 }
                 acc.balance -= cost;
-                out_msgs.push(json!({"source": dest.to_base64_url(), "destination": to.to_base64_url(), "value": value.to_string(),
+                out_msgs.push(json!({"hash": B64.encode(hash32(m)), "source": dest.to_base64_url(), "destination": to.to_base64_url(), "value": value.to_string(),
                     "fwd_fee": FORWARD_FEE.to_string(), "ihr_fee": "0", "created_lt": (lt + 1).to_string(), "body_hash": B64.encode(Cell::cell_hash(&im.body.value).as_slice()),
                     "msg_data": {"@type": "msg.dataRaw", "body": BagOfCells::new(std::slice::from_ref(&im.body.value)).serialize(false).map(|b| B64.encode(b)).unwrap_or_default(), "init_state": ""}}));
+                let fwd_fee = cost - value.min(cost);
+                out_hashes.push(
+                    json!({"hash": B64.encode(hash32(m)), "destination": to.to_hex(),
+                    "value": value.to_string(), "fwd_fee": fwd_fee.to_string()}),
+                );
                 sends.push(PendingInternal {
                     ready_at: Instant::now(),
+                    created_lt: lt + 1,
+                    hash: hash32(m),
                     from: dest.clone(),
                     to,
                     value,
@@ -1312,6 +1567,14 @@ fn apply_external_inner(c: &mut Chain, boc: &[u8]) -> Result<([u8; 32], [u8; 32]
         acc.last_lt = lt;
         acc.last_hash = tx_hash;
     }
+    c.v3.push(json!({
+        "account": dest.to_hex(), "hash": B64.encode(tx_hash), "lt": lt.to_string(), "now": now,
+        "total_fees": EXTERNAL_FEE.to_string(),
+        "description": {"aborted": false, "compute_ph": {"success": true, "exit_code": 0}},
+        "in_msg": {"hash": B64.encode(message_hash), "hash_norm": B64.encode(norm_hash), "source": null,
+            "destination": dest.to_hex(), "value": null},
+        "out_msgs": out_hashes,
+    }));
     let delay = c.internal_delay;
     for mut s in sends {
         s.ready_at = Instant::now() + delay;
@@ -1415,21 +1678,169 @@ fn out_list_in_execution_order(head: &ArcCell) -> Result<Vec<(u8, ArcCell)>, Str
 
 /// The oracle contract's `recv_internal`, condensed; a failure bounces the value back.
 fn receive_internal(c: &mut Chain, m: PendingInternal) {
-    let outcome = oracle_update(c, &m);
-    let bounce = match outcome {
-        Some(ev) => {
-            let failed = !ev.accepted;
-            c.oracle_events.push(ev);
-            failed
-        }
-        None => false,
-    };
-    if bounce && m.bounce {
-        let back = m.value.saturating_sub(FORWARD_FEE);
-        c.accounts.entry(m.from.clone()).or_default().balance += back;
-    } else {
+    let is_oracle = c.accounts.get(&m.to).is_some_and(|a| a.oracle.is_some());
+    if !is_oracle {
         c.accounts.entry(m.to.clone()).or_default().balance += m.value;
+        return;
     }
+    let gas = c.oracle_gas_fee;
+    let exit_code = if m.value < gas {
+        // Out of gas before it could do anything: the oracle keeps what the gas cost.
+        c.oracle_events.push(OracleEvent {
+            oracle: m.to.clone(),
+            from: m.from.clone(),
+            op: m.body.parser().load_u32(32).unwrap_or(0),
+            id: 0,
+            value: 0,
+            timestamp: 0,
+            accepted: false,
+            reason: Some("out of gas".into()),
+        });
+        EXIT_OUT_OF_GAS
+    } else {
+        match oracle_update(c, &m) {
+            Some(ev) => {
+                let code = match ev.reason.as_deref() {
+                    None => 0,
+                    Some(r) if r.contains("registered keeper") => EXIT_UNKNOWN_KEEPER,
+                    Some(r) if r.contains("older") => EXIT_STALE_UPDATE,
+                    Some(_) => EXIT_BAD_BODY,
+                };
+                c.oracle_events.push(ev);
+                code
+            }
+            None => EXIT_BAD_BODY,
+        }
+    };
+    let fee = gas.min(m.value);
+    let rest = m.value - fee;
+    let mut out_msgs = Vec::new();
+    let mut v2_out = Vec::new();
+    c.lt += 10;
+    let lt = c.lt;
+    if exit_code != 0 && m.bounce {
+        let back = rest.saturating_sub(FORWARD_FEE);
+        c.accounts.entry(m.from.clone()).or_default().balance += back;
+        let mut hash = m.hash;
+        hash[0] ^= 0xff;
+        out_msgs.push(
+            json!({"hash": B64.encode(hash), "destination": m.from.to_hex(),
+            "value": back.to_string(), "fwd_fee": FORWARD_FEE.min(rest).to_string()}),
+        );
+        v2_out.push(json!({"@type": "raw.message", "hash": B64.encode(hash), "source": m.to.to_base64_url(),
+            "destination": m.from.to_base64_url(), "value": back.to_string(),
+            "fwd_fee": FORWARD_FEE.min(rest).to_string(), "ihr_fee": "0", "created_lt": (lt + 1).to_string()}));
+    }
+    let now = c.now();
+    let tx_hash = {
+        let mut h = m.hash;
+        h[..8].copy_from_slice(&lt.to_be_bytes());
+        h
+    };
+    let data = transaction_boc(&m.to, lt, now, fee, m.value, exit_code);
+    c.accounts.entry(m.to.clone()).or_default().transactions.push(json!({
+        "@type": "raw.transaction",
+        "address": {"@type": "accountAddress", "account_address": m.to.to_base64_url()},
+        "utime": now,
+        "data": data,
+        "transaction_id": tx_id(lt, &tx_hash),
+        "fee": fee.to_string(), "storage_fee": "0", "other_fee": fee.to_string(),
+        "in_msg": {"@type": "raw.message", "hash": B64.encode(m.hash), "source": m.from.to_base64_url(),
+            "destination": m.to.to_base64_url(), "value": m.value.to_string(), "fwd_fee": "0", "ihr_fee": "0",
+            "created_lt": m.created_lt.to_string(), "body_hash": B64.encode(Cell::cell_hash(&m.body).as_slice())},
+        "out_msgs": v2_out,
+    }));
+    let acc = c.accounts.entry(m.to.clone()).or_default();
+    acc.balance += if exit_code != 0 && m.bounce {
+        fee
+    } else {
+        m.value
+    };
+    c.v3.push(json!({
+        "account": m.to.to_hex(), "hash": B64.encode(m.hash), "lt": lt.to_string(), "now": now,
+        "total_fees": fee.to_string(),
+        "description": {"aborted": exit_code != 0,
+            "compute_ph": {"success": exit_code == 0, "exit_code": exit_code}},
+        "in_msg": {"hash": B64.encode(m.hash), "source": m.from.to_hex(), "destination": m.to.to_hex(),
+            "value": m.value.to_string()},
+        "out_msgs": out_msgs,
+    }));
+}
+
+/// An ordinary transaction as a BoC (base64), enough for a reader of its compute phase:
+/// `transaction$0111 … description:^(trans_ord … compute_ph:tr_phase_compute_vm …)`.
+fn transaction_boc(
+    account: &TonAddress,
+    lt: u64,
+    now: u64,
+    fee: u128,
+    credit: u128,
+    exit_code: i32,
+) -> String {
+    use num_bigint::BigUint;
+    let build = || -> Result<Cell, tonlib_core::cell::TonCellError> {
+        let vm = CellBuilder::new()
+            .store_u8(3, 2)?
+            .store_u16(16, 5_000)? // gas_used
+            .store_u8(3, 2)?
+            .store_u16(16, 10_000)? // gas_limit
+            .store_bit(false)? // no gas_credit
+            .store_i8(8, 0)? // mode
+            .store_i32(32, exit_code)?
+            .store_bit(false)? // no exit_arg
+            .store_u32(32, 100)? // vm_steps
+            .store_slice(&[0u8; 32])?
+            .store_slice(&[0u8; 32])?
+            .build()?
+            .to_arc();
+        let descr = CellBuilder::new()
+            .store_u8(4, 0)? // trans_ord
+            .store_bit(false)? // credit_first
+            .store_bit(false)? // no storage phase
+            .store_bit(true)? // credit phase
+            .store_bit(false)? // no due fees collected
+            .store_coins(&BigUint::from(credit))?
+            .store_bit(false)? // no extra currencies
+            .store_bit(true)? // tr_phase_compute_vm
+            .store_bit(exit_code == 0)? // success
+            .store_bit(false)?
+            .store_bit(false)?
+            .store_coins(&BigUint::from(fee))?
+            .store_reference(&vm)?
+            .store_bit(false)? // no action phase
+            .store_bit(exit_code != 0)? // aborted
+            .store_bit(false)? // no bounce phase
+            .store_bit(false)? // destroyed
+            .build()?
+            .to_arc();
+        let msgs = CellBuilder::new()
+            .store_bit(false)?
+            .store_bit(false)?
+            .build()?
+            .to_arc();
+        let state_update = CellBuilder::new().build()?.to_arc();
+        CellBuilder::new()
+            .store_u8(4, 0b0111)?
+            .store_slice(account.hash_part.as_slice())?
+            .store_u64(64, lt)?
+            .store_slice(&[0u8; 32])?
+            .store_u64(64, 0)?
+            .store_u32(32, u32::try_from(now).unwrap_or(0))?
+            .store_u16(15, 0)?
+            .store_u8(2, 0b10)?
+            .store_u8(2, 0b10)?
+            .store_reference(&msgs)?
+            .store_coins(&BigUint::from(fee))?
+            .store_bit(false)?
+            .store_reference(&state_update)?
+            .store_reference(&descr)?
+            .build()
+    };
+    build()
+        .ok()
+        .and_then(|cell| BagOfCells::from_root(cell).serialize(true).ok())
+        .map(|b| B64.encode(b))
+        .unwrap_or_default()
 }
 
 fn oracle_update(c: &mut Chain, m: &PendingInternal) -> Option<OracleEvent> {

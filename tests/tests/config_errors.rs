@@ -243,3 +243,39 @@ fn core_dumps_are_off_in_a_running_keeper() {
     let _ = child.wait();
     assert_eq!(core.as_deref(), Some("0 0"), "{limits_path}");
 }
+
+#[test]
+fn a_lease_shorter_than_the_cycle_is_refused_when_sending() {
+    let sending = |vars: &[(&str, &str)]| {
+        let mut cmd = keeper("pricing-oracle-keeper");
+        cmd.arg("--once")
+            .env("KEEPER_MNEMONIC", MNEMONIC)
+            .env(
+                "PRICING_ORACLE_ADDRESS",
+                "EQCDM_QGggZ3qMa_f3lRPk4_qLDnLTqdi6OkMAV2NB9r5TG3",
+            )
+            .envs(vars.iter().copied());
+        cmd
+    };
+    // The cycle timeout defaults to the interval.
+    let err = expect_config_error(
+        sending(&[("LEASE_TTL", "60"), ("UPDATE_INTERVAL", "60")]),
+        "LEASE_TTL",
+    );
+    assert!(err.contains("CYCLE_TIMEOUT"), "{err}");
+    assert_no_secret(&err, &SECRET_WORDS);
+    expect_config_error(
+        sending(&[("LEASE_TTL", "100"), ("CYCLE_TIMEOUT", "120")]),
+        "LEASE_TTL",
+    );
+    // A dry run takes no lease, so the same settings are fine there.
+    let mut dry = pricing();
+    dry.env("LEASE_TTL", "60")
+        .env("UPDATE_INTERVAL", "60")
+        .env("TON_RPC_URL", "http://127.0.0.1:9/")
+        .env("ETH_RPC_URL", "http://127.0.0.1:9/")
+        .env("COINGECKO_BASE_URL", "http://127.0.0.1:9/")
+        .env("DEFILLAMA_COINS_URL", "http://127.0.0.1:9/");
+    let out = dry.output().expect("spawn keeper");
+    assert_ne!(out.status.code(), Some(2), "{:?}", texts(&out));
+}

@@ -305,6 +305,23 @@ async fn once_dry_run_json_prints_the_messages_and_sends_nothing() {
     assert!(doc["boc"].as_str().is_some_and(|b| b.len() > 100), "{doc}");
     assert_eq!(doc["assets"].as_array().map(Vec::len), Some(6));
     assert!(h.ton.externals().is_empty(), "a dry run sends nothing");
+    let notes = doc["notes"].to_string();
+    assert!(notes.contains("rejects this message as expired"), "{notes}");
+    // Copied by hand to the chain, the printed message is refused: its valid_until has passed.
+    let answer = reqwest::Client::new()
+        .post(format!("{}sendBoc", h.ton.rest_url()))
+        .json(&serde_json::json!({ "boc": doc["boc"] }))
+        .send()
+        .await
+        .expect("sendBoc");
+    assert_eq!(answer.status().as_u16(), 500);
+    let refused = h.ton.externals();
+    assert_eq!(refused.len(), 1);
+    assert!(
+        matches!(&refused[0].outcome, keeper_tests::toncenter::ExternalOutcome::Rejected(why) if why.contains("exitcode=136")),
+        "{:?}",
+        refused[0].outcome
+    );
     assert!(
         !stdout.contains("carpet"),
         "the mnemonic never reaches the output"

@@ -25,6 +25,7 @@ struct Rig {
 fn config() -> DeliveryConfig {
     DeliveryConfig {
         value_nanoton: 50_000_000,
+        auto_value: None,
         ttl: Duration::from_secs(60),
         poll_interval: Duration::from_millis(20),
         confirm_timeout: Duration::from_secs(10),
@@ -588,10 +589,11 @@ async fn d_deliver(r: &Rig, msgs: &[OracleMessage]) -> DeliveryError {
 async fn dry_run_signs_everything_and_sends_nothing() {
     let r = rig(WalletVersion::V5r1, 11, false).await;
     let d = r.delivery(&r.chain.jsonrpc_url(), config());
-    let run = d
+    let (run, chain_now) = d
         .dry_run(&r.prices(&[3, 1, 2], 1_760_000_000))
         .await
         .unwrap();
+    assert_eq!(chain_now, r.chain.chain_time());
     assert_eq!(r.chain.count("sendBocReturnHash"), 0);
     assert!(r.chain.externals().is_empty());
     assert_eq!(run.externals.len(), 1);
@@ -615,19 +617,32 @@ async fn dry_run_signs_everything_and_sends_nothing() {
         })
         .collect();
     assert_eq!(ids, [3, 1, 2]);
-    // The printed BoC is exactly what the chain would accept.
-    let boc = base64_decode(&run.boc);
-    r.chain.submit(&boc).unwrap();
-    assert_eq!(r.chain.price(&r.oracle, 3), Some((999_003, 1_760_000_000)));
+    // Really signed by the wallet key, but valid_until lies in the past: submitted by hand,
+    // over the same HTTP API the keeper uses, the wallet refuses it as expired.
+    assert_eq!(
+        u64::from(run.externals[0].valid_until),
+        chain_now - DRY_RUN_EXPIRED_BY_SECONDS
+    );
+    let answer = reqwest::Client::new()
+        .post(format!("{}sendBoc", r.chain.rest_url()))
+        .json(&serde_json::json!({ "boc": run.boc }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 500);
+    let body = answer.text().await.unwrap();
+    assert!(body.contains("cannot apply external message"), "{body}");
+    assert_eq!(r.chain.externals().len(), 1);
+    match &r.chain.externals()[0].outcome {
+        ExternalOutcome::Rejected(why) => assert!(why.contains("exitcode=136"), "{why}"),
+        other => panic!("a dry run was not rejected: {other:?}"),
+    }
+    assert_eq!(r.chain.price(&r.oracle, 3), None, "nothing landed");
+    assert!(!r.chain.is_deployed(r.wallet.address()));
     assert_eq!(
         r.metric("keeper_ton_messages_total{op=\"update_price\",outcome=\"dry_run\"}"),
         Some(3.0)
     );
-}
-
-fn base64_decode(s: &str) -> Vec<u8> {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.decode(s).unwrap()
 }
 
 #[tokio::test]

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -276,4 +277,28 @@ pub fn validate_shared(
     telemetry.validate()?;
     alerts.validate()?;
     storage.validate()
+}
+
+/// The wallet lease must outlive the longest cycle: a lease that lapses mid-cycle lets a standby
+/// take the wallet while this instance is still about to sign.
+pub fn validate_lease_ttl(
+    runner: &RunnerSettings,
+    storage: &StorageSettings,
+) -> Result<(), ConfigError> {
+    let cycle = runner
+        .cycle_timeout
+        .map(Duration::from_secs)
+        .unwrap_or_else(|| runner.period());
+    if Duration::from_secs(storage.lease_ttl) <= cycle {
+        return Err(ConfigError::new(
+            "storage.lease_ttl (LEASE_TTL)",
+            format!(
+                "{} s must exceed the cycle timeout ({} s, runner.cycle_timeout / CYCLE_TIMEOUT, \
+                 default the interval)",
+                storage.lease_ttl,
+                cycle.as_secs_f64()
+            ),
+        ));
+    }
+    Ok(())
 }

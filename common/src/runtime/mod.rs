@@ -16,8 +16,8 @@ mod wallet;
 
 pub use freshness::Freshness;
 pub use wallet::{
-    EPHEMERAL_NOTE, KeeperCommand, WalletOutput, WalletSetupError, holder_id, load_wallet,
-    wallet_command,
+    EPHEMERAL_NOTE, KeeperCommand, WalletAction, WalletOutput, WalletSetupError, holder_id,
+    load_wallet, wallet_command,
 };
 
 use crate::alert::Alerter;
@@ -35,7 +35,9 @@ use crate::store::Store;
 use crate::telemetry::logging::init_tracing;
 use crate::telemetry::server::serve_ops;
 use crate::telemetry::{Health, Metrics};
-use crate::ton::{Delivery, DeliveryConfig, Publisher, TonAddress, TonSettings, Toncenter};
+use crate::ton::{
+    Delivery, DeliveryConfig, Journal, Publisher, TonAddress, TonSettings, Toncenter,
+};
 
 /// The command line every chain keeper takes.
 #[derive(Debug, clap::Parser)]
@@ -152,7 +154,8 @@ pub fn main<K: ChainKeeper>() -> ExitCode {
     };
     let needs = cli
         .command
-        .unwrap_or(KeeperCommand::Run)
+        .as_ref()
+        .unwrap_or(&KeeperCommand::Run)
         .needs(cli.common.dry_run);
     let loaded = match load::<K>(cli.common.config.as_deref(), &ProcessEnv, needs) {
         Ok(l) => l,
@@ -177,7 +180,7 @@ pub fn main<K: ChainKeeper>() -> ExitCode {
 /// subcommand; returns the exit code (2 for configuration errors, 1 for failures).
 pub async fn run<K: ChainKeeper>(cli: ChainCli, loaded: Loaded<K::Config>) -> i32 {
     crate::install_crypto_provider();
-    let command = cli.command.unwrap_or(KeeperCommand::Run);
+    let command = cli.command.clone().unwrap_or(KeeperCommand::Run);
     let _telemetry = match init_tracing(loaded.config.telemetry(), K::SERVICE) {
         Ok(g) => g,
         Err(e) => {
@@ -188,7 +191,11 @@ pub async fn run<K: ChainKeeper>(cli: ChainCli, loaded: Loaded<K::Config>) -> i3
     let output = cli.common.output;
     let result = match command {
         KeeperCommand::Run => run_keeper::<K>(&cli, loaded).await,
-        KeeperCommand::Wallet { offline } => wallet(loaded, offline, output).await,
+        KeeperCommand::Wallet {
+            action: Some(WalletAction::Sweep { to }),
+            ..
+        } => sweep::<K>(loaded, &to, cli.common.dry_run, output).await,
+        KeeperCommand::Wallet { offline, .. } => wallet(loaded, offline, output).await,
         KeeperCommand::Status => status::<K>(loaded, output).await,
         KeeperCommand::Migrate => migrate_command(loaded.config.storage())
             .await
@@ -213,6 +220,10 @@ pub fn load<K: ChainKeeper>(
     needs: Needs,
 ) -> Result<Loaded<K::Config>, ConfigError> {
     let mut config = K::load(file, env)?;
+    // Sending takes the wallet lease (dry runs and read-only commands do not).
+    if needs.mnemonic && needs.oracle {
+        crate::config::validate_lease_ttl(config.runner(), config.storage())?;
+    }
     if needs.oracle && config.oracle().is_none() {
         return Err(ConfigError::new(
             K::ORACLE_SETTING,
@@ -272,13 +283,16 @@ async fn run_keeper<K: ChainKeeper>(
     health.mark_ready("config");
     let alerter = Alerter::start(config.alerts(), K::NAME, metrics.clone());
     let store = Store::connect(config.storage(), metrics.clone(), alerter.clone()).await;
-    let transport = Toncenter::new(config.ton()).context("toncenter transport")?;
+    let transport = Toncenter::new(config.ton())
+        .context("toncenter transport")?
+        .observed(metrics.clone(), alerter.clone());
     let delivery = Delivery::new(
         transport,
         wallet,
         DeliveryConfig::from_settings(config.ton()),
     )
-    .with_metrics(metrics.clone());
+    .with_metrics(metrics.clone())
+    .with_journal(journal(config.ton(), &store, dry_run));
     let lease = (!dry_run).then(|| store.lease(&delivery.wallet().address_raw(), &holder_id()));
     let publisher = Publisher::new(
         delivery,
@@ -330,6 +344,31 @@ async fn run_keeper<K: ChainKeeper>(
     Ok(code)
 }
 
+/// Where in-flight messages are journaled: PostgreSQL, else the state directory (`ton.state_dir`
+/// / `KEEPER_STATE_DIR`, else systemd's `$STATE_DIRECTORY`), else nowhere, which is said once.
+fn journal(ton: &TonSettings, store: &Store, dry_run: bool) -> Journal {
+    let state_dir = ton.state_dir.clone().or_else(|| {
+        // systemd passes several directories colon-separated; the first is ours.
+        std::env::var("STATE_DIRECTORY")
+            .ok()
+            .and_then(|d| d.split(':').next().map(std::path::PathBuf::from))
+            .filter(|d| !d.as_os_str().is_empty())
+    });
+    let journal = Journal::choose(store, state_dir);
+    if !dry_run {
+        if journal.is_durable() {
+            tracing::info!(journal = %journal.describe(), "in-flight messages are journaled");
+        } else {
+            tracing::warn!(
+                "no DATABASE_URL and no state directory (KEEPER_STATE_DIR, systemd StateDirectory=): \
+                 the message in flight is kept in memory only, so a restart may sign a second body \
+                 for its seqno while the first can still land"
+            );
+        }
+    }
+    journal
+}
+
 async fn wallet<C: ChainConfig>(
     loaded: Loaded<C>,
     offline: bool,
@@ -340,6 +379,59 @@ async fn wallet<C: ChainConfig>(
     wallet_command(ton, &wallet, offline, output)
         .await
         .context("reading the wallet from toncenter (use --offline to skip)")?;
+    Ok(EXIT_OK)
+}
+
+/// `wallet sweep --to ADDRESS [--dry-run]`: the whole balance to the successor wallet, through
+/// the same journal as the keeper, so a message of the keeper still in flight stops it.
+async fn sweep<K: ChainKeeper>(
+    loaded: Loaded<K::Config>,
+    to: &str,
+    dry_run: bool,
+    output: Output,
+) -> anyhow::Result<i32> {
+    let ton = loaded.config.ton();
+    let to = crate::ton::parse_address(to).context("wallet sweep --to")?;
+    // The mnemonic goes into the derivation and is wiped there.
+    let (wallet, _) = load_wallet(ton, loaded.mnemonic).await?;
+    let metrics = Arc::new(Metrics::new(K::NAME));
+    let store = Store::connect(
+        loaded.config.storage(),
+        metrics.clone(),
+        Alerter::disabled(),
+    )
+    .await;
+    let transport = Toncenter::new(ton).context("toncenter transport")?;
+    let delivery = Delivery::new(transport, wallet, DeliveryConfig::from_settings(ton))
+        .with_journal(journal(ton, &store, true));
+    let report = delivery
+        .sweep(&to, dry_run)
+        .await
+        .context("sweeping the wallet")?;
+    match output {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        ),
+        Output::Text => {
+            println!("from:     {}", report.from);
+            println!("to:       {}", report.to);
+            println!(
+                "balance:  {} TON",
+                crate::cli::nano_to_ton(report.balance_nanoton)
+            );
+            println!("seqno:    {}", report.seqno);
+            if let Some(boc) = &report.boc {
+                println!("boc:      {boc}");
+            }
+            if let Some(after) = report.balance_after_nanoton {
+                println!("left:     {} TON", crate::cli::nano_to_ton(after));
+            }
+            for note in &report.notes {
+                println!("note:     {note}");
+            }
+        }
+    }
     Ok(EXIT_OK)
 }
 

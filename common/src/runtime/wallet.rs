@@ -35,12 +35,15 @@ pub async fn load_wallet(
     Ok((wallet, note))
 }
 
-/// Who contends for the wallet lease: the pod name (Kubernetes) or host name, and the pid.
+/// Who contends for the wallet lease: the pod name (Kubernetes) or host name, the pid, and a
+/// random id drawn once per process. Host and pid alone collide: systemd hosts often run without
+/// `HOSTNAME` in the environment, and containers all start at pid 1.
 pub fn holder_id() -> String {
+    static INSTANCE: std::sync::LazyLock<u64> = std::sync::LazyLock::new(rand::random);
     let host = std::env::var("POD_NAME")
         .or_else(|_| std::env::var("HOSTNAME"))
         .unwrap_or_else(|_| "keeper".to_owned());
-    format!("{host}:{}", std::process::id())
+    format!("{host}:{}:{:016x}", std::process::id(), *INSTANCE)
 }
 
 /// What the `wallet` subcommand prints, balance and seqno unless `--offline`.
@@ -106,7 +109,7 @@ pub async fn wallet_command(
 }
 
 /// The subcommands of the chain-publishing keepers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
 pub enum KeeperCommand {
     /// Run the keeper (the default): a daemon, or one cycle with --once.
     Run,
@@ -115,6 +118,9 @@ pub enum KeeperCommand {
         /// Do not contact the chain (no balance or seqno).
         #[arg(long)]
         offline: bool,
+        /// What to do with the wallet (default: print it).
+        #[command(subcommand)]
+        action: Option<WalletAction>,
     },
     /// Read what the oracle holds for every configured asset or bridge and print its age.
     Status,
@@ -122,9 +128,21 @@ pub enum KeeperCommand {
     Migrate,
 }
 
+/// Actions on the keeper wallet.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+pub enum WalletAction {
+    /// Send the whole balance to ADDRESS (wallet rotation), once no journaled message is in
+    /// flight; with --dry-run, sign a message that cannot land and print it. Stop the keeper first.
+    Sweep {
+        /// The successor wallet (raw or user-friendly).
+        #[arg(long, value_name = "ADDRESS")]
+        to: String,
+    },
+}
+
 impl KeeperCommand {
     /// What this command needs; a dry run sends nothing, so it needs neither key nor oracle.
-    pub fn needs(self, dry_run: bool) -> Needs {
+    pub fn needs(&self, dry_run: bool) -> Needs {
         match self {
             Self::Run => Needs {
                 mnemonic: !dry_run,
@@ -144,5 +162,20 @@ impl KeeperCommand {
                 ..Needs::default()
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn holder_id_carries_a_per_process_instance_id() {
+        let id = super::holder_id();
+        let parts: Vec<&str> = id.rsplitn(3, ':').collect();
+        assert_eq!(parts.len(), 3, "{id}");
+        assert_eq!(parts[0].len(), 16, "{id}");
+        assert!(parts[0].chars().all(|c| c.is_ascii_hexdigit()), "{id}");
+        assert_eq!(parts[1], std::process::id().to_string());
+        // Drawn once: every lease of this process contends under the same name.
+        assert_eq!(super::holder_id(), id);
     }
 }

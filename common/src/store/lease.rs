@@ -65,6 +65,35 @@ return 0
     )
 });
 
+/// Still ours, under the same fencing token? Read-only: `1` yes, `0` no.
+static FENCE: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] and redis.call('GET', KEYS[2]) == ARGV[2] then
+  return 1
+end
+return 0
+",
+    )
+});
+
+/// Why this instance must not sign now, from [`WalletLease::check_fence`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FenceError {
+    /// The last renewal did not hold the lease.
+    #[error("the wallet lease is not held by this instance")]
+    NotHeld,
+    /// Another holding (a newer fencing token, or another holder) replaced ours.
+    #[error("the wallet lease was taken over (our fencing token {token:?} is no longer current)")]
+    Superseded {
+        /// The token this instance held.
+        token: Option<u64>,
+    },
+    /// The lease store could not confirm the holding, and it may have lapsed.
+    #[error("the wallet lease cannot be confirmed: {0}")]
+    Unverifiable(String),
+}
+
 /// Prefix of the lease session's `application_name`, so a standby can name the holder.
 const PG_APP_PREFIX: &str = "keeper-lease:";
 
@@ -185,6 +214,102 @@ impl WalletLease {
         };
         self.note(status.clone());
         status
+    }
+
+    /// Proves, right before a signature, that this instance still holds the lease under the
+    /// token of its last renewal: Redis is asked again (key and token unchanged), a PostgreSQL
+    /// lease session must still answer. Returns that token (`None` without Redis). While Redis
+    /// cannot be reached the holding counts only until its last renewal could expire.
+    pub async fn check_fence(&mut self) -> Result<Option<u64>, FenceError> {
+        let last = self.last.clone().unwrap_or_default();
+        if !last.held {
+            return Err(FenceError::NotHeld);
+        }
+        let verdict = match self.backend {
+            Backend::Redis => self.redis_fence(last.token).await,
+            Backend::Postgres { .. } => self.pg_fence().await,
+            Backend::Solo => Ok(None),
+            Backend::Blocked(_) => Err(FenceError::NotHeld),
+        };
+        if let Err(e) = &verdict {
+            warn!(wallet = %self.wallet, holder = %self.holder_id, error = %e, "fencing check failed: not signing");
+            // Taken over, or a PostgreSQL session (and so its lock) gone: standing by.
+            let lost = matches!(e, FenceError::Superseded { .. })
+                || matches!(self.backend, Backend::Postgres { .. });
+            if lost {
+                self.valid_until = None;
+                self.note(LeaseStatus::default());
+            }
+        }
+        verdict
+    }
+
+    async fn redis_fence(&self, token: Option<u64>) -> Result<Option<u64>, FenceError> {
+        let riding = || match self.valid_until {
+            Some(until) if Instant::now() < until => Ok(token),
+            _ => Err(FenceError::Unverifiable(
+                "Redis unreachable and the last renewal may have expired".into(),
+            )),
+        };
+        let Some(r) = &self.inner.redis else {
+            return Err(FenceError::NotHeld);
+        };
+        let Some(expected) = token else {
+            return Err(FenceError::Superseded { token });
+        };
+        if !r.health.is_up() {
+            return riding();
+        }
+        let mut call = FENCE.prepare_invoke();
+        call.key(cache::lock_key(&self.inner.prefix, &self.wallet))
+            .key(cache::token_key(&self.inner.prefix, &self.wallet))
+            .arg(&self.holder_id)
+            .arg(expected.to_string());
+        let mut conn = r.conn();
+        match tokio::time::timeout(self.inner.timeouts.op, call.invoke_async::<i64>(&mut conn))
+            .await
+        {
+            Ok(Ok(1)) => Ok(token),
+            Ok(Ok(_)) => Err(FenceError::Superseded { token }),
+            Ok(Err(source)) => {
+                let e = StoreError::Redis {
+                    op: "check fencing token",
+                    source,
+                };
+                r.health.count_error();
+                r.health.failed(&e);
+                riding()
+            }
+            Err(_) => riding(),
+        }
+    }
+
+    async fn pg_fence(&mut self) -> Result<Option<u64>, FenceError> {
+        let limit = self.inner.timeouts.op;
+        let Backend::Postgres { conn, locked } = &mut self.backend else {
+            return Err(FenceError::NotHeld);
+        };
+        let Some(c) = conn.as_mut().filter(|_| *locked) else {
+            return Err(FenceError::NotHeld);
+        };
+        // The advisory lock lives exactly as long as this session.
+        match tokio::time::timeout(limit, sqlx::query("SELECT 1").execute(&mut *c)).await {
+            Ok(Ok(_)) => Ok(None),
+            Ok(Err(e)) => {
+                *conn = None;
+                *locked = false;
+                Err(FenceError::Unverifiable(format!(
+                    "the lease session failed: {e}"
+                )))
+            }
+            Err(_) => {
+                *conn = None;
+                *locked = false;
+                Err(FenceError::Unverifiable(
+                    "the lease session did not answer".into(),
+                ))
+            }
+        }
     }
 
     /// Gives the lease up if held (Redis: deleted only if still ours; PostgreSQL: unlocked and

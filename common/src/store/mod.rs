@@ -28,7 +28,7 @@ use sqlx::PgPool;
 use tracing::{info, warn};
 
 #[cfg(feature = "redis")]
-pub use lease::{LeaseStatus, WalletLease};
+pub use lease::{FenceError, LeaseStatus, WalletLease};
 pub use pg::{column, migrate, pg_err};
 
 use crate::alert::Alerter;

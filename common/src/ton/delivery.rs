@@ -5,22 +5,31 @@
 //! The caller holds the wallet lease around [`Delivery::deliver`]; inside one process the
 //! `Delivery` itself serializes calls.
 
+mod cost;
+mod sweep;
+
+pub use cost::{AutoValue, is_out_of_gas};
+pub use sweep::SweepReport;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use tokio::sync::Mutex;
+use tonlib_core::TonAddress;
 
 use super::BuildError;
 use super::external::{SignedExternal, build_external};
+use super::journal::{Journal, JournalEntry, JournalError};
 use super::oracle::{OracleMessage, OracleUpdate};
 use super::readback::read_one;
 pub use super::report::{BatchReport, DeliveryError, DeliveryReport, ReadBack};
 use super::settings::TonSettings;
-use super::summary::{DryRun, DryRunError, dry_run_offline, outgoing};
+use super::summary::{DryRun, DryRunError, dry_run_offline, dry_run_valid_until, outgoing};
 use super::transport::{AccountState, TonTransport, TransportError};
 use super::wallet::{Wallet, seqno_from_data};
+use crate::store::FenceError;
 use crate::telemetry::metrics::{Metrics, labels};
 
 /// Nanotons per TON, for the balance gauge.
@@ -29,8 +38,11 @@ const NANO: f64 = 1e9;
 /// Delivery knobs; [`DeliveryConfig::from_settings`] maps `[ton]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeliveryConfig {
-    /// TON attached to each oracle message, nanotons.
+    /// TON attached to each oracle message, nanotons (with `auto_value`, what a message
+    /// carries only where no setting of its own applies: dry runs without a chain).
     pub value_nanoton: u64,
+    /// `UPDATE_VALUE_TON=auto`: the value follows the oracle's observed cost.
+    pub auto_value: Option<AutoValue>,
     /// `valid_until` = chain time + this.
     pub ttl: Duration,
     /// Time between seqno polls.
@@ -48,13 +60,30 @@ impl DeliveryConfig {
     /// From `[ton]` settings.
     pub fn from_settings(s: &TonSettings) -> Self {
         Self {
-            value_nanoton: s.update_value_nanoton,
+            value_nanoton: s.fixed_value_nanoton(),
+            auto_value: s.auto_value(),
             ttl: Duration::from_secs(s.message_ttl),
             poll_interval: Duration::from_millis(s.poll_interval_ms),
             confirm_timeout: Duration::from_secs(s.confirm_timeout),
             readback_timeout: Duration::from_secs(s.readback_timeout),
             max_rebuilds: s.max_rebuilds,
         }
+    }
+}
+
+/// Asked right before every signature whether this process may still sign for the wallet.
+pub trait Fence: Sync {
+    /// The fencing token of the current holding (`None` when the lease has none), or why not.
+    fn check(&self) -> impl Future<Output = Result<Option<u64>, FenceError>> + Send;
+}
+
+/// No lease to ask: this process is the wallet's only sender.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Unfenced;
+
+impl Fence for Unfenced {
+    async fn check(&self) -> Result<Option<u64>, FenceError> {
+        Ok(None)
     }
 }
 
@@ -66,14 +95,63 @@ struct InFlight {
     /// Chain time when it was built, and the local instant of that read.
     chain_at_build: u64,
     built_at: Instant,
+    /// Token of the lease holding it was signed under.
+    fencing_token: Option<u64>,
+    /// Found in the journal rather than sent by this process: re-send it before polling.
+    resumed: bool,
+}
+
+/// The static op name for metrics labels.
+fn op_name(text: &str) -> &'static str {
+    match text {
+        "update_price" => "update_price",
+        "update_bridge_status" => "update_bridge_status",
+        "sweep" => "sweep",
+        _ => "unknown",
+    }
 }
 
 impl InFlight {
+    /// A message found in the journal: its local build instant is unknown, so the chain time
+    /// estimate starts from the chain time at build plus the wall-clock time since.
+    fn resumed(entry: &JournalEntry) -> Result<Self, JournalError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        Ok(Self {
+            ext: entry.external()?,
+            ops: entry.ops.iter().map(|o| op_name(o)).collect(),
+            chain_at_build: entry
+                .chain_at_build
+                .saturating_add(now.saturating_sub(entry.built_at_unix)),
+            built_at: Instant::now(),
+            fencing_token: entry.fencing_token,
+            resumed: true,
+        })
+    }
+
     fn estimated_chain_time(&self) -> u64 {
         // Rounded up: an estimate that runs ahead only triggers the authoritative chain read.
         self.chain_at_build + self.built_at.elapsed().as_secs() + 1
     }
 }
+
+/// The oracle's result for one batch.
+#[derive(Debug, Clone)]
+struct OnChain {
+    /// 0, or the first failing oracle transaction's exit code.
+    exit_code: i32,
+    /// Fees of the wallet transaction and the oracle's.
+    fees_nanoton: u128,
+    /// What the wallet lost: its fees, values and forwarding fees, less what came back.
+    spent_nanoton: u128,
+    /// Each oracle transaction's exit code and fees, in the order the messages were sent.
+    oracle: Vec<(i32, u128)>,
+}
+
+/// The endpoint has no transaction index.
+struct Unindexed;
 
 enum Settled {
     Confirmed(Option<(u64, String)>),
@@ -93,6 +171,11 @@ pub struct Delivery<T> {
     config: DeliveryConfig,
     metrics: Option<Arc<Metrics>>,
     in_flight: Mutex<Option<InFlight>>,
+    costs: cost::Costs,
+    journal: Journal,
+    /// Whether this process has read the journal since it (re)gained the wallet: until then a
+    /// journal it cannot read stops it from signing.
+    journal_read: std::sync::atomic::AtomicBool,
 }
 
 impl<T: TonTransport> Delivery<T> {
@@ -104,7 +187,29 @@ impl<T: TonTransport> Delivery<T> {
             config,
             metrics: None,
             in_flight: Mutex::new(None),
+            costs: cost::Costs::default(),
+            journal: Journal::Memory,
+            journal_read: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// The wallet was (re)gained (lease takeover): read the journal again before signing, as
+    /// another holder may have left a message in flight.
+    pub fn journal_changed_hands(&self) {
+        self.journal_read
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Writes every message down in `journal` before its first send, and resumes what it finds
+    /// there before signing anything.
+    pub fn with_journal(mut self, journal: Journal) -> Self {
+        self.journal = journal;
+        self
+    }
+
+    /// Where in-flight messages are journaled.
+    pub fn journal(&self) -> &Journal {
+        &self.journal
     }
 
     /// Records `keeper_ton_messages_total`, `keeper_wallet_seqno`, `keeper_wallet_balance_ton`,
@@ -130,6 +235,22 @@ impl<T: TonTransport> Delivery<T> {
         &self.config
     }
 
+    /// The value each message of a batch of `ops` carries: the fixed setting, or with `auto` the
+    /// oracle's recently observed cost × the safety factor within the bounds (the maximum until
+    /// something was observed, and again after an out-of-gas result).
+    pub fn value_nanoton_for(&self, ops: &[&'static str]) -> u64 {
+        match &self.config.auto_value {
+            Some(auto) => self.costs.value_for(auto, ops),
+            None => self.config.value_nanoton,
+        }
+    }
+
+    /// What the wallet spent per day lately, nanotons: fees and values less what came back,
+    /// over the last 24 hours (extrapolated from at least one hour). `None` before any send.
+    pub fn spend_per_day_nanoton(&self) -> Option<f64> {
+        self.costs.per_day()
+    }
+
     /// Seqno and valid_until of a message from an earlier call that may still land.
     pub async fn in_flight(&self) -> Option<(u32, u32)> {
         self.in_flight
@@ -151,52 +272,84 @@ impl<T: TonTransport> Delivery<T> {
     }
 
     /// Builds and signs everything `deliver` would send, from the current chain state, and
-    /// sends nothing.
-    pub async fn dry_run(&self, messages: &[OracleMessage]) -> Result<DryRun, DeliveryError> {
+    /// sends nothing. The signature is real but `valid_until` lies in the past
+    /// ([`dry_run_valid_until`]), so the printed BoC can never land; returns the chain time too.
+    pub async fn dry_run(
+        &self,
+        messages: &[OracleMessage],
+    ) -> Result<(DryRun, u64), DeliveryError> {
         if messages.is_empty() {
             return Err(DeliveryError::Empty);
         }
         let w = self.read_wallet().await?;
         let now = self.chain_time().await?;
+        let ops: Vec<_> = messages.iter().map(|m| m.update.op_name()).collect();
         let run = dry_run_offline(
             &self.wallet,
             messages,
-            self.config.value_nanoton,
+            self.value_nanoton_for(&ops),
             w.seqno,
-            valid_until(now, self.config.ttl),
+            dry_run_valid_until(now),
             w.state == AccountState::Active,
         )
         .map_err(|e| match e {
             DryRunError::Build(b) => DeliveryError::Build(b),
             DryRunError::Decode(d) => DeliveryError::Build(BuildError::Cell(d.to_string())),
         })?;
-        let ops: Vec<_> = messages.iter().map(|m| m.update.op_name()).collect();
         self.count(&ops, "dry_run");
-        Ok(run)
+        Ok((run, now))
     }
 
     /// Sends `messages` (in this order) and returns once every batch is confirmed and read back.
-    /// Updates that did not land make it an error ([`DeliveryError::NotLanded`]).
+    /// Updates that did not land make it an error ([`DeliveryError::NotLanded`]). For a single
+    /// sender per wallet; a keeper behind a lease uses [`Delivery::deliver_fenced`].
     pub async fn deliver(
         &self,
         messages: &[OracleMessage],
+    ) -> Result<DeliveryReport, DeliveryError> {
+        self.deliver_fenced(messages, &Unfenced).await
+    }
+
+    /// [`Delivery::deliver`], asking `fence` right before every signature (first build and
+    /// every rebuild) whether this process still holds the wallet; its token goes into the
+    /// batch report. A refusal signs nothing ([`DeliveryError::Fenced`]).
+    pub async fn deliver_fenced(
+        &self,
+        messages: &[OracleMessage],
+        fence: &impl Fence,
     ) -> Result<DeliveryReport, DeliveryError> {
         if messages.is_empty() {
             return Err(DeliveryError::Empty);
         }
         let mut slot = self.in_flight.lock().await;
+        if slot.is_none() {
+            *slot = self.resume().await?;
+        }
         if let Some(prev) = slot.clone() {
             tracing::info!(
                 seqno = prev.ext.seqno,
+                resumed = prev.resumed,
                 "settling a message from an earlier cycle first"
             );
             match self.settle(&prev, None).await {
+                Ok(Settled::Confirmed(_)) if prev.resumed => {
+                    // A predecessor's updates just landed: what this call was asked to send was
+                    // chosen without them, so the caller decides again next time.
+                    self.count(&prev.ops, "confirmed");
+                    self.forget(&prev).await;
+                    *slot = None;
+                    return Err(DeliveryError::ResumedLanded {
+                        seqno: prev.ext.seqno,
+                    });
+                }
                 Ok(Settled::Confirmed(_)) => {
                     self.count(&prev.ops, "confirmed");
+                    self.forget(&prev).await;
                     *slot = None;
                 }
                 Ok(Settled::Expired) => {
                     self.count(&prev.ops, "expired");
+                    self.forget(&prev).await;
                     *slot = None;
                 }
                 Err(DeliveryError::Unconfirmed { .. }) => {
@@ -210,10 +363,17 @@ impl<T: TonTransport> Delivery<T> {
         }
         let mut batches = Vec::new();
         for chunk in messages.chunks(self.wallet.max_actions()) {
-            batches.push(self.send_batch(chunk, &mut slot).await?);
+            batches.push(self.send_batch(chunk, &mut slot, fence).await?);
         }
         drop(slot);
-        let read_back = self.read_back(messages).await;
+        // The oracle's transaction failed: the update cannot show up, so one read tells all.
+        let failed = batches.iter().any(|b| b.exit_code.is_some_and(|c| c != 0));
+        let wait = if failed {
+            Duration::ZERO
+        } else {
+            self.config.readback_timeout
+        };
+        let read_back = self.read_back(messages, wait).await;
         let report = DeliveryReport { batches, read_back };
         let missing: Vec<ReadBack> = report.not_landed().cloned().collect();
         if missing.is_empty() {
@@ -223,6 +383,49 @@ impl<T: TonTransport> Delivery<T> {
                 missing,
                 report: Box::new(report),
             })
+        }
+    }
+
+    /// The journaled message of this wallet, if one may still land (start, takeover, or a
+    /// predecessor's message): it is settled before anything new is signed.
+    async fn resume(&self) -> Result<Option<InFlight>, DeliveryError> {
+        use std::sync::atomic::Ordering;
+        let wallet = self.wallet.address_raw();
+        let found = match self.journal.get(&wallet).await {
+            Ok(found) => {
+                self.journal_read.store(true, Ordering::Relaxed);
+                found
+            }
+            // Read once since this process gained the wallet: nobody else has sent since, so
+            // memory is complete and PostgreSQL being down does not stop publishing.
+            Err(e) if e.is_outage() && self.journal_read.load(Ordering::Relaxed) => {
+                tracing::warn!(error = %e, "in-flight journal unreachable; this process's memory is complete");
+                None
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let Some(entry) = found else {
+            return Ok(None);
+        };
+        tracing::warn!(
+            seqno = entry.seqno,
+            valid_until = entry.valid_until,
+            fencing_token = ?entry.fencing_token,
+            hash = %entry.normalized_hash,
+            "resuming a journaled message: re-sending the same BoC, signing nothing new until it settles"
+        );
+        Ok(Some(InFlight::resumed(&entry)?))
+    }
+
+    /// Erases a settled message from the journal; a failure only means it is settled again
+    /// (found confirmed or expired) next time.
+    async fn forget(&self, flight: &InFlight) {
+        if let Err(e) = self
+            .journal
+            .clear(&self.wallet.address_raw(), flight.ext.seqno)
+            .await
+        {
+            tracing::warn!(seqno = flight.ext.seqno, error = %e, "could not clear the in-flight journal");
         }
     }
 
@@ -275,14 +478,18 @@ impl<T: TonTransport> Delivery<T> {
         &self,
         chunk: &[OracleMessage],
         slot: &mut Option<InFlight>,
+        fence: &impl Fence,
     ) -> Result<BatchReport, DeliveryError> {
         let ops: Vec<&'static str> = chunk.iter().map(|m| m.update.op_name()).collect();
-        let out = outgoing(&self.wallet, chunk, self.config.value_nanoton)?;
+        let value_nanoton = self.value_nanoton_for(&ops);
+        let out = outgoing(&self.wallet, chunk, value_nanoton)?;
         let first_send = Instant::now();
         let mut rebuilds = 0u32;
         loop {
             let w = self.read_wallet().await?;
             let now = self.chain_time().await?;
+            // Last moment before a signature: a holder that lost the lease never signs.
+            let fencing_token = fence.check().await?;
             let ext = build_external(
                 &self.wallet,
                 w.seqno,
@@ -295,8 +502,26 @@ impl<T: TonTransport> Delivery<T> {
                 ops: ops.clone(),
                 chain_at_build: now,
                 built_at: Instant::now(),
+                fencing_token,
+                resumed: false,
             };
-            // Remember it before sending: from here on it can land.
+            // Write it down before sending: from here on it can land, and a restart must find it.
+            let entry = JournalEntry::new(
+                &self.wallet.address_raw(),
+                &flight.ext,
+                &ops,
+                fencing_token,
+                now,
+            );
+            match self.journal.put(&entry).await {
+                Ok(()) => {}
+                // PostgreSQL down: publishing goes on (memory still holds the message, and a
+                // restart meanwhile cannot read the journal either, so it would not sign).
+                Err(e) if e.is_outage() => {
+                    tracing::warn!(seqno = entry.seqno, error = %e, "in-flight journal unreachable; the message is kept in memory only");
+                }
+                Err(e) => return Err(e.into()),
+            }
             *slot = Some(flight.clone());
             tracing::info!(
                 wallet = %self.wallet.label(),
@@ -305,6 +530,7 @@ impl<T: TonTransport> Delivery<T> {
                 actions = flight.ext.actions,
                 state_init = flight.ext.with_state_init,
                 hash = %hex::encode(flight.ext.normalized_hash),
+                fencing_token = ?flight.fencing_token,
                 "sending external message"
             );
             self.count(&ops, "sent");
@@ -318,8 +544,13 @@ impl<T: TonTransport> Delivery<T> {
             };
             match self.settle(&flight, send_error).await {
                 Ok(Settled::Confirmed(transaction)) => {
+                    self.forget(&flight).await;
                     *slot = None;
                     self.count(&ops, "confirmed");
+                    let onchain = self.onchain_result(&flight.ext).await;
+                    let value_total = u128::from(value_nanoton)
+                        .saturating_mul(u128::try_from(flight.ext.actions).unwrap_or(0));
+                    self.account(&ops, onchain.as_ref(), value_total);
                     let latency = first_send.elapsed();
                     if let Some(m) = &self.metrics {
                         m.chain.update_latency.observe(latency.as_secs_f64());
@@ -333,9 +564,14 @@ impl<T: TonTransport> Delivery<T> {
                         transaction,
                         rebuilds,
                         latency_ms: latency.as_millis() as u64,
+                        fencing_token: flight.fencing_token,
+                        exit_code: onchain.as_ref().map(|o| o.exit_code),
+                        fees_nanoton: onchain.as_ref().map(|o| o.fees_nanoton),
+                        value_nanoton: value_total,
                     });
                 }
                 Ok(Settled::Expired) => {
+                    self.forget(&flight).await;
                     *slot = None;
                     self.count(&ops, "expired");
                     rebuilds += 1;
@@ -371,9 +607,10 @@ impl<T: TonTransport> Delivery<T> {
     ) -> Result<Settled, DeliveryError> {
         let seqno = flight.ext.seqno;
         let deadline = Instant::now() + self.config.confirm_timeout;
-        let mut resend = send_error
-            .as_ref()
-            .is_some_and(|e| !e.is_message_rejected());
+        let mut resend = flight.resumed
+            || send_error
+                .as_ref()
+                .is_some_and(|e| !e.is_message_rejected());
         let mut rejection = send_error
             .filter(TransportError::is_message_rejected)
             .map(|e| e.to_string());
@@ -455,6 +692,194 @@ impl<T: TonTransport> Delivery<T> {
         }
     }
 
+    /// What the oracle made of a confirmed external: follows it from the wallet transaction to
+    /// each oracle transaction it caused, through toncenter's v3 index where the endpoint
+    /// offers it (by normalized hash), else through v2 `getTransactions` of the wallet and the
+    /// oracle (exit code from the transaction BoC), polling until everything is there or the
+    /// read-back timeout passes. `None` when neither can tell.
+    async fn onchain_result(&self, ext: &SignedExternal) -> Option<OnChain> {
+        let deadline = Instant::now() + self.config.readback_timeout;
+        let mut indexed = true;
+        loop {
+            let look = if indexed {
+                self.onchain_v3(ext).await
+            } else {
+                self.onchain_v2(ext).await
+            };
+            match look {
+                Ok(Some(found)) => return Some(found),
+                Ok(None) => {}
+                Err(Unindexed) if indexed => {
+                    indexed = false;
+                    continue;
+                }
+                Err(Unindexed) => return None,
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    seqno = ext.seqno,
+                    "the oracle's transactions are not listed yet; result unknown"
+                );
+                return None;
+            }
+            tokio::time::sleep(self.config.poll_interval).await;
+        }
+    }
+
+    /// One look in the v3 index: `Ok(None)` while something is not indexed yet, `Err` when
+    /// there is no index.
+    async fn onchain_v3(&self, ext: &SignedExternal) -> Result<Option<OnChain>, Unindexed> {
+        let lookup = |hash_hex: String| async move {
+            match self.transport.transactions_by_message(&hash_hex).await {
+                Ok(Some(txs)) => Ok(txs),
+                Ok(None) => Err(Unindexed),
+                Err(e) => {
+                    tracing::debug!(error = %e, "transaction index lookup failed");
+                    Ok(Vec::new())
+                }
+            }
+        };
+        let wallet_txs = lookup(hex::encode(ext.normalized_hash)).await?;
+        let Some(wallet_tx) = wallet_txs.into_iter().next() else {
+            return Ok(None);
+        };
+        let mut oracle = Vec::new();
+        for out in &wallet_tx.out_msgs {
+            let Some(hash) = B64.decode(&out.hash).ok().map(hex::encode) else {
+                continue;
+            };
+            let Some(tx) = lookup(hash).await?.into_iter().next() else {
+                return Ok(None);
+            };
+            oracle.push((
+                tx.exit_code.unwrap_or(0),
+                tx.total_fees_nanoton,
+                tx.out_msgs,
+            ));
+        }
+        Ok(Some(self.tally(
+            wallet_tx.total_fees_nanoton,
+            &wallet_tx.out_msgs,
+            oracle,
+        )))
+    }
+
+    /// One look through v2 `getTransactions`: the wallet's transaction by the message's hashes,
+    /// then, on each destination, the transaction whose inbound message is the one the wallet
+    /// sent. `Err` when the endpoint cannot list transactions or gives no transaction BoC.
+    async fn onchain_v2(&self, ext: &SignedExternal) -> Result<Option<OnChain>, Unindexed> {
+        let body = B64.encode(ext.body_hash);
+        let hashes = [
+            B64.encode(ext.message_hash),
+            B64.encode(ext.normalized_hash),
+        ];
+        let list = |address: TonAddress| async move {
+            self.transport
+                .transactions(&address, 16)
+                .await
+                .map_err(|e| {
+                    tracing::debug!(error = %e, "getTransactions unavailable; oracle result unknown");
+                    Unindexed
+                })
+        };
+        let wallet_txs = list(self.wallet.address().clone()).await?;
+        let Some(wallet_tx) = wallet_txs.into_iter().find(|t| {
+            t.in_msg_body_hash.as_deref() == Some(body.as_str())
+                || t.in_msg_hash.as_ref().is_some_and(|h| hashes.contains(h))
+        }) else {
+            return Ok(None);
+        };
+        let mut oracle = Vec::new();
+        for out in &wallet_tx.out_messages {
+            let Ok(to) = out.destination.parse::<TonAddress>() else {
+                continue;
+            };
+            let found = list(to).await?.into_iter().find(|t| {
+                (!out.hash.is_empty() && t.in_msg_hash.as_deref() == Some(out.hash.as_str()))
+                    || (out.created_lt > 0
+                        && t.in_msg_created_lt == Some(out.created_lt)
+                        && t.in_msg_source
+                            .as_deref()
+                            .is_some_and(|s| self.is_wallet(s)))
+            });
+            let Some(tx) = found else {
+                return Ok(None);
+            };
+            let code = tx.exit_code.ok_or(Unindexed)?;
+            oracle.push((code, tx.fee_nanoton, tx.out_messages));
+        }
+        Ok(Some(self.tally(
+            wallet_tx.fee_nanoton,
+            &wallet_tx.out_messages,
+            oracle,
+        )))
+    }
+
+    /// True when `text` (raw or user-friendly) names this keeper's wallet.
+    fn is_wallet(&self, text: &str) -> bool {
+        text.parse::<TonAddress>()
+            .is_ok_and(|a| &a == self.wallet.address())
+    }
+
+    /// The batch's result from the wallet transaction (fees, messages sent) and each oracle
+    /// transaction (exit code, fees, messages it sent).
+    fn tally(
+        &self,
+        wallet_fee: u128,
+        sent: &[super::transport::IndexedMessage],
+        oracle_txs: Vec<(i32, u128, Vec<super::transport::IndexedMessage>)>,
+    ) -> OnChain {
+        let mut fees = wallet_fee;
+        let mut spent = sent.iter().fold(wallet_fee, |acc, m| {
+            acc.saturating_add(m.value_nanoton)
+                .saturating_add(m.fwd_fee_nanoton)
+        });
+        let mut exit_code = 0;
+        let mut oracle = Vec::new();
+        for (code, fee, back) in oracle_txs {
+            fees = fees.saturating_add(fee);
+            // A bounce or the oracle's change coming back to the wallet is not spent.
+            for m in back.iter().filter(|m| self.is_wallet(&m.destination)) {
+                spent = spent.saturating_sub(m.value_nanoton);
+            }
+            if code != 0 && exit_code == 0 {
+                exit_code = code;
+            }
+            oracle.push((code, fee));
+        }
+        OnChain {
+            exit_code,
+            fees_nanoton: fees,
+            spent_nanoton: spent,
+            oracle,
+        }
+    }
+
+    /// Books a confirmed batch: each oracle transaction's cost for `auto`, the spend for the
+    /// spend rate and `keeper_ton_spent_nanoton_total`, the results by exit code. Without a
+    /// transaction index only the values carried are known to be spent.
+    fn account(&self, ops: &[&'static str], onchain: Option<&OnChain>, value_total: u128) {
+        let spent = onchain.map_or(value_total, |o| o.spent_nanoton);
+        self.costs.spent(spent);
+        if let Some(o) = onchain {
+            for (i, (code, fee)) in o.oracle.iter().enumerate() {
+                let op = ops.get(i).or(ops.first()).copied().unwrap_or("unknown");
+                self.costs.observe(op, *code, *fee);
+                if let Some(m) = &self.metrics {
+                    m.chain
+                        .oracle_results
+                        .get_or_create(&labels([("op", op), ("exit_code", &code.to_string())]))
+                        .inc();
+                }
+            }
+        }
+        if let Some(m) = &self.metrics {
+            m.chain
+                .ton_spent
+                .inc_by(u64::try_from(spent).unwrap_or(u64::MAX));
+        }
+    }
+
     /// The wallet transaction that consumed `ext`, if the API lists it.
     async fn find_transaction(&self, ext: &SignedExternal) -> Option<(u64, String)> {
         let body = B64.encode(ext.body_hash);
@@ -484,8 +909,8 @@ impl<T: TonTransport> Delivery<T> {
     }
 
     /// Reads every update back until all landed or the read-back timeout passes.
-    async fn read_back(&self, messages: &[OracleMessage]) -> Vec<ReadBack> {
-        let deadline = Instant::now() + self.config.readback_timeout;
+    async fn read_back(&self, messages: &[OracleMessage], wait: Duration) -> Vec<ReadBack> {
+        let deadline = Instant::now() + wait;
         let mut results: Vec<Option<ReadBack>> = vec![None; messages.len()];
         loop {
             for (i, m) in messages.iter().enumerate() {
@@ -524,6 +949,11 @@ impl<T: TonTransport> Delivery<T> {
         }
         out
     }
+}
+
+/// `valid_until` for a message built at chain time `chain_now` that lives `ttl`.
+pub fn valid_until_after(chain_now: u64, ttl: Duration) -> u32 {
+    valid_until(chain_now, ttl)
 }
 
 fn valid_until(chain_now: u64, ttl: Duration) -> u32 {

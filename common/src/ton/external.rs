@@ -114,6 +114,29 @@ pub fn build_external(
     with_state_init: bool,
     messages: &[OutgoingMessage],
 ) -> Result<SignedExternal, BuildError> {
+    build_external_with_mode(
+        wallet,
+        seqno,
+        valid_until,
+        with_state_init,
+        messages,
+        SEND_MODE,
+    )
+}
+
+/// Send mode of a sweep: the whole remaining balance (+128), ignore errors (+2); fees come out
+/// of the value.
+pub const SWEEP_MODE: u8 = 130;
+
+/// [`build_external`] with `mode` on every action instead of [`SEND_MODE`] (sweeps).
+pub fn build_external_with_mode(
+    wallet: &Wallet,
+    seqno: u32,
+    valid_until: u32,
+    with_state_init: bool,
+    messages: &[OutgoingMessage],
+    mode: u8,
+) -> Result<SignedExternal, BuildError> {
     let limit = wallet.max_actions();
     if messages.is_empty() || messages.len() > limit {
         return Err(BuildError::Actions {
@@ -134,7 +157,7 @@ pub fn build_external(
                 wallet_id: wallet.wallet_id(),
                 valid_until,
                 msg_seqno: seqno,
-                msgs_modes: vec![SEND_MODE; cells.len()],
+                msgs_modes: vec![mode; cells.len()],
                 msgs: cells,
             }
             .to_cell()?
@@ -144,7 +167,7 @@ pub fn build_external(
             valid_until,
             msg_seqno: seqno,
             opcode: 0,
-            msgs_modes: vec![SEND_MODE; cells.len()],
+            msgs_modes: vec![mode; cells.len()],
             msgs: cells,
         }
         .to_cell()?,

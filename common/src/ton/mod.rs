@@ -19,7 +19,9 @@
 //! ```
 
 pub mod delivery;
+mod endpoints;
 pub mod external;
+pub mod journal;
 pub mod keys;
 pub mod oracle;
 pub mod publish;
@@ -29,35 +31,41 @@ pub mod settings;
 pub mod summary;
 pub mod toncenter;
 pub mod transport;
+mod txboc;
 pub mod wallet;
 
-pub use delivery::{Delivery, DeliveryConfig};
-pub use external::{
-    DecodedAction, DecodedExternal, OutgoingMessage, SEND_MODE, SignedExternal, build_external,
-    decode_external,
+pub use delivery::{
+    AutoValue, Delivery, DeliveryConfig, Fence, SweepReport, Unfenced, is_out_of_gas,
+    valid_until_after,
 };
+pub use external::{
+    DecodedAction, DecodedExternal, OutgoingMessage, SEND_MODE, SWEEP_MODE, SignedExternal,
+    build_external, build_external_with_mode, decode_external,
+};
+pub use journal::{Journal, JournalEntry, JournalError};
 pub use keys::{KeyError, WalletKeys, verify_signature};
 pub use oracle::{
     BridgeStatusUpdate, DecodedBody, DecodedPayload, OP_UPDATE_BRIDGE_STATUS, OP_UPDATE_PRICE,
     OracleMessage, OracleUpdate, PriceUpdate, decode_body,
 };
 pub use publish::{
-    Publication, PublishError, Publisher, SendSummary, TickOutcome, UPDATE_NOT_APPLIED,
-    WALLET_BALANCE_LOW,
+    Publication, PublishError, Publisher, SendSummary, TickOutcome, UPDATE_FAILED_ONCHAIN,
+    UPDATE_NOT_APPLIED, WALLET_BALANCE_LOW, WALLET_RUNWAY_LOW, exit_code_meaning,
 };
 pub use readback::{read_bridge_status, read_price};
 pub use report::{BatchReport, DeliveryError, DeliveryReport, ReadBack};
 pub use settings::{
-    Network, TON_ENV, TonSettings, WalletVersion, take_mnemonic, validate_address,
+    Network, TON_ENV, TonSettings, UpdateValue, WalletVersion, take_mnemonic, validate_address,
     validate_mnemonic,
 };
 pub use summary::{
-    DryRun, DryRunError, DryRunExternal, MessageSummary, SummarySubject, dry_run_offline,
+    DRY_RUN_EXPIRED_BY_SECONDS, DryRun, DryRunError, DryRunExternal, MessageSummary,
+    SummarySubject, dry_run_note, dry_run_offline, dry_run_valid_until,
 };
-pub use toncenter::Toncenter;
+pub use toncenter::{ENDPOINT_DOWN, Toncenter};
 pub use transport::{
-    AccountState, AddressInformation, GetMethodResult, SentMessage, StackValue, TonTransport,
-    Transaction, TransportError, WalletInformation,
+    AccountState, AddressInformation, GetMethodResult, IndexedMessage, IndexedTransaction,
+    SentMessage, StackValue, TonTransport, Transaction, TransportError, WalletInformation,
 };
 pub use wallet::{Wallet, WalletInfo};
 

@@ -6,22 +6,27 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::delivery::{Delivery, DeliveryError, DeliveryReport};
+use super::delivery::{Delivery, DeliveryError, DeliveryReport, Fence};
 use super::oracle::{OracleMessage, OracleUpdate};
 use super::summary::SummarySubject;
-use super::summary::{DryRun, MessageSummary, dry_run_offline};
+use super::summary::{DryRun, MessageSummary, dry_run_note, dry_run_offline, dry_run_valid_until};
 use super::toncenter::Toncenter;
 use super::transport::{TonTransport as _, TransportError, WalletInformation};
 use super::{TonAddress, TonSettings};
 use crate::alert::{Alert, Alerter, Severity};
-use crate::store::{LeaseStatus, WalletLease};
+use crate::store::{FenceError, LeaseStatus, WalletLease};
 use crate::telemetry::Health;
 use crate::telemetry::metrics::{Metrics, labels};
 
 /// Alert raised when a confirmed message does not show on the oracle.
 pub const UPDATE_NOT_APPLIED: &str = "update_not_applied";
+/// Alert raised when the oracle's transaction for an update failed (non-zero compute exit code).
+pub const UPDATE_FAILED_ONCHAIN: &str = "update_failed_onchain";
 /// Alert raised when the keeper wallet's balance is below the configured threshold.
 pub const WALLET_BALANCE_LOW: &str = "wallet_balance_low";
+/// Alert raised when the keeper wallet's balance lasts fewer days than configured at the
+/// current spend per day.
+pub const WALLET_RUNWAY_LOW: &str = "wallet_runway_low";
 const NANOTON_PER_TON: f64 = 1e9;
 
 /// How a chain keeper's tick ended; `outcome` in its summary and `/status`.
@@ -109,11 +114,38 @@ impl SendSummary {
         self.outcome = TickOutcome::Published;
     }
 
+    /// Takes in a failed delivery: outcome `failed`, and the batches (exit codes, fees) when the
+    /// messages were confirmed but did not apply.
+    pub fn failed(&mut self, error: &DeliveryError) {
+        self.outcome = TickOutcome::Failed;
+        if let DeliveryError::NotLanded { report, .. } = error {
+            self.externals = report.batches.len();
+            self.delivery = Some((**report).clone());
+        }
+    }
+
     /// The first lines of a text rendering: outcome and notes.
     pub fn text_header(&self) -> String {
         let mut out = format!("outcome: {}\n", self.outcome);
         for note in &self.notes {
             out.push_str(&format!("note: {note}\n"));
+        }
+        for b in self.delivery.iter().flat_map(|d| &d.batches) {
+            let result = match b.exit_code {
+                Some(0) => "exit code 0".to_owned(),
+                Some(code) => format!("exit code {code} ({})", exit_code_meaning(code)),
+                None => "oracle result unknown (no transaction index)".to_owned(),
+            };
+            let fees = b
+                .fees_nanoton
+                .map(|f| format!(", fees {} TON", ton_text(f)))
+                .unwrap_or_default();
+            out.push_str(&format!(
+                "batch: seqno {} ({} updates): {result}{fees}, value {} TON\n",
+                b.seqno,
+                b.actions,
+                ton_text(b.value_nanoton)
+            ));
         }
         out
     }
@@ -166,13 +198,13 @@ pub struct Publisher {
     delivery: Delivery<Toncenter>,
     oracle: Option<TonAddress>,
     oracle_setting: &'static str,
-    lease: Option<WalletLease>,
+    /// Behind a mutex only so that `publish(&self)` can ask it for the fencing check.
+    lease: Option<tokio::sync::Mutex<WalletLease>>,
     lease_status: Option<LeaseStatus>,
     alerter: Alerter,
     metrics: Arc<Metrics>,
     health: Health,
     dry_run: bool,
-    message_ttl_seconds: u64,
     value_nanoton: u64,
 }
 
@@ -192,13 +224,12 @@ impl Publisher {
             oracle: None,
             oracle_setting: "the oracle address",
             dry_run: lease.is_none(),
-            lease,
+            lease: lease.map(tokio::sync::Mutex::new),
             lease_status: None,
             alerter,
             metrics,
             health,
-            message_ttl_seconds: settings.message_ttl,
-            value_nanoton: settings.update_value_nanoton,
+            value_nanoton: settings.fixed_value_nanoton(),
         }
     }
 
@@ -231,20 +262,34 @@ impl Publisher {
     }
 
     /// Renews (or tries to take) the wallet lease; call first in every tick, so a standby keeps
-    /// reading and serving metrics but never sends.
+    /// reading and serving metrics but never sends. Also sets `keeper_ton_requests_per_tick`
+    /// from the requests made since the previous call.
     pub async fn renew_lease(&mut self) {
+        // Ticks start here: what the TON endpoints were asked since the last start.
+        let requests = self.delivery.transport().take_request_count();
+        self.metrics
+            .chain
+            .requests_per_tick
+            .set(i64::try_from(requests).unwrap_or(i64::MAX));
         if let Some(lease) = &mut self.lease {
-            let status = lease.try_acquire_or_renew().await;
+            let status = lease.get_mut().try_acquire_or_renew().await;
+            let was_held = self.lease_status.as_ref().is_some_and(|s| s.held);
+            if status.held && !was_held {
+                self.delivery.journal_changed_hands();
+            }
             self.health.set_lock_holder(status.holder.clone());
             self.lease_status = Some(status);
         }
     }
 
     /// Balance and seqno gauges of the keeper wallet; below `balance_low_nanoton` (not in dry
-    /// runs) raises `wallet_balance_low`. Marks the wallet reached for `/readyz`.
+    /// runs) raises `wallet_balance_low`. Once the keeper spent something, spend per day and
+    /// runway (balance ÷ spend per day) gauges; a runway under `runway_low_days` raises
+    /// `wallet_runway_low`. Marks the wallet reached for `/readyz`.
     pub async fn watch_wallet(
         &self,
         balance_low_nanoton: Option<u64>,
+        runway_low_days: Option<u64>,
     ) -> Result<WalletInformation, TransportError> {
         let wallet = self.delivery.wallet();
         let info = self
@@ -284,8 +329,45 @@ impl Publisher {
             Some(_) => self.alerter.resolve(WALLET_BALANCE_LOW),
             None => {}
         }
+        self.watch_runway(&label, info.balance_nanoton, runway_low_days);
         self.health.mark_ready("wallet");
         Ok(info)
+    }
+
+    fn watch_runway(&self, label: &str, balance_nanoton: u128, low_days: Option<u64>) {
+        let Some(per_day) = self.delivery.spend_per_day_nanoton().filter(|r| *r > 0.0) else {
+            return;
+        };
+        let series = labels([("wallet", label)]);
+        let runway_days = balance_nanoton as f64 / per_day;
+        self.metrics
+            .chain
+            .spend_per_day
+            .get_or_create(&series)
+            .set(per_day / NANOTON_PER_TON);
+        self.metrics
+            .chain
+            .runway_days
+            .get_or_create(&series)
+            .set(runway_days);
+        match low_days {
+            Some(low) if runway_days < low as f64 && !self.dry_run => {
+                self.alerter.fire(
+                    Alert::new(
+                        WALLET_RUNWAY_LOW,
+                        Severity::Warning,
+                        format!(
+                            "keeper wallet {label} lasts {runway_days:.1} days at {:.3} TON per \
+                             day, below {low} days: top it up",
+                            per_day / NANOTON_PER_TON
+                        ),
+                    )
+                    .label("wallet", label.to_owned()),
+                );
+            }
+            Some(_) => self.alerter.resolve(WALLET_RUNWAY_LOW),
+            None => {}
+        }
     }
 
     /// Publishes the messages `build` makes for the oracle: a dry run signs them (addressed to
@@ -322,11 +404,25 @@ impl Publisher {
         })?;
         let messages = build(oracle);
         let sent = before_send().await;
-        match self.delivery.deliver(&messages).await {
+        let result = self.delivery.deliver_fenced(&messages, &self.lease).await;
+        match &result {
+            Ok(report) => self.check_onchain(report),
+            Err(DeliveryError::NotLanded { report, .. }) => self.check_onchain(report),
+            Err(_) => {}
+        }
+        match result {
             Ok(report) => {
                 self.alerter.resolve(UPDATE_NOT_APPLIED);
-                let value = self.value_nanoton;
-                let messages = messages.iter().map(|m| summarize(m, value)).collect();
+                // Each message carried its batch's value (with `auto` it changes between sends).
+                let values = report.batches.iter().flat_map(|b| {
+                    let per = b.value_nanoton / u128::try_from(b.actions.max(1)).unwrap_or(1);
+                    std::iter::repeat_n(u64::try_from(per).unwrap_or(u64::MAX), b.actions)
+                });
+                let messages = messages
+                    .iter()
+                    .zip(values.chain(std::iter::repeat(self.value_nanoton)))
+                    .map(|(m, value)| summarize(m, value))
+                    .collect();
                 Ok(Publication::Delivered {
                     messages,
                     report,
@@ -352,6 +448,32 @@ impl Publisher {
         }
     }
 
+    /// Raises `update_failed_onchain` when an oracle transaction of the delivery failed,
+    /// naming its exit code; resolves it when every batch's result is known and 0.
+    fn check_onchain(&self, report: &DeliveryReport) {
+        let failed: Vec<(u32, i32)> = report
+            .batches
+            .iter()
+            .filter_map(|b| b.exit_code.filter(|c| *c != 0).map(|c| (b.seqno, c)))
+            .collect();
+        if let Some((seqno, code)) = failed.first() {
+            self.alerter.fire(
+                Alert::new(
+                    UPDATE_FAILED_ONCHAIN,
+                    Severity::Critical,
+                    format!(
+                        "the oracle's transaction for the message with seqno {seqno} failed with \
+                         exit code {code} ({}); the update did not apply",
+                        exit_code_meaning(*code)
+                    ),
+                )
+                .label("exit_code", code.to_string()),
+            );
+        } else if report.batches.iter().all(|b| b.exit_code == Some(0)) {
+            self.alerter.resolve(UPDATE_FAILED_ONCHAIN);
+        }
+    }
+
     async fn sign_dry_run<T>(
         &self,
         messages: &[OracleMessage],
@@ -364,20 +486,50 @@ impl Publisher {
                     "toncenter unreachable ({e}): seqno 0, StateInit and the local clock assumed"
                 ));
                 let now = u64::try_from(chrono::Utc::now().timestamp()).unwrap_or(0);
-                let valid_until = now.saturating_add(self.message_ttl_seconds);
+                let valid_until = dry_run_valid_until(now);
+                notes.push(dry_run_note(valid_until, now));
                 dry_run_offline(
                     self.delivery.wallet(),
                     messages,
                     self.value_nanoton,
                     0,
-                    u32::try_from(valid_until).unwrap_or(u32::MAX),
+                    valid_until,
                     false,
                 )
                 .map_err(|e| e.to_string())
             }
-            other => other.map_err(|e| e.to_string()),
+            Ok((run, now)) => {
+                let valid_until = run.externals.first().map_or(0, |e| e.valid_until);
+                notes.push(dry_run_note(valid_until, now));
+                Ok(run)
+            }
+            Err(e) => Err(e.to_string()),
         };
         built.map(Publication::DryRun).map_err(PublishError::DryRun)
+    }
+}
+
+/// The publisher's lease (none in dry runs, which never sign anything that can land).
+impl Fence for Option<tokio::sync::Mutex<WalletLease>> {
+    async fn check(&self) -> Result<Option<u64>, FenceError> {
+        match self {
+            Some(lease) => lease.lock().await.check_fence().await,
+            None => Ok(None),
+        }
+    }
+}
+
+/// Nanotons as TON with nine decimals, exact.
+fn ton_text(nanoton: u128) -> String {
+    format!("{}.{:09}", nanoton / 1_000_000_000, nanoton % 1_000_000_000)
+}
+
+/// What a compute exit code usually means for an oracle update.
+pub fn exit_code_meaning(code: i32) -> &'static str {
+    match code {
+        -14 | 13 => "out of gas: raise UPDATE_VALUE_TON or use auto",
+        -1..=127 => "a TVM error in the oracle contract",
+        _ => "refused by the oracle contract (unknown keeper, bad signature, stale update…)",
     }
 }
 

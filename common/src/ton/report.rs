@@ -27,6 +27,15 @@ pub struct BatchReport {
     pub rebuilds: u32,
     /// From the first send to confirmation.
     pub latency_ms: u64,
+    /// Fencing token of the wallet lease checked right before it was signed (Redis leases).
+    pub fencing_token: Option<u64>,
+    /// The oracle's compute exit code: 0 when every oracle transaction of the batch succeeded,
+    /// else the first failing one's; absent when the endpoint has no transaction index.
+    pub exit_code: Option<i32>,
+    /// Fees of the wallet and oracle transactions, nanotons (with `exit_code`).
+    pub fees_nanoton: Option<u128>,
+    /// TON the batch carried to the oracle, nanotons.
+    pub value_nanoton: u128,
 }
 
 /// What the oracle showed for one update after delivery.
@@ -125,15 +134,45 @@ pub enum DeliveryError {
         /// Its valid_until.
         valid_until: u32,
     },
+    /// A journaled message from before a restart or takeover was resumed and landed; nothing
+    /// new was signed, since what to send was chosen without it.
+    #[error(
+        "a journaled message (seqno {seqno}) from before a restart landed; nothing new sent this time"
+    )]
+    ResumedLanded {
+        /// Its seqno.
+        seqno: u32,
+    },
+    /// The in-flight journal could not be read or written; nothing new was sent.
+    #[error(transparent)]
+    Journal(#[from] super::journal::JournalError),
+    /// The wallet lease could not be proven ours right before signing; nothing was signed.
+    #[error("not signing: {0}")]
+    Fenced(#[from] crate::store::FenceError),
     /// Confirmed on the wallet, but some updates are not on the oracle (keeper not registered,
     /// stale timestamp, bounced message…).
-    #[error("{} of {} updates did not land on the oracle: {}", .missing.len(), .report.read_back.len(), describe(.missing))]
+    #[error("{} of {} updates did not land on the oracle: {}{}", .missing.len(), .report.read_back.len(), describe(.missing), failed_onchain(.report))]
     NotLanded {
         /// The updates that did not land.
         missing: Vec<ReadBack>,
         /// The full report.
         report: Box<DeliveryReport>,
     },
+}
+
+/// `; the oracle's transaction failed with exit code -14 (out of gas…)` when one did.
+fn failed_onchain(report: &DeliveryReport) -> String {
+    report
+        .batches
+        .iter()
+        .find_map(|b| b.exit_code.filter(|c| *c != 0).map(|c| (b.seqno, c)))
+        .map(|(seqno, code)| {
+            format!(
+                "; the oracle's transaction (seqno {seqno}) failed with exit code {code} ({})",
+                super::publish::exit_code_meaning(code)
+            )
+        })
+        .unwrap_or_default()
 }
 
 fn describe(missing: &[ReadBack]) -> String {
@@ -157,7 +196,7 @@ fn describe(missing: &[ReadBack]) -> String {
 
 impl DeliveryError {
     /// A short label for logs and records: `empty`, `build`, `transport`, `frozen`, `rejected`,
-    /// `expired`, `unconfirmed`, `in_flight`, `not_landed`.
+    /// `expired`, `unconfirmed`, `in_flight`, `fenced`, `journal`, `resumed_landed`, `not_landed`.
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Empty => "empty",
@@ -168,6 +207,9 @@ impl DeliveryError {
             Self::Expired { .. } => "expired",
             Self::Unconfirmed { .. } => "unconfirmed",
             Self::InFlight { .. } => "in_flight",
+            Self::Fenced(_) => "fenced",
+            Self::Journal(_) => "journal",
+            Self::ResumedLanded { .. } => "resumed_landed",
             Self::NotLanded { .. } => "not_landed",
         }
     }

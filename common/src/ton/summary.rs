@@ -79,6 +79,23 @@ pub struct DryRun {
     pub messages: Vec<MessageSummary>,
 }
 
+/// How far before the chain's (or the local) clock a dry run's `valid_until` lies: wider than
+/// any plausible clock skew, so every wallet rejects the message as expired whoever submits it.
+pub const DRY_RUN_EXPIRED_BY_SECONDS: u64 = 3_600;
+
+/// The `valid_until` a dry run signs with, given the current time: already in the past.
+pub fn dry_run_valid_until(now: u64) -> u32 {
+    u32::try_from(now.saturating_sub(DRY_RUN_EXPIRED_BY_SECONDS)).unwrap_or(u32::MAX)
+}
+
+/// What every dry run says about the message it signed, so nobody mistakes it for a sendable one.
+pub fn dry_run_note(valid_until: u32, now: u64) -> String {
+    format!(
+        "dry run: signed with valid_until {valid_until}, {DRY_RUN_EXPIRED_BY_SECONDS} s before \
+         the current time {now}; the network rejects this message as expired"
+    )
+}
+
 /// The outgoing internal messages for `messages`, each with a fresh payload signature.
 pub fn outgoing(
     wallet: &Wallet,

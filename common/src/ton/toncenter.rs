@@ -1,7 +1,8 @@
 //! toncenter HTTP API v2: JSON-RPC (`…/api/v2/jsonRPC`) or REST (`…/api/v2/`), `X-API-Key`,
 //! retries of 429/5xx with backoff, errors carrying the HTTP status and toncenter's `code`/`error`.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
@@ -12,33 +13,50 @@ use serde_json::{Value, json};
 use tonlib_core::TonAddress;
 use tonlib_core::cell::{ArcCell, BagOfCells};
 
+use super::endpoints::{ALERT_AFTER_FAILURES, Api, Freshest, Node, dedupe_labels};
 use super::settings::TonSettings;
 use super::transport::{
-    AccountState, AddressInformation, GetMethodResult, SentMessage, StackValue, TonTransport,
-    Transaction, TransportError, WalletInformation,
+    AccountState, AddressInformation, GetMethodResult, IndexedMessage, IndexedTransaction,
+    SentMessage, StackValue, TonTransport, Transaction, TransportError, WalletInformation,
 };
+use crate::alert::{Alert, Alerter, Severity};
 use crate::http;
 use crate::secret::Secret;
+use crate::telemetry::metrics::{Metrics, labels};
 
 /// Longest `Retry-After` honoured: a cycle must not stall for minutes on one call.
 const RETRY_AFTER_CAP: Duration = Duration::from_secs(10);
 
-#[derive(Debug, Clone)]
-enum Endpoint {
-    /// POST `{"jsonrpc","id","method","params"}` to this URL.
-    JsonRpc(url::Url),
-    /// `GET|POST {base}{method}`.
-    Rest(url::Url),
-}
-
-/// A toncenter v2 client. Cheap to clone.
-#[derive(Debug, Clone)]
+/// A toncenter v2 client over one or more interchangeable endpoints. Cheap to clone.
+///
+/// Reads go to the first endpoint that is up and fail over on transport errors, timeouts, 429
+/// and 5xx; an endpoint whose chain time or wallet seqno is behind what another one showed is
+/// passed over for that read. A signed message goes to every endpoint that is up. Each
+/// endpoint has its own request budget, so steady state stays under its rate limit.
+#[derive(Clone)]
 pub struct Toncenter {
     client: reqwest::Client,
-    endpoint: Endpoint,
-    api_key: Option<Arc<Secret>>,
+    nodes: Arc<[Node]>,
     timeout: Duration,
     policy: ExponentialBuilder,
+    observer: Option<Observer>,
+    freshest: Arc<Mutex<Freshest>>,
+    requests: Arc<AtomicU64>,
+}
+
+/// Where endpoint health is reported.
+#[derive(Clone)]
+struct Observer {
+    metrics: Arc<Metrics>,
+    alerter: Alerter,
+}
+
+impl std::fmt::Debug for Toncenter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Toncenter")
+            .field("endpoints", &self.endpoint_labels())
+            .finish()
+    }
 }
 
 fn config_error(problem: impl Into<String>) -> TransportError {
@@ -48,50 +66,71 @@ fn config_error(problem: impl Into<String>) -> TransportError {
     }
 }
 
+/// Alert key prefix of an endpoint that keeps failing: `endpoint_down:{host[:port]}`.
+pub const ENDPOINT_DOWN: &str = "endpoint_down";
+
+/// Requests per second a toncenter endpoint allows without an API key, and with one.
+pub const DEFAULT_RPS_WITHOUT_KEY: u32 = 1;
+/// See [`DEFAULT_RPS_WITHOUT_KEY`].
+pub const DEFAULT_RPS_WITH_KEY: u32 = 10;
+
 impl Toncenter {
-    /// From `[ton]`: `rpc_url` (JSON-RPC URL or REST base), `api_key`, `request_timeout`.
+    /// From `[ton]`: every endpoint of `rpc_urls` (or `rpc_url`) with its key, the request
+    /// budget (`max_rps`, default 1 request/s without a key and 10 with one), `request_timeout`.
     pub fn new(settings: &TonSettings) -> Result<Self, TransportError> {
-        Self::with_endpoint(
-            &settings.rpc_url,
-            settings.api_key.clone().filter(|k| !k.is_empty()),
-            Duration::from_secs(settings.request_timeout),
-        )
+        let endpoints = settings.endpoints().map_err(|e| config_error(e.problem))?;
+        let nodes = endpoints
+            .into_iter()
+            .map(|(url, key): (String, Option<Arc<Secret>>)| {
+                let rps = settings.max_rps.unwrap_or(if key.is_some() {
+                    DEFAULT_RPS_WITH_KEY
+                } else {
+                    DEFAULT_RPS_WITHOUT_KEY
+                });
+                Node::parse(url.as_str(), key, rps).map_err(config_error)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::from_nodes(nodes, Duration::from_secs(settings.request_timeout))
     }
 
-    /// From an endpoint URL: one ending in `jsonRPC` is used for JSON-RPC, anything else as the
-    /// REST base (`https://toncenter.com/api/v2/`; a bare host gets `/api/v2/` appended).
+    /// One endpoint without a request budget: one ending in `jsonRPC` is used for JSON-RPC,
+    /// anything else as the REST base (`https://toncenter.com/api/v2/`; a bare host gets
+    /// `/api/v2/` appended).
     pub fn with_endpoint(
         url: &str,
         api_key: Option<Arc<Secret>>,
         timeout: Duration,
     ) -> Result<Self, TransportError> {
-        // The URL may carry `?api_key=`; never echo it.
-        let mut parsed = url::Url::parse(url.trim())
-            .map_err(|e| config_error(format!("ton.rpc_url is not a URL ({e})")))?;
-        if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(config_error("ton.rpc_url must be http(s)"));
+        Self::with_endpoints(&[(url, api_key)], 0, timeout)
+    }
+
+    /// Several endpoints in order of preference, each allowed `max_rps` requests per second
+    /// (0: no budget).
+    pub fn with_endpoints(
+        endpoints: &[(&str, Option<Arc<Secret>>)],
+        max_rps: u32,
+        timeout: Duration,
+    ) -> Result<Self, TransportError> {
+        let nodes = endpoints
+            .iter()
+            .map(|(url, key)| Node::parse(url, key.clone(), max_rps).map_err(config_error))
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::from_nodes(nodes, timeout)
+    }
+
+    fn from_nodes(mut nodes: Vec<Node>, timeout: Duration) -> Result<Self, TransportError> {
+        if nodes.is_empty() {
+            return Err(config_error("no TON endpoint configured (ton.rpc_urls)"));
         }
-        let path = parsed.path().to_owned();
-        let endpoint = if path
-            .trim_end_matches('/')
-            .to_ascii_lowercase()
-            .ends_with("/jsonrpc")
-        {
-            Endpoint::JsonRpc(parsed)
-        } else {
-            if path == "/" || path.is_empty() {
-                parsed.set_path("/api/v2/");
-            } else if !path.ends_with('/') {
-                parsed.set_path(&format!("{path}/"));
-            }
-            Endpoint::Rest(parsed)
-        };
+        dedupe_labels(&mut nodes);
         Ok(Self {
             client: http::client(timeout),
-            endpoint,
-            api_key,
+            nodes: nodes.into(),
             timeout,
             policy: crate::retry::upstream(),
+            observer: None,
+            freshest: Arc::default(),
+            requests: Arc::default(),
         })
     }
 
@@ -101,19 +140,58 @@ impl Toncenter {
         self
     }
 
-    /// True when talking JSON-RPC rather than REST.
-    pub fn is_json_rpc(&self) -> bool {
-        matches!(self.endpoint, Endpoint::JsonRpc(_))
+    /// Reports `keeper_ton_endpoint_requests_total`, `keeper_ton_endpoint_up` and
+    /// `endpoint_down:{endpoint}` through `metrics` and `alerter`.
+    pub fn observed(mut self, metrics: Arc<Metrics>, alerter: Alerter) -> Self {
+        for n in self.nodes.iter() {
+            metrics
+                .chain
+                .endpoint_up
+                .get_or_create(&labels([("endpoint", n.label.as_str())]))
+                .set(1);
+        }
+        self.observer = Some(Observer { metrics, alerter });
+        self
     }
 
-    /// Calls `method` with `params`, retrying transient failures, and returns `result`.
+    /// True when the first endpoint talks JSON-RPC rather than REST.
+    pub fn is_json_rpc(&self) -> bool {
+        self.nodes
+            .first()
+            .is_some_and(|n| matches!(n.api, Api::JsonRpc(_)))
+    }
+
+    /// The endpoints as they appear in metrics and alerts: host and port, never path or key.
+    pub fn endpoint_labels(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.label.clone()).collect()
+    }
+
+    /// Requests made (all endpoints) since the last call; the tick's request count.
+    pub fn take_request_count(&self) -> u64 {
+        self.requests.swap(0, Ordering::Relaxed)
+    }
+
+    /// Calls `method` with `params` on the first endpoint that is up, failing over and retrying
+    /// transient failures, and returns `result`.
     pub async fn call(
         &self,
         method: &'static str,
         params: Value,
         post: bool,
     ) -> Result<Value, TransportError> {
-        (|| self.call_once(method, &params, post))
+        self.call_checked(method, params, post, |_: &Value| Ok(()))
+            .await
+    }
+
+    /// [`Toncenter::call`], passing over an endpoint whose answer `fresh` finds behind another's.
+    async fn call_checked(
+        &self,
+        method: &'static str,
+        params: Value,
+        post: bool,
+        fresh: impl Fn(&Value) -> Result<(), String>,
+    ) -> Result<Value, TransportError> {
+        (|| self.round(method, &params, post, &fresh))
             .retry(self.policy)
             .sleep(tokio::time::sleep)
             .when(TransportError::is_retryable)
@@ -126,17 +204,178 @@ impl Toncenter {
             .await
     }
 
-    async fn call_once(
+    /// Endpoints that are up in list order, then the others (they may have recovered).
+    fn in_order(&self) -> impl Iterator<Item = &Node> {
+        let up = self.nodes.iter().filter(|n| n.is_up());
+        up.chain(self.nodes.iter().filter(|n| !n.is_up()))
+    }
+
+    /// One pass over the endpoints: the first good answer, or the last failure.
+    async fn round(
         &self,
         method: &'static str,
         params: &Value,
         post: bool,
+        fresh: &impl Fn(&Value) -> Result<(), String>,
     ) -> Result<Value, TransportError> {
-        let request = match &self.endpoint {
-            Endpoint::JsonRpc(url) => self.client.post(url.clone()).json(&json!({
+        let mut last = None;
+        for node in self.in_order() {
+            match self.call_node(node, method, params, post).await {
+                Ok(v) => match fresh(&v) {
+                    Ok(()) => {
+                        self.note_success(node);
+                        return Ok(v);
+                    }
+                    Err(problem) => {
+                        let e = TransportError::Lagging { method, problem };
+                        self.note_failure(node, &e);
+                        last = Some(e);
+                    }
+                },
+                Err(e) if e.is_retryable() => {
+                    self.note_failure(node, &e);
+                    last = Some(e);
+                }
+                Err(e) => {
+                    // A definitive answer (4xx, a refused message): the endpoint works.
+                    self.note_success(node);
+                    return Err(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| config_error("no TON endpoint configured")))
+    }
+
+    /// Sends `params` to every endpoint that is up (all of them when none is) at once: the
+    /// first acceptance wins; otherwise a refusal of the message; otherwise the last failure.
+    async fn fan_out(&self, method: &'static str, params: Value) -> Result<Value, TransportError> {
+        let once = || async {
+            let up: Vec<&Node> = self.nodes.iter().filter(|n| n.is_up()).collect();
+            let targets = if up.is_empty() {
+                self.nodes.iter().collect()
+            } else {
+                up
+            };
+            let answers = futures_util::future::join_all(
+                targets
+                    .iter()
+                    .map(|n| self.call_node(n, method, &params, true)),
+            )
+            .await;
+            let mut accepted = None;
+            let mut refused = None;
+            let mut last = None;
+            for (node, answer) in targets.iter().zip(answers) {
+                match answer {
+                    Ok(v) => {
+                        self.note_success(node);
+                        accepted.get_or_insert(v);
+                    }
+                    Err(e) if e.is_retryable() => {
+                        self.note_failure(node, &e);
+                        last = Some(e);
+                    }
+                    Err(e) => {
+                        self.note_success(node);
+                        refused.get_or_insert(e);
+                    }
+                }
+            }
+            match (accepted, refused, last) {
+                (Some(v), _, _) => Ok(v),
+                (None, Some(e), _) => Err(e),
+                (None, None, Some(e)) => Err(e),
+                (None, None, None) => Err(config_error("no TON endpoint configured")),
+            }
+        };
+        once.retry(self.policy)
+            .sleep(tokio::time::sleep)
+            .when(TransportError::is_retryable)
+            .adjust(|e: &TransportError, next| {
+                crate::retry::honour_retry_after(next, e.retry_after(), RETRY_AFTER_CAP)
+            })
+            .notify(|e: &TransportError, next| {
+                tracing::warn!(method, error = %e, retry_in_ms = next.as_millis() as u64, "no TON endpoint took the message, retrying");
+            })
+            .await
+    }
+
+    fn count(&self, node: &Node, outcome: &str) {
+        if let Some(o) = &self.observer {
+            o.metrics
+                .chain
+                .endpoint_requests
+                .get_or_create(&labels([
+                    ("endpoint", node.label.as_str()),
+                    ("outcome", outcome),
+                ]))
+                .inc();
+        }
+    }
+
+    fn note_success(&self, node: &Node) {
+        let was_alerting = node.succeeded();
+        self.count(node, "ok");
+        if let Some(o) = &self.observer {
+            o.metrics
+                .chain
+                .endpoint_up
+                .get_or_create(&labels([("endpoint", node.label.as_str())]))
+                .set(1);
+            if was_alerting {
+                o.alerter
+                    .resolve(&format!("{ENDPOINT_DOWN}:{}", node.label));
+            }
+        }
+    }
+
+    fn note_failure(&self, node: &Node, error: &TransportError) {
+        let failures = node.failed();
+        let outcome = match error {
+            TransportError::Lagging { .. } => "lagging",
+            e if e.status() == Some(429) => "rate_limited",
+            _ => "error",
+        };
+        self.count(node, outcome);
+        if self.nodes.len() > 1 {
+            tracing::warn!(endpoint = %node.label, error = %error, "TON endpoint failed; trying the next");
+        }
+        if let Some(o) = &self.observer {
+            o.metrics
+                .chain
+                .endpoint_up
+                .get_or_create(&labels([("endpoint", node.label.as_str())]))
+                .set(0);
+            if failures >= ALERT_AFTER_FAILURES {
+                o.alerter.fire(
+                    Alert::new(
+                        format!("{ENDPOINT_DOWN}:{}", node.label),
+                        Severity::Warning,
+                        format!(
+                            "TON endpoint {} failed {failures} requests in a row: {error}",
+                            node.label
+                        ),
+                    )
+                    .label("endpoint", node.label.clone()),
+                );
+            }
+        }
+    }
+
+    async fn call_node(
+        &self,
+        node: &Node,
+        method: &'static str,
+        params: &Value,
+        post: bool,
+    ) -> Result<Value, TransportError> {
+        node.pace().await;
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let request = match &node.api {
+            Api::JsonRpc(url) => self.client.post(url.clone()).json(&json!({
                 "id": "1", "jsonrpc": "2.0", "method": method, "params": params,
             })),
-            Endpoint::Rest(base) => {
+            Api::Rest(base) => {
                 let url = base.join(method).map_err(|e| config_error(e.to_string()))?;
                 if post {
                     self.client.post(url).json(params)
@@ -159,7 +398,7 @@ impl Toncenter {
                 }
             }
         };
-        let request = match &self.api_key {
+        let request = match &node.api_key {
             Some(k) => request.header("X-API-Key", k.expose()),
             None => request,
         };
@@ -238,6 +477,11 @@ impl Toncenter {
             retry_after,
         })
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every update is a single write, so a poisoned value is still consistent.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn value_text(v: &Value) -> String {
@@ -415,14 +659,138 @@ pub fn parse_run_result(
     Ok(GetMethodResult { exit_code, stack })
 }
 
+impl Toncenter {
+    /// `GET …/api/v3/transactionsByMessage` on the first endpoint that is up and has a
+    /// `/api/v2` path to derive it from.
+    async fn v3_by_message(
+        &self,
+        msg_hash_hex: &str,
+    ) -> Result<Option<Vec<IndexedTransaction>>, TransportError> {
+        const M: &str = "transactionsByMessage";
+        let Some((node, url)) = self.in_order().find_map(|n| v3_url(n).map(|u| (n, u))) else {
+            return Ok(None);
+        };
+        node.pace().await;
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let mut request = self.client.get(url).query(&[
+            ("msg_hash", msg_hash_hex),
+            ("direction", "in"),
+            ("limit", "10"),
+        ]);
+        if let Some(k) = &node.api_key {
+            request = request.header("X-API-Key", k.expose());
+        }
+        let resp = request
+            .send()
+            .await
+            .map_err(|e| map_http(M, http::transport_error("toncenter", &e, self.timeout)))?;
+        let status = resp.status().as_u16();
+        if status == 404 {
+            return Ok(None);
+        }
+        let body = http::read_limited("toncenter", resp, self.timeout)
+            .await
+            .map_err(|e| map_http(M, e))?;
+        if !(200..300).contains(&status) {
+            return Err(TransportError::Api {
+                method: M,
+                status,
+                code: None,
+                error: http::snippet(&body),
+                retry_after: None,
+            });
+        }
+        let v: Value = serde_json::from_slice(&body)
+            .map_err(|_| decode(M, format!("body is not JSON: {}", http::snippet(&body))))?;
+        let items = v
+            .get("transactions")
+            .and_then(Value::as_array)
+            .ok_or_else(|| decode(M, "no transactions list"))?;
+        Ok(Some(items.iter().map(indexed).collect()))
+    }
+}
+
+/// The v3 URL next to a v2 endpoint (`…/api/v2/…` → `…/api/v3/transactionsByMessage`).
+fn v3_url(node: &Node) -> Option<url::Url> {
+    let url = match &node.api {
+        Api::JsonRpc(u) | Api::Rest(u) => u,
+    };
+    let path = url.path();
+    let at = path.find("/api/v2")?;
+    let mut v3 = url.clone();
+    v3.set_path(&format!("{}/api/v3/transactionsByMessage", &path[..at]));
+    Some(v3)
+}
+
+fn lt_field(m: &Value) -> u64 {
+    int_field(m, "created_lt")
+        .and_then(|lt| u64::try_from(lt).ok())
+        .unwrap_or(0)
+}
+
+/// A v2 `raw.message` as an [`IndexedMessage`].
+fn v2_message(m: &Value) -> IndexedMessage {
+    IndexedMessage {
+        hash: m["hash"].as_str().unwrap_or("").to_owned(),
+        destination: m["destination"].as_str().unwrap_or("").to_owned(),
+        value_nanoton: int_field(m, "value").unwrap_or(0),
+        fwd_fee_nanoton: int_field(m, "fwd_fee").unwrap_or(0),
+        created_lt: lt_field(m),
+    }
+}
+
+fn indexed(t: &Value) -> IndexedTransaction {
+    let compute = &t["description"]["compute_ph"];
+    IndexedTransaction {
+        account: t["account"].as_str().unwrap_or("").to_owned(),
+        exit_code: compute
+            .get("exit_code")
+            .and_then(Value::as_i64)
+            .and_then(|c| i32::try_from(c).ok()),
+        total_fees_nanoton: int_field(t, "total_fees").unwrap_or(0),
+        in_value_nanoton: t.get("in_msg").and_then(|m| int_field(m, "value")),
+        out_msgs: t["out_msgs"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|m| {
+                        Some(IndexedMessage {
+                            hash: m["hash"].as_str()?.to_owned(),
+                            destination: m["destination"].as_str().unwrap_or("").to_owned(),
+                            value_nanoton: int_field(m, "value").unwrap_or(0),
+                            fwd_fee_nanoton: int_field(m, "fwd_fee").unwrap_or(0),
+                            created_lt: lt_field(m),
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
 impl TonTransport for Toncenter {
+    async fn transactions_by_message(
+        &self,
+        msg_hash_hex: &str,
+    ) -> Result<Option<Vec<IndexedTransaction>>, TransportError> {
+        self.v3_by_message(msg_hash_hex).await
+    }
+
     async fn wallet_information(
         &self,
         address: &TonAddress,
     ) -> Result<WalletInformation, TransportError> {
         const M: &str = "getWalletInformation";
+        let key = address.to_hex();
+        let fresh = |v: &Value| match v.get("seqno").and_then(Value::as_u64) {
+            Some(seqno) if self.nodes.len() > 1 => {
+                let seqno = u32::try_from(seqno).unwrap_or(u32::MAX);
+                lock(&self.freshest).seqno(&key, seqno)
+            }
+            _ => Ok(()),
+        };
         let v = self
-            .call(M, json!({ "address": address.to_hex() }), false)
+            .call_checked(M, json!({ "address": address.to_hex() }), false, fresh)
             .await?;
         let state_text = v
             .get("account_state")
@@ -463,8 +831,13 @@ impl TonTransport for Toncenter {
         address: &TonAddress,
     ) -> Result<AddressInformation, TransportError> {
         const M: &str = "getAddressInformation";
+        let fresh = |v: &Value| match int_field(v, "sync_utime").and_then(|t| u64::try_from(t).ok())
+        {
+            Some(t) if self.nodes.len() > 1 => lock(&self.freshest).chain_time(t),
+            _ => Ok(()),
+        };
         let v = self
-            .call(M, json!({ "address": address.to_hex() }), false)
+            .call_checked(M, json!({ "address": address.to_hex() }), false, fresh)
             .await?;
         let state_text = v
             .get("state")
@@ -511,9 +884,7 @@ impl TonTransport for Toncenter {
 
     async fn send_boc(&self, boc: &[u8]) -> Result<SentMessage, TransportError> {
         const M: &str = "sendBocReturnHash";
-        let v = self
-            .call(M, json!({ "boc": B64.encode(boc) }), true)
-            .await?;
+        let v = self.fan_out(M, json!({ "boc": B64.encode(boc) })).await?;
         let hash = v
             .get("hash")
             .and_then(Value::as_str)
@@ -568,6 +939,24 @@ impl TonTransport for Toncenter {
                     .get("out_msgs")
                     .and_then(Value::as_array)
                     .map_or(0, Vec::len),
+                fee_nanoton: int_field(t, "fee").unwrap_or(0),
+                exit_code: t
+                    .get("data")
+                    .and_then(Value::as_str)
+                    .filter(|d| !d.is_empty())
+                    .and_then(|d| B64.decode(d).ok())
+                    .and_then(|boc| super::txboc::compute_exit_code(&boc)),
+                in_msg_source: in_msg
+                    .and_then(|m| m.get("source"))
+                    .and_then(Value::as_str)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned),
+                in_msg_created_lt: in_msg.map(lt_field).filter(|lt| *lt > 0),
+                out_messages: t
+                    .get("out_msgs")
+                    .and_then(Value::as_array)
+                    .map(|a| a.iter().map(v2_message).collect())
+                    .unwrap_or_default(),
             });
         }
         Ok(out)

@@ -41,6 +41,14 @@ pub enum TransportError {
         /// `Retry-After` of a 429.
         retry_after: Option<Duration>,
     },
+    /// The endpoint answered with a chain state behind what another endpoint already showed.
+    #[error("toncenter {method}: endpoint is behind: {problem}")]
+    Lagging {
+        /// API method.
+        method: &'static str,
+        /// What was behind.
+        problem: String,
+    },
     /// The answer was not in the documented shape.
     #[error("toncenter {method}: unexpected response: {problem}")]
     Decode {
@@ -56,7 +64,7 @@ impl TransportError {
     /// message, which is a definitive answer about the message.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Transport { .. } | Self::Timeout { .. } => true,
+            Self::Transport { .. } | Self::Timeout { .. } | Self::Lagging { .. } => true,
             Self::Api { status, .. } => {
                 *status == 429 || (*status >= 500 && !self.is_message_rejected())
             }
@@ -229,6 +237,16 @@ pub struct Transaction {
     pub in_msg_hash: Option<String>,
     /// Number of outbound messages.
     pub out_msgs: usize,
+    /// All fees of the transaction (`fee`), nanotons.
+    pub fee_nanoton: u128,
+    /// Compute phase exit code, parsed from the transaction BoC (`data`) when it is there.
+    pub exit_code: Option<i32>,
+    /// Sender of the inbound message (user-friendly or raw), for an internal one.
+    pub in_msg_source: Option<String>,
+    /// Logical time the inbound message was created at, for an internal one.
+    pub in_msg_created_lt: Option<u64>,
+    /// The outbound messages.
+    pub out_messages: Vec<IndexedMessage>,
 }
 
 /// The chain calls delivery makes. Implementations retry transient failures themselves.
@@ -265,4 +283,42 @@ pub trait TonTransport: Send + Sync {
         address: &TonAddress,
         limit: u32,
     ) -> impl Future<Output = Result<Vec<Transaction>, TransportError>> + Send;
+
+    /// Transactions whose inbound message has this hash (raw or normalized, hex), through the
+    /// toncenter v3 index; `None` when the endpoint does not offer it.
+    fn transactions_by_message(
+        &self,
+        msg_hash_hex: &str,
+    ) -> impl Future<Output = Result<Option<Vec<IndexedTransaction>>, TransportError>> + Send;
+}
+
+/// One transaction as the toncenter v3 index describes it: enough to follow a message from the
+/// wallet to the oracle and to read the oracle's result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexedTransaction {
+    /// The account, raw form.
+    pub account: String,
+    /// Compute phase exit code (absent when the phase was skipped).
+    pub exit_code: Option<i32>,
+    /// All fees of the transaction, nanotons.
+    pub total_fees_nanoton: u128,
+    /// Value of the inbound message, nanotons (none for an external).
+    pub in_value_nanoton: Option<u128>,
+    /// Its outbound messages, in the order they were sent.
+    pub out_msgs: Vec<IndexedMessage>,
+}
+
+/// One outbound message of an [`IndexedTransaction`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexedMessage {
+    /// Message hash, base64.
+    pub hash: String,
+    /// Destination account, raw form (empty for an external out).
+    pub destination: String,
+    /// Value carried, nanotons.
+    pub value_nanoton: u128,
+    /// Forwarding fee paid for it on top of the transaction's fees, nanotons.
+    pub fwd_fee_nanoton: u128,
+    /// Logical time it was created at (0 when not reported).
+    pub created_lt: u64,
 }

@@ -99,6 +99,7 @@ async fn run(ticks: u64, interval_ms: u64) {
         .env("WORMHOLESCAN_URL", &apis.wormholescan)
         .env("AXELARSCAN_URL", &apis.axelarscan)
         .env("TON_RPC_URL", ton.jsonrpc_url())
+        .env("TON_MAX_RPS", "1000")
         .env("KEEPER_MNEMONIC", MNEMONIC)
         .env("BRIDGE_ORACLE_ADDRESS", oracle.to_base64_url())
         .env("UPDATE_INTERVAL_MS", interval_ms.to_string())

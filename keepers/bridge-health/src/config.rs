@@ -73,6 +73,12 @@ pub struct PolicySettings {
     /// Consecutive ticks one critical heuristic signal must persist before the bridge is
     /// offline, and better evidence before it recovers (`BRIDGE_CONFIRM_TICKS`).
     pub confirm_ticks: u32,
+    /// Alert `wallet_runway_low` when the balance lasts fewer days than this at the current
+    /// spend per day (`WALLET_RUNWAY_LOW_DAYS`; 0 turns it off).
+    pub wallet_runway_low_days: u64,
+    /// Seconds this keeper waits, as a fallback, after a primary would have published before it
+    /// publishes what the chain still lacks (`FALLBACK_OFFSET`; 0 = primary).
+    pub fallback_offset: u64,
 }
 
 impl Default for PolicySettings {
@@ -82,6 +88,8 @@ impl Default for PolicySettings {
             max_status_age: 1800,
             hold_unknown: 900,
             confirm_ticks: 2,
+            wallet_runway_low_days: 14,
+            fallback_offset: 0,
         }
     }
 }
@@ -222,6 +230,17 @@ fn check_policy(p: &PolicySettings) -> Result<(), ConfigError> {
             format!(
                 "{} s must stay below the oracle's maximum status age ({} s, policy.max_status_age)",
                 p.heartbeat, p.max_status_age
+            ),
+        ));
+    }
+    if p.heartbeat + p.fallback_offset >= p.max_status_age {
+        return Err(ConfigError::new(
+            "policy.fallback_offset (FALLBACK_OFFSET)",
+            format!(
+                "heartbeat + offset ({} s) must stay below the oracle's maximum status age ({} s): \
+                 a fallback would let the status expire",
+                p.heartbeat + p.fallback_offset,
+                p.max_status_age
             ),
         ));
     }

@@ -4,6 +4,7 @@
 
 use chrono::{TimeZone, Utc};
 use futures_util::future::join_all;
+use keeper_common::fallback::FallbackGate;
 use keeper_common::runner::{Cycle, CycleContext, CycleError};
 use keeper_common::runtime::ChainParts;
 use keeper_common::telemetry::metrics::labels;
@@ -15,7 +16,7 @@ use keeper_common::ton::{
 use crate::clients::{EthBool, PegClients, PegRequests, peg_requests, prefetch_pegs};
 use crate::config::{BridgeSpec, Config};
 use crate::decision::{
-    self, Action, AlertAction, BridgeDecision, Memory, OnChain, Published, Status,
+    self, Action, AlertAction, BridgeDecision, Memory, OnChain, PublishReason, Published, Status,
 };
 use crate::metrics::BridgeMetrics;
 use crate::records::{BridgeStatus, NewBridgeSnapshot};
@@ -68,6 +69,8 @@ pub struct BridgeCycle {
     history_loaded: bool,
     peg_requests: PegRequests,
     last: Option<CycleSummary>,
+    /// With `fallback_offset`: how long the primary has left per bridge.
+    fallback: FallbackGate,
 }
 
 /// One bridge picked for publishing.
@@ -77,6 +80,41 @@ struct Picked {
 }
 
 impl BridgeCycle {
+    /// A fallback's due update waits until the offset passed since a primary would have
+    /// published it (the on-chain heartbeat due, or since this keeper first saw the change).
+    fn wait_for_primary(
+        &mut self,
+        bridge: &str,
+        action: Action,
+        onchain: Option<OnChain>,
+        policy: &crate::config::PolicySettings,
+        now: i64,
+    ) -> Action {
+        match action {
+            Action::Publish(reason) if reason != PublishReason::Forced => {
+                let now = u64::try_from(now).unwrap_or(0);
+                let heartbeat_due = onchain.map(|oc| {
+                    u64::try_from(oc.last_seen)
+                        .unwrap_or(0)
+                        .saturating_add(policy.heartbeat)
+                });
+                match self
+                    .fallback
+                    .check(bridge, heartbeat_due, now)
+                    .wait_reason(policy.fallback_offset)
+                {
+                    Some(wait) => Action::Skip(wait),
+                    None => Action::Publish(reason),
+                }
+            }
+            Action::Publish(reason) => Action::Publish(reason),
+            other => {
+                self.fallback.settled(bridge);
+                other
+            }
+        }
+    }
+
     /// Assembles the cycle from the shared parts and the bridge upstream clients.
     pub fn new(
         p: ChainParts<Config>,
@@ -87,6 +125,7 @@ impl BridgeCycle {
     ) -> Self {
         let n = p.config.bridges.len();
         let peg_requests = peg_requests(&p.config.bridges);
+        let fallback_offset = p.config.settings.policy.fallback_offset;
         Self {
             p,
             families,
@@ -97,6 +136,7 @@ impl BridgeCycle {
             history_loaded: false,
             peg_requests,
             last: None,
+            fallback: FallbackGate::new(fallback_offset),
         }
     }
 
@@ -238,7 +278,10 @@ impl BridgeCycle {
         let (reports, views, wallet) = tokio::join!(
             read_all(&self.p.config.bridges, &ctx),
             self.read_chain(),
-            self.p.publisher.watch_wallet(None)
+            self.p.publisher.watch_wallet(
+                None,
+                Some(self.p.config.settings.policy.wallet_runway_low_days).filter(|d| *d > 0)
+            )
         );
         if let Err(e) = &wallet {
             tracing::warn!(error = %e, "cannot read the keeper wallet");
@@ -294,14 +337,26 @@ impl BridgeCycle {
             self.export(d);
             self.raise(bridge, d);
             let onchain = view.clone().ok().flatten();
-            let action = decision::plan(
-                d,
-                &self.memory[i],
-                onchain,
-                policy.heartbeat,
-                now,
-                self.p.force,
-            );
+            let action = if self.fallback.is_fallback() {
+                let action = decision::plan_fallback(
+                    d,
+                    &self.memory[i],
+                    onchain,
+                    policy.heartbeat,
+                    now,
+                    self.p.force,
+                );
+                self.wait_for_primary(&bridge.name, action, onchain, policy, now)
+            } else {
+                decision::plan(
+                    d,
+                    &self.memory[i],
+                    onchain,
+                    policy.heartbeat,
+                    now,
+                    self.p.force,
+                )
+            };
             if let (Action::Publish(_), Some(is_online)) = (&action, d.is_online) {
                 let last_seen = d.last_seen.unwrap_or(0).clamp(0, i64::from(u32::MAX));
                 picked.push(Picked {
@@ -384,7 +439,7 @@ impl BridgeCycle {
                 None
             }
             Ok(Publication::Failed { error, .. }) => {
-                summary.send.outcome = TickOutcome::Failed;
+                summary.send.failed(&error);
                 Some(CycleError::failed(format!(
                     "sending bridge statuses failed: {error}"
                 )))

@@ -350,6 +350,41 @@ pub fn plan(
             hb - age
         ));
     }
+    from_chain(is_online, onchain, hb, now)
+}
+
+/// A fallback keeper's plan: what the chain lacks, judged against the chain (a primary
+/// publishes, not this keeper), except a status this keeper published itself within the
+/// heartbeat (the on-chain median may lawfully differ). The caller then waits the offset.
+pub fn plan_fallback(
+    d: &BridgeDecision,
+    mem: &Memory,
+    onchain: Option<OnChain>,
+    heartbeat: u64,
+    now: i64,
+    force: bool,
+) -> Action {
+    let Some(is_online) = d.is_online else {
+        return Action::Withhold("every signal unknown: nothing to publish".into());
+    };
+    if force {
+        return Action::Publish(PublishReason::Forced);
+    }
+    let hb = heartbeat as i64;
+    if let Some(p) = mem.published
+        && p.status == d.status
+        && now.saturating_sub(p.at) < hb
+    {
+        return Action::Skip(format!(
+            "fallback: published {} itself {} s ago",
+            d.status,
+            now.saturating_sub(p.at)
+        ));
+    }
+    from_chain(is_online, onchain, hb, now)
+}
+
+fn from_chain(is_online: bool, onchain: Option<OnChain>, hb: i64, now: i64) -> Action {
     match onchain {
         None => Action::Publish(PublishReason::Initial),
         Some(oc) if oc.is_online != is_online => Action::Publish(PublishReason::StatusChange),

@@ -333,3 +333,47 @@ fn alerts_follow_the_status_and_unknown_clears_nothing() {
     assert_eq!(a.len(), 1);
     assert!(matches!(&a[0], AlertAction::Fire(f) if f.key == "bridge_unknown:orbit"));
 }
+
+#[test]
+fn a_fallback_judges_against_the_chain_not_its_own_old_record() {
+    let mut m = Memory::default();
+    let healthy = decided(Status::Healthy);
+    // Its own publication long ago says nothing: the primary keeps the chain fresh.
+    m.published = Some(Published {
+        status: Status::Healthy,
+        is_online: true,
+        last_seen: NOW - 5000,
+        at: NOW - 5000,
+    });
+    let fresh = OnChain {
+        is_online: true,
+        last_seen: NOW - 100,
+    };
+    assert!(matches!(
+        plan_fallback(&healthy, &m, Some(fresh), 900, NOW, false),
+        Action::Skip(_)
+    ));
+    let stale = OnChain {
+        is_online: true,
+        last_seen: NOW - 1000,
+    };
+    assert_eq!(
+        plan_fallback(&healthy, &m, Some(stale), 900, NOW, false),
+        Action::Publish(PublishReason::Heartbeat)
+    );
+    // What it published itself within the heartbeat is not sent again, whatever the median.
+    m.published = Some(Published {
+        status: Status::Healthy,
+        is_online: true,
+        last_seen: NOW - 10,
+        at: NOW - 10,
+    });
+    let off = OnChain {
+        is_online: false,
+        last_seen: NOW - 10,
+    };
+    assert!(matches!(
+        plan_fallback(&healthy, &m, Some(off), 900, NOW, false),
+        Action::Skip(_)
+    ));
+}

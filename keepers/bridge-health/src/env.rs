@@ -15,6 +15,12 @@ pub const BRIDGE_ENV: &[EnvBinding] = &[
     bind("BRIDGE_ORACLE_ADDRESS", "oracle.address", Kind::Str),
     bind("BRIDGE_HEARTBEAT", "policy.heartbeat", Kind::Int),
     bind("BRIDGE_CONFIRM_TICKS", "policy.confirm_ticks", Kind::Int),
+    bind("FALLBACK_OFFSET", "policy.fallback_offset", Kind::Int),
+    bind(
+        "WALLET_RUNWAY_LOW_DAYS",
+        "policy.wallet_runway_low_days",
+        Kind::Int,
+    ),
     bind(
         "DEFILLAMA_BRIDGES_URL",
         "upstreams.defillama_bridges_url",

@@ -107,6 +107,7 @@ impl Harness {
         add("AXELARSCAN_URL", self.apis.axelarscan.clone());
         add("SOURCE_TIMEOUT", "3".into());
         add("TON_RPC_URL", self.ton.jsonrpc_url());
+        add("TON_MAX_RPS", "1000".into());
         add("KEEPER_MNEMONIC", MNEMONIC.into());
         add("BRIDGE_ORACLE_ADDRESS", self.oracle.to_base64_url());
         add("UPDATE_INTERVAL", "1".into());
@@ -824,4 +825,79 @@ async fn a_peg_quote_from_the_future_is_no_evidence() {
         "{peg}"
     );
     assert_eq!(tb["status"], "healthy", "{tb}");
+}
+
+/// A second identity for the fallback test.
+const FALLBACK_MNEMONIC: &str = "section garden tomato dinner season dice renew length useful spin trade intact use universe what post spike keen mandate behind concert egg doll rug";
+
+fn sent_by(h: &Harness, wallet: &Wallet) -> usize {
+    h.ton
+        .externals()
+        .iter()
+        .filter(|e| {
+            e.outcome == ExternalOutcome::Accepted && e.wallet.as_ref() == Some(wallet.address())
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fallback_bridge_keeper_sends_nothing_while_the_primary_lives_and_takes_over_after() {
+    const HEARTBEAT: u64 = 6;
+    const OFFSET: u64 = 3;
+    let h = Harness::start().await;
+    let keys = WalletKeys::from_mnemonic(&Secret::new(FALLBACK_MNEMONIC)).unwrap();
+    let fallback_wallet = Wallet::new(keys, WalletVersion::V5r1, Network::Mainnet).unwrap();
+    h.ton.fund(fallback_wallet.address(), 50_000_000_000);
+    h.ton
+        .register_keeper(&h.oracle, fallback_wallet.keys().public_key());
+    let primary_wallet = Wallet::new(
+        WalletKeys::from_mnemonic(&Secret::new(MNEMONIC)).unwrap(),
+        WalletVersion::V5r1,
+        Network::Mainnet,
+    )
+    .unwrap();
+
+    let log = std::env::temp_dir().join(format!("{}.log", h.schema));
+    let mut primary = h
+        .command(&[])
+        .env("BRIDGE_HEARTBEAT", HEARTBEAT.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
+        .spawn()
+        .unwrap();
+    h.wait_externals(1).await;
+    let mut fallback = h
+        .command(&[])
+        .env("BRIDGE_HEARTBEAT", HEARTBEAT.to_string())
+        .env("KEEPER_MNEMONIC", FALLBACK_MNEMONIC)
+        .env("FALLBACK_OFFSET", OFFSET.to_string())
+        .env("METRICS_ADDR", format!("127.0.0.1:{}", free_port()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    tokio::time::sleep(Duration::from_secs(2 * HEARTBEAT + 3)).await;
+    assert!(sent_by(&h, &primary_wallet) >= 3, "initial and heartbeats");
+    assert_eq!(
+        sent_by(&h, &fallback_wallet),
+        0,
+        "the fallback paid nothing"
+    );
+
+    primary.kill().await.unwrap();
+    let killed = Instant::now();
+    while sent_by(&h, &fallback_wallet) == 0 {
+        assert!(
+            killed.elapsed() < Duration::from_secs(HEARTBEAT + OFFSET + 5),
+            "the fallback did not take over"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        killed.elapsed() <= Duration::from_secs(HEARTBEAT + OFFSET + 2),
+        "took {:?}",
+        killed.elapsed()
+    );
+    fallback.kill().await.unwrap();
 }

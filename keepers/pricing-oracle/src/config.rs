@@ -42,6 +42,9 @@ pub struct PolicySettings {
         deserialize_with = "validate::de_ton_amount"
     )]
     pub wallet_balance_low_nanoton: u64,
+    /// Alert `wallet_runway_low` when the balance lasts fewer days than this at the current
+    /// spend per day (`WALLET_RUNWAY_LOW_DAYS`; 0 turns it off).
+    pub wallet_runway_low_days: u64,
     /// Alert `source_down:{source}` after a source failed for this many seconds (`SOURCE_DOWN_AFTER`).
     pub source_down_after: u64,
     /// Circuit breaker: a move larger than this many basis points of the on-chain value needs
@@ -54,6 +57,9 @@ pub struct PolicySettings {
     /// Alert `clock_skew` when the local clock and chain time differ by more than this many
     /// seconds (`MAX_CLOCK_SKEW`).
     pub max_clock_skew: u64,
+    /// Seconds this keeper waits, as a fallback, after a primary would have published before it
+    /// publishes what the chain still lacks (`FALLBACK_OFFSET`; 0 = primary).
+    pub fallback_offset: u64,
 }
 
 impl Default for PolicySettings {
@@ -63,11 +69,13 @@ impl Default for PolicySettings {
             heartbeat: 240,
             stale_after: 300,
             wallet_balance_low_nanoton: 5 * validate::NANOTON,
+            wallet_runway_low_days: 14,
             source_down_after: 600,
             max_step_bps: 100,
             confirm_lineages: 3,
             confirm_ticks: 2,
             max_clock_skew: 30,
+            fallback_offset: 0,
         }
     }
 }
@@ -174,6 +182,12 @@ impl PricingConfig {
         validate::at_most(
             "policy.max_clock_skew (MAX_CLOCK_SKEW)",
             p.max_clock_skew,
+            validate::DAY_SECONDS,
+            "s",
+        )?;
+        validate::at_most(
+            "policy.fallback_offset (FALLBACK_OFFSET)",
+            p.fallback_offset,
             validate::DAY_SECONDS,
             "s",
         )?;
@@ -317,7 +331,10 @@ mod tests {
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
         let c = PricingConfig::load(None, &env).unwrap();
-        assert_eq!(c.ton.update_value_nanoton, 100_000_000);
+        assert_eq!(
+            c.ton.update_value,
+            keeper_common::ton::UpdateValue::Fixed(100_000_000)
+        );
         assert_eq!(c.policy.wallet_balance_low_nanoton, 2_500_000_000);
     }
 

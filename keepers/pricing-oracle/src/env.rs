@@ -14,11 +14,17 @@ pub const PRICING_ENV: &[EnvBinding] = &[
         "policy.wallet_balance_low_ton",
         Kind::Decimal,
     ),
+    bind(
+        "WALLET_RUNWAY_LOW_DAYS",
+        "policy.wallet_runway_low_days",
+        Kind::Int,
+    ),
     bind("SOURCE_DOWN_AFTER", "policy.source_down_after", Kind::Int),
     bind("MAX_STEP_BPS", "policy.max_step_bps", Kind::Int),
     bind("CONFIRM_LINEAGES", "policy.confirm_lineages", Kind::Int),
     bind("CONFIRM_TICKS", "policy.confirm_ticks", Kind::Int),
     bind("MAX_CLOCK_SKEW", "policy.max_clock_skew", Kind::Int),
+    bind("FALLBACK_OFFSET", "policy.fallback_offset", Kind::Int),
 ];
 
 /// Every binding, shared sections first.

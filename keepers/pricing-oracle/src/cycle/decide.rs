@@ -80,19 +80,24 @@ impl PricingCycle {
                             agg.lineages.len(),
                             self.breaker_rules(rules.max_step_bps),
                         );
-                        if verdict.allows() {
-                            report.action = Action::Publish;
-                            report.breaker = verdict.describe();
-                            update_reason = reason;
-                        } else {
+                        if !verdict.allows() {
                             held = true;
                             report.held = self.breaker.pending(&asset.symbol);
                             report.action = Action::Hold;
                             report.reason = verdict.describe().unwrap_or_default();
+                        } else if let Some(wait) =
+                            self.fallback_waits(asset, micro, reference, now_ts, thresholds)
+                        {
+                            report.reason = wait;
+                        } else {
+                            report.action = Action::Publish;
+                            report.breaker = verdict.describe();
+                            update_reason = reason;
                         }
                     }
                     None => {
                         self.breaker.clear(&asset.symbol);
+                        self.fallback.settled(&asset.symbol);
                         report.reason = skip_reason(micro, reference, now_ts, view);
                     }
                 }
@@ -111,6 +116,37 @@ impl PricingCycle {
             report,
             update_reason,
         }
+    }
+
+    /// For a fallback keeper (`fallback_offset` > 0), why it leaves a due update to the primary
+    /// for now: the offset has not passed since a primary would have published it (heartbeat
+    /// due, or since this keeper first saw the deviation), or this keeper already published
+    /// about this value itself and the on-chain median just differs. `None`: publish.
+    fn fallback_waits(
+        &mut self,
+        asset: &AssetConfig,
+        micro: u64,
+        reference: Option<OnChain>,
+        now: u64,
+        t: Thresholds,
+    ) -> Option<String> {
+        if !self.fallback.is_fallback() {
+            return None;
+        }
+        if let Some(own) = self.own_published.get(&asset.symbol)
+            && policy::deviation_bps(micro, own.price_micro) < u128::from(t.deviation_bps)
+            && now.saturating_sub(own.timestamp) < t.heartbeat
+        {
+            return Some(format!(
+                "fallback: published {} itself at t={}; the on-chain value differs",
+                crate::report::format_micro(own.price_micro),
+                own.timestamp
+            ));
+        }
+        let heartbeat_due = reference.map(|r| r.timestamp.saturating_add(t.heartbeat));
+        self.fallback
+            .check(&asset.symbol, heartbeat_due, now)
+            .wait_reason(self.p.config.policy.fallback_offset)
     }
 
     /// The breaker's settings with this asset's step.

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, TimeZone, Utc};
 use futures_util::future::join_all;
 use keeper_common::alert::Severity;
+use keeper_common::fallback::FallbackGate;
 use keeper_common::runner::{Cycle, CycleContext, CycleError, Staleness};
 use keeper_common::runtime::ChainParts;
 use keeper_common::sources::{Observation, PriceFetcher, Source};
@@ -50,6 +51,11 @@ pub struct PricingCycle {
     stale: Staleness,
     source_last_ok: HashMap<Source, DateTime<Utc>>,
     started: DateTime<Utc>,
+    /// With `fallback_offset`: how long the primary has left per asset.
+    fallback: FallbackGate,
+    /// What this keeper published itself (price, timestamp), so that a fallback does not chase
+    /// an on-chain median that lawfully differs from its own value.
+    own_published: HashMap<String, OnChain>,
 }
 
 impl PricingCycle {
@@ -64,6 +70,7 @@ impl PricingCycle {
         .subject_label("asset")
         .context("on-chain price of");
         let started = Utc::now();
+        let p_fallback_offset = p.config.policy.fallback_offset;
         Self {
             source_last_ok: Source::ALL.iter().map(|s| (*s, started)).collect(),
             started,
@@ -74,6 +81,8 @@ impl PricingCycle {
             holds_restored: false,
             record: OwnRecord::default(),
             last: None,
+            fallback: FallbackGate::new(p_fallback_offset),
+            own_published: HashMap::new(),
             stale,
         }
     }
@@ -279,10 +288,12 @@ impl PricingCycle {
                 .set(i64::try_from(agg.lineages.len()).unwrap_or(i64::MAX));
         }
 
-        let balance_low = Some(self.p.config.policy.wallet_balance_low_nanoton);
+        let policy = &self.p.config.policy;
+        let balance_low = Some(policy.wallet_balance_low_nanoton);
+        let runway_low = Some(policy.wallet_runway_low_days).filter(|d| *d > 0);
         let (views, wallet, chain_time) = tokio::join!(
             self.read_chain(),
-            self.p.publisher.watch_wallet(balance_low),
+            self.p.publisher.watch_wallet(balance_low, runway_low),
             self.chain_time()
         );
         if let Err(e) = &wallet {
@@ -457,13 +468,12 @@ impl PricingCycle {
                 self.set_status(&sent, &change).await;
                 self.cache(picked, &report).await;
                 for p in picked {
-                    self.record.remember(
-                        &p.asset,
-                        OnChain {
-                            price_micro: p.price_micro,
-                            timestamp: p.timestamp,
-                        },
-                    );
+                    let published = OnChain {
+                        price_micro: p.price_micro,
+                        timestamp: p.timestamp,
+                    };
+                    self.record.remember(&p.asset, published);
+                    self.own_published.insert(p.asset.clone(), published);
                     self.p.health.set_published(
                         &p.asset,
                         serde_json::json!({
@@ -476,8 +486,14 @@ impl PricingCycle {
             }
             Ok(Publication::Failed { error, sent }) => {
                 // The wallet took it but the oracle could not be read back: remember it as this
-                // keeper's own last value, or every unreadable tick would send it again.
-                if let keeper_common::ton::DeliveryError::NotLanded { missing, .. } = &error {
+                // keeper's own last value, or every unreadable tick would send it again. Not when
+                // the oracle's transaction is known to have failed: then it surely did not land.
+                if let keeper_common::ton::DeliveryError::NotLanded { missing, report } = &error
+                    && !report
+                        .batches
+                        .iter()
+                        .any(|b| b.exit_code.is_some_and(|c| c != 0))
+                {
                     for p in picked {
                         let unverified = missing
                             .iter()
@@ -500,7 +516,7 @@ impl PricingCycle {
                     confirmed_at: None,
                 };
                 self.set_status(&sent, &change).await;
-                summary.send.outcome = TickOutcome::Failed;
+                summary.send.failed(&error);
                 Err(CycleError::failed(format!(
                     "sending updates failed: {error}"
                 )))

@@ -1,0 +1,192 @@
+//! What sending costs: the value `auto` attaches per op (the oracle's observed cost × a safety
+//! factor, within bounds), and what the wallet spends, for the spend rate and runway.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Observations kept per op: the value follows the most expensive of the recent ones.
+const OBSERVATIONS: usize = 16;
+/// Spends older than this leave the spend rate.
+const SPEND_WINDOW: Duration = Duration::from_secs(24 * 3600);
+/// The shortest span a spend rate is extrapolated from: one send right after start is not a
+/// day's worth of sends.
+const MIN_RATE_SPAN: Duration = Duration::from_secs(3600);
+
+/// `UPDATE_VALUE_TON=auto`: bounds and safety factor of the value attached to each message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AutoValue {
+    /// Least value per message, nanotons (`ton.min_value_ton`).
+    pub min_nanoton: u64,
+    /// Most value per message and the value before anything was observed, nanotons
+    /// (`ton.max_value_ton`).
+    pub max_nanoton: u64,
+    /// Multiplier on the observed cost, in thousandths (`ton.value_safety_factor` 2 → 2000).
+    pub safety_factor_milli: u64,
+}
+
+impl AutoValue {
+    /// The value for an op whose oracle transactions recently cost at most `observed`.
+    pub fn value_for(&self, observed: Option<u128>) -> u64 {
+        let Some(cost) = observed else {
+            return self.max_nanoton;
+        };
+        let scaled = cost.saturating_mul(u128::from(self.safety_factor_milli)) / 1000;
+        let scaled = u64::try_from(scaled).unwrap_or(u64::MAX);
+        scaled.clamp(self.min_nanoton, self.max_nanoton.max(self.min_nanoton))
+    }
+}
+
+/// What one op's oracle transactions cost lately.
+#[derive(Debug, Default)]
+struct OpCost {
+    observed: VecDeque<u128>,
+    /// The last result ran out of gas: the next send carries the maximum.
+    out_of_gas: bool,
+}
+
+/// Per-op observed costs and the wallet's spends. Shared by every call of one delivery.
+#[derive(Debug)]
+pub(super) struct Costs {
+    ops: Mutex<HashMap<&'static str, OpCost>>,
+    spends: Mutex<VecDeque<(Instant, u128)>>,
+    started: Instant,
+}
+
+impl Default for Costs {
+    fn default() -> Self {
+        Self {
+            ops: Mutex::default(),
+            spends: Mutex::default(),
+            started: Instant::now(),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Costs {
+    /// The value per message for a batch of `ops`: the largest any of them needs.
+    pub(super) fn value_for(&self, auto: &AutoValue, ops: &[&'static str]) -> u64 {
+        let costs = lock(&self.ops);
+        ops.iter()
+            .map(|op| {
+                let observed = costs
+                    .get(op)
+                    .filter(|c| !c.out_of_gas)
+                    .and_then(|c| c.observed.iter().copied().max());
+                auto.value_for(observed)
+            })
+            .max()
+            .unwrap_or(auto.max_nanoton)
+    }
+
+    /// One oracle transaction of `op`: its cost when it succeeded; running out of gas makes the
+    /// next send carry the maximum (its cost says only what the value covered).
+    pub(super) fn observe(&self, op: &'static str, exit_code: i32, cost_nanoton: u128) {
+        let mut costs = lock(&self.ops);
+        let c = costs.entry(op).or_default();
+        if is_out_of_gas(exit_code) {
+            c.out_of_gas = true;
+            c.observed.clear();
+        } else if exit_code == 0 {
+            c.out_of_gas = false;
+            if c.observed.len() == OBSERVATIONS {
+                c.observed.pop_front();
+            }
+            c.observed.push_back(cost_nanoton);
+        }
+    }
+
+    /// The wallet spent `nanoton` (fees and values, less what came back).
+    pub(super) fn spent(&self, nanoton: u128) {
+        let mut spends = lock(&self.spends);
+        let now = Instant::now();
+        while spends
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at) > SPEND_WINDOW)
+        {
+            spends.pop_front();
+        }
+        spends.push_back((now, nanoton));
+    }
+
+    /// Nanotons spent per day over the last 24 h (extrapolated from at least an hour), `None`
+    /// before anything was spent.
+    pub(super) fn per_day(&self) -> Option<f64> {
+        let spends = lock(&self.spends);
+        if spends.is_empty() {
+            return None;
+        }
+        let now = Instant::now();
+        let total: u128 = spends
+            .iter()
+            .filter(|(at, _)| now.duration_since(*at) <= SPEND_WINDOW)
+            .map(|(_, n)| *n)
+            .sum();
+        let span = now
+            .duration_since(self.started)
+            .clamp(MIN_RATE_SPAN, SPEND_WINDOW);
+        Some(total as f64 * SPEND_WINDOW.as_secs_f64() / span.as_secs_f64())
+    }
+}
+
+/// TVM's out-of-gas exit codes: -14 (out of gas) and 13 (its `~` form some tools print).
+pub fn is_out_of_gas(exit_code: i32) -> bool {
+    exit_code == -14 || exit_code == 13
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const AUTO: AutoValue = AutoValue {
+        min_nanoton: 5_000_000,
+        max_nanoton: 50_000_000,
+        safety_factor_milli: 2000,
+    };
+
+    #[test]
+    fn auto_starts_at_the_maximum_follows_the_cost_and_backs_off_after_out_of_gas() {
+        let c = Costs::default();
+        assert_eq!(c.value_for(&AUTO, &["update_price"]), 50_000_000);
+        c.observe("update_price", 0, 4_000_000);
+        assert_eq!(c.value_for(&AUTO, &["update_price"]), 8_000_000);
+        c.observe("update_price", 0, 1_000_000);
+        assert_eq!(
+            c.value_for(&AUTO, &["update_price"]),
+            8_000_000,
+            "the most expensive recent one"
+        );
+        c.observe("update_price", -14, 8_000_000);
+        assert_eq!(c.value_for(&AUTO, &["update_price"]), 50_000_000);
+        c.observe("update_price", 0, 1_000_000);
+        assert_eq!(
+            c.value_for(&AUTO, &["update_price"]),
+            5_000_000,
+            "at least the minimum"
+        );
+        c.observe("update_price", 0, 40_000_000);
+        assert_eq!(
+            c.value_for(&AUTO, &["update_price"]),
+            50_000_000,
+            "at most the maximum"
+        );
+        assert_eq!(
+            c.value_for(&AUTO, &["update_bridge_status"]),
+            50_000_000,
+            "ops are observed apart"
+        );
+    }
+
+    #[test]
+    fn the_spend_rate_needs_an_hour_before_it_extrapolates() {
+        let c = Costs::default();
+        assert_eq!(c.per_day(), None);
+        c.spent(1_000_000);
+        let per_day = c.per_day().unwrap();
+        assert!((per_day - 24_000_000.0).abs() < 1.0, "{per_day}");
+    }
+}

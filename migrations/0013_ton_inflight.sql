@@ -1,0 +1,10 @@
+-- The in-flight journal of the chain keepers: at most one signed external message per wallet
+-- that may still land. Written before the first send, deleted once the message is confirmed or
+-- provably expired; on start, on lease takeover and before every signature the keeper resumes
+-- what it finds here (re-sends the same BoC) instead of signing a new body for that seqno.
+CREATE TABLE ton_inflight (
+    wallet     TEXT PRIMARY KEY,
+    seqno      BIGINT NOT NULL,
+    entry      JSONB NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);

@@ -1,0 +1,94 @@
+//! Redundancy without paying twice, with real processes on two wallets against the toncenter
+//! stand-in: while the primary (FALLBACK_OFFSET=0) lives, only it sends; once it is killed, the
+//! fallback (FALLBACK_OFFSET=3) publishes within heartbeat + offset.
+
+use std::time::{Duration, Instant};
+
+use keeper_common::secret::Secret;
+use keeper_common::ton::{Network, Wallet, WalletKeys, WalletVersion};
+use keeper_tests::pricing::PricingHarness;
+use keeper_tests::toncenter::ExternalOutcome;
+
+/// A second keeper identity (the harness's own is the primary).
+const FALLBACK_MNEMONIC: &str = "section garden tomato dinner season dice renew length useful spin trade intact use universe what post spike keen mandate behind concert egg doll rug";
+const HEARTBEAT: u64 = 6;
+const OFFSET: u64 = 3;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn sent_by(h: &PricingHarness, wallet: &Wallet) -> usize {
+    h.ton
+        .externals()
+        .iter()
+        .filter(|e| {
+            e.outcome == ExternalOutcome::Accepted && e.wallet.as_ref() == Some(wallet.address())
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_primary_sends_while_it_lives_and_the_fallback_takes_over_within_heartbeat_plus_offset()
+ {
+    let mut h = PricingHarness::start().await;
+    h.extra_env.extend([
+        ("PRICE_HEARTBEAT".into(), HEARTBEAT.to_string()),
+        ("STALE_AFTER".into(), "120".into()),
+    ]);
+    let keys = WalletKeys::from_mnemonic(&Secret::new(FALLBACK_MNEMONIC)).unwrap();
+    let fallback_wallet = Wallet::new(keys, WalletVersion::V5r1, Network::Mainnet).unwrap();
+    h.ton.fund(fallback_wallet.address(), 50_000_000_000);
+    h.ton
+        .register_keeper(&h.oracle, fallback_wallet.keys().public_key());
+
+    let mut primary = h.spawn();
+    h.wait_externals(1, Duration::from_secs(30)).await;
+    let log = std::env::temp_dir().join(format!("{}-fallback.log", h.schema));
+    eprintln!("fallback log: {}", log.display());
+    let mut fallback = h
+        .command(&[])
+        .env("KEEPER_MNEMONIC", FALLBACK_MNEMONIC)
+        .env("FALLBACK_OFFSET", OFFSET.to_string())
+        .env("METRICS_ADDR", format!("127.0.0.1:{}", free_port()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("spawn the fallback");
+
+    // Two heartbeats and more: the primary keeps the oracle fresh, the fallback never sends.
+    tokio::time::sleep(Duration::from_secs(2 * HEARTBEAT + 3)).await;
+    let primary_wallet = h.wallet.clone();
+    assert!(
+        sent_by(&h, &primary_wallet) >= 3,
+        "initial and heartbeats from the primary"
+    );
+    assert_eq!(
+        sent_by(&h, &fallback_wallet),
+        0,
+        "the fallback paid nothing while the primary lived"
+    );
+
+    primary.kill().await.expect("kill the primary");
+    let killed = Instant::now();
+    let deadline = killed + Duration::from_secs(HEARTBEAT + OFFSET + 5);
+    while sent_by(&h, &fallback_wallet) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the fallback did not take over within {} s",
+            HEARTBEAT + OFFSET + 5
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let took = killed.elapsed();
+    // The last heartbeat was at most HEARTBEAT before the kill, so the next one falls due at
+    // most HEARTBEAT after it; the fallback adds OFFSET, and a tick (1 s) plus a send.
+    assert!(
+        took <= Duration::from_secs(HEARTBEAT + OFFSET + 2),
+        "took {took:?}"
+    );
+    fallback.kill().await.expect("stop the fallback");
+}

@@ -1,0 +1,124 @@
+//! `UPDATE_VALUE_TON=auto` and what the keeper spends, against the running pricing keeper and
+//! the toncenter stand-in's transaction index: the first send carries the maximum, the next the
+//! oracle's observed cost × 2; when the oracle's gas grows past that, the failed transaction is
+//! reported with exit code -14 and the next send carries the maximum again and lands. The spent
+//! counter equals the wallet's balance change, and the runway is balance ÷ spend per day.
+
+use std::time::{Duration, Instant};
+
+use keeper_tests::pricing::PricingHarness;
+use keeper_tests::toncenter::{EXIT_OUT_OF_GAS, ORACLE_GAS_FEE};
+
+const FUNDED: u128 = 50_000_000_000;
+const MAX_VALUE: u128 = 50_000_000;
+
+/// The value of `name` (no labels, or the first series) in a Prometheus text scrape.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| l.starts_with(&format!("{name} ")) || l.starts_with(&format!("{name}{{")))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Waits until the oracle received `n` messages and the keeper booked them: the spent counter
+/// stops moving and equals what the wallet lost.
+async fn settled(h: &PricingHarness, n: usize) -> (u128, String) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let inbound = h.ton.oracle_inbound().len();
+        let text = h.metrics().await;
+        let spent = metric(&text, "keeper_ton_spent_nanoton_total").unwrap_or(0.0) as u128;
+        let lost = FUNDED - h.ton.balance(h.wallet.address());
+        if inbound >= n && spent == lost && h.ton.held_externals() == 0 {
+            return (spent, text);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{inbound} of {n} oracle messages; spent {spent} vs balance change {lost}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_value_follows_the_oracles_gas_recovers_from_out_of_gas_and_spend_matches_the_balance()
+{
+    let mut h = PricingHarness::start().await;
+    h.extra_env.extend([
+        ("UPDATE_VALUE_TON".into(), "auto".into()),
+        ("PRICE_HEARTBEAT".into(), "3600".into()),
+        ("STALE_AFTER".into(), "7200".into()),
+    ]);
+    let mut child = h.spawn();
+
+    // Six assets, nothing on chain: one batch at the maximum value.
+    let (spent, text) = settled(&h, 6).await;
+    let inbound = h.ton.oracle_inbound();
+    assert!(
+        inbound.iter().all(|(v, c)| *v == MAX_VALUE && *c == 0),
+        "{inbound:?}"
+    );
+    assert!(spent > 6 * MAX_VALUE, "values and fees: {spent}");
+    // Runway = balance ÷ spend per day; a fresh keeper extrapolates from an hour.
+    let balance = h.ton.balance(h.wallet.address()) as f64;
+    let per_day_ton = metric(&text, "keeper_ton_spend_per_day_ton");
+    let runway = metric(&text, "keeper_wallet_runway_days");
+    if let (Some(per_day), Some(runway)) = (per_day_ton, runway) {
+        assert!(
+            (per_day * 1e9 - 24.0 * spent as f64).abs() / (24.0 * spent as f64) < 0.01,
+            "{per_day} TON/day for {spent} nanoton spent"
+        );
+        assert!(
+            (runway - balance / (per_day * 1e9)).abs() / runway < 0.01,
+            "runway {runway}"
+        );
+    } else {
+        // The gauges follow the wallet read at the start of the next tick.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let text = h.metrics().await;
+        let per_day = metric(&text, "keeper_ton_spend_per_day_ton").expect("spend per day");
+        let runway = metric(&text, "keeper_wallet_runway_days").expect("runway");
+        assert!(
+            (per_day * 1e9 - 24.0 * spent as f64).abs() / (24.0 * spent as f64) < 0.01,
+            "{per_day}"
+        );
+        assert!(
+            (runway - balance / (per_day * 1e9)).abs() / runway < 0.01,
+            "{runway}"
+        );
+    }
+
+    // A move: the next message carries the observed cost × 2.
+    h.up.set_price_everywhere("USDC", "1.005");
+    settled(&h, 7).await;
+    let last = *h.ton.oracle_inbound().last().unwrap();
+    assert_eq!(last, (2 * ORACLE_GAS_FEE, 0));
+
+    // The oracle's gas grows past that: out of gas, reported; the next send carries the
+    // maximum and lands.
+    h.ton.set_oracle_gas_fee(3 * ORACLE_GAS_FEE);
+    h.up.set_price_everywhere("USDC", "1.0");
+    let fired = h
+        .sink
+        .wait_until(Duration::from_secs(30), |r| {
+            r.json()
+                .is_some_and(|j| j["key"] == "update_failed_onchain" && j["status"] == "firing")
+        })
+        .await
+        .and_then(|r| r.json())
+        .expect("update_failed_onchain fired");
+    let summary = fired["summary"].as_str().unwrap_or_default();
+    assert!(summary.contains("exit code -14"), "{summary}");
+    settled(&h, 9).await;
+    let inbound = h.ton.oracle_inbound();
+    assert_eq!(
+        inbound[7..9],
+        [(2 * ORACLE_GAS_FEE, EXIT_OUT_OF_GAS), (MAX_VALUE, 0)],
+        "{inbound:?}"
+    );
+    let (price, _) = h.ton.price(&h.oracle, 2).expect("USDC on chain");
+    assert_eq!(price, 1_000_000, "the retry landed");
+    // The failed message's bounce came back and is not counted as spent (settled checks it).
+    child.kill().await.expect("stop");
+}
