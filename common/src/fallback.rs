@@ -13,11 +13,19 @@ pub enum Gate {
     Wait(u64),
 }
 
-/// The fallback offset and, per subject, since when this keeper has seen it due.
+/// The fallback offset and, per subject, since when this keeper has seen it due against the
+/// current on-chain value.
 #[derive(Debug, Default)]
 pub struct FallbackGate {
     offset_secs: u64,
-    due_since: HashMap<String, u64>,
+    due_since: HashMap<String, DueSince>,
+}
+
+/// When a subject was first seen due, and the heartbeat deadline of the on-chain value then.
+#[derive(Debug, Clone, Copy)]
+struct DueSince {
+    heartbeat_due: Option<u64>,
+    seen: u64,
 }
 
 impl FallbackGate {
@@ -36,12 +44,27 @@ impl FallbackGate {
 
     /// `subject` is due at chain time `now`. `heartbeat_due` is when a primary's heartbeat made
     /// it due (on-chain timestamp + heartbeat), when that is the cause; otherwise (a deviation,
-    /// a change, nothing on chain) it is due since this keeper first saw it so.
+    /// a change, nothing on chain) it is due since this keeper first saw it so. A new on-chain
+    /// value (another `heartbeat_due`) restarts the wait: someone is publishing, so the wait
+    /// measures the primary's delay on this value, not how long the subject has stayed due.
     pub fn check(&mut self, subject: &str, heartbeat_due: Option<u64>, now: u64) -> Gate {
         if self.offset_secs == 0 {
             return Gate::Publish;
         }
-        let seen = *self.due_since.entry(subject.to_owned()).or_insert(now);
+        let entry = self
+            .due_since
+            .entry(subject.to_owned())
+            .or_insert(DueSince {
+                heartbeat_due,
+                seen: now,
+            });
+        if entry.heartbeat_due != heartbeat_due {
+            *entry = DueSince {
+                heartbeat_due,
+                seen: now,
+            };
+        }
+        let seen = entry.seen;
         let due = heartbeat_due.map_or(seen, |h| h.min(seen));
         let at = due.saturating_add(self.offset_secs);
         if now >= at {
@@ -93,6 +116,12 @@ mod tests {
         assert_eq!(g.check("USDT", Some(2900), 3000), Gate::Publish);
         g.settled("USDT");
         assert_eq!(g.check("USDT", Some(2990), 3000), Gate::Wait(50));
+        g.settled("USDT");
+        // A value whose heartbeat fell due at 3100; the primary then publishes one that is due
+        // again at once (a short heartbeat): the wait starts over instead of running out.
+        assert_eq!(g.check("USDT", Some(3100), 3100), Gate::Wait(60));
+        assert_eq!(g.check("USDT", Some(3150), 3160), Gate::Wait(50));
+        assert_eq!(g.check("USDT", Some(3150), 3210), Gate::Publish);
         assert_eq!(
             Gate::Wait(50).wait_reason(60).unwrap(),
             "fallback (offset 60 s): the primary has 50 s left to publish it"
