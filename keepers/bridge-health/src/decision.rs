@@ -326,12 +326,10 @@ pub fn plan(
     now: i64,
     force: bool,
 ) -> Action {
-    let Some(is_online) = d.is_online else {
-        return Action::Withhold("every signal unknown: nothing to publish".into());
+    let is_online = match status_to_publish(d, force) {
+        Ok(is_online) => is_online,
+        Err(settled) => return settled,
     };
-    if force {
-        return Action::Publish(PublishReason::Forced);
-    }
     let hb = heartbeat as i64;
     if let Some(p) = mem.published {
         // Once we have published, our own record decides: the chain holds the median of every
@@ -364,12 +362,10 @@ pub fn plan_fallback(
     now: i64,
     force: bool,
 ) -> Action {
-    let Some(is_online) = d.is_online else {
-        return Action::Withhold("every signal unknown: nothing to publish".into());
+    let is_online = match status_to_publish(d, force) {
+        Ok(is_online) => is_online,
+        Err(settled) => return settled,
     };
-    if force {
-        return Action::Publish(PublishReason::Forced);
-    }
     let hb = heartbeat as i64;
     if let Some(p) = mem.published
         && p.status == d.status
@@ -382,6 +378,20 @@ pub fn plan_fallback(
         ));
     }
     from_chain(is_online, onchain, hb, now)
+}
+
+/// The status a plan weighs, or the action that settles it first: an unknown status is
+/// withheld, a forced run publishes.
+fn status_to_publish(d: &BridgeDecision, force: bool) -> Result<bool, Action> {
+    let Some(is_online) = d.is_online else {
+        return Err(Action::Withhold(
+            "every signal unknown: nothing to publish".into(),
+        ));
+    };
+    if force {
+        return Err(Action::Publish(PublishReason::Forced));
+    }
+    Ok(is_online)
 }
 
 fn from_chain(is_online: bool, onchain: Option<OnChain>, hb: i64, now: i64) -> Action {
