@@ -340,28 +340,21 @@ fn check_stale(app: &App, newest: Option<&manifest::Manifest>) {
 /// Pushes / writes the restore-verification metrics only (a drill must not overwrite what the
 /// last backup run reported).
 async fn export_restore_metrics(app: &App) {
-    let b = app.settings.backup();
-    let body = export::restore_text(&app.backup_metrics);
-    if let Some(url) = &b.pushgateway_url
-        && let Err(e) = export::push(url, &app.label, body.clone()).await
-    {
-        tracing::warn!(error = %e, "cannot push metrics");
-    }
-    if let Some(path) = b.metrics_textfile.clone() {
-        match tokio::task::spawn_blocking(move || export::write_textfile(&path, &body)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "cannot write the metrics textfile"),
-            Err(e) => tracing::warn!(error = %e, "cannot write the metrics textfile"),
-        }
-    }
+    export_body(app, export::restore_text).await;
 }
 
 async fn export_metrics(app: &App) {
+    export_body(app, export::backup_text).await;
+}
+
+/// Sends a metrics exposition to the Pushgateway and/or the node-exporter textfile, whichever
+/// is configured; failures are logged, never fatal to the run they describe.
+async fn export_body(app: &App, render: fn(&metrics::BackupMetrics) -> String) {
     let b = app.settings.backup();
     if b.pushgateway_url.is_none() && b.metrics_textfile.is_none() {
         return;
     }
-    let body = export::backup_text(&app.backup_metrics);
+    let body = render(&app.backup_metrics);
     if let Some(url) = &b.pushgateway_url
         && let Err(e) = export::push(url, &app.label, body.clone()).await
     {
