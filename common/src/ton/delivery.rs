@@ -300,28 +300,15 @@ impl<T: TonTransport> Delivery<T> {
         Ok((run, now))
     }
 
-    /// Sends `messages` (in this order) and returns once every batch is confirmed and read back.
-    /// Updates that did not land make it an error ([`DeliveryError::NotLanded`]). For a single
-    /// sender per wallet; a keeper behind a lease uses [`Delivery::deliver_fenced`].
-    pub async fn deliver(
+    /// Settles what `slot` holds (this process's last message, or one resumed from the
+    /// journal) before anything new is signed: confirmed or expired, it is forgotten; still
+    /// able to land, it is [`DeliveryError::InFlight`]. With `stop_on_resumed`, a predecessor's
+    /// message that just landed ends the call ([`DeliveryError::ResumedLanded`]).
+    async fn settle_slot(
         &self,
-        messages: &[OracleMessage],
-    ) -> Result<DeliveryReport, DeliveryError> {
-        self.deliver_fenced(messages, &Unfenced).await
-    }
-
-    /// [`Delivery::deliver`], asking `fence` right before every signature (first build and
-    /// every rebuild) whether this process still holds the wallet; its token goes into the
-    /// batch report. A refusal signs nothing ([`DeliveryError::Fenced`]).
-    pub async fn deliver_fenced(
-        &self,
-        messages: &[OracleMessage],
-        fence: &impl Fence,
-    ) -> Result<DeliveryReport, DeliveryError> {
-        if messages.is_empty() {
-            return Err(DeliveryError::Empty);
-        }
-        let mut slot = self.in_flight.lock().await;
+        slot: &mut Option<InFlight>,
+        stop_on_resumed: bool,
+    ) -> Result<(), DeliveryError> {
         if slot.is_none() {
             *slot = self.resume().await?;
         }
@@ -332,7 +319,7 @@ impl<T: TonTransport> Delivery<T> {
                 "settling a message from an earlier cycle first"
             );
             match self.settle(&prev, None).await {
-                Ok(Settled::Confirmed(_)) if prev.resumed => {
+                Ok(Settled::Confirmed(_)) if prev.resumed && stop_on_resumed => {
                     // A predecessor's updates just landed: what this call was asked to send was
                     // chosen without them, so the caller decides again next time.
                     self.count(&prev.ops, "confirmed");
@@ -361,6 +348,32 @@ impl<T: TonTransport> Delivery<T> {
                 Err(e) => return Err(e),
             }
         }
+        Ok(())
+    }
+
+    /// Sends `messages` (in this order) and returns once every batch is confirmed and read back.
+    /// Updates that did not land make it an error ([`DeliveryError::NotLanded`]). For a single
+    /// sender per wallet; a keeper behind a lease uses [`Delivery::deliver_fenced`].
+    pub async fn deliver(
+        &self,
+        messages: &[OracleMessage],
+    ) -> Result<DeliveryReport, DeliveryError> {
+        self.deliver_fenced(messages, &Unfenced).await
+    }
+
+    /// [`Delivery::deliver`], asking `fence` right before every signature (first build and
+    /// every rebuild) whether this process still holds the wallet; its token goes into the
+    /// batch report. A refusal signs nothing ([`DeliveryError::Fenced`]).
+    pub async fn deliver_fenced(
+        &self,
+        messages: &[OracleMessage],
+        fence: &impl Fence,
+    ) -> Result<DeliveryReport, DeliveryError> {
+        if messages.is_empty() {
+            return Err(DeliveryError::Empty);
+        }
+        let mut slot = self.in_flight.lock().await;
+        self.settle_slot(&mut slot, true).await?;
         let mut batches = Vec::new();
         for chunk in messages.chunks(self.wallet.max_actions()) {
             batches.push(self.send_batch(chunk, &mut slot, fence).await?);

@@ -45,24 +45,7 @@ impl<T: TonTransport> Delivery<T> {
         dry_run: bool,
     ) -> Result<SweepReport, DeliveryError> {
         let mut slot = self.in_flight.lock().await;
-        if slot.is_none() {
-            *slot = self.resume().await?;
-        }
-        if let Some(prev) = slot.clone() {
-            match self.settle(&prev, None).await {
-                Ok(Settled::Confirmed(_) | Settled::Expired) => {
-                    self.forget(&prev).await;
-                    *slot = None;
-                }
-                Err(DeliveryError::Unconfirmed { .. }) => {
-                    return Err(DeliveryError::InFlight {
-                        seqno: prev.ext.seqno,
-                        valid_until: prev.ext.valid_until,
-                    });
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        self.settle_slot(&mut slot, false).await?;
         let w = self.read_wallet().await?;
         let balance = self
             .transport
