@@ -2,7 +2,6 @@
 //! Pyth Hermes and Ethereum stand-ins, a toncenter-compatible chain with a PriceOracle, a webhook sink for
 //! alerts, and real PostgreSQL and Redis reached through cuttable TCP proxies.
 
-use std::net::TcpListener;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -12,6 +11,7 @@ use keeper_common::ton::{TonAddress, Wallet, WalletKeys};
 use tokio::process::{Child, Command};
 
 use crate::env;
+use crate::process::free_port;
 use crate::proxy::TcpProxy;
 use crate::sink::Sink;
 use crate::toncenter::ToncenterServer;
@@ -44,13 +44,6 @@ pub struct PricingHarness {
     pub metrics_addr: String,
     /// Extra environment for the next start.
     pub extra_env: Vec<(String, String)>,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
 }
 
 impl PricingHarness {

@@ -41,3 +41,26 @@ pub fn texts(out: &Output) -> (String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// A loopback TCP port nothing listens on right now (for a child's `METRICS_ADDR`).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// Sends SIGTERM to `child` and returns its exit code, which must come within 40 s.
+pub async fn sigterm(child: &mut tokio::process::Child) -> Option<i32> {
+    let pid = child.id().expect("running child");
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    tokio::time::timeout(std::time::Duration::from_secs(40), child.wait())
+        .await
+        .expect("exited within the grace period")
+        .expect("wait")
+        .code()
+}

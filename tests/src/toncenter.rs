@@ -721,6 +721,15 @@ impl ToncenterServer {
         self.chain().externals.clone()
     }
 
+    /// How many externals from `wallet` were accepted.
+    pub fn accepted_from(&self, wallet: &TonAddress) -> usize {
+        self.chain()
+            .externals
+            .iter()
+            .filter(|e| e.outcome == ExternalOutcome::Accepted && e.wallet.as_ref() == Some(wallet))
+            .count()
+    }
+
     /// Every oracle message that arrived, in execution order.
     pub fn oracle_events(&self) -> Vec<OracleEvent> {
         self.chain().oracle_events.clone()

@@ -8,29 +8,12 @@ use std::time::{Duration, Instant};
 use keeper_common::secret::Secret;
 use keeper_common::ton::{Network, Wallet, WalletKeys, WalletVersion};
 use keeper_tests::pricing::PricingHarness;
-use keeper_tests::toncenter::ExternalOutcome;
+use keeper_tests::process::free_port;
 
 /// A second keeper identity (the harness's own is the primary).
 const FALLBACK_MNEMONIC: &str = "section garden tomato dinner season dice renew length useful spin trade intact use universe what post spike keen mandate behind concert egg doll rug";
 const HEARTBEAT: u64 = 10;
 const OFFSET: u64 = 4;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-fn sent_by(h: &PricingHarness, wallet: &Wallet) -> usize {
-    h.ton
-        .externals()
-        .iter()
-        .filter(|e| {
-            e.outcome == ExternalOutcome::Accepted && e.wallet.as_ref() == Some(wallet.address())
-        })
-        .count()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_primary_sends_while_it_lives_and_the_fallback_takes_over_within_heartbeat_plus_offset()
@@ -64,11 +47,11 @@ async fn only_the_primary_sends_while_it_lives_and_the_fallback_takes_over_withi
     tokio::time::sleep(Duration::from_secs(2 * HEARTBEAT + 3)).await;
     let primary_wallet = h.wallet.clone();
     assert!(
-        sent_by(&h, &primary_wallet) >= 3,
+        h.ton.accepted_from(primary_wallet.address()) >= 3,
         "initial and heartbeats from the primary"
     );
     assert_eq!(
-        sent_by(&h, &fallback_wallet),
+        h.ton.accepted_from(fallback_wallet.address()),
         0,
         "the fallback paid nothing while the primary lived"
     );
@@ -85,7 +68,7 @@ async fn only_the_primary_sends_while_it_lives_and_the_fallback_takes_over_withi
     primary.kill().await.expect("kill the primary");
     let killed = Instant::now();
     let deadline = killed + Duration::from_secs(HEARTBEAT + OFFSET + 5);
-    while sent_by(&h, &fallback_wallet) == 0 {
+    while h.ton.accepted_from(fallback_wallet.address()) == 0 {
         assert!(
             Instant::now() < deadline,
             "the fallback did not take over within {} s",

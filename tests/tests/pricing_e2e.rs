@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use keeper_tests::env;
 use keeper_tests::pricing::PricingHarness;
+use keeper_tests::process::sigterm;
 use keeper_tests::upstreams::{Mode, Source};
 use redis::AsyncCommands as _;
 use sqlx::Row as _;
@@ -54,20 +55,6 @@ async fn wait_rows(h: &PricingHarness, pred: impl Fn(&[(String, i64, String, Str
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-async fn sigterm(child: &mut tokio::process::Child) -> Option<i32> {
-    let pid = child.id().expect("running child");
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    tokio::time::timeout(Duration::from_secs(40), child.wait())
-        .await
-        .expect("exited within the grace period")
-        .expect("wait")
-        .code()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use keeper_tests::env;
 use keeper_tests::pricing::{PricingHarness, TEST_MNEMONIC};
+use keeper_tests::process::sigterm;
 use keeper_tests::upstreams::{Endpoint, Source};
 use redis::AsyncCommands as _;
 
@@ -33,6 +34,18 @@ fn pg_url_with_password(h: &PricingHarness) -> String {
     u.to_string()
 }
 
+/// The keeper with exactly `vars` (and PATH) as its environment, output discarded.
+fn spawn_with_only(h: &PricingHarness, vars: Vec<(String, String)>) -> tokio::process::Child {
+    h.command(&[])
+        .env_clear()
+        .envs(vars)
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 fn environ(pid: u32) -> String {
     let raw = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
     String::from_utf8_lossy(&raw).replace('\0', "\n")
@@ -43,20 +56,6 @@ fn write(dir: &Path, name: &str, value: &str) -> String {
     // A trailing newline, as editors and `echo` leave it.
     std::fs::write(&path, format!("{value}\n")).unwrap();
     path.display().to_string()
-}
-
-async fn sigterm(child: &mut tokio::process::Child) -> Option<i32> {
-    let pid = child.id().expect("running child");
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    tokio::time::timeout(Duration::from_secs(40), child.wait())
-        .await
-        .expect("exited within the grace period")
-        .expect("wait")
-        .code()
 }
 
 async fn redis_keys(prefix: &str) -> Vec<String> {
@@ -137,15 +136,7 @@ async fn every_secret_works_from_a_file_and_none_is_in_the_environment() {
         ("COINGECKO_TIER".to_owned(), "demo".to_owned()),
         ("PAGERDUTY_URL".to_owned(), h.sink.url_for("/v2/enqueue")),
     ]);
-    let mut child = h
-        .command(&[])
-        .env_clear()
-        .envs(vars)
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_with_only(&h, vars);
     let pid = child.id().unwrap();
 
     // The three alert channels, each with the secret read from its file.
@@ -223,15 +214,7 @@ async fn secrets_given_as_variables_are_wiped_from_the_environment_once_read() {
         ("PAGERDUTY_ROUTING_KEY".to_owned(), ROUTING_KEY.to_owned()),
         ("PAGERDUTY_URL".to_owned(), h.sink.url_for("/v2/enqueue")),
     ]);
-    let mut child = h
-        .command(&[])
-        .env_clear()
-        .envs(vars)
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_with_only(&h, vars);
     let pid = child.id().unwrap();
     // Read before the wipe: the keeper signs with the mnemonic and passes toncenter's key check.
     h.wait_externals(1, SETTLE).await;

@@ -14,6 +14,7 @@ use keeper_common::ton::{Network, WalletVersion};
 use keeper_common::ton::{TonAddress, Wallet, WalletKeys};
 use keeper_tests::bridges::{BridgeApis, Reply, Route};
 use keeper_tests::env;
+use keeper_tests::process::{free_port, sigterm};
 use keeper_tests::sink::Sink;
 use keeper_tests::toncenter::{ExternalOutcome, ToncenterServer};
 use keeper_tests::upstreams::{ALLOW_LOCK, Ts, UpstreamsHandle};
@@ -43,13 +44,6 @@ struct Harness {
     metrics_addr: String,
     config: PathBuf,
     _dir: tempfile::TempDir,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
 }
 
 /// The shipped config with test-speed timeouts (every bridge and signal as shipped).
@@ -271,20 +265,6 @@ impl Harness {
             .await
             .expect("hgetall")
     }
-}
-
-async fn sigterm(child: &mut Child) -> Option<i32> {
-    let pid = child.id().expect("running child");
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    tokio::time::timeout(Duration::from_secs(40), child.wait())
-        .await
-        .expect("exited within the grace period")
-        .expect("wait")
-        .code()
 }
 
 fn bridge<'a>(doc: &'a Value, name: &str) -> &'a Value {
@@ -830,16 +810,6 @@ async fn a_peg_quote_from_the_future_is_no_evidence() {
 /// A second identity for the fallback test.
 const FALLBACK_MNEMONIC: &str = "section garden tomato dinner season dice renew length useful spin trade intact use universe what post spike keen mandate behind concert egg doll rug";
 
-fn sent_by(h: &Harness, wallet: &Wallet) -> usize {
-    h.ton
-        .externals()
-        .iter()
-        .filter(|e| {
-            e.outcome == ExternalOutcome::Accepted && e.wallet.as_ref() == Some(wallet.address())
-        })
-        .count()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fallback_bridge_keeper_sends_nothing_while_the_primary_lives_and_takes_over_after() {
     const HEARTBEAT: u64 = 6;
@@ -878,16 +848,19 @@ async fn a_fallback_bridge_keeper_sends_nothing_while_the_primary_lives_and_take
         .unwrap();
 
     tokio::time::sleep(Duration::from_secs(2 * HEARTBEAT + 3)).await;
-    assert!(sent_by(&h, &primary_wallet) >= 3, "initial and heartbeats");
+    assert!(
+        h.ton.accepted_from(primary_wallet.address()) >= 3,
+        "initial and heartbeats"
+    );
     assert_eq!(
-        sent_by(&h, &fallback_wallet),
+        h.ton.accepted_from(fallback_wallet.address()),
         0,
         "the fallback paid nothing"
     );
 
     primary.kill().await.unwrap();
     let killed = Instant::now();
-    while sent_by(&h, &fallback_wallet) == 0 {
+    while h.ton.accepted_from(fallback_wallet.address()) == 0 {
         assert!(
             killed.elapsed() < Duration::from_secs(HEARTBEAT + OFFSET + 5),
             "the fallback did not take over"
