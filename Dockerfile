@@ -27,13 +27,11 @@ COPY tests ./tests
 COPY migrations ./migrations
 # The example files are compiled in as the built-in defaults.
 COPY config ./config
-# One invocation per binary: cargo unifies features within an invocation, and db-backup must
-# not be built with the chain keepers' TON, EVM and Redis code.
+# One invocation for the three binaries: the crates have no features to unify, so db-backup links
+# only keeper-runtime whatever else is built beside it.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p pricing-oracle-keeper \
-    && cargo build --release --locked -p bridge-health-keeper \
-    && cargo build --release --locked -p db-backup \
+    cargo build --release --locked -p pricing-oracle-keeper -p bridge-health-keeper -p db-backup \
     && mkdir -p /out \
     && cp target/release/pricing-oracle-keeper target/release/bridge-health-keeper \
         target/release/db-backup /out/

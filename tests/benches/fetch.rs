@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use keeper_common::sources::{Observation, PriceFetcher, Source};
+use keeper_sources::{Observation, PriceFetcher, Source};
 use keeper_tests::upstreams::UpstreamsHandle;
 
 const LATENCY: Duration = Duration::from_millis(400);

@@ -12,7 +12,7 @@ pub mod toncenter;
 pub mod upstreams;
 
 /// The pricing keeper's default asset table, read from its shipped example file.
-pub fn default_assets() -> keeper_common::sources::AssetList {
-    keeper_common::sources::AssetList::from_toml(include_str!("../../config/pricing-oracle.toml"))
+pub fn default_assets() -> keeper_sources::AssetList {
+    keeper_sources::AssetList::from_toml(include_str!("../../config/pricing-oracle.toml"))
         .expect("config/pricing-oracle.toml has a valid [[assets]] table")
 }

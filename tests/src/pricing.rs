@@ -5,9 +5,9 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use keeper_common::secret::Secret;
-use keeper_common::ton::{Network, WalletVersion};
-use keeper_common::ton::{TonAddress, Wallet, WalletKeys};
+use keeper_runtime::secret::Secret;
+use keeper_ton::{Network, WalletVersion};
+use keeper_ton::{TonAddress, Wallet, WalletKeys};
 use tokio::process::{Child, Command};
 
 use crate::env;
@@ -50,7 +50,7 @@ impl PricingHarness {
     /// Starts every stand-in; the keeper wallet is funded but not deployed, and registered with
     /// the oracle.
     pub async fn start() -> Self {
-        keeper_common::install_crypto_provider();
+        keeper_runtime::install_crypto_provider();
         let up = UpstreamsHandle::start().await;
         let ton = ToncenterServer::start().await;
         let oracle = ton.new_oracle();

@@ -19,7 +19,7 @@
 //! N requests ([`Fault`]); everything that arrived is recorded.
 //!
 //! ```no_run
-//! # async fn demo(keys: &keeper_common::ton::WalletKeys, wallet: &keeper_common::ton::Wallet) {
+//! # async fn demo(keys: &keeper_ton::WalletKeys, wallet: &keeper_ton::Wallet) {
 //! use keeper_tests::toncenter::{Fault, ToncenterServer};
 //! let chain = ToncenterServer::start().await;
 //! chain.fund(wallet.address(), 10_000_000_000);            // undeployed, 10 TON
@@ -43,8 +43,8 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use keeper_common::ton::WalletVersion;
-use keeper_common::ton::verify_signature;
+use keeper_ton::WalletVersion;
+use keeper_ton::verify_signature;
 use serde_json::{Value, json};
 use tonlib_core::TonAddress;
 use tonlib_core::cell::{ArcCell, BagOfCells, Cell, CellBuilder};
@@ -336,7 +336,7 @@ fn num(style: NumberStyle, v: i128) -> Value {
 /// A random workchain-0 address (for oracles and strangers).
 pub fn random_address() -> TonAddress {
     // 32 bytes from the system RNG, by way of a throwaway key.
-    let bytes = *keeper_common::ton::WalletKeys::ephemeral().public_key();
+    let bytes = *keeper_ton::WalletKeys::ephemeral().public_key();
     TonAddress::new(0, TonHash::from(bytes))
 }
 
@@ -517,7 +517,7 @@ impl ToncenterServer {
     }
 
     /// Deploys `wallet` (as if done earlier) at `seqno` with `balance` nanotons.
-    pub fn deploy(&self, wallet: &keeper_common::ton::Wallet, seqno: u32, balance: u128) {
+    pub fn deploy(&self, wallet: &keeper_ton::Wallet, seqno: u32, balance: u128) {
         self.deploy_wallet(
             wallet.address(),
             wallet.version(),

@@ -41,9 +41,9 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
-use keeper_common::secret::Secret;
-pub use keeper_common::sources::Source;
-use keeper_common::sources::{AssetConfig, SourcesSettings};
+use keeper_runtime::secret::Secret;
+pub use keeper_sources::Source;
+use keeper_sources::{AssetConfig, SourcesSettings};
 use serde_json::{Value, json};
 
 /// `latestRoundData()` selector.
@@ -1249,7 +1249,7 @@ fn defillama(ctx: &Ctx, req: &UpstreamRequest) -> Response {
     };
     let width = req
         .param("searchWidth")
-        .and_then(|w| keeper_common::sources::parse_search_width(&w).ok())
+        .and_then(|w| keeper_sources::parse_search_width(&w).ok())
         .unwrap_or(12 * 3600) as i64;
     let mut parts = Vec::new();
     for key in keys.split(',').filter(|k| !k.is_empty()) {

@@ -5,9 +5,9 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use keeper_common::alert::{Alert, Alerter, Severity};
-use keeper_common::config::AlertSettings;
-use keeper_common::telemetry::Metrics;
+use keeper_runtime::alert::{Alert, Alerter, Severity};
+use keeper_runtime::config::AlertSettings;
+use keeper_runtime::telemetry::Metrics;
 use serde_json::Value;
 use tokio::process::{Child, Command};
 
@@ -51,7 +51,7 @@ async fn start_alertmanager() -> RealAlertmanager {
         .unwrap_or_else(|e| panic!("{bin} could not start ({e}); scripts/test.sh installs it"));
     let url = format!("http://127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(20);
-    let client = keeper_common::http::client(Duration::from_secs(2));
+    let client = keeper_runtime::http::client(Duration::from_secs(2));
     loop {
         if let Ok(r) = client.get(format!("{url}/-/ready")).send().await
             && r.status().is_success()
@@ -70,7 +70,7 @@ async fn start_alertmanager() -> RealAlertmanager {
 
 /// Active alerts named `oracle_stale` as Alertmanager reports them.
 async fn active(url: &str) -> Vec<Value> {
-    let client = keeper_common::http::client(Duration::from_secs(2));
+    let client = keeper_runtime::http::client(Duration::from_secs(2));
     let body: Value = client
         .get(format!("{url}/api/v2/alerts?active=true"))
         .send()
@@ -104,7 +104,7 @@ async fn wait_active(url: &str, want: usize) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_alertmanager_shows_the_alert_then_ends_it_on_resolve() {
-    keeper_common::install_crypto_provider();
+    keeper_runtime::install_crypto_provider();
     let am = start_alertmanager().await;
     let settings = AlertSettings {
         alertmanager_url: Some(am.url.clone()),

@@ -6,10 +6,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use keeper_common::alert::{Alert, Alerter, ChannelStatus, Severity};
-use keeper_common::config::AlertSettings;
-use keeper_common::secret::Secret;
-use keeper_common::telemetry::Metrics;
+use keeper_runtime::alert::{Alert, Alerter, ChannelStatus, Severity};
+use keeper_runtime::config::AlertSettings;
+use keeper_runtime::secret::Secret;
+use keeper_runtime::telemetry::Metrics;
 use keeper_tests::sink::{Recorded, Reply, Sink};
 use serde_json::{Value, json};
 

@@ -6,7 +6,7 @@ use keeper_tests::bridges::{BridgeApis, Reply, Route, now};
 use serde_json::Value;
 
 fn client() -> reqwest::Client {
-    keeper_common::http::client(std::time::Duration::from_secs(5))
+    keeper_runtime::http::client(std::time::Duration::from_secs(5))
 }
 
 async fn get(url: &str) -> (u16, Value) {

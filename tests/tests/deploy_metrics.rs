@@ -6,6 +6,8 @@
 //! scripts/validate-deploy.sh runs `promtool check metrics` on them and repeats the comparison
 //! with its own (Python) PromQL reader.
 
+use keeper_sources::metrics::PriceMetrics;
+use keeper_ton::metrics::ChainMetrics;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,9 +15,9 @@ use std::time::Duration;
 
 use bridge_health::metrics::BridgeMetrics;
 use db_backup::metrics::BackupMetrics;
-use keeper_common::runner::Shutdown;
-use keeper_common::telemetry::metrics::labels;
-use keeper_common::telemetry::{Health, Metrics, serve_ops};
+use keeper_runtime::runner::Shutdown;
+use keeper_runtime::telemetry::metrics::labels;
+use keeper_runtime::telemetry::{Health, Metrics, serve_ops};
 
 const KEEPERS: [&str; 3] = ["pricing-oracle", "bridge-health", "db-backup"];
 
@@ -36,13 +38,13 @@ fn touch(
     bridge: Option<&BridgeMetrics>,
     backup: Option<&BackupMetrics>,
 ) {
-    m.chain
+    ChainMetrics::of(m)
         .oracle_last_update
         .get_or_create(&labels([("asset", "USDT")]))
         .set(1_700_000_000);
-    m.chain.update_success.inc();
-    m.chain.update_latency.observe(3.0);
-    m.chain
+    ChainMetrics::of(m).update_success.inc();
+    ChainMetrics::of(m).update_latency.observe(3.0);
+    ChainMetrics::of(m)
         .wallet_balance
         .get_or_create(&labels([("wallet", "UQ")]))
         .set(12.5);
@@ -54,23 +56,23 @@ fn touch(
         .get_or_create(&labels([("keeper", keeper)]))
         .inc();
     m.record_source_request("coingecko", "ok", 0.2);
-    m.prices
+    PriceMetrics::of(m)
         .source_price
         .get_or_create(&labels([("asset", "USDT"), ("source", "coingecko")]))
         .set(0.9998);
-    m.prices
+    PriceMetrics::of(m)
         .aggregate_price
         .get_or_create(&labels([("asset", "USDT")]))
         .set(0.9999);
-    m.chain
+    ChainMetrics::of(m)
         .ton_messages
         .get_or_create(&labels([("op", "update_price"), ("outcome", "confirmed")]))
         .inc();
-    m.chain
+    ChainMetrics::of(m)
         .wallet_seqno
         .get_or_create(&labels([("wallet", "UQ")]))
         .set(7);
-    m.chain
+    ChainMetrics::of(m)
         .lock_held
         .get_or_create(&labels([("wallet", "UQ")]))
         .set(1);
@@ -394,7 +396,15 @@ fn referenced_metrics(root: &Path) -> Vec<(String, String)> {
 }
 
 async fn scrape(keeper: &str) -> String {
+    // What each binary registers: the chain families in both chain keepers, the price families
+    // in the pricing keeper, neither in db-backup.
     let mut registry = Metrics::new(keeper);
+    if keeper != "db-backup" {
+        registry.add::<ChainMetrics>();
+    }
+    if keeper == "pricing-oracle" {
+        registry.add::<PriceMetrics>();
+    }
     let bridge = (keeper == "bridge-health").then(|| BridgeMetrics::register(&mut registry));
     let backup = (keeper == "db-backup").then(|| BackupMetrics::register(&mut registry));
     touch(&registry, keeper, bridge.as_ref(), backup.as_ref());
@@ -409,7 +419,7 @@ async fn scrape(keeper: &str) -> String {
     )
     .await
     .unwrap();
-    let resp = keeper_common::http::client(Duration::from_secs(5))
+    let resp = keeper_runtime::http::client(Duration::from_secs(5))
         .get(format!("http://{}/metrics", ops.local_addr()))
         .send()
         .await

@@ -5,10 +5,10 @@
 
 use std::time::{Duration, Instant};
 
-use keeper_common::secret::Secret;
-use keeper_common::ton::{Network, Wallet, WalletKeys, WalletVersion};
+use keeper_runtime::secret::Secret;
 use keeper_tests::pricing::PricingHarness;
 use keeper_tests::process::free_port;
+use keeper_ton::{Network, Wallet, WalletKeys, WalletVersion};
 
 /// A second keeper identity (the harness's own is the primary).
 const FALLBACK_MNEMONIC: &str = "section garden tomato dinner season dice renew length useful spin trade intact use universe what post spike keen mandate behind concert egg doll rug";

@@ -5,14 +5,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use keeper_common::alert::Alerter;
-use keeper_common::config::StorageSettings;
-use keeper_common::secret::SecretUrl;
-use keeper_common::store::{FenceError, Store, StoreTimeouts, WalletLease};
-use keeper_common::telemetry::metrics::Metrics;
-use keeper_common::ton::*;
+use keeper_runtime::alert::Alerter;
+use keeper_runtime::config::StorageSettings;
+use keeper_runtime::secret::SecretUrl;
+use keeper_runtime::store::StoreTimeouts;
+use keeper_runtime::telemetry::metrics::Metrics;
 use keeper_tests::env;
 use keeper_tests::toncenter::ToncenterServer;
+use keeper_ton::cache::ChainStore;
+use keeper_ton::lease::{FenceError, WalletLease};
+use keeper_ton::*;
 use sqlx::Connection as _;
 
 const TON: u128 = 1_000_000_000;
@@ -25,7 +27,7 @@ fn fast() -> StoreTimeouts {
     }
 }
 
-async fn store(pg: Option<&str>, redis: Option<&str>, prefix: &str) -> Store {
+async fn store(pg: Option<&str>, redis: Option<&str>, prefix: &str) -> ChainStore {
     let settings = StorageSettings {
         database_url: pg.map(SecretUrl::shared),
         db_schema: "public".to_owned(),
@@ -34,7 +36,7 @@ async fn store(pg: Option<&str>, redis: Option<&str>, prefix: &str) -> Store {
         lease_ttl: 2,
         migrate_on_start: false,
     };
-    Store::connect_with(
+    ChainStore::connect_with(
         &settings,
         Arc::new(Metrics::new("pricing-oracle")),
         Alerter::disabled(),
@@ -108,7 +110,7 @@ async fn postgres_fence_fails_once_the_lease_session_is_gone() {
 struct LeaseFence(tokio::sync::Mutex<WalletLease>);
 
 impl Fence for LeaseFence {
-    async fn check(&self) -> Result<Option<u64>, keeper_common::store::FenceError> {
+    async fn check(&self) -> Result<Option<u64>, keeper_ton::lease::FenceError> {
         self.0.lock().await.check_fence().await
     }
 }

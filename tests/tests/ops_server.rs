@@ -4,17 +4,17 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use keeper_common::alert::Alerter;
-use keeper_common::runner::{Cycle, CycleContext, CycleError, Runner, Shutdown, Timing};
-use keeper_common::telemetry::server::{OPENMETRICS_TEXT, PROMETHEUS_TEXT};
-use keeper_common::telemetry::{Health, Metrics, OpsError, serve_ops};
+use keeper_runtime::alert::Alerter;
+use keeper_runtime::runner::{Cycle, CycleContext, CycleError, Runner, Shutdown, Timing};
+use keeper_runtime::telemetry::server::{OPENMETRICS_TEXT, PROMETHEUS_TEXT};
+use keeper_runtime::telemetry::{Health, Metrics, OpsError, serve_ops};
 use keeper_tests::probe::{self, Probe};
 use serde::Serialize;
 
 const PROBE: &str = env!("CARGO_BIN_EXE_runner_probe");
 
 fn client() -> reqwest::Client {
-    keeper_common::install_crypto_provider();
+    keeper_runtime::install_crypto_provider();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()
@@ -39,7 +39,7 @@ struct Published {
     published: Vec<&'static str>,
 }
 
-impl keeper_common::runner::CycleReport for Published {
+impl keeper_runtime::runner::CycleReport for Published {
     fn summary(&self) -> String {
         format!("published {}", self.published.join(","))
     }

@@ -5,11 +5,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use keeper_common::secret::Secret;
-use keeper_common::sources::{
+use keeper_runtime::secret::Secret;
+use keeper_runtime::telemetry::Metrics;
+use keeper_sources::{
     AggregationSettings, Fetched, Observation, PriceFetcher, Pyth, Reason, SourcesSettings,
 };
-use keeper_common::telemetry::Metrics;
 use keeper_tests::upstreams::{CLOUDFLARE_429_HTML, Endpoint, Mode, Source, Ts, UpstreamsHandle};
 
 const USDT_ID: &str = "2b89b9dc8fdf9f34709a5b106b472f0f39bb6ca9ce04b0fd7f2e971688e2e53b";

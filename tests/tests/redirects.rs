@@ -1,13 +1,13 @@
 //! A credential never follows a redirect: an upstream that answers 3xx towards another host
 //! (here: another port) is an error, and the target never sees the request or its key header.
 
-use keeper_common::secret::Secret;
-use keeper_common::sources::{CoinGecko, CoinGeckoTier, SourcesSettings};
+use keeper_runtime::secret::Secret;
+use keeper_sources::{CoinGecko, CoinGeckoTier, SourcesSettings};
 use keeper_tests::sink::{Reply, Sink};
 
 #[tokio::test]
 async fn an_api_key_never_follows_a_redirect_to_another_host() {
-    keeper_common::install_crypto_provider();
+    keeper_runtime::install_crypto_provider();
     let elsewhere = Sink::start().await;
     let redirector =
         Sink::with_default(Reply::status(302).header("location", &elsewhere.url_for("/steal")))
@@ -38,7 +38,7 @@ async fn an_api_key_never_follows_a_redirect_to_another_host() {
 
 #[tokio::test]
 async fn the_pyth_bearer_token_never_follows_a_redirect() {
-    keeper_common::install_crypto_provider();
+    keeper_runtime::install_crypto_provider();
     let elsewhere = Sink::start().await;
     let redirector =
         Sink::with_default(Reply::status(307).header("location", &elsewhere.url_for("/steal")))
@@ -48,7 +48,7 @@ async fn the_pyth_bearer_token_never_follows_a_redirect() {
         pyth_api_key: Some(Secret::shared("PYTH-REDIRECT-SECRET")),
         ..SourcesSettings::default()
     };
-    let pyth = keeper_common::sources::Pyth::from_settings(&settings, None);
+    let pyth = keeper_sources::Pyth::from_settings(&settings, None);
     let result = pyth
         .latest(&["2b89b9dc8fdf9f34709a5b106b472f0f39bb6ca9ce04b0fd7f2e971688e2e53b"])
         .await;

@@ -4,13 +4,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use keeper_common::alert::Alerter;
-use keeper_common::config::AlertSettings;
-use keeper_common::runner::{
+use keeper_runtime::alert::Alerter;
+use keeper_runtime::config::AlertSettings;
+use keeper_runtime::runner::{
     Cycle, CycleContext, CycleError, ErrorKind, KEEPER_STALE, Outcome, Runner, Shutdown, Timing,
 };
-use keeper_common::secret::Secret;
-use keeper_common::telemetry::{Health, Metrics};
+use keeper_runtime::secret::Secret;
+use keeper_runtime::telemetry::{Health, Metrics};
 use keeper_tests::probe::{self, Probe};
 use keeper_tests::sink::Sink;
 
@@ -500,12 +500,12 @@ impl Cycle for FetchWithRetry {
     type Report = String;
 
     async fn run(&mut self, ctx: &CycleContext) -> Result<String, CycleError> {
-        keeper_common::install_crypto_provider();
-        let client = keeper_common::http::client(Duration::from_secs(2));
-        let policy = keeper_common::retry::backoff(4, ms(20), ms(100));
+        keeper_runtime::install_crypto_provider();
+        let client = keeper_runtime::http::client(Duration::from_secs(2));
+        let policy = keeper_runtime::retry::backoff(4, ms(20), ms(100));
         let body = ctx
             .retry("sink", policy, || {
-                keeper_common::http::send("sink", client.get(&self.url), Duration::from_secs(2))
+                keeper_runtime::http::send("sink", client.get(&self.url), Duration::from_secs(2))
             })
             .await
             .map_err(|e| CycleError::failed(e.to_string()))?;

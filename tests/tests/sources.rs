@@ -4,13 +4,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use keeper_common::aggregate::aggregate;
-use keeper_common::secret::Secret;
-use keeper_common::sources::{
+use keeper_runtime::secret::Secret;
+use keeper_runtime::telemetry::Metrics;
+use keeper_sources::aggregate::aggregate;
+use keeper_sources::{
     AggregationSettings, AssetConfig, CoinGecko, CoinGeckoTier, DefiLlama, EthCall, EvmRpc,
     Fetched, Observation, PriceFetcher, Reason, RpcErrorKind, SourcesSettings, chainlink,
 };
-use keeper_common::telemetry::Metrics;
 use keeper_tests::upstreams::{
     ALLOW_LOCK, Endpoint, LATEST_ROUND_DATA, Mode, REFERENCE_ROUND_ID, Round, RpcAnswer, Source,
     Ts, UpstreamsHandle,
@@ -458,7 +458,7 @@ async fn chainlink_worked_example_and_batch_fixtures_decode() {
     let up = UpstreamsHandle::start().await;
     let s = up.sources_settings();
     let rpc = EvmRpc::new(&s.eth_rpc_urls, s.request_policy(), None, "chainlink");
-    let usdt = keeper_common::sources::parse_address(&up.chainlink_proxy("USDT")).unwrap();
+    let usdt = keeper_sources::parse_address(&up.chainlink_proxy("USDT")).unwrap();
     up.push_endpoint_mode(
         Endpoint::Eth(0),
         Mode::fixture(200, "eth/latest_round_data_usdt.json"),
@@ -474,7 +474,7 @@ async fn chainlink_worked_example_and_batch_fixtures_decode() {
     assert_eq!(round.answer.to_string(), "99985000");
     match chainlink::evaluate("USDT", &round, 8, 86_400, 600, FIXTURE_NOW) {
         Observation::Quote(q) => {
-            assert_eq!(keeper_common::sources::price_micro(q.price), Ok(999_850))
+            assert_eq!(keeper_sources::price_micro(q.price), Ok(999_850))
         }
         o => panic!("{o:?}"),
     }
@@ -691,7 +691,7 @@ async fn evm_bool_calls_for_the_bridge_keeper() {
     let s = up.sources_settings();
     let rpc = EvmRpc::new(&s.eth_rpc_urls, s.request_policy(), None, "eth_rpc");
     let bridge_str = "0xb323692b6d4DB96af1f52E4499a2bd0Ded9af3C5";
-    let bridge = keeper_common::sources::parse_address(bridge_str).unwrap();
+    let bridge = keeper_sources::parse_address(bridge_str).unwrap();
     let sel = [0x69, 0xd3, 0x8e, 0x1c];
     up.set_eth_bool(bridge_str, ALLOW_LOCK, false);
     assert_eq!(rpc.call_bool(bridge, sel).await, Ok(false));
@@ -914,7 +914,7 @@ async fn aggregation_of_a_depeg_and_of_a_lone_outlier() {
     // Direct use of aggregate() on fetched observations, stricter quorum: four sources are
     // three lineages.
     let a = &got.assets.iter().find(|a| a.asset.symbol == "DAI").unwrap();
-    let policy = keeper_common::sources::AggregatePolicy {
+    let policy = keeper_sources::AggregatePolicy {
         min_sources: 4,
         ..Default::default()
     };
@@ -963,7 +963,7 @@ async fn every_json_rpc_fixture_is_classified() {
     let mut s = up.sources_settings();
     s.retries = 0;
     let rpc = EvmRpc::new(&s.eth_rpc_urls, s.request_policy(), None, "chainlink");
-    let usdt = keeper_common::sources::parse_address(&up.chainlink_proxy("USDT")).unwrap();
+    let usdt = keeper_sources::parse_address(&up.chainlink_proxy("USDT")).unwrap();
     let call = EthCall::selector(usdt, chainlink::LATEST_ROUND_DATA);
     // Infura last: its backoff_seconds blocks the endpoint for 30 s.
     let cases: [(&str, u16, Result<usize, RpcErrorKind>); 10] = [

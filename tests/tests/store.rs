@@ -9,13 +9,14 @@ use std::time::{Duration, Instant};
 use bridge_health::records::{self as bridge_records, BridgeStatus, NewBridgeSnapshot};
 use chrono::{TimeZone, Utc};
 use futures_util::StreamExt;
-use keeper_common::alert::Alerter;
-use keeper_common::config::StorageSettings;
-use keeper_common::secret::SecretUrl;
-use keeper_common::store::{self, Store, StoreError, StoreKind, StoreTimeouts};
-use keeper_common::telemetry::metrics::Metrics;
+use keeper_runtime::alert::Alerter;
+use keeper_runtime::config::StorageSettings;
+use keeper_runtime::secret::SecretUrl;
+use keeper_runtime::store::{self, StoreError, StoreKind, StoreTimeouts};
+use keeper_runtime::telemetry::metrics::Metrics;
 use keeper_tests::env;
 use keeper_tests::proxy::TcpProxy;
+use keeper_ton::cache::ChainStore;
 use pricing_oracle::records::{
     self as price_records, NewPriceUpdate, StatusChange, UpdateReason, UpdateStatus,
 };
@@ -340,9 +341,9 @@ async fn migrations_apply_twice_in_their_own_schema_beside_a_foreign_public_tabl
     .unwrap();
     assert_eq!(foreign, ["id", "hedge_venue", "hedge_price", "updated_at"]);
 
-    // A Store migrating at start (a third application) records into keepers, not public.
+    // A ChainStore migrating at start (a third application) records into keepers, not public.
     let metrics = Arc::new(Metrics::new("pricing-oracle"));
-    let s = Store::connect_with(
+    let s = ChainStore::connect_with(
         &settings(Some(&db.url), None, "keepers", "x:"),
         metrics.clone(),
         Alerter::disabled(),
@@ -415,7 +416,7 @@ async fn migrate_rejects_a_schema_name_that_is_not_an_identifier() {
 async fn price_updates_and_bridge_snapshots_with_latest_queries() {
     let schema = schema_name("rec");
     let metrics = Arc::new(Metrics::new("pricing-oracle"));
-    let s = Store::connect_with(
+    let s = ChainStore::connect_with(
         &settings(Some(&env::pg_url()), None, &schema, "x:"),
         metrics,
         Alerter::disabled(),
@@ -630,7 +631,7 @@ async fn latest_queries_are_served_by_the_indexes() {
 async fn redis_hashes_and_pubsub_channels() {
     let prefix = prefix_name("cache");
     let url = env::redis_url();
-    let s = Store::connect_with(
+    let s = ChainStore::connect_with(
         &settings(None, Some(&url), "unused", &prefix),
         Arc::new(Metrics::new("pricing-oracle")),
         Alerter::disabled(),
@@ -714,7 +715,7 @@ fn nothing_configured_says_so_once_and_the_lease_is_local() {
     let (logs, _guard) = capture_logs();
     rt.block_on(async {
         let metrics = Arc::new(Metrics::new("bridge-health"));
-        let s = Store::connect(
+        let s = ChainStore::connect(
             &StorageSettings::default(),
             metrics.clone(),
             Alerter::disabled(),
@@ -776,7 +777,7 @@ fn passwords_stay_out_of_errors_and_logs() {
     let (logs, _guard) = capture_logs();
     let errors = rt.block_on(async {
         // Nothing listens on port 1; one URL is malformed beyond the password.
-        let s = Store::connect_with(
+        let s = ChainStore::connect_with(
             &settings(
                 Some("postgres://keeper:hunter2-pg@127.0.0.1:1/app"),
                 Some("redis://:hunter2-redis@127.0.0.1:1/0"),
@@ -788,7 +789,7 @@ fn passwords_stay_out_of_errors_and_logs() {
             fast(),
         )
         .await;
-        let bad = Store::connect_with(
+        let bad = ChainStore::connect_with(
             &settings(
                 Some("postgres://keeper:hunter2-pg@127.0.0.1:notaport/app"),
                 Some("redis://:hunter2-redis@[::1/0"),
@@ -851,7 +852,7 @@ async fn lease_child() {
             .parse()
             .unwrap(),
     );
-    let s = Store::connect_with(
+    let s = ChainStore::connect_with(
         &settings(None, Some(&env::redis_url()), "unused", &prefix),
         Arc::new(Metrics::new("pricing-oracle")),
         Alerter::disabled(),
@@ -941,7 +942,7 @@ async fn redis_lease_two_processes() {
     // This process contends with its own store (its own Redis connection) while the child
     // renews: for well over one TTL it never gets the lease, and it sees who has it.
     let metrics = Arc::new(Metrics::new("pricing-oracle"));
-    let s = Store::connect_with(
+    let s = ChainStore::connect_with(
         &settings(None, Some(&url), "unused", &prefix),
         metrics.clone(),
         Alerter::disabled(),
@@ -1017,7 +1018,7 @@ async fn redis_lease_two_processes() {
     }
 
     // A third contender (another connection) cannot take it; after B releases, it can at once.
-    let s3 = Store::connect_with(
+    let s3 = ChainStore::connect_with(
         &settings(None, Some(&url), "unused", &prefix),
         Arc::new(Metrics::new("pricing-oracle")),
         Alerter::disabled(),
@@ -1074,7 +1075,7 @@ async fn postgres_advisory_lease_when_redis_is_not_configured() {
     let pg = env::pg_url();
     let connect = |m: Arc<Metrics>| {
         let st = settings(Some(&pg), None, &schema, "x:");
-        async move { Store::connect_with(&st, m, Alerter::disabled(), fast()).await }
+        async move { ChainStore::connect_with(&st, m, Alerter::disabled(), fast()).await }
     };
     let ma = Arc::new(Metrics::new("pricing-oracle"));
     let a_store = connect(ma.clone()).await;
@@ -1142,7 +1143,11 @@ async fn postgres_advisory_lease_when_redis_is_not_configured() {
 
 /// One keeper-like cycle against the store: records, cache, lease. Returns how long the
 /// storage part took and whether the lease is held.
-async fn cycle(s: &Store, lease: &mut store::WalletLease, n: u32) -> (Duration, bool, bool) {
+async fn cycle(
+    s: &ChainStore,
+    lease: &mut keeper_ton::lease::WalletLease,
+    n: u32,
+) -> (Duration, bool, bool) {
     let t = Instant::now();
     let recorded = s
         .put_hash("price:USDT", &[("price_micro", n.to_string())])
@@ -1163,14 +1168,14 @@ async fn redis_lost_mid_run_degrades_and_recovers() {
     let alerter = Alerter::disabled();
     let t = fast();
     let ttl = Duration::from_millis(1500);
-    let s = Store::connect_with(
+    let s = ChainStore::connect_with(
         &settings(None, Some(&url), "unused", &prefix),
         metrics.clone(),
         alerter.clone(),
         t,
     )
     .await;
-    let rival_store = Store::connect_with(
+    let rival_store = ChainStore::connect_with(
         &settings(None, Some(&env::redis_url()), "unused", &prefix),
         Arc::new(Metrics::new("pricing-oracle")),
         Alerter::disabled(),
@@ -1272,7 +1277,7 @@ async fn postgres_lost_mid_run_degrades_and_recovers() {
     let metrics = Arc::new(Metrics::new("bridge-health"));
     let alerter = Alerter::disabled();
     let t = fast();
-    let s = Store::connect_with(
+    let s = ChainStore::connect_with(
         &settings(Some(&url), None, &schema, "x:"),
         metrics.clone(),
         alerter.clone(),
@@ -1347,7 +1352,7 @@ async fn stores_unreachable_at_start_degrade_then_migrate_when_they_come_up() {
     let metrics = Arc::new(Metrics::new("pricing-oracle"));
     let alerter = Alerter::disabled();
     let started = Instant::now();
-    let s = Store::connect_with(
+    let s = ChainStore::connect_with(
         &settings(
             Some(&pg_proxy.url_for(&env::pg_url())),
             Some(&redis_proxy.url_for(&env::redis_url())),
@@ -1457,7 +1462,7 @@ async fn redis_server_killed_mid_run() {
     let metrics = Arc::new(Metrics::new("pricing-oracle"));
     let alerter = Alerter::disabled();
     let t = fast();
-    let s = Store::connect_with(
+    let s = ChainStore::connect_with(
         &settings(None, Some(&url), "unused", "k:"),
         metrics.clone(),
         alerter.clone(),
@@ -1522,7 +1527,7 @@ async fn rediss_urls_are_usable_and_degrade_when_tls_fails() {
         .unwrap();
     let metrics = Arc::new(Metrics::new("pricing-oracle"));
     let alerter = Alerter::disabled();
-    let s = Store::connect_with(
+    let s = ChainStore::connect_with(
         &settings(
             None,
             Some(&format!("rediss://127.0.0.1:{port}/0")),
@@ -1553,7 +1558,7 @@ async fn every_call_runs_on_spawned_tasks() {
     // Keepers run storage calls inside spawned tasks: each future must be Send + 'static-able.
     let schema = schema_name("spawn");
     let prefix = prefix_name("spawn");
-    let s = Store::connect_with(
+    let s = ChainStore::connect_with(
         &settings(
             Some(&env::pg_url()),
             Some(&env::redis_url()),

@@ -6,12 +6,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use keeper_common::retry;
-use keeper_common::secret::Secret;
-use keeper_common::telemetry::metrics::Metrics;
-use keeper_common::ton::*;
-use keeper_common::ton::{Network, WalletVersion};
+use keeper_runtime::retry;
+use keeper_runtime::secret::Secret;
+use keeper_runtime::telemetry::metrics::Metrics;
 use keeper_tests::toncenter::{ExternalOutcome, Fault, NumberStyle, ToncenterServer};
+use keeper_ton::*;
+use keeper_ton::{Network, WalletVersion};
 
 const TON: u128 = 1_000_000_000;
 
@@ -612,7 +612,7 @@ async fn dry_run_signs_everything_and_sends_nothing() {
         .messages
         .iter()
         .map(|m| match &m.subject {
-            keeper_common::ton::SummarySubject::Price { asset_id, .. } => *asset_id,
+            keeper_ton::SummarySubject::Price { asset_id, .. } => *asset_id,
             other => panic!("{other:?}"),
         })
         .collect();

@@ -7,12 +7,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use keeper_common::alert::Alerter;
-use keeper_common::retry;
-use keeper_common::telemetry::metrics::Metrics;
-use keeper_common::ton::*;
+use keeper_runtime::alert::Alerter;
+use keeper_runtime::retry;
+use keeper_runtime::telemetry::metrics::Metrics;
 use keeper_tests::pricing::PricingHarness;
 use keeper_tests::toncenter::{ExternalOutcome, ToncenterServer};
+use keeper_ton::*;
 
 const TON: u128 = 1_000_000_000;
 
@@ -55,7 +55,7 @@ async fn two_ports(seed: u8) -> Two {
 
 impl Two {
     fn transport(&self, urls: &[String]) -> Toncenter {
-        let list: Vec<(&str, Option<Arc<keeper_common::secret::Secret>>)> =
+        let list: Vec<(&str, Option<Arc<keeper_runtime::secret::Secret>>)> =
             urls.iter().map(|u| (u.as_str(), None)).collect();
         Toncenter::with_endpoints(&list, 0, Duration::from_secs(2))
             .unwrap()
@@ -252,7 +252,7 @@ async fn the_request_budget_paces_a_keyless_endpoint() {
     // With a key: 10 requests/s.
     chain.require_api_key(Some("k"));
     let keyed = Toncenter::new(&TonSettings {
-        api_key: Some(keeper_common::secret::Secret::shared("k")),
+        api_key: Some(keeper_runtime::secret::Secret::shared("k")),
         ..settings
     })
     .unwrap();

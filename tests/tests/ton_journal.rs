@@ -8,15 +8,15 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use keeper_common::alert::Alerter;
-use keeper_common::config::StorageSettings;
-use keeper_common::secret::SecretUrl;
-use keeper_common::store::Store;
-use keeper_common::telemetry::metrics::Metrics;
-use keeper_common::ton::*;
+use keeper_runtime::alert::Alerter;
+use keeper_runtime::config::StorageSettings;
+use keeper_runtime::secret::SecretUrl;
+use keeper_runtime::telemetry::metrics::Metrics;
 use keeper_tests::env;
 use keeper_tests::pricing::PricingHarness;
 use keeper_tests::toncenter::{ExternalOutcome, ToncenterServer};
+use keeper_ton::cache::ChainStore;
+use keeper_ton::*;
 
 const TON: u128 = 1_000_000_000;
 
@@ -187,7 +187,7 @@ async fn a_file_journal_resumes_the_same_message_after_a_restart() {
 async fn a_postgres_journal_resumes_the_same_message_after_a_restart() {
     let r = rig(62).await;
     let schema = env::unique("journal").to_lowercase();
-    let store = Store::connect_with(
+    let store = ChainStore::connect_with(
         &StorageSettings {
             database_url: Some(SecretUrl::shared(env::pg_url())),
             db_schema: schema.clone(),
@@ -198,7 +198,7 @@ async fn a_postgres_journal_resumes_the_same_message_after_a_restart() {
         },
         Arc::new(Metrics::new("pricing-oracle")),
         Alerter::disabled(),
-        keeper_common::store::StoreTimeouts::default(),
+        keeper_runtime::store::StoreTimeouts::default(),
     )
     .await;
     let journal = Journal::choose(&store, None);

@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
-use keeper_common::secret::Secret;
-use keeper_common::ton::external::internal_message;
-use keeper_common::ton::*;
-use keeper_common::ton::{Network, WalletVersion};
+use keeper_runtime::secret::Secret;
+use keeper_ton::external::internal_message;
+use keeper_ton::*;
+use keeper_ton::{Network, WalletVersion};
 use tonlib_core::cell::{BagOfCells, Cell, CellBuilder};
 use tonlib_core::tlb_types::tlb::TLB;
 use tonlib_core::wallet::versioned::v5::WalletExtMsgBodyV5;
@@ -45,7 +45,7 @@ fn bridge(name: &str, id: u8, online: bool, ts: u32) -> OracleMessage {
 }
 
 fn outgoing(wallet: &Wallet, msgs: &[OracleMessage]) -> Vec<OutgoingMessage> {
-    keeper_common::ton::summary::outgoing(wallet, msgs, 50_000_000).unwrap()
+    keeper_ton::summary::outgoing(wallet, msgs, 50_000_000).unwrap()
 }
 
 #[test]

@@ -5,9 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use keeper_common::ton::*;
 use keeper_tests::pricing::PricingHarness;
 use keeper_tests::toncenter::{EXTERNAL_FEE, ExternalOutcome, FORWARD_FEE, ToncenterServer};
+use keeper_ton::*;
 
 const TON: u128 = 1_000_000_000;
 

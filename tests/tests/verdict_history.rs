@@ -7,17 +7,17 @@ use std::sync::Arc;
 use bridge_health::confirm::{self, Evidence, History};
 use bridge_health::decision::Status;
 use bridge_health::signals::Verdict;
-use keeper_common::alert::Alerter;
-use keeper_common::config::StorageSettings;
-use keeper_common::secret::SecretUrl;
-use keeper_common::store::Store;
-use keeper_common::telemetry::metrics::Metrics;
+use keeper_runtime::alert::Alerter;
+use keeper_runtime::config::StorageSettings;
+use keeper_runtime::secret::SecretUrl;
+use keeper_runtime::telemetry::metrics::Metrics;
 use keeper_tests::env;
+use keeper_ton::cache::ChainStore;
 use pricing_oracle::policy::OnChain;
 use pricing_oracle::reference::{Origin, OwnRecord};
 
-async fn store(pg: bool, redis: bool, schema: &str, prefix: &str) -> Store {
-    keeper_common::install_crypto_provider();
+async fn store(pg: bool, redis: bool, schema: &str, prefix: &str) -> ChainStore {
+    keeper_runtime::install_crypto_provider();
     let settings = StorageSettings {
         database_url: pg.then(|| SecretUrl::shared(env::pg_url())),
         db_schema: schema.to_owned(),
@@ -26,7 +26,7 @@ async fn store(pg: bool, redis: bool, schema: &str, prefix: &str) -> Store {
         lease_ttl: 2,
         migrate_on_start: true,
     };
-    Store::connect(
+    ChainStore::connect(
         &settings,
         Arc::new(Metrics::new("verdict-history")),
         Alerter::disabled(),

@@ -13,13 +13,13 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use keeper_common::secret::Secret;
-use keeper_common::ton::{Network, WalletVersion};
-use keeper_common::ton::{Wallet, WalletKeys};
+use keeper_runtime::secret::Secret;
 use keeper_tests::bridges::BridgeApis;
 use keeper_tests::sink::Sink;
 use keeper_tests::toncenter::ToncenterServer;
 use keeper_tests::upstreams::{ALLOW_LOCK, Ts, UpstreamsHandle};
+use keeper_ton::{Network, WalletVersion};
+use keeper_ton::{Wallet, WalletKeys};
 
 const BIN: &str = env!("CARGO_BIN_EXE_bridge-health-keeper");
 const MNEMONIC: &str = "fancy carpet hello mandate penalty trial consider property top vicious exit rebuild tragic profit urban major total month holiday sudden rib gather media vicious";
@@ -66,7 +66,7 @@ fn main() {
 }
 
 async fn run(ticks: u64, interval_ms: u64) {
-    keeper_common::install_crypto_provider();
+    keeper_runtime::install_crypto_provider();
     let apis = BridgeApis::start().await;
     let up = UpstreamsHandle::start().await;
     for key in [

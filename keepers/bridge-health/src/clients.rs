@@ -1,14 +1,12 @@
 //! The shared clients behind the peg and `eth_call` signals: the DefiLlama coins client and the
-//! Ethereum JSON-RPC client with failover, both from `keeper_common::sources`.
+//! Ethereum JSON-RPC client with failover, both from `keeper_sources`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures_util::FutureExt as _;
 use futures_util::future::BoxFuture;
-use keeper_common::sources::{
-    CoinGecko, DefiLlama, EvmRpc, InvalidValue, PricePoint, parse_address,
-};
+use keeper_sources::{CoinGecko, DefiLlama, EvmRpc, InvalidValue, PricePoint, parse_address};
 use rust_decimal::prelude::ToPrimitive as _;
 
 use crate::config::{BridgeSpec, Check};

@@ -5,13 +5,13 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use keeper_common::config::{
+use keeper_runtime::config::{
     AlertSettings, ConfigError, Env, Layers, RunnerSettings, StorageSettings, TelemetrySettings,
     validate, validate_shared,
 };
-use keeper_common::runtime::ChainConfig;
-use keeper_common::sources::SourcesSettings;
-use keeper_common::ton::TonSettings;
+use keeper_sources::SourcesSettings;
+use keeper_ton::TonSettings;
+use keeper_ton::keeper::ChainConfig;
 use serde::Deserialize;
 
 pub use crate::signals::spec::{Check, SignalSpec, UpstreamSettings};
@@ -178,13 +178,10 @@ impl Config {
         check_policy(&settings.policy)?;
         settings.upstreams.validate()?;
         if let Some(a) = &settings.oracle.address {
-            keeper_common::ton::validate_address("oracle.address (BRIDGE_ORACLE_ADDRESS)", a)?;
+            keeper_ton::validate_address("oracle.address (BRIDGE_ORACLE_ADDRESS)", a)?;
         }
         if let Some(a) = &settings.oracle.pricing_address {
-            keeper_common::ton::validate_address(
-                "oracle.pricing_address (PRICING_ORACLE_ADDRESS)",
-                a,
-            )?;
+            keeper_ton::validate_address("oracle.pricing_address (PRICING_ORACLE_ADDRESS)", a)?;
         }
         let bridges = check_bridges(&settings.bridges)?;
         let needs_rpc = bridges
@@ -475,11 +472,11 @@ kind = "wormhole_health"
             c.settings.telemetry.metrics_addr.map(|a| a.port()),
             Some(9102)
         );
-        let needs = keeper_common::cli::Needs {
+        let needs = keeper_runtime::cli::Needs {
             oracle: true,
             ..Default::default()
         };
-        let e = keeper_common::runtime::load::<crate::BridgeKeeper>(None, &env, needs)
+        let e = keeper_ton::keeper::load::<crate::BridgeKeeper>(None, &env, needs)
             .err()
             .unwrap();
         assert!(e.setting.contains("BRIDGE_ORACLE_ADDRESS"), "{e}");

@@ -4,11 +4,11 @@
 
 use chrono::{TimeZone, Utc};
 use futures_util::future::join_all;
-use keeper_common::fallback::FallbackGate;
-use keeper_common::runner::{Cycle, CycleContext, CycleError};
-use keeper_common::runtime::ChainParts;
-use keeper_common::telemetry::metrics::labels;
-use keeper_common::ton::{
+use keeper_runtime::runner::{Cycle, CycleContext, CycleError};
+use keeper_runtime::telemetry::metrics::labels;
+use keeper_ton::fallback::FallbackGate;
+use keeper_ton::keeper::ChainParts;
+use keeper_ton::{
     BridgeStatusUpdate, OracleMessage, OracleUpdate, Publication, PublishError, TickOutcome,
     TonAddress, read_bridge_status,
 };

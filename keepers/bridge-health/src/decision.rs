@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use keeper_common::alert::{Alert, Severity};
+use keeper_runtime::alert::{Alert, Severity};
 use serde::{Deserialize, Serialize};
 
 use crate::config::BridgeSpec;

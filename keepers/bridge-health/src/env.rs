@@ -1,7 +1,7 @@
 //! The environment variables the bridge keeper reads, and the settings they set.
 
-use keeper_common::config::{COMMON_ENV, EnvBinding, Kind, bind};
-use keeper_common::sources::SOURCES_ENV;
+use keeper_runtime::config::{COMMON_ENV, EnvBinding, Kind, bind};
+use keeper_sources::SOURCES_ENV;
 
 /// Environment bindings of this keeper's own settings (the shared ones are in [`COMMON_ENV`]).
 /// `PRICING_ORACLE_ADDRESS` binds to a fallback slot so that an explicit bridge oracle in the
@@ -40,7 +40,7 @@ pub const BRIDGE_ENV: &[EnvBinding] = &[
 pub fn bindings() -> Vec<EnvBinding> {
     COMMON_ENV
         .iter()
-        .chain(keeper_common::ton::TON_ENV)
+        .chain(keeper_ton::TON_ENV)
         .chain(
             SOURCES_ENV
                 .iter()

@@ -2,13 +2,14 @@
 //! `bridge_health_verdicts` table when PostgreSQL is configured, else the Redis hash
 //! `{prefix}bridge_verdicts:{id}`, else this process's memory only.
 
-use keeper_common::store::{Store, StoreError, pg_err};
+use keeper_runtime::store::{StoreError, pg_err};
+use keeper_ton::cache::ChainStore;
 
 use crate::confirm::History;
 
 /// Reads a bridge's history; `None` when nothing is stored (or the store is unreachable, which
 /// is logged: the bridge then starts from no history, the cautious side for offline).
-pub async fn load(store: &Store, bridge_id: u8) -> Option<History> {
+pub async fn load(store: &ChainStore, bridge_id: u8) -> Option<History> {
     if store.postgres_configured() {
         match store
             .pg("read verdict history", |pool| async move {
@@ -41,7 +42,7 @@ pub async fn load(store: &Store, bridge_id: u8) -> Option<History> {
 }
 
 /// Stores a bridge's history where [`load`] finds it.
-pub async fn save(store: &Store, bridge_id: u8, history: &History) {
+pub async fn save(store: &ChainStore, bridge_id: u8, history: &History) {
     let Ok(json) = serde_json::to_value(history) else {
         return;
     };

@@ -18,12 +18,12 @@ pub mod status;
 use std::path::Path;
 use std::time::Duration;
 
-use keeper_common::cli::Output;
-use keeper_common::config::{ConfigError, Env, EnvBinding};
-use keeper_common::runtime::{ChainKeeper, ChainParts};
-use keeper_common::sources::{CoinGecko, DefiLlama, EvmRpc};
-use keeper_common::telemetry::Metrics;
-use keeper_common::ton::{TonAddress, Toncenter};
+use keeper_runtime::cli::Output;
+use keeper_runtime::config::{ConfigError, Env, EnvBinding};
+use keeper_runtime::telemetry::Metrics;
+use keeper_sources::{CoinGecko, DefiLlama, EvmRpc};
+use keeper_ton::keeper::{ChainKeeper, ChainParts};
+use keeper_ton::{TonAddress, Toncenter};
 
 use crate::clients::{EthBool, PegClients};
 use crate::config::{Check, Config};
@@ -78,7 +78,7 @@ impl ChainKeeper for BridgeKeeper {
                 signals::evm_call::UPSTREAM,
             ))
         });
-        let http = keeper_common::http::client(Duration::from_secs(s.upstreams.timeout));
+        let http = keeper_runtime::http::client(Duration::from_secs(s.upstreams.timeout));
         Ok(BridgeCycle::new(parts, families, http, pegs, eth))
     }
 

@@ -2,5 +2,5 @@
 //! and pushes signed `update_bridge_status` messages to the TON oracle on change or heartbeat.
 
 fn main() -> std::process::ExitCode {
-    keeper_common::runtime::main::<bridge_health::BridgeKeeper>()
+    keeper_ton::keeper::main::<bridge_health::BridgeKeeper>()
 }

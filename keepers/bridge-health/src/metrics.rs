@@ -1,7 +1,7 @@
 //! The bridge keeper's own metric families, registered beside the shared ones.
 
-use keeper_common::telemetry::Metrics;
-use keeper_common::telemetry::metrics::{FloatGauge, Labels};
+use keeper_runtime::telemetry::Metrics;
+use keeper_runtime::telemetry::metrics::{FloatGauge, Labels};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 

@@ -1,7 +1,7 @@
 //! The `bridge_health_snapshots` table: one row per bridge per tick.
 
 use chrono::{DateTime, Utc};
-use keeper_common::store::{Store, StoreError, column, pg_err};
+use keeper_runtime::store::{Store, StoreError, column, pg_err};
 use serde::Serialize;
 use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, PgPool};
@@ -9,7 +9,7 @@ use sqlx::{AssertSqlSafe, PgPool};
 /// Redis pub/sub channel of bridge health changes.
 pub const CHANNEL: &str = "bridge_health";
 
-keeper_common::text_enum!(
+keeper_runtime::text_enum!(
     /// Health verdict of a bridge (`bridge_health_snapshots.status`).
     BridgeStatus, "bridge_health_snapshots", "status" {
         /// Every signal is fine.

@@ -3,8 +3,8 @@
 
 use std::fmt::Write as _;
 
-use keeper_common::runner::CycleReport;
-use keeper_common::ton::SendSummary;
+use keeper_runtime::runner::CycleReport;
+use keeper_ton::SendSummary;
 use serde::Serialize;
 
 use crate::decision::{BridgeDecision, Status};

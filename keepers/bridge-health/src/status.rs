@@ -1,8 +1,8 @@
 //! `bridge-health-keeper status`: what the oracle holds for every configured bridge.
 
-use keeper_common::cli::Output;
-use keeper_common::runtime::Freshness;
-use keeper_common::ton::{TonAddress, Toncenter, read_bridge_status};
+use keeper_runtime::cli::Output;
+use keeper_ton::keeper::Freshness;
+use keeper_ton::{TonAddress, Toncenter, read_bridge_status};
 use serde::Serialize;
 
 use crate::config::Config;

@@ -9,15 +9,15 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use keeper_common::secret::Secret;
-use keeper_common::ton::{Network, WalletVersion};
-use keeper_common::ton::{TonAddress, Wallet, WalletKeys};
+use keeper_runtime::secret::Secret;
 use keeper_tests::bridges::{BridgeApis, Reply, Route};
 use keeper_tests::env;
 use keeper_tests::process::{free_port, sigterm};
 use keeper_tests::sink::Sink;
 use keeper_tests::toncenter::{ExternalOutcome, ToncenterServer};
 use keeper_tests::upstreams::{ALLOW_LOCK, Ts, UpstreamsHandle};
+use keeper_ton::{Network, WalletVersion};
+use keeper_ton::{TonAddress, Wallet, WalletKeys};
 use redis::AsyncCommands as _;
 use serde_json::Value;
 use sqlx::Row as _;
@@ -64,7 +64,7 @@ fn test_config(dir: &Path) -> PathBuf {
 
 impl Harness {
     async fn start() -> Self {
-        keeper_common::install_crypto_provider();
+        keeper_runtime::install_crypto_provider();
         let apis = BridgeApis::start().await;
         let up = UpstreamsHandle::start().await;
         for key in PEG_KEYS {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bridge_health::config::{Check, SignalSpec, UpstreamSettings};
 use bridge_health::signals::{self, Ctx, PegBatch, SignalReport, Verdict, ready_pegs};
-use keeper_common::telemetry::Metrics;
+use keeper_runtime::telemetry::Metrics;
 use keeper_tests::bridges::{self, BridgeApis, Reply, Route};
 use serde_json::json;
 
@@ -49,8 +49,8 @@ fn spec(name: &str, kind_toml: &str) -> SignalSpec {
 }
 
 async fn run(s: &SignalSpec, up: &UpstreamSettings, metrics: &Metrics) -> SignalReport {
-    keeper_common::install_crypto_provider();
-    let http = keeper_common::http::client(Duration::from_secs(5));
+    keeper_runtime::install_crypto_provider();
+    let http = keeper_runtime::http::client(Duration::from_secs(5));
     let pegs = ready_pegs(PegBatch::default());
     let ctx = Ctx {
         http: &http,
@@ -92,7 +92,7 @@ async fn a_protocol_document_bigger_than_any_buffer_is_streamed() {
     let doc = big_protocol(2_000_000_000.0, 1_300_000_000.0);
     let body = doc.to_string();
     assert!(
-        body.len() > 3 * keeper_common::http::MAX_BODY_BYTES,
+        body.len() > 3 * keeper_runtime::http::MAX_BODY_BYTES,
         "{}",
         body.len()
     );

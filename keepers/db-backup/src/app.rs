@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 
-use keeper_common::alert::Alerter;
-use keeper_common::config::{ConfigError, StorageSettings};
-use keeper_common::store::Store;
-use keeper_common::telemetry::Metrics;
+use keeper_runtime::alert::Alerter;
+use keeper_runtime::config::{ConfigError, StorageSettings};
+use keeper_runtime::store::Store;
+use keeper_runtime::telemetry::Metrics;
 
 use crate::config::Settings;
 use crate::local::LocalStore;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, anyhow, bail};
-use keeper_common::secret::SecretUrl;
+use keeper_runtime::secret::SecretUrl;
 use object_store::PutMode;
 use serde::Serialize;
 
@@ -540,7 +540,7 @@ pub fn target_url(
 ) -> anyhow::Result<Arc<SecretUrl>> {
     if let Some(raw) = flag {
         let url = SecretUrl::new(raw);
-        keeper_common::config::validate::url_with_scheme(
+        keeper_runtime::config::validate::url_with_scheme(
             "--target-database-url",
             url.expose(),
             &["postgres", "postgresql"],

@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use keeper_common::config::{
+use keeper_runtime::config::{
     AlertSettings, ConfigError, Env, Layers, RunnerSettings, StorageSettings, TelemetrySettings,
     validate, validate_shared,
 };
-use keeper_common::secret::{Secret, SecretUrl};
+use keeper_runtime::secret::{Secret, SecretUrl};
 use serde::Deserialize;
 
 /// Default ops server address of the backup job.

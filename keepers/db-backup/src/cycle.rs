@@ -9,8 +9,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use keeper_common::runner::{Cycle, CycleContext, CycleError, CycleReport, Shutdown};
-use keeper_common::telemetry::Health;
+use keeper_runtime::runner::{Cycle, CycleContext, CycleError, CycleReport, Shutdown};
+use keeper_runtime::telemetry::Health;
 use tokio::task::JoinHandle;
 
 use crate::app::App;

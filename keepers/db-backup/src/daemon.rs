@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use keeper_common::alert::Severity;
-use keeper_common::runner::{Cycle as _, CycleRun, Runner, Shutdown, Staleness, Timing};
-use keeper_common::telemetry::{Health, serve_ops};
+use keeper_runtime::alert::Severity;
+use keeper_runtime::runner::{Cycle as _, CycleRun, Runner, Shutdown, Staleness, Timing};
+use keeper_runtime::telemetry::{Health, serve_ops};
 
 use crate::app::App;
 use crate::config::{Settings, VerifyMode};

@@ -1,6 +1,6 @@
 //! The environment variables the backup job reads, and the settings they set.
 
-use keeper_common::config::{COMMON_ENV, EnvBinding, Kind, bind, bind_secret};
+use keeper_runtime::config::{COMMON_ENV, EnvBinding, Kind, bind, bind_secret};
 
 /// The job's own environment bindings; the shared ones of its sections are added by [`bindings`].
 const BACKUP_ENV: &[EnvBinding] = &[

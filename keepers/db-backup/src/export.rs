@@ -8,8 +8,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::metrics::BackupMetrics;
-use keeper_common::secret::SecretUrl;
-use keeper_common::telemetry::metrics::labels;
+use keeper_runtime::secret::SecretUrl;
+use keeper_runtime::telemetry::metrics::labels;
 
 /// The four backup families in the classic Prometheus text format (0.0.4), which both the
 /// Pushgateway and the textfile collector parse.
@@ -99,7 +99,7 @@ pub async fn push(url: &SecretUrl, label: &str, body: String) -> Result<(), Expo
             .extend(["metrics", "job", "db-backup", "database", label]);
     }
     let timeout = Duration::from_secs(10);
-    let client = keeper_common::http::client(timeout);
+    let client = keeper_runtime::http::client(timeout);
     let mut req = client
         .post(u)
         .header("Content-Type", "text/plain; version=0.0.4")
@@ -107,7 +107,7 @@ pub async fn push(url: &SecretUrl, label: &str, body: String) -> Result<(), Expo
     if !user.is_empty() || password.is_some() {
         req = req.basic_auth(user, password);
     }
-    keeper_common::http::send("pushgateway", req, timeout)
+    keeper_runtime::http::send("pushgateway", req, timeout)
         .await
         .map(|_| ())
         .map_err(|e| ExportError::Push(e.to_string()))
@@ -143,7 +143,7 @@ mod tests {
 
     #[test]
     fn text_has_the_fixed_names() {
-        let mut registry = keeper_common::telemetry::Metrics::new("db-backup");
+        let mut registry = keeper_runtime::telemetry::Metrics::new("db-backup");
         let b = BackupMetrics::register(&mut registry);
         b.last_success_timestamp.set(1_700_000_000);
         b.runs

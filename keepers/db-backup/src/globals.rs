@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use anyhow::{Context, anyhow, bail};
-use keeper_common::secret::SecretUrl;
+use keeper_runtime::secret::SecretUrl;
 
 use crate::app::App;
 use crate::archive::Decrypt;

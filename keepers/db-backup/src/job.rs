@@ -7,9 +7,9 @@ use std::time::Instant;
 
 use crate::records::BackupOutcome;
 use chrono::{DateTime, Utc};
-use keeper_common::alert::{Alert, Severity};
-use keeper_common::runner::CycleReport;
-use keeper_common::telemetry::metrics::labels;
+use keeper_runtime::alert::{Alert, Severity};
+use keeper_runtime::runner::CycleReport;
+use keeper_runtime::telemetry::metrics::labels;
 use serde::Serialize;
 
 use crate::app::App;

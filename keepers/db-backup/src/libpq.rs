@@ -11,7 +11,7 @@
 use std::str::FromStr;
 use std::sync::Arc;
 
-use keeper_common::secret::{Secret, SecretUrl};
+use keeper_runtime::secret::{Secret, SecretUrl};
 use percent_encoding::percent_decode_str;
 use sqlx::postgres::PgConnectOptions;
 

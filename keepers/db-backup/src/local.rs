@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use crate::manifest::{BackupId, FileKind, MAX_MANIFEST_BYTES, Manifest};
-use keeper_common::config::BadInput;
+use keeper_runtime::config::BadInput;
 
 /// Suffix of in-progress files.
 const TMP_SUFFIX: &str = ".tmp";

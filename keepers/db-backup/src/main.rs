@@ -8,14 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use keeper_common::alert::{Alert, Alerter, Severity};
-use keeper_common::cli::{
+use keeper_runtime::alert::{Alert, Alerter, Severity};
+use keeper_runtime::cli::{
     CommonArgs, EXIT_FAILED, EXIT_OK, EXIT_USAGE, Output, print_cycle, run_async,
 };
-use keeper_common::config::ProcessEnv;
-use keeper_common::runner::CycleReport;
-use keeper_common::runner::Shutdown;
-use keeper_common::telemetry::Metrics;
+use keeper_runtime::config::ProcessEnv;
+use keeper_runtime::runner::CycleReport;
+use keeper_runtime::runner::Shutdown;
+use keeper_runtime::telemetry::Metrics;
 use serde::Serialize;
 
 use db_backup::app::App;
@@ -97,7 +97,7 @@ fn main() -> ExitCode {
     if let Some(code) = db_backup::child::run_trampoline_if_asked() {
         return ExitCode::from(code);
     }
-    keeper_common::disable_core_dumps();
+    keeper_runtime::disable_core_dumps();
     // /proc/self/exe still execs after the binary on disk was replaced by an upgrade.
     db_backup::child::use_trampoline(std::path::PathBuf::from("/proc/self/exe"));
     let cli = match Cli::try_parse() {
@@ -116,12 +116,12 @@ fn main() -> ExitCode {
         }
     };
     // Before the runtime's threads exist: nothing later (a child, a crash report) sees them.
-    keeper_common::scrub_secret_env(&db_backup::env::bindings(), &[]);
+    keeper_runtime::scrub_secret_env(&db_backup::env::bindings(), &[]);
     run_async(async_main(cli, settings))
 }
 
 async fn async_main(cli: Cli, settings: Settings) -> i32 {
-    let _guard = match keeper_common::telemetry::init_tracing(&settings.raw.telemetry, "db-backup")
+    let _guard = match keeper_runtime::telemetry::init_tracing(&settings.raw.telemetry, "db-backup")
     {
         Ok(g) => g,
         Err(e) => {
@@ -129,12 +129,12 @@ async fn async_main(cli: Cli, settings: Settings) -> i32 {
             return EXIT_USAGE;
         }
     };
-    keeper_common::install_crypto_provider();
+    keeper_runtime::install_crypto_provider();
     match dispatch(cli, settings).await {
         Ok(code) => code,
         Err(e) => {
             let usage = e
-                .downcast_ref::<keeper_common::config::ConfigError>()
+                .downcast_ref::<keeper_runtime::config::ConfigError>()
                 .is_some();
             eprintln!("error: {e:#}");
             if usage { EXIT_USAGE } else { EXIT_FAILED }
@@ -177,7 +177,7 @@ async fn dispatch(cli: Cli, settings: Settings) -> anyhow::Result<i32> {
                 .records_url
                 .clone()
                 .unwrap_or_else(|| settings.source_url.clone());
-            keeper_common::store::migrate(&url, &settings.raw.storage.db_schema).await?;
+            keeper_runtime::store::migrate(&url, &settings.raw.storage.db_schema).await?;
             println!(
                 "migrations applied to schema {} of {}",
                 settings.raw.storage.db_schema,

@@ -1,7 +1,7 @@
 //! The backup job's own metric families, registered beside the shared ones.
 
-use keeper_common::telemetry::Metrics;
-use keeper_common::telemetry::metrics::{FloatGauge, Labels, labels};
+use keeper_runtime::telemetry::Metrics;
+use keeper_runtime::telemetry::metrics::{FloatGauge, Labels, labels};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;

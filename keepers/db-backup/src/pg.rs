@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use keeper_common::secret::SecretUrl;
+use keeper_runtime::secret::SecretUrl;
 use sqlx::postgres::PgConnection;
 
 use crate::child;

@@ -1,12 +1,12 @@
 //! The `backup_runs` table: one row per backup run, from running to success or failure.
 
 use chrono::{DateTime, Utc};
-use keeper_common::store::{Store, StoreError, column, pg_err};
+use keeper_runtime::store::{Store, StoreError, column, pg_err};
 use serde::Serialize;
 use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, PgPool};
 
-keeper_common::text_enum!(
+keeper_runtime::text_enum!(
     /// Where a backup run stands (`backup_runs.status`).
     BackupStatus, "backup_runs", "status" {
         /// Started, not finished (or the process died).

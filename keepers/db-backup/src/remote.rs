@@ -20,8 +20,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::config::S3Location;
 use crate::dump::HashingWriter;
 use crate::manifest::{BackupId, FileKind, Manifest};
-use keeper_common::config::BadInput;
-use keeper_common::secret::Secret;
+use keeper_runtime::config::BadInput;
+use keeper_runtime::secret::Secret;
 
 /// Parts uploaded at the same time; with the part size this bounds upload memory.
 const UPLOAD_CONCURRENCY: usize = 2;
@@ -112,7 +112,7 @@ impl RemoteStore {
         part_size: usize,
         keys: &S3Keys,
     ) -> Result<Self, RemoteError> {
-        keeper_common::install_crypto_provider();
+        keeper_runtime::install_crypto_provider();
         let mut builder = AmazonS3Builder::from_env().with_bucket_name(&location.bucket);
         if let (Some(id), Some(secret)) = (&keys.access_key_id, &keys.secret_access_key) {
             builder = builder

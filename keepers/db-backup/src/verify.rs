@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use keeper_common::secret::SecretUrl;
+use keeper_runtime::secret::SecretUrl;
 use sqlx::AssertSqlSafe;
 
 use crate::archive::{self, ArchiveError, RestoreTo};

@@ -28,7 +28,7 @@ async fn ops_addr(p: &Probe) -> String {
 }
 
 async fn get(url: &str) -> (u16, String) {
-    let r = keeper_common::http::client(Duration::from_secs(10))
+    let r = keeper_runtime::http::client(Duration::from_secs(10))
         .get(url)
         .send()
         .await

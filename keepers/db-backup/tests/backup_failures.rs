@@ -429,7 +429,7 @@ async fn failing_s3_proxy(log: Arc<Mutex<Vec<String>>>) -> String {
         let body = axum::body::to_bytes(req.into_body(), usize::MAX)
             .await
             .unwrap();
-        let mut fwd = keeper_common::http::client(Duration::from_secs(60)).request(
+        let mut fwd = keeper_runtime::http::client(Duration::from_secs(60)).request(
             reqwest::Method::from_bytes(method.as_str().as_bytes()).unwrap(),
             format!("{}{pq}", keeper_tests::env::s3_url()),
         );

@@ -117,7 +117,7 @@ async fn the_daemon_runs_drills_on_their_own_schedule() {
             .and_then(|e| e["addr"].as_str().map(str::to_owned))
     })
     .await;
-    let client = keeper_common::http::client(Duration::from_secs(10));
+    let client = keeper_runtime::http::client(Duration::from_secs(10));
     let mut scrape = String::new();
     for _ in 0..300 {
         scrape = client

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use db_backup::records::{self, BackupOutcome, BackupStatus};
-use keeper_common::alert::Alerter;
-use keeper_common::config::StorageSettings;
-use keeper_common::secret::SecretUrl;
-use keeper_common::store::{Store, StoreKind, StoreTimeouts};
-use keeper_common::telemetry::metrics::Metrics;
+use keeper_runtime::alert::Alerter;
+use keeper_runtime::config::StorageSettings;
+use keeper_runtime::secret::SecretUrl;
+use keeper_runtime::store::{Store, StoreTimeouts};
+use keeper_runtime::telemetry::metrics::Metrics;
 use keeper_tests::env;
 use sqlx::Connection;
 
@@ -36,7 +36,7 @@ async fn backup_runs_with_latest_queries() {
         timeouts,
     )
     .await;
-    assert!(s.is_up(StoreKind::Postgres));
+    assert!(s.postgres_up());
 
     // Backup runs.
     let ok = records::start_backup_run(&s, "protocol").await.unwrap();

@@ -2,13 +2,13 @@
 
 use std::path::Path;
 
-use keeper_common::config::{
+use keeper_runtime::config::{
     AlertSettings, ConfigError, Env, Layers, RunnerSettings, StorageSettings, TelemetrySettings,
     validate, validate_shared,
 };
-use keeper_common::runtime::ChainConfig;
-use keeper_common::sources::{AggregationSettings, AssetList, SourcesSettings};
-use keeper_common::ton::TonSettings;
+use keeper_sources::{AggregationSettings, AssetList, SourcesSettings};
+use keeper_ton::TonSettings;
+use keeper_ton::keeper::ChainConfig;
 use serde::Deserialize;
 
 /// The setting naming the PriceOracle.
@@ -121,7 +121,7 @@ impl PricingConfig {
         self.aggregation.validate()?;
         self.assets.validate(&self.aggregation, &self.sources)?;
         if let Some(a) = &self.oracle.address {
-            keeper_common::ton::validate_address(ORACLE_SETTING, a)?;
+            keeper_ton::validate_address(ORACLE_SETTING, a)?;
         }
         let p = &self.policy;
         validate::at_most(
@@ -165,7 +165,7 @@ impl PricingConfig {
         validate::at_most(
             "policy.confirm_lineages (CONFIRM_LINEAGES)",
             u64::from(p.confirm_lineages),
-            keeper_common::sources::Source::ALL.len() as u64,
+            keeper_sources::Source::ALL.len() as u64,
             "lineages",
         )?;
         validate::nonzero(
@@ -208,7 +208,7 @@ pub struct AssetRules {
 
 impl PricingConfig {
     /// `[policy]` with the asset table's per-asset overrides.
-    pub fn rules_for(&self, asset: &keeper_common::sources::AssetConfig) -> AssetRules {
+    pub fn rules_for(&self, asset: &keeper_sources::AssetConfig) -> AssetRules {
         AssetRules {
             deviation_bps: asset.deviation_bps.unwrap_or(self.policy.deviation_bps),
             heartbeat: asset.heartbeat.unwrap_or(self.policy.heartbeat),
@@ -245,7 +245,7 @@ impl ChainConfig for PricingConfig {
 mod tests {
     use std::collections::HashMap;
 
-    use keeper_common::cli::Needs;
+    use keeper_runtime::cli::Needs;
 
     use super::*;
 
@@ -333,7 +333,7 @@ mod tests {
         let c = PricingConfig::load(None, &env).unwrap();
         assert_eq!(
             c.ton.update_value,
-            keeper_common::ton::UpdateValue::Fixed(100_000_000)
+            keeper_ton::UpdateValue::Fixed(100_000_000)
         );
         assert_eq!(c.policy.wallet_balance_low_nanoton, 2_500_000_000);
     }
@@ -341,7 +341,7 @@ mod tests {
     #[test]
     fn sending_needs_a_mnemonic_and_an_oracle() {
         let load = |env: &HashMap<String, String>| {
-            keeper_common::runtime::load::<crate::PricingKeeper>(
+            keeper_ton::keeper::load::<crate::PricingKeeper>(
                 None,
                 env,
                 Needs {

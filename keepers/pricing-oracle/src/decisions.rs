@@ -3,7 +3,7 @@
 //! and its reason), so "why was this price published at that time?" has an answer.
 
 use chrono::{DateTime, TimeZone, Utc};
-use keeper_common::store::{Store, StoreError, column, pg_err};
+use keeper_runtime::store::{Store, StoreError, column, pg_err};
 use serde::Serialize;
 use sqlx::PgPool;
 use sqlx::postgres::PgRow;

@@ -1,7 +1,7 @@
 //! The environment variables the pricing keeper reads, and the settings they set.
 
-use keeper_common::config::{COMMON_ENV, EnvBinding, Kind, bind};
-use keeper_common::sources::SOURCES_ENV;
+use keeper_runtime::config::{COMMON_ENV, EnvBinding, Kind, bind};
+use keeper_sources::SOURCES_ENV;
 
 /// Environment bindings of the pricing keeper's own sections.
 pub const PRICING_ENV: &[EnvBinding] = &[
@@ -31,7 +31,7 @@ pub const PRICING_ENV: &[EnvBinding] = &[
 pub fn bindings() -> Vec<EnvBinding> {
     COMMON_ENV
         .iter()
-        .chain(keeper_common::ton::TON_ENV)
+        .chain(keeper_ton::TON_ENV)
         .chain(SOURCES_ENV)
         .chain(PRICING_ENV)
         .copied()

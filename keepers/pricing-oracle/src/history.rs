@@ -6,12 +6,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use keeper_common::alert::Alerter;
-use keeper_common::cli::{EXIT_FAILED, EXIT_OK, EXIT_USAGE, Output};
-use keeper_common::config::ProcessEnv;
-use keeper_common::sources::parse_search_width;
-use keeper_common::store::Store;
-use keeper_common::telemetry::Metrics;
+use keeper_runtime::alert::Alerter;
+use keeper_runtime::cli::{EXIT_FAILED, EXIT_OK, EXIT_USAGE, Output};
+use keeper_runtime::config::ProcessEnv;
+use keeper_runtime::store::Store;
+use keeper_runtime::telemetry::Metrics;
+use keeper_sources::parse_search_width;
 
 use crate::config::PricingConfig;
 use crate::decisions::{self, DecisionRecord};
@@ -65,12 +65,12 @@ pub fn requested(args: &[OsString]) -> bool {
 
 /// Runs the `history` command; the process exit code.
 pub fn main(args: Vec<OsString>) -> std::process::ExitCode {
-    keeper_common::disable_core_dumps();
+    keeper_runtime::disable_core_dumps();
     let cli = match HistoryCli::try_parse_from(args) {
         Ok(c) => c,
         Err(e) => e.exit(),
     };
-    keeper_common::cli::run_async_on(keeper_common::cli::Threads::One, run(cli))
+    keeper_runtime::cli::run_async_on(keeper_runtime::cli::Threads::One, run(cli))
 }
 
 async fn run(cli: HistoryCli) -> i32 {

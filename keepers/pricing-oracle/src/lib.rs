@@ -1,6 +1,6 @@
 //! The pricing keeper's policy: its settings, one tick (fetch, aggregate, decide, publish), the
 //! decision rules, its records, its report and its `status` table. The shared runtime
-//! (`keeper_common::runtime`) runs it; `main.rs` only names it.
+//! (`keeper_ton::keeper`) runs it; `main.rs` only names it.
 
 pub mod breaker;
 pub mod config;
@@ -17,12 +17,12 @@ pub mod status;
 
 use std::path::Path;
 
-use keeper_common::cli::Output;
-use keeper_common::config::{ConfigError, Env, EnvBinding};
-use keeper_common::runtime::{ChainKeeper, ChainParts};
-use keeper_common::sources::PriceFetcher;
-use keeper_common::telemetry::Metrics;
-use keeper_common::ton::{TonAddress, Toncenter};
+use keeper_runtime::cli::Output;
+use keeper_runtime::config::{ConfigError, Env, EnvBinding};
+use keeper_runtime::telemetry::Metrics;
+use keeper_sources::PriceFetcher;
+use keeper_ton::keeper::{ChainKeeper, ChainParts};
+use keeper_ton::{TonAddress, Toncenter};
 
 use crate::config::PricingConfig;
 use crate::cycle::PricingCycle;

@@ -7,5 +7,5 @@ fn main() -> std::process::ExitCode {
     if pricing_oracle::history::requested(&args) {
         return pricing_oracle::history::main(args);
     }
-    keeper_common::runtime::main::<pricing_oracle::PricingKeeper>()
+    keeper_ton::keeper::main::<pricing_oracle::PricingKeeper>()
 }

@@ -1,7 +1,8 @@
 //! The pricing keeper's own metric families, registered beside the shared ones.
 
-use keeper_common::telemetry::Metrics;
-use keeper_common::telemetry::metrics::Labels;
+use keeper_runtime::telemetry::Metrics;
+use keeper_runtime::telemetry::metrics::Labels;
+use keeper_sources::metrics::PriceMetrics;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -23,6 +24,7 @@ pub struct PricingMetrics {
 impl PricingMetrics {
     /// Registers the families in `metrics`.
     pub fn register(metrics: &mut Metrics) -> Self {
+        metrics.add::<PriceMetrics>();
         let m = Self::default();
         metrics.register(
             "pricing_oracle_lineages_used",

@@ -1,7 +1,7 @@
 //! The `pricing_oracle_updates` table: one row per price update, from sent to confirmed.
 
 use chrono::{DateTime, Utc};
-use keeper_common::store::{Store, StoreError, column, pg_err};
+use keeper_runtime::store::{Store, StoreError, column, pg_err};
 use serde::Serialize;
 use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, PgPool};
@@ -9,7 +9,7 @@ use sqlx::{AssertSqlSafe, PgPool};
 /// Redis pub/sub channel of price updates.
 pub const CHANNEL: &str = "pricing_oracle";
 
-keeper_common::text_enum!(
+keeper_runtime::text_enum!(
     /// Why a price update was sent (`pricing_oracle_updates.reason`).
     UpdateReason, "pricing_oracle_updates", "reason" {
         /// The aggregate moved at least `deviation_bps` from the on-chain price.
@@ -23,7 +23,7 @@ keeper_common::text_enum!(
     }
 );
 
-keeper_common::text_enum!(
+keeper_runtime::text_enum!(
     /// Where a price update stands (`pricing_oracle_updates.status`).
     UpdateStatus, "pricing_oracle_updates", "status" {
         /// Sent to the chain, not yet confirmed.

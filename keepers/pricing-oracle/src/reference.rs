@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use keeper_common::store::Store;
+use keeper_ton::cache::ChainStore;
 use serde::Serialize;
 
 use crate::policy::OnChain;
@@ -41,7 +41,7 @@ impl OwnRecord {
     /// The last value this keeper published for `asset`: PostgreSQL when configured and
     /// reachable, else Redis, else this process's memory. Memory wins when it is newer: it
     /// also holds sends the wallet confirmed but the unreadable oracle could not verify.
-    pub async fn last(&self, store: &Store, asset: &str) -> (Option<OnChain>, Origin) {
+    pub async fn last(&self, store: &ChainStore, asset: &str) -> (Option<OnChain>, Origin) {
         let stored = self.stored(store, asset).await;
         match (stored, self.memory.get(asset)) {
             ((Some(s), origin), Some(m)) if s.timestamp >= m.timestamp => (Some(s), origin),
@@ -50,7 +50,7 @@ impl OwnRecord {
         }
     }
 
-    async fn stored(&self, store: &Store, asset: &str) -> (Option<OnChain>, Origin) {
+    async fn stored(&self, store: &ChainStore, asset: &str) -> (Option<OnChain>, Origin) {
         if store.postgres_configured() {
             match records::latest_confirmed_price_update(store, asset).await {
                 Ok(Some(r)) => {

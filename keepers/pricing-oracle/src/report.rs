@@ -2,9 +2,9 @@
 
 use std::fmt::Write as _;
 
-use keeper_common::aggregate::QuoteSummary;
-use keeper_common::runner::CycleReport;
-use keeper_common::ton::{SendSummary, SummarySubject};
+use keeper_runtime::runner::CycleReport;
+use keeper_sources::aggregate::QuoteSummary;
+use keeper_ton::{SendSummary, SummarySubject};
 use serde::Serialize;
 
 use crate::policy::OnChain;

@@ -1,8 +1,8 @@
 //! `pricing-oracle-keeper status`: what the PriceOracle holds for every configured asset.
 
-use keeper_common::cli::Output;
-use keeper_common::runtime::Freshness;
-use keeper_common::ton::{TonAddress, Toncenter, read_price};
+use keeper_runtime::cli::Output;
+use keeper_ton::keeper::Freshness;
+use keeper_ton::{TonAddress, Toncenter, read_price};
 use serde::Serialize;
 
 use crate::config::PricingConfig;
@@ -21,11 +21,7 @@ struct AssetStatus {
 
 impl AssetStatus {
     /// A row without a price: never set, or unreadable.
-    fn without_price(
-        asset: &keeper_common::sources::AssetConfig,
-        error: String,
-        unreadable: bool,
-    ) -> Self {
+    fn without_price(asset: &keeper_sources::AssetConfig, error: String, unreadable: bool) -> Self {
         Self {
             asset: asset.symbol.clone(),
             asset_id: asset.id,

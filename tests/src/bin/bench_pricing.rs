@@ -65,7 +65,7 @@ async fn ready(h: &PricingHarness) -> bool {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    keeper_common::install_crypto_provider();
+    keeper_runtime::install_crypto_provider();
 
     // 1. Start to ready (mnemonic derivation, first fetch, wallet read).
     let h = PricingHarness::start().await;

@@ -1,4 +1,4 @@
-//! A real process driving `keeper_common::runner::Runner` with a scripted fake cycle, so tests
+//! A real process driving `keeper_runtime::runner::Runner` with a scripted fake cycle, so tests
 //! can signal it, watch its sd_notify datagrams and probe its ops server.
 //!
 //! Configuration (environment):
@@ -21,13 +21,13 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
-use keeper_common::alert::Alerter;
-use keeper_common::config::{
+use keeper_runtime::alert::Alerter;
+use keeper_runtime::config::{
     AlertSettings, COMMON_ENV, EnvBinding, Layers, ProcessEnv, TelemetrySettings,
 };
-use keeper_common::runner::{Cycle, CycleContext, CycleError, Runner, Shutdown, Timing};
-use keeper_common::secret::Secret;
-use keeper_common::telemetry::{Health, Metrics, init_tracing, serve_ops};
+use keeper_runtime::runner::{Cycle, CycleContext, CycleError, Runner, Shutdown, Timing};
+use keeper_runtime::secret::Secret;
+use keeper_runtime::telemetry::{Health, Metrics, init_tracing, serve_ops};
 use serde::Serialize;
 
 const KEEPER: &str = "runner-probe";
@@ -80,7 +80,7 @@ struct Report {
     step: String,
 }
 
-impl keeper_common::runner::CycleReport for Report {
+impl keeper_runtime::runner::CycleReport for Report {
     fn summary(&self) -> String {
         format!("probe step {} done", self.step)
     }

@@ -2,7 +2,7 @@
 //! `allowLock()`, selector `0x69d38e1c`, false while the bridge oracles have paused deposits).
 //! The call goes through the shared Ethereum JSON-RPC client and its `ETH_RPC_URL` failover.
 
-use keeper_common::config::ConfigError;
+use keeper_runtime::config::ConfigError;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -48,7 +48,7 @@ fn hex_of_len(s: &str, len: usize) -> Option<Vec<u8>> {
 impl EvmCallConfig {
     /// Checks address and selector shapes.
     pub fn validate(&self, path: &str) -> Result<(), ConfigError> {
-        keeper_common::sources::parse_address(&self.contract)
+        keeper_sources::parse_address(&self.contract)
             .map_err(|p| ConfigError::new(format!("{path}.contract"), p))?;
         if hex_of_len(&self.selector, 4).is_none() {
             return Err(ConfigError::new(

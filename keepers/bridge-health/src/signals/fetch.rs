@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use backon::Retryable;
-use keeper_common::{http, retry};
+use keeper_runtime::{http, retry};
 
 use super::spec::{SignalSpec, UpstreamSettings};
 use super::{Ctx, SignalError};

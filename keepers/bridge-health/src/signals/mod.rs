@@ -18,9 +18,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use keeper_common::http::HttpError;
-use keeper_common::sources::InvalidValue;
-use keeper_common::telemetry::Metrics;
+use keeper_runtime::http::HttpError;
+use keeper_runtime::telemetry::Metrics;
+use keeper_sources::InvalidValue;
 use serde::{Deserialize, Serialize};
 
 use spec::{SignalSpec, UpstreamSettings};

@@ -1,10 +1,10 @@
 //! Wrapped-token peg: the USD price of a bridged stablecoin (DefiLlama `ton:` keys such as
 //! jUSDT, jUSDC, oUSDT, and optionally CoinGecko `simple/token_price/the-open-network`) against
 //! its target. The quotes come from one batched request per source per cycle (the shared
-//! clients in `keeper_common::sources`), so this check only judges. With two usable quotes the
+//! clients in `keeper_sources`), so this check only judges. With two usable quotes the
 //! price judged is their mean (the median of two).
 
-use keeper_common::config::{ConfigError, validate};
+use keeper_runtime::config::{ConfigError, validate};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -67,10 +67,10 @@ impl PegConfig {
                 format!("{:?} must be a DefiLlama key `chain:address`", self.key),
             ));
         };
-        keeper_common::sources::validate_defillama_key(&self.key)
+        keeper_sources::validate_defillama_key(&self.key)
             .map_err(|p| ConfigError::new(format!("{path}.key"), p))?;
         if chain == "ton" {
-            keeper_common::ton::validate_address(&format!("{path}.key"), address)?;
+            keeper_ton::validate_address(&format!("{path}.key"), address)?;
         }
         if self.symbol.trim().is_empty() {
             return Err(ConfigError::new(
@@ -160,7 +160,7 @@ fn usable(
             format!("{} timestamp {} is out of range", cfg.symbol, q.timestamp),
         )
     })?;
-    if age < -keeper_common::sources::FUTURE_TOLERANCE_SECS {
+    if age < -keeper_sources::FUTURE_TOLERANCE_SECS {
         return Err(SignalError::FromFuture {
             upstream: source,
             what: format!("{} price", cfg.symbol),
@@ -251,7 +251,7 @@ fn round2(v: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use keeper_common::sources::InvalidValue;
+    use keeper_sources::InvalidValue;
     use std::collections::HashMap;
     use std::sync::Arc;
 

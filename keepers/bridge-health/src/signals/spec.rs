@@ -1,7 +1,7 @@
 //! What a signal is, as configured: the `[upstreams]` it reads and the checked
 //! `[[bridges.signals]]` entries. Signal kinds are declared once, in [`checks!`].
 
-use keeper_common::config::{ConfigError, validate};
+use keeper_runtime::config::{ConfigError, validate};
 use serde::Deserialize;
 
 use super::{

@@ -12,8 +12,8 @@ use std::io::Read;
 use std::time::Instant;
 
 use bytes::{Buf, Bytes};
-use keeper_common::config::{ConfigError, validate};
-use keeper_common::http::{self, HttpError};
+use keeper_runtime::config::{ConfigError, validate};
+use keeper_runtime::http::{self, HttpError};
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::json;

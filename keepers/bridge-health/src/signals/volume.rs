@@ -2,7 +2,7 @@
 //! trailing daily average is above the floor. DefiLlama itself reports 0 once its newest hourly
 //! record is over 2 h old, so a stall also covers "no data": either way nothing is seen moving.
 
-use keeper_common::config::ConfigError;
+use keeper_runtime::config::ConfigError;
 use serde::Deserialize;
 use serde_json::json;
 

@@ -2,7 +2,7 @@
 //! may still send out today against its daily limit. Headroom near zero means outflows are
 //! saturating the governor and further transfers will queue.
 
-use keeper_common::config::ConfigError;
+use keeper_runtime::config::ConfigError;
 use serde::Deserialize;
 use serde_json::json;
 

@@ -3,7 +3,7 @@
 //! transfer exceeded the big-transaction size. A non-empty queue is the first sign of an outflow
 //! run (or an exploit being throttled).
 
-use keeper_common::config::ConfigError;
+use keeper_runtime::config::ConfigError;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -33,7 +33,7 @@ fn one() -> u64 {
 impl GovernorQueueConfig {
     /// Checks the counts.
     pub fn validate(&self, path: &str) -> Result<(), ConfigError> {
-        keeper_common::config::validate::nonzero(
+        keeper_runtime::config::validate::nonzero(
             &format!("{path}.degraded_count"),
             self.degraded_count,
         )?;

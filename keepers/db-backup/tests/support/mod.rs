@@ -304,7 +304,7 @@ pub mod s3 {
     }
 
     fn store(bucket: &str) -> AmazonS3 {
-        keeper_common::install_crypto_provider();
+        keeper_runtime::install_crypto_provider();
         AmazonS3Builder::new()
             .with_bucket_name(bucket)
             .with_endpoint(env::s3_url())
@@ -318,7 +318,7 @@ pub mod s3 {
 
     /// Creates a bucket.
     pub async fn create_bucket(name: &str) {
-        let r = keeper_common::http::client(std::time::Duration::from_secs(30))
+        let r = keeper_runtime::http::client(std::time::Duration::from_secs(30))
             .put(format!("{}/{name}", env::s3_url()))
             .send()
             .await
@@ -341,7 +341,7 @@ pub mod s3 {
 
     /// Multipart uploads still open in the bucket.
     pub async fn open_uploads(bucket: &str) -> Vec<String> {
-        let body = keeper_common::http::client(std::time::Duration::from_secs(30))
+        let body = keeper_runtime::http::client(std::time::Duration::from_secs(30))
             .get(format!("{}/{bucket}?uploads", env::s3_url()))
             .send()
             .await

@@ -1,9 +1,9 @@
 //! One asset's decision: publish, hold, skip or no quorum, and why.
 
-use keeper_common::aggregate::Aggregate;
-use keeper_common::alert::{Alert, Severity};
-use keeper_common::sources::AssetConfig;
-use keeper_common::telemetry::metrics::labels;
+use keeper_runtime::alert::{Alert, Severity};
+use keeper_runtime::telemetry::metrics::labels;
+use keeper_sources::AssetConfig;
+use keeper_sources::aggregate::Aggregate;
 
 use super::{ChainView, Decided, PRICE_MOVE_HELD, PricingCycle, skip_reason};
 use crate::breaker::BreakerRules;

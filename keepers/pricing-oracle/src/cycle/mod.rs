@@ -5,13 +5,13 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, TimeZone, Utc};
 use futures_util::future::join_all;
-use keeper_common::alert::Severity;
-use keeper_common::fallback::FallbackGate;
-use keeper_common::runner::{Cycle, CycleContext, CycleError, Staleness};
-use keeper_common::runtime::ChainParts;
-use keeper_common::sources::{Observation, PriceFetcher, Source};
-use keeper_common::telemetry::metrics::labels;
-use keeper_common::ton::{
+use keeper_runtime::alert::Severity;
+use keeper_runtime::runner::{Cycle, CycleContext, CycleError, Staleness};
+use keeper_runtime::telemetry::metrics::labels;
+use keeper_sources::{Observation, PriceFetcher, Source};
+use keeper_ton::fallback::FallbackGate;
+use keeper_ton::keeper::ChainParts;
+use keeper_ton::{
     DeliveryReport, OracleMessage, OracleUpdate, PriceUpdate, Publication, PublishError,
     TickOutcome, TonAddress, read_price,
 };
@@ -217,7 +217,7 @@ struct Picked {
     price_micro: u64,
     timestamp: u64,
     reason: Reason,
-    quotes: Vec<keeper_common::aggregate::QuoteSummary>,
+    quotes: Vec<keeper_sources::aggregate::QuoteSummary>,
 }
 
 fn messages_for(oracle: &TonAddress, picked: &[Picked]) -> Vec<OracleMessage> {
@@ -488,7 +488,7 @@ impl PricingCycle {
                 // The wallet took it but the oracle could not be read back: remember it as this
                 // keeper's own last value, or every unreadable tick would send it again. Not when
                 // the oracle's transaction is known to have failed: then it surely did not land.
-                if let keeper_common::ton::DeliveryError::NotLanded { missing, report } = &error
+                if let keeper_ton::DeliveryError::NotLanded { missing, report } = &error
                     && !report
                         .batches
                         .iter()

@@ -2,11 +2,13 @@
 //! on-chain freshness, the clock against chain time, and an unreadable oracle.
 
 use chrono::{DateTime, TimeZone, Utc};
-use keeper_common::aggregate::Aggregate;
-use keeper_common::alert::{Alert, Severity};
-use keeper_common::sources::{AssetObservations, Observation, Source};
-use keeper_common::telemetry::metrics::labels;
-use keeper_common::ton::TonTransport;
+use keeper_runtime::alert::{Alert, Severity};
+use keeper_runtime::telemetry::metrics::labels;
+use keeper_sources::aggregate::Aggregate;
+use keeper_sources::metrics::PriceMetrics;
+use keeper_sources::{AssetObservations, Observation, Source};
+use keeper_ton::TonTransport;
+use keeper_ton::metrics::ChainMetrics;
 use rust_decimal::prelude::ToPrimitive;
 
 use super::{CLOCK_SKEW, ChainView, ORACLE_UNREADABLE, PricingCycle};
@@ -58,9 +60,7 @@ impl PricingCycle {
         if agg.has_quorum() {
             self.p.alerter.resolve(&quorum_key);
             if let Some(p) = agg.price.and_then(|p| p.to_f64()) {
-                self.p
-                    .metrics
-                    .prices
+                PriceMetrics::of(&self.p.metrics)
                     .aggregate_price
                     .get_or_create(&labels([("asset", asset)]))
                     .set(p);
@@ -103,9 +103,7 @@ impl PricingCycle {
             let Ok(view) = view else { continue };
             let last = view.and_then(|c| Utc.timestamp_opt(c.timestamp as i64, 0).single());
             if let Some(c) = view {
-                self.p
-                    .metrics
-                    .chain
+                ChainMetrics::of(&self.p.metrics)
                     .oracle_last_update
                     .get_or_create(&labels([("asset", &asset.symbol)]))
                     .set(c.timestamp as i64);

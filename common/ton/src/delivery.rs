@@ -1,0 +1,979 @@
+//! Delivery: one in-flight seqno per wallet, confirm by seqno (and the wallet
+//! transaction when the API has it), rebuild after expiry, never a second body for a seqno
+//! while the first can still land, then read the oracle back.
+//!
+//! The caller holds the wallet lease around [`Delivery::deliver`]; inside one process the
+//! `Delivery` itself serializes calls.
+
+mod cost;
+mod sweep;
+
+pub use cost::{AutoValue, is_out_of_gas};
+pub use sweep::SweepReport;
+
+use crate::metrics::ChainMetrics;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use tokio::sync::Mutex;
+use tonlib_core::TonAddress;
+
+use super::BuildError;
+use super::external::{SignedExternal, build_external};
+use super::journal::{Journal, JournalEntry, JournalError};
+use super::oracle::{OracleMessage, OracleUpdate};
+use super::readback::read_one;
+pub use super::report::{BatchReport, DeliveryError, DeliveryReport, ReadBack};
+use super::settings::TonSettings;
+use super::summary::{DryRun, DryRunError, dry_run_offline, dry_run_valid_until, outgoing};
+use super::transport::{AccountState, TonTransport, TransportError};
+use super::wallet::{Wallet, seqno_from_data};
+use crate::lease::FenceError;
+use keeper_runtime::telemetry::metrics::{Metrics, labels};
+
+/// Nanotons per TON, for the balance gauge.
+const NANO: f64 = 1e9;
+
+/// Delivery knobs; [`DeliveryConfig::from_settings`] maps `[ton]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryConfig {
+    /// TON attached to each oracle message, nanotons (with `auto_value`, what a message
+    /// carries only where no setting of its own applies: dry runs without a chain).
+    pub value_nanoton: u64,
+    /// `UPDATE_VALUE_TON=auto`: the value follows the oracle's observed cost.
+    pub auto_value: Option<AutoValue>,
+    /// `valid_until` = chain time + this.
+    pub ttl: Duration,
+    /// Time between seqno polls.
+    pub poll_interval: Duration,
+    /// Local-clock bound on waiting for one external to confirm or expire; after it the message
+    /// stays in flight and the next call settles it first.
+    pub confirm_timeout: Duration,
+    /// How long to wait for the oracle to show the updates after confirmation.
+    pub readback_timeout: Duration,
+    /// Rebuilds after expiry before giving up on a batch.
+    pub max_rebuilds: u32,
+}
+
+impl DeliveryConfig {
+    /// From `[ton]` settings.
+    pub fn from_settings(s: &TonSettings) -> Self {
+        Self {
+            value_nanoton: s.fixed_value_nanoton(),
+            auto_value: s.auto_value(),
+            ttl: Duration::from_secs(s.message_ttl),
+            poll_interval: Duration::from_millis(s.poll_interval_ms),
+            confirm_timeout: Duration::from_secs(s.confirm_timeout),
+            readback_timeout: Duration::from_secs(s.readback_timeout),
+            max_rebuilds: s.max_rebuilds,
+        }
+    }
+}
+
+/// Asked right before every signature whether this process may still sign for the wallet.
+pub trait Fence: Sync {
+    /// The fencing token of the current holding (`None` when the lease has none), or why not.
+    fn check(&self) -> impl Future<Output = Result<Option<u64>, FenceError>> + Send;
+}
+
+/// No lease to ask: this process is the wallet's only sender.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Unfenced;
+
+impl Fence for Unfenced {
+    async fn check(&self) -> Result<Option<u64>, FenceError> {
+        Ok(None)
+    }
+}
+
+/// The message that may still land, remembered across calls.
+#[derive(Debug, Clone)]
+struct InFlight {
+    ext: SignedExternal,
+    ops: Vec<&'static str>,
+    /// Chain time when it was built, and the local instant of that read.
+    chain_at_build: u64,
+    built_at: Instant,
+    /// Token of the lease holding it was signed under.
+    fencing_token: Option<u64>,
+    /// Found in the journal rather than sent by this process: re-send it before polling.
+    resumed: bool,
+}
+
+/// The static op name for metrics labels.
+fn op_name(text: &str) -> &'static str {
+    match text {
+        "update_price" => "update_price",
+        "update_bridge_status" => "update_bridge_status",
+        "sweep" => "sweep",
+        _ => "unknown",
+    }
+}
+
+impl InFlight {
+    /// A message found in the journal: its local build instant is unknown, so the chain time
+    /// estimate starts from the chain time at build plus the wall-clock time since.
+    fn resumed(entry: &JournalEntry) -> Result<Self, JournalError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        Ok(Self {
+            ext: entry.external()?,
+            ops: entry.ops.iter().map(|o| op_name(o)).collect(),
+            chain_at_build: entry
+                .chain_at_build
+                .saturating_add(now.saturating_sub(entry.built_at_unix)),
+            built_at: Instant::now(),
+            fencing_token: entry.fencing_token,
+            resumed: true,
+        })
+    }
+
+    fn estimated_chain_time(&self) -> u64 {
+        // Rounded up: an estimate that runs ahead only triggers the authoritative chain read.
+        self.chain_at_build + self.built_at.elapsed().as_secs() + 1
+    }
+}
+
+/// The oracle's result for one batch.
+#[derive(Debug, Clone)]
+struct OnChain {
+    /// 0, or the first failing oracle transaction's exit code.
+    exit_code: i32,
+    /// Fees of the wallet transaction and the oracle's.
+    fees_nanoton: u128,
+    /// What the wallet lost: its fees, values and forwarding fees, less what came back.
+    spent_nanoton: u128,
+    /// Each oracle transaction's exit code and fees, in the order the messages were sent.
+    oracle: Vec<(i32, u128)>,
+}
+
+/// The endpoint has no transaction index.
+struct Unindexed;
+
+enum Settled {
+    Confirmed(Option<(u64, String)>),
+    Expired,
+}
+
+/// What the wallet looked like at one read.
+struct WalletRead {
+    state: AccountState,
+    seqno: u32,
+}
+
+/// Sends oracle updates through one wallet.
+pub struct Delivery<T> {
+    transport: T,
+    wallet: Wallet,
+    config: DeliveryConfig,
+    metrics: Option<Arc<Metrics>>,
+    in_flight: Mutex<Option<InFlight>>,
+    costs: cost::Costs,
+    journal: Journal,
+    /// Whether this process has read the journal since it (re)gained the wallet: until then a
+    /// journal it cannot read stops it from signing.
+    journal_read: std::sync::atomic::AtomicBool,
+}
+
+impl<T: TonTransport> Delivery<T> {
+    /// A delivery through `transport` for `wallet`.
+    pub fn new(transport: T, wallet: Wallet, config: DeliveryConfig) -> Self {
+        Self {
+            transport,
+            wallet,
+            config,
+            metrics: None,
+            in_flight: Mutex::new(None),
+            costs: cost::Costs::default(),
+            journal: Journal::Memory,
+            journal_read: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// The wallet was (re)gained (lease takeover): read the journal again before signing, as
+    /// another holder may have left a message in flight.
+    pub fn journal_changed_hands(&self) {
+        self.journal_read
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Writes every message down in `journal` before its first send, and resumes what it finds
+    /// there before signing anything.
+    pub fn with_journal(mut self, journal: Journal) -> Self {
+        self.journal = journal;
+        self
+    }
+
+    /// Where in-flight messages are journaled.
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    /// Records `keeper_ton_messages_total`, `keeper_wallet_seqno`, `keeper_wallet_balance_ton`,
+    /// `keeper_update_latency_seconds`, `keeper_update_success_total` and
+    /// `pricing_oracle_last_update_timestamp`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// The wallet.
+    pub fn wallet(&self) -> &Wallet {
+        &self.wallet
+    }
+
+    /// The transport.
+    pub fn transport(&self) -> &T {
+        &self.transport
+    }
+
+    /// The knobs.
+    pub fn config(&self) -> &DeliveryConfig {
+        &self.config
+    }
+
+    /// The value each message of a batch of `ops` carries: the fixed setting, or with `auto` the
+    /// oracle's recently observed cost × the safety factor within the bounds (the maximum until
+    /// something was observed, and again after an out-of-gas result).
+    pub fn value_nanoton_for(&self, ops: &[&'static str]) -> u64 {
+        match &self.config.auto_value {
+            Some(auto) => self.costs.value_for(auto, ops),
+            None => self.config.value_nanoton,
+        }
+    }
+
+    /// What the wallet spent per day lately, nanotons: fees and values less what came back,
+    /// over the last 24 hours (extrapolated from at least one hour). `None` before any send.
+    pub fn spend_per_day_nanoton(&self) -> Option<f64> {
+        self.costs.per_day()
+    }
+
+    /// Seqno and valid_until of a message from an earlier call that may still land.
+    pub async fn in_flight(&self) -> Option<(u32, u32)> {
+        self.in_flight
+            .lock()
+            .await
+            .as_ref()
+            .map(|f| (f.ext.seqno, f.ext.valid_until))
+    }
+
+    fn count(&self, ops: &[&'static str], outcome: &str) {
+        if let Some(m) = &self.metrics {
+            for op in ops {
+                ChainMetrics::of(m)
+                    .ton_messages
+                    .get_or_create(&labels([("op", op), ("outcome", outcome)]))
+                    .inc();
+            }
+        }
+    }
+
+    /// Builds and signs everything `deliver` would send, from the current chain state, and
+    /// sends nothing. The signature is real but `valid_until` lies in the past
+    /// ([`dry_run_valid_until`]), so the printed BoC can never land; returns the chain time too.
+    pub async fn dry_run(
+        &self,
+        messages: &[OracleMessage],
+    ) -> Result<(DryRun, u64), DeliveryError> {
+        if messages.is_empty() {
+            return Err(DeliveryError::Empty);
+        }
+        let w = self.read_wallet().await?;
+        let now = self.chain_time().await?;
+        let ops: Vec<_> = messages.iter().map(|m| m.update.op_name()).collect();
+        let run = dry_run_offline(
+            &self.wallet,
+            messages,
+            self.value_nanoton_for(&ops),
+            w.seqno,
+            dry_run_valid_until(now),
+            w.state == AccountState::Active,
+        )
+        .map_err(|e| match e {
+            DryRunError::Build(b) => DeliveryError::Build(b),
+            DryRunError::Decode(d) => DeliveryError::Build(BuildError::Cell(d.to_string())),
+        })?;
+        self.count(&ops, "dry_run");
+        Ok((run, now))
+    }
+
+    /// Settles what `slot` holds (this process's last message, or one resumed from the
+    /// journal) before anything new is signed: confirmed or expired, it is forgotten; still
+    /// able to land, it is [`DeliveryError::InFlight`]. With `stop_on_resumed`, a predecessor's
+    /// message that just landed ends the call ([`DeliveryError::ResumedLanded`]).
+    async fn settle_slot(
+        &self,
+        slot: &mut Option<InFlight>,
+        stop_on_resumed: bool,
+    ) -> Result<(), DeliveryError> {
+        if slot.is_none() {
+            *slot = self.resume().await?;
+        }
+        if let Some(prev) = slot.clone() {
+            tracing::info!(
+                seqno = prev.ext.seqno,
+                resumed = prev.resumed,
+                "settling a message from an earlier cycle first"
+            );
+            match self.settle(&prev, None).await {
+                Ok(Settled::Confirmed(_)) if prev.resumed && stop_on_resumed => {
+                    // A predecessor's updates just landed: what this call was asked to send was
+                    // chosen without them, so the caller decides again next time.
+                    self.count(&prev.ops, "confirmed");
+                    self.forget(&prev).await;
+                    *slot = None;
+                    return Err(DeliveryError::ResumedLanded {
+                        seqno: prev.ext.seqno,
+                    });
+                }
+                Ok(Settled::Confirmed(_)) => {
+                    self.count(&prev.ops, "confirmed");
+                    self.forget(&prev).await;
+                    *slot = None;
+                }
+                Ok(Settled::Expired) => {
+                    self.count(&prev.ops, "expired");
+                    self.forget(&prev).await;
+                    *slot = None;
+                }
+                Err(DeliveryError::Unconfirmed { .. }) => {
+                    return Err(DeliveryError::InFlight {
+                        seqno: prev.ext.seqno,
+                        valid_until: prev.ext.valid_until,
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends `messages` (in this order) and returns once every batch is confirmed and read back.
+    /// Updates that did not land make it an error ([`DeliveryError::NotLanded`]). For a single
+    /// sender per wallet; a keeper behind a lease uses [`Delivery::deliver_fenced`].
+    pub async fn deliver(
+        &self,
+        messages: &[OracleMessage],
+    ) -> Result<DeliveryReport, DeliveryError> {
+        self.deliver_fenced(messages, &Unfenced).await
+    }
+
+    /// [`Delivery::deliver`], asking `fence` right before every signature (first build and
+    /// every rebuild) whether this process still holds the wallet; its token goes into the
+    /// batch report. A refusal signs nothing ([`DeliveryError::Fenced`]).
+    pub async fn deliver_fenced(
+        &self,
+        messages: &[OracleMessage],
+        fence: &impl Fence,
+    ) -> Result<DeliveryReport, DeliveryError> {
+        if messages.is_empty() {
+            return Err(DeliveryError::Empty);
+        }
+        let mut slot = self.in_flight.lock().await;
+        self.settle_slot(&mut slot, true).await?;
+        let mut batches = Vec::new();
+        for chunk in messages.chunks(self.wallet.max_actions()) {
+            batches.push(self.send_batch(chunk, &mut slot, fence).await?);
+        }
+        drop(slot);
+        // The oracle's transaction failed: the update cannot show up, so one read tells all.
+        let failed = batches.iter().any(|b| b.exit_code.is_some_and(|c| c != 0));
+        let wait = if failed {
+            Duration::ZERO
+        } else {
+            self.config.readback_timeout
+        };
+        let read_back = self.read_back(messages, wait).await;
+        let report = DeliveryReport { batches, read_back };
+        let missing: Vec<ReadBack> = report.not_landed().cloned().collect();
+        if missing.is_empty() {
+            Ok(report)
+        } else {
+            Err(DeliveryError::NotLanded {
+                missing,
+                report: Box::new(report),
+            })
+        }
+    }
+
+    /// The journaled message of this wallet, if one may still land (start, takeover, or a
+    /// predecessor's message): it is settled before anything new is signed.
+    async fn resume(&self) -> Result<Option<InFlight>, DeliveryError> {
+        use std::sync::atomic::Ordering;
+        let wallet = self.wallet.address_raw();
+        let found = match self.journal.get(&wallet).await {
+            Ok(found) => {
+                self.journal_read.store(true, Ordering::Relaxed);
+                found
+            }
+            // Read once since this process gained the wallet: nobody else has sent since, so
+            // memory is complete and PostgreSQL being down does not stop publishing.
+            Err(e) if e.is_outage() && self.journal_read.load(Ordering::Relaxed) => {
+                tracing::warn!(error = %e, "in-flight journal unreachable; this process's memory is complete");
+                None
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let Some(entry) = found else {
+            return Ok(None);
+        };
+        tracing::warn!(
+            seqno = entry.seqno,
+            valid_until = entry.valid_until,
+            fencing_token = ?entry.fencing_token,
+            hash = %entry.normalized_hash,
+            "resuming a journaled message: re-sending the same BoC, signing nothing new until it settles"
+        );
+        Ok(Some(InFlight::resumed(&entry)?))
+    }
+
+    /// Erases a settled message from the journal; a failure only means it is settled again
+    /// (found confirmed or expired) next time.
+    async fn forget(&self, flight: &InFlight) {
+        if let Err(e) = self
+            .journal
+            .clear(&self.wallet.address_raw(), flight.ext.seqno)
+            .await
+        {
+            tracing::warn!(seqno = flight.ext.seqno, error = %e, "could not clear the in-flight journal");
+        }
+    }
+
+    async fn read_wallet(&self) -> Result<WalletRead, DeliveryError> {
+        let info = self
+            .transport
+            .wallet_information(self.wallet.address())
+            .await
+            .map_err(|source| DeliveryError::Transport {
+                stage: "reading the wallet",
+                source,
+            })?;
+        let seqno = if info.state == AccountState::Active {
+            info.seqno.unwrap_or(0)
+        } else {
+            0
+        };
+        if let Some(m) = &self.metrics {
+            let l = labels([("wallet", &self.wallet.label())]);
+            ChainMetrics::of(m)
+                .wallet_seqno
+                .get_or_create(&l)
+                .set(i64::from(seqno));
+            ChainMetrics::of(m)
+                .wallet_balance
+                .get_or_create(&l)
+                .set(info.balance_nanoton as f64 / NANO);
+        }
+        if info.state == AccountState::Frozen {
+            return Err(DeliveryError::Frozen {
+                wallet: self.wallet.label(),
+            });
+        }
+        Ok(WalletRead {
+            state: info.state,
+            seqno,
+        })
+    }
+
+    async fn chain_time(&self) -> Result<u64, DeliveryError> {
+        self.transport
+            .address_information(self.wallet.address())
+            .await
+            .map(|a| a.sync_utime)
+            .map_err(|source| DeliveryError::Transport {
+                stage: "reading chain time",
+                source,
+            })
+    }
+
+    /// Builds, sends and confirms one external, rebuilding after expiry.
+    async fn send_batch(
+        &self,
+        chunk: &[OracleMessage],
+        slot: &mut Option<InFlight>,
+        fence: &impl Fence,
+    ) -> Result<BatchReport, DeliveryError> {
+        let ops: Vec<&'static str> = chunk.iter().map(|m| m.update.op_name()).collect();
+        let value_nanoton = self.value_nanoton_for(&ops);
+        let out = outgoing(&self.wallet, chunk, value_nanoton)?;
+        let first_send = Instant::now();
+        let mut rebuilds = 0u32;
+        loop {
+            let w = self.read_wallet().await?;
+            let now = self.chain_time().await?;
+            // Last moment before a signature: a holder that lost the lease never signs.
+            let fencing_token = fence.check().await?;
+            let ext = build_external(
+                &self.wallet,
+                w.seqno,
+                valid_until(now, self.config.ttl),
+                w.state != AccountState::Active,
+                &out,
+            )?;
+            let flight = InFlight {
+                ext,
+                ops: ops.clone(),
+                chain_at_build: now,
+                built_at: Instant::now(),
+                fencing_token,
+                resumed: false,
+            };
+            // Write it down before sending: from here on it can land, and a restart must find it.
+            let entry = JournalEntry::new(
+                &self.wallet.address_raw(),
+                &flight.ext,
+                &ops,
+                fencing_token,
+                now,
+            );
+            match self.journal.put(&entry).await {
+                Ok(()) => {}
+                // PostgreSQL down: publishing goes on (memory still holds the message, and a
+                // restart meanwhile cannot read the journal either, so it would not sign).
+                Err(e) if e.is_outage() => {
+                    tracing::warn!(seqno = entry.seqno, error = %e, "in-flight journal unreachable; the message is kept in memory only");
+                }
+                Err(e) => return Err(e.into()),
+            }
+            *slot = Some(flight.clone());
+            tracing::info!(
+                wallet = %self.wallet.label(),
+                seqno = flight.ext.seqno,
+                valid_until = flight.ext.valid_until,
+                actions = flight.ext.actions,
+                state_init = flight.ext.with_state_init,
+                hash = %hex::encode(flight.ext.normalized_hash),
+                fencing_token = ?flight.fencing_token,
+                "sending external message"
+            );
+            self.count(&ops, "sent");
+            let sent = self.transport.send_boc(&flight.ext.boc).await;
+            let send_error = match sent {
+                Ok(_) => None,
+                Err(e) => {
+                    tracing::warn!(seqno = flight.ext.seqno, error = %e, "send not acknowledged; confirming by seqno");
+                    Some(e)
+                }
+            };
+            match self.settle(&flight, send_error).await {
+                Ok(Settled::Confirmed(transaction)) => {
+                    self.forget(&flight).await;
+                    *slot = None;
+                    self.count(&ops, "confirmed");
+                    let onchain = self.onchain_result(&flight.ext).await;
+                    let value_total = u128::from(value_nanoton)
+                        .saturating_mul(u128::try_from(flight.ext.actions).unwrap_or(0));
+                    self.account(&ops, onchain.as_ref(), value_total);
+                    let latency = first_send.elapsed();
+                    if let Some(m) = &self.metrics {
+                        ChainMetrics::of(m)
+                            .update_latency
+                            .observe(latency.as_secs_f64());
+                    }
+                    return Ok(BatchReport {
+                        seqno: flight.ext.seqno,
+                        valid_until: flight.ext.valid_until,
+                        actions: flight.ext.actions,
+                        state_init: flight.ext.with_state_init,
+                        normalized_hash: hex::encode(flight.ext.normalized_hash),
+                        transaction,
+                        rebuilds,
+                        latency_ms: latency.as_millis() as u64,
+                        fencing_token: flight.fencing_token,
+                        exit_code: onchain.as_ref().map(|o| o.exit_code),
+                        fees_nanoton: onchain.as_ref().map(|o| o.fees_nanoton),
+                        value_nanoton: value_total,
+                    });
+                }
+                Ok(Settled::Expired) => {
+                    self.forget(&flight).await;
+                    *slot = None;
+                    self.count(&ops, "expired");
+                    rebuilds += 1;
+                    if rebuilds > self.config.max_rebuilds {
+                        return Err(DeliveryError::Expired {
+                            seqno: flight.ext.seqno,
+                            attempts: rebuilds,
+                        });
+                    }
+                    tracing::warn!(
+                        seqno = flight.ext.seqno,
+                        rebuilds,
+                        "message expired without landing; rebuilding"
+                    );
+                }
+                Err(e) => {
+                    // Rejected / unconfirmed: it stays in `slot` so no other body takes its seqno.
+                    self.count(&ops, e.kind());
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Waits until `flight` is confirmed (seqno moved past it) or provably expired (a chain
+    /// state at or after `valid_until` still has its seqno). `send_error` is the failure of the
+    /// send, if any: a possibly lost send is re-sent as the same BoC; a rejection is believed
+    /// after a few polls, but the message stays in flight.
+    async fn settle(
+        &self,
+        flight: &InFlight,
+        send_error: Option<TransportError>,
+    ) -> Result<Settled, DeliveryError> {
+        let seqno = flight.ext.seqno;
+        let deadline = Instant::now() + self.config.confirm_timeout;
+        let mut resend = flight.resumed
+            || send_error
+                .as_ref()
+                .is_some_and(|e| !e.is_message_rejected());
+        let mut rejection = send_error
+            .filter(TransportError::is_message_rejected)
+            .map(|e| e.to_string());
+        let mut polls_since_reject = 0u32;
+        let mut first = true;
+        loop {
+            if !first {
+                tokio::time::sleep(self.config.poll_interval).await;
+            }
+            first = false;
+            match self.read_wallet().await {
+                Ok(w) if w.state == AccountState::Active && w.seqno > seqno => {
+                    return Ok(Settled::Confirmed(self.find_transaction(&flight.ext).await));
+                }
+                Ok(_) => {}
+                Err(DeliveryError::Transport { source, .. }) => {
+                    tracing::warn!(seqno, error = %source, "seqno poll failed");
+                }
+                Err(e) => return Err(e),
+            }
+            if flight.estimated_chain_time() >= u64::from(flight.ext.valid_until) {
+                match self
+                    .transport
+                    .address_information(self.wallet.address())
+                    .await
+                {
+                    Ok(a) if a.sync_utime >= u64::from(flight.ext.valid_until) => {
+                        let current = match (&a.state, &a.data) {
+                            (AccountState::Active, Some(data)) => {
+                                seqno_from_data(self.wallet.version(), data).ok()
+                            }
+                            // Deployed but no data in the answer: unknown, keep polling.
+                            (AccountState::Active, None) => None,
+                            _ => Some(0),
+                        };
+                        match current {
+                            Some(s) if s > seqno && a.state == AccountState::Active => {
+                                return Ok(Settled::Confirmed(
+                                    self.find_transaction(&flight.ext).await,
+                                ));
+                            }
+                            Some(_) => return Ok(Settled::Expired),
+                            None => tracing::warn!(seqno, "cannot read seqno from the wallet data"),
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(seqno, error = %e, "chain time read failed"),
+                }
+            }
+            if resend {
+                match self.transport.send_boc(&flight.ext.boc).await {
+                    Ok(_) => resend = false,
+                    Err(e) if e.is_message_rejected() => {
+                        resend = false;
+                        rejection = Some(e.to_string());
+                    }
+                    Err(e) => {
+                        tracing::warn!(seqno, error = %e, "re-send of the same message failed")
+                    }
+                }
+            }
+            if let Some(error) = &rejection {
+                polls_since_reject += 1;
+                // A rejection right after a lost send usually means the first copy landed and
+                // the seqno read lags: give the seqno a few polls to move before believing it.
+                if polls_since_reject > 3 {
+                    return Err(DeliveryError::Rejected {
+                        seqno,
+                        error: error.clone(),
+                    });
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(DeliveryError::Unconfirmed {
+                    seqno,
+                    waited: self.config.confirm_timeout,
+                });
+            }
+        }
+    }
+
+    /// What the oracle made of a confirmed external: follows it from the wallet transaction to
+    /// each oracle transaction it caused, through toncenter's v3 index where the endpoint
+    /// offers it (by normalized hash), else through v2 `getTransactions` of the wallet and the
+    /// oracle (exit code from the transaction BoC), polling until everything is there or the
+    /// read-back timeout passes. `None` when neither can tell.
+    async fn onchain_result(&self, ext: &SignedExternal) -> Option<OnChain> {
+        let deadline = Instant::now() + self.config.readback_timeout;
+        let mut indexed = true;
+        loop {
+            let look = if indexed {
+                self.onchain_v3(ext).await
+            } else {
+                self.onchain_v2(ext).await
+            };
+            match look {
+                Ok(Some(found)) => return Some(found),
+                Ok(None) => {}
+                Err(Unindexed) if indexed => {
+                    indexed = false;
+                    continue;
+                }
+                Err(Unindexed) => return None,
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    seqno = ext.seqno,
+                    "the oracle's transactions are not listed yet; result unknown"
+                );
+                return None;
+            }
+            tokio::time::sleep(self.config.poll_interval).await;
+        }
+    }
+
+    /// One look in the v3 index: `Ok(None)` while something is not indexed yet, `Err` when
+    /// there is no index.
+    async fn onchain_v3(&self, ext: &SignedExternal) -> Result<Option<OnChain>, Unindexed> {
+        let lookup = |hash_hex: String| async move {
+            match self.transport.transactions_by_message(&hash_hex).await {
+                Ok(Some(txs)) => Ok(txs),
+                Ok(None) => Err(Unindexed),
+                Err(e) => {
+                    tracing::debug!(error = %e, "transaction index lookup failed");
+                    Ok(Vec::new())
+                }
+            }
+        };
+        let wallet_txs = lookup(hex::encode(ext.normalized_hash)).await?;
+        let Some(wallet_tx) = wallet_txs.into_iter().next() else {
+            return Ok(None);
+        };
+        let mut oracle = Vec::new();
+        for out in &wallet_tx.out_msgs {
+            let Some(hash) = B64.decode(&out.hash).ok().map(hex::encode) else {
+                continue;
+            };
+            let Some(tx) = lookup(hash).await?.into_iter().next() else {
+                return Ok(None);
+            };
+            oracle.push((
+                tx.exit_code.unwrap_or(0),
+                tx.total_fees_nanoton,
+                tx.out_msgs,
+            ));
+        }
+        Ok(Some(self.tally(
+            wallet_tx.total_fees_nanoton,
+            &wallet_tx.out_msgs,
+            oracle,
+        )))
+    }
+
+    /// One look through v2 `getTransactions`: the wallet's transaction by the message's hashes,
+    /// then, on each destination, the transaction whose inbound message is the one the wallet
+    /// sent. `Err` when the endpoint cannot list transactions or gives no transaction BoC.
+    async fn onchain_v2(&self, ext: &SignedExternal) -> Result<Option<OnChain>, Unindexed> {
+        let body = B64.encode(ext.body_hash);
+        let hashes = [
+            B64.encode(ext.message_hash),
+            B64.encode(ext.normalized_hash),
+        ];
+        let list = |address: TonAddress| async move {
+            self.transport
+                .transactions(&address, 16)
+                .await
+                .map_err(|e| {
+                    tracing::debug!(error = %e, "getTransactions unavailable; oracle result unknown");
+                    Unindexed
+                })
+        };
+        let wallet_txs = list(self.wallet.address().clone()).await?;
+        let Some(wallet_tx) = wallet_txs.into_iter().find(|t| {
+            t.in_msg_body_hash.as_deref() == Some(body.as_str())
+                || t.in_msg_hash.as_ref().is_some_and(|h| hashes.contains(h))
+        }) else {
+            return Ok(None);
+        };
+        let mut oracle = Vec::new();
+        for out in &wallet_tx.out_messages {
+            let Ok(to) = out.destination.parse::<TonAddress>() else {
+                continue;
+            };
+            let found = list(to).await?.into_iter().find(|t| {
+                (!out.hash.is_empty() && t.in_msg_hash.as_deref() == Some(out.hash.as_str()))
+                    || (out.created_lt > 0
+                        && t.in_msg_created_lt == Some(out.created_lt)
+                        && t.in_msg_source
+                            .as_deref()
+                            .is_some_and(|s| self.is_wallet(s)))
+            });
+            let Some(tx) = found else {
+                return Ok(None);
+            };
+            let code = tx.exit_code.ok_or(Unindexed)?;
+            oracle.push((code, tx.fee_nanoton, tx.out_messages));
+        }
+        Ok(Some(self.tally(
+            wallet_tx.fee_nanoton,
+            &wallet_tx.out_messages,
+            oracle,
+        )))
+    }
+
+    /// True when `text` (raw or user-friendly) names this keeper's wallet.
+    fn is_wallet(&self, text: &str) -> bool {
+        text.parse::<TonAddress>()
+            .is_ok_and(|a| &a == self.wallet.address())
+    }
+
+    /// The batch's result from the wallet transaction (fees, messages sent) and each oracle
+    /// transaction (exit code, fees, messages it sent).
+    fn tally(
+        &self,
+        wallet_fee: u128,
+        sent: &[super::transport::IndexedMessage],
+        oracle_txs: Vec<(i32, u128, Vec<super::transport::IndexedMessage>)>,
+    ) -> OnChain {
+        let mut fees = wallet_fee;
+        let mut spent = sent.iter().fold(wallet_fee, |acc, m| {
+            acc.saturating_add(m.value_nanoton)
+                .saturating_add(m.fwd_fee_nanoton)
+        });
+        let mut exit_code = 0;
+        let mut oracle = Vec::new();
+        for (code, fee, back) in oracle_txs {
+            fees = fees.saturating_add(fee);
+            // A bounce or the oracle's change coming back to the wallet is not spent.
+            for m in back.iter().filter(|m| self.is_wallet(&m.destination)) {
+                spent = spent.saturating_sub(m.value_nanoton);
+            }
+            if code != 0 && exit_code == 0 {
+                exit_code = code;
+            }
+            oracle.push((code, fee));
+        }
+        OnChain {
+            exit_code,
+            fees_nanoton: fees,
+            spent_nanoton: spent,
+            oracle,
+        }
+    }
+
+    /// Books a confirmed batch: each oracle transaction's cost for `auto`, the spend for the
+    /// spend rate and `keeper_ton_spent_nanoton_total`, the results by exit code. Without a
+    /// transaction index only the values carried are known to be spent.
+    fn account(&self, ops: &[&'static str], onchain: Option<&OnChain>, value_total: u128) {
+        let spent = onchain.map_or(value_total, |o| o.spent_nanoton);
+        self.costs.spent(spent);
+        if let Some(o) = onchain {
+            for (i, (code, fee)) in o.oracle.iter().enumerate() {
+                let op = ops.get(i).or(ops.first()).copied().unwrap_or("unknown");
+                self.costs.observe(op, *code, *fee);
+                if let Some(m) = &self.metrics {
+                    ChainMetrics::of(m)
+                        .oracle_results
+                        .get_or_create(&labels([("op", op), ("exit_code", &code.to_string())]))
+                        .inc();
+                }
+            }
+        }
+        if let Some(m) = &self.metrics {
+            ChainMetrics::of(m)
+                .ton_spent
+                .inc_by(u64::try_from(spent).unwrap_or(u64::MAX));
+        }
+    }
+
+    /// The wallet transaction that consumed `ext`, if the API lists it.
+    async fn find_transaction(&self, ext: &SignedExternal) -> Option<(u64, String)> {
+        let body = B64.encode(ext.body_hash);
+        let hashes = [
+            B64.encode(ext.message_hash),
+            B64.encode(ext.normalized_hash),
+        ];
+        match self.transport.transactions(self.wallet.address(), 16).await {
+            Ok(txs) => {
+                let found = txs.into_iter().find(|t| {
+                    t.in_msg_body_hash.as_deref() == Some(body.as_str())
+                        || t.in_msg_hash.as_ref().is_some_and(|h| hashes.contains(h))
+                });
+                if found.is_none() {
+                    tracing::warn!(
+                        seqno = ext.seqno,
+                        "seqno moved but the message is not among the latest wallet transactions"
+                    );
+                }
+                found.map(|t| (t.lt, t.hash))
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "transaction lookup unavailable; confirmed by seqno");
+                None
+            }
+        }
+    }
+
+    /// Reads every update back until all landed or the read-back timeout passes.
+    async fn read_back(&self, messages: &[OracleMessage], wait: Duration) -> Vec<ReadBack> {
+        let deadline = Instant::now() + wait;
+        let mut results: Vec<Option<ReadBack>> = vec![None; messages.len()];
+        loop {
+            for (i, m) in messages.iter().enumerate() {
+                if results[i].as_ref().is_some_and(|r| r.landed) {
+                    continue;
+                }
+                results[i] = Some(read_one(&self.transport, m).await);
+            }
+            let done = results.iter().all(|r| r.as_ref().is_some_and(|r| r.landed));
+            if done || Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(self.config.poll_interval).await;
+        }
+        let out: Vec<ReadBack> = results.into_iter().flatten().collect();
+        for (r, m) in out.iter().zip(messages) {
+            self.count(
+                &[m.update.op_name()],
+                if r.landed { "landed" } else { "not_landed" },
+            );
+            if let Some(metrics) = &self.metrics {
+                if r.landed {
+                    ChainMetrics::of(metrics).update_success.inc();
+                }
+                if let (OracleUpdate::Price(p), Some(t)) = (&m.update, r.onchain_timestamp) {
+                    ChainMetrics::of(metrics)
+                        .oracle_last_update
+                        .get_or_create(&labels([("asset", &p.asset)]))
+                        .set(i64::from(t));
+                }
+            }
+            if !r.landed {
+                tracing::error!(op = %r.op, subject = %r.subject, error = ?r.error, onchain_timestamp = ?r.onchain_timestamp, "update did not land on the oracle");
+            }
+        }
+        out
+    }
+}
+
+/// `valid_until` for a message built at chain time `chain_now` that lives `ttl`.
+pub fn valid_until_after(chain_now: u64, ttl: Duration) -> u32 {
+    valid_until(chain_now, ttl)
+}
+
+fn valid_until(chain_now: u64, ttl: Duration) -> u32 {
+    u32::try_from(chain_now.saturating_add(ttl.as_secs())).unwrap_or(u32::MAX)
+}

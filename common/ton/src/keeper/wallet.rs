@@ -1,0 +1,181 @@
+//! The keeper wallet at start and the `wallet` subcommand; the chain keepers' subcommands.
+
+use keeper_runtime::cli::{Needs, Output, nano_to_ton};
+
+/// Why the keeper wallet could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum WalletSetupError {
+    /// Deriving the key from the mnemonic failed (the message never carries a word).
+    #[error("deriving the wallet key: {0}")]
+    Key(#[from] crate::KeyError),
+    /// Building the wallet contract failed.
+    #[error("building the wallet: {0}")]
+    Build(#[from] crate::BuildError),
+}
+
+/// Said in every summary when a dry run signs with a throwaway key.
+pub const EPHEMERAL_NOTE: &str =
+    "no mnemonic given: signed with an EPHEMERAL key; nothing can be sent";
+
+/// The keeper wallet from the mnemonic, or (dry runs without one) from an ephemeral key, in
+/// which case the note to show operators comes back too.
+pub async fn load_wallet(
+    ton: &crate::TonSettings,
+    mnemonic: Option<std::sync::Arc<keeper_runtime::secret::Secret>>,
+) -> Result<(crate::Wallet, Option<String>), WalletSetupError> {
+    use crate::{Wallet, WalletKeys};
+    let (keys, note) = match mnemonic {
+        Some(m) => (WalletKeys::from_mnemonic_blocking(m).await?, None),
+        None => (WalletKeys::ephemeral(), Some(EPHEMERAL_NOTE.to_owned())),
+    };
+    let wallet = Wallet::new(keys, ton.wallet_version, ton.network)?;
+    if let Some(n) = &note {
+        tracing::warn!(address = %wallet.label(), "{n}");
+    }
+    Ok((wallet, note))
+}
+
+/// Who contends for the wallet lease: the pod name (Kubernetes) or host name, the pid, and a
+/// random id drawn once per process. Host and pid alone collide: systemd hosts often run without
+/// `HOSTNAME` in the environment, and containers all start at pid 1.
+pub fn holder_id() -> String {
+    static INSTANCE: std::sync::LazyLock<u64> = std::sync::LazyLock::new(rand::random);
+    let host = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "keeper".to_owned());
+    format!("{host}:{}:{:016x}", std::process::id(), *INSTANCE)
+}
+
+/// What the `wallet` subcommand prints, balance and seqno unless `--offline`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WalletOutput {
+    /// Version, network, addresses and public key.
+    #[serde(flatten)]
+    pub info: crate::WalletInfo,
+    /// `active`, `uninitialized` or `frozen`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// Balance in TON, exact.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub balance_ton: Option<String>,
+    /// The wallet's seqno (0 before deployment).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seqno: Option<u32>,
+}
+
+/// The `wallet` subcommand shared by the keepers: reads the chain unless `offline`, prints
+/// text or one JSON document.
+pub async fn wallet_command(
+    ton: &crate::TonSettings,
+    wallet: &crate::Wallet,
+    offline: bool,
+    output: Output,
+) -> Result<(), crate::TransportError> {
+    use crate::TonTransport as _;
+    let mut out = WalletOutput {
+        info: wallet.info(),
+        state: None,
+        balance_ton: None,
+        seqno: None,
+    };
+    if !offline {
+        let transport = crate::Toncenter::new(ton)?;
+        let info = transport.wallet_information(wallet.address()).await?;
+        out.state = Some(format!("{:?}", info.state).to_lowercase());
+        out.balance_ton = Some(nano_to_ton(info.balance_nanoton));
+        out.seqno = Some(info.seqno.unwrap_or(0));
+    }
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default()),
+        Output::Text => {
+            let i = &out.info;
+            println!("version:            {}", i.version);
+            println!("network:            {}", i.network);
+            println!("address (raw):      {}", i.address_raw);
+            println!("bounceable:         {}", i.address_bounceable);
+            println!("non-bounceable:     {}", i.address_non_bounceable);
+            println!("public key:         {}", i.public_key_hex);
+            if let (Some(state), Some(balance), Some(seqno)) =
+                (&out.state, &out.balance_ton, out.seqno)
+            {
+                println!("state:              {state}");
+                println!("balance:            {balance} TON");
+                println!("seqno:              {seqno}");
+            }
+            println!("Fund the non-bounceable address; register the public key with the oracle.");
+        }
+    }
+    Ok(())
+}
+
+/// The subcommands of the chain-publishing keepers.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+pub enum KeeperCommand {
+    /// Run the keeper (the default): a daemon, or one cycle with --once.
+    Run,
+    /// Print the keeper wallet: addresses, version, network, public key, balance and seqno.
+    Wallet {
+        /// Do not contact the chain (no balance or seqno).
+        #[arg(long)]
+        offline: bool,
+        /// What to do with the wallet (default: print it).
+        #[command(subcommand)]
+        action: Option<WalletAction>,
+    },
+    /// Read what the oracle holds for every configured asset or bridge and print its age.
+    Status,
+    /// Apply the embedded database migrations and exit.
+    Migrate,
+}
+
+/// Actions on the keeper wallet.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+pub enum WalletAction {
+    /// Send the whole balance to ADDRESS (wallet rotation), once no journaled message is in
+    /// flight; with --dry-run, sign a message that cannot land and print it. Stop the keeper first.
+    Sweep {
+        /// The successor wallet (raw or user-friendly).
+        #[arg(long, value_name = "ADDRESS")]
+        to: String,
+    },
+}
+
+impl KeeperCommand {
+    /// What this command needs; a dry run sends nothing, so it needs neither key nor oracle.
+    pub fn needs(&self, dry_run: bool) -> Needs {
+        match self {
+            Self::Run => Needs {
+                mnemonic: !dry_run,
+                oracle: !dry_run,
+                database: false,
+            },
+            Self::Wallet { .. } => Needs {
+                mnemonic: true,
+                ..Needs::default()
+            },
+            Self::Status => Needs {
+                oracle: true,
+                ..Needs::default()
+            },
+            Self::Migrate => Needs {
+                database: true,
+                ..Needs::default()
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn holder_id_carries_a_per_process_instance_id() {
+        let id = super::holder_id();
+        let parts: Vec<&str> = id.rsplitn(3, ':').collect();
+        assert_eq!(parts.len(), 3, "{id}");
+        assert_eq!(parts[0].len(), 16, "{id}");
+        assert!(parts[0].chars().all(|c| c.is_ascii_hexdigit()), "{id}");
+        assert_eq!(parts[1], std::process::id().to_string());
+        // Drawn once: every lease of this process contends under the same name.
+        assert_eq!(super::holder_id(), id);
+    }
+}

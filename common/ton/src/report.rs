@@ -1,0 +1,216 @@
+//! What a delivery reports: each confirmed external message, what the oracle shows after it,
+//! and why a delivery failed.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::BuildError;
+use super::transport::TransportError;
+
+/// One confirmed external message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BatchReport {
+    /// Seqno it consumed.
+    pub seqno: u32,
+    /// Its valid_until.
+    pub valid_until: u32,
+    /// Oracle messages it carried.
+    pub actions: usize,
+    /// StateInit attached (the wallet was deployed by it).
+    pub state_init: bool,
+    /// Normalized message hash, hex.
+    pub normalized_hash: String,
+    /// Wallet transaction `(lt, hash)`, when found through `getTransactions`.
+    pub transaction: Option<(u64, String)>,
+    /// Times it was rebuilt after expiring.
+    pub rebuilds: u32,
+    /// From the first send to confirmation.
+    pub latency_ms: u64,
+    /// Fencing token of the wallet lease checked right before it was signed (Redis leases).
+    pub fencing_token: Option<u64>,
+    /// The oracle's compute exit code: 0 when every oracle transaction of the batch succeeded,
+    /// else the first failing one's; absent when the endpoint has no transaction index.
+    pub exit_code: Option<i32>,
+    /// Fees of the wallet and oracle transactions, nanotons (with `exit_code`).
+    pub fees_nanoton: Option<u128>,
+    /// TON the batch carried to the oracle, nanotons.
+    pub value_nanoton: u128,
+}
+
+/// What the oracle showed for one update after delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReadBack {
+    /// `update_price` or `update_bridge_status`.
+    pub op: String,
+    /// Asset or bridge name.
+    pub subject: String,
+    /// Asset or bridge id.
+    pub id: u16,
+    /// Published value (price_micro, or 1/0 for online).
+    pub expected_value: u128,
+    /// Published timestamp / last_seen.
+    pub expected_timestamp: u32,
+    /// On-chain value, when the get-method answered.
+    pub onchain_value: Option<u128>,
+    /// On-chain timestamp / last_seen, when the get-method answered.
+    pub onchain_timestamp: Option<u32>,
+    /// The update is in: on-chain time is newer than ours, or equal with our value.
+    pub landed: bool,
+    /// Why it could not be read, if so.
+    pub error: Option<String>,
+}
+
+/// A delivery that reached the chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeliveryReport {
+    /// One per external message (V4R2: one per 4 updates).
+    pub batches: Vec<BatchReport>,
+    /// One per update, in input order.
+    pub read_back: Vec<ReadBack>,
+}
+
+impl DeliveryReport {
+    /// Updates that did not land.
+    pub fn not_landed(&self) -> impl Iterator<Item = &ReadBack> {
+        self.read_back.iter().filter(|r| !r.landed)
+    }
+}
+
+/// Why a delivery failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    /// Nothing to send.
+    #[error("no oracle updates to deliver")]
+    Empty,
+    /// Building or signing failed.
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// A chain call failed after retries.
+    #[error("{stage}: {source}")]
+    Transport {
+        /// What delivery was doing.
+        stage: &'static str,
+        /// The failure.
+        source: TransportError,
+    },
+    /// The wallet is frozen and cannot send.
+    #[error("wallet {wallet} is frozen")]
+    Frozen {
+        /// Wallet label.
+        wallet: String,
+    },
+    /// The wallet refused the message and its seqno did not move. It stays in flight until it
+    /// expires, so the next call cannot sign another body for that seqno.
+    #[error("wallet rejected the message with seqno {seqno}: {error}")]
+    Rejected {
+        /// Seqno of the refused message.
+        seqno: u32,
+        /// toncenter's answer.
+        error: String,
+    },
+    /// Expired again after the allowed rebuilds.
+    #[error("message with seqno {seqno} expired {attempts} times without landing")]
+    Expired {
+        /// Last seqno tried.
+        seqno: u32,
+        /// Builds tried.
+        attempts: u32,
+    },
+    /// Neither confirmed nor expired within the confirm timeout; it may still land, so it stays
+    /// in flight.
+    #[error("message with seqno {seqno} neither confirmed nor expired within {waited:?}")]
+    Unconfirmed {
+        /// Its seqno.
+        seqno: u32,
+        /// Time waited.
+        waited: Duration,
+    },
+    /// A message from an earlier call can still land; nothing new was signed.
+    #[error("message with seqno {seqno} (valid until {valid_until}) is still in flight")]
+    InFlight {
+        /// Its seqno.
+        seqno: u32,
+        /// Its valid_until.
+        valid_until: u32,
+    },
+    /// A journaled message from before a restart or takeover was resumed and landed; nothing
+    /// new was signed, since what to send was chosen without it.
+    #[error(
+        "a journaled message (seqno {seqno}) from before a restart landed; nothing new sent this time"
+    )]
+    ResumedLanded {
+        /// Its seqno.
+        seqno: u32,
+    },
+    /// The in-flight journal could not be read or written; nothing new was sent.
+    #[error(transparent)]
+    Journal(#[from] super::journal::JournalError),
+    /// The wallet lease could not be proven ours right before signing; nothing was signed.
+    #[error("not signing: {0}")]
+    Fenced(#[from] crate::lease::FenceError),
+    /// Confirmed on the wallet, but some updates are not on the oracle (keeper not registered,
+    /// stale timestamp, bounced message…).
+    #[error("{} of {} updates did not land on the oracle: {}{}", .missing.len(), .report.read_back.len(), describe(.missing), failed_onchain(.report))]
+    NotLanded {
+        /// The updates that did not land.
+        missing: Vec<ReadBack>,
+        /// The full report.
+        report: Box<DeliveryReport>,
+    },
+}
+
+/// `; the oracle's transaction failed with exit code -14 (out of gas…)` when one did.
+fn failed_onchain(report: &DeliveryReport) -> String {
+    report
+        .batches
+        .iter()
+        .find_map(|b| b.exit_code.filter(|c| *c != 0).map(|c| (b.seqno, c)))
+        .map(|(seqno, code)| {
+            format!(
+                "; the oracle's transaction (seqno {seqno}) failed with exit code {code} ({})",
+                super::publish::exit_code_meaning(code)
+            )
+        })
+        .unwrap_or_default()
+}
+
+fn describe(missing: &[ReadBack]) -> String {
+    missing
+        .iter()
+        .map(|r| match (&r.error, r.onchain_timestamp) {
+            (Some(e), _) => format!("{} {}: {e}", r.op, r.subject),
+            (None, Some(t)) => format!(
+                "{} {} (ours {}@{}, chain {}@{t})",
+                r.op,
+                r.subject,
+                r.expected_value,
+                r.expected_timestamp,
+                r.onchain_value.unwrap_or_default()
+            ),
+            (None, None) => format!("{} {}", r.op, r.subject),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl DeliveryError {
+    /// A short label for logs and records: `empty`, `build`, `transport`, `frozen`, `rejected`,
+    /// `expired`, `unconfirmed`, `in_flight`, `fenced`, `journal`, `resumed_landed`, `not_landed`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Empty => "empty",
+            Self::Build(_) => "build",
+            Self::Transport { .. } => "transport",
+            Self::Frozen { .. } => "frozen",
+            Self::Rejected { .. } => "rejected",
+            Self::Expired { .. } => "expired",
+            Self::Unconfirmed { .. } => "unconfirmed",
+            Self::InFlight { .. } => "in_flight",
+            Self::Fenced(_) => "fenced",
+            Self::Journal(_) => "journal",
+            Self::ResumedLanded { .. } => "resumed_landed",
+            Self::NotLanded { .. } => "not_landed",
+        }
+    }
+}
