@@ -2,6 +2,7 @@
 //! stand-in: the token is checked again right before a signature, a holder whose lease was
 //! taken over signs nothing, and a delivery records the token it signed under.
 
+use keeper_ton::metrics::ChainMetrics;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,7 +39,7 @@ async fn store(pg: Option<&str>, redis: Option<&str>, prefix: &str) -> ChainStor
     };
     ChainStore::connect_with(
         &settings,
-        Arc::new(Metrics::new("pricing-oracle")),
+        Arc::new(Metrics::new("pricing-oracle").with::<ChainMetrics>()),
         Alerter::disabled(),
         fast(),
     )

@@ -2,6 +2,7 @@
 //! token, the confidence bound, staleness, and every documented error (HTML, 429 with
 //! `Retry-After`, garbage values, unknown ids, malformed bodies).
 
+use keeper_sources::metrics::PriceMetrics;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,7 +16,7 @@ use keeper_tests::upstreams::{CLOUDFLARE_429_HTML, Endpoint, Mode, Source, Ts, U
 const USDT_ID: &str = "2b89b9dc8fdf9f34709a5b106b472f0f39bb6ca9ce04b0fd7f2e971688e2e53b";
 
 fn fetcher(s: &SourcesSettings) -> (PriceFetcher, Arc<Metrics>) {
-    let metrics = Arc::new(Metrics::new("pricing-oracle"));
+    let metrics = Arc::new(Metrics::new("pricing-oracle").with::<PriceMetrics>());
     let assets = keeper_tests::default_assets().0;
     (
         PriceFetcher::new(s, &assets, Some(metrics.clone())),

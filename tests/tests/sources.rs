@@ -1,6 +1,7 @@
 //! Price sources against the local stand-ins (real HTTP): every documented success and error
 //! shape, hostile values, failover, retries, `Retry-After`, and aggregation of what came back.
 
+use keeper_sources::metrics::PriceMetrics;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,7 +21,7 @@ use keeper_tests::upstreams::{
 const FIXTURE_NOW: i64 = 1_767_222_100;
 
 fn fetcher(up: &UpstreamsHandle, s: &SourcesSettings) -> (PriceFetcher, Arc<Metrics>) {
-    let metrics = Arc::new(Metrics::new("pricing-oracle"));
+    let metrics = Arc::new(Metrics::new("pricing-oracle").with::<PriceMetrics>());
     let assets = keeper_tests::default_assets().0;
     let _ = up;
     (

@@ -2,6 +2,7 @@
 //! own schema, records and "latest" queries, Redis hashes and pub/sub, the wallet lease contended
 //! by two processes, and stores lost (and regained) mid-run.
 
+use keeper_ton::metrics::ChainMetrics;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -342,7 +343,7 @@ async fn migrations_apply_twice_in_their_own_schema_beside_a_foreign_public_tabl
     assert_eq!(foreign, ["id", "hedge_venue", "hedge_price", "updated_at"]);
 
     // A ChainStore migrating at start (a third application) records into keepers, not public.
-    let metrics = Arc::new(Metrics::new("pricing-oracle"));
+    let metrics = Arc::new(Metrics::new("pricing-oracle").with::<ChainMetrics>());
     let s = ChainStore::connect_with(
         &settings(Some(&db.url), None, "keepers", "x:"),
         metrics.clone(),
@@ -415,7 +416,7 @@ async fn migrate_rejects_a_schema_name_that_is_not_an_identifier() {
 #[tokio::test]
 async fn price_updates_and_bridge_snapshots_with_latest_queries() {
     let schema = schema_name("rec");
-    let metrics = Arc::new(Metrics::new("pricing-oracle"));
+    let metrics = Arc::new(Metrics::new("pricing-oracle").with::<ChainMetrics>());
     let s = ChainStore::connect_with(
         &settings(Some(&env::pg_url()), None, &schema, "x:"),
         metrics,
@@ -633,7 +634,7 @@ async fn redis_hashes_and_pubsub_channels() {
     let url = env::redis_url();
     let s = ChainStore::connect_with(
         &settings(None, Some(&url), "unused", &prefix),
-        Arc::new(Metrics::new("pricing-oracle")),
+        Arc::new(Metrics::new("pricing-oracle").with::<ChainMetrics>()),
         Alerter::disabled(),
         fast(),
     )
@@ -714,7 +715,7 @@ fn nothing_configured_says_so_once_and_the_lease_is_local() {
         .unwrap();
     let (logs, _guard) = capture_logs();
     rt.block_on(async {
-        let metrics = Arc::new(Metrics::new("bridge-health"));
+        let metrics = Arc::new(Metrics::new("bridge-health").with::<ChainMetrics>());
         let s = ChainStore::connect(
             &StorageSettings::default(),
             metrics.clone(),
@@ -784,7 +785,7 @@ fn passwords_stay_out_of_errors_and_logs() {
                 "keepers",
                 "x:",
             ),
-            Arc::new(Metrics::new("pricing-oracle")),
+            Arc::new(Metrics::new("pricing-oracle").with::<ChainMetrics>()),
             Alerter::disabled(),
             fast(),
         )
@@ -796,7 +797,7 @@ fn passwords_stay_out_of_errors_and_logs() {
                 "keepers",
                 "x:",
             ),
-            Arc::new(Metrics::new("pricing-oracle")),
+            Arc::new(Metrics::new("pricing-oracle").with::<ChainMetrics>()),
             Alerter::disabled(),
             fast(),
         )
@@ -854,7 +855,7 @@ async fn lease_child() {
     );
     let s = ChainStore::connect_with(
         &settings(None, Some(&env::redis_url()), "unused", &prefix),
-        Arc::new(Metrics::new("pricing-oracle")),
+        Arc::new(Metrics::new("pricing-oracle").with::<ChainMetrics>()),
         Alerter::disabled(),
         fast(),
     )
@@ -941,7 +942,7 @@ async fn redis_lease_two_processes() {
 
     // This process contends with its own store (its own Redis connection) while the child
     // renews: for well over one TTL it never gets the lease, and it sees who has it.
-    let metrics = Arc::new(Metrics::new("pricing-oracle"));
+    let metrics = Arc::new(Metrics::new("pricing-oracle").with::<ChainMetrics>());
     let s = ChainStore::connect_with(
         &settings(None, Some(&url), "unused", &prefix),
         metrics.clone(),
@@ -1020,7 +1021,7 @@ async fn redis_lease_two_processes() {
     // A third contender (another connection) cannot take it; after B releases, it can at once.
     let s3 = ChainStore::connect_with(
         &settings(None, Some(&url), "unused", &prefix),
-        Arc::new(Metrics::new("pricing-oracle")),
+        Arc::new(Metrics::new("pricing-oracle").with::<ChainMetrics>()),
         Alerter::disabled(),
         fast(),
     )
@@ -1077,9 +1078,12 @@ async fn postgres_advisory_lease_when_redis_is_not_configured() {
         let st = settings(Some(&pg), None, &schema, "x:");
         async move { ChainStore::connect_with(&st, m, Alerter::disabled(), fast()).await }
     };
-    let ma = Arc::new(Metrics::new("pricing-oracle"));
+    let ma = Arc::new(Metrics::new("pricing-oracle").with::<ChainMetrics>());
     let a_store = connect(ma.clone()).await;
-    let b_store = connect(Arc::new(Metrics::new("pricing-oracle"))).await;
+    let b_store = connect(Arc::new(
+        Metrics::new("pricing-oracle").with::<ChainMetrics>(),
+    ))
+    .await;
     let mut a = a_store.lease(&wallet, &pod_a);
     let mut b = b_store.lease(&wallet, &pod_b);
     assert_eq!(a.backend(), "postgres");
@@ -1164,7 +1168,7 @@ async fn redis_lost_mid_run_degrades_and_recovers() {
     let proxy = TcpProxy::for_url(&env::redis_url()).await.unwrap();
     let url = proxy.url_for(&env::redis_url());
     let prefix = prefix_name("lost");
-    let metrics = Arc::new(Metrics::new("pricing-oracle"));
+    let metrics = Arc::new(Metrics::new("pricing-oracle").with::<ChainMetrics>());
     let alerter = Alerter::disabled();
     let t = fast();
     let ttl = Duration::from_millis(1500);
@@ -1177,7 +1181,7 @@ async fn redis_lost_mid_run_degrades_and_recovers() {
     .await;
     let rival_store = ChainStore::connect_with(
         &settings(None, Some(&env::redis_url()), "unused", &prefix),
-        Arc::new(Metrics::new("pricing-oracle")),
+        Arc::new(Metrics::new("pricing-oracle").with::<ChainMetrics>()),
         Alerter::disabled(),
         t,
     )
@@ -1274,7 +1278,7 @@ async fn postgres_lost_mid_run_degrades_and_recovers() {
     let proxy = TcpProxy::for_url(&env::pg_url()).await.unwrap();
     let url = proxy.url_for(&env::pg_url());
     let schema = schema_name("lost");
-    let metrics = Arc::new(Metrics::new("bridge-health"));
+    let metrics = Arc::new(Metrics::new("bridge-health").with::<ChainMetrics>());
     let alerter = Alerter::disabled();
     let t = fast();
     let s = ChainStore::connect_with(
@@ -1349,7 +1353,7 @@ async fn stores_unreachable_at_start_degrade_then_migrate_when_they_come_up() {
     pg_proxy.cut().await;
     redis_proxy.cut().await;
     let schema = schema_name("late");
-    let metrics = Arc::new(Metrics::new("pricing-oracle"));
+    let metrics = Arc::new(Metrics::new("pricing-oracle").with::<ChainMetrics>());
     let alerter = Alerter::disabled();
     let started = Instant::now();
     let s = ChainStore::connect_with(
@@ -1459,7 +1463,7 @@ async fn redis_server_killed_mid_run() {
     .await;
     assert!(ready, "own redis-server did not start");
 
-    let metrics = Arc::new(Metrics::new("pricing-oracle"));
+    let metrics = Arc::new(Metrics::new("pricing-oracle").with::<ChainMetrics>());
     let alerter = Alerter::disabled();
     let t = fast();
     let s = ChainStore::connect_with(
@@ -1525,7 +1529,7 @@ async fn rediss_urls_are_usable_and_degrade_when_tls_fails() {
         .unwrap()
         .port_or_known_default()
         .unwrap();
-    let metrics = Arc::new(Metrics::new("pricing-oracle"));
+    let metrics = Arc::new(Metrics::new("pricing-oracle").with::<ChainMetrics>());
     let alerter = Alerter::disabled();
     let s = ChainStore::connect_with(
         &settings(
@@ -1565,7 +1569,7 @@ async fn every_call_runs_on_spawned_tasks() {
             &schema,
             &prefix,
         ),
-        Arc::new(Metrics::new("pricing-oracle")),
+        Arc::new(Metrics::new("pricing-oracle").with::<ChainMetrics>()),
         Alerter::disabled(),
         fast(),
     )

@@ -3,6 +3,7 @@
 //! response (no second body for that seqno), expiry and rebuild, rejection kept in flight, and
 //! read-back mismatches reported as errors.
 
+use keeper_ton::metrics::ChainMetrics;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,7 +62,7 @@ async fn rig(version: WalletVersion, seed: u8, deployed: bool) -> Rig {
         chain,
         wallet,
         oracle,
-        metrics: Arc::new(Metrics::new("pricing-oracle")),
+        metrics: Arc::new(Metrics::new("pricing-oracle").with::<ChainMetrics>()),
     }
 }
 

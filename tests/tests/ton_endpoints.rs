@@ -4,6 +4,7 @@
 //! request budget paces a keyless endpoint, and a keeper whose first endpoint is dead or
 //! answers 503 publishes in the same tick.
 
+use keeper_ton::metrics::ChainMetrics;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -49,7 +50,7 @@ async fn two_ports(seed: u8) -> Two {
         second,
         wallet,
         oracle,
-        metrics: Arc::new(Metrics::new("pricing-oracle")),
+        metrics: Arc::new(Metrics::new("pricing-oracle").with::<ChainMetrics>()),
     }
 }
 

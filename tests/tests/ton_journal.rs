@@ -4,6 +4,7 @@
 //! keeper killed with SIGKILL between send and confirmation and restarted at once never puts
 //! two different bodies on one seqno, and its update lands once.
 
+use keeper_ton::metrics::ChainMetrics;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -196,7 +197,7 @@ async fn a_postgres_journal_resumes_the_same_message_after_a_restart() {
             lease_ttl: 180,
             migrate_on_start: true,
         },
-        Arc::new(Metrics::new("pricing-oracle")),
+        Arc::new(Metrics::new("pricing-oracle").with::<ChainMetrics>()),
         Alerter::disabled(),
         keeper_runtime::store::StoreTimeouts::default(),
     )
