@@ -3,7 +3,7 @@
 use anyhow::Context as _;
 use keeper_runtime::cli::{Needs, Output};
 
-use super::{ChainKeeper, Loaded, oracle_address};
+use super::{ChainKeeper, Loaded, RunArgs, oracle_address};
 use crate::Toncenter;
 
 /// The flags of `status`.
@@ -15,6 +15,13 @@ pub struct StatusArgs {
 }
 
 impl StatusArgs {
+    /// Takes over `--output` written before `status`; any other flag of `run` there is a usage
+    /// error.
+    pub fn take_leading(&mut self, before: &RunArgs) -> Result<(), clap::Error> {
+        self.output = self.output.or(before.before("status", true, false)?.output);
+        Ok(())
+    }
+
     /// Reading the oracle needs its address.
     pub fn needs(&self) -> Needs {
         Needs {

@@ -8,7 +8,7 @@ use keeper_runtime::alert::Alerter;
 use keeper_runtime::cli::{EXIT_OK, Needs, Output, nano_to_ton};
 use keeper_runtime::telemetry::Metrics;
 
-use super::run::journal;
+use super::run::{RunArgs, journal};
 use super::{ChainConfig as _, ChainKeeper, Loaded};
 use crate::cache::ChainStore;
 use crate::metrics::ChainMetrics;
@@ -154,6 +154,18 @@ pub struct SweepArgs {
 }
 
 impl WalletArgs {
+    /// Takes over the flags of `run` written before `wallet`: `--output`, and `--dry-run` for
+    /// `wallet sweep`; any other is a usage error.
+    pub fn take_leading(&mut self, before: &RunArgs) -> Result<(), clap::Error> {
+        let sweeps = matches!(self.action, Some(WalletAction::Sweep(_)));
+        let carried = before.before("wallet", true, sweeps)?;
+        self.output = self.output.or(carried.output);
+        if let Some(WalletAction::Sweep(sweep)) = &mut self.action {
+            sweep.dry_run |= carried.dry_run;
+        }
+        Ok(())
+    }
+
     /// Printing or sweeping the wallet needs its key.
     pub fn needs(&self) -> Needs {
         Needs {

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory as _, Parser, Subcommand};
 use keeper_runtime::cli::ConfigArg;
-use keeper_ton::keeper::{RunArgs, StatusArgs, WalletAction, WalletArgs};
+use keeper_ton::keeper::{RunArgs, StatusArgs, WalletArgs};
 
 /// Watches cross-chain bridges and publishes their status to the TON oracle.
 ///
@@ -47,16 +47,11 @@ impl Cli {
             None => Command::Run(before),
             Some(Command::Run(after)) => Command::Run(before.merged(after)),
             Some(Command::Wallet(mut args)) => {
-                let sweeps = matches!(args.action, Some(WalletAction::Sweep(_)));
-                let carried = before.before("wallet", true, sweeps)?;
-                args.output = args.output.or(carried.output);
-                if let Some(WalletAction::Sweep(sweep)) = &mut args.action {
-                    sweep.dry_run |= carried.dry_run;
-                }
+                args.take_leading(&before)?;
                 Command::Wallet(args)
             }
             Some(Command::Status(mut args)) => {
-                args.output = args.output.or(before.before("status", true, false)?.output);
+                args.take_leading(&before)?;
                 Command::Status(args)
             }
             Some(Command::Migrate) => {
@@ -87,6 +82,7 @@ pub fn main() -> ExitCode {
 mod tests {
     use super::*;
     use keeper_runtime::cli::Output;
+    use keeper_ton::keeper::WalletAction;
 
     fn parse(args: &[&str]) -> Result<Command, clap::Error> {
         Cli::try_parse_from(args)?.resolve()
