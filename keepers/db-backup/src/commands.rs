@@ -1,17 +1,21 @@
-//! `list`, `restore`, `verify`: finding a backup by file, key, name or `latest`, and what is
-//! done with it. Every path that restores checks the SHA-256 over the whole archive first.
+//! `list`, `restore`, `verify`, `prune`, `migrate`: finding a backup by file, key, name or
+//! `latest`, and what is done with it. Every path that restores checks the SHA-256 over the
+//! whole archive first.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, anyhow, bail};
+use keeper_runtime::alert::Alerter;
+use keeper_runtime::cli::{EXIT_FAILED, EXIT_OK, Output, print_as};
+use keeper_runtime::runner::Shutdown;
 use keeper_runtime::secret::SecretUrl;
 use object_store::PutMode;
 use serde::Serialize;
 
-use crate::app::App;
+use crate::app::{App, registry};
 use crate::archive;
-use crate::config::VerifyMode;
+use crate::config::{Settings, VerifyMode};
 use crate::dump::Killer;
 use crate::file::read_bounded;
 use crate::libpq::LibpqTarget;
@@ -545,4 +549,212 @@ pub fn target_url(
     configured.cloned().ok_or_else(|| {
         anyhow!("restore needs --target-database-url URL (or TARGET_DATABASE_URL, or TARGET_DATABASE_URL_FILE)")
     })
+}
+
+/// What `restore` is asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct RestoreRequest {
+    /// `latest`, a `.dump.zst` file, a backup name or its S3 key.
+    pub from: String,
+    /// `--target-database-url`, else `TARGET_DATABASE_URL` from the settings.
+    pub target_database_url: Option<String>,
+    /// How to write.
+    pub options: RestoreOptions,
+    /// `--identity`, else `BACKUP_AGE_IDENTITY_FILE`.
+    pub identity: Option<PathBuf>,
+}
+
+/// `list`: prints local and remote backups; the exit code.
+pub async fn list_command(settings: Settings, output: Output) -> anyhow::Result<i32> {
+    let app = App::new(settings, registry(), Alerter::disabled(), false).await?;
+    let rows = list(&app).await?;
+    print_as(output, &rows, || list_text(&rows));
+    Ok(EXIT_OK)
+}
+
+/// `prune`: applies retention now (or, `dry_run`, shows what it would delete); the exit code.
+pub async fn prune_command(
+    settings: Settings,
+    dry_run: bool,
+    output: Output,
+) -> anyhow::Result<i32> {
+    let app = App::new(settings, registry(), Alerter::disabled(), false).await?;
+    let report = crate::prune::prune(&app, dry_run).await;
+    print_as(output, &report, || prune_text(&report));
+    Ok(if report.errors.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_FAILED
+    })
+}
+
+/// `restore`: restores a backup into an existing database after checking its checksum; the
+/// exit code.
+pub async fn restore_command(
+    mut settings: Settings,
+    request: RestoreRequest,
+    output: Output,
+) -> anyhow::Result<i32> {
+    if request.identity.is_some() {
+        settings.raw.backup.age_identity_file = request.identity;
+    }
+    let target = target_url(
+        request.target_database_url,
+        settings.raw.backup.target_database_url.as_ref(),
+    )?;
+    let app = App::new(settings, registry(), Alerter::disabled(), false).await?;
+    let (shutdown, killer) = (Shutdown::new(), Killer::default());
+    stop_on_signal(&shutdown, &killer);
+    let report = restore(&app, &request.from, &target, request.options, &killer).await?;
+    print_as(output, &report, || {
+        if report.checked_before_commit {
+            format!(
+                "restored {} into {}: {} tables, {} rows, counts equal to the manifest (checked before commit)",
+                report.backup, report.target, report.tables_checked, report.rows
+            )
+        } else {
+            format!(
+                "restored {} into {} in one transaction; no manifest, so row counts were not checked",
+                report.backup, report.target
+            )
+        }
+    });
+    Ok(EXIT_OK)
+}
+
+/// `verify`: verifies a backup `mode` deep (default: `BACKUP_VERIFY`, or `list` when that is
+/// `none`) and records the result; the exit code (1 when the verification failed).
+pub async fn verify_command(
+    mut settings: Settings,
+    from: &str,
+    mode: Option<VerifyMode>,
+    identity: Option<PathBuf>,
+    output: Output,
+) -> anyhow::Result<i32> {
+    if identity.is_some() {
+        settings.raw.backup.age_identity_file = identity;
+    }
+    let mode = match mode.unwrap_or(settings.backup().verify) {
+        VerifyMode::Restore => VerifyMode::Restore,
+        VerifyMode::None | VerifyMode::List => VerifyMode::List,
+    };
+    let app = App::new(settings, registry(), Alerter::disabled(), true).await?;
+    let (shutdown, killer) = (Shutdown::new(), Killer::default());
+    stop_on_signal(&shutdown, &killer);
+    let v = verify(&app, from, mode, &killer).await?;
+    // A drill run from cron (or a CronJob) reports through the Pushgateway/textfile.
+    if mode == VerifyMode::Restore {
+        app.export_restore_metrics().await;
+    }
+    print_as(output, &v, || {
+        format!(
+            "verification ({}) {}: {}",
+            v.mode.as_str(),
+            if v.ok { "passed" } else { "FAILED" },
+            v.detail
+        )
+    });
+    Ok(if v.ok { EXIT_OK } else { EXIT_FAILED })
+}
+
+/// `migrate`: applies the embedded migrations (the `backup_runs` table) to the records
+/// database, else the source; the exit code.
+pub async fn migrate_command(settings: Settings) -> anyhow::Result<i32> {
+    let url = settings
+        .records_url
+        .clone()
+        .unwrap_or_else(|| settings.source_url.clone());
+    keeper_runtime::store::migrate(&url, &settings.raw.storage.db_schema).await?;
+    println!(
+        "migrations applied to schema {} of {}",
+        settings.raw.storage.db_schema,
+        url.redacted()
+    );
+    Ok(EXIT_OK)
+}
+
+/// Kills a run's children as soon as a stop signal arrives (one-shot commands: a CronJob pod or
+/// a timer being stopped wants a clean failure now, not a dump that outlives the grace period).
+fn stop_on_signal(shutdown: &Shutdown, killer: &Killer) {
+    if let Err(e) = shutdown.install_signal_handlers() {
+        tracing::warn!(error = %e, "cannot install signal handlers");
+    }
+    let (s, k) = (shutdown.clone(), killer.clone());
+    tokio::spawn(async move {
+        s.wait().await;
+        k.kill("stop signal received");
+    });
+}
+
+fn list_text(rows: &[Listed]) -> String {
+    if rows.is_empty() {
+        return "no backups".into();
+    }
+    let mut out = format!(
+        "{:<40} {:>12} {:<6} {:<10} {}\n",
+        "BACKUP", "SIZE", "WHERE", "VERIFIED", "STATUS"
+    );
+    for r in rows {
+        let place = match (&r.local, &r.remote) {
+            (Some(_), Some(_)) => "both",
+            (Some(_), None) => "local",
+            (None, Some(_)) => "s3",
+            (None, None) => "-",
+        };
+        let verified = match &r.verification {
+            Some(v) if v.ok => v.mode.as_str().to_owned(),
+            Some(_) => "FAILED".to_owned(),
+            None => "no".to_owned(),
+        };
+        out.push_str(&format!(
+            "{:<40} {:>12} {:<6} {:<10} {}\n",
+            r.name,
+            r.size_bytes
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "?".into()),
+            place,
+            verified,
+            r.status
+        ));
+    }
+    out.trim_end().to_owned()
+}
+
+fn prune_text(r: &crate::prune::PruneReport) -> String {
+    let verb = if r.dry_run { "would delete" } else { "deleted" };
+    let mut out = String::new();
+    let mut section = |name: &str, l: &crate::prune::LocationReport| {
+        out.push_str(&format!(
+            "{name}: keep {}, {verb} {}\n",
+            l.keep.len(),
+            l.delete.len()
+        ));
+        for k in &l.keep {
+            let reasons: Vec<String> = k
+                .reasons
+                .iter()
+                .map(|x| {
+                    serde_json::to_value(x)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default()
+                })
+                .collect();
+            out.push_str(&format!("  keep   {} ({})\n", k.name, reasons.join(", ")));
+        }
+        for d in &l.delete {
+            out.push_str(&format!("  delete {d}\n"));
+        }
+        for b in &l.broken {
+            out.push_str(&format!("  broken {b} (left alone)\n"));
+        }
+    };
+    section("local", &r.local);
+    if let Some(remote) = &r.remote {
+        section("remote", remote);
+    }
+    for e in &r.errors {
+        out.push_str(&format!("error: {e}\n"));
+    }
+    out.trim_end().to_owned()
 }
