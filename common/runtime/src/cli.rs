@@ -10,6 +10,8 @@ pub const EXIT_OK: i32 = 0;
 pub const EXIT_FAILED: i32 = 1;
 /// Invalid configuration or usage.
 pub const EXIT_USAGE: i32 = crate::config::EXIT_CONFIG;
+/// The keeper wallet cannot pay for the batch (outcome `unfunded`): top it up.
+pub const EXIT_UNFUNDED: i32 = 3;
 
 /// How summaries are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -27,7 +29,8 @@ pub struct CommonArgs {
     /// TOML configuration file (settings: defaults < file < environment < flags).
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Run one cycle and exit (0 success, 1 cycle failed, 2 bad configuration).
+    /// Run one cycle and exit (0 success, 1 cycle failed, 2 bad configuration, 3 the wallet
+    /// cannot pay).
     #[arg(long, global = true)]
     pub once: bool,
     /// Do everything except send to the chain; print the signed BoC and a decoded summary.

@@ -84,7 +84,7 @@ pub async fn run(app: Arc<App>, shutdown: Shutdown) -> anyhow::Result<i32> {
     ));
     tracing::info!(
         schedule = %settings.schedule,
-        next = ?crate::config::next_fire(&settings.schedule, Utc::now()),
+        next = crate::config::next_fire(&settings.schedule, Utc::now()).map(|t| t.to_rfc3339()),
         stale_after_seconds = settings.stale_after().as_secs(),
         addr = %ops.local_addr(),
         "db-backup daemon started"
