@@ -108,10 +108,10 @@ pub enum Fault {
     ApplyThenHang(Duration),
     /// `sendBoc*`: answer success but drop the message (it never lands).
     Swallow,
-    /// `sendBoc*`: refuse the message with this reason in toncenter's refusal format (HTTP 500,
-    /// "cannot apply external message…"), without applying it: a liteserver whose view of the
-    /// wallet is not the chain's.
-    Refuse(String),
+    /// `sendBoc*`: refuse the message with this wallet exit code and reason in toncenter's
+    /// refusal format (HTTP 500, "cannot apply external message…"), without applying it: a
+    /// liteserver whose view of the wallet is not the chain's.
+    Refuse(i32, String),
 }
 
 /// One HTTP request that arrived.
@@ -1012,13 +1012,13 @@ async fn handle(State(served): State<Served>, req: Request) -> Response {
                 &json!({"ok": true, "result": {"@type": "raw.extMessageInfo", "hash": hash, "hash_norm": hash}}),
             );
         }
-        Some(Fault::Refuse(reason)) if method.starts_with("sendBoc") => {
+        Some(Fault::Refuse(code, reason)) if method.starts_with("sendBoc") => {
             let boc = params
                 .get("boc")
                 .and_then(Value::as_str)
                 .and_then(|b| B64.decode(b).ok())
                 .unwrap_or_default();
-            let e = reject(0, &reason);
+            let e = reject(code, &reason);
             let mut c = lock(&chain);
             let mut rec = parse_record(&boc);
             rec.outcome = ExternalOutcome::Rejected(e.error.clone());
@@ -1036,7 +1036,7 @@ async fn handle(State(served): State<Served>, req: Request) -> Response {
                 &json!({"ok": false, "error": e.error, "code": e.status}),
             );
         }
-        Some(Fault::Swallow | Fault::Refuse(_)) | None => {}
+        Some(Fault::Swallow | Fault::Refuse(..)) | None => {}
     }
     let result = {
         let mut c = lock(&chain);

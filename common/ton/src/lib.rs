@@ -40,7 +40,8 @@ mod txboc;
 pub mod wallet;
 
 pub use delivery::{
-    AutoValue, Delivery, DeliveryConfig, Fence, SweepReport, Unfenced, is_out_of_gas,
+    AutoValue, Delivery, DeliveryConfig, EXTERNAL_GAS_ESTIMATE_NANOTON,
+    FORWARD_FEE_ESTIMATE_NANOTON, Fence, SweepReport, Unfenced, batch_cost_nanoton, is_out_of_gas,
     valid_until_after,
 };
 pub use external::{
