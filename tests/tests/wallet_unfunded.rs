@@ -45,13 +45,14 @@ async fn rig(seed: u8, balance: u128) -> Rig {
 impl Rig {
     /// A read-back that would wait 20 s: a delivery that ends sooner did not wait it out.
     fn delivery(&self) -> Delivery<Toncenter> {
-        let transport = Toncenter::with_endpoint(&self.chain.jsonrpc_url(), None, Duration::from_secs(2))
-            .unwrap()
-            .with_retry(retry::backoff(
-                3,
-                Duration::from_millis(10),
-                Duration::from_millis(50),
-            ));
+        let transport =
+            Toncenter::with_endpoint(&self.chain.jsonrpc_url(), None, Duration::from_secs(2))
+                .unwrap()
+                .with_retry(retry::backoff(
+                    3,
+                    Duration::from_millis(10),
+                    Duration::from_millis(50),
+                ));
         let config = DeliveryConfig {
             value_nanoton: VALUE,
             auto_value: None,
@@ -134,7 +135,11 @@ async fn a_batch_the_wallet_cannot_pay_is_never_signed() {
         r.metric("keeper_ton_messages_total{op=\"update_price\",outcome=\"unfunded\"}"),
         Some(1.0)
     );
-    assert_eq!(r.chain.balance(r.wallet.address()), 30_000_000, "no gas paid");
+    assert_eq!(
+        r.chain.balance(r.wallet.address()),
+        30_000_000,
+        "no gas paid"
+    );
 }
 
 #[tokio::test]
@@ -200,7 +205,11 @@ async fn messages_the_action_phase_skipped_are_reported_at_once() {
     assert_eq!(report.unpaid().count(), 1);
     assert!(report.read_back[..3].iter().all(|x| x.landed));
     assert_eq!(
-        r.chain.oracle_events().iter().map(|e| e.id).collect::<Vec<_>>(),
+        r.chain
+            .oracle_events()
+            .iter()
+            .map(|e| e.id)
+            .collect::<Vec<_>>(),
         vec![1, 2, 3],
         "the chain sent only what the wallet could pay"
     );
@@ -240,12 +249,20 @@ async fn an_external_the_wallet_cannot_pay_the_gas_for_ends_the_delivery() {
         "{:?}",
         ext[0].outcome
     );
-    assert_eq!(d.in_flight().await, None, "refused everywhere: it cannot land");
+    assert_eq!(
+        d.in_flight().await,
+        None,
+        "refused everywhere: it cannot land"
+    );
 
     // Same seqno, same balance: hopeless, so nothing new is signed.
     let err = d.deliver(&msgs).await.unwrap_err();
     assert!(shortfall(&err).refused);
-    assert_eq!(r.chain.externals().len(), 1, "no new body for the same seqno");
+    assert_eq!(
+        r.chain.externals().len(),
+        1,
+        "no new body for the same seqno"
+    );
 
     // Topped up: a new body for that seqno goes out and lands.
     r.chain.fund(r.wallet.address(), TON);
@@ -337,7 +354,9 @@ async fn once_with_003_ton_exits_3_at_once_naming_balance_and_need() {
         .sink
         .wait_until(Duration::from_secs(5), |r| {
             r.json().is_some_and(|j| {
-                j["key"] == "wallet_unfunded" && j["status"] == "firing" && j["severity"] == "critical"
+                j["key"] == "wallet_unfunded"
+                    && j["status"] == "firing"
+                    && j["severity"] == "critical"
             })
         })
         .await;
@@ -359,7 +378,9 @@ async fn once_with_025_ton_for_six_updates_names_every_update_left_out() {
             "{asset} not named: {error}"
         );
     }
-    let (_, named) = error.split_once("not sent: ").expect("the updates left out");
+    let (_, named) = error
+        .split_once("not sent: ")
+        .expect("the updates left out");
     assert_eq!(named.split(", ").count(), 6, "{named}");
     assert!(h.ton.externals().is_empty(), "nothing sent");
 }
@@ -410,7 +431,10 @@ async fn a_daemon_on_003_ton_sends_nothing_alerts_once_and_recovers_after_a_top_
                 .is_some_and(|j| j["key"] == "wallet_unfunded" && j["status"] == "resolved")
         })
         .await;
-    assert!(resolved.is_some(), "wallet_unfunded resolved after the top-up");
+    assert!(
+        resolved.is_some(),
+        "wallet_unfunded resolved after the top-up"
+    );
     assert_eq!(sigterm(&mut child).await, Some(0));
 }
 

@@ -552,8 +552,7 @@ impl<T: TonTransport> Delivery<T> {
         let needed = self.cost_nanoton(pending);
         let mut refused = lock(&self.refused_for_gas);
         // Refused for gas at this seqno and no richer since: another body would be refused too.
-        let hopeless =
-            matches!(*refused, Some((s, b)) if s == w.seqno && w.balance_nanoton <= b);
+        let hopeless = matches!(*refused, Some((s, b)) if s == w.seqno && w.balance_nanoton <= b);
         if w.balance_nanoton >= needed && !hopeless {
             *refused = None;
             return Ok(());

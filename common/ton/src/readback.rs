@@ -90,11 +90,9 @@ fn two_numbers(
 pub(super) fn unpaid(m: &OracleMessage) -> ReadBack {
     let (id, expected_value, expected_timestamp) = match &m.update {
         OracleUpdate::Price(p) => (p.asset_id, u128::from(p.price_micro), p.timestamp),
-        OracleUpdate::BridgeStatus(b) => (
-            u16::from(b.bridge_id),
-            u128::from(b.is_online),
-            b.last_seen,
-        ),
+        OracleUpdate::BridgeStatus(b) => {
+            (u16::from(b.bridge_id), u128::from(b.is_online), b.last_seen)
+        }
     };
     ReadBack {
         op: m.update.op_name().to_owned(),

@@ -126,7 +126,9 @@ pub enum DeliveryError {
         wallet: String,
     },
     /// The wallet refused the message and its seqno did not move. It stays in flight until it
-    /// expires, so the next call cannot sign another body for that seqno.
+    /// expires, so the next call cannot sign another body for that seqno; unless every endpoint
+    /// refused it for a seqno the wallet had left behind (then it could never land, and this
+    /// only says that re-signing from fresh reads did not help either).
     #[error("wallet rejected the message with seqno {seqno}: {error}")]
     Rejected {
         /// Seqno of the refused message.

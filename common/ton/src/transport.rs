@@ -91,11 +91,9 @@ impl TransportError {
     /// message (or, undeployed, got no StateInit). Only the balance tells which.
     pub fn is_refused_before_execution(&self) -> bool {
         match self {
-            Self::Api { error, .. } if self.is_message_rejected() => {
-                error
-                    .to_ascii_lowercase()
-                    .contains("before smart-contract execution")
-            }
+            Self::Api { error, .. } if self.is_message_rejected() => error
+                .to_ascii_lowercase()
+                .contains("before smart-contract execution"),
             _ => false,
         }
     }
@@ -368,7 +366,9 @@ mod tests {
             method: "sendBocReturnHash",
             status: 500,
             code: Some(500),
-            error: format!("LITE_SERVER_UNKNOWN: cannot apply external message to current state : External message was not accepted\n{text}"),
+            error: format!(
+                "LITE_SERVER_UNKNOWN: cannot apply external message to current state : External message was not accepted\n{text}"
+            ),
             retry_after: None,
         };
         let poor = refusal(

@@ -201,7 +201,10 @@ mod tests {
 
     #[test]
     fn a_batch_costs_its_values_forwarding_fees_and_the_gas_of_accepting_it() {
-        assert_eq!(batch_cost_nanoton(50_000_000, 6), 6 * 51_500_000 + 5_000_000);
+        assert_eq!(
+            batch_cost_nanoton(50_000_000, 6),
+            6 * 51_500_000 + 5_000_000
+        );
         assert_eq!(batch_cost_nanoton(50_000_000, 1), 56_500_000);
     }
 
