@@ -180,7 +180,7 @@ async fn resumed_after_restart(r: &Rig, journal: Journal) {
 async fn a_file_journal_resumes_the_same_message_after_a_restart() {
     let r = rig(61).await;
     let dir = tempfile::tempdir().unwrap();
-    resumed_after_restart(&r, Journal::Dir(dir.path().to_owned())).await;
+    resumed_after_restart(&r, Journal::dir(dir.path())).await;
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
 
@@ -202,8 +202,8 @@ async fn a_postgres_journal_resumes_the_same_message_after_a_restart() {
         keeper_runtime::store::StoreTimeouts::default(),
     )
     .await;
-    let journal = Journal::choose(&store, None);
-    assert!(matches!(journal, Journal::Postgres(_)));
+    let journal = Journal::choose(&store, None).expect("PostgreSQL is durable");
+    assert_eq!(journal.describe(), "postgres");
     resumed_after_restart(&r, journal).await;
 }
 
@@ -211,7 +211,7 @@ async fn a_postgres_journal_resumes_the_same_message_after_a_restart() {
 async fn an_expired_journaled_message_is_proven_dead_before_a_new_body() {
     let r = rig(63).await;
     let dir = tempfile::tempdir().unwrap();
-    let journal = Journal::Dir(dir.path().to_owned());
+    let journal = Journal::dir(dir.path());
     // The chain never includes it (held far longer than its 2 s TTL).
     r.chain.set_inclusion_delay(Duration::from_secs(3_600));
     let first = r

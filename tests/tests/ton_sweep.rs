@@ -75,7 +75,7 @@ async fn a_message_that_may_still_land_stops_the_sweep() {
     let oracle = chain.new_oracle();
     chain.register_keeper(&oracle, keys.public_key());
     let dir = tempfile::tempdir().unwrap();
-    let journal = Journal::Dir(dir.path().to_owned());
+    let journal = Journal::dir(dir.path());
     let delivery = || {
         Delivery::new(
             Toncenter::with_endpoint(&chain.jsonrpc_url(), None, Duration::from_secs(2)).unwrap(),

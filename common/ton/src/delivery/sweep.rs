@@ -102,13 +102,10 @@ impl<T: TonTransport> Delivery<T> {
         };
         let wallet = self.wallet.address_raw();
         self.journal
-            .put(&JournalEntry::new(
-                &wallet,
-                &flight.ext,
-                &["sweep"],
-                None,
+            .put(
+                &JournalEntry::new(&wallet, &flight.ext, &["sweep"], None, now),
                 now,
-            ))
+            )
             .await?;
         *slot = Some(flight.clone());
         let sent = self.transport.send_boc(&flight.ext.boc).await.err();
