@@ -315,3 +315,152 @@ async fn sigkill_between_send_and_confirmation_never_signs_a_second_body() {
         .count();
     assert_eq!(usdt, 1, "the update landed once");
 }
+
+/// An entry as delivery writes it, for `seqno` with a body told apart by `body`.
+fn entry(wallet: &str, seqno: u32, body: u8, valid_until: u32, token: Option<u64>) -> JournalEntry {
+    JournalEntry {
+        wallet: wallet.to_owned(),
+        seqno,
+        valid_until,
+        state_init: false,
+        actions: 1,
+        ops: vec!["update_price".into()],
+        boc: String::new(),
+        message_hash: hex::encode([body; 32]),
+        normalized_hash: hex::encode([body; 32]),
+        body_hash: hex::encode([body; 32]),
+        fencing_token: token,
+        chain_at_build: u64::from(valid_until) - 60,
+        built_at_unix: 0,
+    }
+}
+
+/// One entry per body: another body for a live seqno is refused, a later seqno sits beside it,
+/// clearing takes the body's own hash, an older fencing token cannot write, and a dead entry
+/// (past `valid_until` plus the margin) may be replaced.
+async fn one_entry_per_body(journal: Journal) {
+    let w = "0:00000000000000000000000000000000000000000000000000000000000000aa";
+    let now = 1_700_000_000u64;
+    let vu = (now + 60) as u32;
+    journal
+        .put(&entry(w, 11, 1, vu, Some(3)), now)
+        .await
+        .unwrap();
+    // The same body again (a retry) is fine.
+    journal
+        .put(&entry(w, 11, 1, vu, Some(3)), now)
+        .await
+        .unwrap();
+    let e = journal
+        .put(&entry(w, 11, 2, vu, Some(3)), now)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, JournalError::Occupied { seqno: 11, .. }), "{e}");
+    journal
+        .put(&entry(w, 12, 3, vu, Some(4)), now)
+        .await
+        .unwrap();
+    let e = journal
+        .put(&entry(w, 13, 4, vu, Some(3)), now)
+        .await
+        .unwrap_err();
+    assert!(e.is_fenced(), "{e}");
+    assert!(e.to_string().contains("fencing token 4"), "{e}");
+    let seqnos: Vec<u32> = journal
+        .entries(w)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.seqno)
+        .collect();
+    assert_eq!(seqnos, [11, 12]);
+    // Another body's hash does not clear it.
+    journal.clear(w, 11, &hex::encode([2u8; 32])).await.unwrap();
+    assert_eq!(journal.entries(w).await.unwrap().len(), 2);
+    journal.clear(w, 11, &hex::encode([1u8; 32])).await.unwrap();
+    assert_eq!(journal.get(w).await.unwrap().map(|e| e.seqno), Some(12));
+    // Past valid_until + margin it can no longer land: another body may take the seqno.
+    let late = u64::from(vu) + LANDING_MARGIN_SECS + 1;
+    let e = journal
+        .put(&entry(w, 12, 5, vu + 100, Some(4)), u64::from(vu))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, JournalError::Occupied { .. }), "{e}");
+    journal
+        .put(&entry(w, 12, 5, vu + 100, Some(4)), late)
+        .await
+        .unwrap();
+    let held = journal.get(w).await.unwrap().unwrap();
+    assert_eq!(held.body_hash, hex::encode([5u8; 32]));
+}
+
+#[tokio::test]
+async fn the_memory_journal_keeps_one_entry_per_body() {
+    one_entry_per_body(Journal::memory()).await;
+}
+
+#[tokio::test]
+async fn the_file_journal_keeps_one_entry_per_body() {
+    let dir = tempfile::tempdir().unwrap();
+    one_entry_per_body(Journal::dir(dir.path())).await;
+}
+
+async fn pg_store(prefix: &str) -> ChainStore {
+    ChainStore::connect_with(
+        &StorageSettings {
+            database_url: Some(SecretUrl::shared(env::pg_url())),
+            db_schema: env::unique(prefix).to_lowercase(),
+            redis_url: None,
+            redis_prefix: "x:".into(),
+            lease_ttl: 180,
+            migrate_on_start: true,
+        },
+        Arc::new(Metrics::new("pricing-oracle").with::<ChainMetrics>()),
+        Alerter::disabled(),
+        keeper_runtime::store::StoreTimeouts::default(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn the_postgres_journal_keeps_one_entry_per_body_in_one_fenced_statement() {
+    let store = pg_store("journal_body").await;
+    one_entry_per_body(Journal::choose(&store, None).unwrap()).await;
+}
+
+#[tokio::test]
+async fn a_postgres_journal_also_reads_the_state_directory() {
+    // Written by a run without DATABASE_URL; the next run has it and must still see the entry.
+    let w = "0:00000000000000000000000000000000000000000000000000000000000000bb";
+    let dir = tempfile::tempdir().unwrap();
+    Journal::dir(dir.path())
+        .put(&entry(w, 7, 9, 1_700_000_060, None), 1_700_000_000)
+        .await
+        .unwrap();
+    let store = pg_store("journal_dir").await;
+    let journal = Journal::choose(&store, Some(dir.path().to_owned())).unwrap();
+    assert!(
+        journal.describe().contains("also reading file"),
+        "{journal:?}"
+    );
+    let found = journal.entries(w).await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].seqno, 7);
+    journal.clear(w, 7, &hex::encode([9u8; 32])).await.unwrap();
+    assert!(journal.entries(w).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_failed_journal_write_sends_nothing() {
+    let r = rig(64).await;
+    let memory = Arc::new(MemoryJournal::default());
+    memory.fail_writes(true);
+    let p = r.process(Journal::shared(memory.clone()), Duration::from_secs(5));
+    let err = p.deliver(&r.price(999_001, now() - 5)).await.unwrap_err();
+    assert_eq!(err.kind(), "journal", "{err}");
+    assert!(r.chain.externals().is_empty(), "nothing reached the chain");
+    memory.fail_writes(false);
+    let report = p.deliver(&r.price(999_001, now() - 5)).await.unwrap();
+    assert_eq!(report.batches[0].seqno, 11);
+    assert!(memory.snapshot().is_empty(), "cleared once confirmed");
+}

@@ -16,7 +16,8 @@ pub use sweep::SweepReport;
 
 use crate::metrics::ChainMetrics;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;

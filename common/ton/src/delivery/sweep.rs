@@ -96,7 +96,7 @@ impl<T: TonTransport> Delivery<T> {
             ext,
             ops: vec!["sweep"],
             chain_at_build: now,
-            built_at: std::time::Instant::now(),
+            built_at: tokio::time::Instant::now(),
             fencing_token: None,
             resumed: false,
         };
