@@ -701,3 +701,111 @@ fn the_schedules_reach_takeovers_crashes_and_landings() {
         "landed {landed}, crashes {crashes}, takeovers {takeovers}"
     );
 }
+
+/// Issue 21, first bug: an instance loses the lease holding an unconfirmed message, the other
+/// settles it and journals and sends the next seqno, and the first gets the lease back: it
+/// must settle its own old message and then find the successor's entry instead of signing a
+/// second body for that seqno.
+#[test]
+fn named_a_returning_holder_does_not_sign_over_its_successors_seqno() {
+    paused_runtime().block_on(async {
+        let mut sim = Sim::new(2);
+        // Included 10 s after acceptance: longer than the 6 s a delivery waits.
+        world(&sim.world).faults.inclusion_delay_secs = 10;
+        assert_eq!(sim.deliver(0, None).await, "unconfirmed");
+        tokio::time::advance(LEASE_TTL).await;
+        // The successor settles the first message (it lands) and sends seqno 6, unconfirmed.
+        let mut outcomes = Vec::new();
+        for _ in 0..4 {
+            outcomes.push(sim.deliver(1, None).await);
+            if world(&sim.world)
+                .sent
+                .iter()
+                .any(|s| s.seqno == FIRST_SEQNO + 1)
+            {
+                break;
+            }
+        }
+        assert!(
+            world(&sim.world)
+                .sent
+                .iter()
+                .any(|s| s.seqno == FIRST_SEQNO + 1),
+            "{outcomes:?}\n{}",
+            world(&sim.world).log.join("\n")
+        );
+        // The lease store loses the key while seqno 6 is still in the network.
+        world(&sim.world).lease.expires = Instant::now();
+        let back = sim.deliver(0, None).await;
+        let sent6: Vec<_> = world(&sim.world)
+            .sent
+            .iter()
+            .filter(|s| s.seqno == FIRST_SEQNO + 1)
+            .map(|s| s.body)
+            .collect();
+        assert!(
+            sent6.windows(2).all(|w| w[0] == w[1]),
+            "one body for seqno 6 ({back})"
+        );
+        assert!(
+            back == "resumed_landed" || back == "in_flight",
+            "the successor's journaled seqno 6 was settled, not signed over: {back}"
+        );
+        assert_eq!(sim.failure(None), None);
+    });
+}
+
+/// Issue 21, second bug: the journal cannot be written (PostgreSQL down): nothing is sent, and
+/// once it recovers the next instance finds no stray body for that seqno.
+#[test]
+fn named_nothing_is_sent_while_the_journal_cannot_be_written() {
+    paused_runtime().block_on(async {
+        let mut sim = Sim::new(2);
+        sim.journal.fail_writes(true);
+        assert_eq!(sim.deliver(0, None).await, "journal");
+        assert!(world(&sim.world).sent.is_empty());
+        sim.journal.fail_writes(false);
+        sim.instances[0].delivery = None;
+        tokio::time::advance(LEASE_TTL).await;
+        assert_eq!(
+            sim.deliver(1, None).await,
+            "not_landed",
+            "confirmed; read-back has no oracle"
+        );
+        assert_eq!(world(&sim.world).seqno, FIRST_SEQNO + 1);
+        assert_eq!(sim.failure(None), None);
+    });
+}
+
+/// A dry run reads the chain but never reaches `sendBoc`, in any instance, lease or not.
+#[test]
+fn named_a_dry_run_never_sends() {
+    paused_runtime().block_on(async {
+        let mut sim = Sim::new(3);
+        for i in 0..3 {
+            assert_eq!(sim.dry_run(i).await, "ok");
+        }
+        assert!(world(&sim.world).sent.is_empty());
+        assert_eq!(sim.failure(None), None);
+    });
+}
+
+/// Crashing at each await point of one delivery in turn, then restarting: never two bodies for
+/// a seqno, never a send without its entry.
+#[test]
+fn named_a_crash_at_every_await_point_is_survived() {
+    for point in 0..20 {
+        paused_runtime().block_on(async {
+            let mut sim = Sim::new(2);
+            world(&sim.world).faults.inclusion_delay_secs = 3;
+            let first = sim.deliver(0, Some(point)).await;
+            for _ in 0..3 {
+                tokio::time::advance(Duration::from_secs(5)).await;
+                sim.deliver(0, None).await;
+            }
+            tokio::time::advance(LEASE_TTL).await;
+            sim.deliver(1, None).await;
+            assert_eq!(sim.failure(None), None, "crash at point {point} ({first})");
+        });
+    }
+}

@@ -127,9 +127,12 @@ impl InFlight {
         Ok(Self {
             ext: entry.external()?,
             ops: entry.ops.iter().map(|o| op_name(o)).collect(),
+            // The wall clock may have jumped or stood still across a restart: from the first
+            // poll on, the chain itself is asked whether it expired.
             chain_at_build: entry
                 .chain_at_build
-                .saturating_add(now.saturating_sub(entry.built_at_unix)),
+                .saturating_add(now.saturating_sub(entry.built_at_unix))
+                .max(u64::from(entry.valid_until)),
             built_at: Instant::now(),
             fencing_token: entry.fencing_token,
             resumed: true,
