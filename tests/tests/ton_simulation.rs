@@ -495,10 +495,10 @@ impl Sim {
         let token = lease.token;
         drop(w);
         let inst = &mut self.instances[i];
-        if inst.token != Some(token) {
-            if let Some(d) = &inst.delivery {
-                d.journal_changed_hands();
-            }
+        if inst.token != Some(token)
+            && let Some(d) = &inst.delivery
+        {
+            d.journal_changed_hands();
         }
         inst.token = Some(token);
         true
