@@ -39,6 +39,30 @@ pub struct Listed {
     pub remote: Option<String>,
     /// Last verification.
     pub verification: Option<Verification>,
+    /// Seconds since the backup was taken, when listed.
+    pub age_seconds: i64,
+    /// Whether the artifacts are age-encrypted (`None`: no readable manifest says).
+    pub encrypted: Option<bool>,
+    /// `local`, `s3`, `both`, or `-` when no archive is present anywhere.
+    pub location: &'static str,
+}
+
+impl Listed {
+    fn new(id: &BackupId) -> Self {
+        Self {
+            name: id.base(),
+            database: id.db.clone(),
+            started_at: id.at,
+            size_bytes: None,
+            status: String::new(),
+            local: None,
+            remote: None,
+            verification: None,
+            age_seconds: (chrono::Utc::now() - id.at).num_seconds().max(0),
+            encrypted: None,
+            location: "-",
+        }
+    }
 }
 
 /// Local and remote backups of every database, merged by name, newest first.
@@ -46,14 +70,18 @@ pub async fn list(app: &App) -> anyhow::Result<Vec<Listed>> {
     let mut rows: std::collections::BTreeMap<BackupId, Listed> = Default::default();
     let mut problems: std::collections::BTreeMap<BackupId, Vec<String>> = Default::default();
     for b in app.local.blocking(|l| l.list()).await? {
-        let (size, verification) = match &b.manifest {
-            Ok(m) => (Some(m.size_bytes), m.verification.clone()),
+        let (size, verification, encrypted) = match &b.manifest {
+            Ok(m) => (
+                Some(m.size_bytes),
+                m.verification.clone(),
+                Some(m.encryption.is_some()),
+            ),
             Err(e) => {
                 problems
                     .entry(b.id.clone())
                     .or_default()
                     .push(format!("local: {e}"));
-                (None, None)
+                (None, None, None)
             }
         };
         if !b.dump_present {
@@ -65,32 +93,23 @@ pub async fn list(app: &App) -> anyhow::Result<Vec<Listed>> {
         rows.insert(
             b.id.clone(),
             Listed {
-                name: b.id.base(),
-                database: b.id.db.clone(),
-                started_at: b.id.at,
                 size_bytes: size,
-                status: String::new(),
                 local: b.dump_present.then(|| b.dump.display().to_string()),
-                remote: None,
                 verification,
+                encrypted,
+                ..Listed::new(&b.id)
             },
         );
     }
     if let Some(r) = &app.remote {
         for b in r.list().await? {
-            let entry = rows.entry(b.id.clone()).or_insert_with(|| Listed {
-                name: b.id.base(),
-                database: b.id.db.clone(),
-                started_at: b.id.at,
-                size_bytes: None,
-                status: String::new(),
-                local: None,
-                remote: None,
-                verification: None,
-            });
+            let entry = rows
+                .entry(b.id.clone())
+                .or_insert_with(|| Listed::new(&b.id));
             match &b.manifest {
                 Ok(m) => {
                     entry.size_bytes = entry.size_bytes.or(Some(m.size_bytes));
+                    entry.encrypted = entry.encrypted.or(Some(m.encryption.is_some()));
                     // The newer verification wins (a remote re-verify may be the latest).
                     if let Some(v) = &m.verification
                         && entry.verification.as_ref().is_none_or(|e| e.at < v.at)
@@ -124,6 +143,12 @@ pub async fn list(app: &App) -> anyhow::Result<Vec<Listed>> {
             l.status = match problems.remove(&id) {
                 None => "complete".into(),
                 Some(p) => p.join("; "),
+            };
+            l.location = match (&l.local, &l.remote) {
+                (Some(_), Some(_)) => "both",
+                (Some(_), None) => "local",
+                (None, Some(_)) => "s3",
+                (None, None) => "-",
             };
             l
         })
@@ -162,6 +187,7 @@ impl Located {
 /// Finds `from`: `latest`, a path to a `.dump.zst` file, a backup name, or an S3 key/URL.
 pub async fn locate(app: &App, from: &str) -> anyhow::Result<Located> {
     if from == "latest" {
+        app.require_label("--from latest")?;
         let m = app.newest_manifest().await.ok_or_else(|| {
             anyhow!(
                 "no complete backup of {} found locally or remotely",
@@ -365,7 +391,7 @@ pub async fn restore(
     let found = locate(app, from).await?;
     crate::restore::check_target(
         target,
-        &app.settings.source_url,
+        app.settings.source_url.as_deref(),
         found.manifest(),
         opts.clean,
     )
@@ -530,6 +556,86 @@ pub async fn verify(
         tracing::warn!(error = %e, "cannot update backup_runs");
     }
     Ok(verification)
+}
+
+/// One backup `verify --all` looked at.
+#[derive(Debug, Serialize)]
+pub struct VerifiedBackup {
+    /// Backup name.
+    pub name: String,
+    /// Whether it passed (a backup that could not be checked, or is incomplete, did not).
+    pub ok: bool,
+    /// What was checked, or what is wrong.
+    pub detail: String,
+}
+
+/// What `verify --all` found.
+#[derive(Debug, Serialize)]
+pub struct VerifyAllReport {
+    /// How the backups were checked.
+    pub mode: VerifyMode,
+    /// Every backup within retention, newest first, and the incomplete ones.
+    pub backups: Vec<VerifiedBackup>,
+    /// Names of those that failed.
+    pub bad: Vec<String>,
+}
+
+/// Verifies every backup that retention keeps (of `BACKUP_NAME`'s database, or of every
+/// database when no name is set), recording each outcome like `verify --from`; incomplete
+/// backups (unreadable manifest, missing archive) count as bad. A backup stored both locally
+/// and in the bucket is checked from the local copy.
+pub async fn verify_all(
+    app: &App,
+    mode: VerifyMode,
+    killer: &Killer,
+) -> anyhow::Result<VerifyAllReport> {
+    let mut backups = Vec::new();
+    let mut by_db: std::collections::BTreeMap<String, Vec<(BackupId, bool)>> = Default::default();
+    for row in list(app).await? {
+        if !app.label.is_empty() && row.database != app.label {
+            continue;
+        }
+        match BackupId::parse_base(&row.name) {
+            Some(id) if row.status == "complete" => by_db
+                .entry(row.database.clone())
+                .or_default()
+                .push((id, row.verification.as_ref().is_some_and(|v| v.ok))),
+            _ => backups.push(VerifiedBackup {
+                name: row.name,
+                ok: false,
+                detail: row.status,
+            }),
+        }
+    }
+    let policy = crate::prune::policy(app);
+    for candidates in by_db.values() {
+        for (id, _) in crate::retention::plan(candidates, policy).keep {
+            let name = id.base();
+            let checked = match verify(app, &name, mode, killer).await {
+                Ok(v) => VerifiedBackup {
+                    name,
+                    ok: v.ok,
+                    detail: v.detail,
+                },
+                Err(e) => VerifiedBackup {
+                    name,
+                    ok: false,
+                    detail: format!("{e:#}"),
+                },
+            };
+            if !checked.ok {
+                tracing::error!(backup = %checked.name, detail = %checked.detail, "verification failed");
+            }
+            backups.push(checked);
+        }
+    }
+    backups.sort_by(|a, b| b.name.cmp(&a.name));
+    let bad = backups
+        .iter()
+        .filter(|b| !b.ok)
+        .map(|b| b.name.clone())
+        .collect();
+    Ok(VerifyAllReport { mode, backups, bad })
 }
 
 /// The restore target: the flag, else `TARGET_DATABASE_URL` from the settings (which can come

@@ -163,7 +163,14 @@ async fn probe_until_ready(app: Arc<App>, health: Health, shutdown: Shutdown) {
             () = shutdown.wait() => return,
             _ = every.tick() => {}
         }
-        match crate::pg::Source::open(&app.settings.source_url).await {
+        let opened = match app.settings.source() {
+            Ok(url) => crate::pg::Source::open(url).await,
+            Err(e) => {
+                tracing::error!(error = %e, "no source database");
+                return;
+            }
+        };
+        match opened {
             Ok(src) => {
                 health.mark_ready("database");
                 src.close().await;

@@ -75,11 +75,16 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         identity: Option<std::path::PathBuf>,
     },
-    /// Verify an existing backup and record the result in its manifest and backup_runs.
+    /// Verify an existing backup (or, with --all, every backup retention keeps) and record the
+    /// result in its manifest and backup_runs.
     Verify {
         /// `latest`, a `.dump.zst` file, a backup name or its S3 key.
-        #[arg(long, value_name = "FILE|KEY|latest")]
-        from: String,
+        #[arg(long, value_name = "FILE|KEY|latest", required_unless_present = "all")]
+        from: Option<String>,
+        /// Every backup within retention (of BACKUP_NAME's database, or of all); exits 1
+        /// naming the bad ones.
+        #[arg(long, conflicts_with = "from")]
+        all: bool,
         /// How (default: BACKUP_VERIFY, or `list` when that is `none`).
         #[arg(long, value_enum)]
         mode: Option<ModeArg>,
@@ -89,7 +94,8 @@ enum Command {
     },
     /// Apply GFS retention now (with --dry-run: only show what would be deleted).
     Prune,
-    /// Apply the embedded database migrations (the backup_runs table) and exit.
+    /// Create the backup_runs table in BACKUP_RECORDS_URL (only it, with db-backup's own
+    /// migration bookkeeping) and exit.
     Migrate,
 }
 
@@ -173,11 +179,13 @@ async fn dispatch(cli: Cli, settings: Settings) -> anyhow::Result<i32> {
     let command = cli.command.unwrap_or(Command::Run);
     match command {
         Command::Migrate => {
-            let url = settings
-                .records_url
-                .clone()
-                .unwrap_or_else(|| settings.source_url.clone());
-            keeper_runtime::store::migrate(&url, &settings.raw.storage.db_schema).await?;
+            let Some(url) = settings.records_url.clone() else {
+                println!(
+                    "no records database (BACKUP_RECORDS_URL): db-backup keeps no tables, nothing to migrate"
+                );
+                return Ok(EXIT_OK);
+            };
+            db_backup::records::migrate(&url, &settings.raw.storage.db_schema).await?;
             println!(
                 "migrations applied to schema {} of {}",
                 settings.raw.storage.db_schema,
@@ -243,6 +251,7 @@ async fn dispatch(cli: Cli, settings: Settings) -> anyhow::Result<i32> {
         }
         Command::Verify {
             from,
+            all,
             mode,
             identity,
         } => {
@@ -259,6 +268,18 @@ async fn dispatch(cli: Cli, settings: Settings) -> anyhow::Result<i32> {
             let app = App::new(settings, metrics, Alerter::disabled(), true).await?;
             let (shutdown, killer) = (Shutdown::new(), Killer::default());
             stop_on_signal(&shutdown, &killer);
+            let Some(from) = from.filter(|_| !all) else {
+                let report = commands::verify_all(&app, mode, &killer).await?;
+                if mode == VerifyMode::Restore {
+                    export_restore_metrics(&app).await;
+                }
+                print(common.output, &report, || verify_all_text(&report));
+                return Ok(if report.bad.is_empty() {
+                    EXIT_OK
+                } else {
+                    EXIT_FAILED
+                });
+            };
             let v = commands::verify(&app, &from, mode, &killer).await?;
             // A drill run from cron (or a CronJob) reports through the Pushgateway/textfile.
             if mode == VerifyMode::Restore {
@@ -275,6 +296,7 @@ async fn dispatch(cli: Cli, settings: Settings) -> anyhow::Result<i32> {
             Ok(if v.ok { EXIT_OK } else { EXIT_FAILED })
         }
         Command::Run if common.dry_run => {
+            settings.source()?;
             let app = App::new(settings, metrics, Alerter::disabled(), false).await?;
             let plan = dry_run(&app).await;
             print(common.output, &plan, || {
@@ -283,6 +305,7 @@ async fn dispatch(cli: Cli, settings: Settings) -> anyhow::Result<i32> {
             Ok(if plan.ready { EXIT_OK } else { EXIT_FAILED })
         }
         Command::Run if common.once => {
+            settings.source()?;
             let alerter = Alerter::start(&settings.raw.alerts, "db-backup", metrics.0.clone());
             let app = Arc::new(App::new(settings, metrics, alerter.clone(), true).await?);
             let before = app.seed_metrics().await;
@@ -302,6 +325,7 @@ async fn dispatch(cli: Cli, settings: Settings) -> anyhow::Result<i32> {
             Ok(run.exit_code())
         }
         Command::Run => {
+            settings.source()?;
             let alerter = Alerter::start(&settings.raw.alerts, "db-backup", metrics.0.clone());
             let app = Arc::new(App::new(settings, metrics, alerter, true).await?);
             let shutdown = Shutdown::new();
@@ -384,6 +408,24 @@ struct DryRun {
     problems: Vec<String>,
 }
 
+impl DryRun {
+    fn unready(app: &App, problem: String) -> Self {
+        Self {
+            ready: false,
+            database: app.label.clone(),
+            server_version: None,
+            pg_dump_version: None,
+            lock_free: None,
+            would_write: String::new(),
+            local_dir: app.local.dir().display().to_string(),
+            remote: app.remote.as_ref().map(|r| r.location().to_string()),
+            verify: app.settings.backup().verify,
+            retention: prune::PruneReport::default(),
+            problems: vec![problem],
+        }
+    }
+}
+
 /// Everything a run checks before dumping, and what retention would delete; writes nothing.
 async fn dry_run(app: &App) -> DryRun {
     let s = &app.settings;
@@ -391,7 +433,11 @@ async fn dry_run(app: &App) -> DryRun {
     let mut server_version = None;
     let mut lock_free = None;
     let tool = pg::tool_version(&s.backup().pg_dump_path).await;
-    match pg::Source::open(&s.source_url).await {
+    // The dispatcher checked the source is configured.
+    let Ok(source_url) = s.source() else {
+        return DryRun::unready(app, "DATABASE_URL is not set".into());
+    };
+    match pg::Source::open(source_url).await {
         Ok(mut src) => {
             server_version = Some(src.info.version.clone());
             if let Ok((_, major)) = &tool
@@ -435,30 +481,85 @@ fn list_text(rows: &[commands::Listed]) -> String {
         return "no backups".into();
     }
     let mut out = format!(
-        "{:<40} {:>12} {:<6} {:<10} {}\n",
-        "BACKUP", "SIZE", "WHERE", "VERIFIED", "STATUS"
+        "{:<40} {:>8} {:>10} {:<9} {:<10} {:<6} {}\n",
+        "BACKUP", "AGE", "SIZE", "ENCRYPTED", "VERIFIED", "WHERE", "STATUS"
     );
     for r in rows {
-        let place = match (&r.local, &r.remote) {
-            (Some(_), Some(_)) => "both",
-            (Some(_), None) => "local",
-            (None, Some(_)) => "s3",
-            (None, None) => "-",
-        };
         let verified = match &r.verification {
             Some(v) if v.ok => v.mode.as_str().to_owned(),
             Some(_) => "FAILED".to_owned(),
             None => "no".to_owned(),
         };
+        let encrypted = match r.encrypted {
+            Some(true) => "age",
+            Some(false) => "no",
+            None => "?",
+        };
         out.push_str(&format!(
-            "{:<40} {:>12} {:<6} {:<10} {}\n",
+            "{:<40} {:>8} {:>10} {:<9} {:<10} {:<6} {}\n",
             r.name,
-            r.size_bytes
-                .map(|n| n.to_string())
-                .unwrap_or_else(|| "?".into()),
-            place,
+            age_text(r.age_seconds),
+            r.size_bytes.map(size_text).unwrap_or_else(|| "?".into()),
+            encrypted,
             verified,
+            r.location,
             r.status
+        ));
+    }
+    out.trim_end().to_owned()
+}
+
+/// `45m`, `5h12m`, `3d4h`: enough to judge a backup's age at a glance.
+fn age_text(seconds: i64) -> String {
+    let (d, h, m) = (
+        seconds / 86_400,
+        seconds % 86_400 / 3600,
+        seconds % 3600 / 60,
+    );
+    match (d, h) {
+        (0, 0) => format!("{m}m"),
+        (0, _) => format!("{h}h{m:02}m"),
+        _ => format!("{d}d{h:02}h"),
+    }
+}
+
+/// Bytes in binary units with one decimal.
+fn size_text(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+fn verify_all_text(r: &commands::VerifyAllReport) -> String {
+    let mut out = String::new();
+    for b in &r.backups {
+        let verdict = if b.ok { "ok    " } else { "FAILED" };
+        out.push_str(&format!("{verdict} {} ({})\n", b.name, b.detail));
+    }
+    if r.backups.is_empty() {
+        out.push_str("no backups within retention\n");
+    } else if r.bad.is_empty() {
+        out.push_str(&format!(
+            "all {} backups passed verification ({})\n",
+            r.backups.len(),
+            r.mode.as_str()
+        ));
+    } else {
+        out.push_str(&format!(
+            "{} of {} backups FAILED verification ({}): {}\n",
+            r.bad.len(),
+            r.backups.len(),
+            r.mode.as_str(),
+            r.bad.join(", ")
         ));
     }
     out.trim_end().to_owned()

@@ -6,6 +6,14 @@ use serde::Serialize;
 use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, PgPool};
 
+/// Applies db-backup's migrations (only `backup_runs`) to the records database, in `schema`.
+pub async fn migrate(
+    url: &keeper_runtime::secret::SecretUrl,
+    schema: &str,
+) -> Result<(), StoreError> {
+    keeper_runtime::store::migrate(url, schema).await
+}
+
 keeper_runtime::text_enum!(
     /// Where a backup run stands (`backup_runs.status`).
     BackupStatus, "backup_runs", "status" {
