@@ -39,7 +39,52 @@ async fn the_source_database_is_refused_however_it_is_addressed() {
             "{err}"
         );
     }
+    // Without DATABASE_URL (a restore host that never knew the source), by the manifest alone.
+    for target in [
+        s.src.url.clone(),
+        s.src.url.replace("127.0.0.1", "localhost"),
+    ] {
+        let env: Vec<(&'static str, String)> = s
+            .env_with(&[("TARGET_DATABASE_URL", target)])
+            .into_iter()
+            .filter(|(k, _)| *k != "DATABASE_URL")
+            .collect();
+        let mut cmd = db_backup(&env);
+        cmd.args(["restore", "--from", &dump, "--clean"]);
+        let (code, _, err) = run(cmd).await;
+        assert_eq!(code, 1, "{err}");
+        assert!(
+            err.contains("it is the database this backup was taken from"),
+            "{err}"
+        );
+    }
     assert_eq!(s.src.checksums(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_writes_nothing_into_the_source_without_a_records_url() {
+    let s = Setup::new("dbb_norec").await;
+    s.src
+        .sql("CREATE TABLE t (x int); INSERT INTO t VALUES (1)");
+    let env: Vec<(&'static str, String)> = s
+        .env()
+        .into_iter()
+        .filter(|(k, _)| *k != "BACKUP_RECORDS_DATABASE_URL")
+        .collect();
+    let mut cmd = db_backup(&env);
+    cmd.args(["--once"]);
+    run_ok(cmd).await;
+    assert_eq!(s.src.tables(), vec!["public.t".to_owned()]);
+    assert_eq!(
+        s.src
+            .sql("SELECT count(*) FROM pg_namespace WHERE nspname = 'keepers'"),
+        "0"
+    );
+    // `migrate` has nothing to create without one.
+    let mut cmd = db_backup(&env);
+    cmd.arg("migrate");
+    assert!(run_ok(cmd).await.contains("nothing to migrate"));
+    assert_eq!(s.src.tables(), vec!["public.t".to_owned()]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
