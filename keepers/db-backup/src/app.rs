@@ -69,6 +69,7 @@ impl App {
                 let storage = StorageSettings {
                     database_url: Some(url.clone()),
                     redis_url: None,
+                    migrations: crate::records::MIGRATIONS,
                     ..settings.raw.storage.clone()
                 };
                 Some(Store::connect(&storage, metrics.clone(), alerter.clone()).await)

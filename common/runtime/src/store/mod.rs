@@ -21,7 +21,7 @@ use sqlx::PgPool;
 use tracing::{info, warn};
 
 pub use health::Health;
-pub use pg::{column, migrate, pg_err};
+pub use pg::{MigrationSet, Migrations, column, migrate, pg_err};
 
 use crate::alert::Alerter;
 use crate::config::StorageSettings;
@@ -212,6 +212,8 @@ struct PgState {
     pool: PgPool,
     options: sqlx::postgres::PgConnectOptions,
     schema: String,
+    /// What this binary migrates at start.
+    migrations: pg::Migrations,
     /// Set once migrations were applied (or were not asked for), so a probe that revives a
     /// database that was down at start applies them then.
     migrated: tokio::sync::Mutex<bool>,
@@ -253,6 +255,7 @@ impl Store {
                     pool,
                     options,
                     schema: settings.db_schema.clone(),
+                    migrations: settings.migrations,
                     migrated: tokio::sync::Mutex::new(!settings.migrate_on_start),
                     health: pg_health(),
                 }),
@@ -408,7 +411,14 @@ async fn probe_postgres(inner: Arc<Inner>) {
                 timeout: limit,
             }))
     } else {
-        let r = pg::migrate_with(&pg.options, &pg.schema, t.connect, MIGRATION_LIMIT).await;
+        let r = pg::migrate_with(
+            &pg.options,
+            &pg.schema,
+            pg.migrations,
+            t.connect,
+            MIGRATION_LIMIT,
+        )
+        .await;
         if r.is_ok() {
             info!(schema = %pg.schema, "database migrations applied");
             *migrated = true;
