@@ -16,7 +16,8 @@ Subcommands (each exits non-zero with one line per problem):
                   oneshot backup with a persistent timer); env examples name real settings.
   dockerfile      the Dockerfile parses (BuildKit's parser) and has what the image promises.
   docs            every runbook link resolves to a heading of docs/operations.md; every alert and
-                  keeper alert key has a runbook entry.
+                  keeper alert key has a runbook entry; rule names are the keepers' snake_case
+                  alert names.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ SECRETS_DIR = "/run/secrets/keepers"
 KEEPER_ALERT_KEYS = [
     "keeper_stale", "oracle_stale", "quorum_lost", "source_divergence", "source_down",
     "wallet_balance_low", "wallet_runway_low", "update_not_applied", "update_failed_onchain",
-    "bridge_degraded", "bridge_offline",
+    "bridge_degraded", "bridge_offline", "bridge_unknown",
     "price_move_held", "clock_skew", "oracle_unreadable",
     "store_degraded", "backup_failed", "backup_stale", "endpoint_down",
 ]
@@ -840,6 +841,10 @@ def cmd_docs() -> None:
                 check(bool(r.get("annotations", {}).get(k)), f"{r['alert']}: no {k}")
             check(r.get("labels", {}).get("severity") in ("critical", "warning"), f"{r['alert']}: severity")
             check(bool(r.get("for")), f"{r['alert']}: no for")
+            # The keepers' own alerts use these names too: one name per problem, whichever side
+            # raises it (tests/tests/deploy_alerts.rs pairs them with the code).
+            check(re.fullmatch(r"[a-z][a-z0-9_]*", r["alert"]) is not None, f"{r['alert']}: alert names are snake_case, as the keepers spell them")
+            check(re.search(rf"^#+ .*`{r['alert']}`", md, re.M) is not None, f"{r['alert']}: no runbook heading")
     for link in re.findall(r"\]\(#([^)]+)\)", md):
         check(link in have, f"docs/operations.md links to #{link}, which is no heading")
     for key in KEEPER_ALERT_KEYS:

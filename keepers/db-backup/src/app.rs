@@ -8,10 +8,10 @@ use keeper_runtime::store::Store;
 use keeper_runtime::telemetry::Metrics;
 
 use crate::config::Settings;
-use crate::local::LocalStore;
 use crate::manifest::Manifest;
 use crate::metrics::BackupMetrics;
-use crate::remote::{RemoteStore, S3Keys};
+use crate::store::s3::{RemoteStore, S3Keys};
+use crate::store::{self, local::LocalStore};
 
 /// The wired-up job.
 pub struct App {
@@ -116,31 +116,18 @@ impl App {
 
     /// The newest complete backup of this label, local or remote.
     pub async fn newest_manifest(&self) -> Option<Manifest> {
-        let mut best: Option<Manifest> = None;
-        let mut consider = |m: Manifest| {
-            if m.name == self.label && best.as_ref().is_none_or(|b| m.id() > b.id()) {
-                best = Some(m);
-            }
-        };
-        match self.local.blocking(|l| l.list()).await {
-            Ok(list) => list
-                .into_iter()
-                .filter(|b| b.complete())
-                .filter_map(|b| b.manifest.ok())
-                .for_each(&mut consider),
+        let mut found = Vec::new();
+        match store::newest(&self.local, &self.label).await {
+            Ok(m) => found.extend(m),
             Err(e) => tracing::warn!(error = %e, "cannot list local backups"),
         }
         if let Some(r) = &self.remote {
-            match r.list().await {
-                Ok(list) => list
-                    .into_iter()
-                    .filter(|b| b.complete())
-                    .filter_map(|b| b.manifest.ok())
-                    .for_each(&mut consider),
+            match store::newest(r, &self.label).await {
+                Ok(m) => found.extend(m),
                 Err(e) => tracing::warn!(error = %e, "cannot list remote backups"),
             }
         }
-        best
+        found.into_iter().max_by_key(Manifest::id)
     }
 }
 

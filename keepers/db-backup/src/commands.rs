@@ -13,11 +13,13 @@ use crate::app::App;
 use crate::archive;
 use crate::config::VerifyMode;
 use crate::dump::Killer;
+use crate::file::read_bounded;
 use crate::libpq::LibpqTarget;
-use crate::local::{LocalStore, read_bounded};
 use crate::manifest::{
     BackupId, MAX_MANIFEST_BYTES, MAX_SIDECAR_BYTES, Manifest, Verification, parse_sidecar,
 };
+use crate::store::BackupStore as _;
+use crate::store::local::LocalStore;
 use crate::verify::{Verifier, run_blocking};
 
 /// One row of `list`.
@@ -69,7 +71,7 @@ impl Listed {
 pub async fn list(app: &App) -> anyhow::Result<Vec<Listed>> {
     let mut rows: std::collections::BTreeMap<BackupId, Listed> = Default::default();
     let mut problems: std::collections::BTreeMap<BackupId, Vec<String>> = Default::default();
-    for b in app.local.blocking(|l| l.list()).await? {
+    for b in app.local.list_backups().await? {
         let (size, verification, encrypted) = match &b.manifest {
             Ok(m) => (
                 Some(m.size_bytes),
@@ -94,7 +96,7 @@ pub async fn list(app: &App) -> anyhow::Result<Vec<Listed>> {
             b.id.clone(),
             Listed {
                 size_bytes: size,
-                local: b.dump_present.then(|| b.dump.display().to_string()),
+                local: b.dump_present.then(|| b.archive.clone()),
                 verification,
                 encrypted,
                 ..Listed::new(&b.id)
@@ -102,7 +104,7 @@ pub async fn list(app: &App) -> anyhow::Result<Vec<Listed>> {
         );
     }
     if let Some(r) = &app.remote {
-        for b in r.list().await? {
+        for b in r.list_backups().await? {
             let entry = rows
                 .entry(b.id.clone())
                 .or_insert_with(|| Listed::new(&b.id));
@@ -123,12 +125,7 @@ pub async fn list(app: &App) -> anyhow::Result<Vec<Listed>> {
                     .push(format!("remote: {e}")),
             }
             if b.dump_present {
-                let file = b
-                    .manifest
-                    .as_ref()
-                    .map(|m| m.file.clone())
-                    .unwrap_or_else(|_| b.id.dump_name());
-                entry.remote = Some(r.url_of(&file));
+                entry.remote = Some(b.archive.clone());
             } else {
                 problems
                     .entry(b.id.clone())
@@ -541,16 +538,13 @@ pub async fn verify(
         tracing::warn!(error = %e, "cannot update the remote manifest");
     }
     if let Some(store) = &app.records
-        && let Some(pool) = store.pg_pool()
-        && let Err(e) = sqlx::query(
-            "UPDATE backup_runs SET verified = $1, verify_mode = $2, manifest = $3 \
-             WHERE sha256 = $4 AND status = 'success'",
+        && let Err(e) = crate::records::record_verification(
+            store,
+            &updated.sha256,
+            verification.ok,
+            mode.as_str(),
+            serde_json::to_value(&updated).ok(),
         )
-        .bind(verification.ok)
-        .bind(mode.as_str())
-        .bind(serde_json::to_value(&updated).ok())
-        .bind(&updated.sha256)
-        .execute(pool)
         .await
     {
         tracing::warn!(error = %e, "cannot update backup_runs");

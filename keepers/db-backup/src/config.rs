@@ -11,6 +11,7 @@ use keeper_runtime::config::{
     AlertSettings, ConfigError, Env, Layers, RunnerSettings, StorageSettings, TelemetrySettings,
     validate, validate_shared,
 };
+use keeper_runtime::runner::Schedule;
 use keeper_runtime::secret::{Secret, SecretUrl};
 use serde::Deserialize;
 
@@ -254,14 +255,14 @@ pub struct Settings {
     pub records_url: Option<Arc<SecretUrl>>,
     /// Remote location, if configured.
     pub s3: Option<S3Location>,
-    /// The schedule in the six-field form the scheduler takes.
-    pub schedule: String,
+    /// The parsed `BACKUP_SCHEDULE`.
+    pub schedule: Schedule,
     /// `pg_restore` to run.
     pub pg_restore_path: PathBuf,
     /// `pg_dumpall` for the globals: beside `pg_dump`.
     pub pg_dumpall_path: PathBuf,
-    /// Normalized `BACKUP_DRILL_CRON`.
-    pub drill_cron: Option<String>,
+    /// The parsed `BACKUP_DRILL_CRON`.
+    pub drill_cron: Option<Schedule>,
     /// Effective zstd worker count.
     pub zstd_threads: u32,
     /// Ops server address.
@@ -309,9 +310,8 @@ impl Settings {
                 true,
             )?;
         }
-        let schedule = normalize_cron(&b.schedule);
-        validate::cron("backup.schedule (BACKUP_SCHEDULE)", &schedule)?;
-        if schedule_period(&schedule).is_none() {
+        let schedule = parse_schedule("backup.schedule (BACKUP_SCHEDULE)", &b.schedule)?;
+        if schedule.period().is_none() {
             return Err(ConfigError::new(
                 "backup.schedule (BACKUP_SCHEDULE)",
                 format!("cron expression {:?} never fires twice", b.schedule),
@@ -319,8 +319,7 @@ impl Settings {
         }
         let drill_cron = match &b.drill_cron {
             Some(expr) => {
-                let expr = normalize_cron(expr);
-                validate::cron("backup.drill_cron (BACKUP_DRILL_CRON)", &expr)?;
+                let expr = parse_schedule("backup.drill_cron (BACKUP_DRILL_CRON)", expr)?;
                 if b.verify_database_url.is_none() {
                     return Err(ConfigError::new(
                         "backup.drill_cron (BACKUP_DRILL_CRON)",
@@ -478,7 +477,10 @@ impl Settings {
         if let Some(s) = self.backup().stale_after {
             return Duration::from_secs(s);
         }
-        let period = schedule_period(&self.schedule).unwrap_or(Duration::from_secs(6 * 3600));
+        let period = self
+            .schedule
+            .period()
+            .unwrap_or(Duration::from_secs(6 * 3600));
         period * 2 + (period / 4).min(Duration::from_secs(3600))
     }
 }
@@ -509,46 +511,14 @@ fn sibling(pg_dump: &Path, name: &str) -> PathBuf {
     }
 }
 
-/// The scheduler wants a seconds field; a classic five-field expression runs at second 0.
-pub fn normalize_cron(expr: &str) -> String {
-    let expr = expr.trim();
-    if expr.split_whitespace().count() == 5 {
-        format!("0 {expr}")
-    } else {
-        expr.to_owned()
-    }
-}
-
-fn parse_cron(expr: &str) -> Option<croner::Cron> {
-    use croner::parser::{CronParser, Seconds};
-    CronParser::builder()
-        .seconds(Seconds::Required)
-        .dom_and_dow(true)
-        .build()
-        .parse(expr)
-        .ok()
-}
-
-/// The longest gap between consecutive firings over the next few occurrences (a schedule like
-/// `0 0 2,14 * * *` is irregular: its period for staleness is the longer gap).
-pub fn schedule_period(expr: &str) -> Option<Duration> {
-    let cron = parse_cron(expr)?;
-    let mut t = cron.find_next_occurrence(&chrono::Utc::now(), false).ok()?;
-    let mut longest = chrono::TimeDelta::zero();
-    for _ in 0..8 {
-        let next = cron.find_next_occurrence(&t, false).ok()?;
-        longest = longest.max(next - t);
-        t = next;
-    }
-    longest.to_std().ok().filter(|d| !d.is_zero())
-}
-
-/// The next firing time of a schedule after `after`.
-pub fn next_fire(
-    expr: &str,
-    after: chrono::DateTime<chrono::Utc>,
-) -> Option<chrono::DateTime<chrono::Utc>> {
-    parse_cron(expr)?.find_next_occurrence(&after, false).ok()
+/// Parses a cron setting with the runner's parser, naming the setting when it does not parse.
+fn parse_schedule(setting: &str, expr: &str) -> Result<Schedule, ConfigError> {
+    Schedule::parse(expr).map_err(|e| {
+        ConfigError::new(
+            setting,
+            format!("cron expression {expr:?} does not parse: {}", e.reason),
+        )
+    })
 }
 
 #[cfg(test)]
@@ -569,7 +539,7 @@ mod tests {
     #[test]
     fn defaults_follow_the_design() {
         let s = load(&[DB]).unwrap();
-        assert_eq!(s.schedule, "0 0 */6 * * *");
+        assert_eq!(s.schedule.as_str(), "0 0 */6 * * *");
         assert_eq!(s.backup().verify, VerifyMode::List);
         assert_eq!(
             (
@@ -633,7 +603,7 @@ mod tests {
             format!("{:?}", defaults.raw.backup)
         );
         assert_eq!(from_file.metrics_addr, defaults.metrics_addr);
-        assert_eq!(from_file.schedule, defaults.schedule);
+        assert_eq!(from_file.schedule.as_str(), defaults.schedule.as_str());
     }
 
     #[test]
@@ -651,15 +621,16 @@ mod tests {
         assert_eq!(S3Location::parse("s", "s3://backups").unwrap().prefix, "");
         assert!(S3Location::parse("s", "s3://Bad_Bucket/x").is_err());
         assert!(S3Location::parse("s", "s3://bucket/a/../b").is_err());
-        assert_eq!(normalize_cron("*/5 * * * *"), "0 */5 * * * *");
+        let period = |expr| Schedule::parse(expr).unwrap().period();
         assert_eq!(
-            schedule_period("0 0 2,14 * * *"),
+            Schedule::parse("*/5 * * * *").unwrap().as_str(),
+            "0 */5 * * * *"
+        );
+        assert_eq!(
+            period("0 0 2,14 * * *"),
             Some(Duration::from_secs(12 * 3600))
         );
-        assert_eq!(
-            schedule_period("0 0 3 * * *"),
-            Some(Duration::from_secs(24 * 3600))
-        );
+        assert_eq!(period("0 0 3 * * *"), Some(Duration::from_secs(24 * 3600)));
         assert_eq!(
             load(&[DB, ("BACKUP_STALE_AFTER", "60")])
                 .unwrap()

@@ -157,7 +157,7 @@ pub fn load_identities(
         path: path.display().to_string(),
         reason,
     };
-    let bytes = crate::local::read_bounded(path, 1 << 20).map_err(|e| err(e.to_string()))?;
+    let bytes = crate::file::read_bounded(path, 1 << 20).map_err(|e| err(e.to_string()))?;
     if let Ok(file) = age::IdentityFile::from_buffer(&bytes[..])
         && let Ok(ids) = file.into_identities()
         && !ids.is_empty()

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use keeper_runtime::alert::Severity;
-use keeper_runtime::runner::{Cycle as _, CycleRun, Runner, Shutdown, Staleness, Timing};
+use keeper_runtime::runner::{Cycle as _, CycleRun, Runner, Schedule, Shutdown, Staleness, Timing};
 use keeper_runtime::telemetry::{Health, serve_ops};
 
 use crate::app::App;
@@ -28,7 +28,7 @@ const KEEPER: &str = "db-backup";
 /// hung one must not block backups forever (`CYCLE_TIMEOUT`, default two periods, at least an
 /// hour; `backup_stale` pages long before).
 fn timing(settings: &Settings) -> Timing {
-    let period = crate::config::schedule_period(&settings.schedule).unwrap_or(PROBE_EVERY);
+    let period = settings.schedule.period().unwrap_or(PROBE_EVERY);
     let runner = &settings.raw.runner;
     Timing {
         interval: period,
@@ -84,7 +84,7 @@ pub async fn run(app: Arc<App>, shutdown: Shutdown) -> anyhow::Result<i32> {
     ));
     tracing::info!(
         schedule = %settings.schedule,
-        next = ?crate::config::next_fire(&settings.schedule, Utc::now()),
+        next = ?settings.schedule.next_after(Utc::now()),
         stale_after_seconds = settings.stale_after().as_secs(),
         addr = %ops.local_addr(),
         "db-backup daemon started"
@@ -93,7 +93,7 @@ pub async fn run(app: Arc<App>, shutdown: Shutdown) -> anyhow::Result<i32> {
         tokio::spawn(drills(app.clone(), cron, shutdown.clone()));
     }
     let mut runner = runner(&app, timing(settings), &health, &shutdown)
-        .with_cron(&settings.schedule)
+        .with_cron(settings.schedule.clone())
         .with_staleness(stale, newest.map(|m| m.finished_at));
     let mut cycle = BackupCycle::new(app.clone(), health);
     let code = runner.run_forever(&mut cycle).await;
@@ -123,9 +123,9 @@ pub async fn once(app: Arc<App>, shutdown: Shutdown) -> (CycleRun<RunReport>, Op
 /// every table's row count compared; the outcome, its duration and any per-table difference go
 /// into the manifest, `backup_runs` and the `backup_restore_*` metrics. A drill never blocks a
 /// backup (it takes no run lock: it only reads a published backup).
-async fn drills(app: Arc<App>, cron: String, shutdown: Shutdown) {
+async fn drills(app: Arc<App>, cron: Schedule, shutdown: Shutdown) {
     loop {
-        let Some(next) = crate::config::next_fire(&cron, Utc::now()) else {
+        let Some(next) = cron.next_after(Utc::now()) else {
             tracing::warn!(cron = %cron, "restore drill schedule never fires again");
             return;
         };

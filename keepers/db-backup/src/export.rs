@@ -2,70 +2,62 @@
 //! metrics to a Pushgateway (`PUSHGATEWAY_URL`) and/or writes a node-exporter textfile
 //! (`METRICS_TEXTFILE`).
 
-use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::metrics::BackupMetrics;
+use crate::metrics::{BACKUP_FAMILIES, RESTORE_FAMILIES};
 use keeper_runtime::secret::SecretUrl;
-use keeper_runtime::telemetry::metrics::labels;
+use keeper_runtime::telemetry::Metrics;
 
-/// The four backup families in the classic Prometheus text format (0.0.4), which both the
-/// Pushgateway and the textfile collector parse.
-pub fn backup_text(b: &BackupMetrics) -> String {
-    let mut out = String::new();
-    let mut gauge = |name: &str, help: &str, value: String| {
-        let _ = writeln!(
-            out,
-            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-        );
-    };
-    gauge(
-        "backup_last_success_timestamp_seconds",
-        "Unix time of the last successful backup",
-        b.last_success_timestamp.get().to_string(),
-    );
-    gauge(
-        "backup_duration_seconds",
-        "Wall time of the last backup run",
-        format!("{}", b.duration_seconds.get()),
-    );
-    gauge(
-        "backup_size_bytes",
-        "Size of the last successful backup artifact",
-        b.size_bytes.get().to_string(),
-    );
-    let _ = writeln!(
-        out,
-        "# HELP backup_runs_total Backup runs by outcome\n# TYPE backup_runs_total counter"
-    );
-    for outcome in ["success", "failure"] {
-        let n = b.runs.get_or_create(&labels([("outcome", outcome)])).get();
-        let _ = writeln!(out, "backup_runs_total{{outcome=\"{outcome}\"}} {n}");
-    }
-    out
+/// The backup run's families, as the ops server renders them, in the classic text format.
+pub fn backup_text(metrics: &Metrics) -> String {
+    classic_text(&metrics.render(), &BACKUP_FAMILIES)
 }
 
 /// The restore-verification families alone (`verify`, drills): pushed with POST they replace
 /// only themselves in the group, leaving the backup job's families as the last backup set them.
-pub fn restore_text(b: &BackupMetrics) -> String {
-    format!(
-        "# HELP backup_restore_duration_seconds Wall time of the last restore verification
-\
-         # TYPE backup_restore_duration_seconds gauge
-\
-         backup_restore_duration_seconds {}
-\
-         # HELP backup_restore_verified 1 if the last restore verification passed, else 0
-\
-         # TYPE backup_restore_verified gauge
-\
-         backup_restore_verified {}
-",
-        b.restore_duration_seconds.get(),
-        b.restore_verified.get()
-    )
+pub fn restore_text(metrics: &Metrics) -> String {
+    classic_text(&metrics.render(), &RESTORE_FAMILIES)
+}
+
+/// Keeps the families named in `families` from the registry's OpenMetrics exposition and turns
+/// them into the classic text format (0.0.4), the one both the Pushgateway and the textfile
+/// collector parse: there a counter's `HELP`/`TYPE` lines carry the `_total` sample name and
+/// `# EOF` does not exist.
+fn classic_text(open_metrics: &str, families: &[&str]) -> String {
+    let mut out = String::new();
+    let mut blocks: Vec<Vec<&str>> = Vec::new();
+    for line in open_metrics.lines().filter(|l| *l != "# EOF") {
+        match blocks.last_mut() {
+            Some(block) if !line.starts_with("# HELP ") => block.push(line),
+            _ => blocks.push(vec![line]),
+        }
+    }
+    for block in blocks {
+        let header = |prefix: &str| {
+            block
+                .iter()
+                .find_map(|l| l.strip_prefix(prefix))
+                .and_then(|rest| rest.split_once(' '))
+        };
+        let Some((name, _)) = header("# HELP ") else {
+            continue;
+        };
+        if !families.contains(&name) {
+            continue;
+        }
+        let counter = header("# TYPE ").is_some_and(|(_, kind)| kind == "counter");
+        for line in block {
+            let renamed = ["# HELP ", "# TYPE "].into_iter().find_map(|prefix| {
+                let rest = line.strip_prefix(prefix)?.strip_prefix(name)?;
+                (counter && rest.starts_with(' ')).then(|| format!("{prefix}{name}_total{rest}"))
+            });
+            out.push_str(renamed.as_deref().unwrap_or(line));
+            out.push('\n');
+        }
+    }
+    out
 }
 
 /// Why exporting failed (never fatal for the run; logged).
@@ -140,6 +132,8 @@ pub fn write_textfile(path: &Path, body: &str) -> Result<(), ExportError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::BackupMetrics;
+    use keeper_runtime::telemetry::metrics::labels;
 
     #[test]
     fn text_has_the_fixed_names() {
@@ -149,7 +143,7 @@ mod tests {
         b.runs
             .get_or_create(&labels([("outcome", "success")]))
             .inc();
-        let t = backup_text(&b);
+        let t = backup_text(&registry);
         assert!(
             t.contains("backup_last_success_timestamp_seconds 1700000000\n"),
             "{t}"
@@ -165,5 +159,44 @@ mod tests {
         write_textfile(&p, &t).unwrap();
         assert_eq!(std::fs::read_to_string(&p).unwrap(), t);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    /// The export is the ops server's rendering cut to the chosen families: same help texts,
+    /// types and samples, nothing hand-written beside the registry.
+    #[test]
+    fn export_is_the_registry_cut_to_its_families() {
+        let mut registry = keeper_runtime::telemetry::Metrics::new("db-backup");
+        let b = BackupMetrics::register(&mut registry);
+        b.restore_verified.set(1);
+        b.restore_duration_seconds.set(2.5);
+        registry.record_cycle("success", 0.1);
+        let backup = backup_text(&registry);
+        let restore = restore_text(&registry);
+        let scrape = registry.render();
+        for family in BACKUP_FAMILIES.iter().chain(&RESTORE_FAMILIES) {
+            let help = scrape
+                .lines()
+                .find(|l| l.starts_with(&format!("# HELP {family} ")))
+                .unwrap();
+            let help_text = help.split_once(&format!("{family} ")).unwrap().1;
+            let exported = if RESTORE_FAMILIES.contains(family) {
+                &restore
+            } else {
+                &backup
+            };
+            assert!(exported.contains(help_text), "{family}: {exported}");
+        }
+        assert!(restore.contains("backup_restore_verified 1\n"), "{restore}");
+        assert!(
+            restore.contains("backup_restore_duration_seconds 2.5\n"),
+            "{restore}"
+        );
+        assert!(!restore.contains("backup_runs"), "{restore}");
+        assert!(!backup.contains("backup_restore"), "{backup}");
+        assert!(!backup.contains("keeper_cycles"), "{backup}");
+        assert!(
+            backup.contains("backup_runs_total{outcome=\"failure\"} 0\n"),
+            "{backup}"
+        );
     }
 }

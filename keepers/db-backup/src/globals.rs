@@ -20,7 +20,7 @@ struct RemoveOnDrop(std::path::PathBuf);
 
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
-        crate::local::LocalStore::remove_file(&self.0);
+        crate::store::local::LocalStore::remove_file(&self.0);
     }
 }
 

@@ -16,12 +16,12 @@ use crate::app::App;
 use crate::config::VerifyMode;
 use crate::dump::{self, DumpSpec, Killer};
 use crate::libpq::LibpqTarget;
-use crate::local::LocalStore;
 use crate::manifest::{
     BackupId, Compression, Encryption, GlobalsArtifact, MANIFEST_FORMAT, Manifest, SourceIdentity,
 };
 use crate::pg::{self, PgError, Source};
 use crate::prune::{self, PruneReport};
+use crate::store::local::LocalStore;
 use crate::verify::{Verifier, run_blocking};
 
 /// Alert raised when a run fails; resolved by the next success.
@@ -535,26 +535,11 @@ async fn fresh_id(app: &App) -> anyhow::Result<BackupId> {
 /// Rows still `running` for this database belong to runs that died (SIGKILL, OOM, power):
 /// holding the lock, this run knows none of them is alive, so they are closed as failed.
 async fn close_interrupted(app: &App) {
-    let Some(pool) = app.records.as_ref().and_then(|s| s.pg_pool()) else {
-        return;
-    };
-    let update = sqlx::query(
-        "UPDATE backup_runs SET status = 'failed', finished_at = now(), \
-         error = 'interrupted: the process ended before recording an outcome' \
-         WHERE status = 'running' AND database = $1",
-    )
-    .bind(&app.label)
-    .execute(pool);
-    match tokio::time::timeout(std::time::Duration::from_secs(10), update).await {
-        Ok(Ok(done)) if done.rows_affected() > 0 => {
-            tracing::warn!(
-                runs = done.rows_affected(),
-                "closed runs interrupted earlier as failed"
-            );
-        }
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => tracing::warn!(error = %e, "cannot close interrupted runs in backup_runs"),
-        Err(_) => tracing::warn!("closing interrupted runs in backup_runs timed out"),
+    let Some(store) = &app.records else { return };
+    match crate::records::close_interrupted_runs(store, &app.label).await {
+        Ok(0) => {}
+        Ok(runs) => tracing::warn!(runs, "closed runs interrupted earlier as failed"),
+        Err(e) => tracing::warn!(error = %e, "cannot close interrupted runs in backup_runs"),
     }
 }
 

@@ -373,12 +373,12 @@ async fn export_metrics(app: &App) {
 
 /// Sends a metrics exposition to the Pushgateway and/or the node-exporter textfile, whichever
 /// is configured; failures are logged, never fatal to the run they describe.
-async fn export_body(app: &App, render: fn(&metrics::BackupMetrics) -> String) {
+async fn export_body(app: &App, render: fn(&Metrics) -> String) {
     let b = app.settings.backup();
     if b.pushgateway_url.is_none() && b.metrics_textfile.is_none() {
         return;
     }
-    let body = render(&app.backup_metrics);
+    let body = render(&app.metrics);
     if let Some(url) = &b.pushgateway_url
         && let Err(e) = export::push(url, &app.label, body.clone()).await
     {

@@ -6,6 +6,25 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 
+/// `backup_last_success_timestamp_seconds`
+pub const LAST_SUCCESS_TIMESTAMP: &str = "backup_last_success_timestamp_seconds";
+/// `backup_duration_seconds`
+pub const DURATION: &str = "backup_duration_seconds";
+/// `backup_size_bytes`
+pub const SIZE: &str = "backup_size_bytes";
+/// `backup_runs_total` (the registry adds the `_total` suffix to the family name).
+pub const RUNS: &str = "backup_runs";
+/// `backup_restore_duration_seconds`
+pub const RESTORE_DURATION: &str = "backup_restore_duration_seconds";
+/// `backup_restore_verified`
+pub const RESTORE_VERIFIED: &str = "backup_restore_verified";
+
+/// What a backup run reports (the one-shot export after `run --once`).
+pub const BACKUP_FAMILIES: [&str; 4] = [LAST_SUCCESS_TIMESTAMP, DURATION, SIZE, RUNS];
+/// What a restore verification reports (`verify`, drills): exported alone so it never
+/// overwrites what the last backup run reported.
+pub const RESTORE_FAMILIES: [&str; 2] = [RESTORE_DURATION, RESTORE_VERIFIED];
+
 /// `backup_*`: what the dashboards and the `backup_stale` rule read.
 #[derive(Clone, Default)]
 pub struct BackupMetrics {
@@ -30,28 +49,28 @@ impl BackupMetrics {
     pub fn register(metrics: &mut Metrics) -> Self {
         let b = Self::default();
         metrics.register(
-            "backup_last_success_timestamp_seconds",
+            LAST_SUCCESS_TIMESTAMP,
             "Unix time of the last successful backup",
             b.last_success_timestamp.clone(),
         );
         metrics.register(
-            "backup_duration_seconds",
+            DURATION,
             "Wall time of the last backup run",
             b.duration_seconds.clone(),
         );
         metrics.register(
-            "backup_size_bytes",
+            SIZE,
             "Size of the last successful backup artifact",
             b.size_bytes.clone(),
         );
-        metrics.register("backup_runs", "Backup runs by outcome", b.runs.clone());
+        metrics.register(RUNS, "Backup runs by outcome", b.runs.clone());
         metrics.register(
-            "backup_restore_duration_seconds",
+            RESTORE_DURATION,
             "Wall time of the last restore verification (restore into a scratch database)",
             b.restore_duration_seconds.clone(),
         );
         metrics.register(
-            "backup_restore_verified",
+            RESTORE_VERIFIED,
             "1 if the last restore verification passed (row counts equal to the manifest), else 0",
             b.restore_verified.clone(),
         );

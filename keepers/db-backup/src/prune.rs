@@ -1,9 +1,11 @@
-//! Applies the GFS plan to local and remote backups of this database, separately.
+//! Applies the GFS plan to local and remote backups of this database, separately, through
+//! [`store::prune`].
 
 use serde::Serialize;
 
 use crate::app::App;
-use crate::retention::{self, Plan, Policy, Reason};
+use crate::retention::{Policy, Reason};
+use crate::store::{self, Pruned};
 
 /// What retention decided (and did) in one location.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -49,9 +51,10 @@ pub(crate) fn policy(app: &App) -> Policy {
     }
 }
 
-fn report_of(plan: &Plan, broken: Vec<String>) -> LocationReport {
+fn report_of(pruned: &Pruned) -> LocationReport {
     LocationReport {
-        keep: plan
+        keep: pruned
+            .plan
             .keep
             .iter()
             .map(|(id, reasons)| Kept {
@@ -59,8 +62,8 @@ fn report_of(plan: &Plan, broken: Vec<String>) -> LocationReport {
                 reasons: reasons.clone(),
             })
             .collect(),
-        delete: plan.delete.iter().map(|id| id.base()).collect(),
-        broken,
+        delete: pruned.plan.delete.iter().map(|id| id.base()).collect(),
+        broken: pruned.broken.iter().map(|id| id.base()).collect(),
     }
 }
 
@@ -75,57 +78,18 @@ pub async fn prune(app: &App, dry_run: bool) -> PruneReport {
         report.errors.push(e.to_string());
         return report;
     }
-    match app.local.blocking(|l| l.list()).await {
-        Ok(list) => {
-            let mine: Vec<_> = list.into_iter().filter(|b| b.id.db == app.label).collect();
-            let broken = mine
-                .iter()
-                .filter(|b| !b.complete())
-                .map(|b| b.id.base())
-                .collect();
-            let candidates: Vec<_> = mine
-                .iter()
-                .filter_map(|b| b.manifest.as_ref().ok().filter(|_| b.dump_present))
-                .map(|m| (m.id(), m.verified()))
-                .collect();
-            let plan = retention::plan(&candidates, policy(app));
-            if !dry_run {
-                for id in &plan.delete {
-                    let id_owned = id.clone();
-                    match app.local.blocking(move |l| l.delete(&id_owned)).await {
-                        Ok(()) => tracing::info!(backup = %id, "pruned local backup"),
-                        Err(e) => report.errors.push(e.to_string()),
-                    }
-                }
-            }
-            report.local = report_of(&plan, broken);
+    match store::prune(&app.local, &app.label, policy(app), dry_run).await {
+        Ok(pruned) => {
+            report.local = report_of(&pruned);
+            report.errors.extend(pruned.errors);
         }
         Err(e) => report.errors.push(e.to_string()),
     }
     if let Some(remote) = &app.remote {
-        match remote.list().await {
-            Ok(list) => {
-                let mine: Vec<_> = list.into_iter().filter(|b| b.id.db == app.label).collect();
-                let broken = mine
-                    .iter()
-                    .filter(|b| !b.complete())
-                    .map(|b| b.id.base())
-                    .collect();
-                let candidates: Vec<_> = mine
-                    .iter()
-                    .filter_map(|b| b.manifest.as_ref().ok().filter(|_| b.dump_present))
-                    .map(|m| (m.id(), m.verified()))
-                    .collect();
-                let plan = retention::plan(&candidates, policy(app));
-                if !dry_run {
-                    for id in &plan.delete {
-                        match remote.delete(id).await {
-                            Ok(()) => tracing::info!(backup = %id, "pruned remote backup"),
-                            Err(e) => report.errors.push(e.to_string()),
-                        }
-                    }
-                }
-                report.remote = Some(report_of(&plan, broken));
+        match store::prune(remote, &app.label, policy(app), dry_run).await {
+            Ok(pruned) => {
+                report.remote = Some(report_of(&pruned));
+                report.errors.extend(pruned.errors);
             }
             Err(e) => report.errors.push(e.to_string()),
         }

@@ -140,7 +140,8 @@ pub async fn finish_backup_run(
         .await
 }
 
-/// `finished_at`, others by `started_at`).
+/// The newest `limit` backup runs, newest first, optionally of one status only (successful runs
+/// by `finished_at`, others by `started_at`).
 pub async fn latest_backup_runs(
     store: &Store,
     status: Option<BackupStatus>,
@@ -149,6 +150,33 @@ pub async fn latest_backup_runs(
     store
         .pg("list backup runs", |pool| async move {
             sql::latest_backup_runs(&pool, status, limit).await
+        })
+        .await
+}
+
+/// Closes `running` rows of `database` as failed: they belong to runs that died (SIGKILL, OOM,
+/// power) before recording an outcome. Call only while holding the backup lock, so none of them
+/// is alive. Returns how many rows were closed.
+pub async fn close_interrupted_runs(store: &Store, database: &str) -> Result<u64, StoreError> {
+    store
+        .pg("close interrupted backup runs", |pool| async move {
+            sql::close_interrupted_runs(&pool, database).await
+        })
+        .await
+}
+
+/// Records a verification of an existing backup on every successful run that produced the
+/// artifact with digest `sha256`; returns how many rows were updated.
+pub async fn record_verification(
+    store: &Store,
+    sha256: &str,
+    verified: bool,
+    verify_mode: &str,
+    manifest: Option<serde_json::Value>,
+) -> Result<u64, StoreError> {
+    store
+        .pg("record backup verification", |pool| async move {
+            sql::record_verification(&pool, sha256, verified, verify_mode, manifest).await
         })
         .await
 }
@@ -221,6 +249,42 @@ mod sql {
             });
         }
         Ok(())
+    }
+
+    /// Marks `running` rows of `database` failed, with the reason in `error`.
+    pub async fn close_interrupted_runs(pool: &PgPool, database: &str) -> Result<u64, StoreError> {
+        sqlx::query(
+            "UPDATE backup_runs SET status = 'failed', finished_at = now(), \
+             error = 'interrupted: the process ended before recording an outcome' \
+             WHERE status = 'running' AND database = $1",
+        )
+        .bind(database)
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected())
+        .map_err(pg_err("close interrupted backup runs"))
+    }
+
+    /// Stores a verification result on the successful runs of artifact `sha256`.
+    pub async fn record_verification(
+        pool: &PgPool,
+        sha256: &str,
+        verified: bool,
+        verify_mode: &str,
+        manifest: Option<serde_json::Value>,
+    ) -> Result<u64, StoreError> {
+        sqlx::query(
+            "UPDATE backup_runs SET verified = $1, verify_mode = $2, manifest = $3 \
+             WHERE sha256 = $4 AND status = 'success'",
+        )
+        .bind(verified)
+        .bind(verify_mode)
+        .bind(manifest)
+        .bind(sha256)
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected())
+        .map_err(pg_err("record backup verification"))
     }
 
     /// The newest `limit` backup runs, newest first, optionally of one status only. Successful runs

@@ -292,6 +292,11 @@ fn prom_label_name(name: &str) -> String {
 
 /// Alertmanager `POST /api/v2/alerts` body: a one-element array of postable alerts.
 ///
+/// The labels are the ones the Prometheus rule of the same problem carries: `alertname` (the
+/// key's name, which is the rule's name), `severity`, and the subject label (`asset`, `wallet`,
+/// `bridge`…), plus `keeper`; `subject` only when no label names the subject already. Routed
+/// on `alertname` and the subject labels, both land in one group: one page per problem.
+///
 /// While firing, `endsAt` lies three re-notify periods ahead: each re-send keeps the alert
 /// active, and a keeper that died stops holding it open forever. On resolve `endsAt` is the
 /// resolution time, which Alertmanager treats as resolved.
@@ -400,6 +405,31 @@ mod tests {
         let r = alertmanager_body(&note(Status::Resolved), "k", Duration::from_secs(60));
         assert_eq!(r[0]["endsAt"], "2025-01-01T00:02:05.000Z");
         assert_eq!(prom_label_name("9x"), "_9x");
+    }
+
+    /// What a rule of the same problem carries too (deploy/prometheus/keepers-rules.yml):
+    /// nothing else, so Alertmanager puts the two in one group.
+    #[test]
+    fn alertmanager_labels_are_the_rule_labels() {
+        let mut n = note(Status::Firing);
+        n.alert = Alert::new("wallet_balance_low", Severity::Warning, "low").label("wallet", "UQA");
+        let b = alertmanager_body(&n, "pricing-oracle", Duration::from_secs(60));
+        let labels: BTreeMap<String, String> =
+            serde_json::from_value(b[0]["labels"].clone()).unwrap();
+        let want: BTreeMap<String, String> = [
+            ("alertname", "wallet_balance_low"),
+            ("severity", "warning"),
+            ("keeper", "pricing-oracle"),
+            ("wallet", "UQA"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        assert_eq!(labels, want);
+        n.alert = Alert::new("oracle_stale:USDT", Severity::Critical, "old").label("asset", "USDT");
+        let b = alertmanager_body(&n, "pricing-oracle", Duration::from_secs(60));
+        assert!(b[0]["labels"].get("subject").is_none(), "{b}");
+        assert_eq!(b[0]["labels"]["asset"], "USDT");
     }
 
     #[test]

@@ -95,16 +95,12 @@ pub fn identifier(setting: &str, value: &str) -> Result<(), ConfigError> {
 
 /// Requires a cron expression with an optional seconds field (`0 0 */6 * * *`).
 pub fn cron(setting: &str, value: &str) -> Result<(), ConfigError> {
-    use croner::parser::{CronParser, Seconds};
-    CronParser::builder()
-        .seconds(Seconds::Optional)
-        .build()
-        .parse(value)
+    crate::runner::Schedule::parse(value)
         .map(|_| ())
         .map_err(|e| {
             ConfigError::new(
                 setting,
-                format!("cron expression {value:?} does not parse: {e}"),
+                format!("cron expression {value:?} does not parse: {}", e.reason),
             )
         })
 }

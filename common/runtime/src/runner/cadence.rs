@@ -13,22 +13,21 @@ pub(super) enum Ticker {
 }
 
 impl Runner {
-    pub(super) async fn ticker(&self) -> Result<Ticker, Box<dyn std::error::Error + Send + Sync>> {
+    pub(super) fn ticker(&self) -> Ticker {
         if let Some(schedule) = &self.cron {
             let (metrics, keeper) = (self.metrics.clone(), self.keeper.clone());
-            let ticker = cron::CronTicker::start(schedule, move || {
+            let ticker = cron::CronTicker::start(schedule.clone(), move || {
                 metrics
                     .ticks_skipped
                     .get_or_create(&labels([("keeper", &keeper)]))
                     .inc();
                 tracing::warn!(keeper = %keeper, "a cycle is due while one is still waiting: skipped");
-            })
-            .await?;
-            return Ok(Ticker::Cron(ticker, schedule.clone()));
+            });
+            return Ticker::Cron(ticker, schedule.to_string());
         }
         let mut interval = tokio::time::interval(self.timing.interval);
         interval.set_missed_tick_behavior(MissedTickBehavior::Skip);
-        Ok(Ticker::Interval(interval))
+        Ticker::Interval(interval)
     }
 }
 
@@ -63,10 +62,10 @@ impl Ticker {
         }
     }
 
-    pub(super) async fn stop(self) {
+    pub(super) fn stop(self) {
         match self {
             Self::Interval(_) => {}
-            Self::Cron(c, _) => c.stop().await,
+            Self::Cron(c, _) => c.stop(),
         }
     }
 }

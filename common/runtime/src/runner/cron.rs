@@ -1,62 +1,183 @@
-//! Cron cadence: tokio-cron-scheduler says when a cycle is due; the runner runs
-//! it. A firing while a cycle runs waits (one at most); further firings are counted as skipped.
+//! Cron schedules, parsed in one place: the runner's cron cadence, the backup schedule's
+//! validation and staleness period, and the restore drills all read a [`Schedule`].
+//!
+//! The cadence is a task that sleeps until the next firing and signals "due". A firing while a
+//! cycle runs waits (one at most); further firings are counted as skipped.
 
+use std::fmt;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use croner::Cron;
+use croner::parser::{CronParser, Seconds};
 use tokio::sync::mpsc;
-use tokio_cron_scheduler::{Job, JobScheduler};
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::task::JoinHandle;
 
-/// The scheduler could not take the schedule.
+/// Firings looked at to find a schedule's period: enough to see the longer gap of an irregular
+/// schedule such as `0 0 2,14 * * *`.
+const PERIOD_SAMPLES: usize = 8;
+
+/// A cron expression that does not parse.
 #[derive(Debug, thiserror::Error)]
 #[error("cron schedule {schedule:?}: {reason}")]
 pub struct CronError {
-    /// The expression.
+    /// The expression as given.
     pub schedule: String,
-    /// What the scheduler said.
+    /// What the parser said.
     pub reason: String,
 }
 
-/// A running scheduler and the "due" signals it sends.
+/// A cron schedule in UTC: six fields, seconds first (a five-field expression fires at second
+/// 0); when both a day of month and a day of week are given, a day must match both.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    expr: String,
+    cron: Cron,
+}
+
+impl Schedule {
+    /// Parses `expr` (five or six fields).
+    pub fn parse(expr: &str) -> Result<Self, CronError> {
+        let trimmed = expr.trim();
+        let six = if trimmed.split_whitespace().count() == 5 {
+            format!("0 {trimmed}")
+        } else {
+            trimmed.to_owned()
+        };
+        let cron = CronParser::builder()
+            .seconds(Seconds::Required)
+            .dom_and_dow(true)
+            .build()
+            .parse(&six)
+            .map_err(|e| CronError {
+                schedule: expr.to_owned(),
+                reason: e.to_string(),
+            })?;
+        Ok(Self { expr: six, cron })
+    }
+
+    /// The six-field expression.
+    pub fn as_str(&self) -> &str {
+        &self.expr
+    }
+
+    /// The first firing strictly after `after`, if the schedule fires again.
+    pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.cron.find_next_occurrence(&after, false).ok()
+    }
+
+    /// The longest gap between consecutive firings over the next few occurrences (`None` for a
+    /// schedule that does not fire twice): for staleness, an irregular schedule counts its
+    /// longer gap.
+    pub fn period(&self) -> Option<Duration> {
+        let mut t = self.next_after(Utc::now())?;
+        let mut longest = chrono::TimeDelta::zero();
+        for _ in 0..PERIOD_SAMPLES {
+            let next = self.next_after(t)?;
+            longest = longest.max(next - t);
+            t = next;
+        }
+        longest.to_std().ok().filter(|d| !d.is_zero())
+    }
+}
+
+impl fmt::Display for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.expr)
+    }
+}
+
+/// The firing task and the "due" signals it sends.
 pub(super) struct CronTicker {
-    scheduler: JobScheduler,
+    task: JoinHandle<()>,
     due: mpsc::Receiver<()>,
 }
 
 impl CronTicker {
-    /// Starts firing on `schedule` (seconds field first); `on_skip` runs for a firing that found
-    /// one already waiting.
-    pub(super) async fn start(
-        schedule: &str,
-        on_skip: impl Fn() + Send + Sync + 'static,
-    ) -> Result<Self, CronError> {
-        let fail = |e: &dyn std::fmt::Display| CronError {
-            schedule: schedule.to_owned(),
-            reason: e.to_string(),
-        };
+    /// Starts firing on `schedule`; `on_skip` runs for a firing that found one already waiting.
+    pub(super) fn start(schedule: Schedule, on_skip: impl Fn() + Send + 'static) -> Self {
         let (tx, due) = mpsc::channel::<()>(1);
-        let on_skip = std::sync::Arc::new(on_skip);
-        let job = Job::new_async(schedule, move |_id, _scheduler| {
-            let (tx, on_skip) = (tx.clone(), on_skip.clone());
-            Box::pin(async move {
-                if tx.try_send(()).is_err() {
-                    on_skip();
+        let task = tokio::spawn(async move {
+            let mut after = Utc::now();
+            // A schedule that never fires again ends the task; `due` then answers `None`.
+            while let Some(next) = schedule.next_after(after) {
+                // The wall clock decides when; a sleep that overshoots (suspend, a stalled
+                // runtime) fires the missed firings at once, and they count as skipped.
+                let wait = (next - Utc::now()).to_std().unwrap_or_default();
+                tokio::time::sleep(wait).await;
+                match tx.try_send(()) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(())) => on_skip(),
+                    Err(TrySendError::Closed(())) => return,
                 }
-            })
-        })
-        .map_err(|e| fail(&e))?;
-        let scheduler = JobScheduler::new().await.map_err(|e| fail(&e))?;
-        scheduler.add(job).await.map_err(|e| fail(&e))?;
-        scheduler.start().await.map_err(|e| fail(&e))?;
-        Ok(Self { scheduler, due })
+                after = next;
+            }
+        });
+        Self { task, due }
     }
 
-    /// Waits for the next firing; `None` once the scheduler is gone.
+    /// Waits for the next firing; `None` once the schedule fires no more.
     pub(super) async fn due(&mut self) -> Option<()> {
         self.due.recv().await
     }
 
-    /// Stops the scheduler.
-    pub(super) async fn stop(mut self) {
-        if let Err(e) = self.scheduler.shutdown().await {
-            tracing::debug!(error = %e, "cron scheduler did not stop cleanly");
-        }
+    /// Stops firing.
+    pub(super) fn stop(self) {
+        self.task.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn five_fields_fire_at_second_zero_and_six_stay_as_given() {
+        assert_eq!(
+            Schedule::parse(" */5 * * * * ").unwrap().as_str(),
+            "0 */5 * * * *"
+        );
+        assert_eq!(
+            Schedule::parse("0 0 */6 * * *").unwrap().as_str(),
+            "0 0 */6 * * *"
+        );
+        let e = Schedule::parse("every day").unwrap_err();
+        assert_eq!(e.schedule, "every day");
+    }
+
+    #[test]
+    fn next_firing_and_period_follow_the_expression() {
+        // Gaps of 6 h and 18 h: staleness counts the longer one.
+        let s = Schedule::parse("0 0 2,8 * * *").unwrap();
+        let t = DateTime::parse_from_rfc3339("2025-01-01T03:00:00Z")
+            .unwrap()
+            .to_utc();
+        assert_eq!(
+            s.next_after(t).unwrap().to_rfc3339(),
+            "2025-01-01T08:00:00+00:00"
+        );
+        assert_eq!(s.period(), Some(Duration::from_secs(18 * 3600)));
+        assert_eq!(
+            Schedule::parse("0 0 0 1 1 * 2020")
+                .ok()
+                .and_then(|s| s.period()),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn ticker_signals_due_and_counts_firings_nobody_took() {
+        let skipped = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = skipped.clone();
+        let mut t = CronTicker::start(Schedule::parse("* * * * * *").unwrap(), move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        });
+        assert_eq!(t.due().await, Some(()));
+        // Nobody takes the next firings for a while: one waits, the rest are skipped.
+        tokio::time::sleep(Duration::from_millis(3_200)).await;
+        assert_eq!(t.due().await, Some(()));
+        assert!(skipped.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+        t.stop();
     }
 }

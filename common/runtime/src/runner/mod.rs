@@ -25,7 +25,7 @@ pub use crate::shutdown::Shutdown;
 use crate::telemetry::health::LIVENESS_INTERVALS;
 use crate::telemetry::metrics::labels;
 use crate::telemetry::{CycleRecord, Health, Metrics};
-pub use cron::CronError;
+pub use cron::{CronError, Schedule};
 pub use cycle::{
     Cycle, CycleContext, CycleError, CycleReport, CycleRun, ErrorKind, Outcome, Transient,
 };
@@ -93,7 +93,7 @@ pub struct Runner {
     stale_needs_success: bool,
     tick: u64,
     /// Cron schedule; the interval ticker when `None`.
-    cron: Option<String>,
+    cron: Option<Schedule>,
 }
 
 impl std::fmt::Debug for Runner {
@@ -151,12 +151,12 @@ impl Runner {
         self
     }
 
-    /// Ticks on a cron schedule (seconds field first) instead of the interval; liveness then
+    /// Ticks on a cron schedule (see [`Schedule`]) instead of the interval; liveness then
     /// comes from a heartbeat every 30 s, during long cycles too.
-    pub fn with_cron(mut self, schedule: &str) -> Self {
+    pub fn with_cron(mut self, schedule: Schedule) -> Self {
         self.health
             .set_timing(CRON_HEARTBEAT, CRON_HEARTBEAT * LIVENESS_INTERVALS);
-        self.cron = Some(schedule.to_owned());
+        self.cron = Some(schedule);
         self
     }
 
@@ -180,13 +180,7 @@ impl Runner {
     /// Ticks until a stop signal, then lets the in-flight cycle finish within the grace period.
     /// Returns the process exit code: 0 after a graceful stop, 1 after a fatal cycle error.
     pub async fn run_forever<C: Cycle>(&mut self, cycle: &mut C) -> i32 {
-        let mut ticker = match self.ticker().await {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::error!(keeper = %self.keeper, error = %e, "cannot start the schedule");
-                return EXIT_FAILED;
-            }
-        };
+        let mut ticker = self.ticker();
         let mut watchdog = self
             .notifier
             .watchdog_every()
@@ -245,7 +239,7 @@ impl Runner {
                 break;
             }
         }
-        ticker.stop().await;
+        ticker.stop();
         self.health.set_draining();
         self.notifier.stopping("stopping");
         tracing::info!(keeper = %self.keeper, code, "runner stopped");

@@ -17,6 +17,7 @@ use object_store::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::{BackupStore, StoredBackup};
 use crate::config::S3Location;
 use crate::dump::HashingWriter;
 use crate::manifest::{BackupId, FileKind, Manifest};
@@ -62,24 +63,6 @@ pub enum RemoteError {
 fn store_err(what: &'static str, key: &ObjPath) -> impl FnOnce(object_store::Error) -> RemoteError {
     let key = key.to_string();
     move |source| RemoteError::Store { what, key, source }
-}
-
-/// One backup found remotely.
-#[derive(Debug, Clone)]
-pub struct RemoteBackup {
-    /// Its identity.
-    pub id: BackupId,
-    /// The manifest, or why it could not be read.
-    pub manifest: Result<Manifest, BadInput>,
-    /// Whether the archive object exists.
-    pub dump_present: bool,
-}
-
-impl RemoteBackup {
-    /// Complete: readable manifest and the archive present.
-    pub fn complete(&self) -> bool {
-        self.manifest.is_ok() && self.dump_present
-    }
 }
 
 /// Static S3 credentials from the settings (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
@@ -325,7 +308,7 @@ impl RemoteStore {
     }
 
     /// Every backup with a manifest, of every database, oldest first.
-    pub async fn list(&self) -> Result<Vec<RemoteBackup>, RemoteError> {
+    pub async fn list(&self) -> Result<Vec<StoredBackup>, RemoteError> {
         let names = self.names().await?;
         let mut out = Vec::new();
         for name in &names {
@@ -340,8 +323,9 @@ impl RemoteStore {
                 Ok(m) => m.file.clone(),
                 Err(_) => id.dump_name(),
             };
-            out.push(RemoteBackup {
+            out.push(StoredBackup {
                 dump_present: names.contains(&archive),
+                archive: self.url_of(&archive),
                 id,
                 manifest,
             });
@@ -444,5 +428,21 @@ impl RemoteStore {
             }
         }
         Ok(removed)
+    }
+}
+
+impl BackupStore for RemoteStore {
+    type Error = RemoteError;
+
+    fn kind(&self) -> &'static str {
+        "remote"
+    }
+
+    async fn list_backups(&self) -> Result<Vec<StoredBackup>, RemoteError> {
+        self.list().await
+    }
+
+    async fn delete_backup(&self, id: &BackupId) -> Result<(), RemoteError> {
+        self.delete(id).await
     }
 }

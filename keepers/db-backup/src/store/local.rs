@@ -10,6 +10,8 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use super::{BackupStore, StoredBackup};
+use crate::file::read_bounded;
 use crate::manifest::{BackupId, FileKind, MAX_MANIFEST_BYTES, Manifest};
 use keeper_runtime::config::BadInput;
 
@@ -35,26 +37,6 @@ pub struct LocalError {
 fn err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> LocalError {
     let path = path.to_path_buf();
     move |source| LocalError { what, path, source }
-}
-
-/// One backup found in the directory.
-#[derive(Debug, Clone)]
-pub struct LocalBackup {
-    /// Its identity.
-    pub id: BackupId,
-    /// The manifest, or why it could not be read.
-    pub manifest: Result<Manifest, BadInput>,
-    /// Path of the archive.
-    pub dump: PathBuf,
-    /// Whether the archive exists.
-    pub dump_present: bool,
-}
-
-impl LocalBackup {
-    /// Complete: readable manifest and the archive present.
-    pub fn complete(&self) -> bool {
-        self.manifest.is_ok() && self.dump_present
-    }
 }
 
 /// The backup directory.
@@ -234,7 +216,7 @@ impl LocalStore {
     }
 
     /// Every backup with a manifest, of every database, oldest first.
-    pub fn list(&self) -> Result<Vec<LocalBackup>, LocalError> {
+    pub fn list(&self) -> Result<Vec<StoredBackup>, LocalError> {
         let entries = fs::read_dir(&self.dir).map_err(err("listing", &self.dir))?;
         let mut out = Vec::new();
         for e in entries.filter_map(|e| e.ok()) {
@@ -256,11 +238,11 @@ impl LocalStore {
                 Ok(m) => self.dir.join(&m.file),
                 Err(_) => self.dump_path(&id),
             };
-            out.push(LocalBackup {
+            out.push(StoredBackup {
                 dump_present: dump.is_file(),
                 id,
                 manifest,
-                dump,
+                archive: dump.display().to_string(),
             });
         }
         out.sort_by(|a, b| a.id.cmp(&b.id));
@@ -290,20 +272,21 @@ impl LocalStore {
     }
 }
 
-/// Reads a whole file of at most `max` bytes; a larger one is an error, not an allocation.
-pub fn read_bounded(path: &Path, max: u64) -> io::Result<Vec<u8>> {
-    use std::io::Read;
-    let mut buf = Vec::new();
-    File::open(path)?
-        .take(max.saturating_add(1))
-        .read_to_end(&mut buf)?;
-    if buf.len() as u64 > max {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("larger than {max} bytes"),
-        ));
+impl BackupStore for LocalStore {
+    type Error = LocalError;
+
+    fn kind(&self) -> &'static str {
+        "local"
     }
-    Ok(buf)
+
+    async fn list_backups(&self) -> Result<Vec<StoredBackup>, LocalError> {
+        self.blocking(|l| l.list()).await
+    }
+
+    async fn delete_backup(&self, id: &BackupId) -> Result<(), LocalError> {
+        let id = id.clone();
+        self.blocking(move |l| l.delete(&id)).await
+    }
 }
 
 /// Whether `file` (an archive, sidecar or manifest name) belongs to `db`.
@@ -404,7 +387,7 @@ mod tests {
     }
 
     #[test]
-    fn manifests_must_match_their_names_and_be_small() {
+    fn manifests_must_match_their_names() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::open(dir.path()).unwrap();
         let at = chrono::Utc::now();
@@ -421,12 +404,6 @@ mod tests {
         let e = listed[0].manifest.as_ref().unwrap_err().to_string();
         assert!(e.contains("describes app-"), "{e}");
         assert!(Manifest::for_id(&manifest_for(&escape).to_json(), &real).is_err());
-
-        let big = dir.path().join("big");
-        std::fs::write(&big, vec![b' '; 5000]).unwrap();
-        assert_eq!(read_bounded(&big, 5000).unwrap().len(), 5000);
-        let e = read_bounded(&big, 4999).unwrap_err();
-        assert!(e.to_string().contains("larger than 4999 bytes"), "{e}");
     }
 
     #[test]
