@@ -21,21 +21,55 @@ pub enum Output {
     Json,
 }
 
-/// Flags shared by every keeper binary.
+/// `--config`: the one flag every subcommand of a chain keeper takes, so it is accepted before or
+/// after the subcommand.
 #[derive(Debug, Clone, Args, Default)]
-pub struct CommonArgs {
-    /// TOML configuration file (settings: defaults < file < environment < flags).
+pub struct ConfigArg {
+    /// TOML configuration file (settings: defaults < file < environment).
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Run one cycle and exit (0 success, 1 cycle failed, 2 bad configuration).
-    #[arg(long, global = true)]
-    pub once: bool,
-    /// Do everything except send to the chain; print the signed BoC and a decoded summary.
-    #[arg(long, global = true)]
+}
+
+/// The usage error for flags of the default `run` written before another subcommand, where they
+/// would do nothing: `given` pairs each flag's spelling with whether it was written. `None` when
+/// none was.
+pub fn misplaced_run_flags(subcommand: &str, given: &[(&str, bool)]) -> Option<clap::Error> {
+    let flags: Vec<&str> = given
+        .iter()
+        .filter(|(_, set)| *set)
+        .map(|(flag, _)| *flag)
+        .collect();
+    if flags.is_empty() {
+        return None;
+    }
+    Some(clap::Error::raw(
+        clap::error::ErrorKind::ArgumentConflict,
+        format!(
+            "{} before `{subcommand}` act only on `run`; `{subcommand} --help` lists what it takes\n",
+            flags.join(", ")
+        ),
+    ))
+}
+
+/// The flags of the default `run` written before another subcommand that takes them too, and
+/// so carry over to it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Carried {
+    /// `--output`, for a subcommand that prints.
+    pub output: Option<Output>,
+    /// `--dry-run`, for a subcommand with a dry run of its own.
     pub dry_run: bool,
-    /// Output format of cycle summaries and of the `wallet` and `status` subcommands.
-    #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
-    pub output: Output,
+}
+
+/// Prints `value` as one JSON document, or as the text `text` renders.
+pub fn print_as<T: serde::Serialize>(output: Output, value: &T, text: impl FnOnce() -> String) {
+    match output {
+        Output::Json => match serde_json::to_string_pretty(value) {
+            Ok(s) => println!("{s}"),
+            Err(e) => eprintln!("error: cannot encode output: {e}"),
+        },
+        Output::Text => println!("{}", text()),
+    }
 }
 
 /// `1234500000` nanotons → `1.234500000`.

@@ -36,9 +36,6 @@ pub struct BridgeKeeper;
 impl ChainKeeper for BridgeKeeper {
     const NAME: &'static str = "bridge-health";
     const SERVICE: &'static str = "bridge-health-keeper";
-    const ABOUT: &'static str = "Watches cross-chain bridges and publishes their status to the TON oracle.\n\n\
-        Settings: built-in defaults (config/bridge-health.toml, the four default bridges) < \
-        --config FILE < environment < flags.";
     const ORACLE_SETTING: &'static str = config::ORACLE_SETTING;
     type Config = Config;
     type Families = BridgeMetrics;

@@ -1,9 +1,13 @@
-//! What every command shares: settings, stores, metrics, alerts, records.
+//! What every command shares: the process around it, settings, stores, metrics, alerts, records.
 
+use std::future::Future;
+use std::path::Path;
+use std::process::ExitCode;
 use std::sync::Arc;
 
 use keeper_runtime::alert::Alerter;
-use keeper_runtime::config::{ConfigError, StorageSettings};
+use keeper_runtime::cli::{EXIT_FAILED, EXIT_USAGE, run_async};
+use keeper_runtime::config::{ConfigError, ProcessEnv, StorageSettings};
 use keeper_runtime::store::Store;
 use keeper_runtime::telemetry::Metrics;
 
@@ -128,6 +132,88 @@ impl App {
             }
         }
         found.into_iter().max_by_key(Manifest::id)
+    }
+}
+
+/// Runs one command: loads the settings (exit 2 on a bad one), wipes the secret environment,
+/// starts telemetry and runs `command` on the async runtime; the process exit status (2 when it
+/// fails on configuration, 1 otherwise).
+pub fn start<F, Fut>(config: Option<&Path>, command: F) -> ExitCode
+where
+    F: FnOnce(Settings) -> Fut,
+    Fut: Future<Output = anyhow::Result<i32>>,
+{
+    let settings = match Settings::load(config, &ProcessEnv) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_USAGE as u8);
+        }
+    };
+    // Before the runtime's threads exist: nothing later (a child, a crash report) sees them.
+    keeper_runtime::scrub_secret_env(&crate::env::bindings(), &[]);
+    run_async(async move {
+        let _guard =
+            match keeper_runtime::telemetry::init_tracing(&settings.raw.telemetry, "db-backup") {
+                Ok(g) => g,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return EXIT_USAGE;
+                }
+            };
+        keeper_runtime::install_crypto_provider();
+        match command(settings).await {
+            Ok(code) => code,
+            Err(e) => {
+                let usage = e.downcast_ref::<ConfigError>().is_some();
+                eprintln!("error: {e:#}");
+                if usage { EXIT_USAGE } else { EXIT_FAILED }
+            }
+        }
+    })
+}
+
+/// A registry with the `backup_*` families, for [`App::new`].
+pub fn registry() -> (Arc<Metrics>, BackupMetrics) {
+    let mut registry = Metrics::new("db-backup");
+    let backup_metrics = BackupMetrics::register(&mut registry);
+    (Arc::new(registry), backup_metrics)
+}
+
+impl App {
+    /// Pushes / writes the restore-verification metrics only (a drill must not overwrite what
+    /// the last backup run reported).
+    pub async fn export_restore_metrics(&self) {
+        self.export_body(crate::export::restore_text).await;
+    }
+
+    /// Pushes / writes the metrics of a backup run.
+    pub async fn export_metrics(&self) {
+        self.export_body(crate::export::backup_text).await;
+    }
+
+    /// Sends a metrics exposition to the Pushgateway and/or the node-exporter textfile,
+    /// whichever is configured; failures are logged, never fatal to the run they describe.
+    async fn export_body(&self, render: fn(&Metrics) -> String) {
+        let b = self.settings.backup();
+        if b.pushgateway_url.is_none() && b.metrics_textfile.is_none() {
+            return;
+        }
+        let body = render(&self.metrics);
+        if let Some(url) = &b.pushgateway_url
+            && let Err(e) = crate::export::push(url, &self.label, body.clone()).await
+        {
+            tracing::warn!(error = %e, "cannot push metrics");
+        }
+        if let Some(path) = b.metrics_textfile.clone() {
+            match tokio::task::spawn_blocking(move || crate::export::write_textfile(&path, &body))
+                .await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot write the metrics textfile"),
+                Err(e) => tracing::warn!(error = %e, "cannot write the metrics textfile"),
+            }
+        }
     }
 }
 

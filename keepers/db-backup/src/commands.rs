@@ -1,17 +1,21 @@
-//! `list`, `restore`, `verify`: finding a backup by file, key, name or `latest`, and what is
-//! done with it. Every path that restores checks the SHA-256 over the whole archive first.
+//! `list`, `restore`, `verify`, `prune`, `migrate`: finding a backup by file, key, name or
+//! `latest`, and what is done with it. Every path that restores checks the SHA-256 over the
+//! whole archive first.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, anyhow, bail};
+use keeper_runtime::alert::Alerter;
+use keeper_runtime::cli::{EXIT_FAILED, EXIT_OK, Output, print_as};
+use keeper_runtime::runner::Shutdown;
 use keeper_runtime::secret::SecretUrl;
 use object_store::PutMode;
 use serde::Serialize;
 
-use crate::app::App;
+use crate::app::{App, registry};
 use crate::archive;
-use crate::config::VerifyMode;
+use crate::config::{Settings, VerifyMode};
 use crate::dump::Killer;
 use crate::file::read_bounded;
 use crate::libpq::LibpqTarget;
@@ -651,4 +655,297 @@ pub fn target_url(
     configured.cloned().ok_or_else(|| {
         anyhow!("restore needs --target-database-url URL (or TARGET_DATABASE_URL, or TARGET_DATABASE_URL_FILE)")
     })
+}
+
+/// What `restore` is asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct RestoreRequest {
+    /// `latest`, a `.dump.zst` file, a backup name or its S3 key.
+    pub from: String,
+    /// `--target-database-url`, else `TARGET_DATABASE_URL` from the settings.
+    pub target_database_url: Option<String>,
+    /// How to write.
+    pub options: RestoreOptions,
+    /// `--identity`, else `BACKUP_AGE_IDENTITY_FILE`.
+    pub identity: Option<PathBuf>,
+}
+
+/// `list`: prints local and remote backups; the exit code.
+pub async fn list_command(settings: Settings, output: Output) -> anyhow::Result<i32> {
+    let app = App::new(settings, registry(), Alerter::disabled(), false).await?;
+    let rows = list(&app).await?;
+    print_as(output, &rows, || list_text(&rows));
+    Ok(EXIT_OK)
+}
+
+/// `prune`: applies retention now (or, `dry_run`, shows what it would delete); the exit code.
+pub async fn prune_command(
+    settings: Settings,
+    dry_run: bool,
+    output: Output,
+) -> anyhow::Result<i32> {
+    let app = App::new(settings, registry(), Alerter::disabled(), false).await?;
+    let report = crate::prune::prune(&app, dry_run).await;
+    print_as(output, &report, || prune_text(&report));
+    Ok(if report.errors.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_FAILED
+    })
+}
+
+/// `restore`: restores a backup into an existing database after checking its checksum; the
+/// exit code.
+pub async fn restore_command(
+    mut settings: Settings,
+    request: RestoreRequest,
+    output: Output,
+) -> anyhow::Result<i32> {
+    if request.identity.is_some() {
+        settings.raw.backup.age_identity_file = request.identity;
+    }
+    let target = target_url(
+        request.target_database_url,
+        settings.raw.backup.target_database_url.as_ref(),
+    )?;
+    let app = App::new(settings, registry(), Alerter::disabled(), false).await?;
+    let (shutdown, killer) = (Shutdown::new(), Killer::default());
+    stop_on_signal(&shutdown, &killer);
+    let report = restore(&app, &request.from, &target, request.options, &killer).await?;
+    print_as(output, &report, || {
+        if report.checked_before_commit {
+            format!(
+                "restored {} into {}: {} tables, {} rows, counts equal to the manifest (checked before commit)",
+                report.backup, report.target, report.tables_checked, report.rows
+            )
+        } else {
+            format!(
+                "restored {} into {} in one transaction; no manifest, so row counts were not checked",
+                report.backup, report.target
+            )
+        }
+    });
+    Ok(EXIT_OK)
+}
+
+/// `verify`: verifies a backup `mode` deep (default: `BACKUP_VERIFY`, or `list` when that is
+/// `none`) and records the result; without `from`, every backup retention keeps
+/// ([`verify_all`]). The exit code (1 when a verification failed).
+pub async fn verify_command(
+    mut settings: Settings,
+    from: Option<&str>,
+    mode: Option<VerifyMode>,
+    identity: Option<PathBuf>,
+    output: Output,
+) -> anyhow::Result<i32> {
+    if identity.is_some() {
+        settings.raw.backup.age_identity_file = identity;
+    }
+    let mode = match mode.unwrap_or(settings.backup().verify) {
+        VerifyMode::Restore => VerifyMode::Restore,
+        VerifyMode::None | VerifyMode::List => VerifyMode::List,
+    };
+    let app = App::new(settings, registry(), Alerter::disabled(), true).await?;
+    let (shutdown, killer) = (Shutdown::new(), Killer::default());
+    stop_on_signal(&shutdown, &killer);
+    let Some(from) = from else {
+        let report = verify_all(&app, mode, &killer).await?;
+        if mode == VerifyMode::Restore {
+            app.export_restore_metrics().await;
+        }
+        print_as(output, &report, || verify_all_text(&report));
+        return Ok(if report.bad.is_empty() {
+            EXIT_OK
+        } else {
+            EXIT_FAILED
+        });
+    };
+    let v = verify(&app, from, mode, &killer).await?;
+    // A drill run from cron (or a CronJob) reports through the Pushgateway/textfile.
+    if mode == VerifyMode::Restore {
+        app.export_restore_metrics().await;
+    }
+    print_as(output, &v, || {
+        format!(
+            "verification ({}) {}: {}",
+            v.mode.as_str(),
+            if v.ok { "passed" } else { "FAILED" },
+            v.detail
+        )
+    });
+    Ok(if v.ok { EXIT_OK } else { EXIT_FAILED })
+}
+
+/// `migrate`: creates `backup_runs` (only it, with db-backup's own bookkeeping) in the records
+/// database; without one there is nothing to create. The exit code.
+pub async fn migrate_command(settings: Settings) -> anyhow::Result<i32> {
+    let Some(url) = settings.records_url.clone() else {
+        println!(
+            "no records database (BACKUP_RECORDS_URL): db-backup keeps no tables, nothing to migrate"
+        );
+        return Ok(EXIT_OK);
+    };
+    crate::records::migrate(&url, &settings.raw.storage.db_schema).await?;
+    println!(
+        "migrations applied to schema {} of {}",
+        settings.raw.storage.db_schema,
+        url.redacted()
+    );
+    Ok(EXIT_OK)
+}
+
+/// Kills a run's children as soon as a stop signal arrives (one-shot commands: a CronJob pod or
+/// a timer being stopped wants a clean failure now, not a dump that outlives the grace period).
+fn stop_on_signal(shutdown: &Shutdown, killer: &Killer) {
+    if let Err(e) = shutdown.install_signal_handlers() {
+        tracing::warn!(error = %e, "cannot install signal handlers");
+    }
+    let (s, k) = (shutdown.clone(), killer.clone());
+    tokio::spawn(async move {
+        s.wait().await;
+        k.kill("stop signal received");
+    });
+}
+
+fn list_text(rows: &[Listed]) -> String {
+    if rows.is_empty() {
+        return "no backups".into();
+    }
+    let mut out = format!(
+        "{:<40} {:>8} {:>10} {:<9} {:<10} {:<6} {}\n",
+        "BACKUP", "AGE", "SIZE", "ENCRYPTED", "VERIFIED", "WHERE", "STATUS"
+    );
+    for r in rows {
+        let verified = match &r.verification {
+            Some(v) if v.ok => v.mode.as_str().to_owned(),
+            Some(_) => "FAILED".to_owned(),
+            None => "no".to_owned(),
+        };
+        let encrypted = match r.encrypted {
+            Some(true) => "age",
+            Some(false) => "no",
+            None => "?",
+        };
+        out.push_str(&format!(
+            "{:<40} {:>8} {:>10} {:<9} {:<10} {:<6} {}\n",
+            r.name,
+            age_text(r.age_seconds),
+            r.size_bytes.map(size_text).unwrap_or_else(|| "?".into()),
+            encrypted,
+            verified,
+            r.location,
+            r.status
+        ));
+    }
+    out.trim_end().to_owned()
+}
+
+/// `45m`, `5h12m`, `3d04h`: enough to judge a backup's age at a glance.
+fn age_text(seconds: i64) -> String {
+    let (d, h, m) = (
+        seconds / 86_400,
+        seconds % 86_400 / 3600,
+        seconds % 3600 / 60,
+    );
+    match (d, h) {
+        (0, 0) => format!("{m}m"),
+        (0, _) => format!("{h}h{m:02}m"),
+        _ => format!("{d}d{h:02}h"),
+    }
+}
+
+/// Bytes in binary units with one decimal.
+fn size_text(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+fn verify_all_text(r: &VerifyAllReport) -> String {
+    let mut out = String::new();
+    for b in &r.backups {
+        let verdict = if b.ok { "ok    " } else { "FAILED" };
+        out.push_str(&format!("{verdict} {} ({})\n", b.name, b.detail));
+    }
+    if r.backups.is_empty() {
+        out.push_str("no backups within retention\n");
+    } else if r.bad.is_empty() {
+        out.push_str(&format!(
+            "all {} backups passed verification ({})\n",
+            r.backups.len(),
+            r.mode.as_str()
+        ));
+    } else {
+        out.push_str(&format!(
+            "{} of {} backups FAILED verification ({}): {}\n",
+            r.bad.len(),
+            r.backups.len(),
+            r.mode.as_str(),
+            r.bad.join(", ")
+        ));
+    }
+    out.trim_end().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_and_sizes_read_at_a_glance() {
+        assert_eq!(age_text(59), "0m");
+        assert_eq!(age_text(45 * 60), "45m");
+        assert_eq!(age_text(5 * 3600 + 12 * 60), "5h12m");
+        assert_eq!(age_text(3 * 86_400 + 4 * 3600 + 59), "3d04h");
+        assert_eq!(size_text(512), "512 B");
+        assert_eq!(size_text(230_800_000), "220.1 MiB");
+    }
+}
+
+fn prune_text(r: &crate::prune::PruneReport) -> String {
+    let verb = if r.dry_run { "would delete" } else { "deleted" };
+    let mut out = String::new();
+    let mut section = |name: &str, l: &crate::prune::LocationReport| {
+        out.push_str(&format!(
+            "{name}: keep {}, {verb} {}\n",
+            l.keep.len(),
+            l.delete.len()
+        ));
+        for k in &l.keep {
+            let reasons: Vec<String> = k
+                .reasons
+                .iter()
+                .map(|x| {
+                    serde_json::to_value(x)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default()
+                })
+                .collect();
+            out.push_str(&format!("  keep   {} ({})\n", k.name, reasons.join(", ")));
+        }
+        for d in &l.delete {
+            out.push_str(&format!("  delete {d}\n"));
+        }
+        for b in &l.broken {
+            out.push_str(&format!("  broken {b} (left alone)\n"));
+        }
+    };
+    section("local", &r.local);
+    if let Some(remote) = &r.remote {
+        section("remote", remote);
+    }
+    for e in &r.errors {
+        out.push_str(&format!("error: {e}\n"));
+    }
+    out.trim_end().to_owned()
 }

@@ -1,20 +1,25 @@
-//! `run` as a daemon (and `--once`): the shared runner on the `BACKUP_SCHEDULE` cron cadence,
-//! with `backup_stale` as its staleness alert, the ops server, and readiness once the source
-//! database answered.
+//! `run` as a daemon (and `--once`, and `--dry-run`): the shared runner on the `BACKUP_SCHEDULE`
+//! cron cadence, with `backup_stale` as its staleness alert, the ops server, and readiness once
+//! the source database answered.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use keeper_runtime::alert::Severity;
-use keeper_runtime::runner::{Cycle as _, CycleRun, Runner, Schedule, Shutdown, Staleness, Timing};
+use keeper_runtime::alert::{Alert, Alerter, Severity};
+use keeper_runtime::cli::{EXIT_FAILED, EXIT_OK, Output, print_as, print_cycle};
+use keeper_runtime::runner::{
+    Cycle as _, CycleReport, CycleRun, Runner, Schedule, Shutdown, Staleness, Timing,
+};
 use keeper_runtime::telemetry::{Health, serve_ops};
+use serde::Serialize;
 
-use crate::app::App;
+use crate::app::{App, registry};
 use crate::config::{Settings, VerifyMode};
 use crate::cycle::BackupCycle;
 use crate::dump::Killer;
 use crate::job::RunReport;
+use crate::pg;
 
 /// Alert raised when no backup succeeded for two schedule periods.
 pub const BACKUP_STALE: &str = "backup_stale";
@@ -177,5 +182,139 @@ async fn probe_until_ready(app: Arc<App>, health: Health, shutdown: Shutdown) {
             }
             Err(e) => tracing::warn!(error = %e, "source database not reachable yet"),
         }
+    }
+}
+
+/// `run`: a dry run (`dry_run`: what a run would do, writing nothing), one backup (`once`),
+/// or the daemon; the exit code.
+pub async fn run_command(
+    settings: Settings,
+    once: bool,
+    dry_run: bool,
+    output: Output,
+) -> anyhow::Result<i32> {
+    // Only backing up needs the source; restore, verify, list and prune work without it.
+    settings.source()?;
+    let metrics = registry();
+    if dry_run {
+        let app = App::new(settings, metrics, Alerter::disabled(), false).await?;
+        let plan = plan(&app).await;
+        print_as(output, &plan, || {
+            serde_json::to_string_pretty(&plan).unwrap_or_default()
+        });
+        return Ok(if plan.ready { EXIT_OK } else { EXIT_FAILED });
+    }
+    let alerter = Alerter::start(&settings.raw.alerts, KEEPER, metrics.0.clone());
+    if !once {
+        let app = Arc::new(App::new(settings, metrics, alerter, true).await?);
+        let shutdown = Shutdown::new();
+        shutdown.install_signal_handlers()?;
+        return run(app, shutdown).await;
+    }
+    let app = Arc::new(App::new(settings, metrics, alerter.clone(), true).await?);
+    let before = app.seed_metrics().await;
+    let shutdown = Shutdown::new();
+    shutdown.install_signal_handlers()?;
+    let (run, report) = self::once(app.clone(), shutdown).await;
+    if report
+        .as_ref()
+        .is_some_and(|r| r.outcome == crate::job::RunOutcome::Failure)
+    {
+        check_stale(&app, before.as_ref());
+    }
+    app.export_metrics().await;
+    alerter.flush(Duration::from_secs(10)).await;
+    let error = run.result.as_ref().err().map(|e| e.message());
+    print_cycle(report.as_ref(), CycleReport::to_text, error, output);
+    Ok(run.exit_code())
+}
+
+/// One-shot staleness: a failed run whose last success is older than the threshold also
+/// raises `backup_stale` (the daemon does this on its heartbeat instead).
+fn check_stale(app: &App, newest: Option<&crate::manifest::Manifest>) {
+    let Some(m) = newest else { return };
+    let age = (Utc::now() - m.finished_at).to_std().unwrap_or_default();
+    let limit = app.settings.stale_after();
+    if age > limit {
+        app.alerter.fire(
+            Alert::new(
+                BACKUP_STALE,
+                Severity::Critical,
+                format!(
+                    "db-backup: no successful backup of {} for {} s (last {}, threshold {} s)",
+                    app.label,
+                    age.as_secs(),
+                    m.id(),
+                    limit.as_secs()
+                ),
+            )
+            .label("database", app.label.clone()),
+        );
+    }
+}
+
+/// What `run --dry-run` prints.
+#[derive(Debug, Serialize)]
+struct Plan {
+    ready: bool,
+    database: String,
+    server_version: Option<String>,
+    pg_dump_version: Option<String>,
+    lock_free: Option<bool>,
+    would_write: String,
+    local_dir: String,
+    remote: Option<String>,
+    verify: VerifyMode,
+    retention: crate::prune::PruneReport,
+    problems: Vec<String>,
+}
+
+/// Everything a run checks before dumping, and what retention would delete; writes nothing.
+async fn plan(app: &App) -> Plan {
+    let s = &app.settings;
+    let mut problems = Vec::new();
+    let mut server_version = None;
+    let mut lock_free = None;
+    let tool = pg::tool_version(&s.backup().pg_dump_path).await;
+    let opened = match s.source() {
+        Ok(url) => pg::Source::open(url).await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    match opened {
+        Ok(mut src) => {
+            server_version = Some(src.info.version.clone());
+            if let Ok((_, major)) = &tool
+                && let Err(e) = pg::check_dump_version(&s.backup().pg_dump_path, *major, &src.info)
+            {
+                problems.push(e.to_string());
+            }
+            match src.lock(Duration::ZERO).await {
+                Ok(()) => lock_free = Some(true),
+                Err(e @ pg::PgError::Locked { .. }) => {
+                    lock_free = Some(false);
+                    problems.push(e.to_string());
+                }
+                Err(e) => problems.push(e.to_string()),
+            }
+            src.close().await;
+        }
+        Err(e) => problems.push(e),
+    }
+    if let Err(e) = &tool {
+        problems.push(e.to_string());
+    }
+    let id = crate::manifest::BackupId::new(&app.label, Utc::now());
+    Plan {
+        ready: problems.is_empty(),
+        database: app.label.clone(),
+        server_version,
+        pg_dump_version: tool.ok().map(|(v, _)| v),
+        lock_free,
+        would_write: id.archive_name(!app.settings.backup().age_recipients.is_empty()),
+        local_dir: app.local.dir().display().to_string(),
+        remote: app.remote.as_ref().map(|r| r.location().to_string()),
+        verify: s.backup().verify,
+        retention: crate::prune::prune(app, true).await,
+        problems,
     }
 }

@@ -1,11 +1,9 @@
 //! `pricing-oracle-keeper history --asset USDT --since 2h [--output json]`: the recorded
 //! decisions of one asset, the answer to "why was this price published at that time?".
 
-use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
 use keeper_runtime::alert::Alerter;
 use keeper_runtime::cli::{EXIT_FAILED, EXIT_OK, EXIT_USAGE, Output};
 use keeper_runtime::config::ProcessEnv;
@@ -20,69 +18,17 @@ use crate::report::format_micro;
 /// Most decisions printed at once.
 const LIMIT: i64 = 10_000;
 
-#[derive(Debug, Parser)]
-#[command(name = "pricing-oracle-keeper")]
-struct HistoryCli {
-    /// TOML configuration file (for DATABASE_URL / DB_SCHEMA).
-    #[arg(long, global = true, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Text or one JSON document.
-    #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
-    output: Output,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Print the recorded decisions of one asset (needs DATABASE_URL).
-    History {
-        /// The asset's symbol, e.g. USDT.
-        #[arg(long)]
-        asset: String,
-        /// How far back: 90s, 30m, 2h, 1d, 1w.
-        #[arg(long, default_value = "1h")]
-        since: String,
-    },
-}
-
-/// True when the command line asks for `history` (its first positional argument).
-pub fn requested(args: &[OsString]) -> bool {
-    let mut it = args.iter().skip(1);
-    while let Some(a) = it.next() {
-        let Some(a) = a.to_str() else { return false };
-        if a == "--config" || a == "--output" {
-            it.next();
-            continue;
-        }
-        if a.starts_with('-') {
-            continue;
-        }
-        return a == "history";
-    }
-    false
-}
-
-/// Runs the `history` command; the process exit code.
-pub fn main(args: Vec<OsString>) -> std::process::ExitCode {
-    keeper_runtime::disable_core_dumps();
-    let cli = match HistoryCli::try_parse_from(args) {
-        Ok(c) => c,
-        Err(e) => e.exit(),
-    };
-    keeper_runtime::cli::run_async_on(keeper_runtime::cli::Threads::One, run(cli))
-}
-
-async fn run(cli: HistoryCli) -> i32 {
-    let Command::History { asset, since } = cli.command;
-    let seconds = match parse_search_width(&since) {
+/// Prints the decisions recorded for `asset` over the last `since` (`90s`, `2h`, `1w`); the exit
+/// code (2 for a bad `since`, asset or configuration).
+pub async fn run(config: Option<&Path>, asset: &str, since: &str, output: Output) -> i32 {
+    let seconds = match parse_search_width(since) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: --since: {e}");
             return EXIT_USAGE;
         }
     };
-    let config = match PricingConfig::load(cli.config.as_deref(), &ProcessEnv) {
+    let config = match PricingConfig::load(config, &ProcessEnv) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
@@ -98,7 +44,7 @@ async fn run(cli: HistoryCli) -> i32 {
     let Some(asset_cfg) = config
         .assets
         .iter()
-        .find(|a| a.symbol.eq_ignore_ascii_case(&asset))
+        .find(|a| a.symbol.eq_ignore_ascii_case(asset))
     else {
         eprintln!("error: --asset {asset:?} is not a configured asset");
         return EXIT_USAGE;
@@ -114,7 +60,7 @@ async fn run(cli: HistoryCli) -> i32 {
             return EXIT_FAILED;
         }
     };
-    match cli.output {
+    match output {
         Output::Json => {
             let doc = serde_json::json!({ "decisions": rows });
             match serde_json::to_string_pretty(&doc) {
@@ -125,7 +71,7 @@ async fn run(cli: HistoryCli) -> i32 {
                 }
             }
         }
-        Output::Text => print!("{}", render(&asset_cfg.symbol, &since, &rows)),
+        Output::Text => print!("{}", render(&asset_cfg.symbol, since, &rows)),
     }
     EXIT_OK
 }
@@ -186,30 +132,4 @@ fn render(asset: &str, since: &str, rows: &[DecisionRecord]) -> String {
         }
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn args(a: &[&str]) -> Vec<OsString> {
-        a.iter().map(OsString::from).collect()
-    }
-
-    #[test]
-    fn history_is_recognised_wherever_the_global_flags_are() {
-        assert!(requested(&args(&["k", "history", "--asset", "USDT"])));
-        assert!(requested(&args(&["k", "--config", "f.toml", "history"])));
-        assert!(requested(&args(&["k", "--output", "json", "history"])));
-        assert!(!requested(&args(&["k", "--once"])));
-        assert!(!requested(&args(&["k", "status"])));
-        assert!(!requested(&args(&["k", "--config", "history"])));
-        let cli = HistoryCli::try_parse_from(args(&[
-            "k", "--output", "json", "history", "--asset", "USDT", "--since", "2h",
-        ]))
-        .unwrap();
-        assert_eq!(cli.output, Output::Json);
-        let Command::History { asset, since } = cli.command;
-        assert_eq!((asset.as_str(), since.as_str()), ("USDT", "2h"));
-    }
 }

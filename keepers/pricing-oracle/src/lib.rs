@@ -1,6 +1,6 @@
 //! The pricing keeper's policy: its settings, one tick (fetch, aggregate, decide, publish), the
 //! decision rules, its records, its report and its `status` table. The shared runtime
-//! (`keeper_ton::keeper`) runs it; `main.rs` only names it.
+//! (`keeper_ton::keeper`) runs it; the binary's `command/` owns the command line.
 
 pub mod breaker;
 pub mod config;
@@ -33,11 +33,6 @@ pub struct PricingKeeper;
 impl ChainKeeper for PricingKeeper {
     const NAME: &'static str = "pricing-oracle";
     const SERVICE: &'static str = "pricing-oracle-keeper";
-    const ABOUT: &'static str = "Pushes aggregated stablecoin prices to the TON PriceOracle.\n\n\
-        Settings: built-in defaults (config/pricing-oracle.toml) < --config FILE < environment \
-        < flags; the README lists every setting and its environment variable.\n\n\
-        `pricing-oracle-keeper history --asset SYMBOL --since 2h [--output json]` prints the \
-        recorded decisions of one asset (needs DATABASE_URL).";
     const ORACLE_SETTING: &'static str = config::ORACLE_SETTING;
     type Config = PricingConfig;
     type Families = metrics::PricingMetrics;

@@ -1,7 +1,9 @@
 //! The process around a chain keeper. A keeper supplies its settings, its metric families, its
-//! tick and its `status` table ([`ChainKeeper`]); [`run`] does the rest: the command line and
-//! the common subcommands, configuration loading, telemetry and the ops server, alerts, storage
-//! and the wallet lease, the runner (`--once` or the interval loop), exit codes and `--output`.
+//! tick and its `status` table ([`ChainKeeper`]); this module does the rest for each subcommand
+//! its binary declares: configuration loading ([`start`]), telemetry and the ops server, alerts,
+//! storage and the wallet lease, the runner (`--once` or the interval loop), exit codes and
+//! `--output`. The binaries own their command lines; the flags both chain keepers take are here
+//! ([`RunArgs`], [`WalletArgs`], [`StatusArgs`]).
 
 use std::future::Future;
 use std::path::Path;
@@ -9,48 +11,34 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use clap::{CommandFactory as _, FromArgMatches as _};
 
 mod freshness;
+mod run;
+mod status;
 mod wallet;
 
 pub use freshness::Freshness;
+pub use run::{RunArgs, run};
+pub use status::{StatusArgs, status};
 pub use wallet::{
-    EPHEMERAL_NOTE, KeeperCommand, WalletAction, WalletOutput, WalletSetupError, holder_id,
-    load_wallet, wallet_command,
+    EPHEMERAL_NOTE, SweepArgs, WalletAction, WalletArgs, WalletOutput, WalletSetupError, holder_id,
+    load_wallet, wallet, wallet_command,
 };
 
 use crate::cache::ChainStore;
-use crate::metrics::ChainMetrics;
-use crate::{Delivery, DeliveryConfig, Journal, Publisher, TonAddress, TonSettings, Toncenter};
+use crate::{Publisher, TonAddress, TonSettings, Toncenter};
 use keeper_runtime::alert::Alerter;
 use keeper_runtime::cli::{
-    CommonArgs, EXIT_FAILED, EXIT_OK, EXIT_USAGE, Needs, Output, Threads, migrate_command,
-    print_cycle, run_async_on,
+    EXIT_FAILED, EXIT_OK, EXIT_USAGE, Needs, Output, Threads, migrate_command, run_async_on,
 };
 use keeper_runtime::config::{
     AlertSettings, ConfigError, Env, EnvBinding, ProcessEnv, RunnerSettings, StorageSettings,
     TelemetrySettings,
 };
-use keeper_runtime::runner::{Cycle, CycleReport, Runner, Shutdown};
+use keeper_runtime::runner::Cycle;
 use keeper_runtime::secret::Secret;
 use keeper_runtime::telemetry::logging::init_tracing;
-use keeper_runtime::telemetry::server::serve_ops;
 use keeper_runtime::telemetry::{Health, Metrics};
-
-/// The command line every chain keeper takes.
-#[derive(Debug, clap::Parser)]
-pub struct ChainCli {
-    /// Flags shared by every keeper.
-    #[command(flatten)]
-    pub common: CommonArgs,
-    /// Publish every subject with a value this tick, whatever the thresholds.
-    #[arg(long, global = true)]
-    pub force: bool,
-    /// What to do (default: run).
-    #[command(subcommand)]
-    pub command: Option<KeeperCommand>,
-}
 
 /// The settings sections the runtime reads from a chain keeper's configuration.
 pub trait ChainConfig: Send + Sync + 'static {
@@ -104,8 +92,6 @@ pub trait ChainKeeper: 'static {
     const NAME: &'static str;
     /// Binary name (`pricing-oracle-keeper`).
     const SERVICE: &'static str;
-    /// One line for `--help`.
-    const ABOUT: &'static str;
     /// The setting and env name of the oracle address, for messages.
     const ORACLE_SETTING: &'static str;
     /// Validated settings.
@@ -139,24 +125,23 @@ pub trait ChainKeeper: 'static {
     ) -> impl Future<Output = anyhow::Result<i32>>;
 }
 
-/// Parses the command line and runs the keeper; the process exit status.
-pub fn main<K: ChainKeeper>() -> ExitCode {
-    keeper_runtime::disable_core_dumps();
-    let command = ChainCli::command()
-        .name(K::SERVICE)
-        .bin_name(K::SERVICE)
-        .about(K::ABOUT)
-        .version(env!("CARGO_PKG_VERSION"));
-    let cli = match ChainCli::from_arg_matches(&command.get_matches()) {
-        Ok(cli) => cli,
-        Err(e) => e.exit(),
-    };
-    let needs = cli
-        .command
-        .as_ref()
-        .unwrap_or(&KeeperCommand::Run)
-        .needs(cli.common.dry_run);
-    let loaded = match load::<K>(cli.common.config.as_deref(), &ProcessEnv, needs) {
+/// What `migrate` needs: a database.
+pub const MIGRATE_NEEDS: Needs = Needs {
+    mnemonic: false,
+    oracle: false,
+    database: true,
+};
+
+/// Runs one subcommand of keeper `K`: loads its settings for what the command `needs` (exit 2
+/// on a bad one), wipes the secret environment, starts telemetry and runs `command` on the async
+/// runtime; the process exit status (1 when `command` fails).
+pub fn start<K, F, Fut>(config: Option<&Path>, needs: Needs, command: F) -> ExitCode
+where
+    K: ChainKeeper,
+    F: FnOnce(Loaded<K::Config>) -> Fut,
+    Fut: Future<Output = anyhow::Result<i32>>,
+{
+    let loaded = match load::<K>(config, &ProcessEnv, needs) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("error: {e}");
@@ -172,43 +157,32 @@ pub fn main<K: ChainKeeper>() -> ExitCode {
     } else {
         Threads::One
     };
-    run_async_on(threads, run::<K>(cli, loaded))
+    run_async_on(threads, async move {
+        keeper_runtime::install_crypto_provider();
+        let _telemetry = match init_tracing(loaded.config.telemetry(), K::SERVICE) {
+            Ok(g) => g,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_USAGE;
+            }
+        };
+        match command(loaded).await {
+            Ok(code) => code,
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "stopped");
+                eprintln!("error: {e:#}");
+                EXIT_FAILED
+            }
+        }
+    })
 }
 
-/// Runs `cli` for keeper `K` with its loaded configuration: starts telemetry and dispatches the
-/// subcommand; returns the exit code (2 for configuration errors, 1 for failures).
-pub async fn run<K: ChainKeeper>(cli: ChainCli, loaded: Loaded<K::Config>) -> i32 {
-    keeper_runtime::install_crypto_provider();
-    let command = cli.command.clone().unwrap_or(KeeperCommand::Run);
-    let _telemetry = match init_tracing(loaded.config.telemetry(), K::SERVICE) {
-        Ok(g) => g,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_USAGE;
-        }
-    };
-    let output = cli.common.output;
-    let result = match command {
-        KeeperCommand::Run => run_keeper::<K>(&cli, loaded).await,
-        KeeperCommand::Wallet {
-            action: Some(WalletAction::Sweep { to }),
-            ..
-        } => sweep::<K>(loaded, &to, cli.common.dry_run, output).await,
-        KeeperCommand::Wallet { offline, .. } => wallet(loaded, offline, output).await,
-        KeeperCommand::Status => status::<K>(loaded, output).await,
-        KeeperCommand::Migrate => migrate_command(loaded.config.storage())
-            .await
-            .map(|()| EXIT_OK)
-            .context("applying migrations"),
-    };
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "stopped");
-            eprintln!("error: {e:#}");
-            EXIT_FAILED
-        }
-    }
+/// `migrate`: applies the embedded migrations to the configured database.
+pub async fn migrate<C: ChainConfig>(loaded: Loaded<C>) -> anyhow::Result<i32> {
+    migrate_command(loaded.config.storage())
+        .await
+        .context("applying migrations")?;
+    Ok(EXIT_OK)
 }
 
 /// Loads `K`'s settings and requires what the command `needs`: the oracle address, a valid
@@ -255,189 +229,4 @@ fn oracle_address<K: ChainKeeper>(config: &K::Config) -> anyhow::Result<Option<T
         .oracle()
         .map(|a| crate::parse_address(a).context(K::ORACLE_SETTING))
         .transpose()
-}
-
-async fn run_keeper<K: ChainKeeper>(
-    cli: &ChainCli,
-    loaded: Loaded<K::Config>,
-) -> anyhow::Result<i32> {
-    let dry_run = cli.common.dry_run;
-    let (wallet, ephemeral_note) = load_wallet(loaded.config.ton(), loaded.mnemonic)
-        .await
-        .context("setting up the keeper wallet")?;
-    // The mnemonic went into the derivation and was wiped there: only the key remains.
-    let config = Arc::new(loaded.config);
-    let mut registry = Metrics::new(K::NAME).with::<ChainMetrics>();
-    let families = K::register(&mut registry);
-    let metrics = Arc::new(registry);
-    let shutdown = Shutdown::new();
-    shutdown
-        .install_signal_handlers()
-        .context("installing signal handlers")?;
-    let health = Health::new(
-        K::NAME,
-        config.runner().period(),
-        &["config", "wallet", "upstreams"],
-    );
-    health.mark_ready("config");
-    let alerter = Alerter::start(config.alerts(), K::NAME, metrics.clone());
-    let store = ChainStore::connect(config.storage(), metrics.clone(), alerter.clone()).await;
-    let transport = Toncenter::new(config.ton())
-        .context("toncenter transport")?
-        .observed(metrics.clone(), alerter.clone());
-    let delivery = Delivery::new(
-        transport,
-        wallet,
-        DeliveryConfig::from_settings(config.ton()),
-    )
-    .with_metrics(metrics.clone())
-    .with_journal(journal(config.ton(), &store, dry_run));
-    let lease = (!dry_run).then(|| store.lease(&delivery.wallet().address_raw(), &holder_id()));
-    let publisher = Publisher::new(
-        delivery,
-        lease,
-        config.ton(),
-        alerter.clone(),
-        metrics.clone(),
-        health.clone(),
-    )
-    .to_oracle(oracle_address::<K>(&config)?, K::ORACLE_SETTING);
-    let parts = ChainParts {
-        config: config.clone(),
-        publisher,
-        store,
-        alerter: alerter.clone(),
-        metrics: metrics.clone(),
-        health: health.clone(),
-        force: cli.force,
-        notes: ephemeral_note.into_iter().collect(),
-    };
-    let mut cycle = K::cycle(parts, families)?;
-    let mut runner = Runner::new(
-        K::NAME,
-        config.runner(),
-        metrics.clone(),
-        health.clone(),
-        alerter,
-        shutdown.clone(),
-    );
-
-    if cli.common.once {
-        let run = runner.run_once(&mut cycle).await;
-        print_cycle(
-            cycle.last_report(),
-            CycleReport::to_text,
-            run.result.as_ref().err().map(|e| e.message()),
-            cli.common.output,
-        );
-        return Ok(run.exit_code());
-    }
-
-    let addr = config.telemetry().metrics_addr.context("metrics address")?;
-    let ops = serve_ops(addr, metrics, health, shutdown.clone())
-        .await
-        .context("ops server")?;
-    let code = runner.run_forever(&mut cycle).await;
-    shutdown.trigger();
-    ops.stopped().await;
-    Ok(code)
-}
-
-/// Where in-flight messages are journaled: PostgreSQL, else the state directory (`ton.state_dir`
-/// / `KEEPER_STATE_DIR`, else systemd's `$STATE_DIRECTORY`), else nowhere, which is said once.
-fn journal(ton: &TonSettings, store: &ChainStore, dry_run: bool) -> Journal {
-    let state_dir = ton.state_dir.clone().or_else(|| {
-        // systemd passes several directories colon-separated; the first is ours.
-        std::env::var("STATE_DIRECTORY")
-            .ok()
-            .and_then(|d| d.split(':').next().map(std::path::PathBuf::from))
-            .filter(|d| !d.as_os_str().is_empty())
-    });
-    let journal = Journal::choose(store, state_dir);
-    if !dry_run {
-        if journal.is_durable() {
-            tracing::info!(journal = %journal.describe(), "in-flight messages are journaled");
-        } else {
-            tracing::warn!(
-                "no DATABASE_URL and no state directory (KEEPER_STATE_DIR, systemd StateDirectory=): \
-                 the message in flight is kept in memory only, so a restart may sign a second body \
-                 for its seqno while the first can still land"
-            );
-        }
-    }
-    journal
-}
-
-async fn wallet<C: ChainConfig>(
-    loaded: Loaded<C>,
-    offline: bool,
-    output: Output,
-) -> anyhow::Result<i32> {
-    let ton = loaded.config.ton();
-    let (wallet, _) = load_wallet(ton, loaded.mnemonic).await?;
-    wallet_command(ton, &wallet, offline, output)
-        .await
-        .context("reading the wallet from toncenter (use --offline to skip)")?;
-    Ok(EXIT_OK)
-}
-
-/// `wallet sweep --to ADDRESS [--dry-run]`: the whole balance to the successor wallet, through
-/// the same journal as the keeper, so a message of the keeper still in flight stops it.
-async fn sweep<K: ChainKeeper>(
-    loaded: Loaded<K::Config>,
-    to: &str,
-    dry_run: bool,
-    output: Output,
-) -> anyhow::Result<i32> {
-    let ton = loaded.config.ton();
-    let to = crate::parse_address(to).context("wallet sweep --to")?;
-    // The mnemonic goes into the derivation and is wiped there.
-    let (wallet, _) = load_wallet(ton, loaded.mnemonic).await?;
-    let metrics = Arc::new(Metrics::new(K::NAME).with::<ChainMetrics>());
-    let store = ChainStore::connect(
-        loaded.config.storage(),
-        metrics.clone(),
-        Alerter::disabled(),
-    )
-    .await;
-    let transport = Toncenter::new(ton).context("toncenter transport")?;
-    let delivery = Delivery::new(transport, wallet, DeliveryConfig::from_settings(ton))
-        .with_journal(journal(ton, &store, true));
-    let report = delivery
-        .sweep(&to, dry_run)
-        .await
-        .context("sweeping the wallet")?;
-    match output {
-        Output::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&report).unwrap_or_default()
-        ),
-        Output::Text => {
-            println!("from:     {}", report.from);
-            println!("to:       {}", report.to);
-            println!(
-                "balance:  {} TON",
-                keeper_runtime::cli::nano_to_ton(report.balance_nanoton)
-            );
-            println!("seqno:    {}", report.seqno);
-            if let Some(boc) = &report.boc {
-                println!("boc:      {boc}");
-            }
-            if let Some(after) = report.balance_after_nanoton {
-                println!("left:     {} TON", keeper_runtime::cli::nano_to_ton(after));
-            }
-            for note in &report.notes {
-                println!("note:     {note}");
-            }
-        }
-    }
-    Ok(EXIT_OK)
-}
-
-async fn status<K: ChainKeeper>(loaded: Loaded<K::Config>, output: Output) -> anyhow::Result<i32> {
-    let config = &loaded.config;
-    let oracle = oracle_address::<K>(config)?
-        .with_context(|| format!("{} is required", K::ORACLE_SETTING))?;
-    let transport = Toncenter::new(config.ton()).context("toncenter transport")?;
-    K::status(config, oracle, &transport, output).await
 }

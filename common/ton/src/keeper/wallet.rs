@@ -1,6 +1,18 @@
-//! The keeper wallet at start and the `wallet` subcommand; the chain keepers' subcommands.
+//! The keeper wallet at start, and `wallet` (print it) and `wallet sweep` (empty it into its
+//! successor).
 
-use keeper_runtime::cli::{Needs, Output, nano_to_ton};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use keeper_runtime::alert::Alerter;
+use keeper_runtime::cli::{EXIT_OK, Needs, Output, nano_to_ton};
+use keeper_runtime::telemetry::Metrics;
+
+use super::run::{RunArgs, journal};
+use super::{ChainConfig as _, ChainKeeper, Loaded};
+use crate::cache::ChainStore;
+use crate::metrics::ChainMetrics;
+use crate::{Delivery, DeliveryConfig, Toncenter};
 
 /// Why the keeper wallet could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -108,24 +120,18 @@ pub async fn wallet_command(
     Ok(())
 }
 
-/// The subcommands of the chain-publishing keepers.
-#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
-pub enum KeeperCommand {
-    /// Run the keeper (the default): a daemon, or one cycle with --once.
-    Run,
-    /// Print the keeper wallet: addresses, version, network, public key, balance and seqno.
-    Wallet {
-        /// Do not contact the chain (no balance or seqno).
-        #[arg(long)]
-        offline: bool,
-        /// What to do with the wallet (default: print it).
-        #[command(subcommand)]
-        action: Option<WalletAction>,
-    },
-    /// Read what the oracle holds for every configured asset or bridge and print its age.
-    Status,
-    /// Apply the embedded database migrations and exit.
-    Migrate,
+/// The flags of `wallet`; `--output` also reaches `wallet sweep`.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct WalletArgs {
+    /// Do not contact the chain (no balance or seqno).
+    #[arg(long)]
+    pub offline: bool,
+    /// Format of the wallet details, or of the sweep report [default: text].
+    #[arg(long, value_enum, global = true)]
+    pub output: Option<Output>,
+    /// What to do with the wallet (default: print it).
+    #[command(subcommand)]
+    pub action: Option<WalletAction>,
 }
 
 /// Actions on the keeper wallet.
@@ -133,36 +139,106 @@ pub enum KeeperCommand {
 pub enum WalletAction {
     /// Send the whole balance to ADDRESS (wallet rotation), once no journaled message is in
     /// flight; with --dry-run, sign a message that cannot land and print it. Stop the keeper first.
-    Sweep {
-        /// The successor wallet (raw or user-friendly).
-        #[arg(long, value_name = "ADDRESS")]
-        to: String,
-    },
+    Sweep(SweepArgs),
 }
 
-impl KeeperCommand {
-    /// What this command needs; a dry run sends nothing, so it needs neither key nor oracle.
-    pub fn needs(&self, dry_run: bool) -> Needs {
-        match self {
-            Self::Run => Needs {
-                mnemonic: !dry_run,
-                oracle: !dry_run,
-                database: false,
-            },
-            Self::Wallet { .. } => Needs {
-                mnemonic: true,
-                ..Needs::default()
-            },
-            Self::Status => Needs {
-                oracle: true,
-                ..Needs::default()
-            },
-            Self::Migrate => Needs {
-                database: true,
-                ..Needs::default()
-            },
+/// The flags of `wallet sweep`.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct SweepArgs {
+    /// The successor wallet (raw or user-friendly).
+    #[arg(long, value_name = "ADDRESS")]
+    pub to: String,
+    /// Sign a sweep that has already expired and print it: the chain cannot accept it.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+impl WalletArgs {
+    /// Takes over the flags of `run` written before `wallet`: `--output`, and `--dry-run` for
+    /// `wallet sweep`; any other is a usage error.
+    pub fn take_leading(&mut self, before: &RunArgs) -> Result<(), clap::Error> {
+        let sweeps = matches!(self.action, Some(WalletAction::Sweep(_)));
+        let carried = before.before("wallet", true, sweeps)?;
+        self.output = self.output.or(carried.output);
+        if let Some(WalletAction::Sweep(sweep)) = &mut self.action {
+            sweep.dry_run |= carried.dry_run;
+        }
+        Ok(())
+    }
+
+    /// Printing or sweeping the wallet needs its key.
+    pub fn needs(&self) -> Needs {
+        Needs {
+            mnemonic: true,
+            ..Needs::default()
         }
     }
+}
+
+/// `wallet`: prints the keeper wallet, or sweeps it (`wallet sweep`); the exit code.
+pub async fn wallet<K: ChainKeeper>(
+    loaded: Loaded<K::Config>,
+    args: &WalletArgs,
+) -> anyhow::Result<i32> {
+    let output = args.output.unwrap_or_default();
+    if let Some(WalletAction::Sweep(sweep_args)) = &args.action {
+        return sweep::<K>(loaded, sweep_args, output).await;
+    }
+    let ton = loaded.config.ton();
+    let (wallet, _) = load_wallet(ton, loaded.mnemonic).await?;
+    wallet_command(ton, &wallet, args.offline, output)
+        .await
+        .context("reading the wallet from toncenter (use --offline to skip)")?;
+    Ok(EXIT_OK)
+}
+
+/// `wallet sweep --to ADDRESS [--dry-run]`: the whole balance to the successor wallet, through
+/// the same journal as the keeper, so a message of the keeper still in flight stops it.
+async fn sweep<K: ChainKeeper>(
+    loaded: Loaded<K::Config>,
+    args: &SweepArgs,
+    output: Output,
+) -> anyhow::Result<i32> {
+    let ton = loaded.config.ton();
+    let to = crate::parse_address(&args.to).context("wallet sweep --to")?;
+    // The mnemonic goes into the derivation and is wiped there.
+    let (wallet, _) = load_wallet(ton, loaded.mnemonic).await?;
+    let metrics = Arc::new(Metrics::new(K::NAME).with::<ChainMetrics>());
+    let store = ChainStore::connect(
+        loaded.config.storage(),
+        metrics.clone(),
+        Alerter::disabled(),
+    )
+    .await;
+    let transport = Toncenter::new(ton).context("toncenter transport")?;
+    let delivery = Delivery::new(transport, wallet, DeliveryConfig::from_settings(ton))
+        .with_journal(journal(ton, &store, true));
+    let report = delivery
+        .sweep(&to, args.dry_run)
+        .await
+        .context("sweeping the wallet")?;
+    match output {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        ),
+        Output::Text => {
+            println!("from:     {}", report.from);
+            println!("to:       {}", report.to);
+            println!("balance:  {} TON", nano_to_ton(report.balance_nanoton));
+            println!("seqno:    {}", report.seqno);
+            if let Some(boc) = &report.boc {
+                println!("boc:      {boc}");
+            }
+            if let Some(after) = report.balance_after_nanoton {
+                println!("left:     {} TON", nano_to_ton(after));
+            }
+            for note in &report.notes {
+                println!("note:     {note}");
+            }
+        }
+    }
+    Ok(EXIT_OK)
 }
 
 #[cfg(test)]
