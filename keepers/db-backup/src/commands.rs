@@ -896,21 +896,6 @@ fn verify_all_text(r: &VerifyAllReport) -> String {
     out.trim_end().to_owned()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ages_and_sizes_read_at_a_glance() {
-        assert_eq!(age_text(59), "0m");
-        assert_eq!(age_text(45 * 60), "45m");
-        assert_eq!(age_text(5 * 3600 + 12 * 60), "5h12m");
-        assert_eq!(age_text(3 * 86_400 + 4 * 3600 + 59), "3d04h");
-        assert_eq!(size_text(512), "512 B");
-        assert_eq!(size_text(230_800_000), "220.1 MiB");
-    }
-}
-
 fn prune_text(r: &crate::prune::PruneReport) -> String {
     let verb = if r.dry_run { "would delete" } else { "deleted" };
     let mut out = String::new();
@@ -948,4 +933,19 @@ fn prune_text(r: &crate::prune::PruneReport) -> String {
         out.push_str(&format!("error: {e}\n"));
     }
     out.trim_end().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_and_sizes_read_at_a_glance() {
+        assert_eq!(age_text(59), "0m");
+        assert_eq!(age_text(45 * 60), "45m");
+        assert_eq!(age_text(5 * 3600 + 12 * 60), "5h12m");
+        assert_eq!(age_text(3 * 86_400 + 4 * 3600 + 59), "3d04h");
+        assert_eq!(size_text(512), "512 B");
+        assert_eq!(size_text(230_800_000), "220.1 MiB");
+    }
 }
