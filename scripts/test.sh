@@ -104,6 +104,10 @@ if [ "${SKIP_LINT:-0}" != 1 ]; then
   cargo fmt --all -- --check
   log "cargo clippy"
   cargo clippy --workspace --all-targets --locked -- -D warnings
+  log "module cycles"
+  python3 scripts/check-module-cycles.py --allow scripts/module-cycles.allow
+  log "unused dependencies"
+  python3 scripts/check-unused-deps.py
 fi
 
 log "cargo test"

@@ -1,6 +1,7 @@
 //! Test harness shared by the workspace-level tests: where the real servers are, and local
 //! stand-ins for the third-party services (answering in their documented formats).
 
+pub mod bridge_keeper;
 pub mod bridges;
 pub mod env;
 pub mod pricing;

@@ -2,8 +2,7 @@
 //! Pyth Hermes and Ethereum stand-ins, a toncenter-compatible chain with a PriceOracle, a webhook sink for
 //! alerts, and real PostgreSQL and Redis reached through cuttable TCP proxies.
 
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use keeper_runtime::secret::Secret;
 use keeper_ton::{Network, WalletVersion};
@@ -11,7 +10,7 @@ use keeper_ton::{TonAddress, Wallet, WalletKeys};
 use tokio::process::{Child, Command};
 
 use crate::env;
-use crate::process::free_port;
+use crate::process::{free_port, keeper_command, scrape_metrics, spawn_logged};
 use crate::proxy::TcpProxy;
 use crate::sink::Sink;
 use crate::toncenter::ToncenterServer;
@@ -113,54 +112,24 @@ impl PricingHarness {
     /// A command for the keeper binary with this harness's environment (and nothing inherited
     /// but PATH and HOME).
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(crate::process::bin_path("pricing-oracle-keeper"));
-        cmd.env_clear();
-        for var in ["PATH", "HOME"] {
-            if let Ok(v) = std::env::var(var) {
-                cmd.env(var, v);
-            }
-        }
-        cmd.envs(self.env()).args(args).kill_on_drop(true);
+        let mut cmd = keeper_command("pricing-oracle-keeper");
+        cmd.envs(self.env()).args(args);
         cmd
     }
 
-    /// Starts the daemon; its logs go to a file under the target dir for post-mortems.
+    /// Starts the daemon; its logs go to a file named after the schema, for post-mortems.
     pub fn spawn(&self) -> Child {
-        let log = std::env::temp_dir().join(format!("{}.log", self.schema));
-        let file = std::fs::File::create(&log).expect("log file");
-        eprintln!("keeper log: {}", log.display());
-        self.command(&[])
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(file))
-            .spawn()
-            .expect("spawn pricing-oracle-keeper")
+        spawn_logged(self.command(&[]), &self.schema)
     }
 
     /// External messages the chain accepted.
     pub fn accepted_externals(&self) -> usize {
-        self.ton
-            .externals()
-            .iter()
-            .filter(|e| e.outcome == crate::toncenter::ExternalOutcome::Accepted)
-            .count()
+        self.ton.accepted_externals()
     }
 
     /// Waits until the chain accepted `n` external messages.
     pub async fn wait_externals(&self, n: usize, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        while self.accepted_externals() < n {
-            assert!(
-                Instant::now() < deadline,
-                "expected {n} accepted external messages within {timeout:?}, got {}: {:?}",
-                self.accepted_externals(),
-                self.ton
-                    .externals()
-                    .iter()
-                    .map(|e| &e.outcome)
-                    .collect::<Vec<_>>()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.ton.wait_accepted(n, timeout).await;
     }
 
     /// Accepted `update_price` events grouped per tick (one tick shares one observation
@@ -187,10 +156,6 @@ impl PricingHarness {
 
     /// Scrapes `/metrics`.
     pub async fn metrics(&self) -> String {
-        let url = format!("http://{}/metrics", self.metrics_addr);
-        match reqwest::get(&url).await {
-            Ok(r) => r.text().await.unwrap_or_default(),
-            Err(_) => String::new(),
-        }
+        scrape_metrics(&self.metrics_addr).await
     }
 }

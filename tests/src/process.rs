@@ -34,6 +34,41 @@ pub fn keeper(name: &str) -> Command {
     cmd
 }
 
+/// Like [`keeper`], for tokio: only PATH and HOME inherited, killed when dropped (a failed test
+/// leaves no keeper behind). The caller adds the environment and arguments.
+pub fn keeper_command(name: &str) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(bin_path(name));
+    cmd.env_clear();
+    for var in ["PATH", "HOME"] {
+        if let Ok(v) = std::env::var(var) {
+            cmd.env(var, v);
+        }
+    }
+    cmd.kill_on_drop(true);
+    cmd
+}
+
+/// Starts `cmd` as a daemon with stdout discarded and stderr (its logs) in `<tmp>/<tag>.log`,
+/// kept for post-mortems.
+pub fn spawn_logged(mut cmd: tokio::process::Command, tag: &str) -> tokio::process::Child {
+    let log = std::env::temp_dir().join(format!("{tag}.log"));
+    let file = std::fs::File::create(&log).expect("log file");
+    eprintln!("keeper log: {}", log.display());
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::from(file))
+        .spawn()
+        .expect("spawn the keeper")
+}
+
+/// Scrapes `/metrics` of the ops server at `addr` (empty when it does not answer).
+pub async fn scrape_metrics(addr: &str) -> String {
+    let url = format!("http://{addr}/metrics");
+    match reqwest::get(&url).await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
 /// stdout and stderr of a finished process, as text.
 pub fn texts(out: &Output) -> (String, String) {
     (

@@ -730,6 +730,33 @@ impl ToncenterServer {
             .count()
     }
 
+    /// How many externals were accepted, from any wallet.
+    pub fn accepted_externals(&self) -> usize {
+        self.chain()
+            .externals
+            .iter()
+            .filter(|e| e.outcome == ExternalOutcome::Accepted)
+            .count()
+    }
+
+    /// Waits until at least `n` externals were accepted; panics with every outcome so far after
+    /// `timeout`.
+    pub async fn wait_accepted(&self, n: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.accepted_externals() < n {
+            assert!(
+                Instant::now() < deadline,
+                "expected {n} accepted external messages within {timeout:?}, got {}: {:?}",
+                self.accepted_externals(),
+                self.externals()
+                    .iter()
+                    .map(|e| &e.outcome)
+                    .collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Every oracle message that arrived, in execution order.
     pub fn oracle_events(&self) -> Vec<OracleEvent> {
         self.chain().oracle_events.clone()

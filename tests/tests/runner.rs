@@ -561,3 +561,68 @@ fn runner_future_is_send() {
     // Keepers spawn the loop on the runtime, which needs a Send future.
     assert_send(&fut);
 }
+
+#[tokio::test]
+async fn a_supervised_task_that_panics_is_logged_and_restarted() {
+    let mut cmd = probe_cmd("ok", 200, 1_000, 2_000);
+    cmd.env("PROBE_TASK", "panic:2");
+    let mut p = Probe::spawn(cmd);
+    p.line("task start 3", Duration::from_secs(20)).await;
+    let restarts = p.log_events("supervised task stopped early: restarting it");
+    assert_eq!(restarts.len(), 2, "{}", p.stderr());
+    assert_eq!(restarts[0]["task"], "probe-side-task", "{}", restarts[0]);
+    assert_eq!(
+        restarts[0]["reason"], "panicked: scripted side-task panic 1",
+        "{}",
+        restarts[0]
+    );
+    // Still serving its cycles, and a stop is clean.
+    p.line("end", Duration::from_secs(10)).await;
+    p.signal("TERM");
+    let status = p.wait(Duration::from_secs(20)).await;
+    assert_eq!(status.code(), Some(0), "{}", p.stderr());
+}
+
+#[tokio::test]
+async fn a_critical_task_that_ends_stops_the_process_with_exit_code_1() {
+    let mut cmd = probe_cmd("ok", 200, 1_000, 2_000);
+    cmd.env("PROBE_TASK", "end:300");
+    let mut p = Probe::spawn(cmd);
+    p.line("task start 1", Duration::from_secs(20)).await;
+    let status = p.wait(Duration::from_secs(20)).await;
+    p.drain().await;
+    assert_eq!(status.code(), Some(1), "{:?}\n{}", p.seen(), p.stderr());
+    let stops = p.log_events("supervised task stopped early: stopping the process");
+    assert_eq!(stops.len(), 1, "{}", p.stderr());
+    assert_eq!(stops[0]["task"], "probe-side-task", "{}", stops[0]);
+    assert_eq!(stops[0]["reason"], "returned", "{}", stops[0]);
+    assert!(
+        !p.seen().iter().any(|l| l.starts_with("task start 2")),
+        "a stopping task is not restarted: {:?}",
+        p.seen()
+    );
+}
+
+#[tokio::test]
+async fn the_stop_waits_for_supervised_tasks_within_the_grace_period() {
+    // The side task runs (after one restart) until the stop and ends with it.
+    let mut cmd = probe_cmd("ok", 200, 1_000, 2_000);
+    cmd.env("PROBE_TASK", "panic:1");
+    let mut p = Probe::spawn(cmd);
+    p.line("task start 2", Duration::from_secs(20)).await;
+    let began = Instant::now();
+    p.signal("TERM");
+    let status = p.wait(Duration::from_secs(20)).await;
+    p.drain().await;
+    assert_eq!(status.code(), Some(0), "{}", p.stderr());
+    assert!(
+        began.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        began.elapsed()
+    );
+    assert!(
+        !p.seen().iter().any(|l| l.starts_with("late")),
+        "every task stopped in time: {:?}",
+        p.seen()
+    );
+}

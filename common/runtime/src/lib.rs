@@ -14,6 +14,7 @@ pub mod runner;
 pub mod secret;
 pub mod shutdown;
 pub mod store;
+pub mod tasks;
 pub mod telemetry;
 
 /// Turns core dumps off for this process, soft and hard limit (a dump would hold the wallet key

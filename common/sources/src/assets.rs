@@ -9,8 +9,20 @@ use alloy_primitives::Address;
 use serde::{Deserialize, Serialize};
 
 use super::Source;
-use super::config::{AggregationSettings, SanityBand, SourcesSettings};
+use super::config::{AggregatePolicy, AggregationSettings, SanityBand, SourcesSettings};
 use keeper_runtime::config::{BadInput, ConfigError, validate};
+
+// Here rather than in `config`: the asset table builds on the settings, not the other way round.
+impl AggregationSettings {
+    /// The rules for one asset: these settings with the asset's own band, if it has one.
+    pub fn policy_for(&self, asset: &AssetConfig) -> AggregatePolicy {
+        AggregatePolicy {
+            min_sources: self.min_sources as usize,
+            max_deviation_bps: self.max_deviation_bps,
+            band: asset.sanity_band.unwrap_or(self.sanity_band),
+        }
+    }
+}
 
 /// A Chainlink feed on Ethereum mainnet.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]

@@ -11,9 +11,6 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::Source;
-pub use super::assets::{
-    AssetConfig, AssetList, ChainlinkFeed, parse_address, validate_defillama_key,
-};
 use keeper_runtime::config::{
     BadInput, ConfigError, EnvBinding, Kind, bind, bind_secret, validate,
 };
@@ -599,15 +596,6 @@ impl AggregationSettings {
             ));
         }
         self.sanity_band.validate("aggregation.sanity_band")
-    }
-
-    /// The rules for one asset: these settings with the asset's own band, if it has one.
-    pub fn policy_for(&self, asset: &AssetConfig) -> AggregatePolicy {
-        AggregatePolicy {
-            min_sources: self.min_sources as usize,
-            max_deviation_bps: self.max_deviation_bps,
-            band: asset.sanity_band.unwrap_or(self.sanity_band),
-        }
     }
 }
 

@@ -1,6 +1,7 @@
 use std::collections::HashMap;
 
 use super::*;
+use crate::AssetList;
 use keeper_runtime::config::Layers;
 
 #[derive(Debug, Deserialize, Default)]

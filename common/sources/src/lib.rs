@@ -18,13 +18,13 @@ pub mod pyth;
 mod quote;
 pub mod upstream;
 
+pub use assets::{AssetConfig, AssetList, ChainlinkFeed, parse_address, validate_defillama_key};
 pub use chainlink::Chainlink;
 pub use coingecko::CoinGecko;
 pub use config::{
-    AggregatePolicy, AggregationSettings, AssetConfig, AssetList, COINGECKO_PRO_URL,
-    COINGECKO_PUBLIC_URL, ChainlinkFeed, CoinGeckoTier, DEFAULT_ETH_RPC_URLS, DEFILLAMA_COINS_URL,
-    PYTH_HERMES_URL, RequestPolicy, SOURCES_ENV, SanityBand, SourcesSettings, host_of,
-    parse_address, parse_search_width, validate_defillama_key,
+    AggregatePolicy, AggregationSettings, COINGECKO_PRO_URL, COINGECKO_PUBLIC_URL, CoinGeckoTier,
+    DEFAULT_ETH_RPC_URLS, DEFILLAMA_COINS_URL, PYTH_HERMES_URL, RequestPolicy, SOURCES_ENV,
+    SanityBand, SourcesSettings, host_of, parse_search_width,
 };
 pub use defillama::DefiLlama;
 pub use evm::{EthCall, EvmRpc, RpcError, RpcErrorKind};

@@ -12,7 +12,6 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tracing::{info, warn};
 
-use crate::lease;
 use keeper_runtime::alert::Alerter;
 use keeper_runtime::config::StorageSettings;
 use keeper_runtime::secret::SecretUrl;
@@ -356,12 +355,6 @@ impl ChainStore {
             publish(&mut conn, channel, message).await
         })
         .await
-    }
-
-    /// The wallet lease for `wallet`, contended under the name `holder_id`: Redis when
-    /// configured, else a PostgreSQL advisory lock, else always held.
-    pub fn lease(&self, wallet: &str, holder_id: &str) -> lease::WalletLease {
-        lease::WalletLease::new(self.clone(), wallet, holder_id)
     }
 }
 

@@ -37,6 +37,15 @@ use crate::cache::{self, ChainStore, redis_error};
 use keeper_runtime::store::{StoreError, StoreKind};
 use keeper_runtime::telemetry::metrics::labels;
 
+// Here rather than in `cache`, so that the lease builds on the store and not the other way round.
+impl ChainStore {
+    /// The wallet lease for `wallet`, contended under the name `holder_id`: Redis when
+    /// configured, else a PostgreSQL advisory lock, else always held.
+    pub fn lease(&self, wallet: &str, holder_id: &str) -> WalletLease {
+        WalletLease::new(self.clone(), wallet, holder_id)
+    }
+}
+
 /// Acquire (`SET NX PX` + `INCR` of the fencing counter) or, if we already hold it, renew
 /// (`PEXPIRE`). Returns `{held, holder, token}`; atomic, so no other client interleaves.
 static ACQUIRE_OR_RENEW: LazyLock<redis::Script> = LazyLock::new(|| {

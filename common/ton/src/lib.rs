@@ -55,10 +55,10 @@ pub use oracle::{
 };
 pub use publish::{
     Publication, PublishError, Publisher, SendSummary, TickOutcome, UPDATE_FAILED_ONCHAIN,
-    UPDATE_NOT_APPLIED, WALLET_BALANCE_LOW, WALLET_RUNWAY_LOW, exit_code_meaning,
+    UPDATE_NOT_APPLIED, WALLET_BALANCE_LOW, WALLET_RUNWAY_LOW,
 };
 pub use readback::{read_bridge_status, read_price};
-pub use report::{BatchReport, DeliveryError, DeliveryReport, ReadBack};
+pub use report::{BatchReport, DeliveryError, DeliveryReport, ReadBack, exit_code_meaning};
 pub use settings::{
     Network, TON_ENV, TonSettings, UpdateValue, WalletVersion, take_mnemonic, validate_address,
     validate_mnemonic,

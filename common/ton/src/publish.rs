@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::delivery::{Delivery, DeliveryError, DeliveryReport, Fence};
 use super::oracle::{OracleMessage, OracleUpdate};
+use super::report::exit_code_meaning;
 use super::summary::SummarySubject;
 use super::summary::{DryRun, MessageSummary, dry_run_note, dry_run_offline, dry_run_valid_until};
 use super::toncenter::Toncenter;
@@ -518,15 +519,6 @@ impl Fence for Option<tokio::sync::Mutex<WalletLease>> {
 /// Nanotons as TON with nine decimals, exact.
 fn ton_text(nanoton: u128) -> String {
     format!("{}.{:09}", nanoton / 1_000_000_000, nanoton % 1_000_000_000)
-}
-
-/// What a compute exit code usually means for an oracle update.
-pub fn exit_code_meaning(code: i32) -> &'static str {
-    match code {
-        -14 | 13 => "out of gas: raise UPDATE_VALUE_TON or use auto",
-        -1..=127 => "a TVM error in the oracle contract",
-        _ => "refused by the oracle contract (unknown keeper, bad signature, stale update…)",
-    }
 }
 
 /// How a sent message is listed in a summary (dry runs decode theirs from the signed BoC).

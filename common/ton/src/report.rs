@@ -169,10 +169,20 @@ fn failed_onchain(report: &DeliveryReport) -> String {
         .map(|(seqno, code)| {
             format!(
                 "; the oracle's transaction (seqno {seqno}) failed with exit code {code} ({})",
-                super::publish::exit_code_meaning(code)
+                exit_code_meaning(code)
             )
         })
         .unwrap_or_default()
+}
+
+/// What a compute exit code usually means for an oracle update (here, below `publish`, because
+/// a failed delivery's message names it too).
+pub fn exit_code_meaning(code: i32) -> &'static str {
+    match code {
+        -14 | 13 => "out of gas: raise UPDATE_VALUE_TON or use auto",
+        -1..=127 => "a TVM error in the oracle contract",
+        _ => "refused by the oracle contract (unknown keeper, bad signature, stale update…)",
+    }
 }
 
 fn describe(missing: &[ReadBack]) -> String {

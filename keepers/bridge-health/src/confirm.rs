@@ -6,11 +6,43 @@
 //! configured, so it survives restarts and `--once` runs.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::decision::Status;
 use crate::signals::Verdict;
+
+/// A bridge's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Every signal that was read is healthy.
+    Healthy,
+    /// Some signal is past its warning threshold; the bridge still works.
+    Degraded,
+    /// Some signal is past its critical threshold.
+    Offline,
+    /// No signal could be read.
+    Unknown,
+}
+
+impl Status {
+    /// The lowercase name used in summaries, records and alerts.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Healthy => "healthy",
+            Self::Degraded => "degraded",
+            Self::Offline => "offline",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// What a bridge's verdicts were over the last ticks.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

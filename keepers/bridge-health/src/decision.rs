@@ -16,46 +16,15 @@
 //! - publish on status change or once the heartbeat elapsed.
 
 use std::collections::HashMap;
-use std::fmt;
 
 use keeper_runtime::alert::{Alert, Severity};
 use serde::{Deserialize, Serialize};
 
 use crate::config::BridgeSpec;
+// `Status` lives in `confirm`, below this module, which confirms it; its path here stays.
+pub use crate::confirm::Status;
 use crate::confirm::{self, Evidence, History};
 use crate::signals::{SignalReport, Verdict};
-
-/// A bridge's status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    /// Every signal that was read is healthy.
-    Healthy,
-    /// Some signal is past its warning threshold; the bridge still works.
-    Degraded,
-    /// Some signal is past its critical threshold.
-    Offline,
-    /// No signal could be read.
-    Unknown,
-}
-
-impl Status {
-    /// The lowercase name used in summaries, records and alerts.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Healthy => "healthy",
-            Self::Degraded => "degraded",
-            Self::Offline => "offline",
-            Self::Unknown => "unknown",
-        }
-    }
-}
-
-impl fmt::Display for Status {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// What the keeper concluded about one bridge this cycle.
 #[derive(Debug, Clone, PartialEq, Serialize)]

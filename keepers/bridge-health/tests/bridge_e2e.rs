@@ -5,267 +5,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test harness: a failed setup is a failed test
 
-use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use keeper_runtime::secret::Secret;
-use keeper_tests::bridges::{BridgeApis, Reply, Route};
-use keeper_tests::env;
-use keeper_tests::process::{free_port, sigterm};
-use keeper_tests::sink::Sink;
-use keeper_tests::toncenter::{ExternalOutcome, ToncenterServer};
-use keeper_tests::upstreams::{ALLOW_LOCK, Ts, UpstreamsHandle};
-use keeper_ton::{Network, WalletVersion};
-use keeper_ton::{TonAddress, Wallet, WalletKeys};
-use redis::AsyncCommands as _;
+use keeper_tests::bridge_keeper::{BridgeHarness as Harness, PEG_KEYS, TON_BRIDGE};
+use keeper_tests::bridges::{Reply, Route};
+use keeper_tests::pricing::TEST_MNEMONIC as MNEMONIC;
+use keeper_tests::process::{free_port, sigterm, spawn_logged};
+use keeper_tests::upstreams::{ALLOW_LOCK, Ts};
+use keeper_ton::{Network, Wallet, WalletKeys, WalletVersion};
 use serde_json::Value;
-use sqlx::Row as _;
-use tokio::process::{Child, Command};
-
-const BIN: &str = env!("CARGO_BIN_EXE_bridge-health-keeper");
-const MNEMONIC: &str = "fancy carpet hello mandate penalty trial consider property top vicious exit rebuild tragic profit urban major total month holiday sudden rib gather media vicious";
-const TON_BRIDGE: &str = "0xb323692b6d4DB96af1f52E4499a2bd0Ded9af3C5";
-const PEG_KEYS: [&str; 3] = [
-    "ton:EQBynBO23ywHy_CgarY9NK9FTz0yDsG82PtcbSTQgGoXwiuA",
-    "ton:EQB-MPwrd1G6WKNkLz_VnV6WqBDd142KMQv-g1O-8QUA3728",
-    "ton:EQC_1YoM8RBixN95lz7odcF3Vrkc_N8Ne7gQi7Abtlet_Efi",
-];
-const SETTLE: Duration = Duration::from_secs(30);
-
-struct Harness {
-    apis: BridgeApis,
-    up: UpstreamsHandle,
-    ton: ToncenterServer,
-    oracle: TonAddress,
-    sink: Sink,
-    schema: String,
-    prefix: String,
-    metrics_addr: String,
-    config: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-/// The shipped config with test-speed timeouts (every bridge and signal as shipped).
-fn test_config(dir: &Path) -> PathBuf {
-    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/bridge-health.toml");
-    let text = std::fs::read_to_string(shipped).expect("shipped config");
-    let anchor = "(a signal may set its own `timeout`).\ntimeout = 10";
-    assert!(text.contains(anchor), "config layout changed");
-    let text = text
-        .replace(anchor, "(a signal may set its own `timeout`).\ntimeout = 3")
-        .replace("retry_min_delay_ms = 200", "retry_min_delay_ms = 50")
-        .replace("retry_after_cap = 10", "retry_after_cap = 2")
-        .replace("poll_interval_ms = 2000", "poll_interval_ms = 200");
-    let path = dir.join("bridge-health.toml");
-    std::fs::write(&path, text).expect("write config");
-    path
-}
-
-impl Harness {
-    async fn start() -> Self {
-        keeper_runtime::install_crypto_provider();
-        let apis = BridgeApis::start().await;
-        let up = UpstreamsHandle::start().await;
-        for key in PEG_KEYS {
-            up.set_defillama_coin(key, "0.9996", Ts::Fresh);
-        }
-        up.set_eth_bool(TON_BRIDGE, ALLOW_LOCK, true);
-        let ton = ToncenterServer::start().await;
-        let oracle = ton.new_oracle();
-        let keys = WalletKeys::from_mnemonic(&Secret::new(MNEMONIC)).expect("test mnemonic");
-        let wallet = Wallet::new(keys, WalletVersion::V5r1, Network::Mainnet).expect("wallet");
-        ton.fund(wallet.address(), 50_000_000_000);
-        ton.register_keeper(&oracle, wallet.keys().public_key());
-        let dir = tempfile::tempdir().expect("tempdir");
-        Self {
-            config: test_config(dir.path()),
-            _dir: dir,
-            apis,
-            up,
-            ton,
-            oracle,
-            sink: Sink::start().await,
-            schema: env::unique("bridges"),
-            prefix: format!("{}:", env::unique("bridges")),
-            metrics_addr: format!("127.0.0.1:{}", free_port()),
-        }
-    }
-
-    fn env(&self) -> Vec<(String, String)> {
-        let mut env = self.up.env();
-        let mut add = |k: &str, v: String| env.push((k.to_owned(), v));
-        add("DEFILLAMA_BRIDGES_URL", self.apis.defillama_bridges.clone());
-        add("DEFILLAMA_API_URL", self.apis.defillama_api.clone());
-        add("WORMHOLESCAN_URL", self.apis.wormholescan.clone());
-        add("AXELARSCAN_URL", self.apis.axelarscan.clone());
-        add("SOURCE_TIMEOUT", "3".into());
-        add("TON_RPC_URL", self.ton.jsonrpc_url());
-        add("TON_MAX_RPS", "1000".into());
-        add("KEEPER_MNEMONIC", MNEMONIC.into());
-        add("BRIDGE_ORACLE_ADDRESS", self.oracle.to_base64_url());
-        add("UPDATE_INTERVAL", "1".into());
-        add("CYCLE_TIMEOUT", "20".into());
-        add("DATABASE_URL", env::pg_url());
-        add("DB_SCHEMA", self.schema.clone());
-        add("REDIS_URL", env::redis_url());
-        add("REDIS_PREFIX", self.prefix.clone());
-        add("ALERT_WEBHOOK_URL", self.sink.url());
-        add("METRICS_ADDR", self.metrics_addr.clone());
-        add("LOG_FORMAT", "json".into());
-        add("RUST_LOG", "info".into());
-        env
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        self.command_with(&self.config, args)
-    }
-
-    fn command_with(&self, config: &Path, args: &[&str]) -> Command {
-        let mut cmd = self.command_without_config(args);
-        cmd.arg("--config").arg(config);
-        cmd
-    }
-
-    /// The binary on its built-in defaults (the shipped example file compiled in).
-    fn command_without_config(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(BIN);
-        cmd.env_clear();
-        for var in ["PATH", "HOME"] {
-            if let Ok(v) = std::env::var(var) {
-                cmd.env(var, v);
-            }
-        }
-        cmd.envs(self.env()).args(args).kill_on_drop(true);
-        cmd
-    }
-
-    fn spawn(&self) -> Child {
-        let log = std::env::temp_dir().join(format!("{}.log", self.schema));
-        eprintln!("keeper log: {}", log.display());
-        self.command(&[])
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(std::fs::File::create(&log).expect("log file")))
-            .spawn()
-            .expect("spawn bridge-health-keeper")
-    }
-
-    /// Runs one cycle with `--output json`; returns the exit code and the summary.
-    async fn once(&self, extra: &[&str]) -> (i32, Value) {
-        let mut args = vec!["--once", "--output", "json"];
-        args.extend_from_slice(extra);
-        let out = self.command(&args).output().await.expect("run --once");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let doc: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
-            panic!(
-                "stdout is not one JSON document ({e}): {stdout}\nstderr: {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-        (out.status.code().unwrap_or(-1), doc)
-    }
-
-    /// `--once --output json` with PostgreSQL only (its wallet lease ends with the process, so
-    /// consecutive runs may each send).
-    async fn once_pg(&self) -> (i32, Value) {
-        let out = self
-            .command(&["--once", "--output", "json"])
-            .env_remove("REDIS_URL")
-            .output()
-            .await
-            .expect("run --once");
-        let doc: Value = serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
-        (out.status.code().unwrap_or(-1), doc)
-    }
-
-    fn accepted(&self) -> usize {
-        self.ton
-            .externals()
-            .iter()
-            .filter(|e| e.outcome == ExternalOutcome::Accepted)
-            .count()
-    }
-
-    async fn wait_externals(&self, n: usize) {
-        let deadline = Instant::now() + SETTLE;
-        while self.accepted() < n {
-            assert!(
-                Instant::now() < deadline,
-                "expected {n} accepted externals, got {}: {:?}",
-                self.accepted(),
-                self.ton
-                    .externals()
-                    .iter()
-                    .map(|e| &e.outcome)
-                    .collect::<Vec<_>>()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Accepted `update_bridge_status` events: (bridge id, online, last_seen), in order.
-    fn bridge_events(&self) -> Vec<(u16, bool, u32)> {
-        self.ton
-            .oracle_events()
-            .iter()
-            .filter(|e| e.op == 4 && e.accepted)
-            .map(|e| (e.id, e.value == 1, e.timestamp))
-            .collect()
-    }
-
-    async fn alert(&self, key: &str, status: &str) -> Value {
-        let hit = self
-            .sink
-            .wait_until(SETTLE, |r| {
-                r.json()
-                    .is_some_and(|j| j["key"] == key && j["status"] == status)
-            })
-            .await;
-        hit.and_then(|r| r.json())
-            .unwrap_or_else(|| panic!("no {status} notification for {key}"))
-    }
-
-    async fn metrics(&self) -> String {
-        let url = format!("http://{}/metrics", self.metrics_addr);
-        match reqwest::get(&url).await {
-            Ok(r) => r.text().await.unwrap_or_default(),
-            Err(_) => String::new(),
-        }
-    }
-
-    /// Latest snapshot per bridge id: (status, is_online, published).
-    async fn snapshots(&self) -> Vec<(i32, String, bool, bool)> {
-        let pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(1)
-            .connect(&env::pg_url())
-            .await
-            .expect("connect to PostgreSQL");
-        let sql = format!(
-            "SELECT DISTINCT ON (bridge_id) bridge_id, status, is_online, published \
-             FROM {}.bridge_health_snapshots ORDER BY bridge_id, id DESC",
-            self.schema
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .fetch_all(&pool)
-            .await
-            .unwrap_or_default();
-        rows.into_iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
-            .collect()
-    }
-
-    async fn redis_hash(&self, id: u8) -> std::collections::HashMap<String, String> {
-        let client = redis::Client::open(env::redis_url()).expect("redis url");
-        let mut conn = client
-            .get_multiplexed_async_connection()
-            .await
-            .expect("redis");
-        conn.hgetall(format!("{}bridge_health:{id}", self.prefix))
-            .await
-            .expect("hgetall")
-    }
-}
 
 fn bridge<'a>(doc: &'a Value, name: &str) -> &'a Value {
     doc["bridges"]
@@ -641,7 +391,7 @@ async fn peg_and_allow_lock_take_the_ton_bridge_offline() {
     h.up.set_eth_bool(TON_BRIDGE, ALLOW_LOCK, true);
     h.up.set_defillama_coin(PEG_KEYS[0], "1.0", Ts::Age(7200));
     h.up.set_token_price("the-open-network", &PEG_KEYS[0][4..], "0.86", Ts::Fresh);
-    let with_cg = h._dir.path().join("coingecko.toml");
+    let with_cg = h.dir.path().join("coingecko.toml");
     let text = std::fs::read_to_string(&h.config).unwrap();
     std::fs::write(
         &with_cg,
@@ -765,7 +515,7 @@ async fn bad_configuration_exits_2_naming_the_setting() {
         ),
     ];
     for (env, append, setting) in cases {
-        let cfg = h._dir.path().join("case.toml");
+        let cfg = h.dir.path().join("case.toml");
         let base = std::fs::read_to_string(&h.config).unwrap();
         std::fs::write(&cfg, format!("{base}\n{append}")).unwrap();
         let mut cmd = h.command_with(&cfg, &["--once"]);
@@ -827,14 +577,9 @@ async fn a_fallback_bridge_keeper_sends_nothing_while_the_primary_lives_and_take
     )
     .unwrap();
 
-    let log = std::env::temp_dir().join(format!("{}.log", h.schema));
-    let mut primary = h
-        .command(&[])
-        .env("BRIDGE_HEARTBEAT", HEARTBEAT.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
-        .spawn()
-        .unwrap();
+    let mut primary = h.command(&[]);
+    primary.env("BRIDGE_HEARTBEAT", HEARTBEAT.to_string());
+    let mut primary = spawn_logged(primary, &h.schema);
     h.wait_externals(1).await;
     let mut fallback = h
         .command(&[])

@@ -5,70 +5,20 @@
 //!   child has no use for.
 //! - **Process group**: every child leads its own group and is killed with the group (timeout,
 //!   SIGTERM, a dropped run), so a helper it started goes too.
-//! - **Parent death**: on Linux the child is started through this binary's trampoline
-//!   (`/proc/self/exe` with [`TRAMPOLINE_ARG`]), which sets `PR_SET_PDEATHSIG` to SIGKILL and then
-//!   execs the tool. A db-backup killed with SIGKILL by a bare supervisor (no cgroup to clean up)
-//!   thus takes its `pg_dump` along instead of leaving it holding a snapshot and locks. Setting
-//!   the signal in the child itself needs no `pre_exec` hook (unsafe code, which this workspace
-//!   forbids); the price is one extra `execve`. The signal is tied to the *thread* that spawned
-//!   the child, so children are always spawned by the thread that also waits for them.
+//! - **Parent death**: on Linux the child arms `PR_SET_PDEATHSIG` = SIGKILL between `fork` and
+//!   `exec` (in [`arm_parent_death_signal`], one of the workspace's two audited `unsafe` sites). A
+//!   db-backup killed with SIGKILL by a bare supervisor (no cgroup to clean up) thus takes its
+//!   `pg_dump` along instead of leaving it holding a snapshot and locks. The signal is tied to the
+//!   *thread* that spawned the child, so children are always spawned by the thread that also
+//!   waits for them.
 
-use std::ffi::OsString;
 use std::io;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use rustix::process::{Pid, Signal};
-
-/// First argument that turns the `db-backup` binary into the trampoline:
-/// `db-backup __db-backup-exec-child PARENT_PID TOOL ARGS…`.
-pub const TRAMPOLINE_ARG: &str = "__db-backup-exec-child";
-
-static LAUNCHER: OnceLock<PathBuf> = OnceLock::new();
-
-/// Makes children start through `exe`'s trampoline (call once, from `main`, with a binary that
-/// calls [`run_trampoline_if_asked`] first thing). Without it (library users, tests linking the
-/// crate) children start directly, without the parent-death signal.
-pub fn use_trampoline(exe: PathBuf) {
-    let _ = LAUNCHER.set(exe);
-}
-
-/// The trampoline: when this process was started as one, sets the parent-death signal and
-/// execs the tool; returns only when not asked (or with the exit code when the exec failed).
-pub fn run_trampoline_if_asked() -> Option<u8> {
-    let mut args = std::env::args_os().skip(1);
-    if args.next().as_deref() != Some(TRAMPOLINE_ARG.as_ref()) {
-        return None;
-    }
-    let parent = args
-        .next()
-        .and_then(|p| p.into_string().ok())
-        .and_then(|p| p.parse::<i32>().ok());
-    let Some(tool) = args.next() else {
-        eprintln!("db-backup: trampoline without a tool");
-        return Some(127);
-    };
-    #[cfg(target_os = "linux")]
-    {
-        if let Err(e) = rustix::process::set_parent_process_death_signal(Some(Signal::KILL)) {
-            eprintln!("db-backup: cannot set the parent-death signal: {e}");
-            return Some(127);
-        }
-        // The parent may have died before the signal was armed: then we were re-parented and
-        // must not start a tool nobody is waiting for.
-        let now = rustix::process::getppid().map(Pid::as_raw_nonzero);
-        if parent.is_none() || now.map(|p| p.get()) != parent {
-            eprintln!("db-backup: parent exited before {tool:?} started");
-            return Some(127);
-        }
-    }
-    let rest: Vec<OsString> = args.collect();
-    let err = Command::new(&tool).args(rest).exec();
-    eprintln!("db-backup: cannot run {tool:?}: {err}");
-    Some(127)
-}
 
 /// True for variables a libpq tool may see: libpq's `PG[A-Z]…` (`PGHOST`, `PGSSLROOTCERT`, …;
 /// not the job's `PG_DUMP_PATH`), `PATH`, `LC_ALL`, `TZ`.
@@ -80,19 +30,10 @@ pub fn passed_on(name: &str) -> bool {
             && name.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'))
 }
 
-/// A command for `program` with the cleared environment, its own process group and (when
-/// enabled) the trampoline.
+/// A command for `program` with the cleared environment, its own process group and (on Linux)
+/// the parent-death signal.
 pub fn command(program: &Path) -> Command {
-    let mut cmd = match LAUNCHER.get() {
-        Some(exe) if cfg!(target_os = "linux") => {
-            let mut c = Command::new(exe);
-            c.arg(TRAMPOLINE_ARG)
-                .arg(std::process::id().to_string())
-                .arg(program);
-            c
-        }
-        _ => Command::new(program),
-    };
+    let mut cmd = Command::new(program);
     cmd.env_clear();
     for (k, v) in std::env::vars_os() {
         if k.to_str().is_some_and(passed_on) {
@@ -100,7 +41,33 @@ pub fn command(program: &Path) -> Command {
         }
     }
     cmd.process_group(0);
+    #[cfg(target_os = "linux")]
+    arm_parent_death_signal(&mut cmd);
     cmd
+}
+
+/// Makes the child receive SIGKILL when the thread that spawns it exits; a child whose parent
+/// is already gone by then exits at once instead of running a tool nobody waits for.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn arm_parent_death_signal(cmd: &mut Command) {
+    // Taken here, in the parent: inside the hook `std::process::id` would be the child's.
+    let parent = rustix::process::getpid();
+    // SAFETY: the hook runs in the forked child before `exec`, where only async-signal-safe
+    // work is allowed: it makes two raw system calls through rustix (`prctl`, `getppid`),
+    // allocates nothing, takes no lock and touches no state shared with the parent. Returning
+    // an error makes the child exit before `exec` and `spawn` report that error.
+    unsafe {
+        cmd.pre_exec(move || {
+            rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
+            // The parent may have died before the signal was armed: then we were re-parented.
+            if rustix::process::getppid() != Some(parent) {
+                // An errno, not a message: allocating is not allowed here.
+                return Err(rustix::io::Errno::SRCH.into());
+            }
+            Ok(())
+        });
+    }
 }
 
 /// Lets another thread kill a running child's process group.
@@ -276,5 +243,24 @@ mod tests {
                     .is_ok_and(|s| s.contains(") Z "))
         });
         assert!(gone, "grandchild {grandchild} survived the drop");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_child_dies_with_the_thread_that_started_it() {
+        let pid = std::thread::spawn(|| {
+            let mut cmd = command(Path::new("sleep"));
+            cmd.arg("300");
+            // Neither waited for nor killed: only the parent-death signal can end it.
+            cmd.spawn().unwrap().id()
+        })
+        .join()
+        .unwrap();
+        let gone = (0..100).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map_or(true, |s| s.contains(") Z "))
+        });
+        assert!(gone, "child {pid} outlived the thread that spawned it");
     }
 }

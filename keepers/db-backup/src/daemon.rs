@@ -11,6 +11,7 @@ use keeper_runtime::cli::{EXIT_FAILED, EXIT_OK, Output, print_as, print_cycle};
 use keeper_runtime::runner::{
     Cycle as _, CycleReport, CycleRun, Runner, Schedule, Shutdown, Staleness, Timing,
 };
+use keeper_runtime::tasks::{OnEarlyExit, Supervisor};
 use keeper_runtime::telemetry::{Health, serve_ops};
 use serde::Serialize;
 
@@ -63,10 +64,17 @@ fn health() -> Health {
     health
 }
 
-/// Runs until SIGTERM/SIGINT; returns the exit code.
+/// Runs until SIGTERM/SIGINT; returns the exit code (1 when a supervised task that must not
+/// stop, the ops server, ended early).
+///
+/// Background tasks are supervised: the readiness probe and the restore drills are restarted
+/// with backoff when they end or panic early (backups go on without them); the ops server
+/// stops the process.
 pub async fn run(app: Arc<App>, shutdown: Shutdown) -> anyhow::Result<i32> {
     let settings = &app.settings;
+    let timing = timing(settings);
     let health = health();
+    let mut tasks = Supervisor::new(shutdown.clone());
     let ops = serve_ops(
         settings.metrics_addr,
         app.metrics.clone(),
@@ -74,6 +82,8 @@ pub async fn run(app: Arc<App>, shutdown: Shutdown) -> anyhow::Result<i32> {
         shutdown.clone(),
     )
     .await?;
+    let ops_addr = ops.local_addr();
+    ops.supervise(&mut tasks);
     let newest = app.seed_metrics().await;
     let stale = Staleness::new(
         app.alerter.clone(),
@@ -82,29 +92,44 @@ pub async fn run(app: Arc<App>, shutdown: Shutdown) -> anyhow::Result<i32> {
         settings.stale_after(),
     )
     .context(&format!("db-backup: backups of {}", app.label));
-    tokio::spawn(probe_until_ready(
-        app.clone(),
-        health.clone(),
-        shutdown.clone(),
-    ));
+    {
+        let (app, health, shutdown) = (app.clone(), health.clone(), shutdown.clone());
+        tasks.spawn("readiness-probe", OnEarlyExit::RESTART, move || {
+            let (app, health, shutdown) = (app.clone(), health.clone(), shutdown.clone());
+            async move {
+                probe_until_ready(app, health, shutdown.clone()).await;
+                // Done once ready: idle until the stop, so that only an early end is one.
+                shutdown.wait().await;
+            }
+        });
+    }
     tracing::info!(
         schedule = %settings.schedule,
         next = ?settings.schedule.next_after(Utc::now()),
         stale_after_seconds = settings.stale_after().as_secs(),
-        addr = %ops.local_addr(),
+        addr = %ops_addr,
         "db-backup daemon started"
     );
     if let Some(cron) = settings.drill_cron.clone() {
-        tokio::spawn(drills(app.clone(), cron, shutdown.clone()));
+        let (app, shutdown) = (app.clone(), shutdown.clone());
+        tasks.spawn("restore-drills", OnEarlyExit::RESTART, move || {
+            drills(app.clone(), cron.clone(), shutdown.clone())
+        });
     }
-    let mut runner = runner(&app, timing(settings), &health, &shutdown)
+    let mut runner = runner(&app, timing, &health, &shutdown)
         .with_cron(settings.schedule.clone())
         .with_staleness(stale, newest.map(|m| m.finished_at));
     let mut cycle = BackupCycle::new(app.clone(), health);
-    let code = runner.run_forever(&mut cycle).await;
+    let mut code = runner.run_forever(&mut cycle).await;
     cycle.drain(DRAIN_LIMIT).await;
     shutdown.trigger();
-    ops.stopped().await;
+    tasks
+        .join(timing.shutdown_grace.max(Duration::from_secs(1)))
+        .await;
+    if let Some(failed) = tasks.failure() {
+        tracing::error!(task = failed.task, reason = %failed.reason, "db-backup stopped: a task it needs ended");
+        code = EXIT_FAILED;
+    }
     tracing::info!("db-backup daemon stopped");
     Ok(code)
 }

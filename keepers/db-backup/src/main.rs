@@ -9,11 +9,6 @@ use std::process::ExitCode;
 mod command;
 
 fn main() -> ExitCode {
-    if let Some(code) = db_backup::child::run_trampoline_if_asked() {
-        return ExitCode::from(code);
-    }
     keeper_runtime::disable_core_dumps();
-    // /proc/self/exe still execs after the binary on disk was replaced by an upgrade.
-    db_backup::child::use_trampoline(std::path::PathBuf::from("/proc/self/exe"));
     command::main()
 }

@@ -11,6 +11,9 @@
 //!   printed as `ops <addr>`.
 //! - `PROBE_ALERT_WEBHOOK`: deliver alerts to this generic webhook.
 //! - `PROBE_READY`: comma-separated readiness checks, marked ready after the first cycle.
+//! - `PROBE_TASK`: a supervised side task: `panic:N` panics on its first N starts and is
+//!   restarted (then runs until the stop); `end:MS` returns after MS milliseconds and stops the
+//!   process (exit code 1). Each start prints `task start K`.
 //! - `LOG_FORMAT`, `RUST_LOG`, `OTEL_EXPORTER_OTLP_ENDPOINT`: as for every keeper.
 //!
 //! Arguments: `--once` runs one cycle and exits with its code.
@@ -19,6 +22,7 @@
 
 use std::io::Write;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use keeper_runtime::alert::Alerter;
@@ -27,6 +31,7 @@ use keeper_runtime::config::{
 };
 use keeper_runtime::runner::{Cycle, CycleContext, CycleError, Runner, Shutdown, Timing};
 use keeper_runtime::secret::Secret;
+use keeper_runtime::tasks::{OnEarlyExit, Supervisor};
 use keeper_runtime::telemetry::{Health, Metrics, init_tracing, serve_ops};
 use serde::Serialize;
 
@@ -135,6 +140,46 @@ impl Cycle for Probe {
     }
 }
 
+/// Starts the `PROBE_TASK` side task under `tasks`.
+fn side_task(tasks: &mut Supervisor, spec: &str, shutdown: &Shutdown) -> Result<(), String> {
+    let (kind, arg) = spec.split_once(':').unwrap_or((spec, ""));
+    let n: u64 = arg
+        .parse()
+        .map_err(|_| format!("PROBE_TASK: `{spec}` needs a number"))?;
+    let starts = Arc::new(AtomicU32::new(0));
+    let shutdown = shutdown.clone();
+    match kind {
+        "panic" => tasks.spawn(
+            "probe-side-task",
+            OnEarlyExit::Restart {
+                min_delay: Duration::from_millis(50),
+                max_delay: Duration::from_millis(200),
+            },
+            move || {
+                let (starts, shutdown) = (starts.clone(), shutdown.clone());
+                async move {
+                    let k = starts.fetch_add(1, Ordering::SeqCst) + 1;
+                    say(&format!("task start {k}"));
+                    if u64::from(k) <= n {
+                        panic!("scripted side-task panic {k}");
+                    }
+                    shutdown.wait().await;
+                }
+            },
+        ),
+        "end" => tasks.spawn("probe-side-task", OnEarlyExit::StopProcess, move || {
+            let starts = starts.clone();
+            async move {
+                let k = starts.fetch_add(1, Ordering::SeqCst) + 1;
+                say(&format!("task start {k}"));
+                tokio::time::sleep(Duration::from_millis(n)).await;
+            }
+        }),
+        other => return Err(format!("PROBE_TASK: unknown kind `{other}`")),
+    }
+    Ok(())
+}
+
 fn env_ms(name: &str, default: u64) -> Result<Duration, String> {
     match std::env::var(name) {
         Ok(v) => v
@@ -227,6 +272,12 @@ async fn run() -> Result<i32, String> {
         Err(_) => None,
     };
 
+    let grace = timing.shutdown_grace;
+    let mut tasks = Supervisor::new(shutdown.clone());
+    if let Ok(spec) = std::env::var("PROBE_TASK") {
+        side_task(&mut tasks, &spec, &shutdown)?;
+    }
+
     let mut runner = Runner::new(
         KEEPER,
         timing,
@@ -240,7 +291,7 @@ async fn run() -> Result<i32, String> {
         health,
         ready,
     };
-    let code = if std::env::args().any(|a| a == "--once") {
+    let mut code = if std::env::args().any(|a| a == "--once") {
         runner.run_once(&mut probe).await.exit_code()
     } else {
         runner.run_forever(&mut probe).await
@@ -249,6 +300,16 @@ async fn run() -> Result<i32, String> {
         // The server stops with the switch; after `--once` or a fatal error nobody pulled it.
         shutdown.trigger();
         ops.stopped().await;
+    }
+    if !shutdown.is_triggered() {
+        shutdown.trigger();
+    }
+    let late = tasks.join(grace).await;
+    if !late.is_empty() {
+        say(&format!("late {}", late.join(",")));
+    }
+    if tasks.failure().is_some() {
+        code = 1;
     }
     say(&format!("exit {code}"));
     Ok(code)

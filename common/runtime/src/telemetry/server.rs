@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 
 use super::{Health, Metrics};
 use crate::shutdown::Shutdown;
+use crate::tasks::Supervisor;
 
 /// Content type of the classic Prometheus text format, served unless OpenMetrics is asked for.
 pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -46,6 +47,13 @@ impl OpsServer {
     /// The bound address (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Hands the server to `supervisor` as `ops-server`: ending before the stop stops the
+    /// process (liveness probes would otherwise fail on a keeper that runs on), and the
+    /// supervisor's join waits for it instead of [`OpsServer::stopped`].
+    pub fn supervise(self, supervisor: &mut Supervisor) {
+        supervisor.adopt("ops-server", self.task);
     }
 
     /// Waits until the server has stopped (after the shutdown switch fired).

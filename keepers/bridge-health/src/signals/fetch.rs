@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 use backon::Retryable;
 use keeper_runtime::{http, retry};
 
-use super::spec::{SignalSpec, UpstreamSettings};
 use super::{Ctx, SignalError};
 
 /// Timeout and retries of one signal.
@@ -23,16 +22,6 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// The signal's own settings, falling back to the `[upstreams]` defaults.
-    pub fn for_spec(spec: &SignalSpec, up: &UpstreamSettings) -> Self {
-        Self {
-            timeout: Duration::from_secs(spec.timeout.unwrap_or(up.timeout)),
-            attempts: spec.attempts.unwrap_or(up.attempts).max(1),
-            min_delay: Duration::from_millis(up.retry_min_delay_ms),
-            retry_after_cap: Duration::from_secs(up.retry_after_cap),
-        }
-    }
-
     /// Bound on the whole check: every attempt timing out plus the longest waits in between.
     pub fn deadline(&self) -> Duration {
         let n = self.attempts;

@@ -7,6 +7,7 @@ pub mod evm_call;
 pub mod fetch;
 pub mod peg;
 pub mod spec;
+pub mod threshold;
 pub mod tvl;
 pub mod volume;
 pub mod wormhole_health;

@@ -8,7 +8,7 @@ use keeper_runtime::config::{ConfigError, validate};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::spec::check_thresholds;
+use super::threshold::check_thresholds;
 use super::{Ctx, Observation, PegBatch, PegQuote, SignalError, SourceBatch, Verdict};
 
 /// Metrics `source` label of the main quotes.

@@ -3,6 +3,9 @@
 
 use keeper_runtime::config::{ConfigError, validate};
 use serde::Deserialize;
+use std::time::Duration;
+
+use super::fetch::Policy;
 
 use super::{
     axelar::AxelarConfig, evm_call::EvmCallConfig, peg::PegConfig, tvl::TvlConfig,
@@ -191,33 +194,15 @@ impl Check {
     }
 }
 
-/// Checks a percentage pair `degraded < critical`, both finite and positive.
-pub fn check_thresholds(
-    path: &str,
-    degraded_key: &str,
-    degraded: f64,
-    critical_key: &str,
-    critical: Option<f64>,
-) -> Result<(), ConfigError> {
-    if !(degraded.is_finite() && degraded > 0.0) {
-        return Err(ConfigError::new(
-            format!("{path}.{degraded_key}"),
-            "must be a positive number",
-        ));
-    }
-    if let Some(c) = critical {
-        if !(c.is_finite() && c > 0.0) {
-            return Err(ConfigError::new(
-                format!("{path}.{critical_key}"),
-                "must be a positive number",
-            ));
-        }
-        if c < degraded {
-            return Err(ConfigError::new(
-                format!("{path}.{critical_key}"),
-                format!("{c} is below {degraded_key} ({degraded})"),
-            ));
+// Here rather than in `fetch`, so that fetching needs nothing from the configuration.
+impl Policy {
+    /// The signal's own settings, falling back to the `[upstreams]` defaults.
+    pub fn for_spec(spec: &SignalSpec, up: &UpstreamSettings) -> Self {
+        Self {
+            timeout: Duration::from_secs(spec.timeout.unwrap_or(up.timeout)),
+            attempts: spec.attempts.unwrap_or(up.attempts).max(1),
+            min_delay: Duration::from_millis(up.retry_min_delay_ms),
+            retry_after_cap: Duration::from_secs(up.retry_after_cap),
         }
     }
-    Ok(())
 }

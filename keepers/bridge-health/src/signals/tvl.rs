@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::fetch::{self, Policy};
-use super::spec::check_thresholds;
+use super::threshold::check_thresholds;
 use super::{Ctx, Observation, SignalError, Trip, Verdict, usd};
 
 /// Metrics `source` label of `api.llama.fi`.
