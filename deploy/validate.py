@@ -71,7 +71,8 @@ SECRETS_DIR = "/run/secrets/keepers"
 # Alert keys the keepers raise themselves; each needs a runbook entry in docs/operations.md.
 KEEPER_ALERT_KEYS = [
     "keeper_stale", "oracle_stale", "quorum_lost", "source_divergence", "source_down",
-    "wallet_balance_low", "wallet_runway_low", "update_not_applied", "update_failed_onchain",
+    "wallet_balance_low", "wallet_runway_low", "wallet_unfunded", "update_not_applied",
+    "update_failed_onchain",
     "bridge_degraded", "bridge_offline", "bridge_unknown",
     "price_move_held", "clock_skew", "oracle_unreadable",
     "store_degraded", "backup_failed", "backup_stale", "endpoint_down",

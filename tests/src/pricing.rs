@@ -49,13 +49,19 @@ impl PricingHarness {
     /// Starts every stand-in; the keeper wallet is funded but not deployed, and registered with
     /// the oracle.
     pub async fn start() -> Self {
+        Self::with_wallet_balance(50_000_000_000).await
+    }
+
+    /// [`PricingHarness::start`] with a keeper wallet holding `nanoton` (a wallet with little
+    /// money: see [`crate::toncenter`]).
+    pub async fn with_wallet_balance(nanoton: u128) -> Self {
         keeper_runtime::install_crypto_provider();
         let up = UpstreamsHandle::start().await;
         let ton = ToncenterServer::start().await;
         let oracle = ton.new_oracle();
         let keys = WalletKeys::from_mnemonic(&Secret::new(TEST_MNEMONIC)).expect("test mnemonic");
         let wallet = Wallet::new(keys, WalletVersion::V5r1, Network::Mainnet).expect("wallet");
-        ton.fund(wallet.address(), 50_000_000_000);
+        ton.fund(wallet.address(), nanoton);
         ton.register_keeper(&oracle, wallet.keys().public_key());
         let sink = Sink::start().await;
         let pg = TcpProxy::for_url(&env::pg_url()).await.expect("pg proxy");

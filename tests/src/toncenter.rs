@@ -10,6 +10,13 @@
 //!   deployed); a refusal is HTTP 500 "cannot apply external message to current state". An
 //!   accepted one bumps the seqno, records a transaction and executes the out-actions in chain
 //!   order (V5R1 out-lists run deepest first), skipping any the balance cannot pay (mode +2);
+//! - **a wallet with little money** ([`ToncenterServer::set_balance`], or `fund`/`deploy` with a
+//!   small amount): its action phase skips the messages it cannot pay (send mode 3: fees paid
+//!   separately, errors ignored) and the transaction lists what was sent and skipped
+//!   (`description.action` in v3). Once the balance cannot cover the gas of accepting an external
+//!   ([`ToncenterServer::set_external_fee`]), the external is refused before the wallet code
+//!   runs, in toncenter's format: "inbound external message rejected by account … before
+//!   smart-contract execution";
 //! - **oracles**: internal `update_price` (0x03) / `update_bridge_status` (0x04) bodies are
 //!   accepted when their `^signature` verifies against a registered keeper key and the timestamp
 //!   is not older than the stored one; otherwise ignored (and bounced). `get_price(asset_id)` and
@@ -101,6 +108,10 @@ pub enum Fault {
     ApplyThenHang(Duration),
     /// `sendBoc*`: answer success but drop the message (it never lands).
     Swallow,
+    /// `sendBoc*`: refuse the message with this wallet exit code and reason in toncenter's
+    /// refusal format (HTTP 500, "cannot apply external message…"), without applying it: a
+    /// liteserver whose view of the wallet is not the chain's.
+    Refuse(i32, String),
 }
 
 /// One HTTP request that arrived.
@@ -239,6 +250,8 @@ struct Chain {
     inclusion_delay: Duration,
     held: Vec<(Instant, Vec<u8>)>,
     oracle_gas_fee: u128,
+    /// Gas the wallet pays for accepting an external.
+    external_fee: u128,
     /// Every transaction in the toncenter v3 shape, for `/api/v3/transactionsByMessage`.
     v3: Vec<Value>,
     /// Whether `/api/v3/` answers (off: an endpoint with only the v2 API).
@@ -378,6 +391,7 @@ impl ToncenterServer {
             inclusion_delay: Duration::ZERO,
             held: Vec::new(),
             oracle_gas_fee: ORACLE_GAS_FEE,
+            external_fee: EXTERNAL_FEE,
             v3: Vec::new(),
             v3_enabled: true,
             requests: Vec::new(),
@@ -443,6 +457,12 @@ impl ToncenterServer {
         self.chain().oracle_gas_fee = nanoton;
     }
 
+    /// Gas the wallet pays for accepting an external (default [`EXTERNAL_FEE`]): a wallet holding
+    /// less refuses externals before its code runs.
+    pub fn set_external_fee(&self, nanoton: u128) {
+        self.chain().external_fee = nanoton;
+    }
+
     /// Every internal message an oracle received: its value and the compute exit code, in
     /// order.
     pub fn oracle_inbound(&self) -> Vec<(u128, i32)> {
@@ -493,6 +513,16 @@ impl ToncenterServer {
             .entry(address.clone())
             .or_default()
             .balance += nanoton;
+    }
+
+    /// Sets the balance of `address` (a wallet with little money: see the module docs), creating
+    /// an uninitialized account if needed.
+    pub fn set_balance(&self, address: &TonAddress, nanoton: u128) {
+        self.chain()
+            .accounts
+            .entry(address.clone())
+            .or_default()
+            .balance = nanoton;
     }
 
     /// Puts an already-deployed wallet at `address` (as if deployed earlier) with `seqno`.
@@ -1009,7 +1039,31 @@ async fn handle(State(served): State<Served>, req: Request) -> Response {
                 &json!({"ok": true, "result": {"@type": "raw.extMessageInfo", "hash": hash, "hash_norm": hash}}),
             );
         }
-        Some(Fault::Swallow) | None => {}
+        Some(Fault::Refuse(code, reason)) if method.starts_with("sendBoc") => {
+            let boc = params
+                .get("boc")
+                .and_then(Value::as_str)
+                .and_then(|b| B64.decode(b).ok())
+                .unwrap_or_default();
+            let e = reject(code, &reason);
+            let mut c = lock(&chain);
+            let mut rec = parse_record(&boc);
+            rec.outcome = ExternalOutcome::Rejected(e.error.clone());
+            c.externals.push(rec);
+            c.requests.push(RequestRecord {
+                method: method.clone(),
+                json_rpc,
+                api_key: api_key.clone(),
+                status: e.status,
+                port: port_number,
+            });
+            return reply(
+                e.status,
+                id,
+                &json!({"ok": false, "error": e.error, "code": e.status}),
+            );
+        }
+        Some(Fault::Swallow | Fault::Refuse(..)) | None => {}
     }
     let result = {
         let mut c = lock(&chain);
@@ -1445,10 +1499,16 @@ fn apply_external_inner(c: &mut Chain, boc: &[u8]) -> Result<([u8; 32], [u8; 32]
             ));
         }
     };
-    if acc.balance < EXTERNAL_FEE {
-        return Err(reject(
-            -14,
-            "not enough balance to pay for accepting the message",
+    let external_fee = c.external_fee;
+    if acc.balance < external_fee {
+        // The compute phase is skipped for lack of gas money: the liteserver's wording for a
+        // refusal before the wallet code runs.
+        return Err(api_err(
+            500,
+            format!(
+                "{CANNOT_APPLY}\nCannot run message on account: inbound external message rejected by account {} before smart-contract execution",
+                dest.to_hex()
+            ),
         ));
     }
     let body = msg.body.value.clone();
@@ -1537,7 +1597,7 @@ fn apply_external_inner(c: &mut Chain, boc: &[u8]) -> Result<([u8; 32], [u8; 32]
     {
         let acc = c.accounts.entry(dest.clone()).or_default();
         acc.wallet = Some(wallet.clone());
-        acc.balance -= EXTERNAL_FEE;
+        acc.balance -= external_fee;
         let v5_bad_mode =
             wallet.version == WalletVersion::V5r1 && actions.iter().any(|(mode, _)| mode & 2 == 0);
         if !v5_bad_mode {
@@ -1590,9 +1650,9 @@ fn apply_external_inner(c: &mut Chain, boc: &[u8]) -> Result<([u8; 32], [u8; 32]
             "utime": now,
             "data": "",
             "transaction_id": tx_id(lt, &tx_hash),
-            "fee": EXTERNAL_FEE.to_string(),
+            "fee": external_fee.to_string(),
             "storage_fee": "0",
-            "other_fee": EXTERNAL_FEE.to_string(),
+            "other_fee": external_fee.to_string(),
             "in_msg": {"@type": "raw.message", "hash": B64.encode(message_hash), "source": "", "destination": dest.to_base64_url(),
                 "value": "0", "fwd_fee": "0", "ihr_fee": "0", "created_lt": "0", "body_hash": B64.encode(hash32(&body)),
                 "msg_data": {"@type": "msg.dataRaw", "body": BagOfCells::new(std::slice::from_ref(&body)).serialize(false).map(|b| B64.encode(b)).unwrap_or_default(),
@@ -1605,8 +1665,10 @@ fn apply_external_inner(c: &mut Chain, boc: &[u8]) -> Result<([u8; 32], [u8; 32]
     }
     c.v3.push(json!({
         "account": dest.to_hex(), "hash": B64.encode(tx_hash), "lt": lt.to_string(), "now": now,
-        "total_fees": EXTERNAL_FEE.to_string(),
-        "description": {"aborted": false, "compute_ph": {"success": true, "exit_code": 0}},
+        "total_fees": external_fee.to_string(),
+        "description": {"aborted": false, "compute_ph": {"success": true, "exit_code": 0},
+            "action": {"success": true, "result_code": 0, "tot_actions": actions.len(),
+                "skipped_actions": actions.len() - out_hashes.len(), "msgs_created": out_hashes.len()}},
         "in_msg": {"hash": B64.encode(message_hash), "hash_norm": B64.encode(norm_hash), "source": null,
             "destination": dest.to_hex(), "value": null},
         "out_msgs": out_hashes,

@@ -10,6 +10,8 @@ pub const EXIT_OK: i32 = 0;
 pub const EXIT_FAILED: i32 = 1;
 /// Invalid configuration or usage.
 pub const EXIT_USAGE: i32 = crate::config::EXIT_CONFIG;
+/// The keeper wallet cannot pay for the batch (outcome `unfunded`): top it up.
+pub const EXIT_UNFUNDED: i32 = 3;
 
 /// How summaries are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]

@@ -8,7 +8,10 @@
 mod cost;
 mod sweep;
 
-pub use cost::{AutoValue, is_out_of_gas};
+pub use cost::{
+    AutoValue, EXTERNAL_GAS_ESTIMATE_NANOTON, FORWARD_FEE_ESTIMATE_NANOTON, batch_cost_nanoton,
+    is_out_of_gas,
+};
 pub use sweep::SweepReport;
 
 use crate::metrics::ChainMetrics;
@@ -24,8 +27,8 @@ use super::BuildError;
 use super::external::{SignedExternal, build_external};
 use super::journal::{Journal, JournalEntry, JournalError};
 use super::oracle::{OracleMessage, OracleUpdate};
-use super::readback::read_one;
-pub use super::report::{BatchReport, DeliveryError, DeliveryReport, ReadBack};
+use super::readback::{read_one, unpaid};
+pub use super::report::{BatchReport, DeliveryError, DeliveryReport, ReadBack, Shortfall};
 use super::settings::TonSettings;
 use super::summary::{DryRun, DryRunError, dry_run_offline, dry_run_valid_until, outgoing};
 use super::transport::{AccountState, TonTransport, TransportError};
@@ -149,6 +152,8 @@ struct OnChain {
     spent_nanoton: u128,
     /// Each oracle transaction's exit code and fees, in the order the messages were sent.
     oracle: Vec<(i32, u128)>,
+    /// Messages the wallet transaction sent (its action phase skips those it cannot pay).
+    sent: usize,
 }
 
 /// The endpoint has no transaction index.
@@ -159,10 +164,21 @@ enum Settled {
     Expired,
 }
 
+/// What a refusal of a freshly signed body by every endpoint means.
+enum Refusal {
+    /// It may still mean anything: settle it as before (it stays in flight until it expires).
+    Unclear,
+    /// The wallet is at another seqno: the body can never land; sign again from a fresh read.
+    Dead,
+    /// The wallet cannot pay the gas of accepting it: nothing more is signed.
+    Unfunded(DeliveryError),
+}
+
 /// What the wallet looked like at one read.
 struct WalletRead {
     state: AccountState,
     seqno: u32,
+    balance_nanoton: u128,
 }
 
 /// Sends oracle updates through one wallet.
@@ -177,6 +193,9 @@ pub struct Delivery<T> {
     /// Whether this process has read the journal since it (re)gained the wallet: until then a
     /// journal it cannot read stops it from signing.
     journal_read: std::sync::atomic::AtomicBool,
+    /// Seqno and balance at which every endpoint refused a body for lack of gas money: while
+    /// the wallet stays there, signing again is hopeless.
+    refused_for_gas: std::sync::Mutex<Option<(u32, u128)>>,
 }
 
 impl<T: TonTransport> Delivery<T> {
@@ -191,6 +210,7 @@ impl<T: TonTransport> Delivery<T> {
             costs: cost::Costs::default(),
             journal: Journal::Memory,
             journal_read: std::sync::atomic::AtomicBool::new(false),
+            refused_for_gas: std::sync::Mutex::new(None),
         }
     }
 
@@ -375,9 +395,32 @@ impl<T: TonTransport> Delivery<T> {
         }
         let mut slot = self.in_flight.lock().await;
         self.settle_slot(&mut slot, true).await?;
-        let mut batches = Vec::new();
-        for chunk in messages.chunks(self.wallet.max_actions()) {
-            batches.push(self.send_batch(chunk, &mut slot, fence).await?);
+        let mut batches: Vec<BatchReport> = Vec::new();
+        // Updates known not to land without reading the oracle: the wallet could not pay them.
+        let mut known: Vec<Option<ReadBack>> = vec![None; messages.len()];
+        let mut offset = 0;
+        while offset < messages.len() {
+            let pending = &messages[offset..];
+            match self.send_batch(pending, &mut slot, fence).await {
+                Ok(b) => {
+                    // The action phase runs in order and every message of a batch costs about
+                    // the same, so the ones it could not pay are the last ones.
+                    let end = offset + b.actions;
+                    for i in end.saturating_sub(b.unpaid)..end {
+                        known[i] = Some(unpaid(&messages[i]));
+                    }
+                    offset = end;
+                    batches.push(b);
+                }
+                // Earlier batches went out: report them, and the rest as not paid for.
+                Err(DeliveryError::Unfunded(_)) if !batches.is_empty() => {
+                    for (i, m) in messages.iter().enumerate().skip(offset) {
+                        known[i] = Some(unpaid(m));
+                    }
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
         }
         drop(slot);
         // The oracle's transaction failed: the update cannot show up, so one read tells all.
@@ -387,7 +430,7 @@ impl<T: TonTransport> Delivery<T> {
         } else {
             self.config.readback_timeout
         };
-        let read_back = self.read_back(messages, wait).await;
+        let read_back = self.read_back(messages, known, wait).await;
         let report = DeliveryReport { batches, read_back };
         let missing: Vec<ReadBack> = report.not_landed().cloned().collect();
         if missing.is_empty() {
@@ -424,7 +467,7 @@ impl<T: TonTransport> Delivery<T> {
         tracing::warn!(
             seqno = entry.seqno,
             valid_until = entry.valid_until,
-            fencing_token = ?entry.fencing_token,
+            fencing_token = entry.fencing_token,
             hash = %entry.normalized_hash,
             "resuming a journaled message: re-sending the same BoC, signing nothing new until it settles"
         );
@@ -476,6 +519,7 @@ impl<T: TonTransport> Delivery<T> {
         Ok(WalletRead {
             state: info.state,
             seqno,
+            balance_nanoton: info.balance_nanoton,
         })
     }
 
@@ -490,13 +534,99 @@ impl<T: TonTransport> Delivery<T> {
             })
     }
 
-    /// Builds, sends and confirms one external, rebuilding after expiry.
+    /// What `pending` costs the wallet in externals of at most `max_actions` messages: values,
+    /// forwarding fees and the gas of accepting each external.
+    pub fn cost_nanoton(&self, pending: &[OracleMessage]) -> u128 {
+        pending
+            .chunks(self.wallet.max_actions())
+            .map(|chunk| {
+                let ops: Vec<&'static str> = chunk.iter().map(|m| m.update.op_name()).collect();
+                batch_cost_nanoton(self.value_nanoton_for(&ops), chunk.len())
+            })
+            .fold(0u128, u128::saturating_add)
+    }
+
+    /// Whether the wallet as read in `w` can pay for `pending` (this batch and every later
+    /// one); if not, [`DeliveryError::Unfunded`] and nothing is signed.
+    fn check_funds(&self, w: &WalletRead, pending: &[OracleMessage]) -> Result<(), DeliveryError> {
+        let needed = self.cost_nanoton(pending);
+        let mut refused = lock(&self.refused_for_gas);
+        // Refused for gas at this seqno and no richer since: another body would be refused too.
+        let hopeless = matches!(*refused, Some((s, b)) if s == w.seqno && w.balance_nanoton <= b);
+        if w.balance_nanoton >= needed && !hopeless {
+            *refused = None;
+            return Ok(());
+        }
+        drop(refused);
+        Err(self.unfunded(w.balance_nanoton, needed, pending, hopeless))
+    }
+
+    fn unfunded(
+        &self,
+        balance_nanoton: u128,
+        needed_nanoton: u128,
+        pending: &[OracleMessage],
+        refused: bool,
+    ) -> DeliveryError {
+        let ops: Vec<&'static str> = pending.iter().map(|m| m.update.op_name()).collect();
+        self.count(&ops, "unfunded");
+        DeliveryError::Unfunded(Box::new(Shortfall {
+            wallet: self.wallet.label(),
+            balance_nanoton,
+            needed_nanoton,
+            left_out: pending
+                .iter()
+                .map(|m| format!("{} {}", m.update.op_name(), m.update.subject()))
+                .collect(),
+            refused,
+        }))
+    }
+
+    /// Every endpoint refused the freshly signed `flight` with `error`: nobody broadcast it, so
+    /// whether it can ever land depends only on the wallet, read again here.
+    async fn judge_refusal(
+        &self,
+        flight: &InFlight,
+        error: &TransportError,
+        pending: &[OracleMessage],
+    ) -> Result<Refusal, DeliveryError> {
+        let seqno = flight.ext.seqno;
+        if error.is_refused_before_execution() {
+            let w = self.read_wallet().await?;
+            if w.seqno != seqno {
+                return Ok(Refusal::Unclear);
+            }
+            // The wallet code never ran: the balance cannot buy the gas to accept it.
+            *lock(&self.refused_for_gas) = Some((seqno, w.balance_nanoton));
+            let needed = self.cost_nanoton(pending);
+            return Ok(Refusal::Unfunded(self.unfunded(
+                w.balance_nanoton,
+                needed,
+                pending,
+                true,
+            )));
+        }
+        if error.is_seqno_refusal() {
+            let w = self.read_wallet().await?;
+            // Moved past it: maybe this very message landed; settling finds out.
+            if w.seqno > seqno && w.state == AccountState::Active {
+                return Ok(Refusal::Unclear);
+            }
+            return Ok(Refusal::Dead);
+        }
+        Ok(Refusal::Unclear)
+    }
+
+    /// Builds, sends and confirms one external with the first messages of `pending` (as many
+    /// as the wallet takes at once), rebuilding after expiry. Nothing is signed unless the
+    /// wallet can pay for all of `pending`.
     async fn send_batch(
         &self,
-        chunk: &[OracleMessage],
+        pending: &[OracleMessage],
         slot: &mut Option<InFlight>,
         fence: &impl Fence,
     ) -> Result<BatchReport, DeliveryError> {
+        let chunk = &pending[..pending.len().min(self.wallet.max_actions())];
         let ops: Vec<&'static str> = chunk.iter().map(|m| m.update.op_name()).collect();
         let value_nanoton = self.value_nanoton_for(&ops);
         let out = outgoing(&self.wallet, chunk, value_nanoton)?;
@@ -504,6 +634,7 @@ impl<T: TonTransport> Delivery<T> {
         let mut rebuilds = 0u32;
         loop {
             let w = self.read_wallet().await?;
+            self.check_funds(&w, pending)?;
             let now = self.chain_time().await?;
             // Last moment before a signature: a holder that lost the lease never signs.
             let fencing_token = fence.check().await?;
@@ -547,13 +678,41 @@ impl<T: TonTransport> Delivery<T> {
                 actions = flight.ext.actions,
                 state_init = flight.ext.with_state_init,
                 hash = %hex::encode(flight.ext.normalized_hash),
-                fencing_token = ?flight.fencing_token,
+                fencing_token = flight.fencing_token,
                 "sending external message"
             );
             self.count(&ops, "sent");
             let sent = self.transport.send_boc(&flight.ext.boc).await;
             let send_error = match sent {
                 Ok(_) => None,
+                Err(e) if e.is_message_rejected() => {
+                    match self.judge_refusal(&flight, &e, pending).await? {
+                        Refusal::Unclear => {
+                            tracing::warn!(seqno = flight.ext.seqno, error = %e, "every endpoint refused the message; confirming by seqno");
+                            Some(e)
+                        }
+                        Refusal::Dead => {
+                            self.forget(&flight).await;
+                            *slot = None;
+                            self.count(&ops, "rejected");
+                            rebuilds += 1;
+                            if rebuilds > self.config.max_rebuilds {
+                                return Err(DeliveryError::Rejected {
+                                    seqno: flight.ext.seqno,
+                                    error: e.to_string(),
+                                });
+                            }
+                            tracing::warn!(seqno = flight.ext.seqno, error = %e, "the wallet is at another seqno: reading it again and signing anew");
+                            continue;
+                        }
+                        Refusal::Unfunded(err) => {
+                            // Nobody broadcast it and the wallet cannot accept it: it cannot land.
+                            self.forget(&flight).await;
+                            *slot = None;
+                            return Err(err);
+                        }
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(seqno = flight.ext.seqno, error = %e, "send not acknowledged; confirming by seqno");
                     Some(e)
@@ -565,8 +724,21 @@ impl<T: TonTransport> Delivery<T> {
                     *slot = None;
                     self.count(&ops, "confirmed");
                     let onchain = self.onchain_result(&flight.ext).await;
-                    let value_total = u128::from(value_nanoton)
-                        .saturating_mul(u128::try_from(flight.ext.actions).unwrap_or(0));
+                    let unpaid = onchain
+                        .as_ref()
+                        .map_or(0, |o| flight.ext.actions.saturating_sub(o.sent));
+                    if unpaid > 0 {
+                        tracing::error!(
+                            wallet = %self.wallet.label(),
+                            seqno = flight.ext.seqno,
+                            unpaid,
+                            actions = flight.ext.actions,
+                            "the wallet could not pay for every message: its action phase skipped some; top it up"
+                        );
+                    }
+                    let value_total = u128::from(value_nanoton).saturating_mul(
+                        u128::try_from(flight.ext.actions.saturating_sub(unpaid)).unwrap_or(0),
+                    );
                     self.account(&ops, onchain.as_ref(), value_total);
                     let latency = first_send.elapsed();
                     if let Some(m) = &self.metrics {
@@ -587,6 +759,7 @@ impl<T: TonTransport> Delivery<T> {
                         exit_code: onchain.as_ref().map(|o| o.exit_code),
                         fees_nanoton: onchain.as_ref().map(|o| o.fees_nanoton),
                         value_nanoton: value_total,
+                        unpaid,
                     });
                 }
                 Ok(Settled::Expired) => {
@@ -871,6 +1044,7 @@ impl<T: TonTransport> Delivery<T> {
             fees_nanoton: fees,
             spent_nanoton: spent,
             oracle,
+            sent: sent.len(),
         }
     }
 
@@ -927,18 +1101,28 @@ impl<T: TonTransport> Delivery<T> {
         }
     }
 
-    /// Reads every update back until all landed or the read-back timeout passes.
-    async fn read_back(&self, messages: &[OracleMessage], wait: Duration) -> Vec<ReadBack> {
+    /// Reads every update back until all landed or the read-back timeout passes; the ones in
+    /// `known` (never sent) are not read.
+    async fn read_back(
+        &self,
+        messages: &[OracleMessage],
+        known: Vec<Option<ReadBack>>,
+        wait: Duration,
+    ) -> Vec<ReadBack> {
         let deadline = Instant::now() + wait;
-        let mut results: Vec<Option<ReadBack>> = vec![None; messages.len()];
+        let settled: Vec<bool> = known.iter().map(Option::is_some).collect();
+        let mut results = known;
         loop {
             for (i, m) in messages.iter().enumerate() {
-                if results[i].as_ref().is_some_and(|r| r.landed) {
+                if settled[i] || results[i].as_ref().is_some_and(|r| r.landed) {
                     continue;
                 }
                 results[i] = Some(read_one(&self.transport, m).await);
             }
-            let done = results.iter().all(|r| r.as_ref().is_some_and(|r| r.landed));
+            let done = results
+                .iter()
+                .zip(&settled)
+                .all(|(r, s)| *s || r.as_ref().is_some_and(|r| r.landed));
             if done || Instant::now() >= deadline {
                 break;
             }
@@ -946,10 +1130,12 @@ impl<T: TonTransport> Delivery<T> {
         }
         let out: Vec<ReadBack> = results.into_iter().flatten().collect();
         for (r, m) in out.iter().zip(messages) {
-            self.count(
-                &[m.update.op_name()],
-                if r.landed { "landed" } else { "not_landed" },
-            );
+            let outcome = match (r.landed, r.unpaid) {
+                (true, _) => "landed",
+                (false, true) => "unfunded",
+                (false, false) => "not_landed",
+            };
+            self.count(&[m.update.op_name()], outcome);
             if let Some(metrics) = &self.metrics {
                 if r.landed {
                     ChainMetrics::of(metrics).update_success.inc();
@@ -962,11 +1148,16 @@ impl<T: TonTransport> Delivery<T> {
                 }
             }
             if !r.landed {
-                tracing::error!(op = %r.op, subject = %r.subject, error = ?r.error, onchain_timestamp = ?r.onchain_timestamp, "update did not land on the oracle");
+                tracing::error!(op = %r.op, subject = %r.subject, error = r.error.as_deref(), onchain_timestamp = r.onchain_timestamp, unpaid = r.unpaid, "update did not land on the oracle");
             }
         }
         out
     }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every update is a single write, so a poisoned value is still consistent.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// `valid_until` for a message built at chain time `chain_now` that lives `ttl`.

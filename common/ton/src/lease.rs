@@ -95,7 +95,8 @@ pub enum FenceError {
     #[error("the wallet lease is not held by this instance")]
     NotHeld,
     /// Another holding (a newer fencing token, or another holder) replaced ours.
-    #[error("the wallet lease was taken over (our fencing token {token:?} is no longer current)")]
+    #[error("the wallet lease was taken over (our fencing token {} is no longer current)",
+        .token.map_or_else(|| "null".to_owned(), |t| t.to_string()))]
     Superseded {
         /// The token this instance held.
         token: Option<u64>,
@@ -393,7 +394,7 @@ impl WalletLease {
             (_, false, true) => info!(
                 wallet = %self.wallet,
                 holder = %self.holder_id,
-                token = ?status.token,
+                token = status.token,
                 backend = self.backend(),
                 "wallet lease acquired: this instance sends"
             ),

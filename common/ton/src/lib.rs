@@ -40,7 +40,8 @@ mod txboc;
 pub mod wallet;
 
 pub use delivery::{
-    AutoValue, Delivery, DeliveryConfig, Fence, SweepReport, Unfenced, is_out_of_gas,
+    AutoValue, Delivery, DeliveryConfig, EXTERNAL_GAS_ESTIMATE_NANOTON,
+    FORWARD_FEE_ESTIMATE_NANOTON, Fence, SweepReport, Unfenced, batch_cost_nanoton, is_out_of_gas,
     valid_until_after,
 };
 pub use external::{
@@ -55,10 +56,12 @@ pub use oracle::{
 };
 pub use publish::{
     Publication, PublishError, Publisher, SendSummary, TickOutcome, UPDATE_FAILED_ONCHAIN,
-    UPDATE_NOT_APPLIED, WALLET_BALANCE_LOW, WALLET_RUNWAY_LOW,
+    UPDATE_NOT_APPLIED, WALLET_BALANCE_LOW, WALLET_RUNWAY_LOW, WALLET_UNFUNDED, delivery_failure,
 };
 pub use readback::{read_bridge_status, read_price};
-pub use report::{BatchReport, DeliveryError, DeliveryReport, ReadBack, exit_code_meaning};
+pub use report::{
+    BatchReport, DeliveryError, DeliveryReport, ReadBack, Shortfall, exit_code_meaning,
+};
 pub use settings::{
     Network, TON_ENV, TonSettings, UpdateValue, WalletVersion, take_mnemonic, validate_address,
     validate_mnemonic,

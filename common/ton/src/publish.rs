@@ -17,6 +17,8 @@ use super::transport::{TonTransport as _, TransportError, WalletInformation};
 use super::{TonAddress, TonSettings};
 use crate::lease::{FenceError, LeaseStatus, WalletLease};
 use keeper_runtime::alert::{Alert, Alerter, Severity};
+use keeper_runtime::cli::EXIT_UNFUNDED;
+use keeper_runtime::runner::CycleError;
 use keeper_runtime::telemetry::Health;
 use keeper_runtime::telemetry::metrics::{Metrics, labels};
 
@@ -29,6 +31,9 @@ pub const WALLET_BALANCE_LOW: &str = "wallet_balance_low";
 /// Alert raised when the keeper wallet's balance lasts fewer days than configured at the
 /// current spend per day.
 pub const WALLET_RUNWAY_LOW: &str = "wallet_runway_low";
+/// Alert raised when the keeper wallet cannot pay for a batch (nothing was signed) or skipped
+/// messages it could not pay; resolved once a batch can be paid again.
+pub const WALLET_UNFUNDED: &str = "wallet_unfunded";
 const NANOTON_PER_TON: f64 = 1e9;
 
 /// How a chain keeper's tick ended; `outcome` in its summary and `/status`.
@@ -48,6 +53,9 @@ pub enum TickOutcome {
     Standby,
     /// Building or sending failed.
     Failed,
+    /// The wallet cannot pay for the batch: nothing was signed, or the messages it could not
+    /// pay were skipped.
+    Unfunded,
 }
 
 impl TickOutcome {
@@ -60,6 +68,7 @@ impl TickOutcome {
             Self::NoQuorum => "no_quorum",
             Self::Standby => "standby",
             Self::Failed => "failed",
+            Self::Unfunded => "unfunded",
         }
     }
 }
@@ -116,10 +125,14 @@ impl SendSummary {
         self.outcome = TickOutcome::Published;
     }
 
-    /// Takes in a failed delivery: outcome `failed`, and the batches (exit codes, fees) when the
-    /// messages were confirmed but did not apply.
+    /// Takes in a failed delivery: outcome `failed` (`unfunded` when the wallet could not pay),
+    /// and the batches (exit codes, fees) when the messages were confirmed but did not apply.
     pub fn failed(&mut self, error: &DeliveryError) {
-        self.outcome = TickOutcome::Failed;
+        self.outcome = if error.is_unfunded() {
+            TickOutcome::Unfunded
+        } else {
+            TickOutcome::Failed
+        };
         if let DeliveryError::NotLanded { report, .. } = error {
             self.externals = report.batches.len();
             self.delivery = Some((**report).clone());
@@ -142,8 +155,13 @@ impl SendSummary {
                 .fees_nanoton
                 .map(|f| format!(", fees {} TON", ton_text(f)))
                 .unwrap_or_default();
+            let unpaid = if b.unpaid > 0 {
+                format!(", {} not paid for (skipped by the wallet)", b.unpaid)
+            } else {
+                String::new()
+            };
             out.push_str(&format!(
-                "batch: seqno {} ({} updates): {result}{fees}, value {} TON\n",
+                "batch: seqno {} ({} updates): {result}{fees}, value {} TON{unpaid}\n",
                 b.seqno,
                 b.actions,
                 ton_text(b.value_nanoton)
@@ -208,6 +226,9 @@ pub struct Publisher {
     health: Health,
     dry_run: bool,
     value_nanoton: u64,
+    /// What the last batch the wallet could not pay needed: a balance read that covers it
+    /// resolves `wallet_unfunded` even before the next batch.
+    unfunded_need: std::sync::Mutex<Option<u128>>,
 }
 
 impl Publisher {
@@ -232,6 +253,7 @@ impl Publisher {
             metrics,
             health,
             value_nanoton: settings.fixed_value_nanoton(),
+            unfunded_need: std::sync::Mutex::new(None),
         }
     }
 
@@ -329,6 +351,12 @@ impl Publisher {
             None => {}
         }
         self.watch_runway(&label, info.balance_nanoton, runway_low_days);
+        let covered = self
+            .unfunded()
+            .is_some_and(|need| info.balance_nanoton >= need);
+        if covered {
+            self.set_unfunded(None);
+        }
         self.health.mark_ready("wallet");
         Ok(info)
     }
@@ -402,6 +430,7 @@ impl Publisher {
         let messages = build(oracle);
         let sent = before_send().await;
         let result = self.delivery.deliver_fenced(&messages, &self.lease).await;
+        self.watch_funds(&messages, &result);
         match &result {
             Ok(report) => self.check_onchain(report),
             Err(DeliveryError::NotLanded { report, .. }) => self.check_onchain(report),
@@ -442,6 +471,81 @@ impl Publisher {
                 }
                 Ok(Publication::Failed { error, sent })
             }
+        }
+    }
+
+    /// The need of the last batch the wallet could not pay, while `wallet_unfunded` fires.
+    fn unfunded(&self) -> Option<u128> {
+        *self
+            .unfunded_need
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Fires `wallet_unfunded` for an unpaid batch's `need` (its summary in `summary`), or
+    /// resolves it with `None`.
+    fn set_unfunded(&self, need: Option<(u128, String)>) {
+        let mut slot = self
+            .unfunded_need
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match need {
+            Some((need, summary)) => {
+                *slot = Some(need);
+                self.alerter.fire(
+                    Alert::new(WALLET_UNFUNDED, Severity::Critical, summary)
+                        .label("wallet", self.delivery.wallet().label()),
+                );
+            }
+            None => {
+                *slot = None;
+                self.alerter.resolve(WALLET_UNFUNDED);
+            }
+        }
+    }
+
+    /// `wallet_unfunded` after a delivery: fires when the wallet could not pay, resolves once a
+    /// batch was paid in full.
+    fn watch_funds(
+        &self,
+        messages: &[OracleMessage],
+        result: &Result<DeliveryReport, DeliveryError>,
+    ) {
+        match result {
+            Err(e @ DeliveryError::Unfunded(short)) => {
+                self.set_unfunded(Some((
+                    // Refused for gas although the estimate fit: only more than that balance helps.
+                    short
+                        .needed_nanoton
+                        .max(short.balance_nanoton.saturating_add(1)),
+                    format!("publishing stopped: {e}"),
+                )));
+            }
+            Err(e @ DeliveryError::NotLanded { report, .. }) if e.is_unfunded() => {
+                let unpaid: Vec<String> = report
+                    .unpaid()
+                    .map(|r| format!("{} {}", r.op, r.subject))
+                    .collect();
+                // Read back in input order: what the skipped ones would cost says when it is over.
+                let skipped: Vec<OracleMessage> = messages
+                    .iter()
+                    .zip(&report.read_back)
+                    .filter(|(_, r)| r.unpaid)
+                    .map(|(m, _)| m.clone())
+                    .collect();
+                self.set_unfunded(Some((
+                    self.delivery.cost_nanoton(&skipped),
+                    format!(
+                        "keeper wallet {} could not pay for {} update(s), skipped on chain: {}; \
+                         top it up",
+                        self.delivery.wallet().label(),
+                        unpaid.len(),
+                        unpaid.join(", ")
+                    ),
+                )));
+            }
+            Ok(_) | Err(DeliveryError::NotLanded { .. }) => self.set_unfunded(None),
+            Err(_) => {}
         }
     }
 
@@ -519,6 +623,17 @@ impl Fence for Option<tokio::sync::Mutex<WalletLease>> {
 /// Nanotons as TON with nine decimals, exact.
 fn ton_text(nanoton: u128) -> String {
     format!("{}.{:09}", nanoton / 1_000_000_000, nanoton % 1_000_000_000)
+}
+
+/// The cycle error of a failed delivery, `what` failed first: under `--once` it exits
+/// [`EXIT_UNFUNDED`] when the wallet could not pay, else 1.
+pub fn delivery_failure(error: &DeliveryError, what: &str) -> CycleError {
+    let e = CycleError::failed(format!("{what}: {error}"));
+    if error.is_unfunded() {
+        e.with_exit_code(EXIT_UNFUNDED)
+    } else {
+        e
+    }
 }
 
 /// How a sent message is listed in a summary (dry runs decode theirs from the signed BoC).

@@ -85,6 +85,32 @@ fn two_numbers(
     Ok((value, ts))
 }
 
+/// An update the wallet's action phase skipped for lack of funds: it was never sent, so the
+/// oracle is not read for it.
+pub(super) fn unpaid(m: &OracleMessage) -> ReadBack {
+    let (id, expected_value, expected_timestamp) = match &m.update {
+        OracleUpdate::Price(p) => (p.asset_id, u128::from(p.price_micro), p.timestamp),
+        OracleUpdate::BridgeStatus(b) => {
+            (u16::from(b.bridge_id), u128::from(b.is_online), b.last_seen)
+        }
+    };
+    ReadBack {
+        op: m.update.op_name().to_owned(),
+        subject: m.update.subject().to_owned(),
+        id,
+        expected_value,
+        expected_timestamp,
+        onchain_value: None,
+        onchain_timestamp: None,
+        landed: false,
+        error: Some(
+            "not sent: the wallet could not pay for it (skipped in its action phase); top it up"
+                .into(),
+        ),
+        unpaid: true,
+    }
+}
+
 pub(super) async fn read_one<T: TonTransport>(transport: &T, m: &OracleMessage) -> ReadBack {
     let (op, subject) = (m.update.op_name().to_owned(), m.update.subject().to_owned());
     match &m.update {
@@ -99,6 +125,7 @@ pub(super) async fn read_one<T: TonTransport>(transport: &T, m: &OracleMessage) 
                 onchain_timestamp: None,
                 landed: false,
                 error: None,
+                unpaid: false,
             };
             match read_price(transport, &m.to, p.asset_id).await {
                 Ok((price, ts)) => {
@@ -122,6 +149,7 @@ pub(super) async fn read_one<T: TonTransport>(transport: &T, m: &OracleMessage) 
                 onchain_timestamp: None,
                 landed: false,
                 error: None,
+                unpaid: false,
             };
             match read_bridge_status(transport, &m.to, b.bridge_id).await {
                 Ok((online, ts)) => {

@@ -36,6 +36,9 @@ pub struct BatchReport {
     pub fees_nanoton: Option<u128>,
     /// TON the batch carried to the oracle, nanotons.
     pub value_nanoton: u128,
+    /// Messages the wallet's action phase skipped because it could not pay them (known only
+    /// with a transaction index; 0 otherwise).
+    pub unpaid: usize,
 }
 
 /// What the oracle showed for one update after delivery.
@@ -59,6 +62,8 @@ pub struct ReadBack {
     pub landed: bool,
     /// Why it could not be read, if so.
     pub error: Option<String>,
+    /// The wallet accepted the batch but could not pay for this message: it was never sent.
+    pub unpaid: bool,
 }
 
 /// A delivery that reached the chain.
@@ -75,6 +80,26 @@ impl DeliveryReport {
     pub fn not_landed(&self) -> impl Iterator<Item = &ReadBack> {
         self.read_back.iter().filter(|r| !r.landed)
     }
+
+    /// Updates the wallet could not pay for (skipped in its action phase).
+    pub fn unpaid(&self) -> impl Iterator<Item = &ReadBack> {
+        self.read_back.iter().filter(|r| r.unpaid)
+    }
+}
+
+/// What a batch needs that the wallet does not have; nothing of it was signed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Shortfall {
+    /// Wallet label.
+    pub wallet: String,
+    /// Its balance at the last read, nanotons.
+    pub balance_nanoton: u128,
+    /// What the batch needs: values plus estimated fees, nanotons.
+    pub needed_nanoton: u128,
+    /// The updates left out (`op subject`), in input order.
+    pub left_out: Vec<String>,
+    /// Every endpoint refused a message because the wallet cannot pay the gas of accepting it.
+    pub refused: bool,
 }
 
 /// Why a delivery failed.
@@ -101,7 +126,9 @@ pub enum DeliveryError {
         wallet: String,
     },
     /// The wallet refused the message and its seqno did not move. It stays in flight until it
-    /// expires, so the next call cannot sign another body for that seqno.
+    /// expires, so the next call cannot sign another body for that seqno; unless every endpoint
+    /// refused it for a seqno the wallet had left behind (then it could never land, and this
+    /// only says that re-signing from fresh reads did not help either).
     #[error("wallet rejected the message with seqno {seqno}: {error}")]
     Rejected {
         /// Seqno of the refused message.
@@ -149,6 +176,13 @@ pub enum DeliveryError {
     /// The wallet lease could not be proven ours right before signing; nothing was signed.
     #[error("not signing: {0}")]
     Fenced(#[from] crate::lease::FenceError),
+    /// The wallet cannot pay for the batch: nothing was signed (or the only body signed was
+    /// refused by every endpoint for lack of gas money and is forgotten).
+    #[error("wallet {} holds {} TON but the batch needs {} TON (values plus estimated fees){}: top it up; not sent: {}",
+        .0.wallet, ton(.0.balance_nanoton), ton(.0.needed_nanoton),
+        if .0.refused { ", and the chain refused it for lack of gas money" } else { "" },
+        .0.left_out.join(", "))]
+    Unfunded(Box<Shortfall>),
     /// Confirmed on the wallet, but some updates are not on the oracle (keeper not registered,
     /// stale timestamp, bounced message…).
     #[error("{} of {} updates did not land on the oracle: {}{}", .missing.len(), .report.read_back.len(), describe(.missing), failed_onchain(.report))]
@@ -185,6 +219,11 @@ pub fn exit_code_meaning(code: i32) -> &'static str {
     }
 }
 
+/// Nanotons as TON with nine decimals, exact.
+fn ton(nanoton: u128) -> String {
+    format!("{}.{:09}", nanoton / 1_000_000_000, nanoton % 1_000_000_000)
+}
+
 fn describe(missing: &[ReadBack]) -> String {
     missing
         .iter()
@@ -206,7 +245,8 @@ fn describe(missing: &[ReadBack]) -> String {
 
 impl DeliveryError {
     /// A short label for logs and records: `empty`, `build`, `transport`, `frozen`, `rejected`,
-    /// `expired`, `unconfirmed`, `in_flight`, `fenced`, `journal`, `resumed_landed`, `not_landed`.
+    /// `expired`, `unconfirmed`, `in_flight`, `fenced`, `journal`, `resumed_landed`, `unfunded`,
+    /// `not_landed`.
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Empty => "empty",
@@ -220,7 +260,18 @@ impl DeliveryError {
             Self::Fenced(_) => "fenced",
             Self::Journal(_) => "journal",
             Self::ResumedLanded { .. } => "resumed_landed",
+            Self::Unfunded(_) => "unfunded",
             Self::NotLanded { .. } => "not_landed",
+        }
+    }
+
+    /// True when the wallet could not pay: nothing signed ([`DeliveryError::Unfunded`]), or
+    /// messages skipped in its action phase.
+    pub fn is_unfunded(&self) -> bool {
+        match self {
+            Self::Unfunded(_) => true,
+            Self::NotLanded { missing, .. } => missing.iter().any(|r| r.unpaid),
+            _ => false,
         }
     }
 }

@@ -247,7 +247,9 @@ impl Toncenter {
     }
 
     /// Sends `params` to every endpoint that is up (all of them when none is) at once: the
-    /// first acceptance wins; otherwise a refusal of the message; otherwise the last failure.
+    /// first acceptance wins; otherwise a refusal of the message when every endpoint refused it;
+    /// otherwise the last failure (an endpoint that failed may have taken the message, so a
+    /// refusal by the others is not the last word on it).
     async fn fan_out(&self, method: &'static str, params: Value) -> Result<Value, TransportError> {
         let once = || async {
             let up: Vec<&Node> = self.nodes.iter().filter(|n| n.is_up()).collect();
@@ -281,7 +283,7 @@ impl Toncenter {
                     }
                 }
             }
-            match (accepted, refused, last) {
+            match (accepted, last, refused) {
                 (Some(v), _, _) => Ok(v),
                 (None, Some(e), _) => Err(e),
                 (None, None, Some(e)) => Err(e),

@@ -86,6 +86,29 @@ impl TransportError {
         }
     }
 
+    /// True for a refusal before the wallet code ran ("inbound external message rejected by
+    /// account … before smart-contract execution"): the wallet cannot buy the gas to accept the
+    /// message (or, undeployed, got no StateInit). Only the balance tells which.
+    pub fn is_refused_before_execution(&self) -> bool {
+        match self {
+            Self::Api { error, .. } if self.is_message_rejected() => error
+                .to_ascii_lowercase()
+                .contains("before smart-contract execution"),
+            _ => false,
+        }
+    }
+
+    /// True for the wallet's seqno check refusing the message (exit code 33 of V4R2, 133 of
+    /// V5R1): the wallet is at another seqno than the message.
+    pub fn is_seqno_refusal(&self) -> bool {
+        match self {
+            Self::Api { error, .. } if self.is_message_rejected() => {
+                matches!(refusal_exit_code(error), Some(33 | 133))
+            }
+            _ => false,
+        }
+    }
+
     /// The HTTP status, when the server answered.
     pub fn status(&self) -> Option<u16> {
         match self {
@@ -101,6 +124,16 @@ impl TransportError {
             _ => None,
         }
     }
+}
+
+/// The wallet's exit code in a liteserver refusal (`…exitcode=33, steps=…`).
+fn refusal_exit_code(error: &str) -> Option<i32> {
+    let (_, after) = error.split_once("exitcode=")?;
+    let end = after
+        .char_indices()
+        .find(|(i, c)| !(c.is_ascii_digit() || (*i == 0 && *c == '-')))
+        .map_or(after.len(), |(i, _)| i);
+    after[..end].parse().ok()
 }
 
 /// An account's lifecycle state.
@@ -321,4 +354,38 @@ pub struct IndexedMessage {
     pub fwd_fee_nanoton: u128,
     /// Logical time it was created at (0 when not reported).
     pub created_lt: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_say_whether_the_wallet_could_pay_or_was_at_another_seqno() {
+        let refusal = |text: &str| TransportError::Api {
+            method: "sendBocReturnHash",
+            status: 500,
+            code: Some(500),
+            error: format!(
+                "LITE_SERVER_UNKNOWN: cannot apply external message to current state : External message was not accepted\n{text}"
+            ),
+            retry_after: None,
+        };
+        let poor = refusal(
+            "Cannot run message on account: inbound external message rejected by account 0:ab before smart-contract execution",
+        );
+        assert!(poor.is_refused_before_execution());
+        assert!(!poor.is_seqno_refusal());
+        let seqno = refusal(
+            "Cannot run message on account: inbound external message rejected by transaction 0:ab:\nexitcode=133, steps=10, gas_used=0",
+        );
+        assert!(seqno.is_seqno_refusal());
+        assert!(!seqno.is_refused_before_execution());
+        let v4 = refusal("rejected by transaction 0:ab:\nexitcode=33, steps=10");
+        assert!(v4.is_seqno_refusal());
+        let expired = refusal("rejected by transaction 0:ab:\nexitcode=136, steps=10");
+        assert!(!expired.is_seqno_refusal());
+        assert_eq!(refusal_exit_code("exitcode=-14, steps=0"), Some(-14));
+        assert_eq!(refusal_exit_code("no code"), None);
+    }
 }

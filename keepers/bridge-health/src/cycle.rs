@@ -440,9 +440,10 @@ impl BridgeCycle {
             }
             Ok(Publication::Failed { error, .. }) => {
                 summary.send.failed(&error);
-                Some(CycleError::failed(format!(
-                    "sending bridge statuses failed: {error}"
-                )))
+                Some(keeper_ton::delivery_failure(
+                    &error,
+                    "sending bridge statuses failed",
+                ))
             }
         };
         self.record(&decisions, &published).await;

@@ -105,7 +105,7 @@ pub async fn run(app: Arc<App>, shutdown: Shutdown) -> anyhow::Result<i32> {
     }
     tracing::info!(
         schedule = %settings.schedule,
-        next = ?settings.schedule.next_after(Utc::now()),
+        next = settings.schedule.next_after(Utc::now()).map(|t| t.to_rfc3339()),
         stale_after_seconds = settings.stale_after().as_secs(),
         addr = %ops_addr,
         "db-backup daemon started"

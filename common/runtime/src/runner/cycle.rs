@@ -84,6 +84,7 @@ pub struct CycleError {
     message: String,
     kind: ErrorKind,
     report: Option<Value>,
+    exit_code: Option<i32>,
 }
 
 impl CycleError {
@@ -93,6 +94,7 @@ impl CycleError {
             message: message.into(),
             kind: ErrorKind::Failed,
             report: None,
+            exit_code: None,
         }
     }
 
@@ -116,6 +118,18 @@ impl CycleError {
     pub fn with_report(mut self, report: &impl Serialize) -> Self {
         self.report = serde_json::to_value(report).ok();
         self
+    }
+
+    /// A `--once` exit code of its own instead of 1 (e.g. [`crate::cli::EXIT_UNFUNDED`]), so
+    /// scripts can tell this failure apart.
+    pub fn with_exit_code(mut self, code: i32) -> Self {
+        self.exit_code = Some(code);
+        self
+    }
+
+    /// The `--once` exit code set by [`CycleError::with_exit_code`], if any.
+    pub fn exit_code(&self) -> Option<i32> {
+        self.exit_code
     }
 
     /// The message.
@@ -194,10 +208,16 @@ pub struct CycleRun<R> {
 }
 
 impl<R> CycleRun<R> {
-    /// Exit code of a `--once` run: 0 success or skipped, 1 anything else.
+    /// Exit code of a `--once` run: 0 success or skipped, the cycle error's own code when it
+    /// has one, 1 anything else.
     pub fn exit_code(&self) -> i32 {
         if self.outcome.is_ok() {
             EXIT_OK
+        } else if let Err(e) = &self.result
+            && let Some(code) = e.exit_code()
+            && self.outcome == Outcome::Failure
+        {
+            code
         } else {
             EXIT_FAILED
         }

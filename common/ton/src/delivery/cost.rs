@@ -13,6 +13,24 @@ const SPEND_WINDOW: Duration = Duration::from_secs(24 * 3600);
 /// day's worth of sends.
 const MIN_RATE_SPAN: Duration = Duration::from_secs(3600);
 
+/// Gas a wallet pays to accept one external and run its actions, nanotons: what a V5R1 or
+/// V4R2 wallet pays on the basechain, with room, so a batch is not signed on a balance that
+/// cannot even be accepted.
+pub const EXTERNAL_GAS_ESTIMATE_NANOTON: u128 = 5_000_000;
+/// Forwarding fee of one oracle message (signed body in a reference), nanotons, with room: send
+/// mode 1 pays it on top of the value.
+pub const FORWARD_FEE_ESTIMATE_NANOTON: u128 = 1_500_000;
+
+/// What one external carrying `messages` messages of `value_nanoton` each costs the wallet:
+/// the values, their forwarding fees and the gas of accepting it.
+pub fn batch_cost_nanoton(value_nanoton: u64, messages: usize) -> u128 {
+    let n = u128::try_from(messages).unwrap_or(u128::MAX);
+    u128::from(value_nanoton)
+        .saturating_add(FORWARD_FEE_ESTIMATE_NANOTON)
+        .saturating_mul(n)
+        .saturating_add(EXTERNAL_GAS_ESTIMATE_NANOTON)
+}
+
 /// `UPDATE_VALUE_TON=auto`: bounds and safety factor of the value attached to each message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AutoValue {
@@ -179,6 +197,15 @@ mod tests {
             50_000_000,
             "ops are observed apart"
         );
+    }
+
+    #[test]
+    fn a_batch_costs_its_values_forwarding_fees_and_the_gas_of_accepting_it() {
+        assert_eq!(
+            batch_cost_nanoton(50_000_000, 6),
+            6 * 51_500_000 + 5_000_000
+        );
+        assert_eq!(batch_cost_nanoton(50_000_000, 1), 56_500_000);
     }
 
     #[test]

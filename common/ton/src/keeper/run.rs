@@ -17,7 +17,8 @@ use crate::{Delivery, DeliveryConfig, Journal, Publisher, TonSettings, Toncenter
 /// The flags of `run`; also accepted with no subcommand, since `run` is the default.
 #[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
 pub struct RunArgs {
-    /// Run one cycle and exit (0 success, 1 cycle failed, 2 bad configuration).
+    /// Run one cycle and exit (0 success, 1 cycle failed, 2 bad configuration, 3 the wallet
+    /// cannot pay).
     #[arg(long)]
     pub once: bool,
     /// Do everything except send to the chain; print the signed BoC and a decoded summary.

@@ -495,9 +495,10 @@ impl PricingCycle {
                         .any(|b| b.exit_code.is_some_and(|c| c != 0))
                 {
                     for p in picked {
-                        let unverified = missing
-                            .iter()
-                            .any(|r| r.subject == p.asset && r.onchain_value.is_none());
+                        // Never sent (the wallet could not pay): surely not on the oracle.
+                        let unverified = missing.iter().any(|r| {
+                            r.subject == p.asset && r.onchain_value.is_none() && !r.unpaid
+                        });
                         if unverified {
                             self.record.remember(
                                 &p.asset,
@@ -517,9 +518,10 @@ impl PricingCycle {
                 };
                 self.set_status(&sent, &change).await;
                 summary.send.failed(&error);
-                Err(CycleError::failed(format!(
-                    "sending updates failed: {error}"
-                )))
+                Err(keeper_ton::delivery_failure(
+                    &error,
+                    "sending updates failed",
+                ))
             }
         }
     }
