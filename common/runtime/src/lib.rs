@@ -11,6 +11,7 @@ pub mod config;
 pub mod http;
 pub mod retry;
 pub mod runner;
+pub mod schedule;
 pub mod secret;
 pub mod shutdown;
 pub mod store;

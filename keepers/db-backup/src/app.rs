@@ -162,6 +162,11 @@ where
                 }
             };
         keeper_runtime::install_crypto_provider();
+        if settings.raw.storage.redis_url.is_some() {
+            // The shared storage section binds REDIS_URL for every keeper; a backup has no use
+            // for it, and an operator who set it should not think it does something here.
+            tracing::info!("REDIS_URL is set but db-backup uses no Redis: ignored");
+        }
         match command(settings).await {
             Ok(code) => code,
             Err(e) => {
