@@ -229,7 +229,7 @@ pub struct StorageSettings {
     /// The migration sets of the tables this binary uses: set by the binary, never by
     /// configuration.
     #[serde(skip)]
-    pub migrations: crate::store::Migrations,
+    pub migrations: crate::migrations::Migrations,
 }
 
 impl Default for StorageSettings {

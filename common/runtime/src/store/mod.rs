@@ -20,8 +20,9 @@ use std::time::Duration;
 use sqlx::PgPool;
 use tracing::{info, warn};
 
+pub use crate::migrations::{MigrationSet, Migrations};
 pub use health::Health;
-pub use pg::{MigrationSet, Migrations, column, migrate, pg_err};
+pub use pg::{column, migrate, pg_err};
 
 use crate::alert::Alerter;
 use crate::config::StorageSettings;
@@ -213,7 +214,7 @@ struct PgState {
     options: sqlx::postgres::PgConnectOptions,
     schema: String,
     /// What this binary migrates at start.
-    migrations: pg::Migrations,
+    migrations: Migrations,
     /// Set once migrations were applied (or were not asked for), so a probe that revives a
     /// database that was down at start applies them then.
     migrated: tokio::sync::Mutex<bool>,

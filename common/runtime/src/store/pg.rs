@@ -7,29 +7,13 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::migrate::{Migrate, MigrateError, Migrator};
+use sqlx::migrate::{Migrate, MigrateError};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, Connection, PgPool, Row};
 
 use super::{StoreError, StoreKind, StoreTimeouts};
+use crate::migrations::{MigrationSet, Migrations};
 use crate::secret::SecretUrl;
-
-/// One owner's migrations and the table recording which of them ran. Every binary applies
-/// only the sets of the tables it uses, each with its own bookkeeping, so binaries sharing a
-/// schema (or db-backup's records in an application database) never create each other's
-/// tables nor trip over each other's history.
-#[derive(Debug)]
-pub struct MigrationSet {
-    /// Who owns the tables, for messages (`pricing-oracle`, `ton`, …).
-    pub owner: &'static str,
-    /// The migrations, embedded at build time by the owning crate (`sqlx::migrate!`).
-    pub migrator: Migrator,
-    /// Bookkeeping table, unqualified: it lands in the schema beside the tables.
-    pub table: &'static str,
-}
-
-/// The sets a binary applies, in order.
-pub type Migrations = &'static [&'static MigrationSet];
 
 /// Session name of the keepers' pooled connections (visible in `pg_stat_activity`).
 const APPLICATION_NAME: &str = "keeper";
