@@ -36,6 +36,7 @@ async fn store(pg: Option<&str>, redis: Option<&str>, prefix: &str) -> ChainStor
         redis_prefix: prefix.to_owned(),
         lease_ttl: 2,
         migrate_on_start: false,
+        ..StorageSettings::default()
     };
     ChainStore::connect_with(
         &settings,

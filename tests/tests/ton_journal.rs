@@ -196,6 +196,7 @@ async fn a_postgres_journal_resumes_the_same_message_after_a_restart() {
             redis_prefix: "x:".into(),
             lease_ttl: 180,
             migrate_on_start: true,
+            migrations: pricing_oracle::records::MIGRATIONS,
         },
         Arc::new(Metrics::new("pricing-oracle").with::<ChainMetrics>()),
         Alerter::disabled(),

@@ -9,6 +9,7 @@ pub mod alert;
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod migrations;
 pub mod retry;
 pub mod runner;
 pub mod schedule;

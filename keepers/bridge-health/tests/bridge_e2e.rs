@@ -145,7 +145,9 @@ async fn healthy_then_sick_then_recovered() {
         "{axelar}"
     );
 
-    let snaps = h.snapshots().await;
+    let snaps = h
+        .snapshots_when(|s| s.contains(&(2, "offline".into(), false, true)))
+        .await;
     assert!(
         snaps.contains(&(2, "offline".into(), false, true)),
         "{snaps:?}"
@@ -155,7 +157,7 @@ async fn healthy_then_sick_then_recovered() {
         "{snaps:?}"
     );
     assert_eq!(
-        h.redis_hash(2).await.get("status").map(String::as_str),
+        h.redis_status_when(2, "offline").await.as_deref(),
         Some("offline")
     );
     let metrics = h.metrics().await;
