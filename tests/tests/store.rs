@@ -2,7 +2,6 @@
 //! own schema, records and "latest" queries, Redis hashes and pub/sub, the wallet lease contended
 //! by two processes, and stores lost (and regained) mid-run.
 
-use keeper_ton::metrics::ChainMetrics;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,6 +17,7 @@ use keeper_runtime::telemetry::metrics::Metrics;
 use keeper_tests::env;
 use keeper_tests::proxy::TcpProxy;
 use keeper_ton::cache::ChainStore;
+use keeper_ton::metrics::ChainMetrics;
 use pricing_oracle::records::{
     self as price_records, NewPriceUpdate, StatusChange, UpdateReason, UpdateStatus,
 };

@@ -3,7 +3,6 @@
 //! response (no second body for that seqno), expiry and rebuild, rejection kept in flight, and
 //! read-back mismatches reported as errors.
 
-use keeper_ton::metrics::ChainMetrics;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +10,7 @@ use keeper_runtime::retry;
 use keeper_runtime::secret::Secret;
 use keeper_runtime::telemetry::metrics::Metrics;
 use keeper_tests::toncenter::{ExternalOutcome, Fault, NumberStyle, ToncenterServer};
+use keeper_ton::metrics::ChainMetrics;
 use keeper_ton::*;
 use keeper_ton::{Network, WalletVersion};
 

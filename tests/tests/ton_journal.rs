@@ -4,7 +4,6 @@
 //! keeper killed with SIGKILL between send and confirmation and restarted at once never puts
 //! two different bodies on one seqno, and its update lands once.
 
-use keeper_ton::metrics::ChainMetrics;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,6 +16,7 @@ use keeper_tests::env;
 use keeper_tests::pricing::PricingHarness;
 use keeper_tests::toncenter::{ExternalOutcome, ToncenterServer};
 use keeper_ton::cache::ChainStore;
+use keeper_ton::metrics::ChainMetrics;
 use keeper_ton::*;
 
 const TON: u128 = 1_000_000_000;
