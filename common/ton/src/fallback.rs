@@ -82,9 +82,15 @@ impl FallbackGate {
         let entry = self
             .due_since
             .entry(subject.to_owned())
-            .or_insert(DueSince { on_chain, seen: now });
+            .or_insert(DueSince {
+                on_chain,
+                seen: now,
+            });
         if entry.on_chain != on_chain {
-            *entry = DueSince { on_chain, seen: now };
+            *entry = DueSince {
+                on_chain,
+                seen: now,
+            };
         }
         let seen = entry.seen;
         let due = heartbeat_due.map_or(seen, |h| h.min(seen));
@@ -169,9 +175,18 @@ mod tests {
     #[test]
     fn an_offset_equal_to_the_interval_waits_one_interval_more() {
         let mut g = FallbackGate::new(10).with_interval(10);
-        assert_eq!(g.check_value("USDT", Some((100, 1)), Some(200), 200), Gate::Wait(20));
-        assert_eq!(g.check_value("USDT", Some((100, 1)), Some(200), 210), Gate::Wait(10));
-        assert_eq!(g.check_value("USDT", Some((100, 1)), Some(200), 220), Gate::Publish);
+        assert_eq!(
+            g.check_value("USDT", Some((100, 1)), Some(200), 200),
+            Gate::Wait(20)
+        );
+        assert_eq!(
+            g.check_value("USDT", Some((100, 1)), Some(200), 210),
+            Gate::Wait(10)
+        );
+        assert_eq!(
+            g.check_value("USDT", Some((100, 1)), Some(200), 220),
+            Gate::Publish
+        );
         let mut g = FallbackGate::new(4).with_interval(1);
         assert_eq!(g.check("USDT", Some(200), 200), Gate::Wait(4));
     }

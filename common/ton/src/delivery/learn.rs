@@ -97,7 +97,10 @@ impl<T: TonTransport> Delivery<T> {
                 .sum()
         };
         let mut counted = 0;
-        for t in sends.iter().filter(|t| now.saturating_sub(t.utime) <= DAY_SECS) {
+        for t in sends
+            .iter()
+            .filter(|t| now.saturating_sub(t.utime) <= DAY_SECS)
+        {
             let out: u128 = t
                 .out_messages
                 .iter()
@@ -150,7 +153,9 @@ impl<T: TonTransport> Delivery<T> {
             (!message.hash.is_empty() && t.in_msg_hash.as_deref() == Some(message.hash.as_str()))
                 || (message.created_lt > 0
                     && t.in_msg_created_lt == Some(message.created_lt)
-                    && t.in_msg_source.as_deref().is_some_and(|s| self.is_wallet(s)))
+                    && t.in_msg_source
+                        .as_deref()
+                        .is_some_and(|s| self.is_wallet(s)))
         });
         if let Some(t) = listed {
             return t
