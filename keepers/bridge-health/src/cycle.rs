@@ -385,10 +385,17 @@ impl BridgeCycle {
                     },
                 });
             }
+            let heartbeat_secs = i64::try_from(policy.heartbeat).unwrap_or(i64::MAX);
+            let next_heartbeat_at = self.memory[i]
+                .published
+                .map(|p| p.at)
+                .or(onchain.map(|oc| oc.last_seen))
+                .map(|t| t.saturating_add(heartbeat_secs));
             summary.bridges.push(BridgeSummary {
                 decision: d.clone(),
                 action: action.as_str(),
                 action_reason: action.reason(),
+                next_heartbeat_at,
             });
         }
         let mut published: Vec<Option<String>> = vec![None; decisions.len()];
