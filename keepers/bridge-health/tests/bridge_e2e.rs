@@ -621,3 +621,64 @@ async fn a_fallback_bridge_keeper_sends_nothing_while_the_primary_lives_and_take
     );
     fallback.kill().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_oracle_unreadable_a_fallback_stays_quiet_and_the_primary_keeps_publishing() {
+    const HEARTBEAT: u64 = 6;
+    const OFFSET: u64 = 2;
+    const WATCH: u64 = 20;
+    let h = Harness::start().await;
+    let keys = WalletKeys::from_mnemonic(&Secret::new(FALLBACK_MNEMONIC)).unwrap();
+    let fallback_wallet = Wallet::new(keys, WalletVersion::V5r1, Network::Mainnet).unwrap();
+    h.ton.fund(fallback_wallet.address(), 50_000_000_000);
+    h.ton
+        .register_keeper(&h.oracle, fallback_wallet.keys().public_key());
+    let primary_wallet = Wallet::new(
+        WalletKeys::from_mnemonic(&Secret::new(MNEMONIC)).unwrap(),
+        WalletVersion::V5r1,
+        Network::Mainnet,
+    )
+    .unwrap();
+
+    let mut primary = h.command(&[]);
+    // A send's read-back waits for an oracle it cannot read until the cycle times out.
+    primary
+        .env("BRIDGE_HEARTBEAT", HEARTBEAT.to_string())
+        .env("CYCLE_TIMEOUT", "4");
+    let mut primary = spawn_logged(primary, &h.schema);
+    h.wait_externals(1).await;
+    // Let the first send be read back before the oracle goes dark.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // From now on every get-method fails: the oracle cannot be read by either keeper.
+    h.ton.inject(
+        "runGetMethod",
+        keeper_tests::toncenter::Fault::Status(400, "cannot run get-method: exit code 11".into()),
+        usize::MAX,
+    );
+    let before = h.ton.accepted_from(primary_wallet.address());
+    let mut fallback = h
+        .command(&[])
+        .env("BRIDGE_HEARTBEAT", HEARTBEAT.to_string())
+        .env("KEEPER_MNEMONIC", FALLBACK_MNEMONIC)
+        .env("FALLBACK_OFFSET", OFFSET.to_string())
+        .env("METRICS_ADDR", format!("127.0.0.1:{}", free_port()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(WATCH)).await;
+    assert_eq!(
+        h.ton.accepted_from(fallback_wallet.address()),
+        0,
+        "an unreadable oracle is not an empty one"
+    );
+    // The primary judges against its own publication and keeps sending (its read-backs cannot
+    // confirm anything while the oracle is dark, so it may send more than one per heartbeat).
+    let sent = h.ton.accepted_from(primary_wallet.address()) - before;
+    assert!(
+        sent >= 1,
+        "the primary kept publishing: {sent} externals in {WATCH} s"
+    );
+    primary.kill().await.unwrap();
+    fallback.kill().await.unwrap();
+}
