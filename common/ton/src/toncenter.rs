@@ -525,6 +525,20 @@ fn decode(method: &'static str, problem: impl Into<String>) -> TransportError {
 }
 
 /// Reads an integer given as a JSON number or a string (toncenter uses both for balances and lts).
+/// A u32 field sent as a number or a decimal string: `None` when absent or null, an error
+/// naming the field when it is anything else or out of range.
+fn u32_field(v: &Value, key: &str) -> Result<Option<u32>, String> {
+    let n = match v.get(key) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Number(n)) => n.as_u64(),
+        Some(Value::String(t)) => t.trim().parse::<u64>().ok(),
+        Some(_) => None,
+    };
+    n.and_then(|n| u32::try_from(n).ok())
+        .map(Some)
+        .ok_or_else(|| format!("{key} is not a u32"))
+}
+
 fn int_field(v: &Value, key: &str) -> Option<u128> {
     match v.get(key)? {
         Value::Number(n) => n.as_u64().map(u128::from),
@@ -781,11 +795,10 @@ impl TonTransport for Toncenter {
     ) -> Result<WalletInformation, TransportError> {
         const M: &str = "getWalletInformation";
         let key = address.to_hex();
-        let fresh = |v: &Value| match v.get("seqno").and_then(Value::as_u64) {
-            Some(seqno) if self.nodes.len() > 1 => {
-                let seqno = u32::try_from(seqno).unwrap_or(u32::MAX);
-                lock(&self.freshest).seqno(&key, seqno)
-            }
+        // Parsed exactly as the answer is below: a seqno sent as a string is checked too, and
+        // one out of range is never stored as the maximum (the answer fails to decode instead).
+        let fresh = |v: &Value| match u32_field(v, "seqno") {
+            Ok(Some(seqno)) if self.nodes.len() > 1 => lock(&self.freshest).seqno(&key, seqno),
             _ => Ok(()),
         };
         let v = self
@@ -799,15 +812,7 @@ impl TonTransport for Toncenter {
             .ok_or_else(|| decode(M, format!("unknown account_state {state_text:?}")))?;
         let balance_nanoton =
             int_field(&v, "balance").ok_or_else(|| decode(M, "balance missing or not a number"))?;
-        let seqno = match v.get("seqno") {
-            None | Some(Value::Null) => None,
-            Some(s) => Some(
-                s.as_u64()
-                    .or_else(|| s.as_str().and_then(|t| t.parse().ok()))
-                    .and_then(|n| u32::try_from(n).ok())
-                    .ok_or_else(|| decode(M, "seqno is not a u32"))?,
-            ),
-        };
+        let seqno = u32_field(&v, "seqno").map_err(|problem| decode(M, problem))?;
         let last_transaction_lt = v
             .get("last_transaction_id")
             .and_then(|t| int_field(t, "lt"))
@@ -965,6 +970,25 @@ impl TonTransport for Toncenter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_seqno_is_read_as_a_number_or_a_string_and_range_checked() {
+        assert_eq!(u32_field(&json!({"seqno": 7}), "seqno"), Ok(Some(7)));
+        assert_eq!(u32_field(&json!({"seqno": "7"}), "seqno"), Ok(Some(7)));
+        assert_eq!(u32_field(&json!({"seqno": null}), "seqno"), Ok(None));
+        assert_eq!(u32_field(&json!({}), "seqno"), Ok(None));
+        for hostile in [
+            json!({"seqno": 4_294_967_296u64}),
+            json!({"seqno": "4294967296"}),
+            json!({"seqno": -1}),
+            json!({"seqno": 1.5}),
+            json!({"seqno": "0x10"}),
+            json!({"seqno": [1]}),
+        ] {
+            let e = u32_field(&hostile, "seqno").unwrap_err();
+            assert!(e.contains("seqno"), "{e}");
+        }
+    }
 
     #[test]
     fn stack_numbers_in_every_notation() {
