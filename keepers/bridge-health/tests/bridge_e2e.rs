@@ -38,14 +38,10 @@ fn gauge(metrics: &str, series: &str) -> Option<f64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-fn now() -> u32 {
-    u32::try_from(keeper_tests::bridges::now()).unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthy_then_sick_then_recovered() {
     let h = Harness::start().await;
-    let started = now();
+    let started = keeper_tests::unix_now();
     let mut child = h.spawn();
 
     // Healthy: all four online, in one external message, in config order.
@@ -117,7 +113,10 @@ async fn healthy_then_sick_then_recovered() {
         orbit_last_seen >= first[1].2,
         "offline keeps the last healthy sighting"
     );
-    assert!(orbit_last_seen < now(), "not bumped by the offline status");
+    assert!(
+        orbit_last_seen < keeper_tests::unix_now(),
+        "not bumped by the offline status"
+    );
 
     let offline = h.alert("bridge_offline:orbit", "firing").await;
     let summary = offline["summary"].as_str().unwrap_or_default();
