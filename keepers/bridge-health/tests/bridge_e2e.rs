@@ -558,7 +558,24 @@ async fn a_peg_quote_from_the_future_is_no_evidence() {
     assert_eq!(tb["status"], "healthy", "{tb}");
 }
 
-/// A second identity for the fallback test.
+/// The primary's wallet, and a second identity funded and registered with the oracle for the
+/// fallback tests.
+fn primary_and_funded_fallback(h: &Harness) -> (Wallet, Wallet) {
+    let keys = WalletKeys::from_mnemonic(&Secret::new(FALLBACK_MNEMONIC)).unwrap();
+    let fallback = Wallet::new(keys, WalletVersion::V5r1, Network::Mainnet).unwrap();
+    h.ton.fund(fallback.address(), 50_000_000_000);
+    h.ton
+        .register_keeper(&h.oracle, fallback.keys().public_key());
+    let primary = Wallet::new(
+        WalletKeys::from_mnemonic(&Secret::new(MNEMONIC)).unwrap(),
+        WalletVersion::V5r1,
+        Network::Mainnet,
+    )
+    .unwrap();
+    (primary, fallback)
+}
+
+/// A second identity for the fallback tests.
 const FALLBACK_MNEMONIC: &str = "section garden tomato dinner season dice renew length useful spin trade intact use universe what post spike keen mandate behind concert egg doll rug";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -566,17 +583,7 @@ async fn a_fallback_bridge_keeper_sends_nothing_while_the_primary_lives_and_take
     const HEARTBEAT: u64 = 6;
     const OFFSET: u64 = 3;
     let h = Harness::start().await;
-    let keys = WalletKeys::from_mnemonic(&Secret::new(FALLBACK_MNEMONIC)).unwrap();
-    let fallback_wallet = Wallet::new(keys, WalletVersion::V5r1, Network::Mainnet).unwrap();
-    h.ton.fund(fallback_wallet.address(), 50_000_000_000);
-    h.ton
-        .register_keeper(&h.oracle, fallback_wallet.keys().public_key());
-    let primary_wallet = Wallet::new(
-        WalletKeys::from_mnemonic(&Secret::new(MNEMONIC)).unwrap(),
-        WalletVersion::V5r1,
-        Network::Mainnet,
-    )
-    .unwrap();
+    let (primary_wallet, fallback_wallet) = primary_and_funded_fallback(&h);
 
     let mut primary = h.command(&[]);
     primary.env("BRIDGE_HEARTBEAT", HEARTBEAT.to_string());
@@ -627,17 +634,7 @@ async fn with_the_oracle_unreadable_a_fallback_stays_quiet_and_the_primary_keeps
     const OFFSET: u64 = 2;
     const WATCH: u64 = 20;
     let h = Harness::start().await;
-    let keys = WalletKeys::from_mnemonic(&Secret::new(FALLBACK_MNEMONIC)).unwrap();
-    let fallback_wallet = Wallet::new(keys, WalletVersion::V5r1, Network::Mainnet).unwrap();
-    h.ton.fund(fallback_wallet.address(), 50_000_000_000);
-    h.ton
-        .register_keeper(&h.oracle, fallback_wallet.keys().public_key());
-    let primary_wallet = Wallet::new(
-        WalletKeys::from_mnemonic(&Secret::new(MNEMONIC)).unwrap(),
-        WalletVersion::V5r1,
-        Network::Mainnet,
-    )
-    .unwrap();
+    let (primary_wallet, fallback_wallet) = primary_and_funded_fallback(&h);
 
     let mut primary = h.command(&[]);
     // A send's read-back waits for an oracle it cannot read until the cycle times out.
