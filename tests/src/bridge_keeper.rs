@@ -243,6 +243,34 @@ impl BridgeHarness {
             .collect()
     }
 
+    /// Polls [`BridgeHarness::snapshots`] until `done` holds (the keeper records after it
+    /// publishes and alerts, so a test that saw an alert may still be ahead of the row).
+    pub async fn snapshots_when(
+        &self,
+        done: impl Fn(&[(i32, String, bool, bool)]) -> bool,
+    ) -> Vec<(i32, String, bool, bool)> {
+        let deadline = std::time::Instant::now() + SETTLE;
+        loop {
+            let snaps = self.snapshots().await;
+            if done(&snaps) || std::time::Instant::now() > deadline {
+                return snaps;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Polls [`BridgeHarness::redis_hash`] of bridge `id` until its `status` is `status`.
+    pub async fn redis_status_when(&self, id: u8, status: &str) -> Option<String> {
+        let deadline = std::time::Instant::now() + SETTLE;
+        loop {
+            let now = self.redis_hash(id).await.get("status").cloned();
+            if now.as_deref() == Some(status) || std::time::Instant::now() > deadline {
+                return now;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
     /// The bridge's Redis hash.
     pub async fn redis_hash(&self, id: u8) -> std::collections::HashMap<String, String> {
         let client = redis::Client::open(env::redis_url()).expect("redis url");

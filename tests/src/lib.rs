@@ -17,3 +17,18 @@ pub fn default_assets() -> keeper_sources::AssetList {
     keeper_sources::AssetList::from_toml(include_str!("../../config/pricing-oracle.toml"))
         .expect("config/pricing-oracle.toml has a valid [[assets]] table")
 }
+
+/// Unix seconds now, as the oracle's 32-bit timestamps carry them.
+pub fn unix_now() -> u32 {
+    u32::try_from(bridges::now()).unwrap_or(0)
+}
+
+/// The value of the first sample of a Prometheus text exposition whose line starts with
+/// `line_start` (a metric name with its labels).
+pub fn sample(exposition: &str, line_start: &str) -> Option<f64> {
+    exposition
+        .lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}

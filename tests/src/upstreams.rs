@@ -696,6 +696,15 @@ impl UpstreamsHandle {
         }
     }
 
+    /// Every source of `asset` reports observations `ts` old (Chainlink: fixed at the time of
+    /// this call, as its `updatedAt` is).
+    pub fn set_timestamp_everywhere(&self, asset: &str, ts: Ts) {
+        let a = self.asset(asset);
+        for s in a.sources() {
+            self.set_timestamp(s, asset, ts.clone());
+        }
+    }
+
     /// Sets the timestamp a source reports for an asset (Chainlink: `updatedAt`, `Ts::Raw`
     /// not supported there).
     pub fn set_timestamp(&self, source: Source, asset: &str, ts: Ts) {

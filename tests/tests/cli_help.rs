@@ -143,6 +143,7 @@ fn expected(bin: &str) -> BTreeMap<Vec<&'static str>, Expected> {
                         "--config",
                         "--help",
                         "--from",
+                        "--all",
                         "--mode",
                         "--identity",
                         "--output",

@@ -13,7 +13,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 /// Alerts only a keeper can raise, and why no rule does.
-const KEEPER_ONLY: [(&str, &str); 11] = [
+const KEEPER_ONLY: [(&str, &str); 12] = [
+    (
+        "wallet_unfunded",
+        "compares a batch's values and fees with the balance before signing, which no metric holds",
+    ),
     (
         "wallet_runway_low",
         "needs the spend per day the keeper estimates from its own sends",

@@ -6,8 +6,6 @@
 //! scripts/validate-deploy.sh runs `promtool check metrics` on them and repeats the comparison
 //! with its own (Python) PromQL reader.
 
-use keeper_sources::metrics::PriceMetrics;
-use keeper_ton::metrics::ChainMetrics;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,6 +16,8 @@ use db_backup::metrics::BackupMetrics;
 use keeper_runtime::runner::Shutdown;
 use keeper_runtime::telemetry::metrics::labels;
 use keeper_runtime::telemetry::{Health, Metrics, serve_ops};
+use keeper_sources::metrics::PriceMetrics;
+use keeper_ton::metrics::ChainMetrics;
 
 const KEEPERS: [&str; 3] = ["pricing-oracle", "bridge-health", "db-backup"];
 

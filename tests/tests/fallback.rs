@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use keeper_runtime::secret::Secret;
 use keeper_tests::pricing::PricingHarness;
 use keeper_tests::process::free_port;
+use keeper_tests::upstreams::Ts;
 use keeper_ton::{Network, Wallet, WalletKeys, WalletVersion};
 
 /// A second keeper identity (the harness's own is the primary).
@@ -84,4 +85,53 @@ async fn only_the_primary_sends_while_it_lives_and_the_fallback_takes_over_withi
         "took {took:?}"
     );
     fallback.kill().await.expect("stop the fallback");
+}
+
+/// Sources whose observations lag 40 s (as CoinGecko's and DefiLlama's do), a heartbeat shorter
+/// than that lag and a fallback offset equal to the interval: the primary sends one batch per
+/// heartbeat, the fallback nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lagging_sources_cost_one_batch_per_heartbeat_and_nothing_from_the_fallback() {
+    const LAG: u64 = 40;
+    const SHORT_HEARTBEAT: u64 = 8;
+    const WATCH: u64 = 26;
+    let mut h = PricingHarness::start().await;
+    h.extra_env.extend([
+        ("PRICE_HEARTBEAT".into(), SHORT_HEARTBEAT.to_string()),
+        ("STALE_AFTER".into(), "300".into()),
+    ]);
+    for asset in ["USDT", "USDC", "DAI", "USDD", "TUSD", "FDUSD"] {
+        h.up.set_timestamp_everywhere(asset, Ts::Age(LAG));
+    }
+    let keys = WalletKeys::from_mnemonic(&Secret::new(FALLBACK_MNEMONIC)).unwrap();
+    let fallback_wallet = Wallet::new(keys, WalletVersion::V5r1, Network::Mainnet).unwrap();
+    h.ton.fund(fallback_wallet.address(), 50_000_000_000);
+    h.ton
+        .register_keeper(&h.oracle, fallback_wallet.keys().public_key());
+
+    let mut primary = h.spawn();
+    h.wait_externals(1, Duration::from_secs(30)).await;
+    let started = h.ton.accepted_from(h.wallet.address());
+    let mut fallback = h
+        .command(&[])
+        .env("KEEPER_MNEMONIC", FALLBACK_MNEMONIC)
+        .env("FALLBACK_OFFSET", "1")
+        .env("METRICS_ADDR", format!("127.0.0.1:{}", free_port()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn the fallback");
+    tokio::time::sleep(Duration::from_secs(WATCH)).await;
+    let heartbeats = h.ton.accepted_from(h.wallet.address()) - started;
+    assert!(
+        (2..=(WATCH / SHORT_HEARTBEAT + 1) as usize).contains(&heartbeats),
+        "{heartbeats} batches in {WATCH} s with a {SHORT_HEARTBEAT} s heartbeat"
+    );
+    assert_eq!(
+        h.ton.accepted_from(fallback_wallet.address()),
+        0,
+        "the fallback paid nothing while the primary lived"
+    );
+    primary.kill().await.unwrap();
+    fallback.kill().await.unwrap();
 }

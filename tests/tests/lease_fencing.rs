@@ -2,7 +2,6 @@
 //! stand-in: the token is checked again right before a signature, a holder whose lease was
 //! taken over signs nothing, and a delivery records the token it signed under.
 
-use keeper_ton::metrics::ChainMetrics;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +14,7 @@ use keeper_tests::env;
 use keeper_tests::toncenter::ToncenterServer;
 use keeper_ton::cache::ChainStore;
 use keeper_ton::lease::{FenceError, WalletLease};
+use keeper_ton::metrics::ChainMetrics;
 use keeper_ton::*;
 use sqlx::Connection as _;
 
@@ -36,6 +36,7 @@ async fn store(pg: Option<&str>, redis: Option<&str>, prefix: &str) -> ChainStor
         redis_prefix: prefix.to_owned(),
         lease_ttl: 2,
         migrate_on_start: false,
+        ..StorageSettings::default()
     };
     ChainStore::connect_with(
         &settings,

@@ -2,12 +2,12 @@
 //! token, the confidence bound, staleness, and every documented error (HTML, 429 with
 //! `Retry-After`, garbage values, unknown ids, malformed bodies).
 
-use keeper_sources::metrics::PriceMetrics;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use keeper_runtime::secret::Secret;
 use keeper_runtime::telemetry::Metrics;
+use keeper_sources::metrics::PriceMetrics;
 use keeper_sources::{
     AggregationSettings, Fetched, Observation, PriceFetcher, Pyth, Reason, SourcesSettings,
 };

@@ -1,13 +1,13 @@
 //! Price sources against the local stand-ins (real HTTP): every documented success and error
 //! shape, hostile values, failover, retries, `Retry-After`, and aggregation of what came back.
 
-use keeper_sources::metrics::PriceMetrics;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use keeper_runtime::secret::Secret;
 use keeper_runtime::telemetry::Metrics;
 use keeper_sources::aggregate::aggregate;
+use keeper_sources::metrics::PriceMetrics;
 use keeper_sources::{
     AggregationSettings, AssetConfig, CoinGecko, CoinGeckoTier, DefiLlama, EthCall, EvmRpc,
     Fetched, Observation, PriceFetcher, Reason, RpcErrorKind, SourcesSettings, chainlink,

@@ -2,7 +2,6 @@
 //! own schema, records and "latest" queries, Redis hashes and pub/sub, the wallet lease contended
 //! by two processes, and stores lost (and regained) mid-run.
 
-use keeper_ton::metrics::ChainMetrics;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,6 +17,7 @@ use keeper_runtime::telemetry::metrics::Metrics;
 use keeper_tests::env;
 use keeper_tests::proxy::TcpProxy;
 use keeper_ton::cache::ChainStore;
+use keeper_ton::metrics::ChainMetrics;
 use pricing_oracle::records::{
     self as price_records, NewPriceUpdate, StatusChange, UpdateReason, UpdateStatus,
 };
@@ -27,8 +27,49 @@ use tokio::io::AsyncBufReadExt;
 // ---------------------------------------------------------------------------------------------
 // helpers
 
-/// Files in `migrations/`.
-const MIGRATIONS: i64 = 3;
+/// Migration files of every binary's folder under `migrations/` (one each).
+const MIGRATIONS: i64 = 4;
+
+/// Every binary's migration sets in one schema, as a deployment sharing `keepers` has them.
+static ALL: store::Migrations = &[
+    &pricing_oracle::records::PRICING_ORACLE_MIGRATIONS,
+    &bridge_health::records::BRIDGE_HEALTH_MIGRATIONS,
+    &keeper_ton::journal::TON_MIGRATIONS,
+    &db_backup::records::BACKUP_RUNS_MIGRATIONS,
+];
+
+/// The single history every binary shared before the split, byte for byte as released.
+static RELEASED: store::MigrationSet = store::MigrationSet {
+    owner: "released",
+    migrator: sqlx::migrate!("../migrations/released"),
+    table: "_sqlx_migrations",
+};
+
+/// What the binaries of the earlier releases applied.
+static RELEASED_ONLY: store::Migrations = &[&RELEASED];
+
+/// The bookkeeping tables of [`ALL`].
+const BOOKKEEPING: [&str; 4] = [
+    "_bridge_health_migrations",
+    "_db_backup_migrations",
+    "_pricing_oracle_migrations",
+    "_ton_migrations",
+];
+
+/// Successful migrations recorded in `schema` across [`ALL`]'s bookkeeping tables.
+async fn applied(c: &mut sqlx::PgConnection, schema: &str) -> i64 {
+    let mut n = 0;
+    for table in BOOKKEEPING {
+        let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM \"{schema}\".{table} WHERE success"
+        )))
+        .fetch_one(&mut *c)
+        .await
+        .unwrap();
+        n += count;
+    }
+    n
+}
 
 fn fast() -> StoreTimeouts {
     StoreTimeouts {
@@ -46,6 +87,7 @@ fn settings(pg: Option<&str>, redis: Option<&str>, schema: &str, prefix: &str) -
         redis_prefix: prefix.to_owned(),
         lease_ttl: 2,
         migrate_on_start: true,
+        migrations: ALL,
     }
 }
 
@@ -229,8 +271,8 @@ async fn migrations_apply_twice_in_their_own_schema_beside_a_foreign_public_tabl
     .await
     .unwrap();
 
-    store::migrate(&url, "keepers").await.unwrap();
-    store::migrate(&url, "keepers").await.unwrap();
+    store::migrate(&url, "keepers", ALL).await.unwrap();
+    store::migrate(&url, "keepers", ALL).await.unwrap();
 
     // The bookkeeping table and ours are in `keepers`; public has only the foreign table.
     let tables: Vec<(String, String)> = sqlx::query_as(
@@ -241,7 +283,10 @@ async fn migrations_apply_twice_in_their_own_schema_beside_a_foreign_public_tabl
     .await
     .unwrap();
     let want: Vec<(String, String)> = [
-        ("keepers", "_sqlx_migrations"),
+        ("keepers", "_bridge_health_migrations"),
+        ("keepers", "_db_backup_migrations"),
+        ("keepers", "_pricing_oracle_migrations"),
+        ("keepers", "_ton_migrations"),
         ("keepers", "backup_runs"),
         ("keepers", "bridge_health_snapshots"),
         ("keepers", "bridge_health_verdicts"),
@@ -255,12 +300,9 @@ async fn migrations_apply_twice_in_their_own_schema_beside_a_foreign_public_tabl
     .collect();
     assert_eq!(tables, want);
 
-    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM keepers._sqlx_migrations")
-        .fetch_one(&mut c)
-        .await
-        .unwrap();
     assert_eq!(
-        applied, MIGRATIONS,
+        applied(&mut c, "keepers").await,
+        MIGRATIONS,
         "a second migrate must not apply anything again"
     );
 
@@ -384,27 +426,52 @@ async fn instances_migrating_at_once_all_succeed_and_apply_once() {
     let runs: Vec<_> = (0..4)
         .map(|_| {
             let (url, schema) = (url.clone(), schema.clone());
-            tokio::spawn(async move { store::migrate(&url, &schema).await })
+            tokio::spawn(async move { store::migrate(&url, &schema, ALL).await })
         })
         .collect();
     for r in runs {
         r.await.unwrap().unwrap();
     }
     let mut c = pg_admin().await;
-    let applied: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-        "SELECT count(*) FROM \"{schema}\"._sqlx_migrations WHERE success"
+    assert_eq!(applied(&mut c, &schema).await, MIGRATIONS);
+    drop_schema(&schema).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_migrated_by_the_released_single_history_upgrades_in_place() {
+    let schema = schema_name("upgrade");
+    let url = SecretUrl::shared(env::pg_url());
+    // An existing deployment: every table, one `_sqlx_migrations` history, some records.
+    store::migrate(&url, &schema, RELEASED_ONLY).await.unwrap();
+    let mut c = pg_admin().await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO \"{schema}\".ton_inflight (wallet, seqno, entry) VALUES ('EQw', 7, '{{}}'); \
+         INSERT INTO \"{schema}\".backup_runs (status, database) VALUES ('success', 'app')"
+    )))
+    .execute(&mut c)
+    .await
+    .unwrap();
+    // The upgraded binaries adopt the tables as they are, each recording its own history.
+    store::migrate(&url, &schema, ALL).await.unwrap();
+    assert_eq!(applied(&mut c, &schema).await, MIGRATIONS);
+    // A binary of the old release still running beside them finds its history intact.
+    store::migrate(&url, &schema, RELEASED_ONLY).await.unwrap();
+    let counts: (i64, i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT (SELECT count(*) FROM \"{schema}\"._sqlx_migrations WHERE success), \
+                (SELECT count(*) FROM \"{schema}\".ton_inflight), \
+                (SELECT count(*) FROM \"{schema}\".backup_runs)"
     )))
     .fetch_one(&mut c)
     .await
     .unwrap();
-    assert_eq!(applied, MIGRATIONS);
+    assert_eq!(counts, (3, 1, 1));
     drop_schema(&schema).await;
 }
 
 #[tokio::test]
 async fn migrate_rejects_a_schema_name_that_is_not_an_identifier() {
     let url = SecretUrl::new(env::pg_url());
-    let err = store::migrate(&url, "keepers; DROP TABLE x")
+    let err = store::migrate(&url, "keepers; DROP TABLE x", ALL)
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::InvalidSchema(_)), "{err}");
@@ -587,7 +654,7 @@ async fn price_updates_and_bridge_snapshots_with_latest_queries() {
 #[tokio::test]
 async fn latest_queries_are_served_by_the_indexes() {
     let schema = schema_name("idx");
-    store::migrate(&SecretUrl::new(env::pg_url()), &schema)
+    store::migrate(&SecretUrl::new(env::pg_url()), &schema, ALL)
         .await
         .unwrap();
     let mut c = pg_admin().await;
@@ -808,6 +875,7 @@ fn passwords_stay_out_of_errors_and_logs() {
         let migrate = store::migrate(
             &SecretUrl::new("postgres://keeper:hunter2-pg@127.0.0.1:1/app"),
             "keepers",
+            ALL,
         )
         .await
         .unwrap_err();

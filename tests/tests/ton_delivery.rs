@@ -3,7 +3,6 @@
 //! response (no second body for that seqno), expiry and rebuild, rejection kept in flight, and
 //! read-back mismatches reported as errors.
 
-use keeper_ton::metrics::ChainMetrics;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +10,7 @@ use keeper_runtime::retry;
 use keeper_runtime::secret::Secret;
 use keeper_runtime::telemetry::metrics::Metrics;
 use keeper_tests::toncenter::{ExternalOutcome, Fault, NumberStyle, ToncenterServer};
+use keeper_ton::metrics::ChainMetrics;
 use keeper_ton::*;
 use keeper_ton::{Network, WalletVersion};
 
@@ -101,20 +101,8 @@ impl Rig {
     }
 
     fn metric(&self, line_start: &str) -> Option<f64> {
-        self.metrics
-            .render()
-            .lines()
-            .find(|l| l.starts_with(line_start))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
+        keeper_tests::sample(&self.metrics.render(), line_start)
     }
-}
-
-fn now() -> u32 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as u32
 }
 
 #[tokio::test]
@@ -130,7 +118,7 @@ async fn first_send_deploys_with_state_init_and_lands_in_config_order() {
         config(),
     );
     let ids = [4u16, 1, 6, 2, 5, 3];
-    let ts = now() - 5;
+    let ts = keeper_tests::unix_now() - 5;
     let report = d.deliver(&r.prices(&ids, ts)).await.unwrap();
 
     assert_eq!(report.batches.len(), 1);
@@ -222,7 +210,7 @@ async fn deployed_wallet_confirms_by_seqno_over_rest_with_decimal_stacks() {
     let r = rig(WalletVersion::V5r1, 2, true).await;
     r.chain.set_number_style(NumberStyle::Decimal);
     let d = r.delivery(&r.chain.rest_url(), config());
-    let ts = now() - 1;
+    let ts = keeper_tests::unix_now() - 1;
     let msgs = vec![
         OracleMessage::new(
             r.oracle.clone(),
@@ -281,7 +269,10 @@ async fn v4r2_sends_chunks_of_four_each_confirmed_before_the_next() {
     let r = rig(WalletVersion::V4r2, 3, false).await;
     let d = r.delivery(&r.chain.jsonrpc_url(), config());
     let ids = [6u16, 5, 4, 3, 2, 1];
-    let report = d.deliver(&r.prices(&ids, now())).await.unwrap();
+    let report = d
+        .deliver(&r.prices(&ids, keeper_tests::unix_now()))
+        .await
+        .unwrap();
     let shape: Vec<_> = report
         .batches
         .iter()
@@ -320,7 +311,10 @@ async fn rate_limits_unavailable_and_hanging_requests_are_retried() {
         config(),
     );
     let started = std::time::Instant::now();
-    let report = d.deliver(&r.prices(&[1, 2], now())).await.unwrap();
+    let report = d
+        .deliver(&r.prices(&[1, 2], keeper_tests::unix_now()))
+        .await
+        .unwrap();
     assert!(report.read_back.iter().all(|x| x.landed));
     // Retry-After: 1 was honoured between the 429s.
     assert!(
@@ -359,7 +353,10 @@ async fn client_errors_are_not_retried_and_keep_the_status() {
         ),
         config(),
     );
-    let err = d.deliver(&r.prices(&[1], now())).await.unwrap_err();
+    let err = d
+        .deliver(&r.prices(&[1], keeper_tests::unix_now()))
+        .await
+        .unwrap_err();
     let DeliveryError::Transport { source, .. } = &err else {
         panic!("{err:?}")
     };
@@ -382,7 +379,10 @@ async fn lost_response_never_produces_a_second_body_for_the_seqno() {
             client(&r.chain.jsonrpc_url(), None, Duration::from_millis(700)),
             config(),
         );
-        let report = d.deliver(&r.prices(&[1, 2, 3], now())).await.unwrap();
+        let report = d
+            .deliver(&r.prices(&[1, 2, 3], keeper_tests::unix_now()))
+            .await
+            .unwrap();
         assert_eq!(report.batches[0].seqno, 5, "{fault:?}");
         assert_eq!(r.chain.seqno(r.wallet.address()), Some(6));
         let ext = r.chain.externals();
@@ -417,7 +417,10 @@ async fn expired_message_is_rebuilt_only_after_it_cannot_land() {
         ..config()
     };
     let d = r.delivery(&r.chain.jsonrpc_url(), cfg);
-    let report = d.deliver(&r.prices(&[1, 2], now() - 10)).await.unwrap();
+    let report = d
+        .deliver(&r.prices(&[1, 2], keeper_tests::unix_now() - 10))
+        .await
+        .unwrap();
     let b = &report.batches[0];
     assert_eq!((b.seqno, b.rebuilds), (5, 1));
     let ext = r.chain.externals();
@@ -446,7 +449,10 @@ async fn expiry_gives_up_after_the_allowed_rebuilds() {
         ..config()
     };
     let d = r.delivery(&r.chain.jsonrpc_url(), cfg);
-    let err = d.deliver(&r.prices(&[1], now())).await.unwrap_err();
+    let err = d
+        .deliver(&r.prices(&[1], keeper_tests::unix_now()))
+        .await
+        .unwrap_err();
     assert!(
         matches!(
             err,
@@ -492,7 +498,7 @@ async fn a_rejected_message_stays_in_flight_until_it_expires() {
             asset: "USDT".into(),
             asset_id: 1,
             price_micro: 1_000_000,
-            timestamp: now() - 5,
+            timestamp: keeper_tests::unix_now() - 5,
         }),
     )];
     let err = d.deliver(&msgs).await.unwrap_err();
@@ -528,7 +534,7 @@ async fn updates_that_did_not_land_are_an_error() {
     let r = rig(WalletVersion::V5r1, 10, true).await;
     // An oracle that never registered this keeper ignores (and bounces) its updates.
     let stranger = r.chain.new_oracle();
-    let ts = now() - 3;
+    let ts = keeper_tests::unix_now() - 3;
     let msgs: Vec<_> = r
         .prices(&[1, 2], ts)
         .into_iter()
@@ -662,7 +668,10 @@ async fn unreachable_chain_is_a_transport_error() {
         ),
         config(),
     );
-    let err = d.deliver(&r.prices(&[1], now())).await.unwrap_err();
+    let err = d
+        .deliver(&r.prices(&[1], keeper_tests::unix_now()))
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), "transport");
     assert!(err.to_string().contains("getWalletInformation"), "{err}");
 }

@@ -4,7 +4,6 @@
 //! request budget paces a keyless endpoint, and a keeper whose first endpoint is dead or
 //! answers 503 publishes in the same tick.
 
-use keeper_ton::metrics::ChainMetrics;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,6 +12,7 @@ use keeper_runtime::retry;
 use keeper_runtime::telemetry::metrics::Metrics;
 use keeper_tests::pricing::PricingHarness;
 use keeper_tests::toncenter::{ExternalOutcome, ToncenterServer};
+use keeper_ton::metrics::ChainMetrics;
 use keeper_ton::*;
 
 const TON: u128 = 1_000_000_000;

@@ -4,7 +4,6 @@
 //! keeper killed with SIGKILL between send and confirmation and restarted at once never puts
 //! two different bodies on one seqno, and its update lands once.
 
-use keeper_ton::metrics::ChainMetrics;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,6 +16,7 @@ use keeper_tests::env;
 use keeper_tests::pricing::PricingHarness;
 use keeper_tests::toncenter::{ExternalOutcome, ToncenterServer};
 use keeper_ton::cache::ChainStore;
+use keeper_ton::metrics::ChainMetrics;
 use keeper_ton::*;
 
 const TON: u128 = 1_000_000_000;
@@ -113,18 +113,11 @@ impl Process {
     }
 }
 
-fn now() -> u32 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as u32
-}
-
 /// First process: sends, gives up waiting (the chain holds the message), "dies". Second
 /// process: must resume that message, not sign a new body for seqno 11.
 async fn resumed_after_restart(r: &Rig, journal: Journal) {
     r.chain.set_inclusion_delay(Duration::from_millis(1_500));
-    let t0 = now() - 5;
+    let t0 = keeper_tests::unix_now() - 5;
     let first = r.process(journal.clone(), Duration::from_millis(300));
     let err = first.deliver(&r.price(999_001, t0)).await.unwrap_err();
     assert_eq!(err.kind(), "unconfirmed", "{err}");
@@ -196,6 +189,7 @@ async fn a_postgres_journal_resumes_the_same_message_after_a_restart() {
             redis_prefix: "x:".into(),
             lease_ttl: 180,
             migrate_on_start: true,
+            migrations: pricing_oracle::records::MIGRATIONS,
         },
         Arc::new(Metrics::new("pricing-oracle").with::<ChainMetrics>()),
         Alerter::disabled(),
@@ -219,7 +213,7 @@ async fn an_expired_journaled_message_is_proven_dead_before_a_new_body() {
         .with_ttl(Duration::from_secs(2));
     assert_eq!(
         first
-            .deliver(&r.price(999_001, now() - 5))
+            .deliver(&r.price(999_001, keeper_tests::unix_now() - 5))
             .await
             .unwrap_err()
             .kind(),
@@ -231,7 +225,10 @@ async fn an_expired_journaled_message_is_proven_dead_before_a_new_body() {
     // Chain time has passed its valid_until with seqno 11 unused: only now may seqno 11 carry
     // another body.
     let second = r.process(journal.clone(), Duration::from_secs(10));
-    let report = second.deliver(&r.price(999_003, now() - 1)).await.unwrap();
+    let report = second
+        .deliver(&r.price(999_003, keeper_tests::unix_now() - 1))
+        .await
+        .unwrap();
     assert_eq!(report.batches[0].seqno, 11);
     assert_eq!(r.chain.price(&r.oracle, 1).map(|p| p.0), Some(999_003));
     let accepted: Vec<_> = r

@@ -122,3 +122,67 @@ async fn auto_value_follows_the_oracles_gas_recovers_from_out_of_gas_and_spend_m
     // The failed message's bounce came back and is not counted as spent (settled checks it).
     child.kill().await.expect("stop");
 }
+
+/// A new process that shares nothing with the previous one but the chain: another schema and
+/// Redis prefix (a `--once` run keeps its wallet lease until it expires).
+fn forget(h: &mut PricingHarness) {
+    let fresh = keeper_tests::env::unique("pricing");
+    h.extra_env.extend([
+        ("DB_SCHEMA".into(), fresh.clone()),
+        ("REDIS_PREFIX".into(), format!("{fresh}:")),
+    ]);
+}
+
+/// Runs `--once` with `args` to completion and returns what the oracle received during it.
+async fn once(h: &PricingHarness, args: &[&str]) -> Vec<(u128, i32)> {
+    let before = h.ton.oracle_inbound().len();
+    let mut all = vec!["--once"];
+    all.extend_from_slice(args);
+    let out = h.command(&all).output().await.expect("run --once");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    h.ton.oracle_inbound()[before..].to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_once_run_attaches_the_value_learned_from_the_chain() {
+    let mut h = PricingHarness::start().await;
+    h.extra_env
+        .extend([("UPDATE_VALUE_TON".into(), "auto".into())]);
+    // A wallet with no history: the maximum.
+    let first = once(&h, &[]).await;
+    assert_eq!(first, vec![(MAX_VALUE, 0); 6], "{first:?}");
+    // A new process knows nothing in memory, but the chain has the oracle's results.
+    forget(&mut h);
+    let second = once(&h, &["--force"]).await;
+    assert_eq!(second, vec![(2 * ORACLE_GAS_FEE, 0); 6], "{second:?}");
+    // The spend rate starts from the chain's history too: one hour's extrapolation of what the
+    // wallet spent, quiet (no wallet_runway_low) on so little history.
+    assert!(
+        !h.sink
+            .requests()
+            .iter()
+            .any(|r| r.json().is_some_and(|j| j["key"] == "wallet_runway_low")),
+        "wallet_runway_low fired on two batches"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_history_falls_back_to_the_maximum() {
+    let mut h = PricingHarness::start().await;
+    h.extra_env
+        .extend([("UPDATE_VALUE_TON".into(), "auto".into())]);
+    let first = once(&h, &[]).await;
+    assert_eq!(first.len(), 6, "{first:?}");
+    h.ton.inject(
+        "getTransactions",
+        keeper_tests::toncenter::Fault::Status(400, "cannot parse the account".into()),
+        1,
+    );
+    forget(&mut h);
+    let second = once(&h, &["--force"]).await;
+    assert_eq!(second, vec![(MAX_VALUE, 0); 6], "{second:?}");
+}

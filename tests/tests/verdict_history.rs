@@ -25,6 +25,7 @@ async fn store(pg: bool, redis: bool, schema: &str, prefix: &str) -> ChainStore 
         redis_prefix: prefix.to_owned(),
         lease_ttl: 2,
         migrate_on_start: true,
+        migrations: bridge_health::records::MIGRATIONS,
     };
     ChainStore::connect(
         &settings,

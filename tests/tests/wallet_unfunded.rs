@@ -66,7 +66,7 @@ impl Rig {
     }
 
     fn prices(&self, ids: &[u16]) -> Vec<OracleMessage> {
-        let ts = now() - 5;
+        let ts = keeper_tests::unix_now() - 5;
         ids.iter()
             .map(|&id| {
                 OracleMessage::new(
@@ -83,20 +83,8 @@ impl Rig {
     }
 
     fn metric(&self, line_start: &str) -> Option<f64> {
-        self.metrics
-            .render()
-            .lines()
-            .find(|l| l.starts_with(line_start))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
+        keeper_tests::sample(&self.metrics.render(), line_start)
     }
-}
-
-fn now() -> u32 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as u32
 }
 
 fn shortfall(err: &DeliveryError) -> &Shortfall {

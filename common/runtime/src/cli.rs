@@ -159,13 +159,14 @@ pub struct Needs {
     pub database: bool,
 }
 
-/// The `migrate` subcommand: applies the embedded migrations to `storage`'s database and schema.
+/// The `migrate` subcommand: applies the binary's migration sets (`storage.migrations`) to
+/// `storage`'s database and schema.
 pub async fn migrate_command(
     storage: &crate::config::StorageSettings,
 ) -> Result<(), crate::store::StoreError> {
     // Configuration loading already required DATABASE_URL for this command.
     if let Some(url) = &storage.database_url {
-        crate::store::migrate(url, &storage.db_schema).await?;
+        crate::store::migrate(url, &storage.db_schema, storage.migrations).await?;
         println!("migrations applied to schema {}", storage.db_schema);
     }
     Ok(())

@@ -6,12 +6,14 @@
 //! `Delivery` itself serializes calls.
 
 mod cost;
+mod learn;
 mod sweep;
 
 pub use cost::{
-    AutoValue, EXTERNAL_GAS_ESTIMATE_NANOTON, FORWARD_FEE_ESTIMATE_NANOTON, batch_cost_nanoton,
-    is_out_of_gas,
+    AutoValue, EXTERNAL_GAS_ESTIMATE_NANOTON, FORWARD_FEE_ESTIMATE_NANOTON, RUNWAY_HISTORY_SECS,
+    RUNWAY_MIN_SENDS, SpendRate, batch_cost_nanoton, is_out_of_gas,
 };
+pub use learn::{HistoryError, Learned};
 pub use sweep::SweepReport;
 
 use crate::metrics::ChainMetrics;
@@ -272,6 +274,12 @@ impl<T: TonTransport> Delivery<T> {
     /// over the last 24 hours (extrapolated from at least one hour). `None` before any send.
     pub fn spend_per_day_nanoton(&self) -> Option<f64> {
         self.costs.per_day()
+    }
+
+    /// The spend rate with the history behind it (chain history and this process's sends),
+    /// `None` before any send is known.
+    pub fn spend_rate(&self) -> Option<SpendRate> {
+        self.costs.rate()
     }
 
     /// Seqno and valid_until of a message from an earlier call that may still land.

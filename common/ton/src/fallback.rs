@@ -18,13 +18,16 @@ pub enum Gate {
 #[derive(Debug, Default)]
 pub struct FallbackGate {
     offset_secs: u64,
+    /// Added to the wait when the offset is no longer than the tick interval: a primary may
+    /// publish as late as one interval after a value fell due, and its send needs time to land.
+    grace_secs: u64,
     due_since: HashMap<String, DueSince>,
 }
 
-/// When a subject was first seen due, and the heartbeat deadline of the on-chain value then.
+/// When a subject was first seen due, against which on-chain value.
 #[derive(Debug, Clone, Copy)]
 struct DueSince {
-    heartbeat_due: Option<u64>,
+    on_chain: Option<(u64, u64)>,
     seen: u64,
 }
 
@@ -33,8 +36,20 @@ impl FallbackGate {
     pub fn new(offset_secs: u64) -> Self {
         Self {
             offset_secs,
+            grace_secs: 0,
             due_since: HashMap::new(),
         }
+    }
+
+    /// The keeper ticks every `interval_secs`: an offset no longer than that waits one interval
+    /// more, so a primary ticking just before this keeper is not raced.
+    pub fn with_interval(mut self, interval_secs: u64) -> Self {
+        self.grace_secs = if self.offset_secs > 0 && self.offset_secs <= interval_secs {
+            interval_secs
+        } else {
+            0
+        };
+        self
     }
 
     /// True for a fallback keeper (offset above 0).
@@ -48,6 +63,19 @@ impl FallbackGate {
     /// value (another `heartbeat_due`) restarts the wait: someone is publishing, so the wait
     /// measures the primary's delay on this value, not how long the subject has stayed due.
     pub fn check(&mut self, subject: &str, heartbeat_due: Option<u64>, now: u64) -> Gate {
+        self.check_value(subject, heartbeat_due.map(|h| (h, 0)), heartbeat_due, now)
+    }
+
+    /// Like [`FallbackGate::check`], with the wait restarting whenever `on_chain` (the on-chain
+    /// observation time and value) changes rather than when the heartbeat deadline does: a
+    /// deadline estimated from the sources' lag moves a little every tick.
+    pub fn check_value(
+        &mut self,
+        subject: &str,
+        on_chain: Option<(u64, u64)>,
+        heartbeat_due: Option<u64>,
+        now: u64,
+    ) -> Gate {
         if self.offset_secs == 0 {
             return Gate::Publish;
         }
@@ -55,18 +83,20 @@ impl FallbackGate {
             .due_since
             .entry(subject.to_owned())
             .or_insert(DueSince {
-                heartbeat_due,
+                on_chain,
                 seen: now,
             });
-        if entry.heartbeat_due != heartbeat_due {
+        if entry.on_chain != on_chain {
             *entry = DueSince {
-                heartbeat_due,
+                on_chain,
                 seen: now,
             };
         }
         let seen = entry.seen;
         let due = heartbeat_due.map_or(seen, |h| h.min(seen));
-        let at = due.saturating_add(self.offset_secs);
+        let at = due
+            .saturating_add(self.offset_secs)
+            .saturating_add(self.grace_secs);
         if now >= at {
             Gate::Publish
         } else {
@@ -122,9 +152,42 @@ mod tests {
         assert_eq!(g.check("USDT", Some(3100), 3100), Gate::Wait(60));
         assert_eq!(g.check("USDT", Some(3150), 3160), Gate::Wait(50));
         assert_eq!(g.check("USDT", Some(3150), 3210), Gate::Publish);
+        // A deadline that moves with the sources' lag does not restart the wait; a new value does.
+        g.settled("USDT");
+        assert_eq!(
+            g.check_value("USDT", Some((3000, 1)), Some(3300), 3300),
+            Gate::Wait(60)
+        );
+        assert_eq!(
+            g.check_value("USDT", Some((3000, 1)), Some(3302), 3330),
+            Gate::Wait(30)
+        );
+        assert_eq!(
+            g.check_value("USDT", Some((3320, 1)), Some(3620), 3340),
+            Gate::Wait(60)
+        );
         assert_eq!(
             Gate::Wait(50).wait_reason(60).unwrap(),
             "fallback (offset 60 s): the primary has 50 s left to publish it"
         );
+    }
+
+    #[test]
+    fn an_offset_equal_to_the_interval_waits_one_interval_more() {
+        let mut g = FallbackGate::new(10).with_interval(10);
+        assert_eq!(
+            g.check_value("USDT", Some((100, 1)), Some(200), 200),
+            Gate::Wait(20)
+        );
+        assert_eq!(
+            g.check_value("USDT", Some((100, 1)), Some(200), 210),
+            Gate::Wait(10)
+        );
+        assert_eq!(
+            g.check_value("USDT", Some((100, 1)), Some(200), 220),
+            Gate::Publish
+        );
+        let mut g = FallbackGate::new(4).with_interval(1);
+        assert_eq!(g.check("USDT", Some(200), 200), Gate::Wait(4));
     }
 }

@@ -697,3 +697,11 @@ fn write_durably(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), JournalErr
         .and_then(|d| d.sync_all())
         .map_err(io)
 }
+
+/// The journal's table (`ton_inflight`) and its bookkeeping: both chain keepers apply it.
+pub static TON_MIGRATIONS: keeper_runtime::store::MigrationSet =
+    keeper_runtime::store::MigrationSet {
+        owner: "ton",
+        migrator: sqlx::migrate!("../../migrations/ton"),
+        table: "_ton_migrations",
+    };

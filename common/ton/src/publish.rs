@@ -229,6 +229,10 @@ pub struct Publisher {
     /// What the last batch the wallet could not pay needed: a balance read that covers it
     /// resolves `wallet_unfunded` even before the next batch.
     unfunded_need: std::sync::Mutex<Option<u128>>,
+    /// The op whose cost and spend are learned from the chain before the first send.
+    learn_op: Option<&'static str>,
+    /// The chain's history was read (once per process, successful or not).
+    learned: std::sync::atomic::AtomicBool,
 }
 
 impl Publisher {
@@ -254,6 +258,35 @@ impl Publisher {
             health,
             value_nanoton: settings.fixed_value_nanoton(),
             unfunded_need: std::sync::Mutex::new(None),
+            learn_op: None,
+            learned: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Before its first send, learns what messages of `op` cost and what the wallet spends
+    /// from the chain (see [`Delivery::learn_from_chain`]).
+    pub fn learning(mut self, op: &'static str) -> Self {
+        self.learn_op = Some(op);
+        self
+    }
+
+    /// Once per process, before anything is sent: `auto` and the spend rate from the wallet's
+    /// history on chain. A history that cannot be read leaves `auto` at the maximum.
+    async fn learn_once(&self) {
+        let (Some(op), Some(oracle)) = (self.learn_op, &self.oracle) else {
+            return;
+        };
+        if self
+            .learned
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            return;
+        }
+        if let Err(e) = self.delivery.learn_from_chain(oracle, op).await {
+            tracing::warn!(
+                error = %e,
+                "the wallet's history on chain is unreadable: UPDATE_VALUE_TON=auto starts at the maximum"
+            );
         }
     }
 
@@ -316,6 +349,7 @@ impl Publisher {
         balance_low_nanoton: Option<u64>,
         runway_low_days: Option<u64>,
     ) -> Result<WalletInformation, TransportError> {
+        self.learn_once().await;
         let wallet = self.delivery.wallet();
         let info = self
             .delivery
@@ -364,9 +398,14 @@ impl Publisher {
     }
 
     fn watch_runway(&self, label: &str, balance_nanoton: u128, low_days: Option<u64>) {
-        let Some(per_day) = self.delivery.spend_per_day_nanoton().filter(|r| *r > 0.0) else {
+        let Some(rate) = self
+            .delivery
+            .spend_rate()
+            .filter(|r| r.per_day_nanoton > 0.0)
+        else {
             return;
         };
+        let per_day = rate.per_day_nanoton;
         let series = labels([("wallet", label)]);
         let runway_days = balance_nanoton as f64 / per_day;
         ChainMetrics::of(&self.metrics)
@@ -378,6 +417,8 @@ impl Publisher {
             .get_or_create(&series)
             .set(runway_days);
         match low_days {
+            // Quiet until the rate rests on enough history: one batch is not a day.
+            Some(_) if !rate.is_settled() => {}
             Some(low) if runway_days < low as f64 && !self.dry_run => {
                 self.alerter.fire(
                     Alert::new(

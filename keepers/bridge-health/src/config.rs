@@ -166,7 +166,8 @@ impl Config {
     }
 
     /// Validates loaded settings and types the bridges.
-    pub fn check(settings: Settings) -> Result<Self, ConfigError> {
+    pub fn check(mut settings: Settings) -> Result<Self, ConfigError> {
+        settings.storage.migrations = crate::records::MIGRATIONS;
         settings.ton.validate()?;
         validate_shared(
             &settings.runner,

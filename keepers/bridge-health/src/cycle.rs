@@ -93,14 +93,13 @@ impl BridgeCycle {
         match action {
             Action::Publish(reason) if reason != PublishReason::Forced => {
                 let now = u64::try_from(now).unwrap_or(0);
-                let heartbeat_due = onchain.map(|oc| {
-                    u64::try_from(oc.last_seen)
-                        .unwrap_or(0)
-                        .saturating_add(policy.heartbeat)
-                });
+                let last_seen = |oc: OnChain| u64::try_from(oc.last_seen).unwrap_or(0);
+                let heartbeat_due =
+                    onchain.map(|oc| last_seen(oc).saturating_add(policy.heartbeat));
+                let value = onchain.map(|oc| (last_seen(oc), u64::from(oc.is_online)));
                 match self
                     .fallback
-                    .check(bridge, heartbeat_due, now)
+                    .check_value(bridge, value, heartbeat_due, now)
                     .wait_reason(policy.fallback_offset)
                 {
                     Some(wait) => Action::Skip(wait),
@@ -126,6 +125,7 @@ impl BridgeCycle {
         let n = p.config.bridges.len();
         let peg_requests = peg_requests(&p.config.bridges);
         let fallback_offset = p.config.settings.policy.fallback_offset;
+        let interval_secs = p.config.settings.runner.period().as_secs();
         Self {
             p,
             families,
@@ -136,7 +136,7 @@ impl BridgeCycle {
             history_loaded: false,
             peg_requests,
             last: None,
-            fallback: FallbackGate::new(fallback_offset),
+            fallback: FallbackGate::new(fallback_offset).with_interval(interval_secs),
         }
     }
 
@@ -336,8 +336,24 @@ impl BridgeCycle {
         {
             self.export(d);
             self.raise(bridge, d);
-            let onchain = view.clone().ok().flatten();
-            let action = if self.fallback.is_fallback() {
+            // An unreadable oracle is not an empty one: judge against this keeper's own last
+            // publication, and without one publish nothing rather than blind.
+            let (onchain, unreadable) = match view {
+                Ok(v) => (*v, None),
+                Err(e) => (
+                    self.memory[i].published.map(|p| OnChain {
+                        is_online: p.is_online,
+                        last_seen: p.last_seen,
+                    }),
+                    Some(e.as_str()),
+                ),
+            };
+            let blind = unreadable.filter(|_| onchain.is_none() && !self.p.force);
+            let action = if let (Some(e), Some(_)) = (blind, d.is_online) {
+                Action::Skip(format!(
+                    "on-chain status unreadable ({e}) and no record of this keeper's own publication: not publishing blind"
+                ))
+            } else if self.fallback.is_fallback() {
                 let action = decision::plan_fallback(
                     d,
                     &self.memory[i],
@@ -369,10 +385,17 @@ impl BridgeCycle {
                     },
                 });
             }
+            let heartbeat_secs = i64::try_from(policy.heartbeat).unwrap_or(i64::MAX);
+            let next_heartbeat_at = self.memory[i]
+                .published
+                .map(|p| p.at)
+                .or(onchain.map(|oc| oc.last_seen))
+                .map(|t| t.saturating_add(heartbeat_secs));
             summary.bridges.push(BridgeSummary {
                 decision: d.clone(),
                 action: action.as_str(),
                 action_reason: action.reason(),
+                next_heartbeat_at,
             });
         }
         let mut published: Vec<Option<String>> = vec![None; decisions.len()];

@@ -37,6 +37,7 @@ impl ChainKeeper for BridgeKeeper {
     const NAME: &'static str = "bridge-health";
     const SERVICE: &'static str = "bridge-health-keeper";
     const ORACLE_SETTING: &'static str = config::ORACLE_SETTING;
+    const OP: &'static str = "update_bridge_status";
     type Config = Config;
     type Families = BridgeMetrics;
     type Cycle = BridgeCycle;

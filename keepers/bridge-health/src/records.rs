@@ -187,3 +187,18 @@ mod sql {
         rows.iter().map(bridge_record).collect()
     }
 }
+
+/// The bridge keeper's tables (`bridge_health_snapshots`, `bridge_health_verdicts`).
+pub static BRIDGE_HEALTH_MIGRATIONS: keeper_runtime::store::MigrationSet =
+    keeper_runtime::store::MigrationSet {
+        owner: "bridge-health",
+        migrator: sqlx::migrate!("../../migrations/bridge-health"),
+        table: "_bridge_health_migrations",
+    };
+
+/// Everything `bridge-health migrate` (and a start with `migrate_on_start`) creates: its own
+/// tables and the chain keepers' in-flight journal.
+pub static MIGRATIONS: keeper_runtime::store::Migrations = &[
+    &BRIDGE_HEALTH_MIGRATIONS,
+    &keeper_ton::journal::TON_MIGRATIONS,
+];

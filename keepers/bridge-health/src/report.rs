@@ -20,6 +20,9 @@ pub struct BridgeSummary {
     pub action: &'static str,
     /// Why (`status_change`, `heartbeat`, "unchanged…", "every signal unknown…").
     pub action_reason: String,
+    /// Unix seconds at which the next heartbeat update falls due (this keeper's last
+    /// publication, else the on-chain `last_seen`, plus the heartbeat); unknown without either.
+    pub next_heartbeat_at: Option<i64>,
 }
 
 /// What one cycle did: what was sent (shared with every chain keeper) and every bridge.

@@ -38,14 +38,10 @@ fn gauge(metrics: &str, series: &str) -> Option<f64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-fn now() -> u32 {
-    u32::try_from(keeper_tests::bridges::now()).unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthy_then_sick_then_recovered() {
     let h = Harness::start().await;
-    let started = now();
+    let started = keeper_tests::unix_now();
     let mut child = h.spawn();
 
     // Healthy: all four online, in one external message, in config order.
@@ -117,7 +113,10 @@ async fn healthy_then_sick_then_recovered() {
         orbit_last_seen >= first[1].2,
         "offline keeps the last healthy sighting"
     );
-    assert!(orbit_last_seen < now(), "not bumped by the offline status");
+    assert!(
+        orbit_last_seen < keeper_tests::unix_now(),
+        "not bumped by the offline status"
+    );
 
     let offline = h.alert("bridge_offline:orbit", "firing").await;
     let summary = offline["summary"].as_str().unwrap_or_default();
@@ -145,7 +144,9 @@ async fn healthy_then_sick_then_recovered() {
         "{axelar}"
     );
 
-    let snaps = h.snapshots().await;
+    let snaps = h
+        .snapshots_when(|s| s.contains(&(2, "offline".into(), false, true)))
+        .await;
     assert!(
         snaps.contains(&(2, "offline".into(), false, true)),
         "{snaps:?}"
@@ -155,7 +156,7 @@ async fn healthy_then_sick_then_recovered() {
         "{snaps:?}"
     );
     assert_eq!(
-        h.redis_hash(2).await.get("status").map(String::as_str),
+        h.redis_status_when(2, "offline").await.as_deref(),
         Some("offline")
     );
     let metrics = h.metrics().await;
@@ -557,7 +558,24 @@ async fn a_peg_quote_from_the_future_is_no_evidence() {
     assert_eq!(tb["status"], "healthy", "{tb}");
 }
 
-/// A second identity for the fallback test.
+/// The primary's wallet, and a second identity funded and registered with the oracle for the
+/// fallback tests.
+fn primary_and_funded_fallback(h: &Harness) -> (Wallet, Wallet) {
+    let keys = WalletKeys::from_mnemonic(&Secret::new(FALLBACK_MNEMONIC)).unwrap();
+    let fallback = Wallet::new(keys, WalletVersion::V5r1, Network::Mainnet).unwrap();
+    h.ton.fund(fallback.address(), 50_000_000_000);
+    h.ton
+        .register_keeper(&h.oracle, fallback.keys().public_key());
+    let primary = Wallet::new(
+        WalletKeys::from_mnemonic(&Secret::new(MNEMONIC)).unwrap(),
+        WalletVersion::V5r1,
+        Network::Mainnet,
+    )
+    .unwrap();
+    (primary, fallback)
+}
+
+/// A second identity for the fallback tests.
 const FALLBACK_MNEMONIC: &str = "section garden tomato dinner season dice renew length useful spin trade intact use universe what post spike keen mandate behind concert egg doll rug";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -565,17 +583,7 @@ async fn a_fallback_bridge_keeper_sends_nothing_while_the_primary_lives_and_take
     const HEARTBEAT: u64 = 6;
     const OFFSET: u64 = 3;
     let h = Harness::start().await;
-    let keys = WalletKeys::from_mnemonic(&Secret::new(FALLBACK_MNEMONIC)).unwrap();
-    let fallback_wallet = Wallet::new(keys, WalletVersion::V5r1, Network::Mainnet).unwrap();
-    h.ton.fund(fallback_wallet.address(), 50_000_000_000);
-    h.ton
-        .register_keeper(&h.oracle, fallback_wallet.keys().public_key());
-    let primary_wallet = Wallet::new(
-        WalletKeys::from_mnemonic(&Secret::new(MNEMONIC)).unwrap(),
-        WalletVersion::V5r1,
-        Network::Mainnet,
-    )
-    .unwrap();
+    let (primary_wallet, fallback_wallet) = primary_and_funded_fallback(&h);
 
     let mut primary = h.command(&[]);
     primary.env("BRIDGE_HEARTBEAT", HEARTBEAT.to_string());
@@ -617,5 +625,56 @@ async fn a_fallback_bridge_keeper_sends_nothing_while_the_primary_lives_and_take
         "took {:?}",
         killed.elapsed()
     );
+    fallback.kill().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_oracle_unreadable_a_fallback_stays_quiet_and_the_primary_keeps_publishing() {
+    const HEARTBEAT: u64 = 6;
+    const OFFSET: u64 = 2;
+    const WATCH: u64 = 20;
+    let h = Harness::start().await;
+    let (primary_wallet, fallback_wallet) = primary_and_funded_fallback(&h);
+
+    let mut primary = h.command(&[]);
+    // A send's read-back waits for an oracle it cannot read until the cycle times out.
+    primary
+        .env("BRIDGE_HEARTBEAT", HEARTBEAT.to_string())
+        .env("CYCLE_TIMEOUT", "4");
+    let mut primary = spawn_logged(primary, &h.schema);
+    h.wait_externals(1).await;
+    // Let the first send be read back before the oracle goes dark.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // From now on every get-method fails: the oracle cannot be read by either keeper.
+    h.ton.inject(
+        "runGetMethod",
+        keeper_tests::toncenter::Fault::Status(400, "cannot run get-method: exit code 11".into()),
+        usize::MAX,
+    );
+    let before = h.ton.accepted_from(primary_wallet.address());
+    let mut fallback = h
+        .command(&[])
+        .env("BRIDGE_HEARTBEAT", HEARTBEAT.to_string())
+        .env("KEEPER_MNEMONIC", FALLBACK_MNEMONIC)
+        .env("FALLBACK_OFFSET", OFFSET.to_string())
+        .env("METRICS_ADDR", format!("127.0.0.1:{}", free_port()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(WATCH)).await;
+    assert_eq!(
+        h.ton.accepted_from(fallback_wallet.address()),
+        0,
+        "an unreadable oracle is not an empty one"
+    );
+    // The primary judges against its own publication and keeps sending (its read-backs cannot
+    // confirm anything while the oracle is dark, so it may send more than one per heartbeat).
+    let sent = h.ton.accepted_from(primary_wallet.address()) - before;
+    assert!(
+        sent >= 1,
+        "the primary kept publishing: {sent} externals in {WATCH} s"
+    );
+    primary.kill().await.unwrap();
     fallback.kill().await.unwrap();
 }

@@ -21,7 +21,8 @@ use crate::store::{self, local::LocalStore};
 pub struct App {
     /// Validated settings.
     pub settings: Settings,
-    /// Label used in names: `BACKUP_NAME` or the source database's name.
+    /// Label used in names: `BACKUP_NAME` or the source database's name; empty when neither is
+    /// set (a restore on a machine that never saw the source).
     pub label: String,
     /// Metrics registry.
     pub metrics: Arc<Metrics>,
@@ -45,9 +46,10 @@ impl App {
         alerter: Alerter,
         with_records: bool,
     ) -> anyhow::Result<Self> {
-        let label = match &settings.backup().name {
-            Some(n) => n.clone(),
-            None => database_label(settings.source_url.expose())?,
+        let label = match (&settings.backup().name, &settings.source_url) {
+            (Some(n), _) => n.clone(),
+            (None, Some(url)) => database_label(url.expose())?,
+            (None, None) => String::new(),
         };
         let local = LocalStore::open(&settings.backup().dir)?;
         let remote = match &settings.s3 {
@@ -71,6 +73,7 @@ impl App {
                 let storage = StorageSettings {
                     database_url: Some(url.clone()),
                     redis_url: None,
+                    migrations: crate::records::MIGRATIONS,
                     ..settings.raw.storage.clone()
                 };
                 Some(Store::connect(&storage, metrics.clone(), alerter.clone()).await)
@@ -87,6 +90,20 @@ impl App {
             local,
             remote,
         })
+    }
+
+    /// The label, or why a command that picks backups by it cannot run without one.
+    pub fn require_label(&self, what: &str) -> Result<&str, ConfigError> {
+        if self.label.is_empty() {
+            Err(ConfigError::new(
+                "backup.name (BACKUP_NAME)",
+                format!(
+                    "{what} needs to know whose backups: set BACKUP_NAME (or DATABASE_URL) to the backup's name, e.g. app for app-20260101T000000Z"
+                ),
+            ))
+        } else {
+            Ok(&self.label)
+        }
     }
 
     /// Sets the backup gauges from the newest complete backup on record (local or remote), so a
@@ -145,6 +162,11 @@ where
                 }
             };
         keeper_runtime::install_crypto_provider();
+        if settings.raw.storage.redis_url.is_some() {
+            // The shared storage section binds REDIS_URL for every keeper; a backup has no use
+            // for it, and an operator who set it should not think it does something here.
+            tracing::info!("REDIS_URL is set but db-backup uses no Redis: ignored");
+        }
         match command(settings).await {
             Ok(code) => code,
             Err(e) => {

@@ -45,6 +45,30 @@ pub struct Listed {
     pub remote: Option<String>,
     /// Last verification.
     pub verification: Option<Verification>,
+    /// Seconds since the backup was taken, when listed.
+    pub age_seconds: i64,
+    /// Whether the artifacts are age-encrypted (`None`: no readable manifest says).
+    pub encrypted: Option<bool>,
+    /// `local`, `s3`, `both`, or `-` when no archive is present anywhere.
+    pub location: &'static str,
+}
+
+impl Listed {
+    fn new(id: &BackupId) -> Self {
+        Self {
+            name: id.base(),
+            database: id.db.clone(),
+            started_at: id.at,
+            size_bytes: None,
+            status: String::new(),
+            local: None,
+            remote: None,
+            verification: None,
+            age_seconds: (chrono::Utc::now() - id.at).num_seconds().max(0),
+            encrypted: None,
+            location: "-",
+        }
+    }
 }
 
 /// Local and remote backups of every database, merged by name, newest first.
@@ -52,14 +76,18 @@ pub async fn list(app: &App) -> anyhow::Result<Vec<Listed>> {
     let mut rows: std::collections::BTreeMap<BackupId, Listed> = Default::default();
     let mut problems: std::collections::BTreeMap<BackupId, Vec<String>> = Default::default();
     for b in app.local.list_backups().await? {
-        let (size, verification) = match &b.manifest {
-            Ok(m) => (Some(m.size_bytes), m.verification.clone()),
+        let (size, verification, encrypted) = match &b.manifest {
+            Ok(m) => (
+                Some(m.size_bytes),
+                m.verification.clone(),
+                Some(m.encryption.is_some()),
+            ),
             Err(e) => {
                 problems
                     .entry(b.id.clone())
                     .or_default()
                     .push(format!("local: {e}"));
-                (None, None)
+                (None, None, None)
             }
         };
         if !b.dump_present {
@@ -71,32 +99,23 @@ pub async fn list(app: &App) -> anyhow::Result<Vec<Listed>> {
         rows.insert(
             b.id.clone(),
             Listed {
-                name: b.id.base(),
-                database: b.id.db.clone(),
-                started_at: b.id.at,
                 size_bytes: size,
-                status: String::new(),
                 local: b.dump_present.then(|| b.archive.clone()),
-                remote: None,
                 verification,
+                encrypted,
+                ..Listed::new(&b.id)
             },
         );
     }
     if let Some(r) = &app.remote {
         for b in r.list_backups().await? {
-            let entry = rows.entry(b.id.clone()).or_insert_with(|| Listed {
-                name: b.id.base(),
-                database: b.id.db.clone(),
-                started_at: b.id.at,
-                size_bytes: None,
-                status: String::new(),
-                local: None,
-                remote: None,
-                verification: None,
-            });
+            let entry = rows
+                .entry(b.id.clone())
+                .or_insert_with(|| Listed::new(&b.id));
             match &b.manifest {
                 Ok(m) => {
                     entry.size_bytes = entry.size_bytes.or(Some(m.size_bytes));
+                    entry.encrypted = entry.encrypted.or(Some(m.encryption.is_some()));
                     // The newer verification wins (a remote re-verify may be the latest).
                     if let Some(v) = &m.verification
                         && entry.verification.as_ref().is_none_or(|e| e.at < v.at)
@@ -125,6 +144,12 @@ pub async fn list(app: &App) -> anyhow::Result<Vec<Listed>> {
             l.status = match problems.remove(&id) {
                 None => "complete".into(),
                 Some(p) => p.join("; "),
+            };
+            l.location = match (&l.local, &l.remote) {
+                (Some(_), Some(_)) => "both",
+                (Some(_), None) => "local",
+                (None, Some(_)) => "s3",
+                (None, None) => "-",
             };
             l
         })
@@ -163,6 +188,7 @@ impl Located {
 /// Finds `from`: `latest`, a path to a `.dump.zst` file, a backup name, or an S3 key/URL.
 pub async fn locate(app: &App, from: &str) -> anyhow::Result<Located> {
     if from == "latest" {
+        app.require_label("--from latest")?;
         let m = app.newest_manifest().await.ok_or_else(|| {
             anyhow!(
                 "no complete backup of {} found locally or remotely",
@@ -366,7 +392,7 @@ pub async fn restore(
     let found = locate(app, from).await?;
     crate::restore::check_target(
         target,
-        &app.settings.source_url,
+        app.settings.source_url.as_deref(),
         found.manifest(),
         opts.clean,
     )
@@ -530,6 +556,86 @@ pub async fn verify(
     Ok(verification)
 }
 
+/// One backup `verify --all` looked at.
+#[derive(Debug, Serialize)]
+pub struct VerifiedBackup {
+    /// Backup name.
+    pub name: String,
+    /// Whether it passed (a backup that could not be checked, or is incomplete, did not).
+    pub ok: bool,
+    /// What was checked, or what is wrong.
+    pub detail: String,
+}
+
+/// What `verify --all` found.
+#[derive(Debug, Serialize)]
+pub struct VerifyAllReport {
+    /// How the backups were checked.
+    pub mode: VerifyMode,
+    /// Every backup within retention, newest first, and the incomplete ones.
+    pub backups: Vec<VerifiedBackup>,
+    /// Names of those that failed.
+    pub bad: Vec<String>,
+}
+
+/// Verifies every backup that retention keeps (of `BACKUP_NAME`'s database, or of every
+/// database when no name is set), recording each outcome like `verify --from`; incomplete
+/// backups (unreadable manifest, missing archive) count as bad. A backup stored both locally
+/// and in the bucket is checked from the local copy.
+pub async fn verify_all(
+    app: &App,
+    mode: VerifyMode,
+    killer: &Killer,
+) -> anyhow::Result<VerifyAllReport> {
+    let mut backups = Vec::new();
+    let mut by_db: std::collections::BTreeMap<String, Vec<(BackupId, bool)>> = Default::default();
+    for row in list(app).await? {
+        if !app.label.is_empty() && row.database != app.label {
+            continue;
+        }
+        match BackupId::parse_base(&row.name) {
+            Some(id) if row.status == "complete" => by_db
+                .entry(row.database.clone())
+                .or_default()
+                .push((id, row.verification.as_ref().is_some_and(|v| v.ok))),
+            _ => backups.push(VerifiedBackup {
+                name: row.name,
+                ok: false,
+                detail: row.status,
+            }),
+        }
+    }
+    let policy = crate::prune::policy(app);
+    for candidates in by_db.values() {
+        for (id, _) in crate::retention::plan(candidates, policy).keep {
+            let name = id.base();
+            let checked = match verify(app, &name, mode, killer).await {
+                Ok(v) => VerifiedBackup {
+                    name,
+                    ok: v.ok,
+                    detail: v.detail,
+                },
+                Err(e) => VerifiedBackup {
+                    name,
+                    ok: false,
+                    detail: format!("{e:#}"),
+                },
+            };
+            if !checked.ok {
+                tracing::error!(backup = %checked.name, detail = %checked.detail, "verification failed");
+            }
+            backups.push(checked);
+        }
+    }
+    backups.sort_by(|a, b| b.name.cmp(&a.name));
+    let bad = backups
+        .iter()
+        .filter(|b| !b.ok)
+        .map(|b| b.name.clone())
+        .collect();
+    Ok(VerifyAllReport { mode, backups, bad })
+}
+
 /// The restore target: the flag, else `TARGET_DATABASE_URL` from the settings (which can come
 /// from a file and keeps the password off the command line).
 pub fn target_url(
@@ -623,10 +729,11 @@ pub async fn restore_command(
 }
 
 /// `verify`: verifies a backup `mode` deep (default: `BACKUP_VERIFY`, or `list` when that is
-/// `none`) and records the result; the exit code (1 when the verification failed).
+/// `none`) and records the result; without `from`, every backup retention keeps
+/// ([`verify_all`]). The exit code (1 when a verification failed).
 pub async fn verify_command(
     mut settings: Settings,
-    from: &str,
+    from: Option<&str>,
     mode: Option<VerifyMode>,
     identity: Option<PathBuf>,
     output: Output,
@@ -641,6 +748,18 @@ pub async fn verify_command(
     let app = App::new(settings, registry(), Alerter::disabled(), true).await?;
     let (shutdown, killer) = (Shutdown::new(), Killer::default());
     stop_on_signal(&shutdown, &killer);
+    let Some(from) = from else {
+        let report = verify_all(&app, mode, &killer).await?;
+        if mode == VerifyMode::Restore {
+            app.export_restore_metrics().await;
+        }
+        print_as(output, &report, || verify_all_text(&report));
+        return Ok(if report.bad.is_empty() {
+            EXIT_OK
+        } else {
+            EXIT_FAILED
+        });
+    };
     let v = verify(&app, from, mode, &killer).await?;
     // A drill run from cron (or a CronJob) reports through the Pushgateway/textfile.
     if mode == VerifyMode::Restore {
@@ -657,14 +776,16 @@ pub async fn verify_command(
     Ok(if v.ok { EXIT_OK } else { EXIT_FAILED })
 }
 
-/// `migrate`: applies the embedded migrations (the `backup_runs` table) to the records
-/// database, else the source; the exit code.
+/// `migrate`: creates `backup_runs` (only it, with db-backup's own bookkeeping) in the records
+/// database; without one there is nothing to create. The exit code.
 pub async fn migrate_command(settings: Settings) -> anyhow::Result<i32> {
-    let url = settings
-        .records_url
-        .clone()
-        .unwrap_or_else(|| settings.source_url.clone());
-    keeper_runtime::store::migrate(&url, &settings.raw.storage.db_schema).await?;
+    let Some(url) = settings.records_url.clone() else {
+        println!(
+            "no records database (BACKUP_RECORDS_URL): db-backup keeps no tables, nothing to migrate"
+        );
+        return Ok(EXIT_OK);
+    };
+    crate::records::migrate(&url, &settings.raw.storage.db_schema).await?;
     println!(
         "migrations applied to schema {} of {}",
         settings.raw.storage.db_schema,
@@ -691,30 +812,85 @@ fn list_text(rows: &[Listed]) -> String {
         return "no backups".into();
     }
     let mut out = format!(
-        "{:<40} {:>12} {:<6} {:<10} {}\n",
-        "BACKUP", "SIZE", "WHERE", "VERIFIED", "STATUS"
+        "{:<40} {:>8} {:>10} {:<9} {:<10} {:<6} {}\n",
+        "BACKUP", "AGE", "SIZE", "ENCRYPTED", "VERIFIED", "WHERE", "STATUS"
     );
     for r in rows {
-        let place = match (&r.local, &r.remote) {
-            (Some(_), Some(_)) => "both",
-            (Some(_), None) => "local",
-            (None, Some(_)) => "s3",
-            (None, None) => "-",
-        };
         let verified = match &r.verification {
             Some(v) if v.ok => v.mode.as_str().to_owned(),
             Some(_) => "FAILED".to_owned(),
             None => "no".to_owned(),
         };
+        let encrypted = match r.encrypted {
+            Some(true) => "age",
+            Some(false) => "no",
+            None => "?",
+        };
         out.push_str(&format!(
-            "{:<40} {:>12} {:<6} {:<10} {}\n",
+            "{:<40} {:>8} {:>10} {:<9} {:<10} {:<6} {}\n",
             r.name,
-            r.size_bytes
-                .map(|n| n.to_string())
-                .unwrap_or_else(|| "?".into()),
-            place,
+            age_text(r.age_seconds),
+            r.size_bytes.map(size_text).unwrap_or_else(|| "?".into()),
+            encrypted,
             verified,
+            r.location,
             r.status
+        ));
+    }
+    out.trim_end().to_owned()
+}
+
+/// `45m`, `5h12m`, `3d04h`: enough to judge a backup's age at a glance.
+fn age_text(seconds: i64) -> String {
+    let (d, h, m) = (
+        seconds / 86_400,
+        seconds % 86_400 / 3600,
+        seconds % 3600 / 60,
+    );
+    match (d, h) {
+        (0, 0) => format!("{m}m"),
+        (0, _) => format!("{h}h{m:02}m"),
+        _ => format!("{d}d{h:02}h"),
+    }
+}
+
+/// Bytes in binary units with one decimal.
+fn size_text(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+fn verify_all_text(r: &VerifyAllReport) -> String {
+    let mut out = String::new();
+    for b in &r.backups {
+        let verdict = if b.ok { "ok    " } else { "FAILED" };
+        out.push_str(&format!("{verdict} {} ({})\n", b.name, b.detail));
+    }
+    if r.backups.is_empty() {
+        out.push_str("no backups within retention\n");
+    } else if r.bad.is_empty() {
+        out.push_str(&format!(
+            "all {} backups passed verification ({})\n",
+            r.backups.len(),
+            r.mode.as_str()
+        ));
+    } else {
+        out.push_str(&format!(
+            "{} of {} backups FAILED verification ({}): {}\n",
+            r.bad.len(),
+            r.backups.len(),
+            r.mode.as_str(),
+            r.bad.join(", ")
         ));
     }
     out.trim_end().to_owned()
@@ -757,4 +933,19 @@ fn prune_text(r: &crate::prune::PruneReport) -> String {
         out.push_str(&format!("error: {e}\n"));
     }
     out.trim_end().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_and_sizes_read_at_a_glance() {
+        assert_eq!(age_text(59), "0m");
+        assert_eq!(age_text(45 * 60), "45m");
+        assert_eq!(age_text(5 * 3600 + 12 * 60), "5h12m");
+        assert_eq!(age_text(3 * 86_400 + 4 * 3600 + 59), "3d04h");
+        assert_eq!(size_text(512), "512 B");
+        assert_eq!(size_text(230_800_000), "220.1 MiB");
+    }
 }

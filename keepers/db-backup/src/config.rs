@@ -1,5 +1,6 @@
 //! Settings of the backup job: `[backup]` plus the shared storage, alert, telemetry and runner
-//! sections. `DATABASE_URL` (`storage.database_url`) is the database that is backed up.
+//! sections. `DATABASE_URL` (`storage.database_url`) is the database that is backed up; only
+//! the commands that back up need it (`restore`, `verify`, `list`, `prune` work without it).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -92,9 +93,13 @@ pub struct BackupSettings {
     pub keep_weekly: u32,
     /// GFS: newest backup of each of the last N months that have one (`BACKUP_KEEP_MONTHLY`).
     pub keep_monthly: u32,
-    /// Record runs in `backup_runs` (`BACKUP_RECORDS`).
+    /// Record runs in `backup_runs` when a records database is set (`BACKUP_RECORDS`).
     pub records: bool,
-    /// Database holding `backup_runs` (`BACKUP_RECORDS_DATABASE_URL`); default: the source.
+    /// Database holding `backup_runs` (`BACKUP_RECORDS_URL`); unset: no run records, the
+    /// manifests are the history. It may name the backed-up database: only `backup_runs` (and
+    /// db-backup's migration bookkeeping) is then created there.
+    pub records_url: Option<Arc<SecretUrl>>,
+    /// The earlier name of `records_url` (`BACKUP_RECORDS_DATABASE_URL`), still honoured.
     pub records_database_url: Option<Arc<SecretUrl>>,
     /// Seconds to wait for another run's lock before giving up; 0 = give up at once
     /// (`BACKUP_LOCK_TIMEOUT`).
@@ -153,6 +158,7 @@ impl Default for BackupSettings {
             keep_weekly: 4,
             keep_monthly: 6,
             records: true,
+            records_url: None,
             records_database_url: None,
             lock_timeout: 0,
             lock_wait_timeout: 60,
@@ -243,9 +249,9 @@ impl std::fmt::Display for S3Location {
 pub struct Settings {
     /// The raw layered settings.
     pub raw: BackupConfig,
-    /// The source database (`DATABASE_URL`).
-    pub source_url: Arc<SecretUrl>,
-    /// Where `backup_runs` lives, if records are on.
+    /// The source database (`DATABASE_URL`), needed only to back up: see [`Settings::source`].
+    pub source_url: Option<Arc<SecretUrl>>,
+    /// Where `backup_runs` lives, if records are on (`BACKUP_RECORDS_URL`).
     pub records_url: Option<Arc<SecretUrl>>,
     /// Remote location, if configured.
     pub s3: Option<S3Location>,
@@ -338,13 +344,16 @@ impl Settings {
                 true,
             )?;
         }
-        if let Some(u) = &b.records_database_url {
-            validate::url_with_scheme(
+        for (setting, url) in [
+            ("backup.records_url (BACKUP_RECORDS_URL)", &b.records_url),
+            (
                 "backup.records_database_url (BACKUP_RECORDS_DATABASE_URL)",
-                u.expose(),
-                &["postgres", "postgresql"],
-                true,
-            )?;
+                &b.records_database_url,
+            ),
+        ] {
+            if let Some(u) = url {
+                validate::url_with_scheme(setting, u.expose(), &["postgres", "postgresql"], true)?;
+            }
         }
         if let Some(u) = &b.pushgateway_url {
             validate::url_with_scheme(
@@ -410,13 +419,7 @@ impl Settings {
         if let Some(n) = &b.name {
             check_name("backup.name (BACKUP_NAME)", n)?;
         }
-        // Checked last, so a run missing it still reports any other bad setting first.
-        let source_url = raw.storage.database_url.clone().ok_or_else(|| {
-            ConfigError::new(
-                "storage.database_url (DATABASE_URL)",
-                "is required: it is the database to back up",
-            )
-        })?;
+        let source_url = raw.storage.database_url.clone();
         let pg_restore_path = b
             .pg_restore_path
             .clone()
@@ -429,11 +432,9 @@ impl Settings {
             b.zstd_threads
         };
         let records_url = if b.records {
-            Some(
-                b.records_database_url
-                    .clone()
-                    .unwrap_or_else(|| source_url.clone()),
-            )
+            b.records_url
+                .clone()
+                .or_else(|| b.records_database_url.clone())
         } else {
             None
         };
@@ -453,6 +454,16 @@ impl Settings {
             zstd_threads,
             metrics_addr,
             raw,
+        })
+    }
+
+    /// The database to back up: required by `run`, `--once`, `--dry-run`, and nothing else.
+    pub fn source(&self) -> Result<&Arc<SecretUrl>, ConfigError> {
+        self.source_url.as_ref().ok_or_else(|| {
+            ConfigError::new(
+                "storage.database_url (DATABASE_URL)",
+                "is required: it is the database to back up",
+            )
         })
     }
 
@@ -540,15 +551,26 @@ mod tests {
         );
         assert_eq!(s.metrics_addr.port(), 9103);
         assert_eq!(s.pg_restore_path, PathBuf::from("pg_restore"));
-        assert_eq!(s.records_url.as_ref().map(|u| u.expose()), Some(DB.1));
+        // Nothing is written into the database being backed up unless asked.
+        assert!(s.records_url.is_none());
+        let rec = "postgres://u:pw@records:5432/ops";
+        let s = load(&[DB, ("BACKUP_RECORDS_URL", rec)]).unwrap();
+        assert_eq!(s.records_url.as_ref().map(|u| u.expose()), Some(rec));
+        let s = load(&[DB, ("BACKUP_RECORDS_DATABASE_URL", rec)]).unwrap();
+        assert_eq!(s.records_url.as_ref().map(|u| u.expose()), Some(rec));
+        let s = load(&[DB, ("BACKUP_RECORDS_URL", rec), ("BACKUP_RECORDS", "false")]).unwrap();
+        assert!(s.records_url.is_none());
         // 2 × 6 h + 1 h of slack.
         assert_eq!(s.stale_after(), Duration::from_secs(13 * 3600));
     }
 
     #[test]
     fn bad_settings_name_the_setting_and_hide_secrets() {
-        let e = load(&[]).unwrap_err();
+        // Restoring, verifying and listing work without the source; backing up does not.
+        let e = load(&[]).unwrap().source().unwrap_err();
         assert!(e.setting.contains("DATABASE_URL"), "{e}");
+        let e = load(&[DB, ("BACKUP_RECORDS_URL", "mysql://u:hunter2@db/r")]).unwrap_err();
+        assert!(e.setting.contains("BACKUP_RECORDS_URL") && !e.to_string().contains("hunter2"));
         let e = load(&[DB, ("BACKUP_VERIFY", "restore")]).unwrap_err();
         assert!(e.to_string().contains("BACKUP_VERIFY_DATABASE_URL"), "{e}");
         let e = load(&[DB, ("BACKUP_VERIFY", "sometimes")]).unwrap_err();

@@ -193,7 +193,14 @@ async fn probe_until_ready(app: Arc<App>, health: Health, shutdown: Shutdown) {
             () = shutdown.wait() => return,
             _ = every.tick() => {}
         }
-        match crate::pg::Source::open(&app.settings.source_url).await {
+        let opened = match app.settings.source() {
+            Ok(url) => crate::pg::Source::open(url).await,
+            Err(e) => {
+                tracing::error!(error = %e, "no source database");
+                return;
+            }
+        };
+        match opened {
             Ok(src) => {
                 health.mark_ready("database");
                 src.close().await;
@@ -211,6 +218,8 @@ pub async fn run_command(
     dry_run: bool,
     output: Output,
 ) -> anyhow::Result<i32> {
+    // Only backing up needs the source; restore, verify, list and prune work without it.
+    settings.source()?;
     let metrics = registry();
     if dry_run {
         let app = App::new(settings, metrics, Alerter::disabled(), false).await?;
@@ -292,7 +301,11 @@ async fn plan(app: &App) -> Plan {
     let mut server_version = None;
     let mut lock_free = None;
     let tool = pg::tool_version(&s.backup().pg_dump_path).await;
-    match pg::Source::open(&s.source_url).await {
+    let opened = match s.source() {
+        Ok(url) => pg::Source::open(url).await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    match opened {
         Ok(mut src) => {
             server_version = Some(src.info.version.clone());
             if let Ok((_, major)) = &tool
@@ -310,7 +323,7 @@ async fn plan(app: &App) -> Plan {
             }
             src.close().await;
         }
-        Err(e) => problems.push(e.to_string()),
+        Err(e) => problems.push(e),
     }
     if let Err(e) = &tool {
         problems.push(e.to_string());

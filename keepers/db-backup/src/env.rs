@@ -40,6 +40,7 @@ const BACKUP_ENV: &[EnvBinding] = &[
     bind("BACKUP_KEEP_WEEKLY", "backup.keep_weekly", Kind::Int),
     bind("BACKUP_KEEP_MONTHLY", "backup.keep_monthly", Kind::Int),
     bind("BACKUP_RECORDS", "backup.records", Kind::Bool),
+    bind_secret("BACKUP_RECORDS_URL", "backup.records_url", Kind::Str),
     bind_secret(
         "BACKUP_RECORDS_DATABASE_URL",
         "backup.records_database_url",

@@ -17,7 +17,7 @@ use crate::config::VerifyMode;
 use crate::dump::{self, DumpSpec, Killer};
 use crate::libpq::LibpqTarget;
 use crate::manifest::{
-    BackupId, Compression, Encryption, GlobalsArtifact, MANIFEST_FORMAT, Manifest,
+    BackupId, Compression, Encryption, GlobalsArtifact, MANIFEST_FORMAT, Manifest, SourceIdentity,
 };
 use crate::pg::{self, PgError, Source};
 use crate::prune::{self, PruneReport};
@@ -193,7 +193,8 @@ async fn attempt(
 ) -> Result<Manifest, Failure> {
     let s = &app.settings;
     let b = s.backup();
-    let mut source = match Source::open(&s.source_url).await {
+    let source_url = s.source().map_err(anyhow::Error::from)?;
+    let mut source = match Source::open(source_url).await {
         Ok(src) => src,
         Err(e) => {
             start_record(app, record_id).await;
@@ -242,12 +243,15 @@ async fn locked(
     clean_leftovers(app).await;
     let id = fresh_id(app).await?;
     let tmp = app.local.temp_path(&id);
+    let spec_target =
+        LibpqTarget::new(s.source().map_err(anyhow::Error::from)?).map_err(PgError::from)?;
     let snapshot = source.export_snapshot(b.lock_wait_timeout).await?;
     tracing::info!(backup = %id, snapshot = %snapshot, "dumping");
 
+    let spec_target_address = crate::restore::address(&spec_target);
     let spec = DumpSpec {
         pg_dump: b.pg_dump_path.clone(),
-        target: LibpqTarget::new(&s.source_url).map_err(PgError::from)?,
+        target: spec_target,
         snapshot: snapshot.clone(),
         level: b.zstd_level,
         threads: s.zstd_threads,
@@ -307,7 +311,8 @@ async fn locked(
     let globals = if b.globals {
         let spec = dump::GlobalsSpec {
             pg_dumpall: s.pg_dumpall_path.clone(),
-            target: LibpqTarget::new(&s.source_url).map_err(PgError::from)?,
+            target: LibpqTarget::new(s.source().map_err(anyhow::Error::from)?)
+                .map_err(PgError::from)?,
             role_passwords: b.globals_passwords,
             level: b.zstd_level,
             age_recipients: b.age_recipients.clone(),
@@ -360,6 +365,7 @@ async fn locked(
         verification: None,
         tool: concat!("db-backup ", env!("CARGO_PKG_VERSION")).into(),
         system_identifier: source.info.system_identifier.clone(),
+        source: Some(source_identity(&spec_target_address, &source.info)),
         encryption,
         globals,
     };
@@ -448,6 +454,26 @@ async fn locked(
 }
 
 /// Removes a run's temp archive and temp globals on the blocking pool.
+/// What the manifest records about the source: the address `DATABASE_URL` names and what the
+/// server says about itself, so `restore` can refuse it without its URL.
+fn source_identity(
+    address: &Option<(String, u16, String)>,
+    info: &pg::ServerInfo,
+) -> SourceIdentity {
+    let (host, port) = address
+        .as_ref()
+        .map(|(h, p, _)| (h.clone(), *p))
+        .unwrap_or_else(|| (String::new(), 0));
+    SourceIdentity {
+        system_identifier: info.system_identifier.clone(),
+        database: info.database.clone(),
+        host,
+        port,
+        server_addr: info.server_addr.clone(),
+        server_port: info.server_port,
+    }
+}
+
 async fn discard(tmp: &std::path::Path, globals_tmp: &std::path::Path) {
     remove_off_runtime(tmp).await;
     remove_off_runtime(globals_tmp).await;

@@ -204,6 +204,24 @@ pub struct Compression {
     pub threads: u32,
 }
 
+/// Where a backup was taken from, recorded at backup time, so `restore` can recognise the
+/// source without its URL (the source may be gone, or reached under another name).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceIdentity {
+    /// The cluster's `system_identifier`, when the backup's role could read it.
+    pub system_identifier: Option<String>,
+    /// `current_database()`.
+    pub database: String,
+    /// Host as `DATABASE_URL` named it, lower case (`localhost` when it named none).
+    pub host: String,
+    /// Port as `DATABASE_URL` named it (5432 when it named none).
+    pub port: u16,
+    /// `inet_server_addr()`: the address the server answered on (none over a Unix socket).
+    pub server_addr: Option<String>,
+    /// The server's own `port` setting.
+    pub server_port: Option<u16>,
+}
+
 /// The outcome of a verification.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Verification {
@@ -279,6 +297,9 @@ pub struct Manifest {
     /// refuse writing into the database the backup came from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system_identifier: Option<String>,
+    /// The source's identity (cluster, database, host and port) at backup time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceIdentity>,
     /// Set when the archive and the globals are age-encrypted (`BACKUP_AGE_RECIPIENTS`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<Encryption>,

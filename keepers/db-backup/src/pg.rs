@@ -110,6 +110,10 @@ pub struct ServerInfo {
     pub version_num: i32,
     /// The cluster's `system_identifier` (`pg_control_system()`), when readable.
     pub system_identifier: Option<String>,
+    /// `inet_server_addr()`, host part (none over a Unix socket).
+    pub server_addr: Option<String>,
+    /// The server's `port` setting.
+    pub server_port: Option<u16>,
 }
 
 impl ServerInfo {
@@ -141,7 +145,8 @@ impl Source {
         let row = sqlx::query(
             "SELECT current_database(), current_setting('server_version'), \
              current_setting('server_version_num')::int, pg_backend_pid(), \
-             (SELECT system_identifier::text FROM pg_control_system())",
+             (SELECT system_identifier::text FROM pg_control_system()), \
+             host(inet_server_addr()), current_setting('port')::int",
         )
         .fetch_one(&mut conn)
         .await
@@ -151,6 +156,11 @@ impl Source {
             version: row.get(1),
             version_num: row.get(2),
             system_identifier: row.try_get(4).ok(),
+            server_addr: row.try_get(5).ok().flatten(),
+            server_port: row
+                .try_get::<i32, _>(6)
+                .ok()
+                .and_then(|p| u16::try_from(p).ok()),
         };
         Ok(Self {
             conn,
@@ -285,18 +295,37 @@ impl Source {
     }
 }
 
-/// `(system_identifier, current_database())` of the server `conn` is on.
-pub async fn identity(
-    conn: &mut PgConnection,
-    url: &SecretUrl,
-) -> Result<(Option<String>, String), PgError> {
+/// Who a server says it is: what the restore guard compares with the manifest's source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The cluster's `system_identifier`, when readable.
+    pub system_identifier: Option<String>,
+    /// `current_database()`.
+    pub database: String,
+    /// `inet_server_addr()`, host part (none over a Unix socket).
+    pub server_addr: Option<String>,
+    /// The server's `port` setting.
+    pub server_port: Option<u16>,
+}
+
+/// The identity of the server and database `conn` is on.
+pub async fn identity(conn: &mut PgConnection, url: &SecretUrl) -> Result<Identity, PgError> {
     let row = sqlx::query(
-        "SELECT (SELECT system_identifier::text FROM pg_control_system()), current_database()",
+        "SELECT (SELECT system_identifier::text FROM pg_control_system()), current_database(), \
+         host(inet_server_addr()), current_setting('port')::int",
     )
     .fetch_one(&mut *conn)
     .await
     .map_err(sql_err("reading the server identity", url))?;
-    Ok((row.try_get(0).ok().flatten(), row.get(1)))
+    Ok(Identity {
+        system_identifier: row.try_get(0).ok().flatten(),
+        database: row.get(1),
+        server_addr: row.try_get(2).ok().flatten(),
+        server_port: row
+            .try_get::<i32, _>(3)
+            .ok()
+            .and_then(|p| u16::try_from(p).ok()),
+    })
 }
 
 /// Tables (`schema.table`) that `pg_dump` would write rows for.
@@ -473,6 +502,8 @@ mod tests {
             version: "16.1".into(),
             version_num: 160001,
             system_identifier: None,
+            server_addr: None,
+            server_port: None,
         };
         let e = check_dump_version(Path::new("/usr/bin/pg_dump"), 15, &server).unwrap_err();
         assert!(

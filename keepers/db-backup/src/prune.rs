@@ -40,7 +40,8 @@ pub struct PruneReport {
     pub errors: Vec<String>,
 }
 
-fn policy(app: &App) -> Policy {
+/// The GFS policy of the settings.
+pub(crate) fn policy(app: &App) -> Policy {
     let b = app.settings.backup();
     Policy {
         last: b.keep_last,
@@ -72,6 +73,11 @@ pub async fn prune(app: &App, dry_run: bool) -> PruneReport {
         dry_run,
         ..PruneReport::default()
     };
+    // Retention is per database: without a label there is no telling whose backups to weigh.
+    if let Err(e) = app.require_label("prune") {
+        report.errors.push(e.to_string());
+        return report;
+    }
     match store::prune(&app.local, &app.label, policy(app), dry_run).await {
         Ok(pruned) => {
             report.local = report_of(&pruned);

@@ -6,6 +6,26 @@ use serde::Serialize;
 use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, PgPool};
 
+/// `backup_runs` and its bookkeeping: all db-backup ever creates, and only in the records
+/// database (`BACKUP_RECORDS_URL`).
+pub static BACKUP_RUNS_MIGRATIONS: keeper_runtime::store::MigrationSet =
+    keeper_runtime::store::MigrationSet {
+        owner: "db-backup",
+        migrator: sqlx::migrate!("../../migrations/db-backup"),
+        table: "_db_backup_migrations",
+    };
+
+/// What db-backup migrates.
+pub static MIGRATIONS: keeper_runtime::store::Migrations = &[&BACKUP_RUNS_MIGRATIONS];
+
+/// Applies db-backup's migrations (only `backup_runs`) to the records database, in `schema`.
+pub async fn migrate(
+    url: &keeper_runtime::secret::SecretUrl,
+    schema: &str,
+) -> Result<(), StoreError> {
+    keeper_runtime::store::migrate(url, schema, MIGRATIONS).await
+}
+
 keeper_runtime::text_enum!(
     /// Where a backup run stands (`backup_runs.status`).
     BackupStatus, "backup_runs", "status" {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use keeper_runtime::secret::SecretUrl;
 
 use crate::libpq::LibpqTarget;
-use crate::manifest::Manifest;
+use crate::manifest::{Manifest, SourceIdentity};
 use crate::pg::{self, PgError};
 
 /// Why a restore was refused before anything was written.
@@ -46,7 +46,7 @@ pub enum Refused {
 }
 
 /// Host (lower case), port and database of a URL, as libpq would default them.
-fn address(t: &LibpqTarget) -> Option<(String, u16, String)> {
+pub(crate) fn address(t: &LibpqTarget) -> Option<(String, u16, String)> {
     let u = url::Url::parse(&t.dbname).ok()?;
     let host = u.host_str().unwrap_or("localhost").to_ascii_lowercase();
     let port = u.port().unwrap_or(5432);
@@ -62,32 +62,77 @@ fn address(t: &LibpqTarget) -> Option<(String, u16, String)> {
     Some((host, port, db))
 }
 
-/// Refuses the source database and, without `clean`, a target that already has tables.
+/// The source's identity as the manifest records it; older manifests have only the
+/// `system_identifier` and the database name.
+fn recorded_source(m: &Manifest) -> SourceIdentity {
+    m.source.clone().unwrap_or_else(|| SourceIdentity {
+        system_identifier: m.system_identifier.clone(),
+        database: m.database.clone(),
+        host: String::new(),
+        port: 0,
+        server_addr: None,
+        server_port: None,
+    })
+}
+
+/// Why `found` (what the target server says it is) is the backup's source, if it is. The
+/// cluster's `system_identifier` decides when both sides have one: it is the same whatever
+/// name or address the cluster is reached by, and differs between clusters that share one.
+fn same_as_source(src: &SourceIdentity, found: &pg::Identity) -> Option<&'static str> {
+    if src.database != found.database {
+        return None;
+    }
+    match (&src.system_identifier, &found.system_identifier) {
+        (Some(a), Some(b)) => (a == b)
+            .then_some("same cluster (system identifier) and database name as in the manifest"),
+        _ => (src.server_addr.is_some()
+            && src.server_addr == found.server_addr
+            && src.server_port.is_some()
+            && src.server_port == found.server_port)
+            .then_some("same server address, port and database name as in the manifest"),
+    }
+}
+
+/// Refuses the source database and, without `clean`, a target that already has tables. The
+/// source is recognised from the manifest's record of it; `source`, the source's URL, is an
+/// extra check when it is configured, never a requirement.
 pub async fn check_target(
     target: &SecretUrl,
-    source: &SecretUrl,
+    source: Option<&SecretUrl>,
     manifest: Option<&Manifest>,
     clean: bool,
 ) -> Result<(), Refused> {
     let t = LibpqTarget::new(target).map_err(PgError::from)?;
-    let s = LibpqTarget::new(source).map_err(PgError::from)?;
-    if address(&t).is_some() && address(&t) == address(&s) {
+    let target_address = address(&t);
+    if let Some(source) = source {
+        let s = LibpqTarget::new(source).map_err(PgError::from)?;
+        if target_address.is_some() && target_address == address(&s) {
+            return Err(Refused::Source {
+                target: target.redacted(),
+                why: "same host, port and database as DATABASE_URL",
+            });
+        }
+    }
+    let recorded = manifest.map(recorded_source);
+    if let (Some(src), Some((host, port, db))) = (&recorded, &target_address)
+        && !src.host.is_empty()
+        && (&src.host, src.port, &src.database) == (host, *port, db)
+    {
         return Err(Refused::Source {
             target: target.redacted(),
-            why: "same host, port and database as DATABASE_URL",
+            why: "same host, port and database as the backup's source, recorded in the manifest",
         });
     }
     let mut conn = pg::connect(target).await?;
     let checked = async {
-        let (system, database) = pg::identity(&mut conn, target).await?;
-        if let Some(m) = manifest
-            && m.system_identifier.is_some()
-            && m.system_identifier == system
-            && m.database == database
+        let found = pg::identity(&mut conn, target).await?;
+        if let Some(why) = recorded
+            .as_ref()
+            .and_then(|src| same_as_source(src, &found))
         {
             return Err(Refused::Source {
                 target: target.redacted(),
-                why: "same cluster (system identifier) and database name as in the manifest",
+                why,
             });
         }
         let tables = pg::user_tables(&mut conn, target).await?;
@@ -218,6 +263,31 @@ mod tests {
             count_check_sql(&bad),
             Err(Refused::BadTableName(_))
         ));
+    }
+
+    #[test]
+    fn the_source_is_its_cluster_and_database_whatever_the_address() {
+        let src = SourceIdentity {
+            system_identifier: Some("7301".into()),
+            database: "app".into(),
+            host: "db.internal".into(),
+            port: 5432,
+            server_addr: Some("10.0.0.5".into()),
+            server_port: Some(5432),
+        };
+        let found = |sys: Option<&str>, db: &str, addr: Option<&str>| pg::Identity {
+            system_identifier: sys.map(str::to_owned),
+            database: db.into(),
+            server_addr: addr.map(str::to_owned),
+            server_port: Some(5432),
+        };
+        assert!(same_as_source(&src, &found(Some("7301"), "app", Some("192.168.1.9"))).is_some());
+        assert!(same_as_source(&src, &found(Some("7301"), "app_restored", None)).is_none());
+        // Another cluster on a reused address is not the source when both identifiers are known.
+        assert!(same_as_source(&src, &found(Some("9999"), "app", Some("10.0.0.5"))).is_none());
+        // Without an identifier on one side, the server's own address and port decide.
+        assert!(same_as_source(&src, &found(None, "app", Some("10.0.0.5"))).is_some());
+        assert!(same_as_source(&src, &found(None, "app", None)).is_none());
     }
 
     #[test]

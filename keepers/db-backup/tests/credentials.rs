@@ -217,3 +217,19 @@ async fn a_wrong_password_fails_clearly_without_echoing_it() {
     );
     assert!(files(dir.path()).is_empty());
 }
+
+/// The storage settings every keeper shares bind REDIS_URL; db-backup has no Redis client, and
+/// says so instead of letting an operator believe the URL does something (never echoing it).
+#[tokio::test]
+async fn a_redis_url_is_ignored_and_said_so() {
+    let s = Setup::new("redis_ignored").await;
+    let redis = ("REDIS_URL", "redis://:hunter2@127.0.0.1:1/0".to_string());
+    let (code, out, err) = run(s.cmd(&["list", "--output", "json"], &[redis])).await;
+    assert_eq!(code, 0, "stderr: {err}");
+    assert_eq!(json(&out), serde_json::json!([]));
+    assert!(
+        err.contains("REDIS_URL is set but db-backup uses no Redis: ignored"),
+        "stderr: {err}"
+    );
+    assert!(!err.contains("hunter2") && !out.contains("hunter2"));
+}

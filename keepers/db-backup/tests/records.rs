@@ -22,6 +22,7 @@ async fn backup_runs_with_latest_queries() {
         database_url: Some(SecretUrl::shared(env::pg_url())),
         migrate_on_start: true,
         db_schema: schema.clone(),
+        migrations: db_backup::records::MIGRATIONS,
         ..StorageSettings::default()
     };
     let timeouts = StoreTimeouts {

@@ -39,7 +39,52 @@ async fn the_source_database_is_refused_however_it_is_addressed() {
             "{err}"
         );
     }
+    // Without DATABASE_URL (a restore host that never knew the source), by the manifest alone.
+    for target in [
+        s.src.url.clone(),
+        s.src.url.replace("127.0.0.1", "localhost"),
+    ] {
+        let env: Vec<(&'static str, String)> = s
+            .env_with(&[("TARGET_DATABASE_URL", target)])
+            .into_iter()
+            .filter(|(k, _)| *k != "DATABASE_URL")
+            .collect();
+        let mut cmd = db_backup(&env);
+        cmd.args(["restore", "--from", &dump, "--clean"]);
+        let (code, _, err) = run(cmd).await;
+        assert_eq!(code, 1, "{err}");
+        assert!(
+            err.contains("it is the database this backup was taken from"),
+            "{err}"
+        );
+    }
     assert_eq!(s.src.checksums(), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_writes_nothing_into_the_source_without_a_records_url() {
+    let s = Setup::new("dbb_norec").await;
+    s.src
+        .sql("CREATE TABLE t (x int); INSERT INTO t VALUES (1)");
+    let env: Vec<(&'static str, String)> = s
+        .env()
+        .into_iter()
+        .filter(|(k, _)| *k != "BACKUP_RECORDS_DATABASE_URL")
+        .collect();
+    let mut cmd = db_backup(&env);
+    cmd.args(["--once"]);
+    run_ok(cmd).await;
+    assert_eq!(s.src.tables(), vec!["public.t".to_owned()]);
+    assert_eq!(
+        s.src
+            .sql("SELECT count(*) FROM pg_namespace WHERE nspname = 'keepers'"),
+        "0"
+    );
+    // `migrate` has nothing to create without one.
+    let mut cmd = db_backup(&env);
+    cmd.arg("migrate");
+    assert!(run_ok(cmd).await.contains("nothing to migrate"));
+    assert_eq!(s.src.tables(), vec!["public.t".to_owned()]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -175,4 +220,61 @@ async fn a_manifest_naming_another_backup_is_not_trusted() {
         .find(|r| r["name"] == fake_name)
         .expect("listed");
     assert_ne!(row["status"], "complete", "{row}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_all_names_the_bad_backups_and_list_shows_what_to_decide_by() {
+    let s = Setup::new("dbb_vall").await;
+    s.src
+        .sql("CREATE TABLE t (x int); INSERT INTO t SELECT generate_series(1, 100)");
+    let keep = [("BACKUP_KEEP_LAST", "2".to_owned())];
+    let mut names = Vec::new();
+    for _ in 0..2 {
+        let out = run_ok(s.cmd(&["--once", "--output", "json"], &keep)).await;
+        names.push(json(&out)["backup"]["file"].as_str().unwrap().to_owned());
+    }
+    // The older archive rots on disk.
+    let rotten = s.dir.path().join(&names[0]);
+    let mut bytes = std::fs::read(&rotten).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&rotten, bytes).unwrap();
+    let bad_name = names[0].trim_end_matches(".dump.zst").to_owned();
+    let good_name = names[1].trim_end_matches(".dump.zst").to_owned();
+
+    let (code, out, err) = run(s.cmd(&["verify", "--all", "--output", "json"], &keep)).await;
+    assert_eq!(code, 1, "{out}\n{err}");
+    let r = json(&out);
+    assert_eq!(r["bad"], serde_json::json!([bad_name]), "{r}");
+    assert_eq!(r["backups"].as_array().unwrap().len(), 2, "{r}");
+    let (code, out, _) = run(s.cmd(&["verify", "--all"], &keep)).await;
+    assert_eq!(code, 1);
+    assert!(out.contains(&format!("FAILED {bad_name}")), "{out}");
+    assert!(out.contains(&format!("ok     {good_name}")), "{out}");
+
+    let listed = json(&run_ok(s.cmd(&["list", "--output", "json"], &keep)).await);
+    assert_eq!(listed[0]["name"], good_name.as_str(), "{listed}");
+    assert_eq!(listed[0]["location"], "local", "{listed}");
+    assert_eq!(listed[0]["encrypted"], false, "{listed}");
+    assert!(listed[0]["age_seconds"].as_i64().unwrap() < 600, "{listed}");
+    assert_eq!(listed[1]["verification"]["ok"], false, "{listed}");
+    let text = run_ok(s.cmd(&["list"], &keep)).await;
+    let header: Vec<&str> = text.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "BACKUP",
+            "AGE",
+            "SIZE",
+            "ENCRYPTED",
+            "VERIFIED",
+            "WHERE",
+            "STATUS"
+        ]
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(&bad_name) && l.contains("FAILED")),
+        "{text}"
+    );
 }

@@ -109,8 +109,9 @@ pub struct PricingConfig {
 impl PricingConfig {
     /// Loads defaults < file < environment and validates every setting.
     pub fn load(file: Option<&Path>, env: &dyn Env) -> Result<Self, ConfigError> {
-        let config: Self = Layers::new(DEFAULTS, file, env, &crate::env::bindings()).load()?;
+        let mut config: Self = Layers::new(DEFAULTS, file, env, &crate::env::bindings()).load()?;
         config.validate()?;
+        config.storage.migrations = crate::records::MIGRATIONS;
         Ok(config)
     }
 

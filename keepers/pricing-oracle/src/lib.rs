@@ -34,6 +34,7 @@ impl ChainKeeper for PricingKeeper {
     const NAME: &'static str = "pricing-oracle";
     const SERVICE: &'static str = "pricing-oracle-keeper";
     const ORACLE_SETTING: &'static str = config::ORACLE_SETTING;
+    const OP: &'static str = "update_price";
     type Config = PricingConfig;
     type Families = metrics::PricingMetrics;
     type Cycle = PricingCycle;

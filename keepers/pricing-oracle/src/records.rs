@@ -290,3 +290,18 @@ mod sql {
         rows.iter().map(price_record).collect()
     }
 }
+
+/// The pricing keeper's tables (`pricing_oracle_updates`, `pricing_oracle_decisions`).
+pub static PRICING_ORACLE_MIGRATIONS: keeper_runtime::store::MigrationSet =
+    keeper_runtime::store::MigrationSet {
+        owner: "pricing-oracle",
+        migrator: sqlx::migrate!("../../migrations/pricing-oracle"),
+        table: "_pricing_oracle_migrations",
+    };
+
+/// Everything `pricing-oracle migrate` (and a start with `migrate_on_start`) creates: its own
+/// tables and the chain keepers' in-flight journal.
+pub static MIGRATIONS: keeper_runtime::store::Migrations = &[
+    &PRICING_ORACLE_MIGRATIONS,
+    &keeper_ton::journal::TON_MIGRATIONS,
+];

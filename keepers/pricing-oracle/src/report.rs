@@ -7,7 +7,7 @@ use keeper_sources::aggregate::QuoteSummary;
 use keeper_ton::{SendSummary, SummarySubject};
 use serde::Serialize;
 
-use crate::policy::OnChain;
+use crate::policy::{NextHeartbeat, OnChain};
 use crate::reference::Origin;
 
 /// What happened to one asset this tick.
@@ -56,6 +56,21 @@ pub struct AssetDecision {
     pub timestamp: Option<u64>,
     /// Every source's quote with its fate.
     pub quotes: Vec<QuoteSummary>,
+    /// When the on-chain value's next heartbeat update is due (unknown without one).
+    pub next_heartbeat: Option<NextHeartbeat>,
+    /// The last update this process delivered for the asset and why it went out.
+    pub last_update: Option<LastUpdate>,
+}
+
+/// An update this process delivered, and why it went out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LastUpdate {
+    /// `initial`, `deviation`, `heartbeat` or `forced`.
+    pub reason: String,
+    /// The price published, 6 decimals.
+    pub price_micro: u64,
+    /// Its observation time, unix seconds.
+    pub timestamp: u64,
 }
 
 /// One tick's summary: what was sent (shared with every chain keeper) and every asset's decision.
@@ -230,6 +245,8 @@ mod tests {
             observed_at: Some(1),
             timestamp: Some(1),
             quotes: vec![],
+            next_heartbeat: None,
+            last_update: None,
         });
         let text = s.render_text();
         assert!(text.contains("single-source mode"), "{text}");

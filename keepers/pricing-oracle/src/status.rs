@@ -15,6 +15,8 @@ struct AssetStatus {
     price_micro: Option<u64>,
     price: Option<String>,
     timestamp: Option<u32>,
+    /// Observation time a new quote must reach for the next heartbeat update.
+    next_heartbeat_observed_at: Option<u64>,
     #[serde(flatten)]
     freshness: Freshness,
 }
@@ -28,6 +30,7 @@ impl AssetStatus {
             price_micro: None,
             price: None,
             timestamp: None,
+            next_heartbeat_observed_at: None,
             freshness: Freshness::missing(error, unreadable),
         }
     }
@@ -53,6 +56,9 @@ pub async fn print(
                     price_micro: Some(micro),
                     price: Some(format_micro(micro)),
                     timestamp: Some(ts),
+                    next_heartbeat_observed_at: Some(
+                        u64::from(ts).saturating_add(config.rules_for(asset).heartbeat),
+                    ),
                     freshness: Freshness::of(age, age > config.policy.stale_after),
                 }
             }

@@ -226,6 +226,10 @@ pub struct StorageSettings {
     pub lease_ttl: u64,
     /// Apply the embedded migrations at start when a database is configured.
     pub migrate_on_start: bool,
+    /// The migration sets of the tables this binary uses: set by the binary, never by
+    /// configuration.
+    #[serde(skip)]
+    pub migrations: crate::migrations::Migrations,
 }
 
 impl Default for StorageSettings {
@@ -237,6 +241,7 @@ impl Default for StorageSettings {
             redis_prefix: "tonsurance:".into(),
             lease_ttl: 180,
             migrate_on_start: true,
+            migrations: &[],
         }
     }
 }

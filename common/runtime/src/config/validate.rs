@@ -95,7 +95,7 @@ pub fn identifier(setting: &str, value: &str) -> Result<(), ConfigError> {
 
 /// Requires a cron expression with an optional seconds field (`0 0 */6 * * *`).
 pub fn cron(setting: &str, value: &str) -> Result<(), ConfigError> {
-    crate::runner::Schedule::parse(value)
+    crate::schedule::Schedule::parse(value)
         .map(|_| ())
         .map_err(|e| {
             ConfigError::new(

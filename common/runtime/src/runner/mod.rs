@@ -21,11 +21,11 @@ use tracing::Instrument as _;
 use crate::alert::{Alerter, Severity};
 use crate::cli::{EXIT_FAILED, EXIT_OK};
 use crate::config::RunnerSettings;
+pub use crate::schedule::{CronError, Schedule};
 pub use crate::shutdown::Shutdown;
 use crate::telemetry::health::LIVENESS_INTERVALS;
 use crate::telemetry::metrics::labels;
 use crate::telemetry::{CycleRecord, Health, Metrics};
-pub use cron::{CronError, Schedule};
 pub use cycle::{
     Cycle, CycleContext, CycleError, CycleReport, CycleRun, ErrorKind, Outcome, Transient,
 };

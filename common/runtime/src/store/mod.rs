@@ -20,6 +20,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 use tracing::{info, warn};
 
+pub use crate::migrations::{MigrationSet, Migrations};
 pub use health::Health;
 pub use pg::{column, migrate, pg_err};
 
@@ -212,6 +213,8 @@ struct PgState {
     pool: PgPool,
     options: sqlx::postgres::PgConnectOptions,
     schema: String,
+    /// What this binary migrates at start.
+    migrations: Migrations,
     /// Set once migrations were applied (or were not asked for), so a probe that revives a
     /// database that was down at start applies them then.
     migrated: tokio::sync::Mutex<bool>,
@@ -253,6 +256,7 @@ impl Store {
                     pool,
                     options,
                     schema: settings.db_schema.clone(),
+                    migrations: settings.migrations,
                     migrated: tokio::sync::Mutex::new(!settings.migrate_on_start),
                     health: pg_health(),
                 }),
@@ -408,7 +412,14 @@ async fn probe_postgres(inner: Arc<Inner>) {
                 timeout: limit,
             }))
     } else {
-        let r = pg::migrate_with(&pg.options, &pg.schema, t.connect, MIGRATION_LIMIT).await;
+        let r = pg::migrate_with(
+            &pg.options,
+            &pg.schema,
+            pg.migrations,
+            t.connect,
+            MIGRATION_LIMIT,
+        )
+        .await;
         if r.is_ok() {
             info!(schema = %pg.schema, "database migrations applied");
             *migrated = true;

@@ -7,18 +7,13 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::migrate::{Migrate, MigrateError, Migrator};
+use sqlx::migrate::{Migrate, MigrateError};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, Connection, PgPool, Row};
 
 use super::{StoreError, StoreKind, StoreTimeouts};
+use crate::migrations::{MigrationSet, Migrations};
 use crate::secret::SecretUrl;
-
-/// The migrations in `migrations/`, embedded at build time.
-pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations");
-
-/// The migrator's bookkeeping table, unqualified: it lands in the keepers' schema.
-const MIGRATIONS_TABLE: &str = "_sqlx_migrations";
 
 /// Session name of the keepers' pooled connections (visible in `pg_stat_activity`).
 const APPLICATION_NAME: &str = "keeper";
@@ -98,11 +93,12 @@ pub(super) fn pool(
     Ok((pool, options))
 }
 
-/// Creates the schema when missing and applies the embedded migrations on `conn` (whose
-/// `search_path` is that schema). Applying twice is a no-op.
+/// Creates the schema when missing and applies `sets` on `conn` (whose `search_path` is that
+/// schema). Applying twice is a no-op.
 pub(super) async fn apply_migrations(
     conn: &mut PgConnection,
     schema: &str,
+    sets: Migrations,
 ) -> Result<(), StoreError> {
     check_schema(schema)?;
     let create = format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"");
@@ -125,7 +121,13 @@ pub(super) async fn apply_migrations(
         source,
     };
     conn.lock().await.map_err(migrate_err)?;
-    let result = run_locked(conn).await;
+    let mut result = Ok(());
+    for set in sets {
+        result = run_locked(conn, set).await;
+        if result.is_err() {
+            break;
+        }
+    }
     let unlocked = conn.unlock().await;
     result.map_err(migrate_err)?;
     unlocked.map_err(migrate_err)
@@ -134,16 +136,20 @@ pub(super) async fn apply_migrations(
 /// What `Migrator::run` does, spelled out over the `Migrate` trait: `Migrator::run` is generic
 /// over `Acquire`, and that bound makes any spawned future calling it fail the compiler's
 /// "not general enough" check (the probe that migrates a late database is spawned).
-async fn run_locked(conn: &mut PgConnection) -> Result<(), MigrateError> {
-    conn.ensure_migrations_table(MIGRATIONS_TABLE).await?;
-    if let Some(version) = conn.dirty_version(MIGRATIONS_TABLE).await? {
+async fn run_locked(conn: &mut PgConnection, set: &MigrationSet) -> Result<(), MigrateError> {
+    let table = set.table;
+    conn.ensure_migrations_table(table).await?;
+    if let Some(version) = conn.dirty_version(table).await? {
         return Err(MigrateError::Dirty(version));
     }
-    let applied = conn.list_applied_migrations(MIGRATIONS_TABLE).await?;
-    if let Some(gone) = applied.iter().find(|a| !MIGRATOR.version_exists(a.version)) {
+    let applied = conn.list_applied_migrations(table).await?;
+    if let Some(gone) = applied
+        .iter()
+        .find(|a| !set.migrator.version_exists(a.version))
+    {
         return Err(MigrateError::VersionMissing(gone.version));
     }
-    for migration in MIGRATOR.iter() {
+    for migration in set.migrator.iter() {
         if migration.migration_type.is_down_migration() {
             continue;
         }
@@ -153,20 +159,21 @@ async fn run_locked(conn: &mut PgConnection) -> Result<(), MigrateError> {
             }
             Some(_) => {}
             None => {
-                conn.apply(MIGRATIONS_TABLE, migration).await?;
+                conn.apply(table, migration).await?;
             }
         }
     }
     Ok(())
 }
 
-/// Applies the embedded migrations to the database at `url`, in `schema` (created if missing).
-/// Used by the `migrate` subcommand and at start when `migrate_on_start` is set.
-pub async fn migrate(url: &SecretUrl, schema: &str) -> Result<(), StoreError> {
+/// Applies `sets` to the database at `url`, in `schema` (created if missing). Used by the
+/// `migrate` subcommands; a store applies its settings' sets at start (`migrate_on_start`).
+pub async fn migrate(url: &SecretUrl, schema: &str, sets: Migrations) -> Result<(), StoreError> {
     let options = connect_options(url, schema)?;
     migrate_with(
         &options,
         schema,
+        sets,
         Duration::from_secs(30),
         Duration::from_secs(300),
     )
@@ -178,6 +185,7 @@ pub async fn migrate(url: &SecretUrl, schema: &str) -> Result<(), StoreError> {
 pub(super) async fn migrate_with(
     options: &PgConnectOptions,
     schema: &str,
+    sets: Migrations,
     connect_limit: Duration,
     run_limit: Duration,
 ) -> Result<(), StoreError> {
@@ -189,7 +197,7 @@ pub(super) async fn migrate_with(
             timeout: connect_limit,
         })?
         .map_err(pg_err("connect"))?;
-    let result = tokio::time::timeout(run_limit, apply_migrations(&mut conn, schema))
+    let result = tokio::time::timeout(run_limit, apply_migrations(&mut conn, schema, sets))
         .await
         .unwrap_or(Err(StoreError::Timeout {
             store: StoreKind::Postgres,

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Observations kept per op: the value follows the most expensive of the recent ones.
 const OBSERVATIONS: usize = 16;
@@ -12,6 +12,19 @@ const SPEND_WINDOW: Duration = Duration::from_secs(24 * 3600);
 /// The shortest span a spend rate is extrapolated from: one send right after start is not a
 /// day's worth of sends.
 const MIN_RATE_SPAN: Duration = Duration::from_secs(3600);
+/// The history a spend rate must rest on before `wallet_runway_low` may fire: the wallet's
+/// transactions on chain and this process's own sends together.
+pub const RUNWAY_HISTORY_SECS: u64 = 6 * 3600;
+/// Sends the spend history must hold before `wallet_runway_low` may fire.
+pub const RUNWAY_MIN_SENDS: usize = 3;
+
+/// Unix seconds now, from the local clock.
+pub(super) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
 
 /// Gas a wallet pays to accept one external and run its actions, nanotons: what a V5R1 or
 /// V4R2 wallet pays on the basechain, with room, so a batch is not signed on a balance that
@@ -63,12 +76,15 @@ struct OpCost {
     out_of_gas: bool,
 }
 
-/// Per-op observed costs and the wallet's spends. Shared by every call of one delivery.
+/// Per-op observed costs and the wallet's spends (unix seconds, nanotons). Shared by every
+/// call of one delivery.
 #[derive(Debug)]
 pub(super) struct Costs {
     ops: Mutex<HashMap<&'static str, OpCost>>,
-    spends: Mutex<VecDeque<(Instant, u128)>>,
-    started: Instant,
+    spends: Mutex<VecDeque<(u64, u128)>>,
+    /// Since when the spends are complete, unix seconds: the process start, or earlier once
+    /// the wallet's history was read from the chain.
+    since: Mutex<u64>,
 }
 
 impl Default for Costs {
@@ -76,8 +92,27 @@ impl Default for Costs {
         Self {
             ops: Mutex::default(),
             spends: Mutex::default(),
-            started: Instant::now(),
+            since: Mutex::new(unix_now()),
         }
+    }
+}
+
+/// What the spend rate rests on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SpendRate {
+    /// Nanotons per day.
+    pub per_day_nanoton: f64,
+    /// Seconds of history behind it (at most a day).
+    pub history_secs: u64,
+    /// Sends within that history.
+    pub sends: usize,
+}
+
+impl SpendRate {
+    /// True once the history is long enough for `wallet_runway_low`: at least
+    /// [`RUNWAY_HISTORY_SECS`] and [`RUNWAY_MIN_SENDS`] sends.
+    pub fn is_settled(&self) -> bool {
+        self.history_secs >= RUNWAY_HISTORY_SECS && self.sends >= RUNWAY_MIN_SENDS
     }
 }
 
@@ -120,34 +155,56 @@ impl Costs {
 
     /// The wallet spent `nanoton` (fees and values, less what came back).
     pub(super) fn spent(&self, nanoton: u128) {
+        self.spent_at(unix_now(), nanoton);
+    }
+
+    /// The wallet spent `nanoton` at unix time `at` (its own sends, or ones read from chain).
+    pub(super) fn spent_at(&self, at: u64, nanoton: u128) {
         let mut spends = lock(&self.spends);
-        let now = Instant::now();
+        let now = unix_now();
         while spends
             .front()
-            .is_some_and(|(at, _)| now.duration_since(*at) > SPEND_WINDOW)
+            .is_some_and(|(t, _)| now.saturating_sub(*t) > SPEND_WINDOW.as_secs())
         {
             spends.pop_front();
         }
-        spends.push_back((now, nanoton));
+        let i = spends.partition_point(|(t, _)| *t <= at);
+        spends.insert(i, (at, nanoton));
+    }
+
+    /// The spends are complete since unix time `since` (the wallet's history on chain).
+    pub(super) fn history_since(&self, since: u64) {
+        let mut s = lock(&self.since);
+        *s = (*s).min(since);
     }
 
     /// Nanotons spent per day over the last 24 h (extrapolated from at least an hour), `None`
     /// before anything was spent.
     pub(super) fn per_day(&self) -> Option<f64> {
+        self.rate().map(|r| r.per_day_nanoton)
+    }
+
+    /// The spend rate and what it rests on, `None` before anything was spent.
+    pub(super) fn rate(&self) -> Option<SpendRate> {
         let spends = lock(&self.spends);
-        if spends.is_empty() {
+        let now = unix_now();
+        let window = SPEND_WINDOW.as_secs();
+        let recent: Vec<u128> = spends
+            .iter()
+            .filter(|(at, _)| now.saturating_sub(*at) <= window)
+            .map(|(_, n)| *n)
+            .collect();
+        if recent.is_empty() {
             return None;
         }
-        let now = Instant::now();
-        let total: u128 = spends
-            .iter()
-            .filter(|(at, _)| now.duration_since(*at) <= SPEND_WINDOW)
-            .map(|(_, n)| *n)
-            .sum();
-        let span = now
-            .duration_since(self.started)
-            .clamp(MIN_RATE_SPAN, SPEND_WINDOW);
-        Some(total as f64 * SPEND_WINDOW.as_secs_f64() / span.as_secs_f64())
+        let total: u128 = recent.iter().sum();
+        let history_secs = now.saturating_sub(*lock(&self.since)).min(window);
+        let span = history_secs.clamp(MIN_RATE_SPAN.as_secs(), window);
+        Some(SpendRate {
+            per_day_nanoton: total as f64 * window as f64 / span as f64,
+            history_secs,
+            sends: recent.len(),
+        })
     }
 }
 
@@ -215,5 +272,22 @@ mod tests {
         c.spent(1_000_000);
         let per_day = c.per_day().unwrap();
         assert!((per_day - 24_000_000.0).abs() < 1.0, "{per_day}");
+        assert!(!c.rate().unwrap().is_settled(), "one send is no history");
+    }
+
+    #[test]
+    fn a_day_of_history_from_the_chain_gives_the_rate_at_once() {
+        let c = Costs::default();
+        let now = unix_now();
+        c.history_since(now - 24 * 3600);
+        for i in 0..360 {
+            c.spent_at(now - 24 * 3600 + i * 240, 1_000_000);
+        }
+        let rate = c.rate().unwrap();
+        assert!(rate.is_settled(), "{rate:?}");
+        assert!(
+            (rate.per_day_nanoton - 360_000_000.0).abs() < 2_000_000.0,
+            "{rate:?}"
+        );
     }
 }

@@ -94,6 +94,8 @@ pub trait ChainKeeper: 'static {
     const SERVICE: &'static str;
     /// The setting and env name of the oracle address, for messages.
     const ORACLE_SETTING: &'static str;
+    /// The op of every message it sends (`update_price`), to learn its cost from the chain.
+    const OP: &'static str;
     /// Validated settings.
     type Config: ChainConfig;
     /// The keeper's own metric families.

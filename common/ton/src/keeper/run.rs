@@ -120,7 +120,8 @@ pub async fn run<K: ChainKeeper>(loaded: Loaded<K::Config>, args: &RunArgs) -> a
         metrics.clone(),
         health.clone(),
     )
-    .to_oracle(oracle_address::<K>(&config)?, K::ORACLE_SETTING);
+    .to_oracle(oracle_address::<K>(&config)?, K::ORACLE_SETTING)
+    .learning(K::OP);
     let parts = ChainParts {
         config: config.clone(),
         publisher,

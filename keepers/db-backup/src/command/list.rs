@@ -1,4 +1,5 @@
-//! `list`: local and remote backups with their status and verification.
+//! `list`: local and remote backups with what an operator decides by: age, size, encryption,
+//! verification, where they are, status.
 
 use std::path::Path;
 use std::process::ExitCode;

@@ -1,4 +1,4 @@
-//! `migrate`: applies the embedded database migrations (the `backup_runs` table) and exits.
+//! `migrate`: creates `backup_runs` in the records database (`BACKUP_RECORDS_URL`) and exits.
 
 use std::path::Path;
 use std::process::ExitCode;

@@ -35,15 +35,17 @@ struct Cli {
 enum Command {
     /// Back up on BACKUP_SCHEDULE as a daemon (the default), or once with --once.
     Run(run::RunArgs),
-    /// List local and remote backups with status and verification.
+    /// List local and remote backups: age, size, encryption, verification, where, status.
     List(list::ListArgs),
     /// Restore a backup into an existing database, after checking its checksum.
     Restore(restore::RestoreArgs),
-    /// Verify an existing backup and record the result in its manifest and backup_runs.
+    /// Verify an existing backup (or every backup retention keeps, with --all) and record the
+    /// result in its manifest and backup_runs.
     Verify(verify::VerifyArgs),
     /// Apply GFS retention now (with --dry-run: only show what would be deleted).
     Prune(prune::PruneArgs),
-    /// Apply the embedded database migrations (the backup_runs table) and exit.
+    /// Create the backup_runs table in BACKUP_RECORDS_URL (only it, with db-backup's own
+    /// migration bookkeeping) and exit.
     Migrate,
 }
 

@@ -1,5 +1,5 @@
-//! `verify`: checks an existing backup and records the result in its manifest and
-//! `backup_runs`.
+//! `verify`: checks an existing backup (or, with `--all`, every backup retention keeps) and
+//! records the result in its manifest and `backup_runs`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -21,8 +21,12 @@ pub enum ModeArg {
 #[derive(Debug, Clone, clap::Args)]
 pub struct VerifyArgs {
     /// `latest`, a `.dump.zst` file, a backup name or its S3 key.
-    #[arg(long, value_name = "FILE|KEY|latest")]
-    pub from: String,
+    #[arg(long, value_name = "FILE|KEY|latest", required_unless_present = "all")]
+    pub from: Option<String>,
+    /// Every backup within retention (of BACKUP_NAME's database, or of all); exits 1 naming
+    /// the bad ones.
+    #[arg(long, conflicts_with = "from")]
+    pub all: bool,
     /// How (default: BACKUP_VERIFY, or `list` when that is `none`).
     #[arg(long, value_enum)]
     pub mode: Option<ModeArg>,
@@ -42,6 +46,7 @@ pub fn run(config: Option<&Path>, args: VerifyArgs) -> ExitCode {
         ModeArg::Restore => VerifyMode::Restore,
     });
     db_backup::app::start(config, async move |settings| {
-        db_backup::commands::verify_command(settings, &args.from, mode, args.identity, output).await
+        let from = args.from.as_deref().filter(|_| !args.all);
+        db_backup::commands::verify_command(settings, from, mode, args.identity, output).await
     })
 }

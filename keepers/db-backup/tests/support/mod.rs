@@ -76,31 +76,47 @@ impl TestDb {
 
     /// Ordinary tables outside the system schemas, as `format('%I.%I')` names.
     pub fn tables(&self) -> Vec<String> {
-        self.sql(
-            "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c \
-             JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE c.relkind = 'r' AND n.nspname <> 'information_schema' \
-             AND n.nspname NOT LIKE 'pg\\_%' ORDER BY 1",
-        )
-        .lines()
-        .map(str::to_owned)
-        .collect()
+        tables_of(&self.url)
     }
 
     /// Per table: exact row count and an MD5 of all rows in a fixed order, so two databases
     /// with equal maps hold identical content.
     pub fn checksums(&self) -> BTreeMap<String, (i64, String)> {
-        self.tables()
-            .into_iter()
-            .map(|t| {
-                let line = self.sql(&format!(
-                    "SELECT count(*) || ' ' || coalesce(md5(string_agg(x::text, E'\\n' ORDER BY x::text)), '-') FROM ONLY {t} x"
-                ));
-                let (n, sum) = line.split_once(' ').expect("count and md5");
-                (t, (n.parse().expect("count"), sum.to_owned()))
-            })
-            .collect()
+        checksums_of(&self.url)
     }
+}
+
+/// Ordinary tables of the database at `url` outside the system schemas, as `format('%I.%I')`
+/// names.
+pub fn tables_of(url: &str) -> Vec<String> {
+    psql(
+        url,
+        "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relkind = 'r' AND n.nspname <> 'information_schema' \
+         AND n.nspname NOT LIKE 'pg\\_%' ORDER BY 1",
+    )
+    .lines()
+    .map(str::to_owned)
+    .collect()
+}
+
+/// Per table of the database at `url`: exact row count and an MD5 of all rows in a fixed
+/// order.
+pub fn checksums_of(url: &str) -> BTreeMap<String, (i64, String)> {
+    tables_of(url)
+        .into_iter()
+        .map(|t| {
+            let line = psql(
+                url,
+                &format!(
+                    "SELECT count(*) || ' ' || coalesce(md5(string_agg(x::text, E'\\n' ORDER BY x::text)), '-') FROM ONLY {t} x"
+                ),
+            );
+            let (n, sum) = line.split_once(' ').expect("count and md5");
+            (t, (n.parse().expect("count"), sum.to_owned()))
+        })
+        .collect()
 }
 
 impl Drop for TestDb {
@@ -119,8 +135,16 @@ impl Drop for TestDb {
 /// and table name, a partitioned table, an unlogged table, a sequence, a view and a
 /// materialized view. `rows` sizes the main table.
 pub fn seed(db: &TestDb, rows: u32) {
-    db.sql(&format!(
-        r#"
+    seed_sql(&db.url, "", rows);
+}
+
+/// [`seed`] into the database at `url`, each statement run after `prelude` (e.g.
+/// `SET ROLE app_owner;`, so the objects belong to that role).
+pub fn seed_sql(url: &str, prelude: &str, rows: u32) {
+    psql(
+        url,
+        &format!(
+            r#"{prelude}
 CREATE TABLE accounts (
   id bigserial PRIMARY KEY, name text NOT NULL, balance numeric(20,8) NOT NULL,
   created timestamptz NOT NULL, tags jsonb NOT NULL, avatar bytea, note text);
@@ -145,7 +169,8 @@ SELECT nextval('counter');
 CREATE VIEW rich AS SELECT * FROM accounts WHERE balance > 500000;
 CREATE MATERIALIZED VIEW tiers AS SELECT tags->>'tier' AS tier, count(*) FROM accounts GROUP BY 1;
 "#
-    ));
+        ),
+    );
 }
 
 /// Adds about `mib` MiB of incompressible data (random bytea), for multipart uploads and

@@ -42,16 +42,16 @@ impl PricingCycle {
             observed_at: agg.observed_at,
             timestamp,
             quotes: agg.quotes(),
+            next_heartbeat: reference.map(|r| self.thresholds(&rules).next_heartbeat(r)),
+            last_update: self.last_update.get(&asset.symbol).cloned(),
         };
         let mut update_reason = Reason::Initial;
         let mut held = false;
         match (agg.price_micro(), timestamp) {
             (Some(micro), Some(ts)) => {
-                let thresholds = Thresholds {
-                    deviation_bps: rules.deviation_bps,
-                    heartbeat: rules.heartbeat,
-                };
-                let decided = policy::decide(micro, reference, now_ts, thresholds, self.p.force);
+                let thresholds = self.thresholds(&rules);
+                let decided =
+                    policy::decide(micro, ts, reference, now_ts, thresholds, self.p.force);
                 let blind = view.is_err() && reference.is_none();
                 let behind = reference.is_some_and(|r| ts < r.timestamp);
                 match decided {
@@ -86,7 +86,7 @@ impl PricingCycle {
                             report.action = Action::Hold;
                             report.reason = verdict.describe().unwrap_or_default();
                         } else if let Some(wait) =
-                            self.fallback_waits(asset, micro, reference, now_ts, thresholds)
+                            self.fallback_waits(asset, micro, ts, reference, now_ts, thresholds)
                         {
                             report.reason = wait;
                         } else {
@@ -126,6 +126,7 @@ impl PricingCycle {
         &mut self,
         asset: &AssetConfig,
         micro: u64,
+        observed_at: u64,
         reference: Option<OnChain>,
         now: u64,
         t: Thresholds,
@@ -143,10 +144,33 @@ impl PricingCycle {
                 own.timestamp
             ));
         }
-        let heartbeat_due = reference.map(|r| r.timestamp.saturating_add(t.heartbeat));
+        // In chain time: when the sources' observations reached the heartbeat, assuming their
+        // lag now; without the lag a heartbeat shorter than it would look overdue at once.
+        let lag = now.saturating_sub(observed_at);
+        let heartbeat_due = reference.map(|r| {
+            let next = t.next_heartbeat(r);
+            let by_age = next.observed_at.saturating_add(lag);
+            next.before_max_age_at.map_or(by_age, |at| at.min(by_age))
+        });
         self.fallback
-            .check(&asset.symbol, heartbeat_due, now)
+            .check_value(
+                &asset.symbol,
+                reference.map(|r| (r.timestamp, r.price_micro)),
+                heartbeat_due,
+                now,
+            )
             .wait_reason(self.p.config.policy.fallback_offset)
+    }
+
+    /// The publishing thresholds of an asset: its deviation and heartbeat, the oracle's
+    /// maximum age (`stale_after`) and the tick interval as the lead before it.
+    fn thresholds(&self, rules: &crate::config::AssetRules) -> Thresholds {
+        Thresholds {
+            deviation_bps: rules.deviation_bps,
+            heartbeat: rules.heartbeat,
+            max_age_secs: self.p.config.policy.stale_after,
+            lead_secs: self.p.config.runner.period().as_secs(),
+        }
     }
 
     /// The breaker's settings with this asset's step.

@@ -23,7 +23,7 @@ use crate::metrics::PricingMetrics;
 use crate::policy::{self, OnChain, Reason};
 use crate::records::{self, NewPriceUpdate, StatusChange, UpdateStatus};
 use crate::reference::{Origin, OwnRecord};
-use crate::report::{Action, AssetDecision, CycleSummary};
+use crate::report::{Action, AssetDecision, CycleSummary, LastUpdate};
 
 mod decide;
 mod watch;
@@ -56,6 +56,8 @@ pub struct PricingCycle {
     /// What this keeper published itself (price, timestamp), so that a fallback does not chase
     /// an on-chain median that lawfully differs from its own value.
     own_published: HashMap<String, OnChain>,
+    /// Per asset, the last update this process delivered and why it went out.
+    last_update: HashMap<String, LastUpdate>,
 }
 
 impl PricingCycle {
@@ -71,6 +73,7 @@ impl PricingCycle {
         .context("on-chain price of");
         let started = Utc::now();
         let p_fallback_offset = p.config.policy.fallback_offset;
+        let interval_secs = p.config.runner.period().as_secs();
         Self {
             source_last_ok: Source::ALL.iter().map(|s| (*s, started)).collect(),
             started,
@@ -81,8 +84,9 @@ impl PricingCycle {
             holds_restored: false,
             record: OwnRecord::default(),
             last: None,
-            fallback: FallbackGate::new(p_fallback_offset),
+            fallback: FallbackGate::new(p_fallback_offset).with_interval(interval_secs),
             own_published: HashMap::new(),
+            last_update: HashMap::new(),
             stale,
         }
     }
@@ -474,6 +478,14 @@ impl PricingCycle {
                     };
                     self.record.remember(&p.asset, published);
                     self.own_published.insert(p.asset.clone(), published);
+                    self.last_update.insert(
+                        p.asset.clone(),
+                        LastUpdate {
+                            reason: p.reason.as_str().to_owned(),
+                            price_micro: p.price_micro,
+                            timestamp: p.timestamp,
+                        },
+                    );
                     self.p.health.set_published(
                         &p.asset,
                         serde_json::json!({

@@ -1,0 +1,5 @@
+// `sqlx::migrate!` embeds `migrations/ton/*.sql` at build time; without this a newly added
+// migration would not be picked up by an incremental build.
+fn main() {
+    println!("cargo:rerun-if-changed=../../migrations/ton");
+}
