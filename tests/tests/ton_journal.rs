@@ -411,6 +411,7 @@ async fn pg_store(prefix: &str) -> ChainStore {
             redis_prefix: "x:".into(),
             lease_ttl: 180,
             migrate_on_start: true,
+            migrations: pricing_oracle::records::MIGRATIONS,
         },
         Arc::new(Metrics::new("pricing-oracle").with::<ChainMetrics>()),
         Alerter::disabled(),
@@ -453,11 +454,85 @@ async fn a_failed_journal_write_sends_nothing() {
     let memory = Arc::new(MemoryJournal::default());
     memory.fail_writes(true);
     let p = r.process(Journal::shared(memory.clone()), Duration::from_secs(5));
-    let err = p.deliver(&r.price(999_001, now() - 5)).await.unwrap_err();
+    let err = p
+        .deliver(&r.price(999_001, keeper_tests::unix_now() - 5))
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), "journal", "{err}");
     assert!(r.chain.externals().is_empty(), "nothing reached the chain");
     memory.fail_writes(false);
-    let report = p.deliver(&r.price(999_001, now() - 5)).await.unwrap();
+    let report = p
+        .deliver(&r.price(999_001, keeper_tests::unix_now() - 5))
+        .await
+        .unwrap();
     assert_eq!(report.batches[0].seqno, 11);
     assert!(memory.snapshot().is_empty(), "cleared once confirmed");
+}
+
+/// Redis restarts empty (no persistence): the lease key and the fencing counter are gone. The
+/// next holder still gets a larger token, so the PostgreSQL fence, which remembers the newest
+/// token that wrote, takes its entries instead of refusing every write from then on; and the
+/// old holder's token stays refused.
+#[tokio::test]
+async fn a_redis_restart_that_lost_the_fencing_counter_does_not_fence_out_the_next_holder() {
+    let w = format!("0:{}", hex::encode(env::unique("restart").as_bytes()));
+    let prefix = format!("{}:", env::unique("restart"));
+    let leases = |id: &'static str| {
+        let prefix = prefix.clone();
+        let w = w.clone();
+        async move {
+            let store = ChainStore::connect_with(
+                &StorageSettings {
+                    redis_url: Some(SecretUrl::shared(env::redis_url())),
+                    redis_prefix: prefix,
+                    lease_ttl: 5,
+                    ..StorageSettings::default()
+                },
+                Arc::new(Metrics::new("pricing-oracle").with::<ChainMetrics>()),
+                Alerter::disabled(),
+                keeper_runtime::store::StoreTimeouts::default(),
+            )
+            .await;
+            store.lease(&w, id)
+        }
+    };
+    let pg = pg_store("journal_restart").await;
+    let journal = Journal::choose(&pg, None).unwrap();
+    let now = u64::from(keeper_tests::unix_now());
+    let vu = (now + 60) as u32;
+
+    let mut a = leases("a").await;
+    let token_a = a.try_acquire_or_renew().await.token.expect("a Redis token");
+    journal
+        .put(&entry(&w, 11, 1, vu, Some(token_a)), now)
+        .await
+        .unwrap();
+
+    // The restart: every key of this prefix is gone, the counter with it.
+    let client = redis::Client::open(env::redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    let _: () = redis::cmd("DEL")
+        .arg(&keys)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    let mut b = leases("b").await;
+    let token_b = b.try_acquire_or_renew().await.token.expect("a Redis token");
+    assert!(token_b > token_a, "{token_b} after {token_a}");
+    journal
+        .put(&entry(&w, 12, 2, vu, Some(token_b)), now)
+        .await
+        .expect("the new holder writes");
+    let e = journal
+        .put(&entry(&w, 13, 3, vu, Some(token_a)), now)
+        .await
+        .unwrap_err();
+    assert!(e.is_fenced(), "{e}");
 }

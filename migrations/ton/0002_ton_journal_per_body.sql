@@ -6,9 +6,11 @@ ALTER TABLE ton_inflight
     ADD COLUMN body_hash     TEXT,
     ADD COLUMN valid_until   BIGINT,
     ADD COLUMN fencing_token BIGINT;
+-- A row the keepers did not write (no body hash or valid_until in its entry) is kept, not
+-- dropped: reading it still reports a journal that cannot be parsed, so nothing is signed over it.
 UPDATE ton_inflight
-SET body_hash     = entry->>'body_hash',
-    valid_until   = (entry->>'valid_until')::BIGINT,
+SET body_hash     = COALESCE(entry->>'body_hash', ''),
+    valid_until   = COALESCE((entry->>'valid_until')::BIGINT, 0),
     fencing_token = (entry->>'fencing_token')::BIGINT;
 ALTER TABLE ton_inflight
     ALTER COLUMN body_hash SET NOT NULL,
