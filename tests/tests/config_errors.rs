@@ -279,3 +279,30 @@ fn a_lease_shorter_than_the_cycle_is_refused_when_sending() {
     let out = dry.output().expect("spawn keeper");
     assert_ne!(out.status.code(), Some(2), "{:?}", texts(&out));
 }
+
+#[test]
+fn without_a_shared_journal_the_lease_must_outlast_cycle_and_message() {
+    let sending = |vars: &[(&str, &str)]| {
+        let mut cmd = keeper("pricing-oracle-keeper");
+        cmd.arg("--once")
+            .env("KEEPER_MNEMONIC", MNEMONIC)
+            .env(
+                "PRICING_ORACLE_ADDRESS",
+                "EQCDM_QGggZ3qMa_f3lRPk4_qLDnLTqdi6OkMAV2NB9r5TG3",
+            )
+            .envs(vars.iter().copied());
+        cmd
+    };
+    // A Redis lease and a journal only this host can read: 100 s do not cover 60 s + 60 s.
+    let err = expect_config_error(
+        sending(&[
+            ("REDIS_URL", "redis://127.0.0.1:9/0"),
+            ("LEASE_TTL", "100"),
+            ("UPDATE_INTERVAL", "60"),
+            ("MESSAGE_TTL", "60"),
+        ]),
+        "LEASE_TTL",
+    );
+    assert!(err.contains("MESSAGE_TTL"), "{err}");
+    assert_no_secret(&err, &SECRET_WORDS);
+}

@@ -173,7 +173,7 @@ async fn resumed_after_restart(r: &Rig, journal: Journal) {
 async fn a_file_journal_resumes_the_same_message_after_a_restart() {
     let r = rig(61).await;
     let dir = tempfile::tempdir().unwrap();
-    resumed_after_restart(&r, Journal::Dir(dir.path().to_owned())).await;
+    resumed_after_restart(&r, Journal::dir(dir.path())).await;
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
 
@@ -196,8 +196,8 @@ async fn a_postgres_journal_resumes_the_same_message_after_a_restart() {
         keeper_runtime::store::StoreTimeouts::default(),
     )
     .await;
-    let journal = Journal::choose(&store, None);
-    assert!(matches!(journal, Journal::Postgres(_)));
+    let journal = Journal::choose(&store, None).expect("PostgreSQL is durable");
+    assert_eq!(journal.describe(), "postgres");
     resumed_after_restart(&r, journal).await;
 }
 
@@ -205,7 +205,7 @@ async fn a_postgres_journal_resumes_the_same_message_after_a_restart() {
 async fn an_expired_journaled_message_is_proven_dead_before_a_new_body() {
     let r = rig(63).await;
     let dir = tempfile::tempdir().unwrap();
-    let journal = Journal::Dir(dir.path().to_owned());
+    let journal = Journal::dir(dir.path());
     // The chain never includes it (held far longer than its 2 s TTL).
     r.chain.set_inclusion_delay(Duration::from_secs(3_600));
     let first = r
@@ -311,4 +311,228 @@ async fn sigkill_between_send_and_confirmation_never_signs_a_second_body() {
         .filter(|e| e.accepted && e.op == 3 && e.id == 1)
         .count();
     assert_eq!(usdt, 1, "the update landed once");
+}
+
+/// An entry as delivery writes it, for `seqno` with a body told apart by `body`.
+fn entry(wallet: &str, seqno: u32, body: u8, valid_until: u32, token: Option<u64>) -> JournalEntry {
+    JournalEntry {
+        wallet: wallet.to_owned(),
+        seqno,
+        valid_until,
+        state_init: false,
+        actions: 1,
+        ops: vec!["update_price".into()],
+        boc: String::new(),
+        message_hash: hex::encode([body; 32]),
+        normalized_hash: hex::encode([body; 32]),
+        body_hash: hex::encode([body; 32]),
+        fencing_token: token,
+        chain_at_build: u64::from(valid_until) - 60,
+        built_at_unix: 0,
+    }
+}
+
+/// One entry per body: another body for a live seqno is refused, a later seqno sits beside it,
+/// clearing takes the body's own hash, an older fencing token cannot write, and a dead entry
+/// (past `valid_until` plus the margin) may be replaced.
+async fn one_entry_per_body(journal: Journal) {
+    let w = "0:00000000000000000000000000000000000000000000000000000000000000aa";
+    let now = 1_700_000_000u64;
+    let vu = (now + 60) as u32;
+    journal
+        .put(&entry(w, 11, 1, vu, Some(3)), now)
+        .await
+        .unwrap();
+    // The same body again (a retry) is fine.
+    journal
+        .put(&entry(w, 11, 1, vu, Some(3)), now)
+        .await
+        .unwrap();
+    let e = journal
+        .put(&entry(w, 11, 2, vu, Some(3)), now)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, JournalError::Occupied { seqno: 11, .. }), "{e}");
+    journal
+        .put(&entry(w, 12, 3, vu, Some(4)), now)
+        .await
+        .unwrap();
+    let e = journal
+        .put(&entry(w, 13, 4, vu, Some(3)), now)
+        .await
+        .unwrap_err();
+    assert!(e.is_fenced(), "{e}");
+    assert!(e.to_string().contains("fencing token 4"), "{e}");
+    let seqnos: Vec<u32> = journal
+        .entries(w)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.seqno)
+        .collect();
+    assert_eq!(seqnos, [11, 12]);
+    // Another body's hash does not clear it.
+    journal.clear(w, 11, &hex::encode([2u8; 32])).await.unwrap();
+    assert_eq!(journal.entries(w).await.unwrap().len(), 2);
+    journal.clear(w, 11, &hex::encode([1u8; 32])).await.unwrap();
+    assert_eq!(journal.get(w).await.unwrap().map(|e| e.seqno), Some(12));
+    // Past valid_until + margin it can no longer land: another body may take the seqno.
+    let late = u64::from(vu) + LANDING_MARGIN_SECS + 1;
+    let e = journal
+        .put(&entry(w, 12, 5, vu + 100, Some(4)), u64::from(vu))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, JournalError::Occupied { .. }), "{e}");
+    journal
+        .put(&entry(w, 12, 5, vu + 100, Some(4)), late)
+        .await
+        .unwrap();
+    let held = journal.get(w).await.unwrap().unwrap();
+    assert_eq!(held.body_hash, hex::encode([5u8; 32]));
+}
+
+#[tokio::test]
+async fn the_memory_journal_keeps_one_entry_per_body() {
+    one_entry_per_body(Journal::memory()).await;
+}
+
+#[tokio::test]
+async fn the_file_journal_keeps_one_entry_per_body() {
+    let dir = tempfile::tempdir().unwrap();
+    one_entry_per_body(Journal::dir(dir.path())).await;
+}
+
+async fn pg_store(prefix: &str) -> ChainStore {
+    ChainStore::connect_with(
+        &StorageSettings {
+            database_url: Some(SecretUrl::shared(env::pg_url())),
+            db_schema: env::unique(prefix).to_lowercase(),
+            redis_url: None,
+            redis_prefix: "x:".into(),
+            lease_ttl: 180,
+            migrate_on_start: true,
+            migrations: pricing_oracle::records::MIGRATIONS,
+        },
+        Arc::new(Metrics::new("pricing-oracle").with::<ChainMetrics>()),
+        Alerter::disabled(),
+        keeper_runtime::store::StoreTimeouts::default(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn the_postgres_journal_keeps_one_entry_per_body_in_one_fenced_statement() {
+    let store = pg_store("journal_body").await;
+    one_entry_per_body(Journal::choose(&store, None).unwrap()).await;
+}
+
+#[tokio::test]
+async fn a_postgres_journal_also_reads_the_state_directory() {
+    // Written by a run without DATABASE_URL; the next run has it and must still see the entry.
+    let w = "0:00000000000000000000000000000000000000000000000000000000000000bb";
+    let dir = tempfile::tempdir().unwrap();
+    Journal::dir(dir.path())
+        .put(&entry(w, 7, 9, 1_700_000_060, None), 1_700_000_000)
+        .await
+        .unwrap();
+    let store = pg_store("journal_dir").await;
+    let journal = Journal::choose(&store, Some(dir.path().to_owned())).unwrap();
+    assert!(
+        journal.describe().contains("also reading file"),
+        "{journal:?}"
+    );
+    let found = journal.entries(w).await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].seqno, 7);
+    journal.clear(w, 7, &hex::encode([9u8; 32])).await.unwrap();
+    assert!(journal.entries(w).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_failed_journal_write_sends_nothing() {
+    let r = rig(64).await;
+    let memory = Arc::new(MemoryJournal::default());
+    memory.fail_writes(true);
+    let p = r.process(Journal::shared(memory.clone()), Duration::from_secs(5));
+    let err = p
+        .deliver(&r.price(999_001, keeper_tests::unix_now() - 5))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), "journal", "{err}");
+    assert!(r.chain.externals().is_empty(), "nothing reached the chain");
+    memory.fail_writes(false);
+    let report = p
+        .deliver(&r.price(999_001, keeper_tests::unix_now() - 5))
+        .await
+        .unwrap();
+    assert_eq!(report.batches[0].seqno, 11);
+    assert!(memory.snapshot().is_empty(), "cleared once confirmed");
+}
+
+/// Redis restarts empty (no persistence): the lease key and the fencing counter are gone. The
+/// next holder still gets a larger token, so the PostgreSQL fence, which remembers the newest
+/// token that wrote, takes its entries instead of refusing every write from then on; and the
+/// old holder's token stays refused.
+#[tokio::test]
+async fn a_redis_restart_that_lost_the_fencing_counter_does_not_fence_out_the_next_holder() {
+    let w = format!("0:{}", hex::encode(env::unique("restart").as_bytes()));
+    let prefix = format!("{}:", env::unique("restart"));
+    let leases = |id: &'static str| {
+        let prefix = prefix.clone();
+        let w = w.clone();
+        async move {
+            let store = ChainStore::connect_with(
+                &StorageSettings {
+                    redis_url: Some(SecretUrl::shared(env::redis_url())),
+                    redis_prefix: prefix,
+                    lease_ttl: 5,
+                    ..StorageSettings::default()
+                },
+                Arc::new(Metrics::new("pricing-oracle").with::<ChainMetrics>()),
+                Alerter::disabled(),
+                keeper_runtime::store::StoreTimeouts::default(),
+            )
+            .await;
+            store.lease(&w, id)
+        }
+    };
+    let pg = pg_store("journal_restart").await;
+    let journal = Journal::choose(&pg, None).unwrap();
+    let now = u64::from(keeper_tests::unix_now());
+    let vu = (now + 60) as u32;
+
+    let mut a = leases("a").await;
+    let token_a = a.try_acquire_or_renew().await.token.expect("a Redis token");
+    journal
+        .put(&entry(&w, 11, 1, vu, Some(token_a)), now)
+        .await
+        .unwrap();
+
+    // The restart: every key of this prefix is gone, the counter with it.
+    let client = redis::Client::open(env::redis_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    let _: () = redis::cmd("DEL")
+        .arg(&keys)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+
+    let mut b = leases("b").await;
+    let token_b = b.try_acquire_or_renew().await.token.expect("a Redis token");
+    assert!(token_b > token_a, "{token_b} after {token_a}");
+    journal
+        .put(&entry(&w, 12, 2, vu, Some(token_b)), now)
+        .await
+        .expect("the new holder writes");
+    let e = journal
+        .put(&entry(&w, 13, 3, vu, Some(token_a)), now)
+        .await
+        .unwrap_err();
+    assert!(e.is_fenced(), "{e}");
 }

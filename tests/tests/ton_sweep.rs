@@ -75,7 +75,7 @@ async fn a_message_that_may_still_land_stops_the_sweep() {
     let oracle = chain.new_oracle();
     chain.register_keeper(&oracle, keys.public_key());
     let dir = tempfile::tempdir().unwrap();
-    let journal = Journal::Dir(dir.path().to_owned());
+    let journal = Journal::dir(dir.path());
     let delivery = || {
         Delivery::new(
             Toncenter::with_endpoint(&chain.jsonrpc_url(), None, Duration::from_secs(2)).unwrap(),
@@ -116,5 +116,64 @@ async fn a_message_that_may_still_land_stops_the_sweep() {
     assert_eq!(chain.balance(wallet.address()), 3 * TON);
     // Held by the network: the keeper's message and the copy re-sent at resume, no sweep.
     assert_eq!(chain.held_externals(), 2);
+    assert!(chain.externals().is_empty());
+}
+
+#[tokio::test]
+async fn a_dry_run_sweep_sends_nothing_even_with_a_journaled_message() {
+    let chain = ToncenterServer::start().await;
+    let keys = Arc::new(WalletKeys::from_seed(&[72; 32]).unwrap());
+    let wallet = Wallet::new(keys.clone(), WalletVersion::V5r1, Network::Mainnet).unwrap();
+    chain.deploy(&wallet, 4, 3 * TON);
+    let oracle = chain.new_oracle();
+    chain.register_keeper(&oracle, keys.public_key());
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::dir(dir.path());
+    let delivery = || {
+        Delivery::new(
+            Toncenter::with_endpoint(&chain.jsonrpc_url(), None, Duration::from_secs(2)).unwrap(),
+            wallet.clone(),
+            DeliveryConfig {
+                value_nanoton: 50_000_000,
+                auto_value: None,
+                ttl: Duration::from_secs(60),
+                poll_interval: Duration::from_millis(50),
+                confirm_timeout: Duration::from_millis(300),
+                readback_timeout: Duration::from_millis(300),
+                max_rebuilds: 1,
+            },
+        )
+        .with_journal(journal.clone())
+    };
+    chain.set_inclusion_delay(Duration::from_secs(3_600));
+    let msg = OracleMessage::new(
+        oracle.clone(),
+        OracleUpdate::Price(PriceUpdate {
+            asset: "USDT".into(),
+            asset_id: 1,
+            price_micro: 1_000_000,
+            timestamp: 1_760_000_000,
+        }),
+    );
+    assert_eq!(
+        delivery().deliver(&[msg]).await.unwrap_err().kind(),
+        "unconfirmed"
+    );
+    assert_eq!(chain.held_externals(), 1);
+    let report = delivery()
+        .sweep(&keeper_tests::toncenter::random_address(), true)
+        .await
+        .unwrap();
+    assert!(report.dry_run);
+    assert!(
+        report.notes.iter().any(|n| n.contains("seqno 4")),
+        "{:?}",
+        report.notes
+    );
+    assert_eq!(
+        chain.held_externals(),
+        1,
+        "the journaled BoC was not re-sent"
+    );
     assert!(chain.externals().is_empty());
 }

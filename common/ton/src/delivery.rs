@@ -18,7 +18,8 @@ pub use sweep::SweepReport;
 
 use crate::metrics::ChainMetrics;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -128,9 +129,12 @@ impl InFlight {
         Ok(Self {
             ext: entry.external()?,
             ops: entry.ops.iter().map(|o| op_name(o)).collect(),
+            // The wall clock may have jumped or stood still across a restart: from the first
+            // poll on, the chain itself is asked whether it expired.
             chain_at_build: entry
                 .chain_at_build
-                .saturating_add(now.saturating_sub(entry.built_at_unix)),
+                .saturating_add(now.saturating_sub(entry.built_at_unix))
+                .max(u64::from(entry.valid_until)),
             built_at: Instant::now(),
             fencing_token: entry.fencing_token,
             resumed: true,
@@ -192,9 +196,6 @@ pub struct Delivery<T> {
     in_flight: Mutex<Option<InFlight>>,
     costs: cost::Costs,
     journal: Journal,
-    /// Whether this process has read the journal since it (re)gained the wallet: until then a
-    /// journal it cannot read stops it from signing.
-    journal_read: std::sync::atomic::AtomicBool,
     /// Seqno and balance at which every endpoint refused a body for lack of gas money: while
     /// the wallet stays there, signing again is hopeless.
     refused_for_gas: std::sync::Mutex<Option<(u32, u128)>>,
@@ -210,17 +211,18 @@ impl<T: TonTransport> Delivery<T> {
             metrics: None,
             in_flight: Mutex::new(None),
             costs: cost::Costs::default(),
-            journal: Journal::Memory,
-            journal_read: std::sync::atomic::AtomicBool::new(false),
+            journal: Journal::memory(),
             refused_for_gas: std::sync::Mutex::new(None),
         }
     }
 
-    /// The wallet was (re)gained (lease takeover): read the journal again before signing, as
-    /// another holder may have left a message in flight.
+    /// The wallet was (re)gained or its fencing token changed (lease takeover). The journal is
+    /// read before every signature anyway; this only says so in the log.
     pub fn journal_changed_hands(&self) {
-        self.journal_read
-            .store(false, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(
+            wallet = %self.wallet.label(),
+            "wallet changed hands: the journal is read again before the next signature"
+        );
     }
 
     /// Writes every message down in `journal` before its first send, and resumes what it finds
@@ -338,10 +340,20 @@ impl<T: TonTransport> Delivery<T> {
         slot: &mut Option<InFlight>,
         stop_on_resumed: bool,
     ) -> Result<(), DeliveryError> {
-        if slot.is_none() {
-            *slot = self.resume().await?;
+        let mut queue = match slot.take() {
+            Some(own) => vec![own],
+            None => Vec::new(),
+        };
+        // Every journaled message, this process's own or another holder's, is settled in seqno
+        // order before anything new is signed.
+        for found in self.resume().await? {
+            if !queue.iter().any(|q| same_body(&q.ext, &found.ext)) {
+                queue.push(found);
+            }
         }
-        if let Some(prev) = slot.clone() {
+        queue.sort_by_key(|f| f.ext.seqno);
+        for prev in queue {
+            *slot = Some(prev.clone());
             tracing::info!(
                 seqno = prev.ext.seqno,
                 resumed = prev.resumed,
@@ -376,6 +388,48 @@ impl<T: TonTransport> Delivery<T> {
                 }
                 Err(e) => return Err(e),
             }
+        }
+        Ok(())
+    }
+
+    /// Right before a signature for `seqno` at chain time `chain_now`: a journaled body for this
+    /// seqno or a later one that may still land (another holder's, written while this process
+    /// did not hold the wallet) is taken into `slot` and stops the signature; a journal that
+    /// cannot be read stops it too. Dead entries for this seqno are cleared.
+    async fn check_journal_before_signing(
+        &self,
+        seqno: u32,
+        chain_now: u64,
+        slot: &mut Option<InFlight>,
+    ) -> Result<(), DeliveryError> {
+        let wallet = self.wallet.address_raw();
+        for entry in self.journal.entries(&wallet).await? {
+            if entry.seqno < seqno {
+                continue;
+            }
+            if !entry.may_land_at(chain_now) {
+                if let Err(e) = self
+                    .journal
+                    .clear(&wallet, entry.seqno, &entry.body_hash)
+                    .await
+                {
+                    tracing::warn!(seqno = entry.seqno, error = %e, "could not clear an expired journal entry");
+                }
+                continue;
+            }
+            tracing::warn!(
+                seqno = entry.seqno,
+                valid_until = entry.valid_until,
+                fencing_token = entry.fencing_token,
+                "another body is journaled for this seqno and may still land: settling it instead of signing"
+            );
+            let flight = InFlight::resumed(&entry)?;
+            let err = DeliveryError::InFlight {
+                seqno: flight.ext.seqno,
+                valid_until: flight.ext.valid_until,
+            };
+            *slot = Some(flight);
+            return Err(err);
         }
         Ok(())
     }
@@ -453,33 +507,22 @@ impl<T: TonTransport> Delivery<T> {
 
     /// The journaled message of this wallet, if one may still land (start, takeover, or a
     /// predecessor's message): it is settled before anything new is signed.
-    async fn resume(&self) -> Result<Option<InFlight>, DeliveryError> {
-        use std::sync::atomic::Ordering;
+    async fn resume(&self) -> Result<Vec<InFlight>, DeliveryError> {
         let wallet = self.wallet.address_raw();
-        let found = match self.journal.get(&wallet).await {
-            Ok(found) => {
-                self.journal_read.store(true, Ordering::Relaxed);
-                found
-            }
-            // Read once since this process gained the wallet: nobody else has sent since, so
-            // memory is complete and PostgreSQL being down does not stop publishing.
-            Err(e) if e.is_outage() && self.journal_read.load(Ordering::Relaxed) => {
-                tracing::warn!(error = %e, "in-flight journal unreachable; this process's memory is complete");
-                None
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let Some(entry) = found else {
-            return Ok(None);
-        };
-        tracing::warn!(
-            seqno = entry.seqno,
-            valid_until = entry.valid_until,
-            fencing_token = entry.fencing_token,
-            hash = %entry.normalized_hash,
-            "resuming a journaled message: re-sending the same BoC, signing nothing new until it settles"
-        );
-        Ok(Some(InFlight::resumed(&entry)?))
+        // An unreadable journal stops signing: another holder may have left a body in it.
+        let entries = self.journal.entries(&wallet).await?;
+        let mut out = Vec::with_capacity(entries.len());
+        for entry in entries {
+            tracing::warn!(
+                seqno = entry.seqno,
+                valid_until = entry.valid_until,
+                fencing_token = entry.fencing_token,
+                hash = %entry.normalized_hash,
+                "resuming a journaled message: re-sending the same BoC, signing nothing new until it settles"
+            );
+            out.push(InFlight::resumed(&entry)?);
+        }
+        Ok(out)
     }
 
     /// Erases a settled message from the journal; a failure only means it is settled again
@@ -487,7 +530,11 @@ impl<T: TonTransport> Delivery<T> {
     async fn forget(&self, flight: &InFlight) {
         if let Err(e) = self
             .journal
-            .clear(&self.wallet.address_raw(), flight.ext.seqno)
+            .clear(
+                &self.wallet.address_raw(),
+                flight.ext.seqno,
+                &hex::encode(flight.ext.body_hash),
+            )
             .await
         {
             tracing::warn!(seqno = flight.ext.seqno, error = %e, "could not clear the in-flight journal");
@@ -644,6 +691,8 @@ impl<T: TonTransport> Delivery<T> {
             let w = self.read_wallet().await?;
             self.check_funds(&w, pending)?;
             let now = self.chain_time().await?;
+            self.check_journal_before_signing(w.seqno, now, slot)
+                .await?;
             // Last moment before a signature: a holder that lost the lease never signs.
             let fencing_token = fence.check().await?;
             let ext = build_external(
@@ -669,12 +718,12 @@ impl<T: TonTransport> Delivery<T> {
                 fencing_token,
                 now,
             );
-            match self.journal.put(&entry).await {
+            // Nothing is sent that is not journaled: a failed write (an outage, another body
+            // for this seqno, a newer fencing token) sends nothing.
+            match self.journal.put(&entry, now).await {
                 Ok(()) => {}
-                // PostgreSQL down: publishing goes on (memory still holds the message, and a
-                // restart meanwhile cannot read the journal either, so it would not sign).
-                Err(e) if e.is_outage() => {
-                    tracing::warn!(seqno = entry.seqno, error = %e, "in-flight journal unreachable; the message is kept in memory only");
+                Err(JournalError::Fenced { token, .. }) => {
+                    return Err(DeliveryError::Fenced(FenceError::Superseded { token }));
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -1161,6 +1210,11 @@ impl<T: TonTransport> Delivery<T> {
         }
         out
     }
+}
+
+/// Two signed messages with the same seqno and body.
+fn same_body(a: &SignedExternal, b: &SignedExternal) -> bool {
+    a.seqno == b.seqno && a.body_hash == b.body_hash
 }
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {

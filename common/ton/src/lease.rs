@@ -5,8 +5,10 @@
 //! - **Redis** (preferred): `{prefix}lock:{wallet}` set with `SET NX PX ttl` to the holder id;
 //!   renewed (`PEXPIRE`) only while the value is still ours, released (`DEL`) only if ours — both
 //!   compare-and-act Lua scripts, so a slow instance can never extend or delete a successor's
-//!   lease. Each acquisition increments `{prefix}lock:{wallet}:token` and returns it as the fencing
-//!   token: it only grows, so anything downstream can reject a stale holder.
+//!   lease. Each acquisition sets `{prefix}lock:{wallet}:token` to a new fencing token (the counter
+//!   plus one, or the Redis server's clock in milliseconds if that is larger) and returns it: it
+//!   only grows, even across a Redis restart that lost the counter, so anything downstream (the
+//!   journal fence) can reject a stale holder.
 //! - **PostgreSQL** (no Redis): `pg_try_advisory_lock(hashtext(wallet))` on a dedicated session
 //!   kept open while leading; the server frees it the moment that session dies. No fencing token.
 //! - **Neither**: always held: a single instance per wallet is assumed (said once in the log).
@@ -19,8 +21,9 @@
 //!   the TTL does not interrupt publishing, and a longer one pauses it until Redis
 //!   answers again. A standby never acquires while Redis is down. Caveat: if Redis restarts
 //!   *empty* (no persistence), the key and the fencing counter are gone — a rival may acquire at
-//!   once and the token restarts at 1; the old holder learns it at its next renewal, within one
-//!   tick, and the wallet seqno still lets only one of two racing messages land.
+//!   once, with a token taken from the server clock and so still larger than any before; the old
+//!   holder learns it at its next renewal, within one tick, and its journal writes are refused
+//!   by the fence meanwhile.
 //! - **PostgreSQL** (without Redis): held exactly while the lease session answers; if it does
 //!   not, the server may already have freed the lock, so it is not held.
 
@@ -46,13 +49,22 @@ impl ChainStore {
     }
 }
 
-/// Acquire (`SET NX PX` + `INCR` of the fencing counter) or, if we already hold it, renew
-/// (`PEXPIRE`). Returns `{held, holder, token}`; atomic, so no other client interleaves.
+/// Acquire (`SET NX PX` and a new fencing token) or, if we already hold it, renew (`PEXPIRE`).
+/// Returns `{held, holder, token}`; atomic, so no other client interleaves.
+///
+/// A new token is the larger of the counter plus one and the Redis server's clock in
+/// milliseconds. The counter alone would restart at 1 when Redis restarts empty, and the journal
+/// fence, which remembers the newest token that wrote, would then refuse every later holder for
+/// good; the clock keeps tokens growing across such a restart.
 static ACQUIRE_OR_RENEW: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         r"
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return {1, ARGV[1], redis.call('INCR', KEYS[2])}
+  local now = redis.call('TIME')
+  local clock_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+  local token = math.max((tonumber(redis.call('GET', KEYS[2]) or '0') or 0) + 1, clock_ms)
+  redis.call('SET', KEYS[2], string.format('%d', token))
+  return {1, ARGV[1], token}
 end
 local cur = redis.call('GET', KEYS[1])
 if cur == ARGV[1] then

@@ -48,7 +48,7 @@ pub use external::{
     DecodedAction, DecodedExternal, OutgoingMessage, SEND_MODE, SWEEP_MODE, SignedExternal,
     build_external, build_external_with_mode, decode_external,
 };
-pub use journal::{Journal, JournalEntry, JournalError};
+pub use journal::{Journal, JournalEntry, JournalError, LANDING_MARGIN_SECS, MemoryJournal};
 pub use keys::{KeyError, WalletKeys, verify_signature};
 pub use oracle::{
     BridgeStatusUpdate, DecodedBody, DecodedPayload, OP_UPDATE_BRIDGE_STATUS, OP_UPDATE_PRICE,

@@ -330,7 +330,9 @@ impl Publisher {
         if let Some(lease) = &mut self.lease {
             let status = lease.get_mut().try_acquire_or_renew().await;
             let was_held = self.lease_status.as_ref().is_some_and(|s| s.held);
-            if status.held && !was_held {
+            let last_token = self.lease_status.as_ref().and_then(|s| s.token);
+            // A takeover shows as a new fencing token even when "held" never read false between.
+            if status.held && (!was_held || status.token != last_token) {
                 self.delivery.journal_changed_hands();
             }
             self.health.set_lock_holder(status.holder.clone());

@@ -38,14 +38,28 @@ pub struct SweepReport {
 
 impl<T: TonTransport> Delivery<T> {
     /// Sends the wallet's whole balance to `to` (mode 128 + 2, not bounceable) once no
-    /// journaled message can still land; `dry_run` signs a message that cannot land.
+    /// journaled message can still land; `dry_run` signs a message that cannot land and sends
+    /// nothing, not even a journaled message's re-send.
     pub async fn sweep(
         &self,
         to: &TonAddress,
         dry_run: bool,
     ) -> Result<SweepReport, DeliveryError> {
         let mut slot = self.in_flight.lock().await;
-        self.settle_slot(&mut slot, false).await?;
+        // A dry run sends nothing at all, not even the re-send that settling a journaled
+        // message does: it only says what is journaled.
+        let mut pending_notes = Vec::new();
+        if dry_run {
+            for e in self.journal.entries(&self.wallet.address_raw()).await? {
+                pending_notes.push(format!(
+                    "a journaled message (seqno {}, valid until {}) may still be in flight: the \
+                     real sweep settles it first and stops while it can land",
+                    e.seqno, e.valid_until
+                ));
+            }
+        } else {
+            self.settle_slot(&mut slot, false).await?;
+        }
         let w = self.read_wallet().await?;
         let balance = self
             .transport
@@ -85,7 +99,7 @@ impl<T: TonTransport> Delivery<T> {
             boc: None,
             normalized_hash: hex::encode(ext.normalized_hash),
             balance_after_nanoton: None,
-            notes: Vec::new(),
+            notes: pending_notes,
         };
         if dry_run {
             report.boc = Some(ext.boc_base64());
@@ -96,19 +110,16 @@ impl<T: TonTransport> Delivery<T> {
             ext,
             ops: vec!["sweep"],
             chain_at_build: now,
-            built_at: std::time::Instant::now(),
+            built_at: tokio::time::Instant::now(),
             fencing_token: None,
             resumed: false,
         };
         let wallet = self.wallet.address_raw();
         self.journal
-            .put(&JournalEntry::new(
-                &wallet,
-                &flight.ext,
-                &["sweep"],
-                None,
+            .put(
+                &JournalEntry::new(&wallet, &flight.ext, &["sweep"], None, now),
                 now,
-            ))
+            )
             .await?;
         *slot = Some(flight.clone());
         let sent = self.transport.send_boc(&flight.ext.boc).await.err();

@@ -198,6 +198,7 @@ pub fn load<K: ChainKeeper>(
     // Sending takes the wallet lease (dry runs and read-only commands do not).
     if needs.mnemonic && needs.oracle {
         keeper_runtime::config::validate_lease_ttl(config.runner(), config.storage())?;
+        validate_lease_covers_message(config.runner(), config.storage(), config.ton().message_ttl)?;
     }
     if needs.oracle && config.oracle().is_none() {
         return Err(ConfigError::new(
@@ -224,6 +225,37 @@ pub fn load<K: ChainKeeper>(
         ));
     }
     Ok(Loaded { config, mnemonic })
+}
+
+/// Without PostgreSQL the journal is local to this host: a successor on another host cannot
+/// read a predecessor's message, so it may take the wallet only once that message can no longer
+/// land. The lease must then outlast a whole cycle plus the message TTL.
+pub fn validate_lease_covers_message(
+    runner: &keeper_runtime::config::RunnerSettings,
+    storage: &keeper_runtime::config::StorageSettings,
+    message_ttl_secs: u64,
+) -> Result<(), ConfigError> {
+    let shared_lease = storage.redis_url.is_some();
+    let shared_journal = storage.database_url.is_some();
+    if !shared_lease || shared_journal {
+        return Ok(());
+    }
+    let cycle_secs = runner
+        .cycle_timeout
+        .unwrap_or_else(|| runner.period().as_secs().max(1));
+    let needed_secs = cycle_secs.saturating_add(message_ttl_secs);
+    if storage.lease_ttl <= needed_secs {
+        return Err(ConfigError::new(
+            "storage.lease_ttl (LEASE_TTL)",
+            format!(
+                "{} s must exceed the cycle timeout plus MESSAGE_TTL ({cycle_secs} s + \
+                 {message_ttl_secs} s) when the journal is not shared (REDIS_URL without \
+                 DATABASE_URL)",
+                storage.lease_ttl
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn oracle_address<K: ChainKeeper>(config: &K::Config) -> anyhow::Result<Option<TonAddress>> {

@@ -163,27 +163,38 @@ pub async fn run<K: ChainKeeper>(loaded: Loaded<K::Config>, args: &RunArgs) -> a
     Ok(code)
 }
 
-/// Where in-flight messages are journaled: PostgreSQL, else the state directory (`ton.state_dir`
-/// / `KEEPER_STATE_DIR`, else systemd's `$STATE_DIRECTORY`), else nowhere, which is said once.
+/// Where in-flight messages are journaled: PostgreSQL (also reading the state directory), else
+/// the state directory (`ton.state_dir` / `KEEPER_STATE_DIR`, else systemd's
+/// `$STATE_DIRECTORY`), else memory, which is said once.
 pub(super) fn journal(ton: &TonSettings, store: &ChainStore, dry_run: bool) -> Journal {
-    let state_dir = ton.state_dir.clone().or_else(|| {
+    match Journal::choose(store, state_dir(ton)) {
+        Some(journal) => {
+            if !dry_run {
+                tracing::info!(journal = %journal.describe(), "in-flight messages are journaled");
+            }
+            journal
+        }
+        None => {
+            if !dry_run {
+                tracing::warn!(
+                    "no DATABASE_URL and no state directory (KEEPER_STATE_DIR, systemd StateDirectory=): \
+                     the message in flight is kept in memory only, so a restart may sign a second body \
+                     for its seqno while the first can still land"
+                );
+            }
+            Journal::memory()
+        }
+    }
+}
+
+/// The state directory: `ton.state_dir` / `KEEPER_STATE_DIR`, else systemd's first
+/// `$STATE_DIRECTORY`.
+pub(super) fn state_dir(ton: &TonSettings) -> Option<std::path::PathBuf> {
+    ton.state_dir.clone().or_else(|| {
         // systemd passes several directories colon-separated; the first is ours.
         std::env::var("STATE_DIRECTORY")
             .ok()
             .and_then(|d| d.split(':').next().map(std::path::PathBuf::from))
             .filter(|d| !d.as_os_str().is_empty())
-    });
-    let journal = Journal::choose(store, state_dir);
-    if !dry_run {
-        if journal.is_durable() {
-            tracing::info!(journal = %journal.describe(), "in-flight messages are journaled");
-        } else {
-            tracing::warn!(
-                "no DATABASE_URL and no state directory (KEEPER_STATE_DIR, systemd StateDirectory=): \
-                 the message in flight is kept in memory only, so a restart may sign a second body \
-                 for its seqno while the first can still land"
-            );
-        }
-    }
-    journal
+    })
 }

@@ -8,11 +8,11 @@ use keeper_runtime::alert::Alerter;
 use keeper_runtime::cli::{EXIT_OK, Needs, Output, nano_to_ton};
 use keeper_runtime::telemetry::Metrics;
 
-use super::run::{RunArgs, journal};
+use super::run::{RunArgs, state_dir};
 use super::{ChainConfig as _, ChainKeeper, Loaded};
 use crate::cache::ChainStore;
 use crate::metrics::ChainMetrics;
-use crate::{Delivery, DeliveryConfig, Toncenter};
+use crate::{Delivery, DeliveryConfig, Journal, Toncenter};
 
 /// Why the keeper wallet could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -211,8 +211,18 @@ async fn sweep<K: ChainKeeper>(
     )
     .await;
     let transport = Toncenter::new(ton).context("toncenter transport")?;
-    let delivery = Delivery::new(transport, wallet, DeliveryConfig::from_settings(ton))
-        .with_journal(journal(ton, &store, true));
+    // A sweep that forgets its message on a crash could be followed by a keeper signing
+    // another body for its seqno: only a durable journal will do (a dry run journals nothing).
+    let journal = match Journal::choose(&store, state_dir(ton)) {
+        Some(j) => j,
+        None if args.dry_run => Journal::memory(),
+        None => anyhow::bail!(
+            "wallet sweep needs a durable journal: set DATABASE_URL, KEEPER_STATE_DIR or systemd \
+             StateDirectory="
+        ),
+    };
+    let delivery =
+        Delivery::new(transport, wallet, DeliveryConfig::from_settings(ton)).with_journal(journal);
     let report = delivery
         .sweep(&to, args.dry_run)
         .await
