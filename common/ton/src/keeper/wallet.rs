@@ -197,6 +197,10 @@ pub async fn wallet<K: ChainKeeper>(
     Ok(EXIT_OK)
 }
 
+/// Why a real sweep refuses to start without PostgreSQL or a state directory.
+const NO_DURABLE_JOURNAL: &str = "wallet sweep needs a durable journal: set DATABASE_URL, \
+     KEEPER_STATE_DIR or systemd StateDirectory=";
+
 /// `wallet sweep --to ADDRESS [--dry-run]`: the whole balance to the successor wallet, through
 /// the same journal and under the same wallet lease as the keeper, so a keeper still running or
 /// a message of it still in flight stops it. A refused destination or a missing durable journal
@@ -217,6 +221,14 @@ async fn sweep<K: ChainKeeper>(
                 return Ok(EXIT_USAGE);
             }
         };
+    // A sweep that forgets its message on a crash could be followed by a keeper signing
+    // another body for its seqno: only a durable journal will do (a dry run journals nothing).
+    // Said before connecting anything, so the refusal is the only line printed.
+    let durable = loaded.config.storage().database_url.is_some() || state_dir(ton).is_some();
+    if !durable && !args.dry_run {
+        eprintln!("error: {NO_DURABLE_JOURNAL}");
+        return Ok(EXIT_USAGE);
+    }
     let metrics = Arc::new(Metrics::new(K::NAME).with::<ChainMetrics>());
     let store = ChainStore::connect(
         loaded.config.storage(),
@@ -225,16 +237,11 @@ async fn sweep<K: ChainKeeper>(
     )
     .await;
     let transport = Toncenter::new(ton).context("toncenter transport")?;
-    // A sweep that forgets its message on a crash could be followed by a keeper signing
-    // another body for its seqno: only a durable journal will do (a dry run journals nothing).
     let journal = match Journal::choose(&store, state_dir(ton)) {
         Some(j) => j,
         None if args.dry_run => Journal::memory(),
         None => {
-            eprintln!(
-                "error: wallet sweep needs a durable journal: set DATABASE_URL, KEEPER_STATE_DIR \
-                 or systemd StateDirectory="
-            );
+            eprintln!("error: {NO_DURABLE_JOURNAL}");
             return Ok(EXIT_USAGE);
         }
     };
