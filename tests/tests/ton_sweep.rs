@@ -352,7 +352,7 @@ async fn a_keeper_holding_the_wallet_lease_stops_the_sweep() {
     let h = PricingHarness::start().await;
     h.ton.deploy(&h.wallet, 9, 7 * TON);
     let settings = StorageSettings {
-        redis_url: Some(SecretUrl::shared(&env::redis_url())),
+        redis_url: Some(SecretUrl::shared(env::redis_url())),
         redis_prefix: h.prefix.clone(),
         ..StorageSettings::default()
     };
