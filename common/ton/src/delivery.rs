@@ -14,7 +14,7 @@ pub use cost::{
     RUNWAY_MIN_SENDS, SpendRate, batch_cost_nanoton, is_out_of_gas,
 };
 pub use learn::{HistoryError, Learned};
-pub use sweep::SweepReport;
+pub use sweep::{SWEEP_WORKCHAINS, SweepAddressError, SweepDestination, SweepReport};
 
 use crate::metrics::ChainMetrics;
 use std::sync::Arc;

@@ -41,8 +41,8 @@ pub mod wallet;
 
 pub use delivery::{
     AutoValue, Delivery, DeliveryConfig, EXTERNAL_GAS_ESTIMATE_NANOTON,
-    FORWARD_FEE_ESTIMATE_NANOTON, Fence, SweepReport, Unfenced, batch_cost_nanoton, is_out_of_gas,
-    valid_until_after,
+    FORWARD_FEE_ESTIMATE_NANOTON, Fence, SWEEP_WORKCHAINS, SweepAddressError, SweepDestination,
+    SweepReport, Unfenced, batch_cost_nanoton, is_out_of_gas, valid_until_after,
 };
 pub use external::{
     DecodedAction, DecodedExternal, OutgoingMessage, SEND_MODE, SWEEP_MODE, SignedExternal,

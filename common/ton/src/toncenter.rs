@@ -756,6 +756,7 @@ fn indexed(t: &Value) -> IndexedTransaction {
     let compute = &t["description"]["compute_ph"];
     IndexedTransaction {
         account: t["account"].as_str().unwrap_or("").to_owned(),
+        hash: t["hash"].as_str().unwrap_or("").to_owned(),
         exit_code: compute
             .get("exit_code")
             .and_then(Value::as_i64)
