@@ -123,7 +123,15 @@ impl<T: TonTransport> Delivery<T> {
             .await?;
         *slot = Some(flight.clone());
         let sent = self.transport.send_boc(&flight.ext.boc).await.err();
-        match self.settle(&flight, sent).await? {
+        match self
+            .settle(
+                &flight,
+                sent,
+                super::Poll::JustSent,
+                self.config.confirm_timeout,
+            )
+            .await?
+        {
             Settled::Confirmed(_) => {
                 self.forget(&flight).await;
                 *slot = None;
