@@ -42,6 +42,18 @@ use keeper_runtime::telemetry::metrics::{Metrics, labels};
 /// Nanotons per TON, for the balance gauge.
 const NANO: f64 = 1e9;
 
+/// The first confirmation poll after a send: soon, because a chain may include the message in
+/// its next block; the wait then doubles up to `poll_interval`.
+pub const FIRST_CONFIRMATION_POLL: Duration = Duration::from_millis(250);
+
+/// The wait before confirmation poll number `round` (0-based) of a message this call sent:
+/// [`FIRST_CONFIRMATION_POLL`], doubling each round, never more than `poll_interval`.
+pub fn confirmation_poll_delay(round: u32, poll_interval: Duration) -> Duration {
+    FIRST_CONFIRMATION_POLL
+        .saturating_mul(2u32.saturating_pow(round.min(16)))
+        .min(poll_interval)
+}
+
 /// Delivery knobs; [`DeliveryConfig::from_settings`] maps `[ton]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeliveryConfig {
@@ -180,6 +192,15 @@ enum Refusal {
     Unfunded(DeliveryError),
 }
 
+/// Whose message [`Delivery::settle`] polls for, which decides when it first looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Poll {
+    /// Sent by this call a moment ago: the first look waits [`FIRST_CONFIRMATION_POLL`].
+    JustSent,
+    /// From an earlier call or another process: it may have landed already, so look at once.
+    Earlier,
+}
+
 /// What the wallet looked like at one read.
 struct WalletRead {
     state: AccountState,
@@ -199,6 +220,9 @@ pub struct Delivery<T> {
     /// Seqno and balance at which every endpoint refused a body for lack of gas money: while
     /// the wallet stays there, signing again is hopeless.
     refused_for_gas: std::sync::Mutex<Option<(u32, u128)>>,
+    /// How long a message from an earlier call is waited for before this call gives up with
+    /// [`DeliveryError::InFlight`] (default: the confirm timeout).
+    earlier_settle_timeout: Option<Duration>,
 }
 
 impl<T: TonTransport> Delivery<T> {
@@ -213,7 +237,17 @@ impl<T: TonTransport> Delivery<T> {
             costs: cost::Costs::default(),
             journal: Journal::memory(),
             refused_for_gas: std::sync::Mutex::new(None),
+            earlier_settle_timeout: None,
         }
+    }
+
+    /// Bounds the wait for a message from an earlier call (one a cycle timeout cut, or one
+    /// resumed from the journal) before anything new is signed. A keeper sets it well inside its
+    /// cycle timeout, so that a cycle finding such a message still ends in time, with
+    /// [`DeliveryError::InFlight`] if it has not settled, instead of being cut again.
+    pub fn with_earlier_settle_timeout(mut self, timeout: Duration) -> Self {
+        self.earlier_settle_timeout = Some(timeout);
+        self
     }
 
     /// The wallet was (re)gained or its fencing token changed (lease takeover). The journal is
@@ -359,7 +393,10 @@ impl<T: TonTransport> Delivery<T> {
                 resumed = prev.resumed,
                 "settling a message from an earlier cycle first"
             );
-            match self.settle(&prev, None).await {
+            let wait = self
+                .earlier_settle_timeout
+                .unwrap_or(self.config.confirm_timeout);
+            match self.settle(&prev, None, Poll::Earlier, wait).await {
                 Ok(Settled::Confirmed(_)) if prev.resumed && stop_on_resumed => {
                     // A predecessor's updates just landed: what this call was asked to send was
                     // chosen without them, so the caller decides again next time.
@@ -775,7 +812,15 @@ impl<T: TonTransport> Delivery<T> {
                     Some(e)
                 }
             };
-            match self.settle(&flight, send_error).await {
+            match self
+                .settle(
+                    &flight,
+                    send_error,
+                    Poll::JustSent,
+                    self.config.confirm_timeout,
+                )
+                .await
+            {
                 Ok(Settled::Confirmed(transaction)) => {
                     self.forget(&flight).await;
                     *slot = None;
@@ -853,9 +898,11 @@ impl<T: TonTransport> Delivery<T> {
         &self,
         flight: &InFlight,
         send_error: Option<TransportError>,
+        poll: Poll,
+        wait: Duration,
     ) -> Result<Settled, DeliveryError> {
         let seqno = flight.ext.seqno;
-        let deadline = Instant::now() + self.config.confirm_timeout;
+        let deadline = Instant::now() + wait;
         let mut resend = flight.resumed
             || send_error
                 .as_ref()
@@ -864,12 +911,21 @@ impl<T: TonTransport> Delivery<T> {
             .filter(TransportError::is_message_rejected)
             .map(|e| e.to_string());
         let mut polls_since_reject = 0u32;
-        let mut first = true;
+        let mut round = 0u32;
         loop {
-            if !first {
-                tokio::time::sleep(self.config.poll_interval).await;
+            // A message just sent cannot be in a block yet; one from an earlier call may be.
+            if round > 0 || poll == Poll::JustSent {
+                let delay = match poll {
+                    Poll::JustSent => confirmation_poll_delay(round, self.config.poll_interval),
+                    Poll::Earlier => {
+                        confirmation_poll_delay(round.saturating_sub(1), self.config.poll_interval)
+                    }
+                };
+                // Never sleep past the deadline: the caller's cycle may end there.
+                let left = deadline.saturating_duration_since(Instant::now());
+                tokio::time::sleep(delay.min(left)).await;
             }
-            first = false;
+            round = round.saturating_add(1);
             match self.read_wallet().await {
                 Ok(w) if w.state == AccountState::Active && w.seqno > seqno => {
                     return Ok(Settled::Confirmed(self.find_transaction(&flight.ext).await));
@@ -935,7 +991,7 @@ impl<T: TonTransport> Delivery<T> {
             if Instant::now() >= deadline {
                 return Err(DeliveryError::Unconfirmed {
                     seqno,
-                    waited: self.config.confirm_timeout,
+                    waited: wait,
                 });
             }
         }

@@ -324,7 +324,15 @@ impl<T: TonTransport> Delivery<T> {
         }
         *slot = Some(flight.clone());
         let sent = self.transport.send_boc(&flight.ext.boc).await.err();
-        match self.settle(&flight, sent).await? {
+        match self
+            .settle(
+                &flight,
+                sent,
+                super::Poll::JustSent,
+                self.config.confirm_timeout,
+            )
+            .await?
+        {
             Settled::Confirmed(_) => {
                 // The seqno moved past the sweep's: whatever consumed it, this body can never
                 // land any more, so the journal lets it go either way.
