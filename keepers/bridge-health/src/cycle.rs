@@ -467,6 +467,20 @@ impl BridgeCycle {
                 None
             }
             Ok(Publication::Failed { error, .. }) => {
+                // Sent but not read back (the oracle is unreadable): judged as published, or
+                // every tick the oracle stays dark would send the same status again.
+                let unverified = error.sent_unverified();
+                for p in picked
+                    .iter()
+                    .filter(|p| unverified.contains(&p.update.bridge.as_str()))
+                {
+                    self.memory[p.index].published = Some(Published {
+                        status: decisions[p.index].status,
+                        is_online: p.update.is_online,
+                        last_seen: i64::from(p.update.last_seen),
+                        at: now,
+                    });
+                }
                 summary.send.failed(&error);
                 Some(keeper_ton::delivery_failure(
                     &error,
