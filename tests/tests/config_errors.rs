@@ -306,3 +306,25 @@ fn without_a_shared_journal_the_lease_must_outlast_cycle_and_message() {
     assert!(err.contains("MESSAGE_TTL"), "{err}");
     assert_no_secret(&err, &SECRET_WORDS);
 }
+
+#[test]
+fn sending_without_a_durable_journal_is_refused_unless_memory_is_chosen() {
+    let sending = |vars: &[(&str, &str)]| {
+        let mut cmd = keeper("bridge-health-keeper");
+        cmd.arg("--once")
+            .env("KEEPER_MNEMONIC", MNEMONIC)
+            .env(
+                "BRIDGE_ORACLE_ADDRESS",
+                "EQCDM_QGggZ3qMa_f3lRPk4_qLDnLTqdi6OkMAV2NB9r5TG3",
+            )
+            .env_remove("STATE_DIRECTORY")
+            .envs(vars.iter().copied());
+        cmd
+    };
+    // Neither DATABASE_URL nor a state directory: a restart could re-sign, so it does not start.
+    let err = expect_config_error(sending(&[]), "KEEPER_JOURNAL");
+    assert!(err.contains("KEEPER_STATE_DIR"), "{err}");
+    assert_no_secret(&err, &SECRET_WORDS);
+    // Only the two documented choices.
+    expect_config_error(sending(&[("KEEPER_JOURNAL", "disk")]), "ton.journal");
+}

@@ -200,7 +200,6 @@ pub fn load<K: ChainKeeper>(
     if needs.mnemonic && needs.oracle {
         keeper_runtime::config::validate_lease_ttl(config.runner(), config.storage())?;
         validate_lease_covers_message(config.runner(), config.storage(), config.ton())?;
-        validate_journal(config.storage(), config.ton())?;
     }
     if needs.oracle && config.oracle().is_none() {
         return Err(ConfigError::new(
@@ -219,6 +218,9 @@ pub fn load<K: ChainKeeper>(
             ));
         }
         None => {}
+    }
+    if needs.mnemonic && needs.oracle {
+        validate_journal(config.storage(), config.ton())?;
     }
     if needs.database && config.storage().database_url.is_none() {
         return Err(ConfigError::new(
