@@ -154,7 +154,10 @@ pub(super) fn dedupe_labels(nodes: &mut [Node]) {
 }
 
 /// The freshest chain state any endpoint has shown: chain time only grows, and so does a
-/// wallet's seqno, so an endpoint that answers with less is behind.
+/// wallet's seqno, so an endpoint that answers with less is behind. Checked with one endpoint
+/// too: one URL may be a load balancer whose backends disagree. What one endpoint shows ahead of
+/// the others raises this bar for reads only; clearing and expiry ask every endpoint
+/// ([`crate::transport::ChainViews`]).
 #[derive(Debug, Default)]
 pub(super) struct Freshest {
     chain_time: u64,

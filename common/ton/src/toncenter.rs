@@ -17,8 +17,9 @@ use tonlib_core::cell::{ArcCell, BagOfCells};
 use super::endpoints::{ALERT_AFTER_FAILURES, Api, Freshest, Node, dedupe_labels};
 use super::settings::TonSettings;
 use super::transport::{
-    AccountState, AddressInformation, GetMethodResult, IndexedMessage, IndexedTransaction,
-    SentMessage, StackValue, TonTransport, Transaction, TransportError, WalletInformation,
+    AccountState, AddressInformation, ChainViews, GetMethodResult, IndexedMessage,
+    IndexedTransaction, SentMessage, StackValue, TonTransport, Transaction, TransportError,
+    WalletInformation,
 };
 use keeper_runtime::alert::{Alert, Alerter, Severity};
 use keeper_runtime::http;
@@ -715,11 +716,7 @@ impl Toncenter {
         }
         let v: Value = serde_json::from_slice(&body)
             .map_err(|_| decode(M, format!("body is not JSON: {}", http::snippet(&body))))?;
-        let items = v
-            .get("transactions")
-            .and_then(Value::as_array)
-            .ok_or_else(|| decode(M, "no transactions list"))?;
-        Ok(Some(items.iter().map(indexed).collect()))
+        parse_transactions_by_message(&v).map(Some)
     }
 }
 
@@ -798,36 +795,13 @@ impl TonTransport for Toncenter {
         // Parsed exactly as the answer is below: a seqno sent as a string is checked too, and
         // one out of range is never stored as the maximum (the answer fails to decode instead).
         let fresh = |v: &Value| match u32_field(v, "seqno") {
-            Ok(Some(seqno)) if self.nodes.len() > 1 => lock(&self.freshest).seqno(&key, seqno),
+            Ok(Some(seqno)) => lock(&self.freshest).seqno(&key, seqno),
             _ => Ok(()),
         };
         let v = self
             .call_checked(M, json!({ "address": address.to_hex() }), false, fresh)
             .await?;
-        let state_text = v
-            .get("account_state")
-            .and_then(Value::as_str)
-            .unwrap_or("uninitialized");
-        let state = AccountState::parse(state_text)
-            .ok_or_else(|| decode(M, format!("unknown account_state {state_text:?}")))?;
-        let balance_nanoton =
-            int_field(&v, "balance").ok_or_else(|| decode(M, "balance missing or not a number"))?;
-        let seqno = u32_field(&v, "seqno").map_err(|problem| decode(M, problem))?;
-        let last_transaction_lt = v
-            .get("last_transaction_id")
-            .and_then(|t| int_field(t, "lt"))
-            .and_then(|lt| u64::try_from(lt).ok())
-            .unwrap_or(0);
-        Ok(WalletInformation {
-            state,
-            balance_nanoton,
-            seqno,
-            wallet_type: v
-                .get("wallet_type")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
-            last_transaction_lt,
-        })
+        parse_wallet_information(&v)
     }
 
     async fn address_information(
@@ -837,35 +811,45 @@ impl TonTransport for Toncenter {
         const M: &str = "getAddressInformation";
         let fresh = |v: &Value| match int_field(v, "sync_utime").and_then(|t| u64::try_from(t).ok())
         {
-            Some(t) if self.nodes.len() > 1 => lock(&self.freshest).chain_time(t),
-            _ => Ok(()),
+            Some(t) => lock(&self.freshest).chain_time(t),
+            None => Ok(()),
         };
         let v = self
             .call_checked(M, json!({ "address": address.to_hex() }), false, fresh)
             .await?;
-        let state_text = v
-            .get("state")
-            .and_then(Value::as_str)
-            .unwrap_or("uninitialized");
-        let state = AccountState::parse(state_text)
-            .ok_or_else(|| decode(M, format!("unknown state {state_text:?}")))?;
-        let balance_nanoton =
-            int_field(&v, "balance").ok_or_else(|| decode(M, "balance missing or not a number"))?;
-        let data = match v.get("data").and_then(Value::as_str) {
-            Some(s) if !s.is_empty() => {
-                Some(parse_boc(s).ok_or_else(|| decode(M, "data is not a base64 BoC"))?)
+        parse_address_information(&v)
+    }
+
+    async fn address_views(&self, address: &TonAddress) -> ChainViews {
+        const M: &str = "getAddressInformation";
+        let params = json!({ "address": address.to_hex() });
+        // Every endpoint, up or not, and no lag check: each answer counts as that endpoint's own
+        // word, and only what enough of them agree on is believed.
+        let answers = futures_util::future::join_all(
+            self.nodes
+                .iter()
+                .map(|n| self.call_node(n, M, &params, false)),
+        )
+        .await;
+        let mut answered = Vec::with_capacity(answers.len());
+        for (node, answer) in self.nodes.iter().zip(answers) {
+            match answer.and_then(|v| parse_address_information(&v)) {
+                Ok(info) => {
+                    self.note_success(node);
+                    answered.push(info);
+                }
+                Err(e) => {
+                    tracing::debug!(endpoint = %node.label, error = %e, "no chain view from this endpoint");
+                    if e.is_retryable() {
+                        self.note_failure(node, &e);
+                    }
+                }
             }
-            _ => None,
-        };
-        let sync_utime = int_field(&v, "sync_utime")
-            .and_then(|t| u64::try_from(t).ok())
-            .ok_or_else(|| decode(M, "sync_utime missing"))?;
-        Ok(AddressInformation {
-            state,
-            balance_nanoton,
-            data,
-            sync_utime,
-        })
+        }
+        ChainViews {
+            asked: self.nodes.len(),
+            answered,
+        }
     }
 
     async fn run_get_method(
@@ -910,61 +894,134 @@ impl TonTransport for Toncenter {
         let v = self
             .call(M, json!({ "address": address.to_hex(), "limit": limit.clamp(1, 100), "archival": false }), false)
             .await?;
-        let items = v
-            .as_array()
-            .ok_or_else(|| decode(M, "result is not a list"))?;
-        let mut out = Vec::with_capacity(items.len());
-        for t in items {
-            let id = t
-                .get("transaction_id")
-                .ok_or_else(|| decode(M, "transaction without transaction_id"))?;
-            let in_msg = t.get("in_msg").filter(|m| !m.is_null());
-            out.push(Transaction {
-                utime: int_field(t, "utime")
-                    .and_then(|u| u64::try_from(u).ok())
-                    .unwrap_or(0),
-                lt: int_field(id, "lt")
-                    .and_then(|u| u64::try_from(u).ok())
-                    .ok_or_else(|| decode(M, "transaction lt missing"))?,
-                hash: id
-                    .get("hash")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_owned(),
-                in_msg_body_hash: in_msg
-                    .and_then(|m| m.get("body_hash"))
-                    .and_then(Value::as_str)
-                    .map(str::to_owned),
-                in_msg_hash: in_msg
-                    .and_then(|m| m.get("hash"))
-                    .and_then(Value::as_str)
-                    .map(str::to_owned),
-                out_msgs: t
-                    .get("out_msgs")
-                    .and_then(Value::as_array)
-                    .map_or(0, Vec::len),
-                fee_nanoton: int_field(t, "fee").unwrap_or(0),
-                exit_code: t
-                    .get("data")
-                    .and_then(Value::as_str)
-                    .filter(|d| !d.is_empty())
-                    .and_then(|d| B64.decode(d).ok())
-                    .and_then(|boc| super::txboc::compute_exit_code(&boc)),
-                in_msg_source: in_msg
-                    .and_then(|m| m.get("source"))
-                    .and_then(Value::as_str)
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned),
-                in_msg_created_lt: in_msg.map(lt_field).filter(|lt| *lt > 0),
-                out_messages: t
-                    .get("out_msgs")
-                    .and_then(Value::as_array)
-                    .map(|a| a.iter().map(v2_message).collect())
-                    .unwrap_or_default(),
-            });
-        }
-        Ok(out)
+        parse_transactions(&v)
     }
+}
+
+/// Parses a `getAddressInformation` result.
+pub fn parse_address_information(v: &Value) -> Result<AddressInformation, TransportError> {
+    const M: &str = "getAddressInformation";
+    let state_text = v
+        .get("state")
+        .and_then(Value::as_str)
+        .unwrap_or("uninitialized");
+    let state = AccountState::parse(state_text)
+        .ok_or_else(|| decode(M, format!("unknown state {state_text:?}")))?;
+    let balance_nanoton =
+        int_field(v, "balance").ok_or_else(|| decode(M, "balance missing or not a number"))?;
+    let data = match v.get("data").and_then(Value::as_str) {
+        Some(s) if !s.is_empty() => {
+            Some(parse_boc(s).ok_or_else(|| decode(M, "data is not a base64 BoC"))?)
+        }
+        _ => None,
+    };
+    let sync_utime = int_field(v, "sync_utime")
+        .and_then(|t| u64::try_from(t).ok())
+        .ok_or_else(|| decode(M, "sync_utime missing or out of range"))?;
+    Ok(AddressInformation {
+        state,
+        balance_nanoton,
+        data,
+        sync_utime,
+    })
+}
+
+/// Parses a `getWalletInformation` result.
+pub fn parse_wallet_information(v: &Value) -> Result<WalletInformation, TransportError> {
+    const M: &str = "getWalletInformation";
+    let state_text = v
+        .get("account_state")
+        .and_then(Value::as_str)
+        .unwrap_or("uninitialized");
+    let state = AccountState::parse(state_text)
+        .ok_or_else(|| decode(M, format!("unknown account_state {state_text:?}")))?;
+    let balance_nanoton =
+        int_field(v, "balance").ok_or_else(|| decode(M, "balance missing or not a number"))?;
+    let seqno = u32_field(v, "seqno").map_err(|problem| decode(M, problem))?;
+    let last_transaction_lt = v
+        .get("last_transaction_id")
+        .and_then(|t| int_field(t, "lt"))
+        .and_then(|lt| u64::try_from(lt).ok())
+        .unwrap_or(0);
+    Ok(WalletInformation {
+        state,
+        balance_nanoton,
+        seqno,
+        wallet_type: v
+            .get("wallet_type")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        last_transaction_lt,
+    })
+}
+
+/// Parses a `getTransactions` result.
+pub fn parse_transactions(v: &Value) -> Result<Vec<Transaction>, TransportError> {
+    const M: &str = "getTransactions";
+    let items = v
+        .as_array()
+        .ok_or_else(|| decode(M, "result is not a list"))?;
+    let mut out = Vec::with_capacity(items.len());
+    for t in items {
+        let id = t
+            .get("transaction_id")
+            .ok_or_else(|| decode(M, "transaction without transaction_id"))?;
+        let in_msg = t.get("in_msg").filter(|m| !m.is_null());
+        out.push(Transaction {
+            utime: int_field(t, "utime")
+                .and_then(|u| u64::try_from(u).ok())
+                .unwrap_or(0),
+            lt: int_field(id, "lt")
+                .and_then(|u| u64::try_from(u).ok())
+                .ok_or_else(|| decode(M, "transaction lt missing"))?,
+            hash: id
+                .get("hash")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned(),
+            in_msg_body_hash: in_msg
+                .and_then(|m| m.get("body_hash"))
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            in_msg_hash: in_msg
+                .and_then(|m| m.get("hash"))
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            out_msgs: t
+                .get("out_msgs")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len),
+            fee_nanoton: int_field(t, "fee").unwrap_or(0),
+            exit_code: t
+                .get("data")
+                .and_then(Value::as_str)
+                .filter(|d| !d.is_empty())
+                .and_then(|d| B64.decode(d).ok())
+                .and_then(|boc| super::txboc::compute_exit_code(&boc)),
+            in_msg_source: in_msg
+                .and_then(|m| m.get("source"))
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned),
+            in_msg_created_lt: in_msg.map(lt_field).filter(|lt| *lt > 0),
+            out_messages: t
+                .get("out_msgs")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().map(v2_message).collect())
+                .unwrap_or_default(),
+        });
+    }
+    Ok(out)
+}
+
+/// Parses a v3 `transactionsByMessage` body.
+pub fn parse_transactions_by_message(v: &Value) -> Result<Vec<IndexedTransaction>, TransportError> {
+    const M: &str = "transactionsByMessage";
+    let items = v
+        .get("transactions")
+        .and_then(Value::as_array)
+        .ok_or_else(|| decode(M, "no transactions list"))?;
+    Ok(items.iter().map(indexed).collect())
 }
 
 #[cfg(test)]
