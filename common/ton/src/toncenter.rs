@@ -331,7 +331,7 @@ impl Toncenter {
     }
 
     fn note_failure(&self, node: &Node, error: &TransportError) {
-        let failures = node.failed();
+        let failures = node.failed(matches!(error, TransportError::Lagging { .. }));
         let outcome = match error {
             TransportError::Lagging { .. } => "lagging",
             e if e.status() == Some(429) => "rate_limited",
@@ -823,16 +823,24 @@ impl TonTransport for Toncenter {
     async fn address_views(&self, address: &TonAddress) -> ChainViews {
         const M: &str = "getAddressInformation";
         let params = json!({ "address": address.to_hex() });
-        // Every endpoint, up or not, and no lag check: each answer counts as that endpoint's own
-        // word, and only what enough of them agree on is believed.
+        // No lag check: each answer counts as that endpoint's own word, and only what enough of
+        // them agree on is believed. One passed over for being behind is asked too (the bar it
+        // missed may be one endpoint running ahead); one that is down is not.
+        let asked: Vec<&Node> = match self
+            .nodes
+            .iter()
+            .filter(|n| n.has_a_say())
+            .collect::<Vec<_>>()
+        {
+            some if !some.is_empty() => some,
+            _ => self.nodes.iter().collect(),
+        };
         let answers = futures_util::future::join_all(
-            self.nodes
-                .iter()
-                .map(|n| self.call_node(n, M, &params, false)),
+            asked.iter().map(|n| self.call_node(n, M, &params, false)),
         )
         .await;
         let mut answered = Vec::with_capacity(answers.len());
-        for (node, answer) in self.nodes.iter().zip(answers) {
+        for (node, answer) in asked.iter().zip(answers) {
             match answer.and_then(|v| parse_address_information(&v)) {
                 Ok(info) => {
                     self.note_success(node);
@@ -847,7 +855,7 @@ impl TonTransport for Toncenter {
             }
         }
         ChainViews {
-            asked: self.nodes.len(),
+            asked: asked.len(),
             answered,
         }
     }

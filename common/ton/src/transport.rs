@@ -352,10 +352,13 @@ pub struct ChainViews {
 }
 
 impl ChainViews {
-    /// How many endpoints must agree before a view is believed: two when two or more were
-    /// asked (one endpoint running ahead alone moves nothing), one otherwise.
+    /// How many endpoints must agree before a view is believed: two when two or more
+    /// answered, so one running ahead of the others moves nothing. When only one answers (the
+    /// only one configured, or the others down) its word is taken: waiting for a second could
+    /// stall the wallet for as long as an endpoint is down, and one endpoint is all a
+    /// single-endpoint setup ever trusts.
     pub fn quorum(&self) -> usize {
-        self.asked.clamp(1, 2)
+        self.answered.len().clamp(1, 2)
     }
 
     /// The latest chain time that [`ChainViews::quorum`] endpoints have reached (the second
