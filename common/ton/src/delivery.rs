@@ -1362,3 +1362,160 @@ pub fn valid_until_after(chain_now: u64, ttl: Duration) -> u32 {
 fn valid_until(chain_now: u64, ttl: Duration) -> u32 {
     u32::try_from(chain_now.saturating_add(ttl.as_secs())).unwrap_or(u32::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::WalletVersion;
+    use crate::transport::AddressInformation;
+    use tonlib_core::cell::CellBuilder;
+
+    const VALID_UNTIL: u64 = 1_000;
+    const DEAD_AFTER: u64 = VALID_UNTIL + LANDING_MARGIN_SECS;
+
+    /// An active V5R1 wallet at `seqno` as one endpoint shows it at chain time `t`.
+    fn view(seqno: u32, t: u64) -> AddressInformation {
+        let data = CellBuilder::new()
+            .store_bit(false)
+            .and_then(|b| b.store_u32(32, seqno))
+            .and_then(|b| b.build())
+            .unwrap()
+            .to_arc();
+        AddressInformation {
+            state: AccountState::Active,
+            balance_nanoton: 1,
+            data: Some(data),
+            sync_utime: t,
+        }
+    }
+
+    fn judged(answered: Vec<AddressInformation>) -> Verdict {
+        let views = ChainViews {
+            asked: answered.len(),
+            answered,
+        };
+        verdict(&views, WalletVersion::V5r1, 5, DEAD_AFTER)
+    }
+
+    #[test]
+    fn a_higher_seqno_from_one_endpoint_alone_confirms_nothing() {
+        assert_eq!(judged(vec![view(6, 990), view(5, 990)]), Verdict::Open);
+        assert_eq!(judged(vec![view(6, 990), view(6, 991)]), Verdict::Moved);
+        assert_eq!(
+            judged(vec![view(u32::MAX, 990), view(5, 990), view(6, 990)]),
+            Verdict::Moved,
+            "two of three agree"
+        );
+    }
+
+    #[test]
+    fn a_future_chain_time_from_one_endpoint_alone_proves_no_expiry() {
+        assert_eq!(judged(vec![view(5, u64::MAX), view(5, 990)]), Verdict::Open);
+        assert_eq!(
+            judged(vec![view(5, u64::MAX), view(5, DEAD_AFTER + 1)]),
+            Verdict::Expired
+        );
+    }
+
+    #[test]
+    fn expiry_needs_the_landing_margin_past_valid_until() {
+        assert_eq!(judged(vec![view(5, VALID_UNTIL)]), Verdict::Open);
+        assert_eq!(judged(vec![view(5, DEAD_AFTER)]), Verdict::Open);
+        assert_eq!(judged(vec![view(5, DEAD_AFTER + 1)]), Verdict::Expired);
+    }
+
+    #[test]
+    fn with_one_endpoint_answering_its_word_is_taken() {
+        // The doc of `ChainViews::quorum` says why: nothing else can be asked.
+        assert_eq!(judged(vec![view(6, 990)]), Verdict::Moved);
+        assert_eq!(judged(vec![]), Verdict::Open);
+    }
+
+    #[test]
+    fn the_agreed_chain_time_is_what_two_endpoints_reached() {
+        let views = ChainViews {
+            asked: 3,
+            answered: vec![view(5, u64::MAX), view(5, 100), view(5, 90)],
+        };
+        assert_eq!(views.agreed_chain_time(), Some(100));
+        let one = ChainViews {
+            asked: 2,
+            answered: vec![view(5, 70)],
+        };
+        assert_eq!(one.agreed_chain_time(), Some(70));
+        assert_eq!(ChainViews::default().agreed_chain_time(), None);
+    }
+
+    fn tx(utime: u64, in_msg_hash: Option<&str>, source: Option<&str>) -> Transaction {
+        Transaction {
+            utime,
+            lt: utime * 10,
+            hash: format!("tx{utime}"),
+            in_msg_body_hash: None,
+            in_msg_hash: in_msg_hash.map(str::to_owned),
+            out_msgs: 0,
+            fee_nanoton: 0,
+            exit_code: None,
+            in_msg_source: source.map(str::to_owned),
+            in_msg_created_lt: None,
+            out_messages: Vec::new(),
+        }
+    }
+
+    fn whose(txs: &[Transaction]) -> Option<&'static str> {
+        let hashes = ["OURS".to_owned(), "OURS_NORM".to_owned()];
+        own_transaction(txs, 16, "BODY", &hashes, 500).map(|l| match l {
+            Landed::Ours(_) => "ours",
+            Landed::Other => "other",
+        })
+    }
+
+    #[test]
+    fn the_own_transaction_decides_whose_body_took_the_seqno() {
+        let before = tx(400, Some("OLD"), None);
+        assert_eq!(
+            whose(&[tx(510, Some("OURS_NORM"), None), before.clone()]),
+            Some("ours")
+        );
+        assert_eq!(
+            whose(&[tx(510, Some("THEIRS"), None), before.clone()]),
+            Some("other"),
+            "listed back past the build, another external since, ours absent"
+        );
+        assert_eq!(
+            whose(&[tx(510, Some("IN"), Some("EQsender")), before.clone()]),
+            None,
+            "only an internal since: the listing says nothing about the seqno"
+        );
+        let full: Vec<Transaction> = (0..16).map(|i| tx(600 + i, Some("THEIRS"), None)).collect();
+        assert_eq!(
+            whose(&full),
+            None,
+            "a full page not reaching back to the build"
+        );
+    }
+
+    #[test]
+    fn chain_time_estimates_saturate() {
+        let ext = SignedExternal {
+            boc: Vec::new(),
+            seqno: 1,
+            valid_until: u32::MAX,
+            message_hash: [0; 32],
+            normalized_hash: [0; 32],
+            body_hash: [0; 32],
+            actions: 0,
+            with_state_init: false,
+        };
+        let f = InFlight {
+            ext,
+            ops: Vec::new(),
+            chain_at_build: u64::MAX,
+            built_at: Instant::now(),
+            fencing_token: None,
+            resumed: false,
+        };
+        assert_eq!(f.estimated_chain_time(), u64::MAX);
+        assert_eq!(f.dead_after(), u64::from(u32::MAX) + LANDING_MARGIN_SECS);
+    }
+}

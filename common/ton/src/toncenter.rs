@@ -1035,6 +1035,145 @@ pub fn parse_transactions_by_message(v: &Value) -> Result<Vec<IndexedTransaction
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// Field names the parsers read, so hostile documents reach into them.
+    const KEYS: &[&str] = &[
+        "account_state",
+        "state",
+        "balance",
+        "seqno",
+        "wallet_type",
+        "last_transaction_id",
+        "lt",
+        "hash",
+        "data",
+        "sync_utime",
+        "transaction_id",
+        "utime",
+        "in_msg",
+        "out_msgs",
+        "body_hash",
+        "fee",
+        "source",
+        "created_lt",
+        "destination",
+        "value",
+        "fwd_fee",
+        "transactions",
+        "account",
+        "description",
+        "compute_ph",
+        "exit_code",
+        "total_fees",
+        "stack",
+        "number",
+        "@type",
+        "elements",
+        "bytes",
+        "cell",
+    ];
+
+    /// Texts that look like numbers, or nearly.
+    fn hostile_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("NaN".to_owned()),
+            Just("-inf".to_owned()),
+            Just("1e309".to_owned()),
+            Just("-1".to_owned()),
+            Just("0x".to_owned()),
+            Just("0xffffffffffffffffffffffffffffffffffffffff".to_owned()),
+            Just(u128::MAX.to_string()),
+            Just(format!("{}0", u128::MAX)),
+            Just(String::new()),
+            Just("active".to_owned()),
+            "[0-9]{1,60}",
+            "-?[0-9a-fx.eE+-]{0,24}",
+            "[A-Za-z0-9+/=]{0,64}",
+            prop::collection::vec(any::<char>(), 0..40).prop_map(|c| c.into_iter().collect()),
+            (1usize..200_000).prop_map(|n| "9".repeat(n)),
+        ]
+    }
+
+    fn hostile_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            any::<u64>().prop_map(|n| json!(n)),
+            any::<f64>()
+                .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            hostile_text().prop_map(Value::String),
+        ];
+        leaf.prop_recursive(6, 64, 8, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::vec((prop::sample::select(KEYS), inner), 0..8).prop_map(
+                    |fields| Value::Object(
+                        fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+                    )
+                ),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn hostile_documents_are_parsed_or_refused_never_a_panic(doc in hostile_json()) {
+            // Each parser gets the document as it is and in the shape it expects around it.
+            let list = Value::Array(vec![doc.clone()]);
+            let v3 = json!({ "transactions": [doc.clone()] });
+            for d in [&doc, &list] {
+                check(parse_address_information(d));
+                check(parse_wallet_information(d));
+                check(parse_transactions(d));
+                check(parse_transactions_by_message(d));
+                check(parse_run_result("runGetMethod", d));
+            }
+            check(parse_transactions_by_message(&v3));
+        }
+    }
+
+    /// Ok, or a typed decode error naming the method.
+    fn check<T>(result: Result<T, TransportError>) {
+        if let Err(e) = result {
+            assert!(matches!(e, TransportError::Decode { .. }), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn numbers_out_of_range_are_refused_with_the_field_named() {
+        let base = json!({"state": "active", "balance": "1", "sync_utime": 5});
+        assert!(parse_address_information(&base).is_ok());
+        for (key, value) in [
+            ("sync_utime", json!(-1)),
+            ("sync_utime", json!("18446744073709551616")),
+            ("sync_utime", json!(1.5)),
+            ("sync_utime", json!("NaN")),
+            ("balance", json!("-5")),
+            ("balance", json!(format!("{}0", u128::MAX))),
+        ] {
+            let mut doc = base.clone();
+            doc[key] = value;
+            let e = parse_address_information(&doc).unwrap_err().to_string();
+            assert!(e.contains(key), "{e}");
+        }
+        let wallet = json!({"account_state": "active", "balance": u64::MAX, "seqno": "4294967295"});
+        let w = parse_wallet_information(&wallet).unwrap();
+        assert_eq!(
+            (w.seqno, w.balance_nanoton),
+            (Some(u32::MAX), u128::from(u64::MAX))
+        );
+        let tx = json!([{"transaction_id": {"lt": "18446744073709551616"}}]);
+        assert!(
+            parse_transactions(&tx)
+                .unwrap_err()
+                .to_string()
+                .contains("lt")
+        );
+    }
 
     #[test]
     fn a_seqno_is_read_as_a_number_or_a_string_and_range_checked() {
