@@ -540,6 +540,17 @@ fn u32_field(v: &Value, key: &str) -> Result<Option<u32>, String> {
         .ok_or_else(|| format!("{key} is not a u32"))
 }
 
+/// An i32 (an exit code) sent as a number or a decimal string; `None` when absent, malformed
+/// or out of range.
+fn i32_field(v: &Value, key: &str) -> Option<i32> {
+    let n = match v.get(key)? {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.trim().parse::<i64>().ok(),
+        _ => None,
+    };
+    n.and_then(|n| i32::try_from(n).ok())
+}
+
 fn int_field(v: &Value, key: &str) -> Option<u128> {
     match v.get(key)? {
         Value::Number(n) => n.as_u64().map(u128::from),
@@ -644,11 +655,8 @@ pub fn parse_run_result(
     method: &'static str,
     v: &Value,
 ) -> Result<GetMethodResult, TransportError> {
-    let exit_code = v
-        .get("exit_code")
-        .and_then(Value::as_i64)
-        .and_then(|c| i32::try_from(c).ok())
-        .ok_or_else(|| decode(method, "no exit_code"))?;
+    let exit_code =
+        i32_field(v, "exit_code").ok_or_else(|| decode(method, "no exit_code in range"))?;
     let stack = match v.get("stack") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(items)) => items
@@ -753,10 +761,7 @@ fn indexed(t: &Value) -> IndexedTransaction {
     let compute = &t["description"]["compute_ph"];
     IndexedTransaction {
         account: t["account"].as_str().unwrap_or("").to_owned(),
-        exit_code: compute
-            .get("exit_code")
-            .and_then(Value::as_i64)
-            .and_then(|c| i32::try_from(c).ok()),
+        exit_code: i32_field(compute, "exit_code"),
         total_fees_nanoton: int_field(t, "total_fees").unwrap_or(0),
         in_value_nanoton: t.get("in_msg").and_then(|m| int_field(m, "value")),
         out_msgs: t["out_msgs"]
@@ -1141,6 +1146,20 @@ mod tests {
         if let Err(e) = result {
             assert!(matches!(e, TransportError::Decode { .. }), "{e:?}");
         }
+    }
+
+    #[test]
+    fn exit_codes_are_read_as_numbers_or_strings_and_range_checked() {
+        let run = |code: Value| parse_run_result("runGetMethod", &json!({"exit_code": code}));
+        assert_eq!(run(json!(-14)).unwrap().exit_code, -14);
+        assert_eq!(run(json!("-14")).unwrap().exit_code, -14);
+        assert!(run(json!(4_294_967_296i64)).is_err());
+        assert!(run(json!("NaN")).is_err());
+        let v3 = json!({"transactions": [{"description": {"compute_ph": {"exit_code": "33"}}}]});
+        assert_eq!(
+            parse_transactions_by_message(&v3).unwrap()[0].exit_code,
+            Some(33)
+        );
     }
 
     #[test]
