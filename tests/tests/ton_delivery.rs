@@ -707,3 +707,42 @@ async fn unreachable_chain_is_a_transport_error() {
     assert_eq!(err.kind(), "transport");
     assert!(err.to_string().contains("getWalletInformation"), "{err}");
 }
+
+#[tokio::test]
+async fn a_seqno_taken_by_another_body_is_reported_as_such_not_as_ours() {
+    let r = rig(WalletVersion::V5r1, 13, true).await;
+    // The first body is acknowledged and never included.
+    r.chain.inject("sendBocReturnHash", Fault::Swallow, 1);
+    let cfg = DeliveryConfig {
+        confirm_timeout: Duration::from_millis(300),
+        ..config()
+    };
+    let d = r.delivery(&r.chain.jsonrpc_url(), cfg.clone());
+    let err = d
+        .deliver(&r.prices(&[1], keeper_tests::unix_now() - 5))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), "unconfirmed", "{err:?}");
+    // Another sender (its own journal) takes seqno 5 with another body.
+    let other = r.delivery(&r.chain.jsonrpc_url(), cfg);
+    let report = other
+        .deliver(&r.prices(&[2], keeper_tests::unix_now() - 4))
+        .await
+        .unwrap();
+    assert_eq!(report.batches[0].seqno, 5);
+    // The seqno moved, the wallet's listing reaches back past the build and holds the other
+    // external, not ours: not counted as confirmed; the update goes out again at seqno 6.
+    let report = d
+        .deliver(&r.prices(&[1], keeper_tests::unix_now() - 3))
+        .await
+        .unwrap();
+    assert_eq!(report.batches[0].seqno, 6);
+    let other_landed = "keeper_ton_messages_total{op=\"update_price\",outcome=\"other_landed\"}";
+    assert_eq!(r.metric(other_landed), Some(1.0));
+    let confirmed = "keeper_ton_messages_total{op=\"update_price\",outcome=\"confirmed\"}";
+    assert_eq!(
+        r.metric(confirmed),
+        Some(2.0),
+        "the other sender's and the resend"
+    );
+}
