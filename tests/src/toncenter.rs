@@ -1169,10 +1169,10 @@ fn lag_behind(mut v: Value) -> Value {
 
 /// An address answer as a node `secs` ahead of the chain would give it.
 fn run_ahead(mut v: Value, secs: u64) -> Value {
-    if let Some(o) = v.as_object_mut().filter(|_| secs > 0) {
-        if let Some(t) = o.get("sync_utime").and_then(Value::as_u64) {
-            o.insert("sync_utime".into(), json!(t.saturating_add(secs)));
-        }
+    if let Some(o) = v.as_object_mut().filter(|_| secs > 0)
+        && let Some(t) = o.get("sync_utime").and_then(Value::as_u64)
+    {
+        o.insert("sync_utime".into(), json!(t.saturating_add(secs)));
     }
     v
 }

@@ -994,7 +994,8 @@ impl<T: TonTransport> Delivery<T> {
     }
 
     /// Waits until `flight` is confirmed (seqno moved past it) or provably expired (a chain
-    /// state at or after `valid_until` still has its seqno). `send_error` is the failure of the
+    /// state past `valid_until` plus [`LANDING_MARGIN_SECS`] still has its seqno), each as
+    /// enough endpoints agree ([`verdict`]). `send_error` is the failure of the
     /// send, if any: a possibly lost send is re-sent as the same BoC; a rejection is believed
     /// after a few polls, but the message stays in flight.
     async fn settle(
