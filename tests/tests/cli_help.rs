@@ -64,7 +64,14 @@ const CHAIN_RUN: &[&str] = &[
     "--output",
 ];
 const WALLET: &[&str] = &["--config", "--help", "--offline", "--output"];
-const SWEEP: &[&str] = &["--config", "--help", "--to", "--dry-run", "--output"];
+const SWEEP: &[&str] = &[
+    "--config",
+    "--help",
+    "--to",
+    "--raw-address",
+    "--dry-run",
+    "--output",
+];
 const STATUS: &[&str] = &["--config", "--help", "--output"];
 const MIGRATE: &[&str] = &["--config", "--help"];
 
@@ -291,6 +298,17 @@ fn misplaced_flags_are_absent_where_they_do_nothing() {
         );
         let migrate = help(bin, &["migrate".to_owned()]);
         assert!(!migrate.contains("--output"), "{migrate}");
+    }
+}
+
+#[test]
+fn sweep_help_says_how_the_destination_decides_bounce() {
+    for bin in ["pricing-oracle-keeper", "bridge-health-keeper"] {
+        let sweep = help(bin, &["wallet".to_owned(), "sweep".to_owned()]);
+        // The operator picks bounce through the form of --to: it must be said where they look.
+        assert!(sweep.contains("UQ… is sent non-bounceable"), "{sweep}");
+        assert!(sweep.contains("EQ… bounceable"), "{sweep}");
+        assert!(sweep.contains("workchain 0 or -1"), "{sweep}");
     }
 }
 

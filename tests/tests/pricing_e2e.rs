@@ -394,3 +394,53 @@ async fn an_update_the_oracle_does_not_apply_is_a_failure_with_an_alert() {
     assert!(alert.is_some(), "update_not_applied reached the webhook");
     wait_rows(&h, |r| r.len() == 6 && r.iter().all(|x| x.3 == "failed")).await;
 }
+
+/// `UPDATE_INTERVAL=1` with `CYCLE_TIMEOUT=1`, against a chain that includes a message 2.5 s
+/// after the send (slower than a cycle): the cycle timeout is raised so that one confirmation
+/// poll fits, said once in the log, and the cycles succeed instead of each one being cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_a_one_second_interval_cycles_succeed_on_a_chain_slower_than_a_cycle() {
+    let mut h = PricingHarness::start().await;
+    h.ton.set_inclusion_delay(Duration::from_millis(2500));
+    h.extra_env.push(("CYCLE_TIMEOUT".into(), "1".into()));
+    h.extra_env.push(("PRICE_HEARTBEAT".into(), "4".into()));
+    let mut child = h.spawn();
+    h.wait_externals(2, Duration::from_secs(40)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let successes = loop {
+        let text = h.metrics().await;
+        let n = keeper_tests::sample(
+            &text,
+            "keeper_cycles_total{keeper=\"pricing-oracle\",outcome=\"success\"}",
+        )
+        .unwrap_or(0.0);
+        if n >= 3.0 || std::time::Instant::now() > deadline {
+            break n;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let text = h.metrics().await;
+    assert!(successes >= 3.0, "cycles succeed: {text}");
+    let timeouts = keeper_tests::sample(
+        &text,
+        "keeper_cycles_total{keeper=\"pricing-oracle\",outcome=\"timeout\"}",
+    )
+    .unwrap_or(0.0);
+    assert_eq!(timeouts, 0.0, "no cycle was cut: {text}");
+    assert!(
+        !h.sink
+            .requests()
+            .iter()
+            .any(|r| r.text().contains("keeper_stale")),
+        "keeper_stale never fired"
+    );
+    assert_eq!(sigterm(&mut child).await, Some(0));
+    let log =
+        std::fs::read_to_string(std::env::temp_dir().join(format!("{}.log", h.schema))).unwrap();
+    assert_eq!(
+        log.matches("cycle timeout raised from 1.0 s to 11 s")
+            .count(),
+        1,
+        "said once: {log}"
+    );
+}

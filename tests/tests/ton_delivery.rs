@@ -746,3 +746,71 @@ async fn a_seqno_taken_by_another_body_is_reported_as_such_not_as_ours() {
         "the other sender's and the resend"
     );
 }
+
+/// A cycle timeout cuts a delivery while its message waits for a slow block. The next call must
+/// not spend its own cycle waiting for that message: within the earlier-settle bound it reports
+/// it as in flight. Once the message is included, the next call confirms it and sends its own.
+#[tokio::test]
+async fn a_delivery_cut_by_the_cycle_timeout_is_settled_without_cutting_the_next_cycle() {
+    let r = rig(WalletVersion::V5r1, 21, true).await;
+    r.chain.set_inclusion_delay(Duration::from_millis(2500));
+    let cfg = DeliveryConfig {
+        poll_interval: Duration::from_secs(2),
+        confirm_timeout: Duration::from_secs(60),
+        ..config()
+    };
+    let d = r
+        .delivery(&r.chain.jsonrpc_url(), cfg)
+        .with_earlier_settle_timeout(Duration::from_millis(400));
+    let msgs = r.prices(&[1], keeper_tests::unix_now() - 5);
+
+    // Cycle 1: cut one second in, after the send and before the block.
+    let cut = tokio::time::timeout(Duration::from_secs(1), d.deliver(&msgs)).await;
+    assert!(cut.is_err(), "the first cycle was cut: {cut:?}");
+    assert_eq!(r.chain.externals().len(), 1, "its message went out");
+    assert_eq!(d.in_flight().await.map(|(seqno, _)| seqno), Some(5));
+
+    // Cycle 2, still before the block: answers well inside a one-second cycle.
+    let started = std::time::Instant::now();
+    let err = tokio::time::timeout(Duration::from_secs(1), d.deliver(&msgs))
+        .await
+        .expect("the second cycle is not cut")
+        .unwrap_err();
+    assert!(
+        matches!(err, DeliveryError::InFlight { seqno: 5, .. }),
+        "{err:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(r.chain.externals().len(), 1, "nothing new signed meanwhile");
+
+    // After the block: the earlier message is confirmed and this call's own goes out at seqno 6.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let report = d.deliver(&msgs).await.unwrap();
+    assert_eq!(report.batches[0].seqno, 6);
+    let seqnos: Vec<Option<u32>> = r.chain.externals().iter().map(|e| e.seqno).collect();
+    assert_eq!(seqnos, [Some(5), Some(6)]);
+}
+
+/// Confirmation polls start soon after the send and back off to the poll interval.
+#[test]
+fn confirmation_polls_start_soon_and_back_off_to_the_poll_interval() {
+    let every = Duration::from_secs(2);
+    let delays: Vec<u128> = (0..6)
+        .map(|round| confirmation_poll_delay(round, every).as_millis())
+        .collect();
+    assert_eq!(delays, [250, 500, 1000, 2000, 2000, 2000]);
+    assert_eq!(
+        confirmation_poll_delay(u32::MAX, every),
+        every,
+        "no overflow however long it waits"
+    );
+    assert_eq!(
+        confirmation_poll_delay(0, Duration::from_millis(100)),
+        Duration::from_millis(100),
+        "never slower than a shorter poll interval"
+    );
+}

@@ -14,7 +14,7 @@ pub use cost::{
     RUNWAY_MIN_SENDS, SpendRate, batch_cost_nanoton, is_out_of_gas,
 };
 pub use learn::{HistoryError, Learned};
-pub use sweep::SweepReport;
+pub use sweep::{SWEEP_WORKCHAINS, SweepAddressError, SweepDestination, SweepReport};
 
 use crate::metrics::ChainMetrics;
 use std::sync::Arc;
@@ -41,6 +41,18 @@ use keeper_runtime::telemetry::metrics::{Metrics, labels};
 
 /// Nanotons per TON, for the balance gauge.
 const NANO: f64 = 1e9;
+
+/// The first confirmation poll after a send: soon, because a chain may include the message in
+/// its next block; the wait then doubles up to `poll_interval`.
+pub const FIRST_CONFIRMATION_POLL: Duration = Duration::from_millis(250);
+
+/// The wait before confirmation poll number `round` (0-based) of a message this call sent:
+/// [`FIRST_CONFIRMATION_POLL`], doubling each round, never more than `poll_interval`.
+pub fn confirmation_poll_delay(round: u32, poll_interval: Duration) -> Duration {
+    FIRST_CONFIRMATION_POLL
+        .saturating_mul(2u32.saturating_pow(round.min(16)))
+        .min(poll_interval)
+}
 
 /// Delivery knobs; [`DeliveryConfig::from_settings`] maps `[ton]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -285,6 +297,15 @@ enum Refusal {
     Unfunded(DeliveryError),
 }
 
+/// Whose message [`Delivery::settle`] polls for, which decides when it first looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Poll {
+    /// Sent by this call a moment ago: the first look waits [`FIRST_CONFIRMATION_POLL`].
+    JustSent,
+    /// From an earlier call or another process: it may have landed already, so look at once.
+    Earlier,
+}
+
 /// What the wallet looked like at one read.
 struct WalletRead {
     state: AccountState,
@@ -304,6 +325,9 @@ pub struct Delivery<T> {
     /// Seqno and balance at which every endpoint refused a body for lack of gas money: while
     /// the wallet stays there, signing again is hopeless.
     refused_for_gas: std::sync::Mutex<Option<(u32, u128)>>,
+    /// How long a message from an earlier call is waited for before this call gives up with
+    /// [`DeliveryError::InFlight`] (default: the confirm timeout).
+    earlier_settle_timeout: Option<Duration>,
 }
 
 impl<T: TonTransport> Delivery<T> {
@@ -318,7 +342,17 @@ impl<T: TonTransport> Delivery<T> {
             costs: cost::Costs::default(),
             journal: Journal::memory(),
             refused_for_gas: std::sync::Mutex::new(None),
+            earlier_settle_timeout: None,
         }
+    }
+
+    /// Bounds the wait for a message from an earlier call (one a cycle timeout cut, or one
+    /// resumed from the journal) before anything new is signed. A keeper sets it well inside its
+    /// cycle timeout, so that a cycle finding such a message still ends in time, with
+    /// [`DeliveryError::InFlight`] if it has not settled, instead of being cut again.
+    pub fn with_earlier_settle_timeout(mut self, timeout: Duration) -> Self {
+        self.earlier_settle_timeout = Some(timeout);
+        self
     }
 
     /// The wallet was (re)gained or its fencing token changed (lease takeover). The journal is
@@ -464,7 +498,10 @@ impl<T: TonTransport> Delivery<T> {
                 resumed = prev.resumed,
                 "settling a message from an earlier cycle first"
             );
-            match self.settle(&prev, None).await {
+            let wait = self
+                .earlier_settle_timeout
+                .unwrap_or(self.config.confirm_timeout);
+            match self.settle(&prev, None, Poll::Earlier, wait).await {
                 Ok(Settled::Confirmed(Landed::Other)) => {
                     tracing::warn!(
                         seqno = prev.ext.seqno,
@@ -506,11 +543,30 @@ impl<T: TonTransport> Delivery<T> {
         Ok(())
     }
 
-    /// Right before a signature for `seqno` at chain time `chain_now`: a journaled body for this
-    /// seqno or a later one that may still land (another holder's, written while this process
-    /// did not hold the wallet) is taken into `slot` and stops the signature; a journal that
-    /// cannot be read stops it too. Dead entries for this seqno are cleared.
+    /// Right before a signature for `seqno` of a body built at chain time `chain_now`: a
+    /// journaled body for this seqno or a later one that may still land (another holder's,
+    /// written while this process did not hold the wallet) is taken into `slot` and stops the
+    /// signature; a journal that cannot be read stops it too. Dead entries for this seqno are
+    /// cleared, judged by the chain time the endpoints agree on (never later than `chain_now`),
+    /// asked here: `chain_now` may come from one endpoint alone.
     async fn check_journal_before_signing(
+        &self,
+        seqno: u32,
+        chain_now: u64,
+        slot: &mut Option<InFlight>,
+    ) -> Result<(), DeliveryError> {
+        let agreed = self
+            .transport
+            .address_views(self.wallet.address())
+            .await
+            .agreed_chain_time()
+            .map(|t| t.min(chain_now));
+        self.check_journal_at(seqno, agreed, slot).await
+    }
+
+    /// [`Delivery::check_journal_before_signing`] with the agreed chain time already read
+    /// (`None`: too few endpoints answered, so every entry may still land).
+    async fn check_journal_at(
         &self,
         seqno: u32,
         chain_now: Option<u64>,
@@ -820,8 +876,7 @@ impl<T: TonTransport> Delivery<T> {
             let w = self.read_wallet().await?;
             self.check_funds(&w, pending)?;
             let (now, agreed_now) = self.signing_chain_time().await?;
-            self.check_journal_before_signing(w.seqno, agreed_now, slot)
-                .await?;
+            self.check_journal_at(w.seqno, agreed_now, slot).await?;
             // Last moment before a signature: a holder that lost the lease never signs.
             let fencing_token = fence.check().await?;
             let ext = build_external(
@@ -905,7 +960,15 @@ impl<T: TonTransport> Delivery<T> {
                     Some(e)
                 }
             };
-            match self.settle(&flight, send_error).await {
+            match self
+                .settle(
+                    &flight,
+                    send_error,
+                    Poll::JustSent,
+                    self.config.confirm_timeout,
+                )
+                .await
+            {
                 Ok(Settled::Confirmed(Landed::Other)) => {
                     // Not ours: the updates did not go out; signed again at the new seqno.
                     self.forget(&flight).await;
@@ -1002,9 +1065,11 @@ impl<T: TonTransport> Delivery<T> {
         &self,
         flight: &InFlight,
         send_error: Option<TransportError>,
+        poll: Poll,
+        wait: Duration,
     ) -> Result<Settled, DeliveryError> {
         let seqno = flight.ext.seqno;
-        let deadline = Instant::now() + self.config.confirm_timeout;
+        let deadline = Instant::now() + wait;
         let mut resend = flight.resumed
             || send_error
                 .as_ref()
@@ -1013,12 +1078,21 @@ impl<T: TonTransport> Delivery<T> {
             .filter(TransportError::is_message_rejected)
             .map(|e| e.to_string());
         let mut polls_since_reject = 0u32;
-        let mut first = true;
+        let mut round = 0u32;
         loop {
-            if !first {
-                tokio::time::sleep(self.config.poll_interval).await;
+            // A message just sent cannot be in a block yet; one from an earlier call may be.
+            if round > 0 || poll == Poll::JustSent {
+                let delay = match poll {
+                    Poll::JustSent => confirmation_poll_delay(round, self.config.poll_interval),
+                    Poll::Earlier => {
+                        confirmation_poll_delay(round.saturating_sub(1), self.config.poll_interval)
+                    }
+                };
+                // Never sleep past the deadline: the caller's cycle may end there.
+                let left = deadline.saturating_duration_since(Instant::now());
+                tokio::time::sleep(delay.min(left)).await;
             }
-            first = false;
+            round = round.saturating_add(1);
             // One endpoint's seqno only raises the question; the answer needs a quorum.
             let seqno_moved = match self.read_wallet().await {
                 Ok(w) => w.state == AccountState::Active && w.seqno > seqno,
@@ -1066,7 +1140,7 @@ impl<T: TonTransport> Delivery<T> {
             if Instant::now() >= deadline {
                 return Err(DeliveryError::Unconfirmed {
                     seqno,
-                    waited: self.config.confirm_timeout,
+                    waited: wait,
                 });
             }
         }

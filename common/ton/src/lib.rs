@@ -40,8 +40,9 @@ mod txboc;
 pub mod wallet;
 
 pub use delivery::{
-    AutoValue, Delivery, DeliveryConfig, EXTERNAL_GAS_ESTIMATE_NANOTON,
-    FORWARD_FEE_ESTIMATE_NANOTON, Fence, SweepReport, Unfenced, batch_cost_nanoton, is_out_of_gas,
+    AutoValue, Delivery, DeliveryConfig, EXTERNAL_GAS_ESTIMATE_NANOTON, FIRST_CONFIRMATION_POLL,
+    FORWARD_FEE_ESTIMATE_NANOTON, Fence, SWEEP_WORKCHAINS, SweepAddressError, SweepDestination,
+    SweepReport, Unfenced, batch_cost_nanoton, confirmation_poll_delay, is_out_of_gas,
     valid_until_after,
 };
 pub use external::{
@@ -63,8 +64,8 @@ pub use report::{
     BatchReport, DeliveryError, DeliveryReport, ReadBack, Shortfall, exit_code_meaning,
 };
 pub use settings::{
-    Network, TON_ENV, TonSettings, UpdateValue, WalletVersion, take_mnemonic, validate_address,
-    validate_mnemonic,
+    JournalChoice, Network, TON_ENV, TonSettings, UpdateValue, WalletVersion, take_mnemonic,
+    validate_address, validate_mnemonic,
 };
 pub use summary::{
     DRY_RUN_EXPIRED_BY_SECONDS, DryRun, DryRunError, DryRunExternal, MessageSummary,

@@ -56,6 +56,10 @@ pub enum TickOutcome {
     /// The wallet cannot pay for the batch: nothing was signed, or the messages it could not
     /// pay were skipped.
     Unfunded,
+    /// A message from an earlier tick (one a cycle timeout cut, or one resumed from the journal)
+    /// was still settling or has just landed: nothing new was signed, the next tick decides
+    /// again with what is then on chain.
+    Settling,
 }
 
 impl TickOutcome {
@@ -69,6 +73,7 @@ impl TickOutcome {
             Self::Standby => "standby",
             Self::Failed => "failed",
             Self::Unfunded => "unfunded",
+            Self::Settling => "settling",
         }
     }
 }
@@ -188,6 +193,14 @@ pub enum Publication<T> {
         /// Batches and read-back.
         report: DeliveryReport,
         /// What the keeper's `before_send` returned (row ids…).
+        sent: T,
+    },
+    /// A message from an earlier tick had to settle first and nothing new was signed
+    /// ([`TickOutcome::Settling`]): still in flight, or it just landed and changed what is due.
+    Settling {
+        /// Which message, and what became of it.
+        error: DeliveryError,
+        /// What the keeper's `before_send` returned (nothing of it was sent).
         sent: T,
     },
     /// Sending failed (or the oracle did not apply the update: `update_not_applied` is raised).
@@ -480,6 +493,10 @@ impl Publisher {
             Err(_) => {}
         }
         match result {
+            Err(error @ (DeliveryError::InFlight { .. } | DeliveryError::ResumedLanded { .. })) => {
+                tracing::info!(error = %error, "an earlier message settles first: nothing new signed this tick");
+                Ok(Publication::Settling { error, sent })
+            }
             Ok(report) => {
                 self.alerter.resolve(UPDATE_NOT_APPLIED);
                 // Each message carried its batch's value (with `auto` it changes between sends).

@@ -170,6 +170,16 @@ pub enum DeliveryError {
         /// Its seqno.
         seqno: u32,
     },
+    /// The wallet's seqno moved past a sweep, but no wallet transaction carries the sweep's
+    /// message: another body (a keeper still running?) consumed the seqno, or the transaction
+    /// index does not list it. It can no longer land; check the balance before sweeping again.
+    #[error(
+        "the wallet's seqno {seqno} was consumed, but no wallet transaction carries this sweep: another message took the seqno (is the keeper stopped?) or the index does not list it; not confirmed, check the balance before sweeping again"
+    )]
+    SweepNotConfirmed {
+        /// The sweep's seqno.
+        seqno: u32,
+    },
     /// The in-flight journal could not be read or written; nothing new was sent.
     #[error(transparent)]
     Journal(#[from] super::journal::JournalError),
@@ -245,8 +255,8 @@ fn describe(missing: &[ReadBack]) -> String {
 
 impl DeliveryError {
     /// A short label for logs and records: `empty`, `build`, `transport`, `frozen`, `rejected`,
-    /// `expired`, `unconfirmed`, `in_flight`, `fenced`, `journal`, `resumed_landed`, `unfunded`,
-    /// `not_landed`.
+    /// `expired`, `unconfirmed`, `in_flight`, `sweep_not_confirmed`, `fenced`, `journal`,
+    /// `resumed_landed`, `unfunded`, `not_landed`.
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Empty => "empty",
@@ -257,6 +267,7 @@ impl DeliveryError {
             Self::Expired { .. } => "expired",
             Self::Unconfirmed { .. } => "unconfirmed",
             Self::InFlight { .. } => "in_flight",
+            Self::SweepNotConfirmed { .. } => "sweep_not_confirmed",
             Self::Fenced(_) => "fenced",
             Self::Journal(_) => "journal",
             Self::ResumedLanded { .. } => "resumed_landed",

@@ -26,6 +26,7 @@ pub const TON_ENV: &[EnvBinding] = &[
     bind_secret("TON_API_KEYS", "ton.api_keys", Kind::Str),
     bind("TON_MAX_RPS", "ton.max_rps", Kind::Int),
     bind("KEEPER_STATE_DIR", "ton.state_dir", Kind::Str),
+    bind("KEEPER_JOURNAL", "ton.journal", Kind::Str),
     bind("TON_NETWORK", "ton.network", Kind::Str),
     bind("WALLET_VERSION", "ton.wallet_version", Kind::Str),
     bind_secret("KEEPER_MNEMONIC", "ton.mnemonic", Kind::Str),
@@ -49,6 +50,19 @@ pub enum Network {
     Mainnet,
     /// The test network (global id −3).
     Testnet,
+}
+
+/// Where a sending keeper journals the message it has in flight (`KEEPER_JOURNAL`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum JournalChoice {
+    /// PostgreSQL when `DATABASE_URL` is set, else a file in the state directory; a sending
+    /// keeper with neither does not start.
+    #[default]
+    Durable,
+    /// Memory only, chosen explicitly: one instance that accepts that a restart within
+    /// `MESSAGE_TTL` of a send may sign a second body for that seqno.
+    Memory,
 }
 
 /// Wallet contract version of the keeper's hot wallet.
@@ -80,6 +94,8 @@ pub struct TonSettings {
     /// Directory of the in-flight journal file when PostgreSQL is not configured
     /// (`KEEPER_STATE_DIR`); systemd's `$STATE_DIRECTORY` is used when this is unset.
     pub state_dir: Option<PathBuf>,
+    /// `durable` (default) or `memory` (`KEEPER_JOURNAL`): see [`JournalChoice`].
+    pub journal: JournalChoice,
     /// Requests per second allowed to each endpoint (`TON_MAX_RPS`); default 1 for an endpoint
     /// without an API key and 10 with one, toncenter's limits.
     pub max_rps: Option<u32>,
@@ -129,6 +145,7 @@ impl Default for TonSettings {
             api_keys: Vec::new(),
             max_rps: None,
             state_dir: None,
+            journal: JournalChoice::Durable,
             network: Network::Mainnet,
             wallet_version: WalletVersion::V5r1,
             mnemonic: None,

@@ -761,6 +761,7 @@ fn indexed(t: &Value) -> IndexedTransaction {
     let compute = &t["description"]["compute_ph"];
     IndexedTransaction {
         account: t["account"].as_str().unwrap_or("").to_owned(),
+        hash: t["hash"].as_str().unwrap_or("").to_owned(),
         exit_code: i32_field(compute, "exit_code"),
         total_fees_nanoton: int_field(t, "total_fees").unwrap_or(0),
         in_value_nanoton: t.get("in_msg").and_then(|m| int_field(m, "value")),

@@ -376,6 +376,8 @@ impl ChainViews {
 pub struct IndexedTransaction {
     /// The account, raw form.
     pub account: String,
+    /// The transaction hash (base64); empty when the index omits it.
+    pub hash: String,
     /// Compute phase exit code (absent when the phase was skipped).
     pub exit_code: Option<i32>,
     /// All fees of the transaction, nanotons.

@@ -461,6 +461,12 @@ impl BridgeCycle {
                 summary.send.delivered(messages, report);
                 None
             }
+            Ok(Publication::Settling { error, .. }) => {
+                // Nothing of this tick went out; the next tick decides again.
+                summary.send.outcome = TickOutcome::Settling;
+                summary.send.notes.push(error.to_string());
+                None
+            }
             Ok(Publication::Failed { error, .. }) => {
                 summary.send.failed(&error);
                 Some(keeper_ton::delivery_failure(

@@ -9,6 +9,7 @@ use std::future::Future;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 
@@ -198,7 +199,8 @@ pub fn load<K: ChainKeeper>(
     // Sending takes the wallet lease (dry runs and read-only commands do not).
     if needs.mnemonic && needs.oracle {
         keeper_runtime::config::validate_lease_ttl(config.runner(), config.storage())?;
-        validate_lease_covers_message(config.runner(), config.storage(), config.ton().message_ttl)?;
+        validate_lease_covers_message(config.runner(), config.storage(), config.ton())?;
+        validate_journal(config.storage(), config.ton())?;
     }
     if needs.oracle && config.oracle().is_none() {
         return Err(ConfigError::new(
@@ -233,16 +235,15 @@ pub fn load<K: ChainKeeper>(
 pub fn validate_lease_covers_message(
     runner: &keeper_runtime::config::RunnerSettings,
     storage: &keeper_runtime::config::StorageSettings,
-    message_ttl_secs: u64,
+    ton: &TonSettings,
 ) -> Result<(), ConfigError> {
+    let message_ttl_secs = ton.message_ttl;
     let shared_lease = storage.redis_url.is_some();
     let shared_journal = storage.database_url.is_some();
     if !shared_lease || shared_journal {
         return Ok(());
     }
-    let cycle_secs = runner
-        .cycle_timeout
-        .unwrap_or_else(|| runner.period().as_secs().max(1));
+    let cycle_secs = cycle_timeout_for_delivery(runner, ton).as_secs().max(1);
     let needed_secs = cycle_secs.saturating_add(message_ttl_secs);
     if storage.lease_ttl <= needed_secs {
         return Err(ConfigError::new(
@@ -256,6 +257,75 @@ pub fn validate_lease_covers_message(
         ));
     }
     Ok(())
+}
+
+/// A sending keeper journals every message before its first send. Without `DATABASE_URL` or a
+/// state directory that journal would be memory, and a restart within `MESSAGE_TTL` could sign
+/// a second body for a seqno whose first may still land: only an explicit `KEEPER_JOURNAL=memory`
+/// accepts that.
+pub fn validate_journal(
+    storage: &keeper_runtime::config::StorageSettings,
+    ton: &TonSettings,
+) -> Result<(), ConfigError> {
+    let durable = storage.database_url.is_some() || run::state_dir(ton).is_some();
+    if durable || ton.journal == crate::JournalChoice::Memory {
+        return Ok(());
+    }
+    Err(ConfigError::new(
+        "ton.journal (KEEPER_JOURNAL)",
+        "no durable in-flight journal: set DATABASE_URL, KEEPER_STATE_DIR (or systemd \
+         StateDirectory=), or KEEPER_JOURNAL=memory for a single instance that accepts that a \
+         restart within MESSAGE_TTL may sign a second body for a seqno",
+    ))
+}
+
+/// The least cycle timeout that holds one confirmation attempt after a send: the first poll's
+/// wait ([`crate::FIRST_CONFIRMATION_POLL`]) plus one request of up to `ton.request_timeout`,
+/// rounded up to whole seconds.
+pub fn min_cycle_timeout(ton: &TonSettings) -> Duration {
+    Duration::from_secs(ton.request_timeout.saturating_add(1))
+}
+
+/// The cycle timeout a chain keeper runs with: `runner.cycle_timeout` (default: the interval),
+/// raised to [`min_cycle_timeout`] when it is shorter. A shorter cycle would be cut before its
+/// first confirmation poll, and every next cycle would start by settling that message and be
+/// cut again.
+pub fn cycle_timeout_for_delivery(
+    runner: &keeper_runtime::config::RunnerSettings,
+    ton: &TonSettings,
+) -> Duration {
+    configured_cycle_timeout(runner).max(min_cycle_timeout(ton))
+}
+
+/// `runner.cycle_timeout` as configured, the interval when unset.
+fn configured_cycle_timeout(runner: &keeper_runtime::config::RunnerSettings) -> Duration {
+    runner
+        .cycle_timeout
+        .map_or_else(|| runner.period(), Duration::from_secs)
+}
+
+/// The runner settings a sending keeper runs with ([`cycle_timeout_for_delivery`]), and the
+/// warning to log when the cycle timeout had to be raised.
+pub fn runner_for_delivery(
+    runner: &keeper_runtime::config::RunnerSettings,
+    ton: &TonSettings,
+) -> (keeper_runtime::config::RunnerSettings, Option<String>) {
+    let configured = configured_cycle_timeout(runner);
+    let needed = cycle_timeout_for_delivery(runner, ton);
+    if needed <= configured {
+        return (runner.clone(), None);
+    }
+    let mut adjusted = runner.clone();
+    adjusted.cycle_timeout = Some(needed.as_secs());
+    let warning = format!(
+        "cycle timeout raised from {:.1} s to {} s (runner.cycle_timeout / CYCLE_TIMEOUT, default \
+         the interval): a cycle must hold one confirmation poll after a send, its first wait plus \
+         one request of up to ton.request_timeout ({} s)",
+        configured.as_secs_f64(),
+        needed.as_secs(),
+        ton.request_timeout
+    );
+    (adjusted, Some(warning))
 }
 
 fn oracle_address<K: ChainKeeper>(config: &K::Config) -> anyhow::Result<Option<TonAddress>> {

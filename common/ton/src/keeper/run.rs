@@ -104,13 +104,26 @@ pub async fn run<K: ChainKeeper>(loaded: Loaded<K::Config>, args: &RunArgs) -> a
     let transport = Toncenter::new(config.ton())
         .context("toncenter transport")?
         .observed(metrics.clone(), alerter.clone());
+    // A dry run sends nothing to confirm: its cycle timeout stays as configured.
+    let (runner_settings, raised) = if dry_run {
+        (config.runner().clone(), None)
+    } else {
+        super::runner_for_delivery(config.runner(), config.ton())
+    };
+    if let Some(warning) = raised {
+        tracing::warn!("{warning}");
+    }
+    // A message an earlier cycle left unconfirmed is waited for within half a cycle at most:
+    // the rest of the cycle still ends in time, with the message reported as settling.
+    let cycle_timeout = super::cycle_timeout_for_delivery(config.runner(), config.ton());
     let delivery = Delivery::new(
         transport,
         wallet,
         DeliveryConfig::from_settings(config.ton()),
     )
     .with_metrics(metrics.clone())
-    .with_journal(journal(config.ton(), &store, dry_run));
+    .with_journal(journal(config.ton(), &store, dry_run))
+    .with_earlier_settle_timeout(cycle_timeout / 2);
     let lease = (!dry_run).then(|| store.lease(&delivery.wallet().address_raw(), &holder_id()));
     let publisher = Publisher::new(
         delivery,
@@ -135,7 +148,7 @@ pub async fn run<K: ChainKeeper>(loaded: Loaded<K::Config>, args: &RunArgs) -> a
     let mut cycle = K::cycle(parts, families)?;
     let mut runner = Runner::new(
         K::NAME,
-        config.runner(),
+        &runner_settings,
         metrics.clone(),
         health.clone(),
         alerter,
@@ -167,6 +180,16 @@ pub async fn run<K: ChainKeeper>(loaded: Loaded<K::Config>, args: &RunArgs) -> a
 /// the state directory (`ton.state_dir` / `KEEPER_STATE_DIR`, else systemd's
 /// `$STATE_DIRECTORY`), else memory, which is said once.
 pub(super) fn journal(ton: &TonSettings, store: &ChainStore, dry_run: bool) -> Journal {
+    if ton.journal == crate::JournalChoice::Memory {
+        if !dry_run {
+            tracing::warn!(
+                "KEEPER_JOURNAL=memory: the message in flight is kept in memory only, as chosen; \
+                 run one instance, since a restart may sign a second body for its seqno while the \
+                 first can still land"
+            );
+        }
+        return Journal::memory();
+    }
     match Journal::choose(store, state_dir(ton)) {
         Some(journal) => {
             if !dry_run {
@@ -174,16 +197,9 @@ pub(super) fn journal(ton: &TonSettings, store: &ChainStore, dry_run: bool) -> J
             }
             journal
         }
-        None => {
-            if !dry_run {
-                tracing::warn!(
-                    "no DATABASE_URL and no state directory (KEEPER_STATE_DIR, systemd StateDirectory=): \
-                     the message in flight is kept in memory only, so a restart may sign a second body \
-                     for its seqno while the first can still land"
-                );
-            }
-            Journal::memory()
-        }
+        // Only a dry run gets here (a sending keeper without a durable journal does not load):
+        // it never journals anything.
+        None => Journal::memory(),
     }
 }
 

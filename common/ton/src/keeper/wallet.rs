@@ -5,14 +5,14 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use keeper_runtime::alert::Alerter;
-use keeper_runtime::cli::{EXIT_OK, Needs, Output, nano_to_ton};
+use keeper_runtime::cli::{EXIT_OK, EXIT_USAGE, Needs, Output, nano_to_ton};
 use keeper_runtime::telemetry::Metrics;
 
 use super::run::{RunArgs, state_dir};
 use super::{ChainConfig as _, ChainKeeper, Loaded};
 use crate::cache::ChainStore;
 use crate::metrics::ChainMetrics;
-use crate::{Delivery, DeliveryConfig, Journal, Toncenter};
+use crate::{Delivery, DeliveryConfig, Journal, SweepDestination, Toncenter};
 
 /// Why the keeper wallet could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -145,9 +145,14 @@ pub enum WalletAction {
 /// The flags of `wallet sweep`.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 pub struct SweepArgs {
-    /// The successor wallet (raw or user-friendly).
+    /// The successor wallet, user-friendly (48 characters, checksum verified, of TON_NETWORK):
+    /// UQ… is sent non-bounceable, EQ… bounceable (back here if the successor is not deployed).
     #[arg(long, value_name = "ADDRESS")]
     pub to: String,
+    /// Accept --to in raw form <workchain>:<64 hex> (no checksum; workchain 0 or -1), sent
+    /// non-bounceable.
+    #[arg(long)]
+    pub raw_address: bool,
     /// Sign a sweep that has already expired and print it: the chain cannot accept it.
     #[arg(long)]
     pub dry_run: bool,
@@ -192,17 +197,38 @@ pub async fn wallet<K: ChainKeeper>(
     Ok(EXIT_OK)
 }
 
+/// Why a real sweep refuses to start without PostgreSQL or a state directory.
+const NO_DURABLE_JOURNAL: &str = "wallet sweep needs a durable journal: set DATABASE_URL, \
+     KEEPER_STATE_DIR or systemd StateDirectory=";
+
 /// `wallet sweep --to ADDRESS [--dry-run]`: the whole balance to the successor wallet, through
-/// the same journal as the keeper, so a message of the keeper still in flight stops it.
+/// the same journal and under the same wallet lease as the keeper, so a keeper still running or
+/// a message of it still in flight stops it. A refused destination or a missing durable journal
+/// exits 2 with one line.
 async fn sweep<K: ChainKeeper>(
     loaded: Loaded<K::Config>,
     args: &SweepArgs,
     output: Output,
 ) -> anyhow::Result<i32> {
     let ton = loaded.config.ton();
-    let to = crate::parse_address(&args.to).context("wallet sweep --to")?;
     // The mnemonic goes into the derivation and is wiped there.
     let (wallet, _) = load_wallet(ton, loaded.mnemonic).await?;
+    let to =
+        match SweepDestination::parse(&args.to, args.raw_address, ton.network, wallet.address()) {
+            Ok(to) => to,
+            Err(e) => {
+                eprintln!("error: wallet sweep --to: {e}");
+                return Ok(EXIT_USAGE);
+            }
+        };
+    // A sweep that forgets its message on a crash could be followed by a keeper signing
+    // another body for its seqno: only a durable journal will do (a dry run journals nothing).
+    // Said before connecting anything, so the refusal is the only line printed.
+    let durable = loaded.config.storage().database_url.is_some() || state_dir(ton).is_some();
+    if !durable && !args.dry_run {
+        eprintln!("error: {NO_DURABLE_JOURNAL}");
+        return Ok(EXIT_USAGE);
+    }
     let metrics = Arc::new(Metrics::new(K::NAME).with::<ChainMetrics>());
     let store = ChainStore::connect(
         loaded.config.storage(),
@@ -211,22 +237,41 @@ async fn sweep<K: ChainKeeper>(
     )
     .await;
     let transport = Toncenter::new(ton).context("toncenter transport")?;
-    // A sweep that forgets its message on a crash could be followed by a keeper signing
-    // another body for its seqno: only a durable journal will do (a dry run journals nothing).
     let journal = match Journal::choose(&store, state_dir(ton)) {
         Some(j) => j,
         None if args.dry_run => Journal::memory(),
-        None => anyhow::bail!(
-            "wallet sweep needs a durable journal: set DATABASE_URL, KEEPER_STATE_DIR or systemd \
-             StateDirectory="
-        ),
+        None => {
+            eprintln!("error: {NO_DURABLE_JOURNAL}");
+            return Ok(EXIT_USAGE);
+        }
+    };
+    // The keeper's own lease: while a keeper holds it, the sweep would race its sends. A dry
+    // run signs nothing that can land and leaves the lease alone.
+    let lease = if args.dry_run {
+        None
+    } else {
+        let mut lease = store.lease(&wallet.address_raw(), &holder_id());
+        let status = lease.try_acquire_or_renew().await;
+        if !status.held {
+            anyhow::bail!(
+                "the wallet lease of {} is held by {} ({} lease): stop the keeper first, or wait \
+                 for its lease to lapse",
+                wallet.label(),
+                status.holder.as_deref().unwrap_or("another instance"),
+                lease.backend()
+            );
+        }
+        Some(tokio::sync::Mutex::new(lease))
     };
     let delivery =
         Delivery::new(transport, wallet, DeliveryConfig::from_settings(ton)).with_journal(journal);
-    let report = delivery
-        .sweep(&to, args.dry_run)
-        .await
-        .context("sweeping the wallet")?;
+    let swept = delivery.sweep(&to, args.dry_run, &lease).await;
+    if let Some(lease) = &lease
+        && let Err(e) = lease.lock().await.release().await
+    {
+        tracing::warn!(error = %e, "could not release the wallet lease; it lapses by itself");
+    }
+    let report = swept.context("sweeping the wallet")?;
     match output {
         Output::Json => println!(
             "{}",
@@ -235,10 +280,14 @@ async fn sweep<K: ChainKeeper>(
         Output::Text => {
             println!("from:     {}", report.from);
             println!("to:       {}", report.to);
+            println!("bounce:   {}", report.bounce);
             println!("balance:  {} TON", nano_to_ton(report.balance_nanoton));
             println!("seqno:    {}", report.seqno);
             if let Some(boc) = &report.boc {
                 println!("boc:      {boc}");
+            }
+            if let Some(tx) = &report.transaction_hash {
+                println!("tx:       {tx}");
             }
             if let Some(after) = report.balance_after_nanoton {
                 println!("left:     {} TON", nano_to_ton(after));

@@ -496,6 +496,20 @@ impl PricingCycle {
                 summary.send.delivered(messages, report);
                 Ok(())
             }
+            Ok(Publication::Settling { error, sent }) => {
+                // Nothing of this tick went out; the next tick decides with the chain as it is
+                // once the earlier message settled.
+                let change = StatusChange {
+                    status: UpdateStatus::Failed,
+                    error: Some(format!("not sent: {error}")),
+                    message_hash: None,
+                    confirmed_at: None,
+                };
+                self.set_status(&sent, &change).await;
+                summary.send.outcome = TickOutcome::Settling;
+                summary.send.notes.push(error.to_string());
+                Ok(())
+            }
             Ok(Publication::Failed { error, sent }) => {
                 // The wallet took it but the oracle could not be read back: remember it as this
                 // keeper's own last value, or every unreadable tick would send it again. Not when
