@@ -229,8 +229,11 @@ async fn one_lineage_left_means_no_publish_and_a_quorum_alert_that_resolves() {
     assert_eq!(sigterm(&mut child).await, Some(0));
 }
 
+/// PostgreSQL holds the in-flight journal, and nothing is sent that is not journaled: while
+/// PostgreSQL (and Redis) are gone, ticks go on and fail with the journal named, nothing is sent,
+/// and the process keeps running; once they are back, the pending update goes out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn losing_postgres_and_redis_mid_run_does_not_stop_publishing() {
+async fn losing_postgres_and_redis_mid_run_pauses_sending_until_the_journal_is_back() {
     let h = PricingHarness::start().await;
     let mut child = h.spawn();
     h.wait_externals(1, SETTLE).await;
@@ -245,23 +248,38 @@ async fn losing_postgres_and_redis_mid_run_does_not_stop_publishing() {
     ] {
         h.up.set_price(s, "DAI", "0.98");
     }
-    h.wait_externals(2, SETTLE).await;
-    assert_eq!(h.price_batches()[1], vec![(3, 980_000)]);
-    assert!(child.try_wait().unwrap().is_none(), "still running");
+    let failures = |m: &str| {
+        keeper_tests::sample(
+            m,
+            "keeper_cycles_total{keeper=\"pricing-oracle\",outcome=\"failure\"}",
+        )
+        .unwrap_or(0.0)
+    };
     let deadline = std::time::Instant::now() + SETTLE;
     loop {
         let m = h.metrics().await;
         if m.contains("keeper_store_up{store=\"postgres\"} 0")
             && m.contains("keeper_store_up{store=\"redis\"} 0")
+            && failures(&m) >= 3.0
         {
             break;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "store_up never dropped:\n{m}"
+            "stores never went down, or no failing ticks:\n{m}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    assert_eq!(h.accepted_externals(), 1, "nothing sent without its journal");
+    assert!(child.try_wait().unwrap().is_none(), "still running");
+    let log = std::fs::read_to_string(std::env::temp_dir().join(format!("{}.log", h.schema)))
+        .unwrap();
+    assert!(log.contains("in-flight journal (PostgreSQL)"), "{log}");
+
+    h.pg.restore().unwrap();
+    h.redis.restore().unwrap();
+    h.wait_externals(2, SETTLE).await;
+    assert_eq!(h.price_batches()[1], vec![(3, 980_000)]);
     assert_eq!(sigterm(&mut child).await, Some(0));
 }
 

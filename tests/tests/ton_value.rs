@@ -1,6 +1,7 @@
 //! `UPDATE_VALUE_TON=auto` and what the keeper spends, against the running pricing keeper and
 //! the toncenter stand-in's transaction index: the first send carries the maximum, the next the
-//! oracle's observed cost × 2; when the oracle's gas grows past that, the failed transaction is
+//! oracle's observed cost × 1.5 (the default `value_safety_factor`), which still lands when the
+//! oracle's gas grows by a quarter; when it grows past the margin, the failed transaction is
 //! reported with exit code -14 and the next send carries the maximum again and lands. The spent
 //! counter equals the wallet's balance change, and the runway is balance ÷ spend per day.
 
@@ -11,6 +12,8 @@ use keeper_tests::toncenter::{EXIT_OUT_OF_GAS, ORACLE_GAS_FEE};
 
 const FUNDED: u128 = 50_000_000_000;
 const MAX_VALUE: u128 = 50_000_000;
+/// What `auto` attaches once the oracle's cost is known: the default safety factor 1.5 × cost.
+const LEARNED_VALUE: u128 = ORACLE_GAS_FEE * 3 / 2;
 
 /// The value of `name` (no labels, or the first series) in a Prometheus text scrape.
 fn metric(text: &str, name: &str) -> Option<f64> {
@@ -89,16 +92,27 @@ async fn auto_value_follows_the_oracles_gas_recovers_from_out_of_gas_and_spend_m
         );
     }
 
-    // A move: the next message carries the observed cost × 2.
+    // A move: the next message carries the observed cost × 1.5, and lands.
     h.up.set_price_everywhere("USDC", "1.005");
     settled(&h, 7).await;
     let last = *h.ton.oracle_inbound().last().unwrap();
-    assert_eq!(last, (2 * ORACLE_GAS_FEE, 0));
+    assert_eq!(last, (LEARNED_VALUE, 0));
 
-    // The oracle's gas grows past that: out of gas, reported; the next send carries the
+    // The margin is real: the oracle's gas grows by a quarter and the learned value still pays
+    // for it, the update lands rather than running out of gas.
+    let grown = ORACLE_GAS_FEE * 5 / 4;
+    h.ton.set_oracle_gas_fee(grown);
+    h.up.set_price_everywhere("USDC", "1.0");
+    settled(&h, 8).await;
+    let last = *h.ton.oracle_inbound().last().unwrap();
+    assert_eq!(last, (LEARNED_VALUE, 0), "landed within the margin");
+    let (price, _) = h.ton.price(&h.oracle, 2).expect("USDC on chain");
+    assert_eq!(price, 1_000_000);
+
+    // The oracle's gas grows past the margin: out of gas, reported; the next send carries the
     // maximum and lands.
     h.ton.set_oracle_gas_fee(3 * ORACLE_GAS_FEE);
-    h.up.set_price_everywhere("USDC", "1.0");
+    h.up.set_price_everywhere("USDC", "1.005");
     let fired = h
         .sink
         .wait_until(Duration::from_secs(30), |r| {
@@ -110,15 +124,15 @@ async fn auto_value_follows_the_oracles_gas_recovers_from_out_of_gas_and_spend_m
         .expect("update_failed_onchain fired");
     let summary = fired["summary"].as_str().unwrap_or_default();
     assert!(summary.contains("exit code -14"), "{summary}");
-    settled(&h, 9).await;
+    settled(&h, 10).await;
     let inbound = h.ton.oracle_inbound();
     assert_eq!(
-        inbound[7..9],
-        [(2 * ORACLE_GAS_FEE, EXIT_OUT_OF_GAS), (MAX_VALUE, 0)],
+        inbound[8..10],
+        [(grown * 3 / 2, EXIT_OUT_OF_GAS), (MAX_VALUE, 0)],
         "{inbound:?}"
     );
     let (price, _) = h.ton.price(&h.oracle, 2).expect("USDC on chain");
-    assert_eq!(price, 1_000_000, "the retry landed");
+    assert_eq!(price, 1_005_000, "the retry landed");
     // The failed message's bounce came back and is not counted as spent (settled checks it).
     child.kill().await.expect("stop");
 }
@@ -158,7 +172,7 @@ async fn a_second_once_run_attaches_the_value_learned_from_the_chain() {
     // A new process knows nothing in memory, but the chain has the oracle's results.
     forget(&mut h);
     let second = once(&h, &["--force"]).await;
-    assert_eq!(second, vec![(2 * ORACLE_GAS_FEE, 0); 6], "{second:?}");
+    assert_eq!(second, vec![(LEARNED_VALUE, 0); 6], "{second:?}");
     // The spend rate starts from the chain's history too: one hour's extrapolation of what the
     // wallet spent, quiet (no wallet_runway_low) on so little history.
     assert!(

@@ -285,4 +285,27 @@ impl DeliveryError {
             _ => false,
         }
     }
+
+    /// Subjects the wallet sent whose result the oracle could not be read for: they may well
+    /// be on chain, so a keeper counts them as its own last publication rather than sending
+    /// them again on every tick the oracle stays unreadable. Empty when an oracle transaction
+    /// of the delivery failed (then they surely did not land) and for every other error.
+    pub fn sent_unverified(&self) -> Vec<&str> {
+        let Self::NotLanded { missing, report } = self else {
+            return Vec::new();
+        };
+        if report
+            .batches
+            .iter()
+            .any(|b| b.exit_code.is_some_and(|c| c != 0))
+        {
+            return Vec::new();
+        }
+        missing
+            .iter()
+            // An unpaid message was never sent; an answering oracle showed something else.
+            .filter(|r| r.onchain_value.is_none() && !r.unpaid)
+            .map(|r| r.subject.as_str())
+            .collect()
+    }
 }

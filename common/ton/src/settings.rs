@@ -153,7 +153,7 @@ impl Default for TonSettings {
             update_value: UpdateValue::Fixed(50_000_000),
             min_value_nanoton: 5_000_000,
             max_value_nanoton: 50_000_000,
-            value_safety_factor: 2.0,
+            value_safety_factor: 1.5,
             message_ttl: 60,
             request_timeout: 10,
             poll_interval_ms: 2_000,

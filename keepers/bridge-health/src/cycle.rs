@@ -86,6 +86,7 @@ impl BridgeCycle {
         &mut self,
         bridge: &str,
         action: Action,
+        d: &BridgeDecision,
         onchain: Option<OnChain>,
         policy: &crate::config::PolicySettings,
         now: i64,
@@ -94,8 +95,19 @@ impl BridgeCycle {
             Action::Publish(reason) if reason != PublishReason::Forced => {
                 let now = u64::try_from(now).unwrap_or(0);
                 let last_seen = |oc: OnChain| u64::try_from(oc.last_seen).unwrap_or(0);
-                let heartbeat_due =
-                    onchain.map(|oc| last_seen(oc).saturating_add(policy.heartbeat));
+                // A primary sees the same observations, so its heartbeat falls due by their
+                // lag later than on-chain + heartbeat; without the lag a heartbeat shorter than
+                // it would look overdue at once.
+                let seen = d
+                    .last_seen
+                    .and_then(|t| u64::try_from(t).ok())
+                    .unwrap_or(now);
+                let lag = now.saturating_sub(seen);
+                let heartbeat_due = onchain.map(|oc| {
+                    last_seen(oc)
+                        .saturating_add(policy.heartbeat)
+                        .saturating_add(lag)
+                });
                 let value = onchain.map(|oc| (last_seen(oc), u64::from(oc.is_online)));
                 match self
                     .fallback
@@ -362,16 +374,9 @@ impl BridgeCycle {
                     now,
                     self.p.force,
                 );
-                self.wait_for_primary(&bridge.name, action, onchain, policy, now)
+                self.wait_for_primary(&bridge.name, action, d, onchain, policy, now)
             } else {
-                decision::plan(
-                    d,
-                    &self.memory[i],
-                    onchain,
-                    policy.heartbeat,
-                    now,
-                    self.p.force,
-                )
+                decision::plan(d, &self.memory[i], onchain, policy.heartbeat, self.p.force)
             };
             if let (Action::Publish(_), Some(is_online)) = (&action, d.is_online) {
                 let last_seen = d.last_seen.unwrap_or(0).clamp(0, i64::from(u32::MAX));
@@ -388,7 +393,7 @@ impl BridgeCycle {
             let heartbeat_secs = i64::try_from(policy.heartbeat).unwrap_or(i64::MAX);
             let next_heartbeat_at = self.memory[i]
                 .published
-                .map(|p| p.at)
+                .map(|p| p.last_seen)
                 .or(onchain.map(|oc| oc.last_seen))
                 .map(|t| t.saturating_add(heartbeat_secs));
             summary.bridges.push(BridgeSummary {
@@ -468,6 +473,20 @@ impl BridgeCycle {
                 None
             }
             Ok(Publication::Failed { error, .. }) => {
+                // Sent but not read back (the oracle is unreadable): judged as published, or
+                // every tick the oracle stays dark would send the same status again.
+                let unverified = error.sent_unverified();
+                for p in picked
+                    .iter()
+                    .filter(|p| unverified.contains(&p.update.bridge.as_str()))
+                {
+                    self.memory[p.index].published = Some(Published {
+                        status: decisions[p.index].status,
+                        is_online: p.update.is_online,
+                        last_seen: i64::from(p.update.last_seen),
+                        at: now,
+                    });
+                }
                 summary.send.failed(&error);
                 Some(keeper_ton::delivery_failure(
                     &error,

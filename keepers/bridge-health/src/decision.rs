@@ -12,8 +12,11 @@
 //! - score: the weight-averaged verdict scores (healthy 1, degraded 0.5, critical 0) of the
 //!   signals that count, placed in the status's band — healthy 1, degraded [0.25, 0.75),
 //!   offline [0, 0.25) — so a dashboard threshold on the score agrees with the status;
-//! - `last_seen` moves to now whenever the bridge is online or a signal saw it moving value;
-//! - publish on status change or once the heartbeat elapsed.
+//! - `last_seen` moves to the observation time of the newest signal behind the verdict (the
+//!   upstream's own time, else its fetch time) whenever the bridge is online or a signal saw it
+//!   moving value, never backwards;
+//! - publish on status change, or as a heartbeat once the new `last_seen` is at least the
+//!   heartbeat newer than the published one: signals that lag do not make every tick due.
 
 use std::collections::HashMap;
 
@@ -41,6 +44,9 @@ pub struct BridgeDecision {
     pub is_online: Option<bool>,
     /// Last time (unix seconds) the bridge was seen healthy or active.
     pub last_seen: Option<i64>,
+    /// Observation time (unix seconds) of the newest signal behind this verdict; `None` when
+    /// unknown.
+    pub observed_at: Option<i64>,
     /// The signals that decided the status.
     pub deciding: Vec<String>,
     /// One sentence: why this status.
@@ -121,6 +127,7 @@ pub fn decide(
             score: 0.0,
             is_online: None,
             last_seen: mem.last_seen,
+            observed_at: None,
             deciding: reports.iter().map(|r| r.signal.clone()).collect(),
             reason: format!("no signal could be read ({})", errors.join("; ")),
             signals: reports,
@@ -164,9 +171,6 @@ pub fn decide(
         _ => (mean * 0.25).min(0.2499),
     };
     let score = (banded.clamp(0.0, 1.0) * 10_000.0).round() / 10_000.0;
-    if status != Status::Offline || active {
-        mem.last_seen = Some(now);
-    }
     let unknown = reports
         .iter()
         .filter(|r| r.verdict == Verdict::Unknown)
@@ -207,6 +211,11 @@ pub fn decide(
         Some(note) => format!("{reason}; {note}"),
         None => reason,
     };
+    let observed_at = newest_observation(&reports, &deciding);
+    if status != Status::Offline || active {
+        // The oracle refuses a `last_seen` older than the one it holds.
+        mem.last_seen = mem.last_seen.max(observed_at.or(Some(now)));
+    }
     BridgeDecision {
         bridge_id: bridge.id,
         bridge: bridge.name.clone(),
@@ -214,10 +223,30 @@ pub fn decide(
         score,
         is_online: Some(status != Status::Offline),
         last_seen: mem.last_seen,
+        observed_at,
         deciding,
         reason,
         signals: reports,
     }
+}
+
+/// The newest observation among the `deciding` signals read this tick; when those are all held
+/// from earlier ticks, the newest of every signal read this tick.
+fn newest_observation(reports: &[SignalReport], deciding: &[String]) -> Option<i64> {
+    let read = |r: &&SignalReport| r.verdict != Verdict::Unknown;
+    reports
+        .iter()
+        .filter(read)
+        .filter(|r| deciding.contains(&r.signal))
+        .filter_map(|r| r.observed_at)
+        .max()
+        .or_else(|| {
+            reports
+                .iter()
+                .filter(read)
+                .filter_map(|r| r.observed_at)
+                .max()
+        })
 }
 
 /// The bridge's state as read back from the oracle (`get_bridge_status`).
@@ -286,20 +315,21 @@ impl Action {
     }
 }
 
-/// Publish on status change or heartbeat; never publish an unknown status.
+/// Publish on status change or heartbeat; never publish an unknown status. A heartbeat is due
+/// when the `last_seen` to publish is at least `heartbeat` newer than the published one.
 pub fn plan(
     d: &BridgeDecision,
     mem: &Memory,
     onchain: Option<OnChain>,
     heartbeat: u64,
-    now: i64,
     force: bool,
 ) -> Action {
     let is_online = match status_to_publish(d, force) {
         Ok(is_online) => is_online,
         Err(settled) => return settled,
     };
-    let hb = heartbeat as i64;
+    let hb = i64::try_from(heartbeat).unwrap_or(i64::MAX);
+    let seen = d.last_seen.unwrap_or(0);
     if let Some(p) = mem.published {
         // Once we have published, our own record decides: the chain holds the median of every
         // registered keeper and may lawfully disagree with us; chasing it would spend TON on
@@ -307,17 +337,17 @@ pub fn plan(
         if p.status != d.status {
             return Action::Publish(PublishReason::StatusChange);
         }
-        let age = now.saturating_sub(p.at);
-        if age >= hb {
+        let due = p.last_seen.saturating_add(hb);
+        if seen >= due {
             return Action::Publish(PublishReason::Heartbeat);
         }
         return Action::Skip(format!(
-            "{} unchanged; heartbeat in {} s",
+            "{} unchanged; heartbeat once an observation reaches {due} (newest {seen}, {} s short)",
             d.status,
-            hb - age
+            due - seen
         ));
     }
-    from_chain(is_online, onchain, hb, now)
+    from_chain(is_online, seen, onchain, hb)
 }
 
 /// A fallback keeper's plan: what the chain lacks, judged against the chain (a primary
@@ -335,7 +365,7 @@ pub fn plan_fallback(
         Ok(is_online) => is_online,
         Err(settled) => return settled,
     };
-    let hb = heartbeat as i64;
+    let hb = i64::try_from(heartbeat).unwrap_or(i64::MAX);
     if let Some(p) = mem.published
         && p.status == d.status
         && now.saturating_sub(p.at) < hb
@@ -346,7 +376,7 @@ pub fn plan_fallback(
             now.saturating_sub(p.at)
         ));
     }
-    from_chain(is_online, onchain, hb, now)
+    from_chain(is_online, d.last_seen.unwrap_or(0), onchain, hb)
 }
 
 /// The status a plan weighs, or the action that settles it first: an unknown status is
@@ -363,18 +393,17 @@ fn status_to_publish(d: &BridgeDecision, force: bool) -> Result<bool, Action> {
     Ok(is_online)
 }
 
-fn from_chain(is_online: bool, onchain: Option<OnChain>, hb: i64, now: i64) -> Action {
+fn from_chain(is_online: bool, seen: i64, onchain: Option<OnChain>, hb: i64) -> Action {
     match onchain {
         None => Action::Publish(PublishReason::Initial),
         Some(oc) if oc.is_online != is_online => Action::Publish(PublishReason::StatusChange),
-        // `last_seen` is at most the last publication time, so this errs towards publishing.
-        Some(oc) if now.saturating_sub(oc.last_seen) >= hb => {
+        Some(oc) if seen >= oc.last_seen.saturating_add(hb) => {
             Action::Publish(PublishReason::Heartbeat)
         }
         Some(oc) => Action::Skip(format!(
-            "on-chain is_online={} matches; heartbeat in {} s",
+            "on-chain is_online={} matches; heartbeat once an observation reaches {} (newest {seen})",
             oc.is_online,
-            hb.saturating_sub(now.saturating_sub(oc.last_seen))
+            oc.last_seen.saturating_add(hb)
         )),
     }
 }

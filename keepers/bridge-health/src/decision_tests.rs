@@ -32,6 +32,7 @@ fn r(name: &str, verdict: Verdict) -> SignalReport {
         active: false,
         weight: 1.0,
         held: None,
+        observed_at: None,
     }
 }
 
@@ -147,10 +148,7 @@ fn unknown_is_never_healthy() {
         (Status::Unknown, 0.0, None)
     );
     assert_eq!(d.last_seen, Some(NOW), "the earlier sighting is kept");
-    assert!(matches!(
-        plan(&d, &m, None, 900, NOW + 60, true),
-        Action::Withhold(_)
-    ));
+    assert!(matches!(plan(&d, &m, None, 900, true), Action::Withhold(_)));
 }
 
 #[test]
@@ -238,6 +236,7 @@ fn decided(status: Status) -> BridgeDecision {
         score: 1.0,
         is_online: (status != Status::Unknown).then_some(status != Status::Offline),
         last_seen: Some(NOW),
+        observed_at: Some(NOW),
         deciding: vec![],
         reason: "r".into(),
         signals: vec![],
@@ -249,7 +248,7 @@ fn publish_on_change_or_heartbeat_only() {
     let mut m = Memory::default();
     let healthy = decided(Status::Healthy);
     assert_eq!(
-        plan(&healthy, &m, None, 900, NOW, false),
+        plan(&healthy, &m, None, 900, false),
         Action::Publish(PublishReason::Initial)
     );
     // After a restart: the chain agrees and is fresh → skip; stale → heartbeat.
@@ -258,7 +257,7 @@ fn publish_on_change_or_heartbeat_only() {
         last_seen: NOW - 100,
     };
     assert!(matches!(
-        plan(&healthy, &m, Some(fresh), 900, NOW, false),
+        plan(&healthy, &m, Some(fresh), 900, false),
         Action::Skip(_)
     ));
     let stale = OnChain {
@@ -266,7 +265,7 @@ fn publish_on_change_or_heartbeat_only() {
         last_seen: NOW - 900,
     };
     assert_eq!(
-        plan(&healthy, &m, Some(stale), 900, NOW, false),
+        plan(&healthy, &m, Some(stale), 900, false),
         Action::Publish(PublishReason::Heartbeat)
     );
     let off = OnChain {
@@ -274,7 +273,7 @@ fn publish_on_change_or_heartbeat_only() {
         last_seen: NOW,
     };
     assert_eq!(
-        plan(&healthy, &m, Some(off), 900, NOW, false),
+        plan(&healthy, &m, Some(off), 900, false),
         Action::Publish(PublishReason::StatusChange)
     );
     m.published = Some(Published {
@@ -283,23 +282,72 @@ fn publish_on_change_or_heartbeat_only() {
         last_seen: NOW,
         at: NOW,
     });
+    // The heartbeat follows the observation time, not the clock.
+    let seen = |t: i64| BridgeDecision {
+        last_seen: Some(t),
+        observed_at: Some(t),
+        ..decided(Status::Healthy)
+    };
     assert!(matches!(
-        plan(&healthy, &m, None, 900, NOW + 899, false),
+        plan(&seen(NOW + 899), &m, None, 900, false),
         Action::Skip(_)
     ));
     assert_eq!(
-        plan(&healthy, &m, None, 900, NOW + 900, false),
+        plan(&seen(NOW + 900), &m, None, 900, false),
         Action::Publish(PublishReason::Heartbeat)
     );
     // healthy → degraded keeps is_online but is a status change.
     assert_eq!(
-        plan(&decided(Status::Degraded), &m, None, 900, NOW + 10, false),
+        plan(&decided(Status::Degraded), &m, None, 900, false),
         Action::Publish(PublishReason::StatusChange)
     );
     assert_eq!(
-        plan(&healthy, &m, None, 900, NOW + 10, true),
+        plan(&healthy, &m, None, 900, true),
         Action::Publish(PublishReason::Forced)
     );
+}
+
+#[test]
+fn last_seen_is_the_newest_observation_behind_the_verdict_and_never_goes_back() {
+    let mut m = Memory::default();
+    let at = |name: &str, t: i64| SignalReport {
+        observed_at: Some(t),
+        ..r(name, Verdict::Healthy)
+    };
+    // Lagging upstreams: the clock says NOW, the data says earlier.
+    let d = decide(
+        &bridge(),
+        vec![at("a", NOW - 600), at("b", NOW - 300)],
+        &mut m,
+        900,
+        1,
+        NOW,
+    );
+    assert_eq!(
+        (d.last_seen, d.observed_at),
+        (Some(NOW - 300), Some(NOW - 300))
+    );
+    // An older observation later (another upstream answering from a cache) keeps last_seen.
+    let d = decide(
+        &bridge(),
+        vec![at("a", NOW - 700), r("b", Verdict::Unknown)],
+        &mut m,
+        900,
+        1,
+        NOW + 60,
+    );
+    assert_eq!(
+        (d.last_seen, d.observed_at),
+        (Some(NOW - 300), Some(NOW - 700))
+    );
+    // Flat status with signals that lag by more than the heartbeat: not due on every tick.
+    m.published = Some(Published {
+        status: Status::Healthy,
+        is_online: true,
+        last_seen: NOW - 300,
+        at: NOW,
+    });
+    assert!(matches!(plan(&d, &m, None, 240, false), Action::Skip(_)));
 }
 
 #[test]

@@ -20,8 +20,9 @@ pub struct BridgeSummary {
     pub action: &'static str,
     /// Why (`status_change`, `heartbeat`, "unchanged…", "every signal unknown…").
     pub action_reason: String,
-    /// Unix seconds at which the next heartbeat update falls due (this keeper's last
-    /// publication, else the on-chain `last_seen`, plus the heartbeat); unknown without either.
+    /// Observation time, unix seconds, a new observation must reach for the next heartbeat
+    /// update (this keeper's last published `last_seen`, else the on-chain one, plus the
+    /// heartbeat); unknown without either.
     pub next_heartbeat_at: Option<i64>,
 }
 

@@ -678,3 +678,122 @@ async fn with_the_oracle_unreadable_a_fallback_stays_quiet_and_the_primary_keeps
     primary.kill().await.unwrap();
     fallback.kill().await.unwrap();
 }
+
+/// Cycles the keeper finished, whatever their outcome (`keeper_cycles_total`).
+async fn cycles(h: &Harness) -> u64 {
+    h.metrics()
+        .await
+        .lines()
+        .filter(|l| l.starts_with("keeper_cycles_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// Waits until the keeper finished `n` more cycles than `from`.
+async fn cycles_after(h: &Harness, from: u64, n: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = cycles(h).await;
+        if now >= from + n {
+            return now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{now} cycles, waited for {}",
+            from + n
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signals_that_lag_publish_once_per_heartbeat_of_observation_time_not_every_tick() {
+    const HEARTBEAT: u32 = 5;
+    let h = Harness::start().await;
+    // The TON Bridge on its two pegs only: every signal behind its verdict carries the
+    // upstream's own time.
+    let text = std::fs::read_to_string(&h.config).unwrap();
+    let cut = text.find("# allowLock() on the Ethereum side").unwrap();
+    let cfg = h.dir.path().join("pegs_only.toml");
+    std::fs::write(&cfg, &text[..cut]).unwrap();
+    // The quotes are twenty minutes old and stop moving: a flat status on lagging data, far
+    // older than the heartbeat by the clock.
+    let stuck = keeper_tests::unix_now() as i64 - 1200;
+    for key in &PEG_KEYS[..2] {
+        h.up.set_defillama_coin(key, "0.9996", Ts::At(stuck));
+    }
+    let mut cmd = h.command_with(&cfg, &[]);
+    cmd.env("BRIDGE_HEARTBEAT", HEARTBEAT.to_string());
+    let mut child = spawn_logged(cmd, &h.schema);
+    h.wait_externals(1).await;
+    assert_eq!(
+        h.bridge_events(),
+        [(1, true, stuck as u32)],
+        "last_seen is the quotes' time"
+    );
+
+    // Ten ticks, each far past the heartbeat by the clock: nothing newer was observed.
+    let from = cycles(&h).await;
+    cycles_after(&h, from, 10).await;
+    assert_eq!(h.accepted(), 1, "{:?}", h.bridge_events());
+
+    // The quotes move on by less than the heartbeat: still nothing; by the heartbeat: one
+    // heartbeat carrying the new observation time.
+    for key in &PEG_KEYS[..2] {
+        h.up.set_defillama_coin(key, "0.9996", Ts::At(stuck + i64::from(HEARTBEAT) - 1));
+    }
+    let from = cycles(&h).await;
+    cycles_after(&h, from, 3).await;
+    assert_eq!(h.accepted(), 1, "{:?}", h.bridge_events());
+    let newer = stuck + i64::from(HEARTBEAT);
+    for key in &PEG_KEYS[..2] {
+        h.up.set_defillama_coin(key, "0.9996", Ts::At(newer));
+    }
+    h.wait_externals(2).await;
+    let from = cycles(&h).await;
+    cycles_after(&h, from, 5).await;
+    assert_eq!(
+        h.bridge_events(),
+        [(1, true, stuck as u32), (1, true, newer as u32)]
+    );
+    child.kill().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_oracle_unreadable_a_primary_sends_a_changed_status_once() {
+    let h = Harness::start().await;
+    // A read-back that gives up within the cycle, so the cycle sees the send it cannot verify.
+    let text = std::fs::read_to_string(&h.config).unwrap();
+    assert!(text.contains("\n[ton]\n"), "config layout changed");
+    let cfg = h.dir.path().join("short_readback.toml");
+    std::fs::write(
+        &cfg,
+        text.replacen("\n[ton]\n", "\n[ton]\nreadback_timeout = 2\n", 1),
+    )
+    .unwrap();
+    let mut child = spawn_logged(h.command_with(&cfg, &[]), &h.schema);
+    h.wait_externals(1).await;
+    // Let the first send be read back before the oracle goes dark.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    h.ton.inject(
+        "runGetMethod",
+        keeper_tests::toncenter::Fault::Status(400, "cannot run get-method: exit code 11".into()),
+        usize::MAX,
+    );
+    // The TON Bridge's contract pauses deposits: offline at once, sent once.
+    h.up.set_eth_bool(TON_BRIDGE, ALLOW_LOCK, false);
+    h.wait_externals(2).await;
+    let from = cycles(&h).await;
+    cycles_after(&h, from, 8).await;
+    assert_eq!(
+        h.accepted(),
+        2,
+        "one external per status, not one per tick: {:?}",
+        h.bridge_events()
+    );
+    assert_eq!(
+        h.bridge_events().last().map(|e| (e.0, e.1)),
+        Some((1, false))
+    );
+    child.kill().await.unwrap();
+}

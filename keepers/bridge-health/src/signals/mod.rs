@@ -214,17 +214,27 @@ pub struct Observation {
     pub why: String,
     /// The bridge was seen moving value (feeds `last_seen` even when it is not healthy).
     pub active: bool,
+    /// When the upstream says its data was observed, unix seconds; `None` when its answer
+    /// carries no time (the fetch time stands in).
+    pub observed_at: Option<i64>,
 }
 
 impl Observation {
-    /// An observation with no activity evidence.
+    /// An observation with no activity evidence and no time of its own.
     pub fn new(verdict: Verdict, value: serde_json::Value, why: impl Into<String>) -> Self {
         Self {
             verdict,
             value,
             why: why.into(),
             active: false,
+            observed_at: None,
         }
+    }
+
+    /// The same observation stamped with the upstream's own time, unix seconds.
+    pub fn at(mut self, observed_at: i64) -> Self {
+        self.observed_at = Some(observed_at);
+        self
     }
 }
 
@@ -249,11 +259,20 @@ pub struct SignalReport {
     /// For an unknown signal: the recent non-healthy verdict still held for it (see decision).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub held: Option<Verdict>,
+    /// When what the verdict rests on was observed, unix seconds: the upstream's own time, else
+    /// when it was fetched; `None` when unknown. A published `last_seen` is this time, not the
+    /// keeper's clock.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub observed_at: Option<i64>,
 }
 
 impl SignalReport {
-    /// Builds the report from a check's result.
-    pub fn from_result(spec: &SignalSpec, result: Result<Observation, SignalError>) -> Self {
+    /// Builds the report from a check's result fetched at `fetched_at` (unix seconds).
+    pub fn from_result(
+        spec: &SignalSpec,
+        result: Result<Observation, SignalError>,
+        fetched_at: i64,
+    ) -> Self {
         match result {
             Ok(o) => Self {
                 signal: spec.name.clone(),
@@ -264,6 +283,9 @@ impl SignalReport {
                 active: o.active,
                 weight: spec.weight,
                 held: None,
+                // Never later than the fetch: an upstream clock ahead of ours must not make an
+                // observation look newer than it can be.
+                observed_at: Some(o.observed_at.map_or(fetched_at, |t| t.min(fetched_at))),
             },
             Err(e) => Self {
                 signal: spec.name.clone(),
@@ -274,6 +296,7 @@ impl SignalReport {
                 active: false,
                 weight: spec.weight,
                 held: None,
+                observed_at: None,
             },
         }
     }
@@ -381,7 +404,7 @@ pub async fn run(spec: &SignalSpec, ctx: &Ctx<'_>) -> SignalReport {
     if let Err(e) = &result {
         tracing::warn!(signal = %spec.name, error = %e, "signal unreadable");
     }
-    SignalReport::from_result(spec, result)
+    SignalReport::from_result(spec, result, chrono::Utc::now().timestamp())
 }
 
 /// Formats a USD amount compactly for messages (`62.0 M USD`).

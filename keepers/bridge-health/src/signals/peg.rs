@@ -231,11 +231,14 @@ pub fn evaluate(cfg: &PegConfig, batch: &PegBatch, now: i64) -> Result<Observati
     if let Some((s, Err(e))) = readings.iter().find(|(_, r)| r.is_err()) {
         why.push_str(&format!("; {s} unusable: {e}"));
     }
+    // The average is as old as its oldest quote.
+    let observed_at = quotes.iter().map(|(_, q)| q.timestamp).min().unwrap_or(now);
     Ok(Observation::new(
         verdict,
         json!({"price": price, "target": cfg.target, "off_pct": round2(off_pct), "quotes": sources}),
         why,
-    ))
+    )
+    .at(observed_at))
 }
 
 /// Reads the quotes from the cycle's batch.

@@ -512,29 +512,19 @@ impl PricingCycle {
             }
             Ok(Publication::Failed { error, sent }) => {
                 // The wallet took it but the oracle could not be read back: remember it as this
-                // keeper's own last value, or every unreadable tick would send it again. Not when
-                // the oracle's transaction is known to have failed: then it surely did not land.
-                if let keeper_ton::DeliveryError::NotLanded { missing, report } = &error
-                    && !report
-                        .batches
-                        .iter()
-                        .any(|b| b.exit_code.is_some_and(|c| c != 0))
+                // keeper's own last value, or every unreadable tick would send it again.
+                let unverified = error.sent_unverified();
+                for p in picked
+                    .iter()
+                    .filter(|p| unverified.contains(&p.asset.as_str()))
                 {
-                    for p in picked {
-                        // Never sent (the wallet could not pay): surely not on the oracle.
-                        let unverified = missing.iter().any(|r| {
-                            r.subject == p.asset && r.onchain_value.is_none() && !r.unpaid
-                        });
-                        if unverified {
-                            self.record.remember(
-                                &p.asset,
-                                OnChain {
-                                    price_micro: p.price_micro,
-                                    timestamp: p.timestamp,
-                                },
-                            );
-                        }
-                    }
+                    self.record.remember(
+                        &p.asset,
+                        OnChain {
+                            price_micro: p.price_micro,
+                            timestamp: p.timestamp,
+                        },
+                    );
                 }
                 let change = StatusChange {
                     status: UpdateStatus::Failed,
