@@ -45,6 +45,27 @@ fn client(url: &str, key: Option<&str>, timeout: Duration) -> Toncenter {
         ))
 }
 
+/// Moves the stand-in's chain time past each swallowed external's `valid_until` plus the landing
+/// margin as soon as it is sent: expiry is proven only past the margin, which a test should not
+/// wait out in real time.
+fn expire_swallowed(chain: &ToncenterServer) -> tokio::task::JoinHandle<()> {
+    let chain = chain.clone();
+    tokio::spawn(async move {
+        let mut seen = 0;
+        loop {
+            let ext = chain.externals();
+            for e in ext.iter().skip(seen) {
+                if e.outcome == ExternalOutcome::Swallowed {
+                    let past = u64::from(e.valid_until.unwrap_or(0)) + LANDING_MARGIN_SECS + 1;
+                    chain.advance_chain_time(past.saturating_sub(chain.chain_time()));
+                }
+            }
+            seen = ext.len();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+}
+
 /// A chain with an oracle that knows the wallet's key; the wallet is funded, and deployed at
 /// seqno 5 when `deployed`.
 async fn rig(version: WalletVersion, seed: u8, deployed: bool) -> Rig {
@@ -417,10 +438,12 @@ async fn expired_message_is_rebuilt_only_after_it_cannot_land() {
         ..config()
     };
     let d = r.delivery(&r.chain.jsonrpc_url(), cfg);
+    let clock = expire_swallowed(&r.chain);
     let report = d
         .deliver(&r.prices(&[1, 2], keeper_tests::unix_now() - 10))
         .await
         .unwrap();
+    clock.abort();
     let b = &report.batches[0];
     assert_eq!((b.seqno, b.rebuilds), (5, 1));
     let ext = r.chain.externals();
@@ -449,10 +472,12 @@ async fn expiry_gives_up_after_the_allowed_rebuilds() {
         ..config()
     };
     let d = r.delivery(&r.chain.jsonrpc_url(), cfg);
+    let clock = expire_swallowed(&r.chain);
     let err = d
         .deliver(&r.prices(&[1], keeper_tests::unix_now()))
         .await
         .unwrap_err();
+    clock.abort();
     assert!(
         matches!(
             err,
@@ -517,10 +542,17 @@ async fn a_rejected_message_stays_in_flight_until_it_expires() {
     );
     assert_eq!(poor.externals().len(), 1);
 
-    // Once chain time passes its valid_until the old body is dead and a new one goes out.
-    while poor.chain_time() < u64::from(valid_until) {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // At valid_until plus the landing margin it still counts as able to land.
+    let margin_end = u64::from(valid_until) + LANDING_MARGIN_SECS;
+    poor.set_chain_time(margin_end);
+    let err = d.deliver(&msgs).await.unwrap_err();
+    assert!(
+        matches!(err, DeliveryError::InFlight { seqno: 0, .. }),
+        "{err:?}"
+    );
+    // Once chain time passes its valid_until and the margin the old body is dead and a new one
+    // goes out.
+    poor.set_chain_time(margin_end + 1);
     let report = d.deliver(&msgs).await.unwrap();
     assert_eq!(report.batches[0].seqno, 0);
     let ext = poor.externals();
@@ -674,6 +706,45 @@ async fn unreachable_chain_is_a_transport_error() {
         .unwrap_err();
     assert_eq!(err.kind(), "transport");
     assert!(err.to_string().contains("getWalletInformation"), "{err}");
+}
+
+#[tokio::test]
+async fn a_seqno_taken_by_another_body_is_reported_as_such_not_as_ours() {
+    let r = rig(WalletVersion::V5r1, 13, true).await;
+    // The first body is acknowledged and never included.
+    r.chain.inject("sendBocReturnHash", Fault::Swallow, 1);
+    let cfg = DeliveryConfig {
+        confirm_timeout: Duration::from_millis(300),
+        ..config()
+    };
+    let d = r.delivery(&r.chain.jsonrpc_url(), cfg.clone());
+    let err = d
+        .deliver(&r.prices(&[1], keeper_tests::unix_now() - 5))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), "unconfirmed", "{err:?}");
+    // Another sender (its own journal) takes seqno 5 with another body.
+    let other = r.delivery(&r.chain.jsonrpc_url(), cfg);
+    let report = other
+        .deliver(&r.prices(&[2], keeper_tests::unix_now() - 4))
+        .await
+        .unwrap();
+    assert_eq!(report.batches[0].seqno, 5);
+    // The seqno moved, the wallet's listing reaches back past the build and holds the other
+    // external, not ours: not counted as confirmed; the update goes out again at seqno 6.
+    let report = d
+        .deliver(&r.prices(&[1], keeper_tests::unix_now() - 3))
+        .await
+        .unwrap();
+    assert_eq!(report.batches[0].seqno, 6);
+    let other_landed = "keeper_ton_messages_total{op=\"update_price\",outcome=\"other_landed\"}";
+    assert_eq!(r.metric(other_landed), Some(1.0));
+    let confirmed = "keeper_ton_messages_total{op=\"update_price\",outcome=\"confirmed\"}";
+    assert_eq!(
+        r.metric(confirmed),
+        Some(2.0),
+        "the other sender's and the resend"
+    );
 }
 
 /// A cycle timeout cuts a delivery while its message waits for a slow block. The next call must

@@ -341,3 +341,61 @@ async fn first_endpoint_dead_or_503_costs_a_tick_nothing() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_endpoint_ahead_alone_neither_expires_nor_clears_a_message_that_can_still_land() {
+    let t = two_ports(56).await;
+    // Accepted and held: the message can land until its valid_until and the margin pass. Its
+    // TTL is short so the chain is asked from the first poll on.
+    t.first.set_inclusion_delay(Duration::from_secs(3_600));
+    // The preferred endpoint claims the chain is an hour on: past valid_until and the margin.
+    t.first.set_ahead(3_600);
+    let transport = t.transport(&[t.first.jsonrpc_url(), t.second.jsonrpc_url()]);
+    let d = Delivery::new(
+        transport,
+        t.wallet.clone(),
+        DeliveryConfig {
+            value_nanoton: 50_000_000,
+            auto_value: None,
+            ttl: Duration::from_secs(1),
+            poll_interval: Duration::from_millis(20),
+            confirm_timeout: Duration::from_millis(300),
+            readback_timeout: Duration::ZERO,
+            max_rebuilds: 2,
+        },
+    );
+    let err = d.deliver(&t.price(1, 999_400)).await.unwrap_err();
+    assert_eq!(err.kind(), "unconfirmed", "{err:?}");
+    let (seqno, valid_until) = d.in_flight().await.expect("still in flight");
+    assert_eq!(seqno, 7);
+    // Built on the chain time both endpoints reached, not on the hour ahead.
+    assert!(
+        u64::from(valid_until) <= t.first.chain_time() + 1,
+        "{valid_until}"
+    );
+    let err = d.deliver(&t.price(1, 999_400)).await.unwrap_err();
+    assert!(
+        matches!(err, DeliveryError::InFlight { seqno: 7, .. }),
+        "{err:?}"
+    );
+    let journaled = d.journal().entries(&t.wallet.address_raw()).await.unwrap();
+    assert_eq!(journaled.len(), 1, "nothing cleared");
+    assert_eq!(journaled[0].seqno, 7);
+    assert!(
+        t.first.held_externals() >= 1,
+        "the first body is still held"
+    );
+    assert!(
+        t.first.externals().is_empty(),
+        "no second body went out for seqno 7"
+    );
+
+    // The honest endpoint too is past valid_until and the margin: now it is proven dead, and
+    // a new body for seqno 7 lands.
+    t.first.set_inclusion_delay(Duration::ZERO);
+    t.first.advance_chain_time(1 + LANDING_MARGIN_SECS + 1);
+    let report = d.deliver(&t.price(1, 999_500)).await.unwrap();
+    assert_eq!(report.batches[0].seqno, 7);
+    assert_eq!(t.first.seqno(t.wallet.address()), Some(8));
+    assert_eq!(t.first.price(&t.oracle, 1).map(|p| p.0), Some(999_500));
+}

@@ -221,9 +221,9 @@ async fn an_expired_journaled_message_is_proven_dead_before_a_new_body() {
     );
     drop(first);
     r.chain.set_inclusion_delay(Duration::ZERO);
-    tokio::time::sleep(Duration::from_millis(2_500)).await;
-    // Chain time has passed its valid_until with seqno 11 unused: only now may seqno 11 carry
-    // another body.
+    // Chain time has passed its valid_until and the landing margin with seqno 11 unused: only
+    // now may seqno 11 carry another body.
+    r.chain.advance_chain_time(2 + LANDING_MARGIN_SECS + 1);
     let second = r.process(journal.clone(), Duration::from_secs(10));
     let report = second
         .deliver(&r.price(999_003, keeper_tests::unix_now() - 1))

@@ -1,14 +1,16 @@
 //! A deterministic simulation of delivery: two or three keeper instances share one wallet, one
 //! in-memory journal and one lease that expires, on a simulated clock (tokio's paused time), in
-//! front of a simulated chain whose endpoint lags, loses sends or answers an error for a send it
-//! accepted. Instances crash at every await point of delivery (every chain call and the fence
+//! front of a simulated chain with two endpoints: one lags, loses sends or answers an error for
+//! a send it accepted, the other may run ahead (a later chain time, a higher seqno) and then is
+//! the one single reads go to. Instances crash at every await point of delivery (every chain call and the fence
 //! check). The real `Delivery` runs through the `TonTransport` and `Fence` traits.
 //!
 //! Checked after every chain call and every step:
 //! 1. at most one body per (wallet, seqno) is in flight (able to land);
 //! 2. nothing is sent that is not journaled;
 //! 3. nothing new is sent under a fencing token older than one already journaled;
-//! 4. a dry run never sends.
+//! 4. a dry run never sends;
+//! 5. no journal entry is cleared while its body can still land.
 //!
 //! A failing seed is printed; `KEEPER_SIM_SEED=<seed>` replays exactly that schedule, and
 //! `KEEPER_SIM_SEEDS=<n>` changes how many seeds run.
@@ -75,6 +77,11 @@ struct Faults {
     lose_sends: bool,
     /// Sends reach the network but answer a transport error.
     error_after_accept: bool,
+    /// The second endpoint shows a chain time this many seconds ahead (0: the truth); while it
+    /// does, single reads go to it.
+    ahead_secs: u64,
+    /// The second endpoint also shows a seqno one higher than the chain's.
+    ahead_seqno: bool,
 }
 
 #[derive(Debug)]
@@ -99,6 +106,8 @@ struct World {
     dry_run: bool,
     /// (instance, chain calls left before it crashes).
     crash: Option<(usize, u32)>,
+    /// The journal as last seen, to catch an entry cleared while its body can still land.
+    journaled: Vec<JournalEntry>,
     violations: Vec<String>,
     log: Vec<String>,
 }
@@ -143,6 +152,47 @@ impl World {
     fn violation(&mut self, text: String) {
         self.violations.push(text);
     }
+
+    /// What the second endpoint shows: the truth, or a chain time (and seqno) ahead of it.
+    fn ahead_view(&self) -> (u64, u32) {
+        let now = self.now();
+        let seqno = self.seqno_at(now) + u32::from(self.faults.ahead_seqno);
+        (now.saturating_add(self.faults.ahead_secs), seqno)
+    }
+
+    /// What single reads see: the ahead endpoint while it runs ahead, else the lagging one.
+    fn preferred_view(&self) -> (u64, u32) {
+        if self.faults.ahead_secs > 0 || self.faults.ahead_seqno {
+            self.ahead_view()
+        } else {
+            let seen = self.now().saturating_sub(self.faults.lag_secs);
+            (seen, self.seqno_at(seen))
+        }
+    }
+
+    /// Invariant 5: an entry gone from `journal` whose body is still held by the network (its
+    /// seqno unused, its valid_until ahead) was cleared while it could still land.
+    fn check_cleared(&mut self, journal: Vec<JournalEntry>) {
+        let now = self.now();
+        for gone in self.journaled.iter().filter(|e| {
+            !journal
+                .iter()
+                .any(|j| j.seqno == e.seqno && j.body_hash == e.body_hash)
+        }) {
+            let live = self
+                .mempool
+                .iter()
+                .any(|p| p.seqno == gone.seqno && hex::encode(p.body) == gone.body_hash);
+            if live {
+                self.violations.push(format!(
+                    "t={now} the entry for seqno {} body {} was cleared while it can still land",
+                    gone.seqno,
+                    &gone.body_hash[..8]
+                ));
+            }
+        }
+        self.journaled = journal;
+    }
 }
 
 type Shared = Arc<Mutex<World>>;
@@ -167,11 +217,13 @@ impl SimTransport {
         let crash = {
             let mut w = world(&self.world);
             w.advance();
-            for e in self.journal.snapshot() {
+            let journal = self.journal.snapshot();
+            for e in &journal {
                 if let Some(t) = e.fencing_token {
                     w.newest_journaled_token = w.newest_journaled_token.max(t);
                 }
             }
+            w.check_cleared(journal);
             let now = w.now();
             w.log
                 .push(format!("t={now} instance {} {what}", self.instance));
@@ -274,11 +326,11 @@ impl TonTransport for SimTransport {
     ) -> Result<WalletInformation, TransportError> {
         self.point("getWalletInformation").await;
         let w = world(&self.world);
-        let seen = w.now().saturating_sub(w.faults.lag_secs);
+        let (_, seqno) = w.preferred_view();
         Ok(WalletInformation {
             state: AccountState::Active,
             balance_nanoton: 1_000_000_000_000,
-            seqno: Some(w.seqno_at(seen)),
+            seqno: Some(seqno),
             wallet_type: None,
             last_transaction_lt: 0,
         })
@@ -290,13 +342,30 @@ impl TonTransport for SimTransport {
     ) -> Result<AddressInformation, TransportError> {
         self.point("getAddressInformation").await;
         let w = world(&self.world);
-        let seen = w.now().saturating_sub(w.faults.lag_secs);
+        let (t, seqno) = w.preferred_view();
         Ok(AddressInformation {
             state: AccountState::Active,
             balance_nanoton: 1_000_000_000_000,
-            data: Some(Self::data(w.seqno_at(seen))),
-            sync_utime: seen,
+            data: Some(Self::data(seqno)),
+            sync_utime: t,
         })
+    }
+
+    async fn address_views(&self, _address: &TonAddress) -> ChainViews {
+        self.point("getAddressInformation on every endpoint").await;
+        let w = world(&self.world);
+        let seen = w.now().saturating_sub(w.faults.lag_secs);
+        let (ahead_t, ahead_seqno) = w.ahead_view();
+        let view = |t: u64, seqno: u32| AddressInformation {
+            state: AccountState::Active,
+            balance_nanoton: 1_000_000_000_000,
+            data: Some(Self::data(seqno)),
+            sync_utime: t,
+        };
+        ChainViews {
+            asked: 2,
+            answered: vec![view(seen, w.seqno_at(seen)), view(ahead_t, ahead_seqno)],
+        }
     }
 
     async fn run_get_method(
@@ -440,6 +509,7 @@ impl Sim {
             newest_journaled_token: 0,
             dry_run: false,
             crash: None,
+            journaled: Vec::new(),
             violations: Vec::new(),
             log: Vec::new(),
         }));
@@ -618,6 +688,8 @@ fn run_seed(seed: u64, steps: u32) -> (Option<String>, Vec<String>) {
                         lag_secs: [0, 0, 2, 5][rng.below(4) as usize],
                         lose_sends: rng.chance(15),
                         error_after_accept: rng.chance(15),
+                        ahead_secs: [0, 0, 0, 40, 3_600][rng.below(5) as usize],
+                        ahead_seqno: rng.chance(15),
                     };
                     format!("endpoint faults {:?}", w.faults)
                 }
@@ -751,6 +823,50 @@ fn named_a_returning_holder_does_not_sign_over_its_successors_seqno() {
             back == "resumed_landed" || back == "in_flight",
             "the successor's journaled seqno 6 was settled, not signed over: {back}"
         );
+        assert_eq!(sim.failure(None), None);
+    });
+}
+
+/// Issue 21, point 4: the endpoint single reads go to runs ahead, first with a chain time an
+/// hour on (which once "proved" expiry), then with a seqno one past the held message's (which
+/// once confirmed it): neither clears the journal entry nor lets a second body take the seqno
+/// while the first can still land; once it lands, delivery goes on.
+#[test]
+fn named_an_endpoint_running_ahead_clears_nothing_that_can_still_land() {
+    paused_runtime().block_on(async {
+        let mut sim = Sim::new(2);
+        world(&sim.world).faults = Faults {
+            // Included 20 s after acceptance: longer than a delivery waits.
+            inclusion_delay_secs: 20,
+            ahead_secs: 3_600,
+            ..Faults::default()
+        };
+        assert_eq!(sim.deliver(0, None).await, "unconfirmed");
+        assert_eq!(sim.deliver(0, None).await, "in_flight");
+        {
+            let mut w = world(&sim.world);
+            w.faults.ahead_secs = 0;
+            w.faults.ahead_seqno = true;
+        }
+        assert_eq!(sim.deliver(0, None).await, "in_flight");
+        let journaled: Vec<_> = sim.journal.snapshot().iter().map(|e| e.seqno).collect();
+        assert_eq!(journaled, [FIRST_SEQNO]);
+        let bodies: Vec<_> = world(&sim.world)
+            .sent
+            .iter()
+            .filter(|s| s.seqno == FIRST_SEQNO)
+            .map(|s| s.body)
+            .collect();
+        assert!(!bodies.is_empty() && bodies.windows(2).all(|w| w[0] == w[1]));
+        // The truth again, and the network includes at once: only once the chain is past the
+        // first body's valid_until and the margin is it dead, and a new body takes its seqno.
+        world(&sim.world).faults = Faults::default();
+        tokio::time::advance(Duration::from_secs(40)).await;
+        // Confirmed on chain; the simulated oracle cannot be read back, hence "not_landed".
+        assert_eq!(sim.deliver(0, None).await, "not_landed");
+        let w = world(&sim.world);
+        assert!(w.landed.get(&FIRST_SEQNO).is_some_and(|b| *b != bodies[0]));
+        drop(w);
         assert_eq!(sim.failure(None), None);
     });
 }

@@ -28,13 +28,13 @@ use tonlib_core::TonAddress;
 
 use super::BuildError;
 use super::external::{SignedExternal, build_external};
-use super::journal::{Journal, JournalEntry, JournalError};
+use super::journal::{Journal, JournalEntry, JournalError, LANDING_MARGIN_SECS};
 use super::oracle::{OracleMessage, OracleUpdate};
 use super::readback::{read_one, unpaid};
 pub use super::report::{BatchReport, DeliveryError, DeliveryReport, ReadBack, Shortfall};
 use super::settings::TonSettings;
 use super::summary::{DryRun, DryRunError, dry_run_offline, dry_run_valid_until, outgoing};
-use super::transport::{AccountState, TonTransport, TransportError};
+use super::transport::{AccountState, ChainViews, TonTransport, Transaction, TransportError};
 use super::wallet::{Wallet, seqno_from_data};
 use crate::lease::FenceError;
 use keeper_runtime::telemetry::metrics::{Metrics, labels};
@@ -155,7 +155,15 @@ impl InFlight {
 
     fn estimated_chain_time(&self) -> u64 {
         // Rounded up: an estimate that runs ahead only triggers the authoritative chain read.
-        self.chain_at_build + self.built_at.elapsed().as_secs() + 1
+        self.chain_at_build
+            .saturating_add(self.built_at.elapsed().as_secs())
+            .saturating_add(1)
+    }
+
+    /// The chain time after which the message can no longer land: `valid_until` plus the
+    /// journal's margin, so that a chain time read a little early proves nothing.
+    fn dead_after(&self) -> u64 {
+        u64::from(self.ext.valid_until).saturating_add(LANDING_MARGIN_SECS)
     }
 }
 
@@ -178,8 +186,105 @@ struct OnChain {
 struct Unindexed;
 
 enum Settled {
-    Confirmed(Option<(u64, String)>),
+    /// The seqno moved past the message, as enough endpoints agree.
+    Confirmed(Landed),
+    /// Enough endpoints show a chain time past `valid_until` plus the margin with the seqno
+    /// still at the message's.
     Expired,
+}
+
+/// Which body took the seqno.
+enum Landed {
+    /// This message: its own transaction (lt, hash) when listed, `None` when nothing can tell.
+    Ours(Option<(u64, String)>),
+    /// The wallet's transactions since the build are listed, another external landed and this
+    /// message's own transaction is not among them: another body took the seqno.
+    Other,
+}
+
+/// What every endpoint's view says about one in-flight message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// The seqno moved past it.
+    Moved,
+    /// It can no longer land and did not.
+    Expired,
+    /// Not decided: too few endpoints agree either way.
+    Open,
+}
+
+/// Judges the message for `seqno` that can land until chain time `dead_after` from `views`
+/// of a wallet of `version`: a claim counts only when [`ChainViews::quorum`] endpoints make it,
+/// so one endpoint running ahead (a higher seqno, a later chain time) neither confirms nor
+/// expires anything.
+fn verdict(
+    views: &ChainViews,
+    version: super::settings::WalletVersion,
+    seqno: u32,
+    dead_after: u64,
+) -> Verdict {
+    let mut moved = 0usize;
+    let mut expired = 0usize;
+    for a in &views.answered {
+        let current = match (&a.state, &a.data) {
+            (AccountState::Active, Some(data)) => seqno_from_data(version, data).ok(),
+            // Deployed but no data in the answer: this endpoint says nothing.
+            (AccountState::Active, None) => None,
+            _ => Some(0),
+        };
+        match current {
+            Some(s) if s > seqno && a.state == AccountState::Active => moved += 1,
+            Some(_) if a.sync_utime > dead_after => expired += 1,
+            _ => {}
+        }
+    }
+    let quorum = views.quorum();
+    if moved >= quorum {
+        Verdict::Moved
+    } else if expired >= quorum {
+        Verdict::Expired
+    } else {
+        if moved + expired > 0 {
+            tracing::warn!(
+                seqno,
+                moved,
+                expired,
+                quorum,
+                answered = views.answered.len(),
+                "too few endpoints agree on the message's fate; not believed yet"
+            );
+        }
+        Verdict::Open
+    }
+}
+
+/// Whether `txs` (the wallet's latest, newest first, asked for `limit`) show that a body other
+/// than the one with these hashes took the seqno of a message built at chain time
+/// `built_at`: `Some(Ours)` when it is listed, `Some(Other)` when the listing reaches back
+/// before the build, holds another external since and not this one, `None` when it cannot tell.
+fn own_transaction(
+    txs: &[Transaction],
+    limit: u32,
+    body_b64: &str,
+    hashes_b64: &[String],
+    built_at: u64,
+) -> Option<Landed> {
+    let ours = txs.iter().find(|t| {
+        t.in_msg_body_hash.as_deref() == Some(body_b64)
+            || t.in_msg_hash
+                .as_ref()
+                .is_some_and(|h| hashes_b64.contains(h))
+    });
+    if let Some(t) = ours {
+        return Some(Landed::Ours(Some((t.lt, t.hash.clone()))));
+    }
+    let complete = usize::try_from(limit).is_ok_and(|l| txs.len() < l)
+        || txs.iter().any(|t| t.utime > 0 && t.utime < built_at);
+    // An external in has no source; the one that took the seqno landed after the build.
+    let another = txs
+        .iter()
+        .any(|t| t.in_msg_source.is_none() && t.in_msg_hash.is_some() && t.utime >= built_at);
+    (complete && another).then_some(Landed::Other)
 }
 
 /// What a refusal of a freshly signed body by every endpoint means.
@@ -397,6 +502,15 @@ impl<T: TonTransport> Delivery<T> {
                 .earlier_settle_timeout
                 .unwrap_or(self.config.confirm_timeout);
             match self.settle(&prev, None, Poll::Earlier, wait).await {
+                Ok(Settled::Confirmed(Landed::Other)) => {
+                    tracing::warn!(
+                        seqno = prev.ext.seqno,
+                        "another body took this seqno: this message never landed"
+                    );
+                    self.count(&prev.ops, "other_landed");
+                    self.forget(&prev).await;
+                    *slot = None;
+                }
                 Ok(Settled::Confirmed(_)) if prev.resumed && stop_on_resumed => {
                     // A predecessor's updates just landed: what this call was asked to send was
                     // chosen without them, so the caller decides again next time.
@@ -429,14 +543,33 @@ impl<T: TonTransport> Delivery<T> {
         Ok(())
     }
 
-    /// Right before a signature for `seqno` at chain time `chain_now`: a journaled body for this
-    /// seqno or a later one that may still land (another holder's, written while this process
-    /// did not hold the wallet) is taken into `slot` and stops the signature; a journal that
-    /// cannot be read stops it too. Dead entries for this seqno are cleared.
+    /// Right before a signature for `seqno` of a body built at chain time `chain_now`: a
+    /// journaled body for this seqno or a later one that may still land (another holder's,
+    /// written while this process did not hold the wallet) is taken into `slot` and stops the
+    /// signature; a journal that cannot be read stops it too. Dead entries for this seqno are
+    /// cleared, judged by the chain time the endpoints agree on (never later than `chain_now`),
+    /// asked here: `chain_now` may come from one endpoint alone.
     async fn check_journal_before_signing(
         &self,
         seqno: u32,
         chain_now: u64,
+        slot: &mut Option<InFlight>,
+    ) -> Result<(), DeliveryError> {
+        let agreed = self
+            .transport
+            .address_views(self.wallet.address())
+            .await
+            .agreed_chain_time()
+            .map(|t| t.min(chain_now));
+        self.check_journal_at(seqno, agreed, slot).await
+    }
+
+    /// [`Delivery::check_journal_before_signing`] with the agreed chain time already read
+    /// (`None`: too few endpoints answered, so every entry may still land).
+    async fn check_journal_at(
+        &self,
+        seqno: u32,
+        chain_now: Option<u64>,
         slot: &mut Option<InFlight>,
     ) -> Result<(), DeliveryError> {
         let wallet = self.wallet.address_raw();
@@ -444,7 +577,8 @@ impl<T: TonTransport> Delivery<T> {
             if entry.seqno < seqno {
                 continue;
             }
-            if !entry.may_land_at(chain_now) {
+            // Without a chain time enough endpoints agree on, every entry may still land.
+            if chain_now.is_some_and(|now| !entry.may_land_at(now)) {
                 if let Err(e) = self
                     .journal
                     .clear(&wallet, entry.seqno, &entry.body_hash)
@@ -615,6 +749,20 @@ impl<T: TonTransport> Delivery<T> {
         })
     }
 
+    /// The chain time to build a message at, and the one to clear journal entries by (`None`
+    /// when too few endpoints answered to agree on one). The build time is the agreed one, or
+    /// with too few answers the least any endpoint showed: a time too early only shortens the
+    /// message's life, and nothing is cleared by it.
+    async fn signing_chain_time(&self) -> Result<(u64, Option<u64>), DeliveryError> {
+        let views = self.transport.address_views(self.wallet.address()).await;
+        let agreed = views.agreed_chain_time();
+        let least = views.answered.iter().map(|a| a.sync_utime).min();
+        match agreed.or(least) {
+            Some(build) => Ok((build, agreed)),
+            None => Ok((self.chain_time().await?, None)),
+        }
+    }
+
     async fn chain_time(&self) -> Result<u64, DeliveryError> {
         self.transport
             .address_information(self.wallet.address())
@@ -727,9 +875,8 @@ impl<T: TonTransport> Delivery<T> {
         loop {
             let w = self.read_wallet().await?;
             self.check_funds(&w, pending)?;
-            let now = self.chain_time().await?;
-            self.check_journal_before_signing(w.seqno, now, slot)
-                .await?;
+            let (now, agreed_now) = self.signing_chain_time().await?;
+            self.check_journal_at(w.seqno, agreed_now, slot).await?;
             // Last moment before a signature: a holder that lost the lease never signs.
             let fencing_token = fence.check().await?;
             let ext = build_external(
@@ -757,7 +904,8 @@ impl<T: TonTransport> Delivery<T> {
             );
             // Nothing is sent that is not journaled: a failed write (an outage, another body
             // for this seqno, a newer fencing token) sends nothing.
-            match self.journal.put(&entry, now).await {
+            // Replacing another body's entry needs a chain time enough endpoints agree on.
+            match self.journal.put(&entry, agreed_now.unwrap_or(0)).await {
                 Ok(()) => {}
                 Err(JournalError::Fenced { token, .. }) => {
                     return Err(DeliveryError::Fenced(FenceError::Superseded { token }));
@@ -821,7 +969,25 @@ impl<T: TonTransport> Delivery<T> {
                 )
                 .await
             {
-                Ok(Settled::Confirmed(transaction)) => {
+                Ok(Settled::Confirmed(Landed::Other)) => {
+                    // Not ours: the updates did not go out; signed again at the new seqno.
+                    self.forget(&flight).await;
+                    *slot = None;
+                    self.count(&ops, "other_landed");
+                    rebuilds += 1;
+                    if rebuilds > self.config.max_rebuilds {
+                        return Err(DeliveryError::Rejected {
+                            seqno: flight.ext.seqno,
+                            error: "another body took this seqno".into(),
+                        });
+                    }
+                    tracing::warn!(
+                        seqno = flight.ext.seqno,
+                        rebuilds,
+                        "another body took this seqno; signing anew"
+                    );
+                }
+                Ok(Settled::Confirmed(Landed::Ours(transaction))) => {
                     self.forget(&flight).await;
                     *slot = None;
                     self.count(&ops, "confirmed");
@@ -891,7 +1057,8 @@ impl<T: TonTransport> Delivery<T> {
     }
 
     /// Waits until `flight` is confirmed (seqno moved past it) or provably expired (a chain
-    /// state at or after `valid_until` still has its seqno). `send_error` is the failure of the
+    /// state past `valid_until` plus [`LANDING_MARGIN_SECS`] still has its seqno), each as
+    /// enough endpoints agree ([`verdict`]). `send_error` is the failure of the
     /// send, if any: a possibly lost send is re-sent as the same BoC; a rejection is believed
     /// after a few polls, but the message stays in flight.
     async fn settle(
@@ -926,43 +1093,25 @@ impl<T: TonTransport> Delivery<T> {
                 tokio::time::sleep(delay.min(left)).await;
             }
             round = round.saturating_add(1);
-            match self.read_wallet().await {
-                Ok(w) if w.state == AccountState::Active && w.seqno > seqno => {
-                    return Ok(Settled::Confirmed(self.find_transaction(&flight.ext).await));
-                }
-                Ok(_) => {}
+            // One endpoint's seqno only raises the question; the answer needs a quorum.
+            let seqno_moved = match self.read_wallet().await {
+                Ok(w) => w.state == AccountState::Active && w.seqno > seqno,
                 Err(DeliveryError::Transport { source, .. }) => {
                     tracing::warn!(seqno, error = %source, "seqno poll failed");
+                    false
                 }
                 Err(e) => return Err(e),
-            }
-            if flight.estimated_chain_time() >= u64::from(flight.ext.valid_until) {
-                match self
-                    .transport
-                    .address_information(self.wallet.address())
-                    .await
-                {
-                    Ok(a) if a.sync_utime >= u64::from(flight.ext.valid_until) => {
-                        let current = match (&a.state, &a.data) {
-                            (AccountState::Active, Some(data)) => {
-                                seqno_from_data(self.wallet.version(), data).ok()
-                            }
-                            // Deployed but no data in the answer: unknown, keep polling.
-                            (AccountState::Active, None) => None,
-                            _ => Some(0),
-                        };
-                        match current {
-                            Some(s) if s > seqno && a.state == AccountState::Active => {
-                                return Ok(Settled::Confirmed(
-                                    self.find_transaction(&flight.ext).await,
-                                ));
-                            }
-                            Some(_) => return Ok(Settled::Expired),
-                            None => tracing::warn!(seqno, "cannot read seqno from the wallet data"),
-                        }
+            };
+            // From `valid_until` on the chain is asked: the local estimate cannot see the margin
+            // pass, only the endpoints can.
+            if seqno_moved || flight.estimated_chain_time() >= u64::from(flight.ext.valid_until) {
+                let views = self.transport.address_views(self.wallet.address()).await;
+                match verdict(&views, self.wallet.version(), seqno, flight.dead_after()) {
+                    Verdict::Moved => {
+                        return Ok(Settled::Confirmed(self.find_transaction(flight).await));
                     }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(seqno, error = %e, "chain time read failed"),
+                    Verdict::Expired => return Ok(Settled::Expired),
+                    Verdict::Open => {}
                 }
             }
             if resend {
@@ -1186,32 +1335,34 @@ impl<T: TonTransport> Delivery<T> {
         }
     }
 
-    /// The wallet transaction that consumed `ext`, if the API lists it.
-    async fn find_transaction(&self, ext: &SignedExternal) -> Option<(u64, String)> {
+    /// Whose body took the seqno of `flight`: its own transaction where the wallet's listing
+    /// shows it, another body's where the listing shows that, else by seqno (ours, as nothing
+    /// says otherwise).
+    async fn find_transaction(&self, flight: &InFlight) -> Landed {
+        const LIMIT: u32 = 16;
+        let ext = &flight.ext;
         let body = B64.encode(ext.body_hash);
         let hashes = [
             B64.encode(ext.message_hash),
             B64.encode(ext.normalized_hash),
         ];
-        match self.transport.transactions(self.wallet.address(), 16).await {
-            Ok(txs) => {
-                let found = txs.into_iter().find(|t| {
-                    t.in_msg_body_hash.as_deref() == Some(body.as_str())
-                        || t.in_msg_hash.as_ref().is_some_and(|h| hashes.contains(h))
-                });
-                if found.is_none() {
-                    tracing::warn!(
-                        seqno = ext.seqno,
-                        "seqno moved but the message is not among the latest wallet transactions"
-                    );
-                }
-                found.map(|t| (t.lt, t.hash))
-            }
+        match self
+            .transport
+            .transactions(self.wallet.address(), LIMIT)
+            .await
+        {
+            Ok(txs) => match own_transaction(&txs, LIMIT, &body, &hashes, flight.chain_at_build) {
+                Some(landed) => return landed,
+                None => tracing::warn!(
+                    seqno = ext.seqno,
+                    "seqno moved but the message is not among the latest wallet transactions"
+                ),
+            },
             Err(e) => {
-                tracing::debug!(error = %e, "transaction lookup unavailable; confirmed by seqno");
-                None
+                tracing::debug!(error = %e, "transaction listing unavailable");
             }
         }
+        Landed::Ours(None)
     }
 
     /// Reads every update back until all landed or the read-back timeout passes; the ones in
@@ -1285,4 +1436,161 @@ pub fn valid_until_after(chain_now: u64, ttl: Duration) -> u32 {
 
 fn valid_until(chain_now: u64, ttl: Duration) -> u32 {
     u32::try_from(chain_now.saturating_add(ttl.as_secs())).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::WalletVersion;
+    use crate::transport::AddressInformation;
+    use tonlib_core::cell::CellBuilder;
+
+    const VALID_UNTIL: u64 = 1_000;
+    const DEAD_AFTER: u64 = VALID_UNTIL + LANDING_MARGIN_SECS;
+
+    /// An active V5R1 wallet at `seqno` as one endpoint shows it at chain time `t`.
+    fn view(seqno: u32, t: u64) -> AddressInformation {
+        let data = CellBuilder::new()
+            .store_bit(false)
+            .and_then(|b| b.store_u32(32, seqno))
+            .and_then(|b| b.build())
+            .unwrap()
+            .to_arc();
+        AddressInformation {
+            state: AccountState::Active,
+            balance_nanoton: 1,
+            data: Some(data),
+            sync_utime: t,
+        }
+    }
+
+    fn judged(answered: Vec<AddressInformation>) -> Verdict {
+        let views = ChainViews {
+            asked: answered.len(),
+            answered,
+        };
+        verdict(&views, WalletVersion::V5r1, 5, DEAD_AFTER)
+    }
+
+    #[test]
+    fn a_higher_seqno_from_one_endpoint_alone_confirms_nothing() {
+        assert_eq!(judged(vec![view(6, 990), view(5, 990)]), Verdict::Open);
+        assert_eq!(judged(vec![view(6, 990), view(6, 991)]), Verdict::Moved);
+        assert_eq!(
+            judged(vec![view(u32::MAX, 990), view(5, 990), view(6, 990)]),
+            Verdict::Moved,
+            "two of three agree"
+        );
+    }
+
+    #[test]
+    fn a_future_chain_time_from_one_endpoint_alone_proves_no_expiry() {
+        assert_eq!(judged(vec![view(5, u64::MAX), view(5, 990)]), Verdict::Open);
+        assert_eq!(
+            judged(vec![view(5, u64::MAX), view(5, DEAD_AFTER + 1)]),
+            Verdict::Expired
+        );
+    }
+
+    #[test]
+    fn expiry_needs_the_landing_margin_past_valid_until() {
+        assert_eq!(judged(vec![view(5, VALID_UNTIL)]), Verdict::Open);
+        assert_eq!(judged(vec![view(5, DEAD_AFTER)]), Verdict::Open);
+        assert_eq!(judged(vec![view(5, DEAD_AFTER + 1)]), Verdict::Expired);
+    }
+
+    #[test]
+    fn with_one_endpoint_answering_its_word_is_taken() {
+        // The doc of `ChainViews::quorum` says why: nothing else can be asked.
+        assert_eq!(judged(vec![view(6, 990)]), Verdict::Moved);
+        assert_eq!(judged(vec![]), Verdict::Open);
+    }
+
+    #[test]
+    fn the_agreed_chain_time_is_what_two_endpoints_reached() {
+        let views = ChainViews {
+            asked: 3,
+            answered: vec![view(5, u64::MAX), view(5, 100), view(5, 90)],
+        };
+        assert_eq!(views.agreed_chain_time(), Some(100));
+        let one = ChainViews {
+            asked: 2,
+            answered: vec![view(5, 70)],
+        };
+        assert_eq!(one.agreed_chain_time(), Some(70));
+        assert_eq!(ChainViews::default().agreed_chain_time(), None);
+    }
+
+    fn tx(utime: u64, in_msg_hash: Option<&str>, source: Option<&str>) -> Transaction {
+        Transaction {
+            utime,
+            lt: utime * 10,
+            hash: format!("tx{utime}"),
+            in_msg_body_hash: None,
+            in_msg_hash: in_msg_hash.map(str::to_owned),
+            out_msgs: 0,
+            fee_nanoton: 0,
+            exit_code: None,
+            in_msg_source: source.map(str::to_owned),
+            in_msg_created_lt: None,
+            out_messages: Vec::new(),
+        }
+    }
+
+    fn whose(txs: &[Transaction]) -> Option<&'static str> {
+        let hashes = ["OURS".to_owned(), "OURS_NORM".to_owned()];
+        own_transaction(txs, 16, "BODY", &hashes, 500).map(|l| match l {
+            Landed::Ours(_) => "ours",
+            Landed::Other => "other",
+        })
+    }
+
+    #[test]
+    fn the_own_transaction_decides_whose_body_took_the_seqno() {
+        let before = tx(400, Some("OLD"), None);
+        assert_eq!(
+            whose(&[tx(510, Some("OURS_NORM"), None), before.clone()]),
+            Some("ours")
+        );
+        assert_eq!(
+            whose(&[tx(510, Some("THEIRS"), None), before.clone()]),
+            Some("other"),
+            "listed back past the build, another external since, ours absent"
+        );
+        assert_eq!(
+            whose(&[tx(510, Some("IN"), Some("EQsender")), before.clone()]),
+            None,
+            "only an internal since: the listing says nothing about the seqno"
+        );
+        let full: Vec<Transaction> = (0..16).map(|i| tx(600 + i, Some("THEIRS"), None)).collect();
+        assert_eq!(
+            whose(&full),
+            None,
+            "a full page not reaching back to the build"
+        );
+    }
+
+    #[test]
+    fn chain_time_estimates_saturate() {
+        let ext = SignedExternal {
+            boc: Vec::new(),
+            seqno: 1,
+            valid_until: u32::MAX,
+            message_hash: [0; 32],
+            normalized_hash: [0; 32],
+            body_hash: [0; 32],
+            actions: 0,
+            with_state_init: false,
+        };
+        let f = InFlight {
+            ext,
+            ops: Vec::new(),
+            chain_at_build: u64::MAX,
+            built_at: Instant::now(),
+            fencing_token: None,
+            resumed: false,
+        };
+        assert_eq!(f.estimated_chain_time(), u64::MAX);
+        assert_eq!(f.dead_after(), u64::from(u32::MAX) + LANDING_MARGIN_SECS);
+    }
 }

@@ -3,7 +3,7 @@
 //! lags behind another is not believed).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -64,6 +64,8 @@ pub(super) struct Node {
     budget: Budget,
     down_until: Mutex<Option<Instant>>,
     failures: AtomicU32,
+    /// Its last failure was being behind another endpoint, which may itself be running ahead.
+    behind: AtomicBool,
 }
 
 impl Node {
@@ -113,6 +115,7 @@ impl Node {
             },
             down_until: Mutex::new(None),
             failures: AtomicU32::new(0),
+            behind: AtomicBool::new(false),
         })
     }
 
@@ -129,11 +132,19 @@ impl Node {
     /// A good answer; true when this ends a run of failures long enough to have alerted.
     pub(super) fn succeeded(&self) -> bool {
         *lock(&self.down_until) = None;
+        self.behind.store(false, Ordering::Relaxed);
         self.failures.swap(0, Ordering::Relaxed) >= ALERT_AFTER_FAILURES
     }
 
-    /// A failed or lagging answer; the count of consecutive failures.
-    pub(super) fn failed(&self) -> u32 {
+    /// Whether its word counts when endpoints are polled for agreement: up, or passed over
+    /// only for being behind (the bar it missed may be one endpoint running ahead).
+    pub(super) fn has_a_say(&self) -> bool {
+        self.is_up() || self.behind.load(Ordering::Relaxed)
+    }
+
+    /// A failed or lagging answer (`behind`); the count of consecutive failures.
+    pub(super) fn failed(&self, behind: bool) -> u32 {
+        self.behind.store(behind, Ordering::Relaxed);
         *lock(&self.down_until) = Some(Instant::now() + DOWN_FOR);
         self.failures
             .fetch_add(1, Ordering::Relaxed)
@@ -154,7 +165,10 @@ pub(super) fn dedupe_labels(nodes: &mut [Node]) {
 }
 
 /// The freshest chain state any endpoint has shown: chain time only grows, and so does a
-/// wallet's seqno, so an endpoint that answers with less is behind.
+/// wallet's seqno, so an endpoint that answers with less is behind. Checked with one endpoint
+/// too: one URL may be a load balancer whose backends disagree. What one endpoint shows ahead of
+/// the others raises this bar for reads only; clearing and expiry ask every endpoint
+/// ([`crate::transport::ChainViews`]).
 #[derive(Debug, Default)]
 pub(super) struct Freshest {
     chain_time: u64,

@@ -73,8 +73,9 @@ pub use summary::{
 };
 pub use toncenter::{ENDPOINT_DOWN, Toncenter};
 pub use transport::{
-    AccountState, AddressInformation, GetMethodResult, IndexedMessage, IndexedTransaction,
-    SentMessage, StackValue, TonTransport, Transaction, TransportError, WalletInformation,
+    AccountState, AddressInformation, ChainViews, GetMethodResult, IndexedMessage,
+    IndexedTransaction, SentMessage, StackValue, TonTransport, Transaction, TransportError,
+    WalletInformation,
 };
 pub use wallet::{Wallet, WalletInfo};
 

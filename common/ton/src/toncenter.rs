@@ -17,8 +17,9 @@ use tonlib_core::cell::{ArcCell, BagOfCells};
 use super::endpoints::{ALERT_AFTER_FAILURES, Api, Freshest, Node, dedupe_labels};
 use super::settings::TonSettings;
 use super::transport::{
-    AccountState, AddressInformation, GetMethodResult, IndexedMessage, IndexedTransaction,
-    SentMessage, StackValue, TonTransport, Transaction, TransportError, WalletInformation,
+    AccountState, AddressInformation, ChainViews, GetMethodResult, IndexedMessage,
+    IndexedTransaction, SentMessage, StackValue, TonTransport, Transaction, TransportError,
+    WalletInformation,
 };
 use keeper_runtime::alert::{Alert, Alerter, Severity};
 use keeper_runtime::http;
@@ -330,7 +331,7 @@ impl Toncenter {
     }
 
     fn note_failure(&self, node: &Node, error: &TransportError) {
-        let failures = node.failed();
+        let failures = node.failed(matches!(error, TransportError::Lagging { .. }));
         let outcome = match error {
             TransportError::Lagging { .. } => "lagging",
             e if e.status() == Some(429) => "rate_limited",
@@ -539,6 +540,17 @@ fn u32_field(v: &Value, key: &str) -> Result<Option<u32>, String> {
         .ok_or_else(|| format!("{key} is not a u32"))
 }
 
+/// An i32 (an exit code) sent as a number or a decimal string; `None` when absent, malformed
+/// or out of range.
+fn i32_field(v: &Value, key: &str) -> Option<i32> {
+    let n = match v.get(key)? {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.trim().parse::<i64>().ok(),
+        _ => None,
+    };
+    n.and_then(|n| i32::try_from(n).ok())
+}
+
 fn int_field(v: &Value, key: &str) -> Option<u128> {
     match v.get(key)? {
         Value::Number(n) => n.as_u64().map(u128::from),
@@ -643,11 +655,8 @@ pub fn parse_run_result(
     method: &'static str,
     v: &Value,
 ) -> Result<GetMethodResult, TransportError> {
-    let exit_code = v
-        .get("exit_code")
-        .and_then(Value::as_i64)
-        .and_then(|c| i32::try_from(c).ok())
-        .ok_or_else(|| decode(method, "no exit_code"))?;
+    let exit_code =
+        i32_field(v, "exit_code").ok_or_else(|| decode(method, "no exit_code in range"))?;
     let stack = match v.get("stack") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(items)) => items
@@ -715,11 +724,7 @@ impl Toncenter {
         }
         let v: Value = serde_json::from_slice(&body)
             .map_err(|_| decode(M, format!("body is not JSON: {}", http::snippet(&body))))?;
-        let items = v
-            .get("transactions")
-            .and_then(Value::as_array)
-            .ok_or_else(|| decode(M, "no transactions list"))?;
-        Ok(Some(items.iter().map(indexed).collect()))
+        parse_transactions_by_message(&v).map(Some)
     }
 }
 
@@ -757,10 +762,7 @@ fn indexed(t: &Value) -> IndexedTransaction {
     IndexedTransaction {
         account: t["account"].as_str().unwrap_or("").to_owned(),
         hash: t["hash"].as_str().unwrap_or("").to_owned(),
-        exit_code: compute
-            .get("exit_code")
-            .and_then(Value::as_i64)
-            .and_then(|c| i32::try_from(c).ok()),
+        exit_code: i32_field(compute, "exit_code"),
         total_fees_nanoton: int_field(t, "total_fees").unwrap_or(0),
         in_value_nanoton: t.get("in_msg").and_then(|m| int_field(m, "value")),
         out_msgs: t["out_msgs"]
@@ -799,36 +801,13 @@ impl TonTransport for Toncenter {
         // Parsed exactly as the answer is below: a seqno sent as a string is checked too, and
         // one out of range is never stored as the maximum (the answer fails to decode instead).
         let fresh = |v: &Value| match u32_field(v, "seqno") {
-            Ok(Some(seqno)) if self.nodes.len() > 1 => lock(&self.freshest).seqno(&key, seqno),
+            Ok(Some(seqno)) => lock(&self.freshest).seqno(&key, seqno),
             _ => Ok(()),
         };
         let v = self
             .call_checked(M, json!({ "address": address.to_hex() }), false, fresh)
             .await?;
-        let state_text = v
-            .get("account_state")
-            .and_then(Value::as_str)
-            .unwrap_or("uninitialized");
-        let state = AccountState::parse(state_text)
-            .ok_or_else(|| decode(M, format!("unknown account_state {state_text:?}")))?;
-        let balance_nanoton =
-            int_field(&v, "balance").ok_or_else(|| decode(M, "balance missing or not a number"))?;
-        let seqno = u32_field(&v, "seqno").map_err(|problem| decode(M, problem))?;
-        let last_transaction_lt = v
-            .get("last_transaction_id")
-            .and_then(|t| int_field(t, "lt"))
-            .and_then(|lt| u64::try_from(lt).ok())
-            .unwrap_or(0);
-        Ok(WalletInformation {
-            state,
-            balance_nanoton,
-            seqno,
-            wallet_type: v
-                .get("wallet_type")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
-            last_transaction_lt,
-        })
+        parse_wallet_information(&v)
     }
 
     async fn address_information(
@@ -838,35 +817,53 @@ impl TonTransport for Toncenter {
         const M: &str = "getAddressInformation";
         let fresh = |v: &Value| match int_field(v, "sync_utime").and_then(|t| u64::try_from(t).ok())
         {
-            Some(t) if self.nodes.len() > 1 => lock(&self.freshest).chain_time(t),
-            _ => Ok(()),
+            Some(t) => lock(&self.freshest).chain_time(t),
+            None => Ok(()),
         };
         let v = self
             .call_checked(M, json!({ "address": address.to_hex() }), false, fresh)
             .await?;
-        let state_text = v
-            .get("state")
-            .and_then(Value::as_str)
-            .unwrap_or("uninitialized");
-        let state = AccountState::parse(state_text)
-            .ok_or_else(|| decode(M, format!("unknown state {state_text:?}")))?;
-        let balance_nanoton =
-            int_field(&v, "balance").ok_or_else(|| decode(M, "balance missing or not a number"))?;
-        let data = match v.get("data").and_then(Value::as_str) {
-            Some(s) if !s.is_empty() => {
-                Some(parse_boc(s).ok_or_else(|| decode(M, "data is not a base64 BoC"))?)
-            }
-            _ => None,
+        parse_address_information(&v)
+    }
+
+    async fn address_views(&self, address: &TonAddress) -> ChainViews {
+        const M: &str = "getAddressInformation";
+        let params = json!({ "address": address.to_hex() });
+        // No lag check: each answer counts as that endpoint's own word, and only what enough of
+        // them agree on is believed. One passed over for being behind is asked too (the bar it
+        // missed may be one endpoint running ahead); one that is down is not.
+        let asked: Vec<&Node> = match self
+            .nodes
+            .iter()
+            .filter(|n| n.has_a_say())
+            .collect::<Vec<_>>()
+        {
+            some if !some.is_empty() => some,
+            _ => self.nodes.iter().collect(),
         };
-        let sync_utime = int_field(&v, "sync_utime")
-            .and_then(|t| u64::try_from(t).ok())
-            .ok_or_else(|| decode(M, "sync_utime missing"))?;
-        Ok(AddressInformation {
-            state,
-            balance_nanoton,
-            data,
-            sync_utime,
-        })
+        let answers = futures_util::future::join_all(
+            asked.iter().map(|n| self.call_node(n, M, &params, false)),
+        )
+        .await;
+        let mut answered = Vec::with_capacity(answers.len());
+        for (node, answer) in asked.iter().zip(answers) {
+            match answer.and_then(|v| parse_address_information(&v)) {
+                Ok(info) => {
+                    self.note_success(node);
+                    answered.push(info);
+                }
+                Err(e) => {
+                    tracing::debug!(endpoint = %node.label, error = %e, "no chain view from this endpoint");
+                    if e.is_retryable() {
+                        self.note_failure(node, &e);
+                    }
+                }
+            }
+        }
+        ChainViews {
+            asked: asked.len(),
+            answered,
+        }
     }
 
     async fn run_get_method(
@@ -911,66 +908,292 @@ impl TonTransport for Toncenter {
         let v = self
             .call(M, json!({ "address": address.to_hex(), "limit": limit.clamp(1, 100), "archival": false }), false)
             .await?;
-        let items = v
-            .as_array()
-            .ok_or_else(|| decode(M, "result is not a list"))?;
-        let mut out = Vec::with_capacity(items.len());
-        for t in items {
-            let id = t
-                .get("transaction_id")
-                .ok_or_else(|| decode(M, "transaction without transaction_id"))?;
-            let in_msg = t.get("in_msg").filter(|m| !m.is_null());
-            out.push(Transaction {
-                utime: int_field(t, "utime")
-                    .and_then(|u| u64::try_from(u).ok())
-                    .unwrap_or(0),
-                lt: int_field(id, "lt")
-                    .and_then(|u| u64::try_from(u).ok())
-                    .ok_or_else(|| decode(M, "transaction lt missing"))?,
-                hash: id
-                    .get("hash")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_owned(),
-                in_msg_body_hash: in_msg
-                    .and_then(|m| m.get("body_hash"))
-                    .and_then(Value::as_str)
-                    .map(str::to_owned),
-                in_msg_hash: in_msg
-                    .and_then(|m| m.get("hash"))
-                    .and_then(Value::as_str)
-                    .map(str::to_owned),
-                out_msgs: t
-                    .get("out_msgs")
-                    .and_then(Value::as_array)
-                    .map_or(0, Vec::len),
-                fee_nanoton: int_field(t, "fee").unwrap_or(0),
-                exit_code: t
-                    .get("data")
-                    .and_then(Value::as_str)
-                    .filter(|d| !d.is_empty())
-                    .and_then(|d| B64.decode(d).ok())
-                    .and_then(|boc| super::txboc::compute_exit_code(&boc)),
-                in_msg_source: in_msg
-                    .and_then(|m| m.get("source"))
-                    .and_then(Value::as_str)
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned),
-                in_msg_created_lt: in_msg.map(lt_field).filter(|lt| *lt > 0),
-                out_messages: t
-                    .get("out_msgs")
-                    .and_then(Value::as_array)
-                    .map(|a| a.iter().map(v2_message).collect())
-                    .unwrap_or_default(),
-            });
-        }
-        Ok(out)
+        parse_transactions(&v)
     }
+}
+
+/// Parses a `getAddressInformation` result.
+pub fn parse_address_information(v: &Value) -> Result<AddressInformation, TransportError> {
+    const M: &str = "getAddressInformation";
+    let state_text = v
+        .get("state")
+        .and_then(Value::as_str)
+        .unwrap_or("uninitialized");
+    let state = AccountState::parse(state_text)
+        .ok_or_else(|| decode(M, format!("unknown state {state_text:?}")))?;
+    let balance_nanoton =
+        int_field(v, "balance").ok_or_else(|| decode(M, "balance missing or not a number"))?;
+    let data = match v.get("data").and_then(Value::as_str) {
+        Some(s) if !s.is_empty() => {
+            Some(parse_boc(s).ok_or_else(|| decode(M, "data is not a base64 BoC"))?)
+        }
+        _ => None,
+    };
+    let sync_utime = int_field(v, "sync_utime")
+        .and_then(|t| u64::try_from(t).ok())
+        .ok_or_else(|| decode(M, "sync_utime missing or out of range"))?;
+    Ok(AddressInformation {
+        state,
+        balance_nanoton,
+        data,
+        sync_utime,
+    })
+}
+
+/// Parses a `getWalletInformation` result.
+pub fn parse_wallet_information(v: &Value) -> Result<WalletInformation, TransportError> {
+    const M: &str = "getWalletInformation";
+    let state_text = v
+        .get("account_state")
+        .and_then(Value::as_str)
+        .unwrap_or("uninitialized");
+    let state = AccountState::parse(state_text)
+        .ok_or_else(|| decode(M, format!("unknown account_state {state_text:?}")))?;
+    let balance_nanoton =
+        int_field(v, "balance").ok_or_else(|| decode(M, "balance missing or not a number"))?;
+    let seqno = u32_field(v, "seqno").map_err(|problem| decode(M, problem))?;
+    let last_transaction_lt = v
+        .get("last_transaction_id")
+        .and_then(|t| int_field(t, "lt"))
+        .and_then(|lt| u64::try_from(lt).ok())
+        .unwrap_or(0);
+    Ok(WalletInformation {
+        state,
+        balance_nanoton,
+        seqno,
+        wallet_type: v
+            .get("wallet_type")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        last_transaction_lt,
+    })
+}
+
+/// Parses a `getTransactions` result.
+pub fn parse_transactions(v: &Value) -> Result<Vec<Transaction>, TransportError> {
+    const M: &str = "getTransactions";
+    let items = v
+        .as_array()
+        .ok_or_else(|| decode(M, "result is not a list"))?;
+    let mut out = Vec::with_capacity(items.len());
+    for t in items {
+        let id = t
+            .get("transaction_id")
+            .ok_or_else(|| decode(M, "transaction without transaction_id"))?;
+        let in_msg = t.get("in_msg").filter(|m| !m.is_null());
+        out.push(Transaction {
+            utime: int_field(t, "utime")
+                .and_then(|u| u64::try_from(u).ok())
+                .unwrap_or(0),
+            lt: int_field(id, "lt")
+                .and_then(|u| u64::try_from(u).ok())
+                .ok_or_else(|| decode(M, "transaction lt missing"))?,
+            hash: id
+                .get("hash")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned(),
+            in_msg_body_hash: in_msg
+                .and_then(|m| m.get("body_hash"))
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            in_msg_hash: in_msg
+                .and_then(|m| m.get("hash"))
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            out_msgs: t
+                .get("out_msgs")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len),
+            fee_nanoton: int_field(t, "fee").unwrap_or(0),
+            exit_code: t
+                .get("data")
+                .and_then(Value::as_str)
+                .filter(|d| !d.is_empty())
+                .and_then(|d| B64.decode(d).ok())
+                .and_then(|boc| super::txboc::compute_exit_code(&boc)),
+            in_msg_source: in_msg
+                .and_then(|m| m.get("source"))
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned),
+            in_msg_created_lt: in_msg.map(lt_field).filter(|lt| *lt > 0),
+            out_messages: t
+                .get("out_msgs")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().map(v2_message).collect())
+                .unwrap_or_default(),
+        });
+    }
+    Ok(out)
+}
+
+/// Parses a v3 `transactionsByMessage` body.
+pub fn parse_transactions_by_message(v: &Value) -> Result<Vec<IndexedTransaction>, TransportError> {
+    const M: &str = "transactionsByMessage";
+    let items = v
+        .get("transactions")
+        .and_then(Value::as_array)
+        .ok_or_else(|| decode(M, "no transactions list"))?;
+    Ok(items.iter().map(indexed).collect())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// Field names the parsers read, so hostile documents reach into them.
+    const KEYS: &[&str] = &[
+        "account_state",
+        "state",
+        "balance",
+        "seqno",
+        "wallet_type",
+        "last_transaction_id",
+        "lt",
+        "hash",
+        "data",
+        "sync_utime",
+        "transaction_id",
+        "utime",
+        "in_msg",
+        "out_msgs",
+        "body_hash",
+        "fee",
+        "source",
+        "created_lt",
+        "destination",
+        "value",
+        "fwd_fee",
+        "transactions",
+        "account",
+        "description",
+        "compute_ph",
+        "exit_code",
+        "total_fees",
+        "stack",
+        "number",
+        "@type",
+        "elements",
+        "bytes",
+        "cell",
+    ];
+
+    /// Texts that look like numbers, or nearly.
+    fn hostile_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("NaN".to_owned()),
+            Just("-inf".to_owned()),
+            Just("1e309".to_owned()),
+            Just("-1".to_owned()),
+            Just("0x".to_owned()),
+            Just("0xffffffffffffffffffffffffffffffffffffffff".to_owned()),
+            Just(u128::MAX.to_string()),
+            Just(format!("{}0", u128::MAX)),
+            Just(String::new()),
+            Just("active".to_owned()),
+            "[0-9]{1,60}",
+            "-?[0-9a-fx.eE+-]{0,24}",
+            "[A-Za-z0-9+/=]{0,64}",
+            prop::collection::vec(any::<char>(), 0..40).prop_map(|c| c.into_iter().collect()),
+            (1usize..200_000).prop_map(|n| "9".repeat(n)),
+        ]
+    }
+
+    fn hostile_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            any::<u64>().prop_map(|n| json!(n)),
+            any::<f64>()
+                .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            hostile_text().prop_map(Value::String),
+        ];
+        leaf.prop_recursive(6, 64, 8, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::vec((prop::sample::select(KEYS), inner), 0..8).prop_map(
+                    |fields| Value::Object(
+                        fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+                    )
+                ),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn hostile_documents_are_parsed_or_refused_never_a_panic(doc in hostile_json()) {
+            // Each parser gets the document as it is and in the shape it expects around it.
+            let list = Value::Array(vec![doc.clone()]);
+            let v3 = json!({ "transactions": [doc.clone()] });
+            for d in [&doc, &list] {
+                check(parse_address_information(d));
+                check(parse_wallet_information(d));
+                check(parse_transactions(d));
+                check(parse_transactions_by_message(d));
+                check(parse_run_result("runGetMethod", d));
+            }
+            check(parse_transactions_by_message(&v3));
+        }
+    }
+
+    /// Ok, or a typed decode error naming the method.
+    fn check<T>(result: Result<T, TransportError>) {
+        if let Err(e) = result {
+            assert!(matches!(e, TransportError::Decode { .. }), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn exit_codes_are_read_as_numbers_or_strings_and_range_checked() {
+        let run = |code: Value| parse_run_result("runGetMethod", &json!({"exit_code": code}));
+        assert_eq!(run(json!(-14)).unwrap().exit_code, -14);
+        assert_eq!(run(json!("-14")).unwrap().exit_code, -14);
+        assert!(run(json!(4_294_967_296i64)).is_err());
+        assert!(run(json!("NaN")).is_err());
+        let v3 = json!({"transactions": [{"description": {"compute_ph": {"exit_code": "33"}}}]});
+        assert_eq!(
+            parse_transactions_by_message(&v3).unwrap()[0].exit_code,
+            Some(33)
+        );
+    }
+
+    #[test]
+    fn numbers_out_of_range_are_refused_with_the_field_named() {
+        let base = json!({"state": "active", "balance": "1", "sync_utime": 5});
+        assert!(parse_address_information(&base).is_ok());
+        for (key, value) in [
+            ("sync_utime", json!(-1)),
+            ("sync_utime", json!("18446744073709551616")),
+            ("sync_utime", json!(1.5)),
+            ("sync_utime", json!("NaN")),
+            ("balance", json!("-5")),
+            ("balance", json!(format!("{}0", u128::MAX))),
+        ] {
+            let mut doc = base.clone();
+            doc[key] = value;
+            let e = parse_address_information(&doc).unwrap_err().to_string();
+            assert!(e.contains(key), "{e}");
+        }
+        let wallet = json!({"account_state": "active", "balance": u64::MAX, "seqno": "4294967295"});
+        let w = parse_wallet_information(&wallet).unwrap();
+        assert_eq!(
+            (w.seqno, w.balance_nanoton),
+            (Some(u32::MAX), u128::from(u64::MAX))
+        );
+        let tx = json!([{"transaction_id": {"lt": "18446744073709551616"}}]);
+        assert!(
+            parse_transactions(&tx)
+                .unwrap_err()
+                .to_string()
+                .contains("lt")
+        );
+    }
 
     #[test]
     fn a_seqno_is_read_as_a_number_or_a_string_and_range_checked() {

@@ -323,6 +323,51 @@ pub trait TonTransport: Send + Sync {
         &self,
         msg_hash_hex: &str,
     ) -> impl Future<Output = Result<Option<Vec<IndexedTransaction>>, TransportError>> + Send;
+
+    /// [`TonTransport::address_information`] from every endpoint at once, for decisions that
+    /// must not rest on one endpoint (clearing a journal entry, proving expiry). The default
+    /// asks the one endpoint there is: with one endpoint its word is all there is, so it is
+    /// trusted, and a single endpoint that runs ahead can clear what it likes.
+    fn address_views(&self, address: &TonAddress) -> impl Future<Output = ChainViews> + Send {
+        async move {
+            ChainViews {
+                asked: 1,
+                answered: self
+                    .address_information(address)
+                    .await
+                    .into_iter()
+                    .collect(),
+            }
+        }
+    }
+}
+
+/// What each endpoint that answered showed of one account, and how many were asked.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ChainViews {
+    /// Endpoints asked.
+    pub asked: usize,
+    /// One answer per endpoint that answered in the documented shape.
+    pub answered: Vec<AddressInformation>,
+}
+
+impl ChainViews {
+    /// How many endpoints must agree before a view is believed: two when two or more
+    /// answered, so one running ahead of the others moves nothing. When only one answers (the
+    /// only one configured, or the others down) its word is taken: waiting for a second could
+    /// stall the wallet for as long as an endpoint is down, and one endpoint is all a
+    /// single-endpoint setup ever trusts.
+    pub fn quorum(&self) -> usize {
+        self.answered.len().clamp(1, 2)
+    }
+
+    /// The latest chain time that [`ChainViews::quorum`] endpoints have reached (the second
+    /// highest of several, the only one of one); `None` when too few answered.
+    pub fn agreed_chain_time(&self) -> Option<u64> {
+        let mut times: Vec<u64> = self.answered.iter().map(|a| a.sync_utime).collect();
+        times.sort_unstable_by(|a, b| b.cmp(a));
+        times.get(self.quorum().saturating_sub(1)).copied()
+    }
 }
 
 /// One transaction as the toncenter v3 index describes it: enough to follow a message from the

@@ -197,7 +197,8 @@ impl Costs {
         if recent.is_empty() {
             return None;
         }
-        let total: u128 = recent.iter().sum();
+        // Index data is not trusted to stay small: the sum saturates rather than overflow.
+        let total = recent.iter().copied().fold(0u128, u128::saturating_add);
         let history_secs = now.saturating_sub(*lock(&self.since)).min(window);
         let span = history_secs.clamp(MIN_RATE_SPAN.as_secs(), window);
         Some(SpendRate {

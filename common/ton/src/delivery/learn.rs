@@ -94,7 +94,7 @@ impl<T: TonTransport> Delivery<T> {
                 .iter()
                 .filter(|m| self.is_wallet(&m.destination))
                 .map(|m| m.value_nanoton)
-                .sum()
+                .fold(0u128, u128::saturating_add)
         };
         let mut counted = 0;
         for t in sends
@@ -105,7 +105,7 @@ impl<T: TonTransport> Delivery<T> {
                 .out_messages
                 .iter()
                 .map(|m| m.value_nanoton.saturating_add(m.fwd_fee_nanoton))
-                .sum();
+                .fold(0u128, u128::saturating_add);
             // What the oracle returned for these messages (change, bounces) was not spent.
             let back: u128 = oracle_txs
                 .iter()
@@ -115,7 +115,7 @@ impl<T: TonTransport> Delivery<T> {
                     })
                 })
                 .map(back_from_oracle)
-                .sum();
+                .fold(0u128, u128::saturating_add);
             self.costs.spent_at(
                 t.utime,
                 t.fee_nanoton.saturating_add(out).saturating_sub(back),
