@@ -253,7 +253,13 @@ impl<T: TonTransport> Delivery<T> {
                 source,
             })?
             .balance_nanoton;
-        let now = self.chain_time().await?;
+        // A dry run journals nothing; a real sweep replaces another body's journal entry only
+        // by a chain time two endpoints agree on (0 when they do not: nothing is replaced).
+        let (now, agreed_now) = if dry_run {
+            (self.chain_time().await?, None)
+        } else {
+            self.signing_chain_time().await?
+        };
         let message = OutgoingMessage {
             to: to.address.clone(),
             value_nanoton: 0,
@@ -312,7 +318,7 @@ impl<T: TonTransport> Delivery<T> {
             .journal
             .put(
                 &JournalEntry::new(&wallet, &flight.ext, &["sweep"], fencing_token, now),
-                now,
+                agreed_now.unwrap_or(0),
             )
             .await
         {
