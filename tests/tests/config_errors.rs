@@ -32,6 +32,21 @@ fn pricing() -> Command {
     cmd
 }
 
+/// `binary --once` as a sending keeper (mnemonic and the oracle address in `oracle_var` set,
+/// no state directory inherited), with `vars` on top.
+fn sending(binary: &str, oracle_var: &str, vars: &[(&str, &str)]) -> Command {
+    let mut cmd = keeper(binary);
+    cmd.arg("--once")
+        .env("KEEPER_MNEMONIC", MNEMONIC)
+        .env(
+            oracle_var,
+            "EQCDM_QGggZ3qMa_f3lRPk4_qLDnLTqdi6OkMAV2NB9r5TG3",
+        )
+        .env_remove("STATE_DIRECTORY")
+        .envs(vars.iter().copied());
+    cmd
+}
+
 fn assert_no_secret(text: &str, secrets: &[&str]) {
     for s in secrets {
         assert!(!text.contains(s), "secret {s:?} leaked into: {text}");
@@ -246,17 +261,8 @@ fn core_dumps_are_off_in_a_running_keeper() {
 
 #[test]
 fn a_lease_shorter_than_the_cycle_is_refused_when_sending() {
-    let sending = |vars: &[(&str, &str)]| {
-        let mut cmd = keeper("pricing-oracle-keeper");
-        cmd.arg("--once")
-            .env("KEEPER_MNEMONIC", MNEMONIC)
-            .env(
-                "PRICING_ORACLE_ADDRESS",
-                "EQCDM_QGggZ3qMa_f3lRPk4_qLDnLTqdi6OkMAV2NB9r5TG3",
-            )
-            .envs(vars.iter().copied());
-        cmd
-    };
+    let sending =
+        |vars: &[(&str, &str)]| sending("pricing-oracle-keeper", "PRICING_ORACLE_ADDRESS", vars);
     // The cycle timeout defaults to the interval.
     let err = expect_config_error(
         sending(&[("LEASE_TTL", "60"), ("UPDATE_INTERVAL", "60")]),
@@ -282,17 +288,8 @@ fn a_lease_shorter_than_the_cycle_is_refused_when_sending() {
 
 #[test]
 fn without_a_shared_journal_the_lease_must_outlast_cycle_and_message() {
-    let sending = |vars: &[(&str, &str)]| {
-        let mut cmd = keeper("pricing-oracle-keeper");
-        cmd.arg("--once")
-            .env("KEEPER_MNEMONIC", MNEMONIC)
-            .env(
-                "PRICING_ORACLE_ADDRESS",
-                "EQCDM_QGggZ3qMa_f3lRPk4_qLDnLTqdi6OkMAV2NB9r5TG3",
-            )
-            .envs(vars.iter().copied());
-        cmd
-    };
+    let sending =
+        |vars: &[(&str, &str)]| sending("pricing-oracle-keeper", "PRICING_ORACLE_ADDRESS", vars);
     // A Redis lease and a journal only this host can read: 100 s do not cover 60 s + 60 s.
     let err = expect_config_error(
         sending(&[
@@ -309,18 +306,8 @@ fn without_a_shared_journal_the_lease_must_outlast_cycle_and_message() {
 
 #[test]
 fn sending_without_a_durable_journal_is_refused_unless_memory_is_chosen() {
-    let sending = |vars: &[(&str, &str)]| {
-        let mut cmd = keeper("bridge-health-keeper");
-        cmd.arg("--once")
-            .env("KEEPER_MNEMONIC", MNEMONIC)
-            .env(
-                "BRIDGE_ORACLE_ADDRESS",
-                "EQCDM_QGggZ3qMa_f3lRPk4_qLDnLTqdi6OkMAV2NB9r5TG3",
-            )
-            .env_remove("STATE_DIRECTORY")
-            .envs(vars.iter().copied());
-        cmd
-    };
+    let sending =
+        |vars: &[(&str, &str)]| sending("bridge-health-keeper", "BRIDGE_ORACLE_ADDRESS", vars);
     // Neither DATABASE_URL nor a state directory: a restart could re-sign, so it does not start.
     let err = expect_config_error(sending(&[]), "KEEPER_JOURNAL");
     assert!(err.contains("KEEPER_STATE_DIR"), "{err}");

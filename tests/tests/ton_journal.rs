@@ -180,22 +180,7 @@ async fn a_file_journal_resumes_the_same_message_after_a_restart() {
 #[tokio::test]
 async fn a_postgres_journal_resumes_the_same_message_after_a_restart() {
     let r = rig(62).await;
-    let schema = env::unique("journal").to_lowercase();
-    let store = ChainStore::connect_with(
-        &StorageSettings {
-            database_url: Some(SecretUrl::shared(env::pg_url())),
-            db_schema: schema.clone(),
-            redis_url: None,
-            redis_prefix: "x:".into(),
-            lease_ttl: 180,
-            migrate_on_start: true,
-            migrations: pricing_oracle::records::MIGRATIONS,
-        },
-        Arc::new(Metrics::new("pricing-oracle").with::<ChainMetrics>()),
-        Alerter::disabled(),
-        keeper_runtime::store::StoreTimeouts::default(),
-    )
-    .await;
+    let store = pg_store("journal").await;
     let journal = Journal::choose(&store, None).expect("PostgreSQL is durable");
     assert_eq!(journal.describe(), "postgres");
     resumed_after_restart(&r, journal).await;

@@ -97,20 +97,53 @@ async fn sweep_moves_the_whole_balance_and_a_dry_run_cannot_land() {
     assert_eq!(h.ton.seqno(h.wallet.address()), Some(10));
 }
 
-#[tokio::test]
-async fn a_message_that_may_still_land_stops_the_sweep() {
-    let chain = ToncenterServer::start().await;
-    let keys = Arc::new(WalletKeys::from_seed(&[71; 32]).unwrap());
-    let wallet = Wallet::new(keys.clone(), WalletVersion::V5r1, Network::Mainnet).unwrap();
-    chain.deploy(&wallet, 4, 3 * TON);
-    let oracle = chain.new_oracle();
-    chain.register_keeper(&oracle, keys.public_key());
-    let dir = tempfile::tempdir().unwrap();
-    let journal = Journal::dir(dir.path());
-    let delivery = || {
+/// A deployed wallet at seqno 4 holding 3 TON, whose last update the network accepted but will
+/// not include for an hour; the message is journaled in a state directory.
+struct Stuck {
+    chain: ToncenterServer,
+    wallet: Wallet,
+    journal: Journal,
+    _dir: tempfile::TempDir,
+}
+
+impl Stuck {
+    async fn new(seed: u8) -> Self {
+        let chain = ToncenterServer::start().await;
+        let keys = Arc::new(WalletKeys::from_seed(&[seed; 32]).unwrap());
+        let wallet = Wallet::new(keys.clone(), WalletVersion::V5r1, Network::Mainnet).unwrap();
+        chain.deploy(&wallet, 4, 3 * TON);
+        let oracle = chain.new_oracle();
+        chain.register_keeper(&oracle, keys.public_key());
+        let dir = tempfile::tempdir().unwrap();
+        let stuck = Stuck {
+            journal: Journal::dir(dir.path()),
+            chain,
+            wallet,
+            _dir: dir,
+        };
+        stuck.chain.set_inclusion_delay(Duration::from_secs(3_600));
+        let msg = OracleMessage::new(
+            oracle,
+            OracleUpdate::Price(PriceUpdate {
+                asset: "USDT".into(),
+                asset_id: 1,
+                price_micro: 1_000_000,
+                timestamp: 1_760_000_000,
+            }),
+        );
+        assert_eq!(
+            stuck.delivery().deliver(&[msg]).await.unwrap_err().kind(),
+            "unconfirmed"
+        );
+        stuck
+    }
+
+    /// A fresh process's delivery over the same journal.
+    fn delivery(&self) -> Delivery<Toncenter> {
         Delivery::new(
-            Toncenter::with_endpoint(&chain.jsonrpc_url(), None, Duration::from_secs(2)).unwrap(),
-            wallet.clone(),
+            Toncenter::with_endpoint(&self.chain.jsonrpc_url(), None, Duration::from_secs(2))
+                .unwrap(),
+            self.wallet.clone(),
             DeliveryConfig {
                 value_nanoton: 50_000_000,
                 auto_value: None,
@@ -121,23 +154,15 @@ async fn a_message_that_may_still_land_stops_the_sweep() {
                 max_rebuilds: 1,
             },
         )
-        .with_journal(journal.clone())
-    };
-    // The keeper's last update is accepted but not yet included.
-    chain.set_inclusion_delay(Duration::from_secs(3_600));
-    let msg = OracleMessage::new(
-        oracle.clone(),
-        OracleUpdate::Price(PriceUpdate {
-            asset: "USDT".into(),
-            asset_id: 1,
-            price_micro: 1_000_000,
-            timestamp: 1_760_000_000,
-        }),
-    );
-    assert_eq!(
-        delivery().deliver(&[msg]).await.unwrap_err().kind(),
-        "unconfirmed"
-    );
+        .with_journal(self.journal.clone())
+    }
+}
+
+#[tokio::test]
+async fn a_message_that_may_still_land_stops_the_sweep() {
+    let stuck = Stuck::new(71).await;
+    let (chain, wallet) = (&stuck.chain, &stuck.wallet);
+    let delivery = || stuck.delivery();
     let err = delivery()
         .sweep(&successor(), false, &Unfenced)
         .await
@@ -152,44 +177,9 @@ async fn a_message_that_may_still_land_stops_the_sweep() {
 
 #[tokio::test]
 async fn a_dry_run_sweep_sends_nothing_even_with_a_journaled_message() {
-    let chain = ToncenterServer::start().await;
-    let keys = Arc::new(WalletKeys::from_seed(&[72; 32]).unwrap());
-    let wallet = Wallet::new(keys.clone(), WalletVersion::V5r1, Network::Mainnet).unwrap();
-    chain.deploy(&wallet, 4, 3 * TON);
-    let oracle = chain.new_oracle();
-    chain.register_keeper(&oracle, keys.public_key());
-    let dir = tempfile::tempdir().unwrap();
-    let journal = Journal::dir(dir.path());
-    let delivery = || {
-        Delivery::new(
-            Toncenter::with_endpoint(&chain.jsonrpc_url(), None, Duration::from_secs(2)).unwrap(),
-            wallet.clone(),
-            DeliveryConfig {
-                value_nanoton: 50_000_000,
-                auto_value: None,
-                ttl: Duration::from_secs(60),
-                poll_interval: Duration::from_millis(50),
-                confirm_timeout: Duration::from_millis(300),
-                readback_timeout: Duration::from_millis(300),
-                max_rebuilds: 1,
-            },
-        )
-        .with_journal(journal.clone())
-    };
-    chain.set_inclusion_delay(Duration::from_secs(3_600));
-    let msg = OracleMessage::new(
-        oracle.clone(),
-        OracleUpdate::Price(PriceUpdate {
-            asset: "USDT".into(),
-            asset_id: 1,
-            price_micro: 1_000_000,
-            timestamp: 1_760_000_000,
-        }),
-    );
-    assert_eq!(
-        delivery().deliver(&[msg]).await.unwrap_err().kind(),
-        "unconfirmed"
-    );
+    let stuck = Stuck::new(72).await;
+    let chain = &stuck.chain;
+    let delivery = || stuck.delivery();
     assert_eq!(chain.held_externals(), 1);
     let report = delivery()
         .sweep(&successor(), true, &Unfenced)
