@@ -270,10 +270,14 @@ async fn losing_postgres_and_redis_mid_run_pauses_sending_until_the_journal_is_b
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(h.accepted_externals(), 1, "nothing sent without its journal");
+    assert_eq!(
+        h.accepted_externals(),
+        1,
+        "nothing sent without its journal"
+    );
     assert!(child.try_wait().unwrap().is_none(), "still running");
-    let log = std::fs::read_to_string(std::env::temp_dir().join(format!("{}.log", h.schema)))
-        .unwrap();
+    let log =
+        std::fs::read_to_string(std::env::temp_dir().join(format!("{}.log", h.schema))).unwrap();
     assert!(log.contains("in-flight journal (PostgreSQL)"), "{log}");
 
     h.pg.restore().unwrap();

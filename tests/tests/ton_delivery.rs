@@ -696,7 +696,11 @@ async fn a_delivery_cut_by_the_cycle_timeout_is_settled_without_cutting_the_next
     // Cycle 1: cut one second in, after the send and before the block.
     let cut = tokio::time::timeout(Duration::from_secs(1), d.deliver(&msgs)).await;
     assert!(cut.is_err(), "the first cycle was cut: {cut:?}");
-    assert_eq!(r.chain.held_externals(), 1, "its message went out, not yet in a block");
+    assert_eq!(
+        r.chain.held_externals(),
+        1,
+        "its message went out, not yet in a block"
+    );
     assert_eq!(d.in_flight().await.map(|(seqno, _)| seqno), Some(5));
 
     // Cycle 2, still before the block: answers well inside a one-second cycle.
