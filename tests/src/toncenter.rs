@@ -654,13 +654,15 @@ impl ToncenterServer {
     /// Seeds an oracle's stored price.
     pub fn set_price(&self, oracle: &TonAddress, asset_id: u16, price: u128, timestamp: u32) {
         self.add_oracle(oracle);
-        if let Some(o) = self
-            .chain()
-            .accounts
-            .get_mut(oracle)
-            .and_then(|a| a.oracle.as_mut())
+        let mut c = self.chain();
+        c.lt += 10;
+        let lt = c.lt;
+        if let Some(a) = c.accounts.get_mut(oracle)
+            && let Some(o) = a.oracle.as_mut()
         {
             o.prices.insert(asset_id, (price, timestamp));
+            // Someone else's transaction changed the oracle: its last lt moves, as on chain.
+            a.last_lt = lt;
         }
     }
 
@@ -673,13 +675,15 @@ impl ToncenterServer {
         last_seen: u32,
     ) {
         self.add_oracle(oracle);
-        if let Some(o) = self
-            .chain()
-            .accounts
-            .get_mut(oracle)
-            .and_then(|a| a.oracle.as_mut())
+        let mut c = self.chain();
+        c.lt += 10;
+        let lt = c.lt;
+        if let Some(a) = c.accounts.get_mut(oracle)
+            && let Some(o) = a.oracle.as_mut()
         {
             o.bridges.insert(bridge_id, (is_online, last_seen));
+            // Someone else's transaction changed the oracle: its last lt moves, as on chain.
+            a.last_lt = lt;
         }
     }
 
@@ -1966,6 +1970,8 @@ fn receive_internal(c: &mut Chain, m: PendingInternal) {
     } else {
         m.value
     };
+    acc.last_lt = lt;
+    acc.last_hash = tx_hash;
     c.v3.push(json!({
         "account": m.to.to_hex(), "hash": B64.encode(m.hash), "lt": lt.to_string(), "now": now,
         "total_fees": fee.to_string(),

@@ -210,3 +210,54 @@ async fn a_publishing_and_an_idle_pricing_tick_are_counted_per_method() {
     assert!(ticks.idle.total() <= 10, "{}", ticks.idle);
     assert_eq!(ticks.idle.get("sendBocReturnHash"), 0);
 }
+
+async fn ticks(h: &PricingHarness) -> u64 {
+    let url = format!("http://{}/status", h.metrics_addr);
+    match reqwest::get(&url).await {
+        Ok(r) => r
+            .json::<serde_json::Value>()
+            .await
+            .ok()
+            .and_then(|s| s["ticks"].as_u64())
+            .unwrap_or(0),
+        Err(_) => 0,
+    }
+}
+
+async fn wait_ticks(h: &PricingHarness, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ticks(h).await < n {
+        assert!(Instant::now() < deadline, "{n} ticks never ran");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_pricing_keeper_reads_prices_only_after_the_oracle_changed() {
+    let h = PricingHarness::start().await;
+    let mut child = h.spawn();
+    h.wait_externals(1, Duration::from_secs(30)).await;
+    // Past the tick that published and the one that read the oracle after it.
+    let t = ticks(&h).await;
+    wait_ticks(&h, t + 2).await;
+
+    let before = Tally::of(&h.ton);
+    let t = ticks(&h).await;
+    wait_ticks(&h, t + 3).await;
+    let idle = Tally::since(&h.ton, &before);
+    println!("three idle ticks of a running pricing keeper: {idle}");
+    assert_eq!(idle.get("runGetMethod"), 0, "nothing changed on the oracle: {idle}");
+    assert!(idle.get("getWalletInformation") >= 3, "{idle}");
+    assert_eq!(h.accepted_externals(), 1);
+
+    // Another keeper's transaction moves USDT on the oracle: read again, and the move is
+    // answered with this keeper's price.
+    let (_, ts) = h.ton.price(&h.oracle, 1).unwrap();
+    h.ton.set_price(&h.oracle, 1, 1_100_000, ts + 1);
+    let before = Tally::of(&h.ton);
+    h.wait_externals(2, Duration::from_secs(30)).await;
+    let after = Tally::since(&h.ton, &before);
+    assert!(after.get("runGetMethod") >= 6, "{after}");
+    assert_ne!(h.ton.price(&h.oracle, 1).map(|p| p.0), Some(1_100_000));
+    let _ = child.kill().await;
+}

@@ -13,7 +13,7 @@ use keeper_ton::fallback::FallbackGate;
 use keeper_ton::keeper::ChainParts;
 use keeper_ton::{
     DeliveryReport, OracleMessage, OracleUpdate, PriceUpdate, Publication, PublishError,
-    TickOutcome, TonAddress, read_price,
+    TickOutcome, TonAddress, TonTransport, read_price,
 };
 
 use crate::breaker::Breaker;
@@ -26,6 +26,7 @@ use crate::reference::{Origin, OwnRecord};
 use crate::report::{Action, AssetDecision, CycleSummary, LastUpdate};
 
 mod decide;
+mod memo;
 mod watch;
 
 /// Alert while a large move waits for confirmation: `price_move_held:{asset}`.
@@ -58,6 +59,8 @@ pub struct PricingCycle {
     own_published: HashMap<String, OnChain>,
     /// Per asset, the last update this process delivered and why it went out.
     last_update: HashMap<String, LastUpdate>,
+    /// `get_price` as last read, while the oracle's account has no newer transaction.
+    chain_memo: memo::ChainMemo,
 }
 
 impl PricingCycle {
@@ -87,6 +90,7 @@ impl PricingCycle {
             fallback: FallbackGate::new(p_fallback_offset).with_interval(interval_secs),
             own_published: HashMap::new(),
             last_update: HashMap::new(),
+            chain_memo: memo::ChainMemo::default(),
             stale,
         }
     }
@@ -95,12 +99,37 @@ impl PricingCycle {
         self.p.publisher.delivery().wallet().label()
     }
 
-    /// Reads `get_price` for every asset concurrently; unknown when no oracle is configured.
+    /// Reads `get_price` for every asset concurrently, unless the oracle's account has had no
+    /// transaction since this process last read them all; unknown when no oracle is configured.
     async fn read_chain(&self) -> Vec<ChainView> {
         let Some(oracle) = self.p.publisher.oracle() else {
             return self.p.config.assets.iter().map(|_| Ok(None)).collect();
         };
         let transport = self.p.publisher.delivery().transport();
+        let lt = if self.chain_memo.wants_lt() {
+            match transport.wallet_information(oracle).await {
+                Ok(info) => Some(info.last_transaction_lt),
+                Err(e) => {
+                    tracing::debug!(error = %e, "oracle account unreadable; reading every price");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        if let Some(views) = lt.and_then(|lt| self.chain_memo.get(lt)) {
+            return views;
+        }
+        let views = self.read_prices(transport, oracle).await;
+        self.chain_memo.put(lt, &views);
+        views
+    }
+
+    async fn read_prices(
+        &self,
+        transport: &keeper_ton::Toncenter,
+        oracle: &TonAddress,
+    ) -> Vec<ChainView> {
         join_all(self.p.config.assets.iter().map(|a| async move {
             match read_price(transport, oracle, a.id).await {
                 Ok((price, ts)) if price > 0 => Ok(Some(OnChain {
