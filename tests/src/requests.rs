@@ -117,3 +117,62 @@ pub async fn bridge_ticks(h: &BridgeHarness) -> Ticks {
         idle_outcome,
     }
 }
+
+/// Ticks the keeper's `/status` reports (0 while it does not answer).
+pub async fn status_ticks(metrics_addr: &str) -> u64 {
+    let url = format!("http://{metrics_addr}/status");
+    match reqwest::get(&url).await {
+        Ok(r) => r
+            .json::<Value>()
+            .await
+            .ok()
+            .and_then(|s| s["ticks"].as_u64())
+            .unwrap_or(0),
+        Err(_) => 0,
+    }
+}
+
+/// Waits until `/status` reports at least `n` ticks; false after `timeout`.
+pub async fn wait_status_ticks(metrics_addr: &str, n: u64, timeout: std::time::Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while status_ticks(metrics_addr).await < n {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    true
+}
+
+/// Requests of a running pricing keeper (interval 1 s): per idle tick, averaged over `idle`
+/// ticks, and for the ticks around one publication (a moved price: the publishing tick and
+/// the next one, which reads the changed oracle again) less what idle ticks cost.
+pub async fn running_pricing(h: &PricingHarness, idle: u64) -> (f64, f64) {
+    use std::time::Duration;
+    let wait = Duration::from_secs(60);
+    let mut child = h.spawn();
+    h.wait_externals(1, wait).await;
+    let addr = h.metrics_addr.as_str();
+    let t = status_ticks(addr).await;
+    wait_status_ticks(addr, t + 2, wait).await;
+
+    let before = Tally::of(&h.ton);
+    let t0 = status_ticks(addr).await;
+    wait_status_ticks(addr, t0 + idle, wait).await;
+    let per_idle = Tally::since(&h.ton, &before).total() as f64
+        / (status_ticks(addr).await - t0).max(1) as f64;
+
+    let before = Tally::of(&h.ton);
+    let t0 = status_ticks(addr).await;
+    let sent = h.accepted_externals();
+    h.up.set_price_everywhere("DAI", "0.98");
+    h.wait_externals(sent + 1, wait).await;
+    let t1 = status_ticks(addr).await;
+    // The publishing tick ends after its read-back; the one after it reads the oracle again.
+    wait_status_ticks(addr, t1 + 2, wait).await;
+    let t2 = status_ticks(addr).await;
+    let total = Tally::since(&h.ton, &before).total() as f64;
+    let others = (t2 - t0).saturating_sub(2) as f64;
+    let _ = child.kill().await;
+    (per_idle, total - others * per_idle)
+}

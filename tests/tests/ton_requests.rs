@@ -8,7 +8,7 @@ use std::time::Duration;
 use keeper_runtime::alert::Alerter;
 use keeper_runtime::telemetry::metrics::Metrics;
 use keeper_tests::pricing::PricingHarness;
-use keeper_tests::requests::{Tally, pricing_ticks};
+use keeper_tests::requests::{Tally, pricing_ticks, status_ticks, wait_status_ticks};
 use keeper_tests::toncenter::{Fault, ToncenterServer};
 use keeper_ton::metrics::ChainMetrics;
 use keeper_ton::*;
@@ -212,24 +212,14 @@ async fn a_publishing_and_an_idle_pricing_tick_are_counted_per_method() {
 }
 
 async fn ticks(h: &PricingHarness) -> u64 {
-    let url = format!("http://{}/status", h.metrics_addr);
-    match reqwest::get(&url).await {
-        Ok(r) => r
-            .json::<serde_json::Value>()
-            .await
-            .ok()
-            .and_then(|s| s["ticks"].as_u64())
-            .unwrap_or(0),
-        Err(_) => 0,
-    }
+    status_ticks(&h.metrics_addr).await
 }
 
 async fn wait_ticks(h: &PricingHarness, n: u64) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while ticks(h).await < n {
-        assert!(Instant::now() < deadline, "{n} ticks never ran");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    assert!(
+        wait_status_ticks(&h.metrics_addr, n, Duration::from_secs(30)).await,
+        "{n} ticks never ran"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -246,7 +236,11 @@ async fn a_running_pricing_keeper_reads_prices_only_after_the_oracle_changed() {
     wait_ticks(&h, t + 3).await;
     let idle = Tally::since(&h.ton, &before);
     println!("three idle ticks of a running pricing keeper: {idle}");
-    assert_eq!(idle.get("runGetMethod"), 0, "nothing changed on the oracle: {idle}");
+    assert_eq!(
+        idle.get("runGetMethod"),
+        0,
+        "nothing changed on the oracle: {idle}"
+    );
     assert!(idle.get("getWalletInformation") >= 3, "{idle}");
     assert_eq!(h.accepted_externals(), 1);
 
