@@ -255,3 +255,37 @@ async fn a_running_pricing_keeper_reads_prices_only_after_the_oracle_changed() {
     assert_ne!(h.ton.price(&h.oracle, 1).map(|p| p.0), Some(1_100_000));
     let _ = child.kill().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_bridge_keeper_reads_statuses_only_after_the_oracle_changed() {
+    let h = keeper_tests::bridge_keeper::BridgeHarness::start().await;
+    let mut child = h.spawn();
+    h.wait_externals(1).await;
+    let addr = h.metrics_addr.as_str();
+    let wait = Duration::from_secs(30);
+    let t = status_ticks(addr).await;
+    assert!(wait_status_ticks(addr, t + 2, wait).await);
+
+    let before = Tally::of(&h.ton);
+    let t = status_ticks(addr).await;
+    assert!(wait_status_ticks(addr, t + 3, wait).await);
+    let idle = Tally::since(&h.ton, &before);
+    println!("three idle ticks of a running bridge keeper: {idle}");
+    assert_eq!(
+        idle.get("runGetMethod"),
+        0,
+        "nothing changed on the oracle: {idle}"
+    );
+
+    // Another keeper's transaction on the oracle: the next tick reads every status again.
+    let (id, online, last_seen) = h.bridge_events()[0];
+    let id = u8::try_from(id).unwrap();
+    let before = Tally::of(&h.ton);
+    h.ton.set_bridge_status(&h.oracle, id, online, last_seen);
+    let t = status_ticks(addr).await;
+    assert!(wait_status_ticks(addr, t + 2, wait).await);
+    let after = Tally::since(&h.ton, &before);
+    println!("after a foreign transaction: {after}");
+    assert!(after.get("runGetMethod") >= 1, "{after}");
+    let _ = child.kill().await;
+}

@@ -10,10 +10,10 @@ use keeper_runtime::runner::{Cycle, CycleContext, CycleError, Staleness};
 use keeper_runtime::telemetry::metrics::labels;
 use keeper_sources::{Observation, PriceFetcher, Source};
 use keeper_ton::fallback::FallbackGate;
-use keeper_ton::keeper::ChainParts;
+use keeper_ton::keeper::{ChainMemo, ChainParts};
 use keeper_ton::{
     DeliveryReport, OracleMessage, OracleUpdate, PriceUpdate, Publication, PublishError,
-    TickOutcome, TonAddress, TonTransport, read_price,
+    TickOutcome, TonAddress, read_price,
 };
 
 use crate::breaker::Breaker;
@@ -26,7 +26,6 @@ use crate::reference::{Origin, OwnRecord};
 use crate::report::{Action, AssetDecision, CycleSummary, LastUpdate};
 
 mod decide;
-mod memo;
 mod watch;
 
 /// Alert while a large move waits for confirmation: `price_move_held:{asset}`.
@@ -60,7 +59,7 @@ pub struct PricingCycle {
     /// Per asset, the last update this process delivered and why it went out.
     last_update: HashMap<String, LastUpdate>,
     /// `get_price` as last read, while the oracle's account has no newer transaction.
-    chain_memo: memo::ChainMemo,
+    chain_memo: ChainMemo<Option<OnChain>>,
 }
 
 impl PricingCycle {
@@ -90,7 +89,7 @@ impl PricingCycle {
             fallback: FallbackGate::new(p_fallback_offset).with_interval(interval_secs),
             own_published: HashMap::new(),
             last_update: HashMap::new(),
-            chain_memo: memo::ChainMemo::default(),
+            chain_memo: ChainMemo::default(),
             stale,
         }
     }
@@ -106,23 +105,9 @@ impl PricingCycle {
             return self.p.config.assets.iter().map(|_| Ok(None)).collect();
         };
         let transport = self.p.publisher.delivery().transport();
-        let lt = if self.chain_memo.wants_lt() {
-            match transport.wallet_information(oracle).await {
-                Ok(info) => Some(info.last_transaction_lt),
-                Err(e) => {
-                    tracing::debug!(error = %e, "oracle account unreadable; reading every price");
-                    None
-                }
-            }
-        } else {
-            None
-        };
-        if let Some(views) = lt.and_then(|lt| self.chain_memo.get(lt)) {
-            return views;
-        }
-        let views = self.read_prices(transport, oracle).await;
-        self.chain_memo.put(lt, &views);
-        views
+        self.chain_memo
+            .read(transport, oracle, || self.read_prices(transport, oracle))
+            .await
     }
 
     async fn read_prices(
