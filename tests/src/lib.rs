@@ -8,6 +8,7 @@ pub mod pricing;
 pub mod probe;
 pub mod process;
 pub mod proxy;
+pub mod requests;
 pub mod sink;
 pub mod toncenter;
 pub mod upstreams;

@@ -5,12 +5,15 @@ use std::process::{Command, Output};
 
 /// Path of a workspace binary (`scripts/test.sh` builds them before the tests run).
 pub fn bin_path(name: &str) -> PathBuf {
-    // The test executable lives in target/<profile>/deps/; binaries one level up.
+    // A test executable lives in target/<profile>/deps/, binaries one level up; a benchmark
+    // binary next to them.
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(|p| p.parent())
-        .expect("target profile dir");
+    let parent = exe.parent().expect("executable dir");
+    let dir = if parent.ends_with("deps") {
+        parent.parent().expect("target profile dir")
+    } else {
+        parent
+    };
     let path = dir.join(name);
     assert!(
         path.exists(),

@@ -256,7 +256,11 @@ struct Chain {
     v3: Vec<Value>,
     /// Whether `/api/v3/` answers (off: an endpoint with only the v2 API).
     v3_enabled: bool,
+    /// toncenter's rate limit, when on.
+    rate_limit: Option<TokenBucket>,
     requests: Vec<RequestRecord>,
+    /// Requests to `/api/v3/`, kept apart: they are neither JSON-RPC nor keyed like v2 ones.
+    index_requests: Vec<RequestRecord>,
     externals: Vec<ExternalRecord>,
     oracle_events: Vec<OracleEvent>,
 }
@@ -270,6 +274,33 @@ impl Chain {
                 .unwrap_or(0);
             wall.saturating_add_signed(self.time_offset)
         })
+    }
+}
+
+/// toncenter's rate limit: `rps` requests per second with bursts of `burst`, shared by every port
+/// and client; over it, 429 with toncenter's error JSON.
+#[derive(Debug)]
+struct TokenBucket {
+    rps: f64,
+    burst: f64,
+    tokens: f64,
+    at: Instant,
+    retry_after: Option<u64>,
+}
+
+impl TokenBucket {
+    /// Takes a token; false when there is none (the request is answered 429).
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        let earned = now.saturating_duration_since(self.at).as_secs_f64() * self.rps;
+        self.tokens = (self.tokens + earned).min(self.burst);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
     }
 }
 
@@ -396,7 +427,9 @@ impl ToncenterServer {
             external_fee: EXTERNAL_FEE,
             v3: Vec::new(),
             v3_enabled: true,
+            rate_limit: None,
             requests: Vec::new(),
+            index_requests: Vec::new(),
             externals: Vec::new(),
             oracle_events: Vec::new(),
         }));
@@ -447,6 +480,30 @@ impl ToncenterServer {
     /// message sent meanwhile are all held, and all but the first are refused on inclusion.
     pub fn set_inclusion_delay(&self, delay: Duration) {
         self.chain().inclusion_delay = delay;
+    }
+
+    /// Limits every port together to `rps` requests per second (bursts of `burst`), answering
+    /// the rest 429 `{"ok":false,"error":"Ratelimit exceed","code":429}` with `Retry-After:
+    /// retry_after` when given, as toncenter does; `rps` 0 lifts the limit. Rejected requests
+    /// are recorded with status 429.
+    pub fn set_rate_limit(&self, rps: f64, burst: u32, retry_after: Option<u64>) {
+        self.chain().rate_limit = (rps > 0.0).then(|| TokenBucket {
+            rps,
+            burst: f64::from(burst.max(1)),
+            tokens: f64::from(burst.max(1)),
+            at: Instant::now(),
+            retry_after,
+        });
+    }
+
+    /// Requests answered 429 so far (injected or by the rate limit), all methods.
+    pub fn rate_limited_count(&self) -> usize {
+        let c = self.chain();
+        c.requests
+            .iter()
+            .chain(&c.index_requests)
+            .filter(|r| r.status == 429)
+            .count()
     }
 
     /// Serve `/api/v3/` (the default) or answer it 404, like a v2-only endpoint.
@@ -605,13 +662,15 @@ impl ToncenterServer {
     /// Seeds an oracle's stored price.
     pub fn set_price(&self, oracle: &TonAddress, asset_id: u16, price: u128, timestamp: u32) {
         self.add_oracle(oracle);
-        if let Some(o) = self
-            .chain()
-            .accounts
-            .get_mut(oracle)
-            .and_then(|a| a.oracle.as_mut())
+        let mut c = self.chain();
+        c.lt += 10;
+        let lt = c.lt;
+        if let Some(a) = c.accounts.get_mut(oracle)
+            && let Some(o) = a.oracle.as_mut()
         {
             o.prices.insert(asset_id, (price, timestamp));
+            // Someone else's transaction changed the oracle: its last lt moves, as on chain.
+            a.last_lt = lt;
         }
     }
 
@@ -624,13 +683,15 @@ impl ToncenterServer {
         last_seen: u32,
     ) {
         self.add_oracle(oracle);
-        if let Some(o) = self
-            .chain()
-            .accounts
-            .get_mut(oracle)
-            .and_then(|a| a.oracle.as_mut())
+        let mut c = self.chain();
+        c.lt += 10;
+        let lt = c.lt;
+        if let Some(a) = c.accounts.get_mut(oracle)
+            && let Some(o) = a.oracle.as_mut()
         {
             o.bridges.insert(bridge_id, (is_online, last_seen));
+            // Someone else's transaction changed the oracle: its last lt moves, as on chain.
+            a.last_lt = lt;
         }
     }
 
@@ -745,13 +806,19 @@ impl ToncenterServer {
         self.chain().requests.clone()
     }
 
-    /// How many requests of `method` arrived.
+    /// How many requests of `method` arrived (v3 ones too: `transactionsByMessage`).
     pub fn count(&self, method: &str) -> usize {
-        self.chain()
-            .requests
+        let c = self.chain();
+        c.requests
             .iter()
+            .chain(&c.index_requests)
             .filter(|r| r.method == method)
             .count()
+    }
+
+    /// Every request to `/api/v3/` so far.
+    pub fn index_requests(&self) -> Vec<RequestRecord> {
+        self.chain().index_requests.clone()
     }
 
     /// Every external message that arrived, in order.
@@ -856,9 +923,30 @@ async fn handle(State(served): State<Served>, req: Request) -> Response {
     let bytes = axum::body::to_bytes(body, 4 * 1024 * 1024)
         .await
         .unwrap_or_default();
-    if path == "/api/v3/transactionsByMessage" && lock(&chain).v3_enabled {
-        let c = lock(&chain);
-        return transactions_by_message(&c, &query);
+    if let Some(v3_method) = path.strip_prefix("/api/v3/") {
+        let mut c = lock(&chain);
+        let limited = c.rate_limit.as_mut().is_some_and(|b| !b.take());
+        let status = match () {
+            _ if limited => 429,
+            _ if c.v3_enabled && v3_method == "transactionsByMessage" => 200,
+            _ => 404,
+        };
+        c.index_requests.push(RequestRecord {
+            method: v3_method.to_owned(),
+            json_rpc: false,
+            api_key: header_key(&parts.headers).or_else(|| query.get("api_key").cloned()),
+            status,
+            port: port_number,
+        });
+        return match status {
+            429 => rate_limit_reply(None, c.rate_limit.as_ref().and_then(|b| b.retry_after)),
+            200 => transactions_by_message(&c, &query),
+            _ => reply(
+                404,
+                None,
+                &json!({"ok": false, "error": "Not Found", "code": 404}),
+            ),
+        };
     }
     let Some(rest) = path.strip_prefix("/api/v2/") else {
         return reply(
@@ -932,8 +1020,9 @@ async fn handle(State(served): State<Served>, req: Request) -> Response {
     }
 
     // Decide the fault and the key check under the lock, act on them outside it.
-    let (fault, key_ok) = {
+    let (fault, key_ok, limited) = {
         let mut c = lock(&chain);
+        let mut limited = false;
         deliver_pending(&mut c);
         let key_ok = c
             .api_key
@@ -950,8 +1039,17 @@ async fn handle(State(served): State<Served>, req: Request) -> Response {
                 fault = Some(rule.fault.clone());
             }
             c.faults.retain(|r| r.remaining > 0);
+            if fault.is_none()
+                && let Some(bucket) = c.rate_limit.as_mut()
+                && !bucket.take()
+            {
+                fault = Some(Fault::RateLimited {
+                    retry_after: bucket.retry_after,
+                });
+                limited = true;
+            }
         }
-        (fault, key_ok)
+        (fault, key_ok, limited)
     };
     let record = |status: u16| {
         lock(&chain).requests.push(RequestRecord {
@@ -974,6 +1072,10 @@ async fn handle(State(served): State<Served>, req: Request) -> Response {
     let mut hung = false;
     let mut hang_after = None;
     match fault {
+        Some(Fault::RateLimited { retry_after }) if limited => {
+            record(429);
+            return rate_limit_reply(id, retry_after);
+        }
         Some(Fault::RateLimited { retry_after }) => {
             record(429);
             let mut r = reply(
@@ -1181,6 +1283,20 @@ fn header_key(h: &HeaderMap) -> Option<String> {
     h.get("x-api-key")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
+}
+
+/// toncenter's documented answer over its rate limit.
+fn rate_limit_reply(id: Option<Value>, retry_after: Option<u64>) -> Response {
+    let mut r = reply(
+        429,
+        id,
+        &json!({"ok": false, "error": "Ratelimit exceed", "code": 429}),
+    );
+    if let Some(s) = retry_after {
+        r.headers_mut()
+            .insert("retry-after", s.to_string().parse().expect("digits"));
+    }
+    r
 }
 
 fn reply(status: u16, id: Option<Value>, body: &Value) -> Response {
@@ -1874,6 +1990,8 @@ fn receive_internal(c: &mut Chain, m: PendingInternal) {
     } else {
         m.value
     };
+    acc.last_lt = lt;
+    acc.last_hash = tx_hash;
     c.v3.push(json!({
         "account": m.to.to_hex(), "hash": B64.encode(m.hash), "lt": lt.to_string(), "now": now,
         "total_fees": fee.to_string(),

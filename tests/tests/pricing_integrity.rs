@@ -334,6 +334,10 @@ async fn an_unreadable_oracle_does_not_republish_unchanged_assets() {
         Fault::Status(500, "LITE_SERVER_UNKNOWN: cannot run get method".into()),
         100_000,
     );
+    // Another transaction on the oracle (same values): the keeper must read its prices again.
+    // While the account is unchanged it keeps what it read and asks no get-method.
+    let (price, ts) = h.ton.price(&h.oracle, 1).unwrap();
+    h.ton.set_price(&h.oracle, 1, price, ts);
     let ticks = status(&h).await["ticks"].as_u64().unwrap_or(0);
     let s = wait_ticks(&h, ticks + 4).await;
     assert_eq!(

@@ -1244,11 +1244,22 @@ impl<T: TonTransport> Delivery<T> {
             return Ok(None);
         };
         let mut oracle = Vec::new();
+        // A batch sends every update to the same oracle: its list is read once, not per update.
+        let mut listed: Vec<(TonAddress, Vec<super::transport::Transaction>)> = Vec::new();
         for out in &wallet_tx.out_messages {
             let Ok(to) = out.destination.parse::<TonAddress>() else {
                 continue;
             };
-            let found = list(to).await?.into_iter().find(|t| {
+            if !listed.iter().any(|(a, _)| a == &to) {
+                let txs = list(to.clone()).await?;
+                listed.push((to.clone(), txs));
+            }
+            let txs = listed
+                .iter()
+                .find(|(a, _)| a == &to)
+                .map(|(_, txs)| txs.as_slice())
+                .unwrap_or_default();
+            let found = txs.iter().find(|t| {
                 (!out.hash.is_empty() && t.in_msg_hash.as_deref() == Some(out.hash.as_str()))
                     || (out.created_lt > 0
                         && t.in_msg_created_lt == Some(out.created_lt)
@@ -1260,7 +1271,7 @@ impl<T: TonTransport> Delivery<T> {
                 return Ok(None);
             };
             let code = tx.exit_code.ok_or(Unindexed)?;
-            oracle.push((code, tx.fee_nanoton, tx.out_messages));
+            oracle.push((code, tx.fee_nanoton, tx.out_messages.clone()));
         }
         Ok(Some(self.tally(
             wallet_tx.fee_nanoton,

@@ -9,8 +9,12 @@ use std::time::{Duration, Instant};
 
 use keeper_runtime::secret::Secret;
 
+use crate::budget::Budget;
+
 /// How long a failing endpoint is passed over before it is tried first again.
 pub(super) const DOWN_FOR: Duration = Duration::from_secs(30);
+/// How long an endpoint that answered 404 for its v3 index is not asked for it again.
+pub(super) const INDEX_RECHECK: Duration = Duration::from_secs(3600);
 /// Consecutive failed requests before `endpoint_down:{endpoint}` fires.
 pub(super) const ALERT_AFTER_FAILURES: u32 = 3;
 
@@ -28,32 +32,6 @@ pub(super) enum Api {
     Rest(url::Url),
 }
 
-/// A client-side request budget: at most one request per `interval`, queued in arrival order.
-#[derive(Debug)]
-struct Budget {
-    interval: Duration,
-    next: Mutex<Instant>,
-}
-
-impl Budget {
-    /// Waits for this request's slot.
-    async fn take(&self) {
-        if self.interval.is_zero() {
-            return;
-        }
-        let wait = {
-            let mut next = lock(&self.next);
-            let now = Instant::now();
-            let slot = (*next).max(now);
-            *next = slot + self.interval;
-            slot - now
-        };
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
-        }
-    }
-}
-
 /// One endpoint of the list.
 #[derive(Debug)]
 pub(super) struct Node {
@@ -61,11 +39,13 @@ pub(super) struct Node {
     pub(super) api_key: Option<Arc<Secret>>,
     /// Host and port only: the path and query may carry a key.
     pub(super) label: String,
-    budget: Budget,
+    pub(super) budget: Budget,
     down_until: Mutex<Option<Instant>>,
     failures: AtomicU32,
     /// Its last failure was being behind another endpoint, which may itself be running ahead.
     behind: AtomicBool,
+    /// Until when the endpoint is taken to have no v3 index (it answered 404 for it).
+    no_index_until: Mutex<Option<Instant>>,
 }
 
 impl Node {
@@ -101,27 +81,32 @@ impl Node {
             }
             Api::Rest(parsed)
         };
-        let interval = match max_rps {
-            0 => Duration::ZERO,
-            n => Duration::from_secs(1) / n,
-        };
         Ok(Self {
             api,
             api_key,
             label,
-            budget: Budget {
-                interval,
-                next: Mutex::new(Instant::now()),
-            },
+            budget: Budget::new(max_rps),
             down_until: Mutex::new(None),
             failures: AtomicU32::new(0),
             behind: AtomicBool::new(false),
+            no_index_until: Mutex::new(None),
         })
     }
 
     /// Waits until the budget allows one more request.
     pub(super) async fn pace(&self) {
         self.budget.take().await;
+    }
+
+    /// False for [`INDEX_RECHECK`] after the endpoint answered that it has no v3 index.
+    pub(super) fn has_index(&self) -> bool {
+        lock(&self.no_index_until).is_none_or(|until| Instant::now() >= until)
+    }
+
+    /// The endpoint has no v3 index: what an endpoint serves rarely changes, so it is not asked
+    /// for every message.
+    pub(super) fn lacks_index(&self) {
+        *lock(&self.no_index_until) = Some(Instant::now() + INDEX_RECHECK);
     }
 
     /// Answering (and not behind): tried in list order.

@@ -18,6 +18,7 @@
 //! # let _ = report; Ok(()) }
 //! ```
 
+mod budget;
 pub mod cache;
 pub mod delivery;
 mod endpoints;

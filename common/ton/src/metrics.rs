@@ -33,6 +33,9 @@ pub struct ChainMetrics {
     pub endpoint_requests: Family<Labels, Counter>,
     /// `keeper_ton_endpoint_up{endpoint}`: 0 while the endpoint fails or lags.
     pub endpoint_up: Family<Labels, Gauge>,
+    /// `keeper_ton_endpoint_budget_rps{endpoint}`: requests per second the endpoint's budget
+    /// allows now (lowered by 429s, recovering while it is quiet).
+    pub endpoint_budget: Family<Labels, FloatGauge>,
     /// `keeper_ton_requests_per_tick`: TON API requests made by the last tick.
     pub requests_per_tick: Gauge,
     /// `keeper_ton_spent_nanoton_total`: what the wallet spent on updates (fees and values,
@@ -58,6 +61,7 @@ impl Families for ChainMetrics {
             lock_held: Family::default(),
             endpoint_requests: Family::default(),
             endpoint_up: Family::default(),
+            endpoint_budget: Family::default(),
             requests_per_tick: Gauge::default(),
             ton_spent: Counter::default(),
             spend_per_day: Family::default(),
@@ -93,6 +97,11 @@ impl Families for ChainMetrics {
             "keeper_ton_endpoint_up",
             "1 while the TON endpoint answers and is not behind another one",
             m.endpoint_up.clone(),
+        );
+        registry.register(
+            "keeper_ton_endpoint_budget_rps",
+            "Requests per second the TON endpoint's client-side budget allows now; lowered by 429s",
+            m.endpoint_budget.clone(),
         );
         registry.register(
             "keeper_ton_requests_per_tick",

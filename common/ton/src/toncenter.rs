@@ -142,14 +142,19 @@ impl Toncenter {
         self
     }
 
-    /// Reports `keeper_ton_endpoint_requests_total`, `keeper_ton_endpoint_up` and
-    /// `endpoint_down:{endpoint}` through `metrics` and `alerter`.
+    /// Reports `keeper_ton_endpoint_requests_total`, `keeper_ton_endpoint_up`,
+    /// `keeper_ton_endpoint_budget_rps` and `endpoint_down:{endpoint}` through `metrics` and
+    /// `alerter`.
     pub fn observed(mut self, metrics: Arc<Metrics>, alerter: Alerter) -> Self {
         for n in self.nodes.iter() {
             ChainMetrics::of(&metrics)
                 .endpoint_up
                 .get_or_create(&labels([("endpoint", n.label.as_str())]))
                 .set(1);
+            ChainMetrics::of(&metrics)
+                .endpoint_budget
+                .get_or_create(&labels([("endpoint", n.label.as_str())]))
+                .set(n.budget.rps());
         }
         self.observer = Some(Observer { metrics, alerter });
         self
@@ -362,7 +367,33 @@ impl Toncenter {
         }
     }
 
+    /// One request to `node`, paced by its budget; a 429 lowers that budget.
     async fn call_node(
+        &self,
+        node: &Node,
+        method: &'static str,
+        params: &Value,
+        post: bool,
+    ) -> Result<Value, TransportError> {
+        let answer = self.request_node(node, method, params, post).await;
+        self.learn_rate(node, answer.as_ref().err());
+        answer
+    }
+
+    /// Feeds a 429 to the endpoint's budget and reports the budget.
+    fn learn_rate(&self, node: &Node, error: Option<&TransportError>) {
+        if let Some(e) = error.filter(|e| e.status() == Some(429)) {
+            node.budget.rate_limited(e.retry_after());
+        }
+        if let Some(o) = &self.observer {
+            ChainMetrics::of(&o.metrics)
+                .endpoint_budget
+                .get_or_create(&labels([("endpoint", node.label.as_str())]))
+                .set(node.budget.rps());
+        }
+    }
+
+    async fn request_node(
         &self,
         node: &Node,
         method: &'static str,
@@ -682,16 +713,31 @@ pub fn parse_run_result(
 }
 
 impl Toncenter {
-    /// `GET …/api/v3/transactionsByMessage` on the first endpoint that is up and has a
-    /// `/api/v2` path to derive it from.
+    /// `GET …/api/v3/transactionsByMessage` on the first endpoint that is up, has a `/api/v2`
+    /// path to derive it from and has not lately answered that it has no index.
     async fn v3_by_message(
         &self,
         msg_hash_hex: &str,
     ) -> Result<Option<Vec<IndexedTransaction>>, TransportError> {
-        const M: &str = "transactionsByMessage";
-        let Some((node, url)) = self.in_order().find_map(|n| v3_url(n).map(|u| (n, u))) else {
+        let Some((node, url)) = self
+            .in_order()
+            .filter(|n| n.has_index())
+            .find_map(|n| v3_url(n).map(|u| (n, u)))
+        else {
             return Ok(None);
         };
+        let answer = self.v3_request(node, url, msg_hash_hex).await;
+        self.learn_rate(node, answer.as_ref().err());
+        answer
+    }
+
+    async fn v3_request(
+        &self,
+        node: &Node,
+        url: url::Url,
+        msg_hash_hex: &str,
+    ) -> Result<Option<Vec<IndexedTransaction>>, TransportError> {
+        const M: &str = "transactionsByMessage";
         node.pace().await;
         self.requests.fetch_add(1, Ordering::Relaxed);
         let mut request = self.client.get(url).query(&[
@@ -707,7 +753,9 @@ impl Toncenter {
             .await
             .map_err(|e| map_http(M, http::transport_error("toncenter", &e, self.timeout)))?;
         let status = resp.status().as_u16();
+        let retry_after = http::retry_after(resp.headers());
         if status == 404 {
+            node.lacks_index();
             return Ok(None);
         }
         let body = http::read_limited("toncenter", resp, self.timeout)
@@ -719,7 +767,7 @@ impl Toncenter {
                 status,
                 code: None,
                 error: http::snippet(&body),
-                retry_after: None,
+                retry_after,
             });
         }
         let v: Value = serde_json::from_slice(&body)

@@ -7,7 +7,7 @@ use futures_util::future::join_all;
 use keeper_runtime::runner::{Cycle, CycleContext, CycleError};
 use keeper_runtime::telemetry::metrics::labels;
 use keeper_ton::fallback::FallbackGate;
-use keeper_ton::keeper::ChainParts;
+use keeper_ton::keeper::{ChainMemo, ChainParts};
 use keeper_ton::{
     BridgeStatusUpdate, OracleMessage, OracleUpdate, Publication, PublishError, TickOutcome,
     TonAddress, read_bridge_status,
@@ -71,6 +71,8 @@ pub struct BridgeCycle {
     last: Option<CycleSummary>,
     /// With `fallback_offset`: how long the primary has left per bridge.
     fallback: FallbackGate,
+    /// `get_bridge_status` as last read, while the oracle's account has no newer transaction.
+    chain_memo: ChainMemo<Option<OnChain>>,
 }
 
 /// One bridge picked for publishing.
@@ -149,6 +151,7 @@ impl BridgeCycle {
             peg_requests,
             last: None,
             fallback: FallbackGate::new(fallback_offset).with_interval(interval_secs),
+            chain_memo: ChainMemo::default(),
         }
     }
 
@@ -156,12 +159,23 @@ impl BridgeCycle {
         &self.p.config.bridges
     }
 
-    /// `get_bridge_status` for every bridge; unknown when no oracle is configured.
+    /// `get_bridge_status` for every bridge, unless the oracle's account has had no transaction
+    /// since this process last read them all; unknown when no oracle is configured.
     async fn read_chain(&self) -> Vec<ChainView> {
         let Some(oracle) = self.p.publisher.oracle() else {
             return self.bridges().iter().map(|_| Ok(None)).collect();
         };
         let transport = self.p.publisher.delivery().transport();
+        self.chain_memo
+            .read(transport, oracle, || self.read_statuses(transport, oracle))
+            .await
+    }
+
+    async fn read_statuses(
+        &self,
+        transport: &keeper_ton::Toncenter,
+        oracle: &TonAddress,
+    ) -> Vec<ChainView> {
         join_all(self.bridges().iter().map(|b| async move {
             match read_bridge_status(transport, oracle, b.id).await {
                 // A bridge never written reads as (false, 0).

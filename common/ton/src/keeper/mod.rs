@@ -14,11 +14,13 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 mod freshness;
+mod memo;
 mod run;
 mod status;
 mod wallet;
 
 pub use freshness::Freshness;
+pub use memo::{ChainMemo, View};
 pub use run::{RunArgs, run};
 pub use status::{StatusArgs, status};
 pub use wallet::{

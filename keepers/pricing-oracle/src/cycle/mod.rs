@@ -10,7 +10,7 @@ use keeper_runtime::runner::{Cycle, CycleContext, CycleError, Staleness};
 use keeper_runtime::telemetry::metrics::labels;
 use keeper_sources::{Observation, PriceFetcher, Source};
 use keeper_ton::fallback::FallbackGate;
-use keeper_ton::keeper::ChainParts;
+use keeper_ton::keeper::{ChainMemo, ChainParts};
 use keeper_ton::{
     DeliveryReport, OracleMessage, OracleUpdate, PriceUpdate, Publication, PublishError,
     TickOutcome, TonAddress, read_price,
@@ -58,6 +58,8 @@ pub struct PricingCycle {
     own_published: HashMap<String, OnChain>,
     /// Per asset, the last update this process delivered and why it went out.
     last_update: HashMap<String, LastUpdate>,
+    /// `get_price` as last read, while the oracle's account has no newer transaction.
+    chain_memo: ChainMemo<Option<OnChain>>,
 }
 
 impl PricingCycle {
@@ -87,6 +89,7 @@ impl PricingCycle {
             fallback: FallbackGate::new(p_fallback_offset).with_interval(interval_secs),
             own_published: HashMap::new(),
             last_update: HashMap::new(),
+            chain_memo: ChainMemo::default(),
             stale,
         }
     }
@@ -95,12 +98,23 @@ impl PricingCycle {
         self.p.publisher.delivery().wallet().label()
     }
 
-    /// Reads `get_price` for every asset concurrently; unknown when no oracle is configured.
+    /// Reads `get_price` for every asset concurrently, unless the oracle's account has had no
+    /// transaction since this process last read them all; unknown when no oracle is configured.
     async fn read_chain(&self) -> Vec<ChainView> {
         let Some(oracle) = self.p.publisher.oracle() else {
             return self.p.config.assets.iter().map(|_| Ok(None)).collect();
         };
         let transport = self.p.publisher.delivery().transport();
+        self.chain_memo
+            .read(transport, oracle, || self.read_prices(transport, oracle))
+            .await
+    }
+
+    async fn read_prices(
+        &self,
+        transport: &keeper_ton::Toncenter,
+        oracle: &TonAddress,
+    ) -> Vec<ChainView> {
         join_all(self.p.config.assets.iter().map(|a| async move {
             match read_price(transport, oracle, a.id).await {
                 Ok((price, ts)) if price > 0 => Ok(Some(OnChain {

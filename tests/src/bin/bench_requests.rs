@@ -1,0 +1,44 @@
+//! TON API requests per tick of both chain keepers against the local stand-ins, per method: one
+//! publishing and one idle `--once` run of the pricing keeper (six assets) and of the bridge
+//! keeper (its shipped bridges), each on a fresh chain, once with toncenter's v3 index and once
+//! against a v2-only endpoint; then a running pricing keeper's idle ticks and one publication.
+//! The README reports the figures.
+//!
+//! Run: `cargo build --workspace --bins && target/debug/bench_requests` (or
+//! `scripts/bench-requests.sh`). It needs the test PostgreSQL and Redis (`KEEPERS_TEST_PG_URL`,
+//! `KEEPERS_TEST_REDIS_URL`).
+
+use keeper_tests::bridge_keeper::BridgeHarness;
+use keeper_tests::pricing::PricingHarness;
+use keeper_tests::requests::{Ticks, bridge_ticks, pricing_ticks, running_pricing};
+
+fn report(keeper: &str, endpoint: &str, t: &Ticks) {
+    println!(
+        "{keeper}, {endpoint}: publishing tick ({}): {}",
+        t.publishing_outcome, t.publishing
+    );
+    println!(
+        "{keeper}, {endpoint}: idle tick ({}): {}",
+        t.idle_outcome, t.idle
+    );
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    keeper_runtime::install_crypto_provider();
+    for (endpoint, v3) in [("v3 index", true), ("v2 only", false)] {
+        let h = PricingHarness::start().await;
+        h.ton.set_v3_index(v3);
+        report("pricing-oracle-keeper", endpoint, &pricing_ticks(&h).await);
+        let h = BridgeHarness::start().await;
+        h.ton.set_v3_index(v3);
+        report("bridge-health-keeper", endpoint, &bridge_ticks(&h).await);
+        let h = PricingHarness::start().await;
+        h.ton.set_v3_index(v3);
+        let (idle, publishing) = running_pricing(&h, 10).await;
+        println!(
+            "pricing-oracle-keeper daemon, {endpoint}: {idle:.1} requests per idle tick, \
+             {publishing:.1} for a publishing tick and the re-read after it"
+        );
+    }
+}

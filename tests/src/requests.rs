@@ -1,0 +1,178 @@
+//! TON API requests per tick, counted at the toncenter stand-in: one publishing and one idle
+//! `--once` run of each chain keeper, per method. Shared by the request-count test and the
+//! `bench_requests` binary.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde_json::Value;
+
+use crate::bridge_keeper::BridgeHarness;
+use crate::pricing::PricingHarness;
+use crate::toncenter::ToncenterServer;
+
+/// Requests per API method (v3 `transactionsByMessage` included).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tally(pub BTreeMap<String, usize>);
+
+impl Tally {
+    /// Every request the stand-in received so far.
+    pub fn of(chain: &ToncenterServer) -> Self {
+        let mut t = BTreeMap::new();
+        for r in chain.requests().into_iter().chain(chain.index_requests()) {
+            *t.entry(r.method).or_insert(0) += 1;
+        }
+        Self(t)
+    }
+
+    /// What arrived after `before`.
+    pub fn since(chain: &ToncenterServer, before: &Tally) -> Self {
+        let mut now = Self::of(chain);
+        for (m, n) in now.0.iter_mut() {
+            *n -= before.get(m).min(*n);
+        }
+        now.0.retain(|_, n| *n > 0);
+        now
+    }
+
+    /// Requests of `method`.
+    pub fn get(&self, method: &str) -> usize {
+        self.0.get(method).copied().unwrap_or(0)
+    }
+
+    /// All requests.
+    pub fn total(&self) -> usize {
+        self.0.values().sum()
+    }
+}
+
+impl fmt::Display for Tally {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} requests", self.total())?;
+        let parts: Vec<String> = self.0.iter().map(|(m, n)| format!("{n} {m}")).collect();
+        if !parts.is_empty() {
+            write!(f, " ({})", parts.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+/// One publishing and one idle tick of a keeper, and what each one said it did.
+#[derive(Debug)]
+pub struct Ticks {
+    /// The tick that published.
+    pub publishing: Tally,
+    /// Its `outcome`.
+    pub publishing_outcome: String,
+    /// The tick after it, with nothing to publish.
+    pub idle: Tally,
+    /// Its `outcome`.
+    pub idle_outcome: String,
+}
+
+fn outcome(doc: &Value) -> String {
+    doc["outcome"].as_str().unwrap_or("?").to_owned()
+}
+
+/// Two `--once` runs of the pricing keeper on a fresh chain: the first publishes every asset,
+/// the second finds them current. Without Redis, so each run's wallet lease ends with it.
+pub async fn pricing_ticks(h: &PricingHarness) -> Ticks {
+    async fn once(h: &PricingHarness) -> (Tally, String) {
+        let before = Tally::of(&h.ton);
+        let out = h
+            .command(&["--once", "--output", "json"])
+            .env_remove("REDIS_URL")
+            .output()
+            .await
+            .expect("run pricing-oracle-keeper");
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!("{e}: {}", String::from_utf8_lossy(&out.stderr));
+        });
+        (Tally::since(&h.ton, &before), outcome(&doc))
+    }
+    let (publishing, publishing_outcome) = once(h).await;
+    let (idle, idle_outcome) = once(h).await;
+    Ticks {
+        publishing,
+        publishing_outcome,
+        idle,
+        idle_outcome,
+    }
+}
+
+/// Two `--once` runs of the bridge keeper on a fresh chain: the first publishes every bridge,
+/// the second finds them current.
+pub async fn bridge_ticks(h: &BridgeHarness) -> Ticks {
+    async fn once(h: &BridgeHarness) -> (Tally, String) {
+        let before = Tally::of(&h.ton);
+        let (_, doc) = h.once_pg().await;
+        (Tally::since(&h.ton, &before), outcome(&doc))
+    }
+    let (publishing, publishing_outcome) = once(h).await;
+    let (idle, idle_outcome) = once(h).await;
+    Ticks {
+        publishing,
+        publishing_outcome,
+        idle,
+        idle_outcome,
+    }
+}
+
+/// Ticks the keeper's `/status` reports (0 while it does not answer).
+pub async fn status_ticks(metrics_addr: &str) -> u64 {
+    let url = format!("http://{metrics_addr}/status");
+    match reqwest::get(&url).await {
+        Ok(r) => r
+            .json::<Value>()
+            .await
+            .ok()
+            .and_then(|s| s["ticks"].as_u64())
+            .unwrap_or(0),
+        Err(_) => 0,
+    }
+}
+
+/// Waits until `/status` reports at least `n` ticks; false after `timeout`.
+pub async fn wait_status_ticks(metrics_addr: &str, n: u64, timeout: std::time::Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while status_ticks(metrics_addr).await < n {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    true
+}
+
+/// Requests of a running pricing keeper (interval 1 s): per idle tick, averaged over `idle`
+/// ticks, and for the ticks around one publication (a moved price: the publishing tick and
+/// the next one, which reads the changed oracle again) less what idle ticks cost.
+pub async fn running_pricing(h: &PricingHarness, idle: u64) -> (f64, f64) {
+    use std::time::Duration;
+    let wait = Duration::from_secs(60);
+    let mut child = h.spawn();
+    h.wait_externals(1, wait).await;
+    let addr = h.metrics_addr.as_str();
+    let t = status_ticks(addr).await;
+    wait_status_ticks(addr, t + 2, wait).await;
+
+    let before = Tally::of(&h.ton);
+    let t0 = status_ticks(addr).await;
+    wait_status_ticks(addr, t0 + idle, wait).await;
+    let per_idle = Tally::since(&h.ton, &before).total() as f64
+        / (status_ticks(addr).await - t0).max(1) as f64;
+
+    let before = Tally::of(&h.ton);
+    let t0 = status_ticks(addr).await;
+    let sent = h.accepted_externals();
+    h.up.set_price_everywhere("DAI", "0.98");
+    h.wait_externals(sent + 1, wait).await;
+    let t1 = status_ticks(addr).await;
+    // The publishing tick ends after its read-back; the one after it reads the oracle again.
+    wait_status_ticks(addr, t1 + 2, wait).await;
+    let t2 = status_ticks(addr).await;
+    let total = Tally::since(&h.ton, &before).total() as f64;
+    let others = (t2 - t0).saturating_sub(2) as f64;
+    let _ = child.kill().await;
+    (per_idle, total - others * per_idle)
+}
