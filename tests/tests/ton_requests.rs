@@ -79,8 +79,10 @@ async fn two_keepers_sharing_a_keyless_endpoint_settle_below_its_limit() {
         late <= 5,
         "{late} 429s of {total_late} requests after settling"
     );
+    // Both keep reading; the split need not be even: a keeper that is refused early sits
+    // nearer the floor (0.1 request/s) for a while before its share grows back.
     assert!(
-        wa.0 >= 5 && wb.0 >= 5,
+        wa.0 >= 3 && wb.0 >= 3,
         "both keepers still read: {wa:?} {wb:?}"
     );
 }
@@ -189,7 +191,7 @@ async fn an_endpoint_without_the_v3_index_is_asked_for_it_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publishing_and_an_idle_pricing_tick_are_counted_per_method() {
     let h = PricingHarness::start().await;
-    // As the endpoint of the issue's count: v2 only, its v3 index answers 404.
+    // An endpoint that speaks v2 only: its v3 index answers 404, as toncenter's public one can.
     h.ton.set_v3_index(false);
     let ticks = pricing_ticks(&h).await;
     println!(
@@ -199,9 +201,12 @@ async fn a_publishing_and_an_idle_pricing_tick_are_counted_per_method() {
     assert_eq!(ticks.publishing_outcome, "published");
     assert_ne!(ticks.idle_outcome, "published");
     let p: &Tally = &ticks.publishing;
-    // Before issue 24 this run counted 29 (10 getTransactions: the oracle's list once per
-    // update) and the idle one 10; the issue counted 28 and 9 against its endpoint.
-    assert!(p.total() <= 24, "{p}");
+    // This run counted 29 before the oracle's transactions were listed once per batch (10
+    // getTransactions, the list once per update) and the idle one 10. One of the 25 is the
+    // account-state view asked before a moved seqno is believed (every endpoint is asked, so
+    // that one running ahead cannot confirm alone).
+    assert!(p.total() <= 25, "{p}");
+    assert!(p.get("getAddressInformation") <= 3, "{p}");
     assert!(p.get("getTransactions") <= 5, "{p}");
     assert!(p.get("runGetMethod") <= 12, "{p}");
     assert!(p.get("getWalletInformation") <= 3, "{p}");

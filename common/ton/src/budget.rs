@@ -3,8 +3,10 @@
 //! `max_rps` is what the operator allows; the endpoint's real share may be less (two keepers
 //! behind one keyless endpoint each see half of its limit). A 429 halves the rate (not below
 //! [`FLOOR_RPS`]) and holds further requests for the `Retry-After` the endpoint gave; every
-//! [`RECOVERY_STEP`] without a 429 the rate grows by [`RECOVERY_FACTOR`] again, up to `max_rps`.
-//! Keepers sharing an endpoint thus settle near their share without being told it.
+//! [`RECOVERY_STEP`] without a 429 the rate grows by [`RECOVERY_SHARE`] of `max_rps`, up to
+//! `max_rps`. Halving and adding (not multiplying) is what lets keepers sharing an endpoint
+//! settle near equal shares without being told them: a multiplicative recovery keeps whatever
+//! unequal split the first 429s made, and one keeper starves.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -12,10 +14,11 @@ use std::time::{Duration, Instant};
 /// Lowest rate a run of 429s brings a budget down to: one request every 10 s still lets a tick
 /// read its wallet.
 pub const FLOOR_RPS: f64 = 0.1;
-/// Quiet time (no 429) after which the rate grows by one [`RECOVERY_FACTOR`].
-pub const RECOVERY_STEP: Duration = Duration::from_secs(30);
-/// Growth per [`RECOVERY_STEP`] without a 429.
-pub const RECOVERY_FACTOR: f64 = 1.1;
+/// Quiet time (no 429) after which the rate grows by one [`RECOVERY_SHARE`].
+pub const RECOVERY_STEP: Duration = Duration::from_secs(10);
+/// Growth per [`RECOVERY_STEP`] without a 429, as a share of `max_rps`: from the floor back to
+/// the maximum in under two minutes.
+pub const RECOVERY_SHARE: f64 = 0.1;
 /// Longest `Retry-After` a budget holds an endpoint for: a hostile header must not park the
 /// keeper for hours.
 pub const HOLD_CAP: Duration = Duration::from_secs(60);
@@ -32,6 +35,8 @@ struct State {
     next: Instant,
     /// Start of the current quiet period: the last 429 or the last recovery step.
     quiet_since: Instant,
+    /// When the rate was last halved.
+    last_cut: Option<Instant>,
 }
 
 /// At most `rps` requests per second, queued in arrival order; `rps` falls on a 429 and
@@ -53,6 +58,7 @@ impl Budget {
                 rps: max_rps,
                 next: now,
                 quiet_since: now,
+                last_cut: None,
             }),
         }
     }
@@ -102,7 +108,16 @@ impl Budget {
         }
         let mut s = lock(&self.state);
         let now = Instant::now();
-        s.rps = (s.rps / 2.0).max(FLOOR_RPS).min(self.max_rps);
+        // Requests already on their way when the first 429 came are refused too: one burst
+        // halves the rate once, or a keeper that happened to be refused first would fall to
+        // the floor while the other kept its rate.
+        let cut_lately = s.last_cut.is_some_and(|at| {
+            now.saturating_duration_since(at) < interval(s.rps).saturating_mul(2)
+        });
+        if !cut_lately {
+            s.rps = (s.rps / 2.0).max(FLOOR_RPS).min(self.max_rps);
+            s.last_cut = Some(now);
+        }
         s.quiet_since = now;
         // A random stretch, so that keepers rejected together do not come back together.
         let spread = 1.0 + rand::random::<f64>() / 2.0;
@@ -125,8 +140,8 @@ impl Budget {
             return;
         }
         // Beyond 100 steps any rate has long reached the maximum.
-        let capped = i32::try_from(steps.min(100)).unwrap_or(100);
-        s.rps = (s.rps * RECOVERY_FACTOR.powi(capped)).min(self.max_rps);
+        let capped = steps.min(100) as f64;
+        s.rps = (s.rps + capped * RECOVERY_SHARE * self.max_rps).min(self.max_rps);
         let earned = RECOVERY_STEP.saturating_mul(u32::try_from(steps).unwrap_or(u32::MAX));
         s.quiet_since = s.quiet_since.checked_add(earned).unwrap_or(now).min(now);
     }
@@ -147,14 +162,17 @@ mod tests {
         assert_eq!(b.rps(), 1.0);
         b.rate_limited(None);
         assert_eq!(b.rps(), 0.5);
+        b.rate_limited(None);
+        assert_eq!(b.rps(), 0.5, "a burst of 429s halves once");
         for _ in 0..10 {
+            lock(&b.state).last_cut = Some(Instant::now() - Duration::from_secs(100));
             b.rate_limited(None);
         }
         assert_eq!(b.rps(), FLOOR_RPS);
         let later = Instant::now() + RECOVERY_STEP + Duration::from_millis(100);
         let grown = b.rps_at(later);
         assert!(
-            (grown - FLOOR_RPS * RECOVERY_FACTOR).abs() < 1e-9,
+            (grown - (FLOOR_RPS + RECOVERY_SHARE)).abs() < 1e-9,
             "{grown}"
         );
         assert_eq!(b.rps_at(later + RECOVERY_STEP * 1_000_000), 1.0);
