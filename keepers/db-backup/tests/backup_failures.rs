@@ -416,6 +416,9 @@ async fn failing_s3_proxy(log: Arc<Mutex<Vec<String>>>) -> String {
             .unwrap_or_default();
         log.lock().unwrap().push(format!("{method} {pq}"));
         if method == "PUT" && pq.contains("partNumber=2") {
+            // Take the whole part before refusing it: answering while the client still writes
+            // closes the connection under it, and it sees a broken pipe instead of the 403.
+            let _ = axum::body::to_bytes(req.into_body(), usize::MAX).await;
             return Response::builder()
                 .status(403)
                 .header("content-type", "application/xml")
