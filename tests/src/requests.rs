@@ -90,14 +90,7 @@ pub async fn pricing_ticks(h: &PricingHarness) -> Ticks {
         });
         (Tally::since(&h.ton, &before), outcome(&doc))
     }
-    let (publishing, publishing_outcome) = once(h).await;
-    let (idle, idle_outcome) = once(h).await;
-    Ticks {
-        publishing,
-        publishing_outcome,
-        idle,
-        idle_outcome,
-    }
+    two_runs(|| once(h)).await
 }
 
 /// Two `--once` runs of the bridge keeper on a fresh chain: the first publishes every bridge,
@@ -108,8 +101,17 @@ pub async fn bridge_ticks(h: &BridgeHarness) -> Ticks {
         let (_, doc) = h.once_pg().await;
         (Tally::since(&h.ton, &before), outcome(&doc))
     }
-    let (publishing, publishing_outcome) = once(h).await;
-    let (idle, idle_outcome) = once(h).await;
+    two_runs(|| once(h)).await
+}
+
+/// Two runs of `once`, the first expected to publish and the second to find nothing to do.
+async fn two_runs<F, Fut>(once: F) -> Ticks
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = (Tally, String)>,
+{
+    let (publishing, publishing_outcome) = once().await;
+    let (idle, idle_outcome) = once().await;
     Ticks {
         publishing,
         publishing_outcome,
