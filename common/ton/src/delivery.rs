@@ -543,29 +543,11 @@ impl<T: TonTransport> Delivery<T> {
         Ok(())
     }
 
-    /// Right before a signature for `seqno` of a body built at chain time `chain_now`: a
-    /// journaled body for this seqno or a later one that may still land (another holder's,
-    /// written while this process did not hold the wallet) is taken into `slot` and stops the
-    /// signature; a journal that cannot be read stops it too. Dead entries for this seqno are
-    /// cleared, judged by the chain time the endpoints agree on (never later than `chain_now`),
-    /// asked here: `chain_now` may come from one endpoint alone.
-    async fn check_journal_before_signing(
-        &self,
-        seqno: u32,
-        chain_now: u64,
-        slot: &mut Option<InFlight>,
-    ) -> Result<(), DeliveryError> {
-        let agreed = self
-            .transport
-            .address_views(self.wallet.address())
-            .await
-            .agreed_chain_time()
-            .map(|t| t.min(chain_now));
-        self.check_journal_at(seqno, agreed, slot).await
-    }
-
-    /// [`Delivery::check_journal_before_signing`] with the agreed chain time already read
-    /// (`None`: too few endpoints answered, so every entry may still land).
+    /// Right before a signature for `seqno`: a journaled body for this seqno or a later one
+    /// that may still land (another holder's, written while this process did not hold the
+    /// wallet) is taken into `slot` and stops the signature; a journal that cannot be read stops
+    /// it too. Dead entries for this seqno are cleared, judged by `chain_now`, the chain time the
+    /// endpoints agree on (`None`: too few answered, so every entry may still land).
     async fn check_journal_at(
         &self,
         seqno: u32,

@@ -244,15 +244,7 @@ impl<T: TonTransport> Delivery<T> {
             self.settle_slot(&mut slot, false).await?;
         }
         let w = self.read_wallet().await?;
-        let balance = self
-            .transport
-            .wallet_information(self.wallet.address())
-            .await
-            .map_err(|source| DeliveryError::Transport {
-                stage: "reading the balance",
-                source,
-            })?
-            .balance_nanoton;
+        let balance = w.balance_nanoton;
         // A dry run journals nothing; a real sweep replaces another body's journal entry only
         // by a chain time two endpoints agree on (0 when they do not: nothing is replaced).
         let (now, agreed_now) = if dry_run {
@@ -269,7 +261,7 @@ impl<T: TonTransport> Delivery<T> {
         let (valid_until, fencing_token) = if dry_run {
             (dry_run_valid_until(now), None)
         } else {
-            self.check_journal_before_signing(w.seqno, now, &mut slot)
+            self.check_journal_at(w.seqno, agreed_now, &mut slot)
                 .await?;
             // Last moment before a signature: without the wallet lease nothing is signed.
             (
