@@ -123,6 +123,25 @@ impl PricingHarness {
         cmd
     }
 
+    /// The keeper beside the running executable (a benchmark's release build, or a test's)
+    /// with this harness's environment less PostgreSQL and Redis: the benchmarks measure the
+    /// keeper alone. A sending keeper needs a durable in-flight journal, so it gets a state
+    /// directory of its own, kept across the runs of one harness as a host keeps it.
+    pub fn command_without_stores(&self) -> Command {
+        let state = std::env::temp_dir().join(format!("{}-state", self.schema));
+        std::fs::create_dir_all(&state).expect("create the keeper's state directory");
+        let mut cmd = Command::new(crate::process::bin_path("pricing-oracle-keeper"));
+        cmd.env_clear()
+            .envs(
+                self.env()
+                    .into_iter()
+                    .filter(|(k, _)| k != "DATABASE_URL" && k != "REDIS_URL"),
+            )
+            .env("KEEPER_STATE_DIR", state)
+            .kill_on_drop(true);
+        cmd
+    }
+
     /// Starts the daemon; its logs go to a file named after the schema, for post-mortems.
     pub fn spawn(&self) -> Child {
         spawn_logged(self.command(&[]), &self.schema)

@@ -12,7 +12,6 @@
 //! Run: `cargo build --release --workspace --bins && target/release/bench_cost [wall seconds]`
 //! (or `scripts/bench-cost.sh`). It uses no database or Redis.
 
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -24,20 +23,8 @@ const SCALE: u64 = 60;
 const FUNDED: u128 = 50_000_000_000;
 const NANOTON_PER_TON: f64 = 1e9;
 
-fn keeper_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("own path");
-    exe.parent().expect("bin dir").join("pricing-oracle-keeper")
-}
-
 fn command(h: &PricingHarness) -> Command {
-    let mut cmd = Command::new(keeper_bin());
-    cmd.env_clear();
-    for (k, v) in h.env() {
-        if k == "DATABASE_URL" || k == "REDIS_URL" {
-            continue;
-        }
-        cmd.env(k, v);
-    }
+    let mut cmd = h.command_without_stores();
     cmd.env("UPDATE_INTERVAL", "1")
         .env("PRICE_HEARTBEAT", (240 / SCALE).to_string())
         .env("UPDATE_VALUE_TON", "auto")

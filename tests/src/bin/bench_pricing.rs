@@ -5,28 +5,15 @@
 //! Run: `cargo build --release --workspace --bins && target/release/bench_pricing`
 //! (or `scripts/bench-pricing.sh`). It uses no database or Redis: the keeper's own footprint.
 
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use keeper_tests::pricing::PricingHarness;
 use keeper_tests::upstreams::Source;
-use tokio::process::{Child, Command};
-
-fn keeper_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("own path");
-    exe.parent().expect("bin dir").join("pricing-oracle-keeper")
-}
+use tokio::process::Child;
 
 fn spawn(h: &PricingHarness, extra: &[(&str, &str)]) -> Child {
-    let mut cmd = Command::new(keeper_bin());
-    cmd.env_clear();
-    for (k, v) in h.env() {
-        if k == "DATABASE_URL" || k == "REDIS_URL" {
-            continue;
-        }
-        cmd.env(k, v);
-    }
+    let mut cmd = h.command_without_stores();
     for (k, v) in extra {
         cmd.env(k, v);
     }
@@ -88,13 +75,8 @@ async fn main() {
     for s in [Source::Chainlink, Source::Coingecko, Source::Defillama] {
         h.up.set_latency(s, Duration::from_millis(400));
     }
-    let out = Command::new(keeper_bin())
-        .env_clear()
-        .envs(
-            h.env()
-                .into_iter()
-                .filter(|(k, _)| k != "DATABASE_URL" && k != "REDIS_URL"),
-        )
+    let out = h
+        .command_without_stores()
         .env("RUST_LOG", "info")
         .env("LOG_FORMAT", "json")
         .args(["--once", "--dry-run", "--force", "--output", "json"])
