@@ -16,6 +16,15 @@ const FALLBACK_MNEMONIC: &str = "section garden tomato dinner season dice renew 
 const HEARTBEAT: u64 = 10;
 const OFFSET: u64 = 4;
 
+/// The fallback identity's wallet, funded and registered with the harness's oracle.
+fn funded_fallback(h: &PricingHarness) -> Wallet {
+    let keys = WalletKeys::from_mnemonic(&Secret::new(FALLBACK_MNEMONIC)).unwrap();
+    let wallet = Wallet::new(keys, WalletVersion::V5r1, Network::Mainnet).unwrap();
+    h.ton.fund(wallet.address(), 50_000_000_000);
+    h.ton.register_keeper(&h.oracle, wallet.keys().public_key());
+    wallet
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_primary_sends_while_it_lives_and_the_fallback_takes_over_within_heartbeat_plus_offset()
  {
@@ -24,11 +33,7 @@ async fn only_the_primary_sends_while_it_lives_and_the_fallback_takes_over_withi
         ("PRICE_HEARTBEAT".into(), HEARTBEAT.to_string()),
         ("STALE_AFTER".into(), "120".into()),
     ]);
-    let keys = WalletKeys::from_mnemonic(&Secret::new(FALLBACK_MNEMONIC)).unwrap();
-    let fallback_wallet = Wallet::new(keys, WalletVersion::V5r1, Network::Mainnet).unwrap();
-    h.ton.fund(fallback_wallet.address(), 50_000_000_000);
-    h.ton
-        .register_keeper(&h.oracle, fallback_wallet.keys().public_key());
+    let fallback_wallet = funded_fallback(&h);
 
     let mut primary = h.spawn();
     h.wait_externals(1, Duration::from_secs(30)).await;
@@ -103,11 +108,7 @@ async fn lagging_sources_cost_one_batch_per_heartbeat_and_nothing_from_the_fallb
     for asset in ["USDT", "USDC", "DAI", "USDD", "TUSD", "FDUSD"] {
         h.up.set_timestamp_everywhere(asset, Ts::Age(LAG));
     }
-    let keys = WalletKeys::from_mnemonic(&Secret::new(FALLBACK_MNEMONIC)).unwrap();
-    let fallback_wallet = Wallet::new(keys, WalletVersion::V5r1, Network::Mainnet).unwrap();
-    h.ton.fund(fallback_wallet.address(), 50_000_000_000);
-    h.ton
-        .register_keeper(&h.oracle, fallback_wallet.keys().public_key());
+    let fallback_wallet = funded_fallback(&h);
 
     let mut primary = h.spawn();
     h.wait_externals(1, Duration::from_secs(30)).await;

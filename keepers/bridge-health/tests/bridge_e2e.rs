@@ -575,6 +575,19 @@ fn primary_and_funded_fallback(h: &Harness) -> (Wallet, Wallet) {
     (primary, fallback)
 }
 
+/// The fallback identity's keeper, `offset` seconds behind a primary, with its own ops port.
+fn spawn_fallback(h: &Harness, heartbeat: u64, offset: u64) -> tokio::process::Child {
+    h.command(&[])
+        .env("BRIDGE_HEARTBEAT", heartbeat.to_string())
+        .env("KEEPER_MNEMONIC", FALLBACK_MNEMONIC)
+        .env("FALLBACK_OFFSET", offset.to_string())
+        .env("METRICS_ADDR", format!("127.0.0.1:{}", free_port()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 /// A second identity for the fallback tests.
 const FALLBACK_MNEMONIC: &str = "section garden tomato dinner season dice renew length useful spin trade intact use universe what post spike keen mandate behind concert egg doll rug";
 
@@ -589,16 +602,7 @@ async fn a_fallback_bridge_keeper_sends_nothing_while_the_primary_lives_and_take
     primary.env("BRIDGE_HEARTBEAT", HEARTBEAT.to_string());
     let mut primary = spawn_logged(primary, &h.schema);
     h.wait_externals(1).await;
-    let mut fallback = h
-        .command(&[])
-        .env("BRIDGE_HEARTBEAT", HEARTBEAT.to_string())
-        .env("KEEPER_MNEMONIC", FALLBACK_MNEMONIC)
-        .env("FALLBACK_OFFSET", OFFSET.to_string())
-        .env("METRICS_ADDR", format!("127.0.0.1:{}", free_port()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut fallback = spawn_fallback(&h, HEARTBEAT, OFFSET);
 
     tokio::time::sleep(Duration::from_secs(2 * HEARTBEAT + 3)).await;
     assert!(
@@ -652,16 +656,7 @@ async fn with_the_oracle_unreadable_a_fallback_stays_quiet_and_the_primary_keeps
         usize::MAX,
     );
     let before = h.ton.accepted_from(primary_wallet.address());
-    let mut fallback = h
-        .command(&[])
-        .env("BRIDGE_HEARTBEAT", HEARTBEAT.to_string())
-        .env("KEEPER_MNEMONIC", FALLBACK_MNEMONIC)
-        .env("FALLBACK_OFFSET", OFFSET.to_string())
-        .env("METRICS_ADDR", format!("127.0.0.1:{}", free_port()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut fallback = spawn_fallback(&h, HEARTBEAT, OFFSET);
     tokio::time::sleep(Duration::from_secs(WATCH)).await;
     assert_eq!(
         h.ton.accepted_from(fallback_wallet.address()),
