@@ -588,6 +588,15 @@ fn spawn_fallback(h: &Harness, heartbeat: u64, offset: u64) -> tokio::process::C
         .unwrap()
 }
 
+/// From now on every get-method of the oracle fails, as for a contract that cannot be run.
+fn darken_oracle(h: &Harness) {
+    h.ton.inject(
+        "runGetMethod",
+        keeper_tests::toncenter::Fault::Status(400, "cannot run get-method: exit code 11".into()),
+        usize::MAX,
+    );
+}
+
 /// A second identity for the fallback tests.
 const FALLBACK_MNEMONIC: &str = "section garden tomato dinner season dice renew length useful spin trade intact use universe what post spike keen mandate behind concert egg doll rug";
 
@@ -649,12 +658,8 @@ async fn with_the_oracle_unreadable_a_fallback_stays_quiet_and_the_primary_keeps
     h.wait_externals(1).await;
     // Let the first send be read back before the oracle goes dark.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    // From now on every get-method fails: the oracle cannot be read by either keeper.
-    h.ton.inject(
-        "runGetMethod",
-        keeper_tests::toncenter::Fault::Status(400, "cannot run get-method: exit code 11".into()),
-        usize::MAX,
-    );
+    // From now on the oracle cannot be read by either keeper.
+    darken_oracle(&h);
     let before = h.ton.accepted_from(primary_wallet.address());
     let mut fallback = spawn_fallback(&h, HEARTBEAT, OFFSET);
     tokio::time::sleep(Duration::from_secs(WATCH)).await;
@@ -770,11 +775,7 @@ async fn with_the_oracle_unreadable_a_primary_sends_a_changed_status_once() {
     h.wait_externals(1).await;
     // Let the first send be read back before the oracle goes dark.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    h.ton.inject(
-        "runGetMethod",
-        keeper_tests::toncenter::Fault::Status(400, "cannot run get-method: exit code 11".into()),
-        usize::MAX,
-    );
+    darken_oracle(&h);
     // The TON Bridge's contract pauses deposits: offline at once, sent once.
     h.up.set_eth_bool(TON_BRIDGE, ALLOW_LOCK, false);
     h.wait_externals(2).await;
