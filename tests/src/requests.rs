@@ -146,35 +146,78 @@ pub async fn wait_status_ticks(metrics_addr: &str, n: u64, timeout: std::time::D
     true
 }
 
-/// Requests of a running pricing keeper (interval 1 s): per idle tick, averaged over `idle`
-/// ticks, and for the ticks around one publication (a moved price: the publishing tick and
-/// the next one, which reads the changed oracle again) less what idle ticks cost.
-pub async fn running_pricing(h: &PricingHarness, idle: u64) -> (f64, f64) {
+/// Requests of a running keeper: per idle tick, and per publishing tick.
+#[derive(Debug, Clone, Copy)]
+pub struct Running {
+    /// Average over the idle ticks measured.
+    pub idle: f64,
+    /// The tick that published: the requests from the trigger until the tick after the
+    /// publication ended, less what the other ticks in that span cost idle.
+    pub publishing: f64,
+}
+
+/// Measures a running keeper (interval 1 s, `/status` on `metrics_addr`, chain `ton`) whose
+/// first publication landed: `idle` idle ticks, then the publication `trigger` causes.
+pub async fn running(
+    metrics_addr: &str,
+    ton: &ToncenterServer,
+    idle: u64,
+    trigger: impl FnOnce(),
+) -> Running {
     use std::time::Duration;
     let wait = Duration::from_secs(60);
+    // Past the tick that published first and the one after it.
+    let t = status_ticks(metrics_addr).await;
+    wait_status_ticks(metrics_addr, t + 2, wait).await;
+    let before = Tally::of(ton);
+    let t0 = status_ticks(metrics_addr).await;
+    wait_status_ticks(metrics_addr, t0 + idle, wait).await;
+    let per_idle = Tally::since(ton, &before).total() as f64
+        / (status_ticks(metrics_addr).await - t0).max(1) as f64;
+    let before = Tally::of(ton);
+    let t0 = status_ticks(metrics_addr).await;
+    let sent = ton.accepted_externals();
+    trigger();
+    ton.wait_accepted(sent + 1, wait).await;
+    // The publishing tick ends after the confirmation; the one after it must find the oracle
+    // as the keeper left it.
+    let t1 = status_ticks(metrics_addr).await;
+    wait_status_ticks(metrics_addr, t1 + 2, wait).await;
+    let t2 = status_ticks(metrics_addr).await;
+    let total = Tally::since(ton, &before).total() as f64;
+    let others = (t2 - t0).saturating_sub(1) as f64;
+    Running {
+        idle: per_idle,
+        publishing: total - others * per_idle,
+    }
+}
+
+/// [`running`] for the pricing keeper: a moved DAI price makes the publication.
+pub async fn running_pricing(h: &PricingHarness, idle: u64) -> Running {
     let mut child = h.spawn();
-    h.wait_externals(1, wait).await;
-    let addr = h.metrics_addr.as_str();
-    let t = status_ticks(addr).await;
-    wait_status_ticks(addr, t + 2, wait).await;
-
-    let before = Tally::of(&h.ton);
-    let t0 = status_ticks(addr).await;
-    wait_status_ticks(addr, t0 + idle, wait).await;
-    let per_idle = Tally::since(&h.ton, &before).total() as f64
-        / (status_ticks(addr).await - t0).max(1) as f64;
-
-    let before = Tally::of(&h.ton);
-    let t0 = status_ticks(addr).await;
-    let sent = h.accepted_externals();
-    h.up.set_price_everywhere("DAI", "0.98");
-    h.wait_externals(sent + 1, wait).await;
-    let t1 = status_ticks(addr).await;
-    // The publishing tick ends after its read-back; the one after it reads the oracle again.
-    wait_status_ticks(addr, t1 + 2, wait).await;
-    let t2 = status_ticks(addr).await;
-    let total = Tally::since(&h.ton, &before).total() as f64;
-    let others = (t2 - t0).saturating_sub(2) as f64;
+    h.wait_externals(1, std::time::Duration::from_secs(60))
+        .await;
+    let r = running(&h.metrics_addr, &h.ton, idle, || {
+        h.up.set_price_everywhere("DAI", "0.98")
+    })
+    .await;
     let _ = child.kill().await;
-    (per_idle, total - others * per_idle)
+    r
+}
+
+/// [`running`] for the bridge keeper: the TON bridge's own contract pausing (`allowLock()`
+/// false) makes it offline at once, and the publication.
+pub async fn running_bridge(h: &BridgeHarness, idle: u64) -> Running {
+    let mut child = h.spawn();
+    h.wait_externals(1).await;
+    let r = running(&h.metrics_addr, &h.ton, idle, || {
+        h.up.set_eth_bool(
+            crate::bridge_keeper::TON_BRIDGE,
+            crate::upstreams::ALLOW_LOCK,
+            false,
+        )
+    })
+    .await;
+    let _ = child.kill().await;
+    r
 }

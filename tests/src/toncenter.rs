@@ -256,6 +256,8 @@ struct Chain {
     v3: Vec<Value>,
     /// Whether `/api/v3/` answers (off: an endpoint with only the v2 API).
     v3_enabled: bool,
+    /// `getTransactions` gives each transaction's BoC.
+    transaction_data: bool,
     /// toncenter's rate limit, when on.
     rate_limit: Option<TokenBucket>,
     requests: Vec<RequestRecord>,
@@ -427,6 +429,7 @@ impl ToncenterServer {
             external_fee: EXTERNAL_FEE,
             v3: Vec::new(),
             v3_enabled: true,
+            transaction_data: true,
             rate_limit: None,
             requests: Vec::new(),
             index_requests: Vec::new(),
@@ -509,6 +512,12 @@ impl ToncenterServer {
     /// Serve `/api/v3/` (the default) or answer it 404, like a v2-only endpoint.
     pub fn set_v3_index(&self, enabled: bool) {
         self.chain().v3_enabled = enabled;
+    }
+
+    /// Give `getTransactions` each transaction's BoC in `data` (the default), or leave it out,
+    /// as an endpoint that lists transactions without them does: then no exit code shows.
+    pub fn set_transaction_data(&self, enabled: bool) {
+        self.chain().transaction_data = enabled;
     }
 
     /// What the oracle's compute phase costs per update (default [`ORACLE_GAS_FEE`]).
@@ -1437,9 +1446,13 @@ fn dispatch(c: &mut Chain, method: &str, params: &Value) -> Result<Value, ApiErr
                 .get(&addr)
                 .map(|a| a.transactions.clone())
                 .unwrap_or_default();
-            Ok(Value::Array(
-                txs.into_iter().rev().take(limit as usize).collect(),
-            ))
+            let mut txs: Vec<Value> = txs.into_iter().rev().take(limit as usize).collect();
+            if !c.transaction_data {
+                for t in &mut txs {
+                    t["data"] = json!("");
+                }
+            }
+            Ok(Value::Array(txs))
         }
         other => Err(api_err(404, format!("method {other} not found"))),
     }

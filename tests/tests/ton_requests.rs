@@ -7,9 +7,13 @@ use std::time::Duration;
 
 use keeper_runtime::alert::Alerter;
 use keeper_runtime::telemetry::metrics::Metrics;
+use keeper_tests::bridge_keeper::TON_BRIDGE;
 use keeper_tests::pricing::PricingHarness;
-use keeper_tests::requests::{Tally, pricing_ticks, status_ticks, wait_status_ticks};
+use keeper_tests::requests::{
+    Running, Tally, pricing_ticks, running, status_ticks, wait_status_ticks,
+};
 use keeper_tests::toncenter::{Fault, ToncenterServer};
+use keeper_tests::upstreams::ALLOW_LOCK;
 use keeper_ton::metrics::ChainMetrics;
 use keeper_ton::*;
 use tokio::time::Instant;
@@ -140,11 +144,13 @@ fn prices(oracle: &TonAddress, ts: u32) -> Vec<OracleMessage> {
         .collect()
 }
 
-/// Two deliveries through one client; the stand-in's counts of `transactionsByMessage` and
-/// `getTransactions`.
-async fn two_deliveries(v3: bool, seed: u8) -> (usize, usize) {
+/// Two deliveries of two prices through one client, against an endpoint with or without the
+/// v3 index and with or without transaction BoCs in its v2 listing; the stand-in's counts of
+/// `transactionsByMessage`, `getTransactions` and `runGetMethod`.
+async fn two_deliveries(v3: bool, boc: bool, seed: u8) -> (usize, usize, usize) {
     let chain = ToncenterServer::start().await;
     chain.set_v3_index(v3);
+    chain.set_transaction_data(boc);
     let w = wallet(seed);
     chain.deploy(&w, 2, 10 * TON);
     let oracle = chain.new_oracle();
@@ -164,28 +170,41 @@ async fn two_deliveries(v3: bool, seed: u8) -> (usize, usize) {
     );
     for ts in [1_760_000_000, 1_760_000_060] {
         let report = delivery.deliver(&prices(&oracle, ts)).await.unwrap();
-        assert_eq!(
-            report.batches[0].exit_code,
-            Some(0),
-            "the oracle's result is known"
-        );
+        assert!(report.read_back.iter().all(|r| r.landed), "{report:?}");
+        if v3 || boc {
+            assert_eq!(
+                report.batches[0].exit_code,
+                Some(0),
+                "the oracle's result is known"
+            );
+        }
     }
     (
         chain.count("transactionsByMessage"),
         chain.count("getTransactions"),
+        chain.count("runGetMethod"),
     )
 }
 
 #[tokio::test]
-async fn an_endpoint_without_the_v3_index_is_asked_for_it_once() {
-    let (index, listed) = two_deliveries(false, 92).await;
-    println!("v2 only, two deliveries: {index} transactionsByMessage, {listed} getTransactions");
-    assert_eq!(index, 1, "the 404 is remembered");
-    assert!(listed >= 2, "the result came through v2 getTransactions");
-    let (index, listed) = two_deliveries(true, 93).await;
-    println!("with v3, two deliveries: {index} transactionsByMessage, {listed} getTransactions");
-    // The wallet's transaction and the oracle's one, per delivery.
-    assert!(index >= 4, "{index}");
+async fn what_an_endpoint_answers_is_learned_once() {
+    // A v2 listing with BoCs tells a whole batch's result: the wallet's listing (made to
+    // confirm) and one of the oracle per delivery, no index lookup, nothing read back.
+    for v3 in [false, true] {
+        let (index, listed, read) = two_deliveries(v3, true, 92 + u8::from(v3)).await;
+        println!("v3 index {v3}, v2 with BoCs: {index} / {listed} / {read}");
+        assert_eq!((index, listed, read), (0, 4, 0));
+    }
+    // A listing without BoCs is tried once, then the v3 index answers (a lookup for the
+    // wallet's transaction and one per message): the second delivery lists the wallet only.
+    let (index, listed, read) = two_deliveries(true, false, 94).await;
+    println!("v3 index, v2 without BoCs: {index} / {listed} / {read}");
+    assert_eq!((index, listed, read), (6, 3, 0));
+    // Neither: the v3 404 is remembered too; the prices are read back from the oracle.
+    let (index, listed, read) = two_deliveries(false, false, 95).await;
+    println!("no v3 index, v2 without BoCs: {index} / {listed} / {read}");
+    assert_eq!((index, listed), (1, 3));
+    assert!(read >= 4, "{read}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -201,18 +220,23 @@ async fn a_publishing_and_an_idle_pricing_tick_are_counted_per_method() {
     assert_eq!(ticks.publishing_outcome, "published");
     assert_ne!(ticks.idle_outcome, "published");
     let p: &Tally = &ticks.publishing;
-    // This run counted 29 before the oracle's transactions were listed once per batch (10
-    // getTransactions, the list once per update) and the idle one 10. One of the 25 is the
-    // account-state view asked before a moved seqno is believed (every endpoint is asked, so
-    // that one running ahead cannot confirm alone).
-    assert!(p.total() <= 25, "{p}");
-    assert!(p.get("getAddressInformation") <= 3, "{p}");
-    assert!(p.get("getTransactions") <= 5, "{p}");
-    assert!(p.get("runGetMethod") <= 12, "{p}");
-    assert!(p.get("getWalletInformation") <= 3, "{p}");
+    // A start reads every price once (6), the wallet's history once (for `auto`, 2 listings),
+    // the wallet once for the tick (its view then serves the signature), sends once, polls
+    // once, and lists the wallet and the oracle once each for the result. It used to count 28
+    // (six get-methods again to read back, the wallet read three times, a chain time of its
+    // own, the v3 index asked per message).
+    assert!(p.total() <= 13, "{p}");
+    assert_eq!(p.get("runGetMethod"), 6, "no read-back: {p}");
+    assert!(p.get("getAddressInformation") <= 2, "{p}");
+    assert!(p.get("getTransactions") <= 4, "{p}");
+    assert_eq!(p.get("getWalletInformation"), 0, "{p}");
     assert_eq!(p.get("sendBocReturnHash"), 1, "{p}");
-    assert!(p.get("transactionsByMessage") <= 1, "{p}");
-    assert!(ticks.idle.total() <= 10, "{}", ticks.idle);
+    assert_eq!(
+        p.get("transactionsByMessage"),
+        0,
+        "v2 listings answered: {p}"
+    );
+    assert!(ticks.idle.total() <= 9, "{}", ticks.idle);
     assert_eq!(ticks.idle.get("sendBocReturnHash"), 0);
 }
 
@@ -227,37 +251,54 @@ async fn wait_ticks(h: &PricingHarness, n: u64) {
     );
 }
 
+/// The targets of a running keeper, per tick.
+fn assert_within_targets(keeper: &str, r: Running) {
+    println!(
+        "{keeper} running: {:.1} requests per idle tick, {:.1} per publishing tick",
+        r.idle, r.publishing
+    );
+    assert!(r.idle <= 3.0, "{keeper}: {r:?}");
+    assert!(r.publishing <= 8.0, "{keeper}: {r:?}");
+    assert!(
+        r.publishing >= 3.0,
+        "a read, a send and a confirmation at least: {r:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_pricing_keeper_reads_prices_only_after_the_oracle_changed() {
     let h = PricingHarness::start().await;
     let mut child = h.spawn();
     h.wait_externals(1, Duration::from_secs(30)).await;
-    // Past the tick that published and the one that read the oracle after it.
+    // A start reads the oracle without its account, and once more after it first publishes.
     let t = ticks(&h).await;
     wait_ticks(&h, t + 2).await;
-
     let before = Tally::of(&h.ton);
-    let t = ticks(&h).await;
-    wait_ticks(&h, t + 3).await;
-    let idle = Tally::since(&h.ton, &before);
-    println!("three idle ticks of a running pricing keeper: {idle}");
+    // Idle ticks, then one publication (a moved DAI price) and the tick after it.
+    let r = running(&h.metrics_addr, &h.ton, 3, || {
+        h.up.set_price_everywhere("DAI", "0.98")
+    })
+    .await;
+    let since = Tally::since(&h.ton, &before);
+    assert_within_targets("pricing-oracle-keeper", r);
     assert_eq!(
-        idle.get("runGetMethod"),
+        since.get("runGetMethod"),
         0,
-        "nothing changed on the oracle: {idle}"
+        "nothing but this keeper's own transactions changed the oracle: {since}"
     );
-    assert!(idle.get("getWalletInformation") >= 3, "{idle}");
-    assert_eq!(h.accepted_externals(), 1);
+    assert_eq!(h.accepted_externals(), 2);
 
     // Another keeper's transaction moves USDT on the oracle: read again, and the move is
     // answered with this keeper's price.
     let (_, ts) = h.ton.price(&h.oracle, 1).unwrap();
     h.ton.set_price(&h.oracle, 1, 1_100_000, ts + 1);
     let before = Tally::of(&h.ton);
-    h.wait_externals(2, Duration::from_secs(30)).await;
+    h.wait_externals(3, Duration::from_secs(30)).await;
     let after = Tally::since(&h.ton, &before);
     assert!(after.get("runGetMethod") >= 6, "{after}");
     assert_ne!(h.ton.price(&h.oracle, 1).map(|p| p.0), Some(1_100_000));
+    let t = ticks(&h).await;
+    wait_ticks(&h, t + 1).await;
     let _ = child.kill().await;
 }
 
@@ -268,18 +309,21 @@ async fn a_running_bridge_keeper_reads_statuses_only_after_the_oracle_changed() 
     h.wait_externals(1).await;
     let addr = h.metrics_addr.as_str();
     let wait = Duration::from_secs(30);
+    // A start reads the oracle without its account, and once more after it first publishes.
     let t = status_ticks(addr).await;
     assert!(wait_status_ticks(addr, t + 2, wait).await);
-
     let before = Tally::of(&h.ton);
-    let t = status_ticks(addr).await;
-    assert!(wait_status_ticks(addr, t + 3, wait).await);
-    let idle = Tally::since(&h.ton, &before);
-    println!("three idle ticks of a running bridge keeper: {idle}");
+    // Idle ticks, then one publication: the TON bridge's own contract pauses.
+    let r = running(addr, &h.ton, 3, || {
+        h.up.set_eth_bool(TON_BRIDGE, ALLOW_LOCK, false)
+    })
+    .await;
+    let since = Tally::since(&h.ton, &before);
+    assert_within_targets("bridge-health-keeper", r);
     assert_eq!(
-        idle.get("runGetMethod"),
+        since.get("runGetMethod"),
         0,
-        "nothing changed on the oracle: {idle}"
+        "nothing but this keeper's own transactions changed the oracle: {since}"
     );
 
     // Another keeper's transaction on the oracle: the next tick reads every status again.

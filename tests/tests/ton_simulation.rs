@@ -615,6 +615,14 @@ impl Sim {
         outcome
     }
 
+    /// Instance `i`'s tick-start wallet read (kept for its next signature).
+    async fn observe(&mut self, i: usize) -> String {
+        match self.delivery(i).observe_wallet().await {
+            Ok(v) => format!("seqno {} at {}", v.seqno, v.chain_time),
+            Err(e) => e.kind().to_owned(),
+        }
+    }
+
     async fn dry_run(&mut self, i: usize) -> String {
         world(&self.world).dry_run = true;
         let messages = self.messages();
@@ -694,6 +702,8 @@ fn run_seed(seed: u64, steps: u32) -> (Option<String>, Vec<String>) {
                     format!("endpoint faults {:?}", w.faults)
                 }
                 32..=36 => format!("instance {i} dry run: {}", sim.dry_run(i).await),
+                // A tick's wallet read, which the next signature may use if it is recent.
+                37..=46 => format!("instance {i} reads its wallet: {}", sim.observe(i).await),
                 _ => {
                     let crash = rng.chance(35).then(|| rng.below(14) as u32);
                     format!(

@@ -7,6 +7,7 @@
 
 mod cost;
 mod learn;
+mod observe;
 mod sweep;
 
 pub use cost::{
@@ -14,6 +15,7 @@ pub use cost::{
     RUNWAY_MIN_SENDS, SpendRate, batch_cost_nanoton, is_out_of_gas,
 };
 pub use learn::{HistoryError, Learned};
+pub use observe::{OBSERVATION_REUSE, WalletView};
 pub use sweep::{SWEEP_WORKCHAINS, SweepAddressError, SweepDestination, SweepReport};
 
 use crate::metrics::ChainMetrics;
@@ -30,14 +32,19 @@ use super::BuildError;
 use super::external::{SignedExternal, build_external};
 use super::journal::{Journal, JournalEntry, JournalError, LANDING_MARGIN_SECS};
 use super::oracle::{OracleMessage, OracleUpdate};
-use super::readback::{read_one, unpaid};
-pub use super::report::{BatchReport, DeliveryError, DeliveryReport, ReadBack, Shortfall};
+use super::readback::{applied, read_one, unpaid};
+pub use super::report::{
+    BatchReport, DeliveryError, DeliveryReport, OracleTransaction, ReadBack, Shortfall,
+};
 use super::settings::TonSettings;
 use super::summary::{DryRun, DryRunError, dry_run_offline, dry_run_valid_until, outgoing};
 use super::transport::{AccountState, ChainViews, TonTransport, Transaction, TransportError};
 use super::wallet::{Wallet, seqno_from_data};
 use crate::lease::FenceError;
 use keeper_runtime::telemetry::metrics::{Metrics, labels};
+
+/// How long an endpoint whose transaction listing shows no results is not asked for them.
+const RESULTS_RECHECK: Duration = Duration::from_secs(3600);
 
 /// Nanotons per TON, for the balance gauge.
 const NANO: f64 = 1e9;
@@ -111,9 +118,8 @@ impl Fence for Unfenced {
 struct InFlight {
     ext: SignedExternal,
     ops: Vec<&'static str>,
-    /// Chain time when it was built, and the local instant of that read.
+    /// Chain time when it was built.
     chain_at_build: u64,
-    built_at: Instant,
     /// Token of the lease holding it was signed under.
     fencing_token: Option<u64>,
     /// Found in the journal rather than sent by this process: re-send it before polling.
@@ -131,8 +137,8 @@ fn op_name(text: &str) -> &'static str {
 }
 
 impl InFlight {
-    /// A message found in the journal: its local build instant is unknown, so the chain time
-    /// estimate starts from the chain time at build plus the wall-clock time since.
+    /// A message found in the journal: its build time is the chain time at build plus the
+    /// wall-clock time since, at least its `valid_until`.
     fn resumed(entry: &JournalEntry) -> Result<Self, JournalError> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -147,17 +153,9 @@ impl InFlight {
                 .chain_at_build
                 .saturating_add(now.saturating_sub(entry.built_at_unix))
                 .max(u64::from(entry.valid_until)),
-            built_at: Instant::now(),
             fencing_token: entry.fencing_token,
             resumed: true,
         })
-    }
-
-    fn estimated_chain_time(&self) -> u64 {
-        // Rounded up: an estimate that runs ahead only triggers the authoritative chain read.
-        self.chain_at_build
-            .saturating_add(self.built_at.elapsed().as_secs())
-            .saturating_add(1)
     }
 
     /// The chain time after which the message can no longer land: `valid_until` plus the
@@ -180,6 +178,8 @@ struct OnChain {
     oracle: Vec<(i32, u128)>,
     /// Messages the wallet transaction sent (its action phase skips those it cannot pay).
     sent: usize,
+    /// The oracle's transactions as listed when the batch's were found (v2 only).
+    listing: Vec<OracleTransaction>,
 }
 
 /// The endpoint has no transaction index.
@@ -195,8 +195,8 @@ enum Settled {
 
 /// Which body took the seqno.
 enum Landed {
-    /// This message: its own transaction (lt, hash) when listed, `None` when nothing can tell.
-    Ours(Option<(u64, String)>),
+    /// This message: its own wallet transaction when listed, `None` when nothing can tell.
+    Ours(Option<Box<Transaction>>),
     /// The wallet's transactions since the build are listed, another external landed and this
     /// message's own transaction is not among them: another body took the seqno.
     Other,
@@ -276,7 +276,7 @@ fn own_transaction(
                 .is_some_and(|h| hashes_b64.contains(h))
     });
     if let Some(t) = ours {
-        return Some(Landed::Ours(Some((t.lt, t.hash.clone()))));
+        return Some(Landed::Ours(Some(Box::new(t.clone()))));
     }
     let complete = usize::try_from(limit).is_ok_and(|l| txs.len() < l)
         || txs.iter().any(|t| t.utime > 0 && t.utime < built_at);
@@ -328,6 +328,11 @@ pub struct Delivery<T> {
     /// How long a message from an earlier call is waited for before this call gives up with
     /// [`DeliveryError::InFlight`] (default: the confirm timeout).
     earlier_settle_timeout: Option<Duration>,
+    /// The wallet as the last read showed it ([`observe`]).
+    observed: std::sync::Mutex<Option<observe::Observation>>,
+    /// Until when the v2 listing is not asked for results: it listed transactions without
+    /// their BoC, so no exit code shows there.
+    listing_without_results_until: std::sync::Mutex<Option<Instant>>,
 }
 
 impl<T: TonTransport> Delivery<T> {
@@ -343,6 +348,8 @@ impl<T: TonTransport> Delivery<T> {
             journal: Journal::memory(),
             refused_for_gas: std::sync::Mutex::new(None),
             earlier_settle_timeout: None,
+            observed: std::sync::Mutex::new(None),
+            listing_without_results_until: std::sync::Mutex::new(None),
         }
     }
 
@@ -451,8 +458,10 @@ impl<T: TonTransport> Delivery<T> {
         if messages.is_empty() {
             return Err(DeliveryError::Empty);
         }
-        let w = self.read_wallet().await?;
-        let now = self.chain_time().await?;
+        let (w, now, _) = match self.take_observation() {
+            Some(read) => read,
+            None => (self.read_wallet().await?, self.chain_time().await?, None),
+        };
         let ops: Vec<_> = messages.iter().map(|m| m.update.op_name()).collect();
         let run = dry_run_offline(
             &self.wallet,
@@ -611,7 +620,7 @@ impl<T: TonTransport> Delivery<T> {
         let mut slot = self.in_flight.lock().await;
         self.settle_slot(&mut slot, true).await?;
         let mut batches: Vec<BatchReport> = Vec::new();
-        // Updates known not to land without reading the oracle: the wallet could not pay them.
+        // Updates known without reading the oracle: not paid for, or applied by its transaction.
         let mut known: Vec<Option<ReadBack>> = vec![None; messages.len()];
         let mut offset = 0;
         while offset < messages.len() {
@@ -621,8 +630,15 @@ impl<T: TonTransport> Delivery<T> {
                     // The action phase runs in order and every message of a batch costs about
                     // the same, so the ones it could not pay are the last ones.
                     let end = offset + b.actions;
-                    for i in end.saturating_sub(b.unpaid)..end {
+                    let paid = end.saturating_sub(b.unpaid);
+                    for i in paid..end {
                         known[i] = Some(unpaid(&messages[i]));
+                    }
+                    // The oracle's own transaction said it succeeded: nothing to read back.
+                    for (i, code) in (offset..paid).zip(&b.oracle_exit_codes) {
+                        if *code == 0 {
+                            known[i] = Some(applied(&messages[i]));
+                        }
                     }
                     offset = end;
                     batches.push(b);
@@ -855,9 +871,15 @@ impl<T: TonTransport> Delivery<T> {
         let first_send = Instant::now();
         let mut rebuilds = 0u32;
         loop {
-            let w = self.read_wallet().await?;
+            let (w, now, agreed_now) = match self.take_observation() {
+                Some(read) => read,
+                None => {
+                    let w = self.read_wallet().await?;
+                    let (now, agreed_now) = self.signing_chain_time().await?;
+                    (w, now, agreed_now)
+                }
+            };
             self.check_funds(&w, pending)?;
-            let (now, agreed_now) = self.signing_chain_time().await?;
             self.check_journal_at(w.seqno, agreed_now, slot).await?;
             // Last moment before a signature: a holder that lost the lease never signs.
             let fencing_token = fence.check().await?;
@@ -872,7 +894,6 @@ impl<T: TonTransport> Delivery<T> {
                 ext,
                 ops: ops.clone(),
                 chain_at_build: now,
-                built_at: Instant::now(),
                 fencing_token,
                 resumed: false,
             };
@@ -973,7 +994,9 @@ impl<T: TonTransport> Delivery<T> {
                     self.forget(&flight).await;
                     *slot = None;
                     self.count(&ops, "confirmed");
-                    let onchain = self.onchain_result(&flight.ext).await;
+                    let onchain = self
+                        .onchain_result(&flight.ext, transaction.as_deref().cloned())
+                        .await;
                     let unpaid = onchain
                         .as_ref()
                         .map_or(0, |o| flight.ext.actions.saturating_sub(o.sent));
@@ -1002,7 +1025,7 @@ impl<T: TonTransport> Delivery<T> {
                         actions: flight.ext.actions,
                         state_init: flight.ext.with_state_init,
                         normalized_hash: hex::encode(flight.ext.normalized_hash),
-                        transaction,
+                        transaction: transaction.map(|t| (t.lt, t.hash)),
                         rebuilds,
                         latency_ms: latency.as_millis() as u64,
                         fencing_token: flight.fencing_token,
@@ -1010,6 +1033,11 @@ impl<T: TonTransport> Delivery<T> {
                         fees_nanoton: onchain.as_ref().map(|o| o.fees_nanoton),
                         value_nanoton: value_total,
                         unpaid,
+                        oracle_exit_codes: onchain
+                            .as_ref()
+                            .map(|o| o.oracle.iter().map(|(code, _)| *code).collect())
+                            .unwrap_or_default(),
+                        oracle_listing: onchain.map(|o| o.listing).unwrap_or_default(),
                     });
                 }
                 Ok(Settled::Expired) => {
@@ -1075,26 +1103,18 @@ impl<T: TonTransport> Delivery<T> {
                 tokio::time::sleep(delay.min(left)).await;
             }
             round = round.saturating_add(1);
-            // One endpoint's seqno only raises the question; the answer needs a quorum.
-            let seqno_moved = match self.read_wallet().await {
-                Ok(w) => w.state == AccountState::Active && w.seqno > seqno,
-                Err(DeliveryError::Transport { source, .. }) => {
-                    tracing::warn!(seqno, error = %source, "seqno poll failed");
-                    false
+            // Every endpoint's view at once: the quorum decides, and the view is the wallet
+            // read for the next signature.
+            let views = self.transport.address_views(self.wallet.address()).await;
+            if self.remember(&views).is_none() {
+                tracing::warn!(seqno, "confirmation poll: no endpoint showed the wallet");
+            }
+            match verdict(&views, self.wallet.version(), seqno, flight.dead_after()) {
+                Verdict::Moved => {
+                    return Ok(Settled::Confirmed(self.find_transaction(flight).await));
                 }
-                Err(e) => return Err(e),
-            };
-            // From `valid_until` on the chain is asked: the local estimate cannot see the margin
-            // pass, only the endpoints can.
-            if seqno_moved || flight.estimated_chain_time() >= u64::from(flight.ext.valid_until) {
-                let views = self.transport.address_views(self.wallet.address()).await;
-                match verdict(&views, self.wallet.version(), seqno, flight.dead_after()) {
-                    Verdict::Moved => {
-                        return Ok(Settled::Confirmed(self.find_transaction(flight).await));
-                    }
-                    Verdict::Expired => return Ok(Settled::Expired),
-                    Verdict::Open => {}
-                }
+                Verdict::Expired => return Ok(Settled::Expired),
+                Verdict::Open => {}
             }
             if resend {
                 match self.transport.send_boc(&flight.ext.boc).await {
@@ -1128,25 +1148,33 @@ impl<T: TonTransport> Delivery<T> {
         }
     }
 
-    /// What the oracle made of a confirmed external: follows it from the wallet transaction to
-    /// each oracle transaction it caused, through toncenter's v3 index where the endpoint
-    /// offers it (by normalized hash), else through v2 `getTransactions` of the wallet and the
-    /// oracle (exit code from the transaction BoC), polling until everything is there or the
-    /// read-back timeout passes. `None` when neither can tell.
-    async fn onchain_result(&self, ext: &SignedExternal) -> Option<OnChain> {
+    /// What the oracle made of a confirmed external: follows it from the wallet transaction
+    /// (`wallet_tx`, when confirmation already listed it) to each oracle transaction it caused,
+    /// through v2 `getTransactions` of the wallet and the oracle (exit code from the
+    /// transaction BoC), or through toncenter's v3 index (by normalized hash) where v2 cannot
+    /// tell, polling until everything is there or the read-back timeout passes. `None` when
+    /// neither can tell. v2 comes first: one listing of the oracle answers a whole batch, where
+    /// the index needs a lookup per message.
+    async fn onchain_result(
+        &self,
+        ext: &SignedExternal,
+        mut wallet_tx: Option<Transaction>,
+    ) -> Option<OnChain> {
         let deadline = Instant::now() + self.config.readback_timeout;
-        let mut indexed = true;
+        // What the endpoints speak is learned once, not asked per message.
+        let mut listed =
+            lock(&self.listing_without_results_until).is_none_or(|until| Instant::now() >= until);
         loop {
-            let look = if indexed {
-                self.onchain_v3(ext).await
+            let look = if listed {
+                self.onchain_v2(ext, &mut wallet_tx).await
             } else {
-                self.onchain_v2(ext).await
+                self.onchain_v3(ext).await
             };
             match look {
                 Ok(Some(found)) => return Some(found),
                 Ok(None) => {}
-                Err(Unindexed) if indexed => {
-                    indexed = false;
+                Err(Unindexed) if listed => {
+                    listed = false;
                     continue;
                 }
                 Err(Unindexed) => return None,
@@ -1203,7 +1231,11 @@ impl<T: TonTransport> Delivery<T> {
     /// One look through v2 `getTransactions`: the wallet's transaction by the message's hashes,
     /// then, on each destination, the transaction whose inbound message is the one the wallet
     /// sent. `Err` when the endpoint cannot list transactions or gives no transaction BoC.
-    async fn onchain_v2(&self, ext: &SignedExternal) -> Result<Option<OnChain>, Unindexed> {
+    async fn onchain_v2(
+        &self,
+        ext: &SignedExternal,
+        wallet_tx: &mut Option<Transaction>,
+    ) -> Result<Option<OnChain>, Unindexed> {
         let body = B64.encode(ext.body_hash);
         let hashes = [
             B64.encode(ext.message_hash),
@@ -1218,14 +1250,20 @@ impl<T: TonTransport> Delivery<T> {
                     Unindexed
                 })
         };
-        let wallet_txs = list(self.wallet.address().clone()).await?;
-        let Some(wallet_tx) = wallet_txs.into_iter().find(|t| {
-            t.in_msg_body_hash.as_deref() == Some(body.as_str())
-                || t.in_msg_hash.as_ref().is_some_and(|h| hashes.contains(h))
-        }) else {
+        if wallet_tx.is_none() {
+            *wallet_tx = list(self.wallet.address().clone())
+                .await?
+                .into_iter()
+                .find(|t| {
+                    t.in_msg_body_hash.as_deref() == Some(body.as_str())
+                        || t.in_msg_hash.as_ref().is_some_and(|h| hashes.contains(h))
+                });
+        }
+        let Some(wallet_tx) = wallet_tx.as_ref() else {
             return Ok(None);
         };
         let mut oracle = Vec::new();
+        let mut ours = Vec::new();
         // A batch sends every update to the same oracle: its list is read once, not per update.
         let mut listed: Vec<(TonAddress, Vec<super::transport::Transaction>)> = Vec::new();
         for out in &wallet_tx.out_messages {
@@ -1252,14 +1290,25 @@ impl<T: TonTransport> Delivery<T> {
             let Some(tx) = found else {
                 return Ok(None);
             };
-            let code = tx.exit_code.ok_or(Unindexed)?;
+            let Some(code) = tx.exit_code else {
+                *lock(&self.listing_without_results_until) = Some(Instant::now() + RESULTS_RECHECK);
+                return Err(Unindexed);
+            };
+            ours.push(tx.lt);
             oracle.push((code, tx.fee_nanoton, tx.out_messages.clone()));
         }
-        Ok(Some(self.tally(
-            wallet_tx.fee_nanoton,
-            &wallet_tx.out_messages,
-            oracle,
-        )))
+        let mut onchain = self.tally(wallet_tx.fee_nanoton, &wallet_tx.out_messages, oracle);
+        // What else the oracle did around the batch: only a listing of one oracle says it.
+        if let [(_, txs)] = listed.as_slice() {
+            onchain.listing = txs
+                .iter()
+                .map(|t| OracleTransaction {
+                    lt: t.lt,
+                    ours: ours.contains(&t.lt),
+                })
+                .collect();
+        }
+        Ok(Some(onchain))
     }
 
     /// True when `text` (raw or user-friendly) names this keeper's wallet.
@@ -1300,6 +1349,7 @@ impl<T: TonTransport> Delivery<T> {
             spent_nanoton: spent,
             oracle,
             sent: sent.len(),
+            listing: Vec::new(),
         }
     }
 
@@ -1359,7 +1409,7 @@ impl<T: TonTransport> Delivery<T> {
     }
 
     /// Reads every update back until all landed or the read-back timeout passes; the ones in
-    /// `known` (never sent) are not read.
+    /// `known` (never sent, or applied as their oracle transaction showed) are not read.
     async fn read_back(
         &self,
         messages: &[OracleMessage],
@@ -1564,7 +1614,7 @@ mod tests {
     }
 
     #[test]
-    fn chain_time_estimates_saturate() {
+    fn the_landing_deadline_saturates() {
         let ext = SignedExternal {
             boc: Vec::new(),
             seqno: 1,
@@ -1579,11 +1629,9 @@ mod tests {
             ext,
             ops: Vec::new(),
             chain_at_build: u64::MAX,
-            built_at: Instant::now(),
             fencing_token: None,
             resumed: false,
         };
-        assert_eq!(f.estimated_chain_time(), u64::MAX);
         assert_eq!(f.dead_after(), u64::from(u32::MAX) + LANDING_MARGIN_SECS);
     }
 }

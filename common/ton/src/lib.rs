@@ -43,7 +43,7 @@ pub mod wallet;
 pub use delivery::{
     AutoValue, Delivery, DeliveryConfig, EXTERNAL_GAS_ESTIMATE_NANOTON, FIRST_CONFIRMATION_POLL,
     FORWARD_FEE_ESTIMATE_NANOTON, Fence, SWEEP_WORKCHAINS, SweepAddressError, SweepDestination,
-    SweepReport, Unfenced, batch_cost_nanoton, confirmation_poll_delay, is_out_of_gas,
+    SweepReport, Unfenced, WalletView, batch_cost_nanoton, confirmation_poll_delay, is_out_of_gas,
     valid_until_after,
 };
 pub use external::{
@@ -62,7 +62,8 @@ pub use publish::{
 };
 pub use readback::{read_bridge_status, read_price};
 pub use report::{
-    BatchReport, DeliveryError, DeliveryReport, ReadBack, Shortfall, exit_code_meaning,
+    BatchReport, DeliveryError, DeliveryReport, OracleTransaction, ReadBack, Shortfall,
+    exit_code_meaning,
 };
 pub use settings::{
     JournalChoice, Network, TON_ENV, TonSettings, UpdateValue, WalletVersion, take_mnemonic,

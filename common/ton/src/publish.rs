@@ -7,13 +7,12 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::delivery::{Delivery, DeliveryError, DeliveryReport, Fence};
+use super::delivery::{Delivery, DeliveryError, DeliveryReport, Fence, WalletView};
 use super::oracle::{OracleMessage, OracleUpdate};
 use super::report::exit_code_meaning;
 use super::summary::SummarySubject;
 use super::summary::{DryRun, MessageSummary, dry_run_note, dry_run_offline, dry_run_valid_until};
 use super::toncenter::Toncenter;
-use super::transport::{TonTransport as _, TransportError, WalletInformation};
 use super::{TonAddress, TonSettings};
 use crate::lease::{FenceError, LeaseStatus, WalletLease};
 use keeper_runtime::alert::{Alert, Alerter, Severity};
@@ -356,19 +355,16 @@ impl Publisher {
     /// Balance and seqno gauges of the keeper wallet; below `balance_low_nanoton` (not in dry
     /// runs) raises `wallet_balance_low`. Once the keeper spent something, spend per day and
     /// runway (balance ÷ spend per day) gauges; a runway under `runway_low_days` raises
-    /// `wallet_runway_low`. Marks the wallet reached for `/readyz`.
+    /// `wallet_runway_low`. Marks the wallet reached for `/readyz`. The tick's one wallet read:
+    /// its chain time serves the tick's decisions and the view the first signature after it.
     pub async fn watch_wallet(
         &self,
         balance_low_nanoton: Option<u64>,
         runway_low_days: Option<u64>,
-    ) -> Result<WalletInformation, TransportError> {
+    ) -> Result<WalletView, DeliveryError> {
         self.learn_once().await;
         let wallet = self.delivery.wallet();
-        let info = self
-            .delivery
-            .transport()
-            .wallet_information(wallet.address())
-            .await?;
+        let info = self.delivery.observe_wallet().await?;
         let label = wallet.label();
         let series = labels([("wallet", &label)]);
         let balance_ton = info.balance_nanoton as f64 / NANOTON_PER_TON;
@@ -376,12 +372,10 @@ impl Publisher {
             .wallet_balance
             .get_or_create(&series)
             .set(balance_ton);
-        if let Some(seqno) = info.seqno {
-            ChainMetrics::of(&self.metrics)
-                .wallet_seqno
-                .get_or_create(&series)
-                .set(i64::from(seqno));
-        }
+        ChainMetrics::of(&self.metrics)
+            .wallet_seqno
+            .get_or_create(&series)
+            .set(i64::from(info.seqno));
         match balance_low_nanoton {
             Some(low) if info.balance_nanoton < u128::from(low) && !self.dry_run => {
                 self.alerter.fire(

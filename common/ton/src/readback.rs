@@ -85,9 +85,8 @@ fn two_numbers(
     Ok((value, ts))
 }
 
-/// An update the wallet's action phase skipped for lack of funds: it was never sent, so the
-/// oracle is not read for it.
-pub(super) fn unpaid(m: &OracleMessage) -> ReadBack {
+/// What `m` publishes, not yet seen on chain.
+fn expected(m: &OracleMessage) -> ReadBack {
     let (id, expected_value, expected_timestamp) = match &m.update {
         OracleUpdate::Price(p) => (p.asset_id, u128::from(p.price_micro), p.timestamp),
         OracleUpdate::BridgeStatus(b) => {
@@ -103,54 +102,50 @@ pub(super) fn unpaid(m: &OracleMessage) -> ReadBack {
         onchain_value: None,
         onchain_timestamp: None,
         landed: false,
+        error: None,
+        unpaid: false,
+    }
+}
+
+/// An update the wallet's action phase skipped for lack of funds: it was never sent, so the
+/// oracle is not read for it.
+pub(super) fn unpaid(m: &OracleMessage) -> ReadBack {
+    ReadBack {
         error: Some(
             "not sent: the wallet could not pay for it (skipped in its action phase); top it up"
                 .into(),
         ),
         unpaid: true,
+        ..expected(m)
     }
 }
 
+/// An update whose oracle transaction exited 0: the oracle stored it as sent (it refuses an
+/// older one with an error), so its get-method would only repeat it.
+pub(super) fn applied(m: &OracleMessage) -> ReadBack {
+    let r = expected(m);
+    ReadBack {
+        onchain_value: Some(r.expected_value),
+        onchain_timestamp: Some(r.expected_timestamp),
+        landed: true,
+        ..r
+    }
+}
+
+/// Reads `m`'s subject back from the oracle.
 pub(super) async fn read_one<T: TonTransport>(transport: &T, m: &OracleMessage) -> ReadBack {
-    let (op, subject) = (m.update.op_name().to_owned(), m.update.subject().to_owned());
+    let mut r = expected(m);
     match &m.update {
-        OracleUpdate::Price(p) => {
-            let mut r = ReadBack {
-                op,
-                subject,
-                id: p.asset_id,
-                expected_value: u128::from(p.price_micro),
-                expected_timestamp: p.timestamp,
-                onchain_value: None,
-                onchain_timestamp: None,
-                landed: false,
-                error: None,
-                unpaid: false,
-            };
-            match read_price(transport, &m.to, p.asset_id).await {
-                Ok((price, ts)) => {
-                    r.onchain_value = Some(price);
-                    r.onchain_timestamp = Some(ts);
-                    r.landed = ts > p.timestamp
-                        || (ts == p.timestamp && price == u128::from(p.price_micro));
-                }
-                Err(e) => r.error = Some(e.to_string()),
+        OracleUpdate::Price(p) => match read_price(transport, &m.to, p.asset_id).await {
+            Ok((price, ts)) => {
+                r.onchain_value = Some(price);
+                r.onchain_timestamp = Some(ts);
+                r.landed =
+                    ts > p.timestamp || (ts == p.timestamp && price == u128::from(p.price_micro));
             }
-            r
-        }
+            Err(e) => r.error = Some(e.to_string()),
+        },
         OracleUpdate::BridgeStatus(b) => {
-            let mut r = ReadBack {
-                op,
-                subject,
-                id: u16::from(b.bridge_id),
-                expected_value: u128::from(b.is_online),
-                expected_timestamp: b.last_seen,
-                onchain_value: None,
-                onchain_timestamp: None,
-                landed: false,
-                error: None,
-                unpaid: false,
-            };
             match read_bridge_status(transport, &m.to, b.bridge_id).await {
                 Ok((online, ts)) => {
                     r.onchain_value = Some(u128::from(online));
@@ -159,7 +154,7 @@ pub(super) async fn read_one<T: TonTransport>(transport: &T, m: &OracleMessage) 
                 }
                 Err(e) => r.error = Some(e.to_string()),
             }
-            r
         }
     }
+    r
 }

@@ -39,6 +39,23 @@ pub struct BatchReport {
     /// Messages the wallet's action phase skipped because it could not pay them (known only
     /// with a transaction index; 0 otherwise).
     pub unpaid: usize,
+    /// Each oracle transaction's exit code, in the order the messages were sent (empty when
+    /// the endpoint could not show them).
+    #[serde(skip)]
+    pub oracle_exit_codes: Vec<i32>,
+    /// The oracle's latest transactions as listed when the batch's were found, newest first
+    /// (empty without a v2 listing of one oracle).
+    #[serde(skip)]
+    pub oracle_listing: Vec<OracleTransaction>,
+}
+
+/// One oracle transaction in the listing read after a batch landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OracleTransaction {
+    /// Its logical time.
+    pub lt: u64,
+    /// This batch caused it.
+    pub ours: bool,
 }
 
 /// What the oracle showed for one update after delivery.

@@ -889,9 +889,14 @@ impl TonTransport for Toncenter {
             some if !some.is_empty() => some,
             _ => self.nodes.iter().collect(),
         };
-        let answers = futures_util::future::join_all(
-            asked.iter().map(|n| self.call_node(n, M, &params, false)),
-        )
+        let answers = futures_util::future::join_all(asked.iter().map(|n| async {
+            match self.call_node(n, M, &params, false).await {
+                // The budget has just learned the endpoint's pace: one more try in it, or a
+                // shared keyless endpoint would leave the tick without its wallet read.
+                Err(e) if e.status() == Some(429) => self.call_node(n, M, &params, false).await,
+                answer => answer,
+            }
+        }))
         .await;
         let mut answered = Vec::with_capacity(answers.len());
         for (node, answer) in asked.iter().zip(answers) {

@@ -455,6 +455,17 @@ impl BridgeCycle {
             Ok(Publication::Delivered {
                 messages, report, ..
             }) => {
+                let bridges = self.bridges();
+                self.chain_memo.landed(&report, |r| {
+                    let i = bridges.iter().position(|b| u16::from(b.id) == r.id)?;
+                    Some((
+                        i,
+                        Some(OnChain {
+                            is_online: r.onchain_value? != 0,
+                            last_seen: i64::from(r.onchain_timestamp?),
+                        }),
+                    ))
+                });
                 let hash = report
                     .batches
                     .last()

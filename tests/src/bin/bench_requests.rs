@@ -1,7 +1,7 @@
 //! TON API requests per tick of both chain keepers against the local stand-ins, per method: one
 //! publishing and one idle `--once` run of the pricing keeper (six assets) and of the bridge
 //! keeper (its shipped bridges), each on a fresh chain, once with toncenter's v3 index and once
-//! against a v2-only endpoint; then a running pricing keeper's idle ticks and one publication.
+//! against a v2-only endpoint; then each keeper running: its idle ticks and one publishing tick.
 //! The README reports the figures.
 //!
 //! Run: `cargo build --workspace --bins && target/debug/bench_requests` (or
@@ -10,7 +10,9 @@
 
 use keeper_tests::bridge_keeper::BridgeHarness;
 use keeper_tests::pricing::PricingHarness;
-use keeper_tests::requests::{Ticks, bridge_ticks, pricing_ticks, running_pricing};
+use keeper_tests::requests::{
+    Running, Ticks, bridge_ticks, pricing_ticks, running_bridge, running_pricing,
+};
 
 fn report(keeper: &str, endpoint: &str, t: &Ticks) {
     println!(
@@ -35,10 +37,24 @@ async fn main() {
         report("bridge-health-keeper", endpoint, &bridge_ticks(&h).await);
         let h = PricingHarness::start().await;
         h.ton.set_v3_index(v3);
-        let (idle, publishing) = running_pricing(&h, 10).await;
-        println!(
-            "pricing-oracle-keeper daemon, {endpoint}: {idle:.1} requests per idle tick, \
-             {publishing:.1} for a publishing tick and the re-read after it"
+        daemon(
+            "pricing-oracle-keeper",
+            endpoint,
+            running_pricing(&h, 10).await,
+        );
+        let h = BridgeHarness::start().await;
+        h.ton.set_v3_index(v3);
+        daemon(
+            "bridge-health-keeper",
+            endpoint,
+            running_bridge(&h, 10).await,
         );
     }
+}
+
+fn daemon(keeper: &str, endpoint: &str, r: Running) {
+    println!(
+        "{keeper} running, {endpoint}: {:.1} requests per idle tick, {:.1} per publishing tick",
+        r.idle, r.publishing
+    );
 }

@@ -301,7 +301,6 @@ impl<T: TonTransport> Delivery<T> {
             ext,
             ops: vec!["sweep"],
             chain_at_build: now,
-            built_at: Instant::now(),
             fencing_token,
             resumed: false,
         };

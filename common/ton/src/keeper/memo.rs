@@ -7,6 +7,7 @@ use std::sync::Mutex;
 
 use tonlib_core::TonAddress;
 
+use crate::report::{DeliveryReport, OracleTransaction, ReadBack};
 use crate::transport::TonTransport;
 
 /// One subject's view of the oracle, or why it is unknown.
@@ -70,6 +71,38 @@ impl<V: Clone> ChainMemo<V> {
         views
     }
 
+    /// After this process's own batches landed: when the oracle's listing shows that every
+    /// transaction since the views were read is the batches' own, the views become what the
+    /// batches wrote (`written` maps a landed update to its subject's index and view), at the
+    /// oracle's new last transaction. The next tick then finds them without reading the
+    /// oracle. Anything else the oracle did in between leaves the views to be read again.
+    pub fn landed(
+        &self,
+        report: &DeliveryReport,
+        written: impl Fn(&ReadBack) -> Option<(usize, V)>,
+    ) {
+        let mut seen = self.seen();
+        let Seen::At { lt, views } = &mut *seen else {
+            return;
+        };
+        let listing: Vec<OracleTransaction> = report
+            .batches
+            .iter()
+            .flat_map(|b| b.oracle_listing.iter().copied())
+            .collect();
+        let Some(last) = only_ours_since(&listing, *lt) else {
+            return;
+        };
+        for r in report.read_back.iter().filter(|r| r.landed) {
+            if let Some((i, view)) = written(r)
+                && let Some(slot) = views.get_mut(i)
+            {
+                *slot = Ok(view);
+            }
+        }
+        *lt = last;
+    }
+
     fn get(&self, lt: u64) -> Option<Vec<View<V>>> {
         match &*self.seen() {
             Seen::At { lt: seen, views } if *seen == lt && lt > 0 => Some(views.clone()),
@@ -89,6 +122,24 @@ impl<V: Clone> ChainMemo<V> {
     }
 }
 
+/// The last lt of `listing` when it reaches back to `since` and every transaction after it is
+/// ours; `None` when the listing does not show that.
+fn only_ours_since(listing: &[OracleTransaction], since: u64) -> Option<u64> {
+    if since == 0 || !listing.iter().any(|t| t.lt == since) {
+        return None;
+    }
+    let mut newer = listing.iter().filter(|t| t.lt > since).peekable();
+    newer.peek()?;
+    let mut last = since;
+    for t in newer {
+        if !t.ours {
+            return None;
+        }
+        last = last.max(t.lt);
+    }
+    Some(last)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,5 +157,33 @@ mod tests {
         m.put(Some(8), &[Ok(1), Err("unreadable".into())]);
         assert!(m.get(8).is_none());
         assert!(matches!(*m.seen(), Seen::Once));
+    }
+
+    fn tx(lt: u64, ours: bool) -> OracleTransaction {
+        OracleTransaction { lt, ours }
+    }
+
+    #[test]
+    fn only_the_batches_own_transactions_since_the_read_keep_the_views() {
+        assert_eq!(
+            only_ours_since(&[tx(30, true), tx(20, true), tx(10, false)], 10),
+            Some(30)
+        );
+        assert_eq!(
+            only_ours_since(&[tx(30, true), tx(20, false), tx(10, false)], 10),
+            None,
+            "someone else wrote in between"
+        );
+        assert_eq!(
+            only_ours_since(&[tx(30, true), tx(20, true)], 10),
+            None,
+            "the listing does not reach back to the read"
+        );
+        assert_eq!(
+            only_ours_since(&[tx(10, false)], 10),
+            None,
+            "nothing of ours landed"
+        );
+        assert_eq!(only_ours_since(&[tx(0, true)], 0), None);
     }
 }

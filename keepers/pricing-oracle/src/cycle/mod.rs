@@ -309,14 +309,18 @@ impl PricingCycle {
         let policy = &self.p.config.policy;
         let balance_low = Some(policy.wallet_balance_low_nanoton);
         let runway_low = Some(policy.wallet_runway_low_days).filter(|d| *d > 0);
-        let (views, wallet, chain_time) = tokio::join!(
+        let (views, wallet) = tokio::join!(
             self.read_chain(),
-            self.p.publisher.watch_wallet(balance_low, runway_low),
-            self.chain_time()
+            self.p.publisher.watch_wallet(balance_low, runway_low)
         );
-        if let Err(e) = &wallet {
-            tracing::warn!(error = %e, "cannot read the keeper wallet");
-        }
+        // The chain time comes with the wallet read: no request of its own.
+        let chain_time = match &wallet {
+            Ok(w) => i64::try_from(w.chain_time).ok().filter(|t| *t > 0),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the keeper wallet; using the local clock");
+                None
+            }
+        };
         self.track_clock(local_now, chain_time, summary);
         // Ages and the published timestamp follow chain time; the local clock only without it.
         let now_secs = chain_time.unwrap_or(local_now);
@@ -485,6 +489,17 @@ impl PricingCycle {
                 };
                 self.set_status(&sent, &change).await;
                 self.cache(picked, &report).await;
+                let assets = &self.p.config.assets;
+                self.chain_memo.landed(&report, |r| {
+                    let i = assets.iter().position(|a| a.id == r.id)?;
+                    Some((
+                        i,
+                        Some(OnChain {
+                            price_micro: u64::try_from(r.onchain_value?).ok()?,
+                            timestamp: u64::from(r.onchain_timestamp?),
+                        }),
+                    ))
+                });
                 for p in picked {
                     let published = OnChain {
                         price_micro: p.price_micro,

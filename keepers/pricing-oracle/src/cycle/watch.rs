@@ -7,7 +7,6 @@ use keeper_runtime::telemetry::metrics::labels;
 use keeper_sources::aggregate::Aggregate;
 use keeper_sources::metrics::PriceMetrics;
 use keeper_sources::{AssetObservations, Observation, Source};
-use keeper_ton::TonTransport;
 use keeper_ton::metrics::ChainMetrics;
 use rust_decimal::prelude::ToPrimitive;
 
@@ -109,22 +108,6 @@ impl PricingCycle {
                     .set(c.timestamp as i64);
             }
             self.stale.check(&asset.symbol, last, now);
-        }
-    }
-
-    /// Chain time from toncenter (the wallet's account state), when it answers.
-    pub(super) async fn chain_time(&self) -> Option<i64> {
-        let delivery = self.p.publisher.delivery();
-        match delivery
-            .transport()
-            .address_information(delivery.wallet().address())
-            .await
-        {
-            Ok(info) => i64::try_from(info.sync_utime).ok().filter(|t| *t > 0),
-            Err(e) => {
-                tracing::warn!(error = %e, "chain time unreadable; using the local clock");
-                None
-            }
         }
     }
 
