@@ -43,6 +43,10 @@ pub struct BridgeHarness {
     pub ton: ToncenterServer,
     /// The bridge oracle on it.
     pub oracle: TonAddress,
+    /// The keeper's mnemonic.
+    pub mnemonic: &'static str,
+    /// The keeper's wallet, funded and registered with the oracle.
+    pub wallet: Wallet,
     /// Receives alert webhooks.
     pub sink: Sink,
     /// The keeper's tables' schema.
@@ -77,6 +81,13 @@ impl BridgeHarness {
     /// Starts every stand-in, all healthy; the keeper wallet is funded and registered with the
     /// oracle.
     pub async fn start() -> Self {
+        Self::on_chain(ToncenterServer::start().await, TEST_MNEMONIC).await
+    }
+
+    /// [`BridgeHarness::start`] on a chain that other keepers share, with the wallet of
+    /// `mnemonic` (another port of the chain counts this keeper's requests apart: see
+    /// [`ToncenterServer::add_port`]).
+    pub async fn on_chain(ton: ToncenterServer, mnemonic: &'static str) -> Self {
         keeper_runtime::install_crypto_provider();
         let apis = BridgeApis::start().await;
         let up = UpstreamsHandle::start().await;
@@ -84,9 +95,8 @@ impl BridgeHarness {
             up.set_defillama_coin(key, "0.9996", Ts::Fresh);
         }
         up.set_eth_bool(TON_BRIDGE, ALLOW_LOCK, true);
-        let ton = ToncenterServer::start().await;
         let oracle = ton.new_oracle();
-        let keys = WalletKeys::from_mnemonic(&Secret::new(TEST_MNEMONIC)).expect("test mnemonic");
+        let keys = WalletKeys::from_mnemonic(&Secret::new(mnemonic)).expect("test mnemonic");
         let wallet = Wallet::new(keys, WalletVersion::V5r1, Network::Mainnet).expect("wallet");
         ton.fund(wallet.address(), 50_000_000_000);
         ton.register_keeper(&oracle, wallet.keys().public_key());
@@ -98,6 +108,8 @@ impl BridgeHarness {
             up,
             ton,
             oracle,
+            mnemonic,
+            wallet,
             sink: Sink::start().await,
             schema: env::unique("bridges"),
             prefix: format!("{}:", env::unique("bridges")),
@@ -116,7 +128,7 @@ impl BridgeHarness {
         add("SOURCE_TIMEOUT", "3".into());
         add("TON_RPC_URL", self.ton.jsonrpc_url());
         add("TON_MAX_RPS", "1000".into());
-        add("KEEPER_MNEMONIC", TEST_MNEMONIC.into());
+        add("KEEPER_MNEMONIC", self.mnemonic.into());
         add("BRIDGE_ORACLE_ADDRESS", self.oracle.to_base64_url());
         add("UPDATE_INTERVAL", "1".into());
         add("CYCLE_TIMEOUT", "20".into());

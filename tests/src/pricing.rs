@@ -18,6 +18,9 @@ use crate::upstreams::UpstreamsHandle;
 
 /// A valid 24-word TON mnemonic (the published V4R2 vector), used as the test keeper's key.
 pub const TEST_MNEMONIC: &str = "fancy carpet hello mandate penalty trial consider property top vicious exit rebuild tragic profit urban major total month holiday sudden rib gather media vicious";
+/// Another valid mnemonic: a second identity (a fallback keeper, or a second keeper with a
+/// wallet of its own).
+pub const OTHER_MNEMONIC: &str = "section garden tomato dinner season dice renew length useful spin trade intact use universe what post spike keen mandate behind concert egg doll rug";
 
 /// Everything around one keeper process.
 pub struct PricingHarness {
@@ -55,9 +58,18 @@ impl PricingHarness {
     /// [`PricingHarness::start`] with a keeper wallet holding `nanoton` (a wallet with little
     /// money: see [`crate::toncenter`]).
     pub async fn with_wallet_balance(nanoton: u128) -> Self {
+        Self::build(ToncenterServer::start().await, nanoton).await
+    }
+
+    /// [`PricingHarness::start`] on a chain that other keepers share (another port of it
+    /// counts this keeper's requests apart: see [`ToncenterServer::add_port`]).
+    pub async fn on_chain(ton: ToncenterServer) -> Self {
+        Self::build(ton, 50_000_000_000).await
+    }
+
+    async fn build(ton: ToncenterServer, nanoton: u128) -> Self {
         keeper_runtime::install_crypto_provider();
         let up = UpstreamsHandle::start().await;
-        let ton = ToncenterServer::start().await;
         let oracle = ton.new_oracle();
         let keys = WalletKeys::from_mnemonic(&Secret::new(TEST_MNEMONIC)).expect("test mnemonic");
         let wallet = Wallet::new(keys, WalletVersion::V5r1, Network::Mainnet).expect("wallet");

@@ -6,13 +6,13 @@
 use std::time::{Duration, Instant};
 
 use keeper_runtime::secret::Secret;
-use keeper_tests::pricing::PricingHarness;
+use keeper_tests::pricing::{OTHER_MNEMONIC, PricingHarness};
 use keeper_tests::process::free_port;
 use keeper_tests::upstreams::Ts;
 use keeper_ton::{Network, Wallet, WalletKeys, WalletVersion};
 
 /// A second keeper identity (the harness's own is the primary).
-const FALLBACK_MNEMONIC: &str = "section garden tomato dinner season dice renew length useful spin trade intact use universe what post spike keen mandate behind concert egg doll rug";
+const FALLBACK_MNEMONIC: &str = OTHER_MNEMONIC;
 const HEARTBEAT: u64 = 10;
 const OFFSET: u64 = 4;
 
