@@ -57,7 +57,7 @@ struct State {
     rps: f64,
     /// Earliest start of the next request.
     next: Instant,
-    /// Start of the latest request given a slot.
+    /// Start of the latest request.
     last_slot: Instant,
     /// Up to when the growth of `rps` has been applied.
     grown_at: Instant,
@@ -65,7 +65,7 @@ struct State {
     last_cut: Option<Instant>,
 }
 
-/// At most `rps` requests per second, queued in arrival order; `rps` falls on a 429 and
+/// At most `rps` requests per second; `rps` falls on a 429 and
 /// grows back over time.
 #[derive(Debug)]
 pub struct Budget {
@@ -117,21 +117,24 @@ impl Budget {
         if !self.is_limited() {
             return;
         }
-        let now = Instant::now();
-        let wait = self.take_at(now) - now;
-        if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
+        while let Some(free_at) = self.try_take_at(Instant::now()) {
+            tokio::time::sleep_until(free_at.into()).await;
         }
     }
 
-    /// Reserves the next slot for a request asked for at `now` and returns its start.
-    fn take_at(&self, now: Instant) -> Instant {
+    /// Starts a request at `now` if the budget allows one, or tells when it will. A waiting
+    /// request holds no slot: a keeper abandons the requests of a cycle that timed out, and
+    /// slots they had reserved ahead would hold the next cycles back for nothing (at the floor
+    /// rate, ten queued requests are 100 s).
+    fn try_take_at(&self, now: Instant) -> Option<Instant> {
         let mut s = lock(&self.state);
         self.grow(&mut s, now);
-        let slot = s.next.max(now);
-        s.last_slot = slot;
-        s.next = slot + spacing(s.rps);
-        slot
+        if now < s.next {
+            return Some(s.next);
+        }
+        s.last_slot = now;
+        s.next = now + spacing(s.rps);
+        None
     }
 
     /// The endpoint answered 429: halve the rate, and ask again once the endpoint's token has
@@ -156,7 +159,7 @@ impl Budget {
             s.last_cut = Some(now);
         }
         // One interval of the endpoint's rate after the refusal (or after the latest request
-        // given a slot, if that is later): the token is back, and a keeper spaced by the
+        // started, if that is later): the token is back, and a keeper spaced by the
         // margin is not yet (see the module doc). This may be earlier than the slot the old
         // rate gave: that slot is where the other keeper's requests keep landing.
         let token_back = now.max(s.last_slot) + interval(self.max_rps);
@@ -191,6 +194,29 @@ mod tests {
 
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() < 1e-6
+    }
+
+    impl Budget {
+        /// When a request asked for at `now` starts, waiting as [`Budget::take`] does.
+        fn take_at(&self, mut now: Instant) -> Instant {
+            while let Some(free_at) = self.try_take_at(now) {
+                now = free_at;
+            }
+            now
+        }
+    }
+
+    #[test]
+    fn a_waiting_request_holds_no_slot() {
+        let t0 = Instant::now();
+        let b = Budget::new_at(1, t0);
+        assert_eq!(b.try_take_at(t0), None);
+        let free_at = t0 + spacing(1.0);
+        // Any number of waiters (then dropped) leave the next start where it was.
+        for _ in 0..10 {
+            assert_eq!(b.try_take_at(t0), Some(free_at));
+        }
+        assert_eq!(b.try_take_at(free_at), None);
     }
 
     #[test]
@@ -260,9 +286,9 @@ mod tests {
         let refused = slot + secs(0.02);
         b.rate_limited_at(refused, None);
         assert_eq!(b.take_at(refused), refused + secs(1.0));
-        // After that retry the halved rate spaces the requests.
+        // After that retry the halved rate (grown a little since) spaces the requests.
         let after = b.take_at(refused + secs(1.05));
-        assert!(after >= refused + secs(1.0) + spacing(0.5) - secs(0.01));
+        assert!(after >= refused + secs(1.0) + spacing(0.5) - secs(0.05));
     }
 
     #[test]
