@@ -2,8 +2,8 @@
 //!
 //! `max_rps` is what the operator allows; the endpoint's real share may be less (two keepers
 //! behind one keyless endpoint each see half of its limit). The budget is AIMD, like TCP's
-//! congestion window, with two additions that a token bucket of burst 1 (toncenter without a
-//! key) needs:
+//! congestion window, plus two rules that a token bucket of burst 1 (toncenter without a key)
+//! needs:
 //!
 //! - **Multiplicative decrease**: a 429 halves the rate (not below [`FLOOR_RPS`]), once per
 //!   burst of refusals.
@@ -37,11 +37,12 @@ use std::time::{Duration, Instant};
 pub const FLOOR_RPS: f64 = 0.1;
 /// Growth of the rate per second, as a share of `max_rps`: from half the maximum back to the
 /// maximum in 100 s. Growing is probing: two keepers sharing an endpoint each meet a 429
-/// about every `rate / 2 / growth` seconds (a cut from 0.5 to 0.25 request/s grows back in
-/// 50 s), so faster growth means more 429s at the shared equilibrium.
+/// about every `rate / 2 / (growth * max_rps)` seconds (a cut from 0.5 to 0.25 request/s
+/// grows back in 50 s), so faster growth means more 429s at the shared equilibrium.
 pub const RECOVERY_RATE: f64 = 0.005;
 /// Requests are spaced this much wider than `1 / rps`: 10 % (100 ms at 1 request/s) absorbs
-/// network jitter, and is the gap through which a second keeper gets its first token.
+/// network jitter, and is the gap through which a second keeper gets its first token. A lone
+/// keeper keeps its rate at `max_rps` and starts requests at `max_rps / 1.1`.
 pub const SPACING_MARGIN: f64 = 1.1;
 /// Longest `Retry-After` a budget holds an endpoint for: a hostile header must not park the
 /// keeper for hours.
@@ -65,8 +66,7 @@ struct State {
     last_cut: Option<Instant>,
 }
 
-/// At most `rps` requests per second; `rps` falls on a 429 and
-/// grows back over time.
+/// At most `rps` requests per second; `rps` falls on a 429 and grows back over time.
 #[derive(Debug)]
 pub struct Budget {
     max_rps: f64,
