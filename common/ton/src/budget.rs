@@ -7,10 +7,11 @@
 //!
 //! - **Multiplicative decrease**: a 429 halves the rate (not below [`FLOOR_RPS`]), once per
 //!   burst of refusals.
-//! - **Additive increase**: the rate grows continuously by [`RECOVERY_RATE`] of `max_rps` per
-//!   second, up to `max_rps`. A 429 does not restart the growth: if every 429 reset a quiet
-//!   period, a slow keeper (whose rare requests often meet a fast keeper's) would never grow
-//!   while the fast one kept its rate. With growth equal for both and cuts proportional to the
+//! - **Additive increase**: every [`RECOVERY_STEP`] below `max_rps` the rate grows by
+//!   [`RECOVERY_SHARE`] of `max_rps`, up to `max_rps`. The steps count from when the rate fell
+//!   below the maximum, and a 429 does not restart them: if every 429 reset a quiet period, a
+//!   slow keeper (whose rare requests often meet a fast keeper's) would never grow while the
+//!   fast one kept its rate. Whole steps keep the rate (and its gauge) steady between them. With growth equal for both and cuts proportional to the
 //!   rate, the faster keeper loses more per cut and the two converge to equal shares.
 //! - **Spacing margin**: requests are spaced [`SPACING_MARGIN`] wider than the rate. A lone
 //!   keeper at exactly `max_rps` against a bucket of burst 1 is refused whenever network jitter
@@ -35,11 +36,13 @@ use std::time::{Duration, Instant};
 /// Lowest rate a run of 429s brings a budget down to: one request every 10 s still lets a tick
 /// read its wallet.
 pub const FLOOR_RPS: f64 = 0.1;
-/// Growth of the rate per second, as a share of `max_rps`: from half the maximum back to the
+/// Period of the rate's growth while below `max_rps`.
+pub const RECOVERY_STEP: Duration = Duration::from_secs(10);
+/// Growth per [`RECOVERY_STEP`], as a share of `max_rps`: from half the maximum back to the
 /// maximum in 100 s. Growing is probing: two keepers sharing an endpoint each meet a 429
-/// about every `rate / 2 / (growth * max_rps)` seconds (a cut from 0.5 to 0.25 request/s
-/// grows back in 50 s), so faster growth means more 429s at the shared equilibrium.
-pub const RECOVERY_RATE: f64 = 0.005;
+/// about every `rate / 2 / share * step` seconds (a cut from 0.5 to 0.25 request/s grows back
+/// in 50 s), so faster growth means more 429s at the shared equilibrium.
+pub const RECOVERY_SHARE: f64 = 0.05;
 /// Requests are spaced this much wider than `1 / rps`: 10 % (100 ms at 1 request/s) absorbs
 /// network jitter, and is the gap through which a second keeper gets its first token. A lone
 /// keeper keeps its rate at `max_rps` and starts requests at `max_rps / 1.1`.
@@ -60,7 +63,7 @@ struct State {
     next: Instant,
     /// Start of the latest request.
     last_slot: Instant,
-    /// Up to when the growth of `rps` has been applied.
+    /// Start of the current growth step (kept at now while `rps` is at the maximum).
     grown_at: Instant,
     /// When the rate was last halved.
     last_cut: Option<Instant>,
@@ -167,11 +170,21 @@ impl Budget {
         s.next = token_back.max(held);
     }
 
-    /// Applies the growth earned since the last update.
+    /// Applies the growth steps completed since the last one.
     fn grow(&self, s: &mut State, now: Instant) {
-        let elapsed = now.saturating_duration_since(s.grown_at).as_secs_f64();
-        s.grown_at = s.grown_at.max(now);
-        s.rps = (s.rps + elapsed * RECOVERY_RATE * self.max_rps).min(self.max_rps);
+        if s.rps >= self.max_rps {
+            s.grown_at = now;
+            return;
+        }
+        let steps = now.saturating_duration_since(s.grown_at).as_secs() / RECOVERY_STEP.as_secs();
+        if steps == 0 {
+            return;
+        }
+        // Beyond 1 / RECOVERY_SHARE steps any rate has reached the maximum.
+        let capped = steps.min(100) as f64;
+        s.rps = (s.rps + capped * RECOVERY_SHARE * self.max_rps).min(self.max_rps);
+        let done = RECOVERY_STEP.saturating_mul(u32::try_from(steps).unwrap_or(u32::MAX));
+        s.grown_at = s.grown_at.checked_add(done).unwrap_or(now).min(now);
     }
 }
 
@@ -232,7 +245,7 @@ mod tests {
         // The next burst, later than two intervals, halves again.
         b.rate_limited_at(t0 + secs(5.0), None);
         let rps = b.rps_at(t0 + secs(5.0));
-        assert!(close(rps, (0.5 + 5.0 * RECOVERY_RATE) / 2.0), "{rps}");
+        assert!(close(rps, 0.25), "{rps}");
         {
             let mut s = lock(&b.state);
             s.rps = 0.15;
@@ -243,20 +256,20 @@ mod tests {
     }
 
     #[test]
-    fn the_rate_grows_back_continuously_even_through_429s() {
+    fn the_rate_grows_back_in_steps_that_429s_do_not_restart() {
         let t0 = Instant::now();
         let b = Budget::new_at(2, t0);
         b.rate_limited_at(t0, None);
-        assert!(close(b.rps_at(t0), 1.0));
-        // 10 s later: 1 + 10 * 0.005 * 2.
+        assert!(close(b.rps_at(t0 + secs(9.9)), 1.0));
+        assert!(close(b.rps_at(t0 + secs(10.0)), 1.1));
+        // A cut halves the rate but keeps the steps' clock: the next step is still at 20 s.
+        b.rate_limited_at(t0 + secs(15.0), None);
+        assert!(close(b.rps_at(t0 + secs(15.0)), 0.55));
         assert!(
-            close(b.rps_at(t0 + secs(10.0)), 1.1),
+            close(b.rps_at(t0 + secs(20.0)), 0.65),
             "{}",
-            b.rps_at(t0 + secs(10.0))
+            b.rps_at(t0 + secs(20.0))
         );
-        // A refusal within the burst does not cut, and does not take back the growth.
-        b.rate_limited_at(t0 + secs(1.0), None);
-        assert!(close(b.rps_at(t0 + secs(20.0)), 1.2));
         assert_eq!(
             b.rps_at(t0 + secs(1_000.0)),
             2.0,
