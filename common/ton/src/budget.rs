@@ -11,8 +11,9 @@
 //!   [`RECOVERY_SHARE`] of `max_rps`, up to `max_rps`. The steps count from when the rate fell
 //!   below the maximum, and a 429 does not restart them: if every 429 reset a quiet period, a
 //!   slow keeper (whose rare requests often meet a fast keeper's) would never grow while the
-//!   fast one kept its rate. Whole steps keep the rate (and its gauge) steady between them. With growth equal for both and cuts proportional to the
-//!   rate, the faster keeper loses more per cut and the two converge to equal shares.
+//!   fast one kept its rate. With growth equal for both and cuts proportional to the rate,
+//!   the faster keeper loses more per cut and the two converge to equal shares. Whole steps
+//!   keep the rate (and its gauge) steady between them.
 //! - **Spacing margin**: requests are spaced [`SPACING_MARGIN`] wider than the rate. A lone
 //!   keeper at exactly `max_rps` against a bucket of burst 1 is refused whenever network jitter
 //!   brings two requests closer than one interval; the margin absorbs that jitter. It also
