@@ -643,6 +643,10 @@ impl ToncenterServer {
     /// Makes `address` an oracle contract with no registered keepers.
     pub fn add_oracle(&self, address: &TonAddress) {
         let mut c = self.chain();
+        let fresh = c.accounts.get(address).is_none_or(|a| a.oracle.is_none());
+        if fresh {
+            deploy_transaction(&mut c, address);
+        }
         let acc = c.accounts.entry(address.clone()).or_default();
         if acc.oracle.is_none() {
             acc.oracle = Some(Oracle::default());
@@ -1336,6 +1340,35 @@ fn address_param(params: &Value) -> Result<TonAddress, ApiError> {
         .map_err(|_| api_err(416, "Incorrect address"))
 }
 
+/// The transaction that deployed a contract at `address`, as a chain has one for every deployed
+/// account: an internal message from a deployer carrying its code and data.
+fn deploy_transaction(c: &mut Chain, address: &TonAddress) {
+    const DEPLOY_VALUE: u128 = 1_000_000_000;
+    c.lt += 10;
+    let lt = c.lt;
+    let now = c.now();
+    let mut hash = [0u8; 32];
+    hash[..8].copy_from_slice(&lt.to_be_bytes());
+    hash[8..16].copy_from_slice(b"deployed");
+    let deployer = random_address();
+    let data = transaction_boc(address, lt, now, 0, DEPLOY_VALUE, 0);
+    let acc = c.accounts.entry(address.clone()).or_default();
+    acc.transactions.push(json!({
+        "@type": "raw.transaction",
+        "address": {"@type": "accountAddress", "account_address": address.to_base64_url()},
+        "utime": now,
+        "data": data,
+        "transaction_id": tx_id(lt, &hash),
+        "fee": "0", "storage_fee": "0", "other_fee": "0",
+        "in_msg": {"@type": "raw.message", "hash": B64.encode(hash), "source": deployer.to_base64_url(),
+            "destination": address.to_base64_url(), "value": DEPLOY_VALUE.to_string(), "fwd_fee": "0",
+            "ihr_fee": "0", "created_lt": (lt - 1).to_string(), "body_hash": B64.encode([0u8; 32])},
+        "out_msgs": [],
+    }));
+    acc.last_lt = lt;
+    acc.last_hash = hash;
+}
+
 fn tx_id(lt: u64, hash: &[u8; 32]) -> Value {
     json!({"@type": "internal.transactionId", "lt": lt.to_string(), "hash": B64.encode(hash)})
 }
@@ -1735,6 +1768,8 @@ fn apply_external_inner(c: &mut Chain, boc: &[u8]) -> Result<([u8; 32], [u8; 32]
     c.lt += 10;
     c.block += 1;
     let lt = c.lt;
+    // Room for each outgoing message's own creation lt.
+    c.lt += actions.len() as u64;
     let tx_hash = {
         let mut h = message_hash;
         h[..8].copy_from_slice(&lt.to_be_bytes());
@@ -1750,7 +1785,9 @@ fn apply_external_inner(c: &mut Chain, boc: &[u8]) -> Result<([u8; 32], [u8; 32]
         let v5_bad_mode =
             wallet.version == WalletVersion::V5r1 && actions.iter().any(|(mode, _)| mode & 2 == 0);
         if !v5_bad_mode {
-            for (mode, m) in &actions {
+            for (index, (mode, m)) in actions.iter().enumerate() {
+                // Each message of a transaction is created at its own lt, as on chain.
+                let created_lt = lt + 1 + index as u64;
                 let Ok(im) = Message::from_cell(m) else {
                     continue;
                 };
@@ -1774,7 +1811,7 @@ fn apply_external_inner(c: &mut Chain, boc: &[u8]) -> Result<([u8; 32], [u8; 32]
                 }
                 acc.balance -= cost;
                 out_msgs.push(json!({"hash": B64.encode(hash32(m)), "source": dest.to_base64_url(), "destination": to.to_base64_url(), "value": value.to_string(),
-                    "fwd_fee": FORWARD_FEE.to_string(), "ihr_fee": "0", "created_lt": (lt + 1).to_string(), "body_hash": B64.encode(Cell::cell_hash(&im.body.value).as_slice()),
+                    "fwd_fee": FORWARD_FEE.to_string(), "ihr_fee": "0", "created_lt": created_lt.to_string(), "body_hash": B64.encode(Cell::cell_hash(&im.body.value).as_slice()),
                     "msg_data": {"@type": "msg.dataRaw", "body": BagOfCells::new(std::slice::from_ref(&im.body.value)).serialize(false).map(|b| B64.encode(b)).unwrap_or_default(), "init_state": ""}}));
                 let fwd_fee = cost - value.min(cost);
                 out_hashes.push(
@@ -1783,7 +1820,7 @@ fn apply_external_inner(c: &mut Chain, boc: &[u8]) -> Result<([u8; 32], [u8; 32]
                 );
                 sends.push(PendingInternal {
                     ready_at: Instant::now(),
-                    created_lt: lt + 1,
+                    created_lt,
                     hash: hash32(m),
                     from: dest.clone(),
                     to,

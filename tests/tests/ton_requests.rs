@@ -274,7 +274,7 @@ async fn a_running_pricing_keeper_reads_prices_only_after_the_oracle_changed() {
     let h = PricingHarness::start().await;
     let mut child = h.spawn();
     h.wait_externals(1, Duration::from_secs(30)).await;
-    // A start reads the oracle without its account, and once more after it first publishes.
+    // Past the start, which reads every get-method once.
     let t = ticks(&h).await;
     wait_ticks(&h, t + 2).await;
     let before = Tally::of(&h.ton);
@@ -313,7 +313,7 @@ async fn a_running_bridge_keeper_reads_statuses_only_after_the_oracle_changed() 
     h.wait_externals(1).await;
     let addr = h.metrics_addr.as_str();
     let wait = Duration::from_secs(30);
-    // A start reads the oracle without its account, and once more after it first publishes.
+    // Past the start, which reads every get-method once.
     let t = status_ticks(addr).await;
     assert!(wait_status_ticks(addr, t + 2, wait).await);
     let before = Tally::of(&h.ton);

@@ -118,6 +118,9 @@ impl Fence for Unfenced {
 struct InFlight {
     ext: SignedExternal,
     ops: Vec<&'static str>,
+    /// The updates it carries and the value each carried (none when found in the journal).
+    messages: Vec<OracleMessage>,
+    value_nanoton: u64,
     /// Chain time when it was built.
     chain_at_build: u64,
     /// Token of the lease holding it was signed under.
@@ -147,6 +150,8 @@ impl InFlight {
         Ok(Self {
             ext: entry.external()?,
             ops: entry.ops.iter().map(|o| op_name(o)).collect(),
+            messages: Vec::new(),
+            value_nanoton: 0,
             // The wall clock may have jumped or stood still across a restart: from the first
             // poll on, the chain itself is asked whether it expired.
             chain_at_build: entry
@@ -627,20 +632,8 @@ impl<T: TonTransport> Delivery<T> {
             let pending = &messages[offset..];
             match self.send_batch(pending, &mut slot, fence).await {
                 Ok(b) => {
-                    // The action phase runs in order and every message of a batch costs about
-                    // the same, so the ones it could not pay are the last ones.
-                    let end = offset + b.actions;
-                    let paid = end.saturating_sub(b.unpaid);
-                    for i in paid..end {
-                        known[i] = Some(unpaid(&messages[i]));
-                    }
-                    // The oracle's own transaction said it succeeded: nothing to read back.
-                    for (i, code) in (offset..paid).zip(&b.oracle_exit_codes) {
-                        if *code == 0 {
-                            known[i] = Some(applied(&messages[i]));
-                        }
-                    }
-                    offset = end;
+                    known_from_result(&mut known, messages, offset, &b);
+                    offset += b.actions;
                     batches.push(b);
                 }
                 // Earlier batches went out: report them, and the rest as not paid for.
@@ -893,6 +886,8 @@ impl<T: TonTransport> Delivery<T> {
             let flight = InFlight {
                 ext,
                 ops: ops.clone(),
+                messages: chunk.to_vec(),
+                value_nanoton,
                 chain_at_build: now,
                 fencing_token,
                 resumed: false,
@@ -993,52 +988,16 @@ impl<T: TonTransport> Delivery<T> {
                 Ok(Settled::Confirmed(Landed::Ours(transaction))) => {
                     self.forget(&flight).await;
                     *slot = None;
-                    self.count(&ops, "confirmed");
-                    let onchain = self
-                        .onchain_result(&flight.ext, transaction.as_deref().cloned())
-                        .await;
-                    let unpaid = onchain
-                        .as_ref()
-                        .map_or(0, |o| flight.ext.actions.saturating_sub(o.sent));
-                    if unpaid > 0 {
-                        tracing::error!(
-                            wallet = %self.wallet.label(),
-                            seqno = flight.ext.seqno,
-                            unpaid,
-                            actions = flight.ext.actions,
-                            "the wallet could not pay for every message: its action phase skipped some; top it up"
-                        );
-                    }
-                    let value_total = u128::from(value_nanoton).saturating_mul(
-                        u128::try_from(flight.ext.actions.saturating_sub(unpaid)).unwrap_or(0),
-                    );
-                    self.account(&ops, onchain.as_ref(), value_total);
+                    let mut batch = self.confirmed(&flight, transaction).await;
                     let latency = first_send.elapsed();
                     if let Some(m) = &self.metrics {
                         ChainMetrics::of(m)
                             .update_latency
                             .observe(latency.as_secs_f64());
                     }
-                    return Ok(BatchReport {
-                        seqno: flight.ext.seqno,
-                        valid_until: flight.ext.valid_until,
-                        actions: flight.ext.actions,
-                        state_init: flight.ext.with_state_init,
-                        normalized_hash: hex::encode(flight.ext.normalized_hash),
-                        transaction: transaction.map(|t| (t.lt, t.hash)),
-                        rebuilds,
-                        latency_ms: latency.as_millis() as u64,
-                        fencing_token: flight.fencing_token,
-                        exit_code: onchain.as_ref().map(|o| o.exit_code),
-                        fees_nanoton: onchain.as_ref().map(|o| o.fees_nanoton),
-                        value_nanoton: value_total,
-                        unpaid,
-                        oracle_exit_codes: onchain
-                            .as_ref()
-                            .map(|o| o.oracle.iter().map(|(code, _)| *code).collect())
-                            .unwrap_or_default(),
-                        oracle_listing: onchain.map(|o| o.listing).unwrap_or_default(),
-                    });
+                    batch.rebuilds = rebuilds;
+                    batch.latency_ms = latency.as_millis() as u64;
+                    return Ok(batch);
                 }
                 Ok(Settled::Expired) => {
                     self.forget(&flight).await;
@@ -1063,6 +1022,89 @@ impl<T: TonTransport> Delivery<T> {
                     return Err(e);
                 }
             }
+        }
+    }
+
+    /// Books `flight`, which landed as `transaction`: its result on chain (what the oracle made
+    /// of each update, what the wallet could not pay), the spend and `auto`'s cost history.
+    async fn confirmed(
+        &self,
+        flight: &InFlight,
+        transaction: Option<Box<Transaction>>,
+    ) -> BatchReport {
+        self.count(&flight.ops, "confirmed");
+        let onchain = self
+            .onchain_result(&flight.ext, transaction.as_deref().cloned())
+            .await;
+        let unpaid = onchain
+            .as_ref()
+            .map_or(0, |o| flight.ext.actions.saturating_sub(o.sent));
+        if unpaid > 0 {
+            tracing::error!(
+                wallet = %self.wallet.label(),
+                seqno = flight.ext.seqno,
+                unpaid,
+                actions = flight.ext.actions,
+                "the wallet could not pay for every message: its action phase skipped some; top it up"
+            );
+        }
+        let value_total = u128::from(flight.value_nanoton)
+            .saturating_mul(u128::try_from(flight.ext.actions.saturating_sub(unpaid)).unwrap_or(0));
+        self.account(&flight.ops, onchain.as_ref(), value_total);
+        BatchReport {
+            seqno: flight.ext.seqno,
+            valid_until: flight.ext.valid_until,
+            actions: flight.ext.actions,
+            state_init: flight.ext.with_state_init,
+            normalized_hash: hex::encode(flight.ext.normalized_hash),
+            transaction: transaction.map(|t| (t.lt, t.hash)),
+            rebuilds: 0,
+            latency_ms: 0,
+            fencing_token: flight.fencing_token,
+            exit_code: onchain.as_ref().map(|o| o.exit_code),
+            fees_nanoton: onchain.as_ref().map(|o| o.fees_nanoton),
+            value_nanoton: value_total,
+            unpaid,
+            oracle_exit_codes: onchain
+                .as_ref()
+                .map(|o| o.oracle.iter().map(|(code, _)| *code).collect())
+                .unwrap_or_default(),
+            oracle_listing: onchain.map(|o| o.listing).unwrap_or_default(),
+        }
+    }
+
+    /// Looks once whether this process's own message from an earlier call (one a cycle timeout
+    /// cut before its confirmation) has landed, and if so books it like a delivery: the
+    /// report says what the oracle now holds, so the caller need not read it again. `None`
+    /// when nothing of this process is in flight, or it has not settled yet (the next
+    /// [`Delivery::deliver`] settles it as before).
+    pub async fn settle_earlier(&self) -> Option<DeliveryReport> {
+        let mut slot = self.in_flight.lock().await;
+        let own = slot
+            .as_ref()
+            .filter(|f| !f.resumed && !f.messages.is_empty())?
+            .clone();
+        match self.settle(&own, None, Poll::Earlier, Duration::ZERO).await {
+            Ok(Settled::Confirmed(Landed::Ours(transaction))) => {
+                self.forget(&own).await;
+                *slot = None;
+                drop(slot);
+                tracing::info!(
+                    seqno = own.ext.seqno,
+                    "a message from an earlier cycle landed"
+                );
+                let batch = self.confirmed(&own, transaction).await;
+                let messages = &own.messages;
+                let mut known: Vec<Option<ReadBack>> = vec![None; messages.len()];
+                known_from_result(&mut known, messages, 0, &batch);
+                let read_back = self.read_back(messages, known, Duration::ZERO).await;
+                Some(DeliveryReport {
+                    batches: vec![batch],
+                    read_back,
+                })
+            }
+            // Anything else is left to the next delivery, which settles it as before.
+            _ => None,
         }
     }
 
@@ -1279,13 +1321,19 @@ impl<T: TonTransport> Delivery<T> {
                 .find(|(a, _)| a == &to)
                 .map(|(_, txs)| txs.as_slice())
                 .unwrap_or_default();
-            let found = txs.iter().find(|t| {
-                (!out.hash.is_empty() && t.in_msg_hash.as_deref() == Some(out.hash.as_str()))
-                    || (out.created_lt > 0
+            // By the message's hash first; its creation lt and sender only where the listing
+            // gives no hash (an lt alone could match a sibling message of the same batch).
+            let by_hash = txs.iter().find(|t| {
+                !out.hash.is_empty() && t.in_msg_hash.as_deref() == Some(out.hash.as_str())
+            });
+            let found = by_hash.or_else(|| {
+                txs.iter().find(|t| {
+                    out.created_lt > 0
                         && t.in_msg_created_lt == Some(out.created_lt)
                         && t.in_msg_source
                             .as_deref()
-                            .is_some_and(|s| self.is_wallet(s)))
+                            .is_some_and(|s| self.is_wallet(s))
+                })
             });
             let Some(tx) = found else {
                 return Ok(None);
@@ -1462,6 +1510,27 @@ impl<T: TonTransport> Delivery<T> {
     }
 }
 
+/// What batch `b`, which carried `messages[offset..]`, already tells of its updates: the last
+/// ones were not paid for (the action phase runs in order and every message of a batch costs
+/// about the same), and those whose oracle transaction exited 0 are in as sent.
+fn known_from_result(
+    known: &mut [Option<ReadBack>],
+    messages: &[OracleMessage],
+    offset: usize,
+    b: &BatchReport,
+) {
+    let end = (offset + b.actions).min(messages.len());
+    let paid = end.saturating_sub(b.unpaid).max(offset);
+    for i in paid..end {
+        known[i] = Some(unpaid(&messages[i]));
+    }
+    for (i, code) in (offset..paid).zip(&b.oracle_exit_codes) {
+        if *code == 0 {
+            known[i] = Some(applied(&messages[i]));
+        }
+    }
+}
+
 /// Two signed messages with the same seqno and body.
 fn same_body(a: &SignedExternal, b: &SignedExternal) -> bool {
     a.seqno == b.seqno && a.body_hash == b.body_hash
@@ -1628,6 +1697,8 @@ mod tests {
         let f = InFlight {
             ext,
             ops: Vec::new(),
+            messages: Vec::new(),
+            value_nanoton: 0,
             chain_at_build: u64::MAX,
             fencing_token: None,
             resumed: false,

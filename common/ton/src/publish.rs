@@ -288,10 +288,7 @@ impl Publisher {
         let (Some(op), Some(oracle)) = (self.learn_op, &self.oracle) else {
             return;
         };
-        if self
-            .learned
-            .swap(true, std::sync::atomic::Ordering::Relaxed)
-        {
+        if self.learned.load(std::sync::atomic::Ordering::Relaxed) {
             return;
         }
         if let Err(e) = self.delivery.learn_from_chain(oracle, op).await {
@@ -300,6 +297,9 @@ impl Publisher {
                 "the wallet's history on chain is unreadable: UPDATE_VALUE_TON=auto starts at the maximum"
             );
         }
+        // Marked only once it ran to the end: a tick the cycle timeout cut learns next time.
+        self.learned
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Publishes to `oracle`, named by `setting` in messages (dry runs work without one).
@@ -350,6 +350,16 @@ impl Publisher {
             self.health.set_lock_holder(status.holder.clone());
             self.lease_status = Some(status);
         }
+    }
+
+    /// At the start of a tick, before the oracle is read: this process's own message from an
+    /// earlier tick (one the cycle timeout cut before its confirmation), booked if it landed
+    /// meanwhile ([`Delivery::settle_earlier`]). Nothing in a dry run or on a standby.
+    pub async fn settle_earlier(&self) -> Option<DeliveryReport> {
+        if self.dry_run || self.is_standby() {
+            return None;
+        }
+        self.delivery.settle_earlier().await
     }
 
     /// Balance and seqno gauges of the keeper wallet; below `balance_low_nanoton` (not in dry

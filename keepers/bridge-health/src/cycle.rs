@@ -140,6 +140,7 @@ impl BridgeCycle {
         let peg_requests = peg_requests(&p.config.bridges);
         let fallback_offset = p.config.settings.policy.fallback_offset;
         let interval_secs = p.config.settings.runner.period().as_secs();
+        let chain_memo = ChainMemo::new(p.one_shot);
         Self {
             p,
             families,
@@ -151,7 +152,7 @@ impl BridgeCycle {
             peg_requests,
             last: None,
             fallback: FallbackGate::new(fallback_offset).with_interval(interval_secs),
-            chain_memo: ChainMemo::default(),
+            chain_memo,
         }
     }
 
@@ -159,35 +160,35 @@ impl BridgeCycle {
         &self.p.config.bridges
     }
 
+    /// Keeps what a landed delivery wrote as the oracle's view, so that the next read of the
+    /// oracle is needed only if something else changed it.
+    fn remember_written(&self, report: &keeper_ton::DeliveryReport) {
+        let bridges = self.bridges();
+        self.chain_memo.landed(report, |r| {
+            let i = bridges.iter().position(|b| u16::from(b.id) == r.id)?;
+            Some((
+                i,
+                Some(OnChain {
+                    is_online: r.onchain_value? != 0,
+                    last_seen: i64::from(r.onchain_timestamp?),
+                }),
+            ))
+        });
+    }
+
     /// `get_bridge_status` for every bridge, unless the oracle's account has had no transaction
-    /// since this process last read them all; unknown when no oracle is configured.
+    /// since this process last read it; unknown when no oracle is configured.
     async fn read_chain(&self) -> Vec<ChainView> {
         let Some(oracle) = self.p.publisher.oracle() else {
             return self.bridges().iter().map(|_| Ok(None)).collect();
         };
         let transport = self.p.publisher.delivery().transport();
+        let bridges = self.bridges();
         self.chain_memo
-            .read(transport, oracle, || self.read_statuses(transport, oracle))
+            .read(transport, oracle, bridges.len(), |i| {
+                read_view(transport, oracle, bridges[i].id)
+            })
             .await
-    }
-
-    async fn read_statuses(
-        &self,
-        transport: &keeper_ton::Toncenter,
-        oracle: &TonAddress,
-    ) -> Vec<ChainView> {
-        join_all(self.bridges().iter().map(|b| async move {
-            match read_bridge_status(transport, oracle, b.id).await {
-                // A bridge never written reads as (false, 0).
-                Ok((_, 0)) => Ok(None),
-                Ok((is_online, last_seen)) => Ok(Some(OnChain {
-                    is_online,
-                    last_seen: i64::from(last_seen),
-                })),
-                Err(e) => Err(e.to_string()),
-            }
-        }))
-        .await
     }
 
     /// Score and online gauges; an unknown bridge has its series removed rather than left stale.
@@ -291,6 +292,11 @@ impl BridgeCycle {
     async fn tick(&mut self) -> (CycleSummary, Option<CycleError>) {
         // Renew the lease first: a standby keeps reading and serving metrics but never sends.
         self.p.publisher.renew_lease().await;
+        // A message the last cycle could not wait for may have landed: what it wrote need not
+        // be read from the oracle again.
+        if let Some(report) = self.p.publisher.settle_earlier().await {
+            self.remember_written(&report);
+        }
         let now = Utc::now().timestamp();
         let pegs = prefetch_pegs(&self.pegs, &self.peg_requests);
         let ctx = Ctx {
@@ -455,17 +461,7 @@ impl BridgeCycle {
             Ok(Publication::Delivered {
                 messages, report, ..
             }) => {
-                let bridges = self.bridges();
-                self.chain_memo.landed(&report, |r| {
-                    let i = bridges.iter().position(|b| u16::from(b.id) == r.id)?;
-                    Some((
-                        i,
-                        Some(OnChain {
-                            is_online: r.onchain_value? != 0,
-                            last_seen: i64::from(r.onchain_timestamp?),
-                        }),
-                    ))
-                });
+                self.remember_written(&report);
                 let hash = report
                     .batches
                     .last()
@@ -574,5 +570,22 @@ impl Cycle for BridgeCycle {
 
     fn last_report(&self) -> Option<&CycleSummary> {
         self.last.as_ref()
+    }
+}
+
+/// `get_bridge_status` of one bridge as the decisions see it: `None` for a bridge never written
+/// (it reads as `(false, 0)`).
+async fn read_view(
+    transport: &keeper_ton::Toncenter,
+    oracle: &TonAddress,
+    bridge_id: u8,
+) -> ChainView {
+    match read_bridge_status(transport, oracle, bridge_id).await {
+        Ok((_, 0)) => Ok(None),
+        Ok((is_online, last_seen)) => Ok(Some(OnChain {
+            is_online,
+            last_seen: i64::from(last_seen),
+        })),
+        Err(e) => Err(e.to_string()),
     }
 }

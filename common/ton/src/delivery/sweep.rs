@@ -300,6 +300,8 @@ impl<T: TonTransport> Delivery<T> {
         let flight = InFlight {
             ext,
             ops: vec!["sweep"],
+            messages: Vec::new(),
+            value_nanoton: 0,
             chain_at_build: now,
             fencing_token,
             resumed: false,

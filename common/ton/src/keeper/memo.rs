@@ -1,10 +1,15 @@
 //! An oracle's get-method results as this process last read them, kept while the oracle's
 //! account has no new transaction: its state (and so every get-method) cannot change without
 //! one, and one account read costs less than a get-method per asset or bridge.
+//!
+//! Each result is kept the moment it arrives, not when the whole read ends: a tick that the
+//! cycle timeout cuts (a shared, rate-limited endpoint can make a start take longer than one
+//! interval) leaves what it read to the next tick, which reads only the rest.
 
 use std::future::Future;
 use std::sync::Mutex;
 
+use futures_util::future::join_all;
 use tonlib_core::TonAddress;
 
 use crate::report::{DeliveryReport, OracleTransaction, ReadBack};
@@ -15,60 +20,108 @@ pub type View<V> = Result<V, String>;
 
 #[derive(Debug)]
 enum Seen<V> {
-    /// Nothing read yet: a one-shot run reads the oracle only, without its account.
+    /// Nothing kept.
     Never,
-    /// Read once without the account's last transaction.
-    Once,
-    /// Every subject read after the account's last transaction was `lt`.
-    At { lt: u64, views: Vec<View<V>> },
+    /// What was read after the account's last transaction was `lt`, per subject (`None`: not
+    /// read yet, or the read failed).
+    At { lt: u64, views: Vec<Option<V>> },
 }
 
 /// What the oracle's get-methods returned, by the account's last transaction lt.
 #[derive(Debug)]
 pub struct ChainMemo<V> {
     seen: Mutex<Seen<V>>,
-}
-
-impl<V> Default for ChainMemo<V> {
-    fn default() -> Self {
-        Self {
-            seen: Mutex::new(Seen::Never),
-        }
-    }
+    /// `--once`: there is no next tick to keep anything for, so the account is not asked.
+    one_shot: bool,
 }
 
 impl<V: Clone> ChainMemo<V> {
+    /// An empty memo; a `one_shot` run (`--once`) reads the oracle without its account.
+    pub fn new(one_shot: bool) -> Self {
+        Self {
+            seen: Mutex::new(Seen::Never),
+            one_shot,
+        }
+    }
+
     fn seen(&self) -> std::sync::MutexGuard<'_, Seen<V>> {
         // Every update is a single assignment, so a poisoned value is still consistent.
         self.seen.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The oracle's views: what `read` returned last time while `oracle`'s last transaction is
-    /// unchanged, else `read` again. The first call reads without asking for the account,
-    /// which a one-shot run would not use; a view that failed is never kept.
-    pub async fn read<T, F, Fut>(&self, transport: &T, oracle: &TonAddress, read: F) -> Vec<View<V>>
+    /// The oracle's views of `subjects` subjects: those kept while `oracle`'s last transaction
+    /// is unchanged, `read(i)` for the others (concurrently), each kept as it arrives. A view
+    /// that failed is never kept. With the account unreadable, everything is read and nothing
+    /// kept.
+    pub async fn read<T, F, Fut>(
+        &self,
+        transport: &T,
+        oracle: &TonAddress,
+        subjects: usize,
+        read: F,
+    ) -> Vec<View<V>>
     where
         T: TonTransport,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Vec<View<V>>>,
+        F: Fn(usize) -> Fut,
+        Fut: Future<Output = View<V>>,
     {
-        let lt = if matches!(*self.seen(), Seen::Never) {
+        let lt = if self.one_shot {
             None
         } else {
             match transport.wallet_information(oracle).await {
-                Ok(info) => Some(info.last_transaction_lt),
+                Ok(info) => Some(info.last_transaction_lt).filter(|lt| *lt > 0),
                 Err(e) => {
                     tracing::debug!(error = %e, "oracle account unreadable; reading the oracle");
                     None
                 }
             }
         };
-        if let Some(views) = lt.and_then(|lt| self.get(lt)) {
-            return views;
+        let Some(lt) = lt else {
+            return join_all((0..subjects).map(&read)).await;
+        };
+        self.start_at(lt, subjects);
+        join_all((0..subjects).map(|i| {
+            let read = &read;
+            async move {
+                if let Some(kept) = self.kept(lt, i) {
+                    return Ok(kept);
+                }
+                let view = read(i).await;
+                if let Ok(v) = &view {
+                    self.keep(lt, i, v.clone());
+                }
+                view
+            }
+        }))
+        .await
+    }
+
+    /// Starts over unless what is kept was read at `lt`.
+    fn start_at(&self, lt: u64, subjects: usize) {
+        let mut seen = self.seen();
+        if !matches!(&*seen, Seen::At { lt: kept, views } if *kept == lt && views.len() == subjects)
+        {
+            *seen = Seen::At {
+                lt,
+                views: vec![None; subjects],
+            };
         }
-        let views = read().await;
-        self.put(lt, &views);
-        views
+    }
+
+    fn kept(&self, lt: u64, i: usize) -> Option<V> {
+        match &*self.seen() {
+            Seen::At { lt: kept, views } if *kept == lt => views.get(i).cloned().flatten(),
+            _ => None,
+        }
+    }
+
+    fn keep(&self, lt: u64, i: usize, view: V) {
+        if let Seen::At { lt: kept, views } = &mut *self.seen()
+            && *kept == lt
+            && let Some(slot) = views.get_mut(i)
+        {
+            *slot = Some(view);
+        }
     }
 
     /// After this process's own batches landed: when the oracle's listing shows that every
@@ -83,6 +136,7 @@ impl<V: Clone> ChainMemo<V> {
     ) {
         let mut seen = self.seen();
         let Seen::At { lt, views } = &mut *seen else {
+            tracing::debug!("nothing kept of the oracle: read again next tick");
             return;
         };
         let listing: Vec<OracleTransaction> = report
@@ -91,34 +145,21 @@ impl<V: Clone> ChainMemo<V> {
             .flat_map(|b| b.oracle_listing.iter().copied())
             .collect();
         let Some(last) = only_ours_since(&listing, *lt) else {
+            tracing::debug!(
+                read_at = *lt,
+                listed = ?listing,
+                "the oracle's listing does not show only this keeper's batch since the last read: read again next tick"
+            );
             return;
         };
         for r in report.read_back.iter().filter(|r| r.landed) {
             if let Some((i, view)) = written(r)
                 && let Some(slot) = views.get_mut(i)
             {
-                *slot = Ok(view);
+                *slot = Some(view);
             }
         }
         *lt = last;
-    }
-
-    fn get(&self, lt: u64) -> Option<Vec<View<V>>> {
-        match &*self.seen() {
-            Seen::At { lt: seen, views } if *seen == lt && lt > 0 => Some(views.clone()),
-            _ => None,
-        }
-    }
-
-    fn put(&self, lt: Option<u64>, views: &[View<V>]) {
-        let next = match lt {
-            Some(lt) if lt > 0 && views.iter().all(Result::is_ok) => Seen::At {
-                lt,
-                views: views.to_vec(),
-            },
-            _ => Seen::Once,
-        };
-        *self.seen() = next;
     }
 }
 
@@ -145,18 +186,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn views_are_kept_for_their_lt_only_and_failures_never() {
-        let m: ChainMemo<u32> = ChainMemo::default();
-        let ok: Vec<View<u32>> = vec![Ok(5)];
-        m.put(None, &ok);
-        assert!(matches!(*m.seen(), Seen::Once));
-        assert!(m.get(0).is_none());
-        m.put(Some(7), &ok);
-        assert_eq!(m.get(7), Some(vec![Ok(5)]));
-        assert!(m.get(8).is_none());
-        m.put(Some(8), &[Ok(1), Err("unreadable".into())]);
-        assert!(m.get(8).is_none());
-        assert!(matches!(*m.seen(), Seen::Once));
+    fn views_are_kept_per_subject_for_their_lt_only() {
+        let m: ChainMemo<u32> = ChainMemo::new(false);
+        m.start_at(7, 2);
+        m.keep(7, 0, 5);
+        assert_eq!(m.kept(7, 0), Some(5));
+        assert_eq!(m.kept(7, 1), None, "not read yet");
+        m.keep(6, 1, 9);
+        assert_eq!(m.kept(7, 1), None, "read at another lt");
+        m.start_at(7, 2);
+        assert_eq!(m.kept(7, 0), Some(5), "the same lt keeps what was read");
+        m.start_at(8, 2);
+        assert_eq!(m.kept(8, 0), None, "a new transaction starts over");
     }
 
     fn tx(lt: u64, ours: bool) -> OracleTransaction {

@@ -85,6 +85,8 @@ pub struct ChainParts<C> {
     pub health: Health,
     /// `--force`.
     pub force: bool,
+    /// `--once`: one tick, nothing kept for a next one.
+    pub one_shot: bool,
     /// Said in every summary (ephemeral key…).
     pub notes: Vec<String>,
 }

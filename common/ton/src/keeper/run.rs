@@ -143,6 +143,7 @@ pub async fn run<K: ChainKeeper>(loaded: Loaded<K::Config>, args: &RunArgs) -> a
         metrics: metrics.clone(),
         health: health.clone(),
         force: args.force,
+        one_shot: args.once,
         notes: ephemeral_note.into_iter().collect(),
     };
     let mut cycle = K::cycle(parts, families)?;

@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, TimeZone, Utc};
-use futures_util::future::join_all;
 use keeper_runtime::alert::Severity;
 use keeper_runtime::runner::{Cycle, CycleContext, CycleError, Staleness};
 use keeper_runtime::telemetry::metrics::labels;
@@ -76,6 +75,7 @@ impl PricingCycle {
         let started = Utc::now();
         let p_fallback_offset = p.config.policy.fallback_offset;
         let interval_secs = p.config.runner.period().as_secs();
+        let chain_memo = ChainMemo::new(p.one_shot);
         Self {
             source_last_ok: Source::ALL.iter().map(|s| (*s, started)).collect(),
             started,
@@ -89,7 +89,7 @@ impl PricingCycle {
             fallback: FallbackGate::new(p_fallback_offset).with_interval(interval_secs),
             own_published: HashMap::new(),
             last_update: HashMap::new(),
-            chain_memo: ChainMemo::default(),
+            chain_memo,
             stale,
         }
     }
@@ -98,34 +98,35 @@ impl PricingCycle {
         self.p.publisher.delivery().wallet().label()
     }
 
+    /// Keeps what a landed delivery wrote as the oracle's view, so that the next read of the
+    /// oracle is needed only if something else changed it.
+    fn remember_written(&self, report: &keeper_ton::DeliveryReport) {
+        let assets = &self.p.config.assets;
+        self.chain_memo.landed(report, |r| {
+            let i = assets.iter().position(|a| a.id == r.id)?;
+            Some((
+                i,
+                Some(OnChain {
+                    price_micro: u64::try_from(r.onchain_value?).ok()?,
+                    timestamp: u64::from(r.onchain_timestamp?),
+                }),
+            ))
+        });
+    }
+
     /// Reads `get_price` for every asset concurrently, unless the oracle's account has had no
-    /// transaction since this process last read them all; unknown when no oracle is configured.
+    /// transaction since this process last read it; unknown when no oracle is configured.
     async fn read_chain(&self) -> Vec<ChainView> {
         let Some(oracle) = self.p.publisher.oracle() else {
             return self.p.config.assets.iter().map(|_| Ok(None)).collect();
         };
         let transport = self.p.publisher.delivery().transport();
+        let assets = &self.p.config.assets;
         self.chain_memo
-            .read(transport, oracle, || self.read_prices(transport, oracle))
+            .read(transport, oracle, assets.len(), |i| {
+                read_view(transport, oracle, assets[i].id)
+            })
             .await
-    }
-
-    async fn read_prices(
-        &self,
-        transport: &keeper_ton::Toncenter,
-        oracle: &TonAddress,
-    ) -> Vec<ChainView> {
-        join_all(self.p.config.assets.iter().map(|a| async move {
-            match read_price(transport, oracle, a.id).await {
-                Ok((price, ts)) if price > 0 => Ok(Some(OnChain {
-                    price_micro: u64::try_from(price).unwrap_or(u64::MAX),
-                    timestamp: u64::from(ts),
-                })),
-                Ok(_) => Ok(None),
-                Err(e) => Err(e.to_string()),
-            }
-        }))
-        .await
     }
 
     /// Records the batch with `status`; returns row ids in message order (absent when not stored).
@@ -277,6 +278,11 @@ impl PricingCycle {
     async fn tick(&mut self, summary: &mut CycleSummary) -> Result<(), CycleError> {
         // Renew the lease first: a standby keeps fetching and serving metrics but never sends.
         self.p.publisher.renew_lease().await;
+        // A message the last cycle could not wait for may have landed: what it wrote need not
+        // be read from the oracle again.
+        if let Some(report) = self.p.publisher.settle_earlier().await {
+            self.remember_written(&report);
+        }
 
         let fetched = self.fetcher.fetch().await;
         let local_now = fetched.now;
@@ -489,17 +495,7 @@ impl PricingCycle {
                 };
                 self.set_status(&sent, &change).await;
                 self.cache(picked, &report).await;
-                let assets = &self.p.config.assets;
-                self.chain_memo.landed(&report, |r| {
-                    let i = assets.iter().position(|a| a.id == r.id)?;
-                    Some((
-                        i,
-                        Some(OnChain {
-                            price_micro: u64::try_from(r.onchain_value?).ok()?,
-                            timestamp: u64::from(r.onchain_timestamp?),
-                        }),
-                    ))
-                });
+                self.remember_written(&report);
                 for p in picked {
                     let published = OnChain {
                         price_micro: p.price_micro,
@@ -599,4 +595,20 @@ fn finish(summary: &CycleSummary, no_quorum: usize) -> Result<(), CycleError> {
         )));
     }
     Ok(())
+}
+
+/// `get_price` of one asset as the decisions see it: `None` for a price never written.
+async fn read_view(
+    transport: &keeper_ton::Toncenter,
+    oracle: &TonAddress,
+    asset_id: u16,
+) -> ChainView {
+    match read_price(transport, oracle, asset_id).await {
+        Ok((price, ts)) if price > 0 => Ok(Some(OnChain {
+            price_micro: u64::try_from(price).unwrap_or(u64::MAX),
+            timestamp: u64::from(ts),
+        })),
+        Ok(_) => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
 }
