@@ -623,6 +623,17 @@ impl Sim {
         }
     }
 
+    /// Instance `i` at a tick's start, if it holds the lease: its earlier message, if landed.
+    async fn settle_earlier(&mut self, i: usize) -> String {
+        if !self.renew(i) {
+            return "standby".into();
+        }
+        match self.delivery(i).settle_earlier().await {
+            Some(report) => format!("landed at seqno {}", report.batches[0].seqno),
+            None => "nothing settled".into(),
+        }
+    }
+
     async fn dry_run(&mut self, i: usize) -> String {
         world(&self.world).dry_run = true;
         let messages = self.messages();
@@ -704,6 +715,11 @@ fn run_seed(seed: u64, steps: u32) -> (Option<String>, Vec<String>) {
                 32..=36 => format!("instance {i} dry run: {}", sim.dry_run(i).await),
                 // A tick's wallet read, which the next signature may use if it is recent.
                 37..=46 => format!("instance {i} reads its wallet: {}", sim.observe(i).await),
+                // A tick's start: its own message from a cut tick, booked if it landed.
+                47..=51 => format!(
+                    "instance {i} looks for its earlier message: {}",
+                    sim.settle_earlier(i).await
+                ),
                 _ => {
                     let crash = rng.chance(35).then(|| rng.below(14) as u32);
                     format!(
@@ -934,4 +950,43 @@ fn named_a_crash_at_every_await_point_is_survived() {
             assert_eq!(sim.failure(None), None, "crash at point {point} ({first})");
         });
     }
+}
+
+/// Issue 24: a delivery the cycle cut before its confirmation is looked for at the next tick's
+/// start and booked once it landed; the next delivery then signs the next seqno without
+/// settling it again.
+#[test]
+fn named_a_cut_delivery_is_booked_at_the_next_tick_start() {
+    paused_runtime().block_on(async {
+        let mut sim = Sim::new(2);
+        // Included 10 s after acceptance: longer than the 6 s a delivery waits.
+        world(&sim.world).faults.inclusion_delay_secs = 10;
+        assert_eq!(sim.deliver(0, None).await, "unconfirmed");
+        assert_eq!(
+            sim.settle_earlier(0).await,
+            "nothing settled",
+            "not in a block yet"
+        );
+        tokio::time::advance(Duration::from_secs(12)).await;
+        world(&sim.world).advance();
+        assert_eq!(
+            sim.settle_earlier(0).await,
+            format!("landed at seqno {FIRST_SEQNO}")
+        );
+        assert_eq!(
+            sim.settle_earlier(0).await,
+            "nothing settled",
+            "booked once"
+        );
+        world(&sim.world).faults.inclusion_delay_secs = 0;
+        sim.deliver(0, None).await;
+        let sent: Vec<u32> = world(&sim.world).sent.iter().map(|s| s.seqno).collect();
+        assert_eq!(
+            sent,
+            [FIRST_SEQNO, FIRST_SEQNO + 1],
+            "{}",
+            world(&sim.world).log.join("\n")
+        );
+        assert!(sim.failure(None).is_none(), "{:?}", sim.failure(None));
+    });
 }

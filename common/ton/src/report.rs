@@ -9,7 +9,7 @@ use super::BuildError;
 use super::transport::TransportError;
 
 /// One confirmed external message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct BatchReport {
     /// Seqno it consumed.
     pub seqno: u32,
@@ -59,7 +59,7 @@ pub struct OracleTransaction {
 }
 
 /// What the oracle showed for one update after delivery.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ReadBack {
     /// `update_price` or `update_bridge_status`.
     pub op: String,

@@ -139,11 +139,15 @@ impl<V: Clone> ChainMemo<V> {
             tracing::debug!("nothing kept of the oracle: read again next tick");
             return;
         };
-        let listing: Vec<OracleTransaction> = report
-            .batches
-            .iter()
-            .flat_map(|b| b.oracle_listing.iter().copied())
-            .collect();
+        // Each batch lists the oracle after it landed and marks only its own transactions:
+        // a transaction is ours when any batch of the delivery made it.
+        let mut listing: Vec<OracleTransaction> = Vec::new();
+        for t in report.batches.iter().flat_map(|b| &b.oracle_listing) {
+            match listing.iter_mut().find(|seen| seen.lt == t.lt) {
+                Some(seen) => seen.ours |= t.ours,
+                None => listing.push(*t),
+            }
+        }
         let Some(last) = only_ours_since(&listing, *lt) else {
             tracing::debug!(
                 read_at = *lt,
@@ -184,6 +188,7 @@ fn only_ours_since(listing: &[OracleTransaction], since: u64) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::BatchReport;
 
     #[test]
     fn views_are_kept_per_subject_for_their_lt_only() {
@@ -198,6 +203,35 @@ mod tests {
         assert_eq!(m.kept(7, 0), Some(5), "the same lt keeps what was read");
         m.start_at(8, 2);
         assert_eq!(m.kept(8, 0), None, "a new transaction starts over");
+    }
+
+    #[test]
+    fn what_a_delivery_of_two_batches_wrote_is_kept_at_its_last_transaction() {
+        let m: ChainMemo<u128> = ChainMemo::new(false);
+        m.start_at(10, 2);
+        m.keep(10, 0, 1);
+        m.keep(10, 1, 2);
+        let batch = |listing: Vec<OracleTransaction>| BatchReport {
+            oracle_listing: listing,
+            ..BatchReport::default()
+        };
+        let report = DeliveryReport {
+            // The second batch's listing shows the first batch's transaction as not its own.
+            batches: vec![
+                batch(vec![tx(20, true), tx(10, false)]),
+                batch(vec![tx(30, true), tx(20, false), tx(10, false)]),
+            ],
+            read_back: vec![ReadBack {
+                id: 0,
+                onchain_value: Some(5),
+                landed: true,
+                ..ReadBack::default()
+            }],
+        };
+        m.landed(&report, |r| Some((usize::from(r.id), r.onchain_value?)));
+        assert_eq!(m.kept(30, 0), Some(5), "written by the delivery");
+        assert_eq!(m.kept(30, 1), Some(2), "untouched, still as read");
+        assert_eq!(m.kept(10, 0), None);
     }
 
     fn tx(lt: u64, ours: bool) -> OracleTransaction {
