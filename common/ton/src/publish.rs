@@ -375,17 +375,9 @@ impl Publisher {
         self.learn_once().await;
         let wallet = self.delivery.wallet();
         let info = self.delivery.observe_wallet().await?;
+        // The balance and seqno gauges were set by the read itself.
         let label = wallet.label();
-        let series = labels([("wallet", &label)]);
         let balance_ton = info.balance_nanoton as f64 / NANOTON_PER_TON;
-        ChainMetrics::of(&self.metrics)
-            .wallet_balance
-            .get_or_create(&series)
-            .set(balance_ton);
-        ChainMetrics::of(&self.metrics)
-            .wallet_seqno
-            .get_or_create(&series)
-            .set(i64::from(info.seqno));
         match balance_low_nanoton {
             Some(low) if info.balance_nanoton < u128::from(low) && !self.dry_run => {
                 self.alerter.fire(
