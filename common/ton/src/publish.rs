@@ -284,14 +284,19 @@ impl Publisher {
 
     /// Once per process, before anything is sent: `auto` and the spend rate from the wallet's
     /// history on chain. A history that cannot be read leaves `auto` at the maximum.
-    async fn learn_once(&self) {
+    async fn learn_once(&self, wallet: &WalletView) {
         let (Some(op), Some(oracle)) = (self.learn_op, &self.oracle) else {
             return;
         };
         if self.learned.load(std::sync::atomic::Ordering::Relaxed) {
             return;
         }
-        if let Err(e) = self.delivery.learn_from_chain(oracle, op).await {
+        // A wallet at seqno 0 has never sent: there is no history to learn from, and the two
+        // listings would only cost a start on a rate-limited endpoint. Its first delivery's
+        // confirmation teaches the value instead.
+        if wallet.seqno > 0
+            && let Err(e) = self.delivery.learn_from_chain(oracle, op).await
+        {
             tracing::warn!(
                 error = %e,
                 "the wallet's history on chain is unreadable: UPDATE_VALUE_TON=auto starts at the maximum"
@@ -372,9 +377,9 @@ impl Publisher {
         balance_low_nanoton: Option<u64>,
         runway_low_days: Option<u64>,
     ) -> Result<WalletView, DeliveryError> {
-        self.learn_once().await;
         let wallet = self.delivery.wallet();
         let info = self.delivery.observe_wallet().await?;
+        self.learn_once(&info).await;
         // The balance and seqno gauges were set by the read itself.
         let label = wallet.label();
         let balance_ton = info.balance_nanoton as f64 / NANOTON_PER_TON;
