@@ -127,6 +127,8 @@ pub struct RequestRecord {
     pub status: u16,
     /// The port it arrived on (see [`ToncenterServer::add_port`]).
     pub port: u16,
+    /// When it arrived.
+    pub at: Instant,
 }
 
 /// What happened to an external message.
@@ -258,6 +260,8 @@ struct Chain {
     v3_enabled: bool,
     /// `getTransactions` gives each transaction's BoC.
     transaction_data: bool,
+    /// `runGetMethod` reports the account's last transaction (toncenter does).
+    get_method_lt: bool,
     /// toncenter's rate limit, when on.
     rate_limit: Option<TokenBucket>,
     requests: Vec<RequestRecord>,
@@ -430,6 +434,7 @@ impl ToncenterServer {
             v3: Vec::new(),
             v3_enabled: true,
             transaction_data: true,
+            get_method_lt: true,
             rate_limit: None,
             requests: Vec::new(),
             index_requests: Vec::new(),
@@ -518,6 +523,12 @@ impl ToncenterServer {
     /// as an endpoint that lists transactions without them does: then no exit code shows.
     pub fn set_transaction_data(&self, enabled: bool) {
         self.chain().transaction_data = enabled;
+    }
+
+    /// Report the account's last transaction in `runGetMethod`'s `last_transaction_id` (the
+    /// default, as toncenter does), or a zero lt, as an endpoint that does not say.
+    pub fn set_get_method_lt(&self, enabled: bool) {
+        self.chain().get_method_lt = enabled;
     }
 
     /// What the oracle's compute phase costs per update (default [`ORACLE_GAS_FEE`]).
@@ -950,6 +961,7 @@ async fn handle(State(served): State<Served>, req: Request) -> Response {
             api_key: header_key(&parts.headers).or_else(|| query.get("api_key").cloned()),
             status,
             port: port_number,
+            at: Instant::now(),
         });
         return match status {
             429 => rate_limit_reply(None, c.rate_limit.as_ref().and_then(|b| b.retry_after)),
@@ -1017,6 +1029,7 @@ async fn handle(State(served): State<Served>, req: Request) -> Response {
             api_key: api_key.clone(),
             status: port_status,
             port: port_number,
+            at: Instant::now(),
         });
         if port_status == 503 {
             return Response::builder()
@@ -1071,6 +1084,7 @@ async fn handle(State(served): State<Served>, req: Request) -> Response {
             api_key: api_key.clone(),
             status,
             port: port_number,
+            at: Instant::now(),
         });
     };
     if !key_ok {
@@ -1150,6 +1164,7 @@ async fn handle(State(served): State<Served>, req: Request) -> Response {
                 api_key: api_key.clone(),
                 status: 200,
                 port: port_number,
+                at: Instant::now(),
             });
             let hash = BagOfCells::parse(&boc)
                 .ok()
@@ -1179,6 +1194,7 @@ async fn handle(State(served): State<Served>, req: Request) -> Response {
                 api_key: api_key.clone(),
                 status: e.status,
                 port: port_number,
+                at: Instant::now(),
             });
             return reply(
                 e.status,
@@ -1521,9 +1537,18 @@ fn run_get_method(c: &mut Chain, params: &Value) -> Result<Value, ApiError> {
         args.push(v.map_err(|_| api_err(422, format!("bad number {text}")))?);
     }
     let style = c.numbers;
+    // The account state the method ran at, as toncenter reports it.
+    let last_transaction = c
+        .accounts
+        .get(&addr)
+        .filter(|_| c.get_method_lt)
+        .map_or_else(
+            || tx_id(0, &[0; 32]),
+            |acc| tx_id(acc.last_lt, &acc.last_hash),
+        );
     let ok = |stack: Vec<Value>| {
         json!({"@type": "smc.runResult", "gas_used": 1000, "stack": stack, "exit_code": 0,
-               "block_id": {"@type": "ton.blockIdExt", "workchain": -1, "seqno": c.block}, "last_transaction_id": tx_id(0, &[0; 32])})
+               "block_id": {"@type": "ton.blockIdExt", "workchain": -1, "seqno": c.block}, "last_transaction_id": last_transaction.clone()})
     };
     let fail = |code: i32| json!({"@type": "smc.runResult", "gas_used": 0, "stack": [], "exit_code": code});
     let Some(acc) = c.accounts.get(&addr) else {

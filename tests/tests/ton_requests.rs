@@ -306,6 +306,28 @@ async fn a_running_pricing_keeper_reads_prices_only_after_the_oracle_changed() {
     let _ = child.kill().await;
 }
 
+/// An endpoint whose `runGetMethod` does not say which transaction it ran at: the running
+/// keeper reads the oracle's account before its get-methods and still keeps what they said,
+/// so idle ticks read no get-method.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_methods_without_their_lt_are_kept_under_the_account_read_first() {
+    let h = PricingHarness::start().await;
+    h.ton.set_get_method_lt(false);
+    let mut child = h.spawn();
+    h.wait_externals(1, Duration::from_secs(30)).await;
+    // The start's answers came without their lt: one tick more reads them again, under the
+    // account's lt.
+    let t = ticks(&h).await;
+    wait_ticks(&h, t + 2).await;
+    let before = Tally::of(&h.ton);
+    wait_ticks(&h, t + 4).await;
+    let since = Tally::since(&h.ton, &before);
+    assert_eq!(since.get("runGetMethod"), 0, "{since}");
+    assert!(since.get("getWalletInformation") >= 2, "{since}");
+    assert_eq!(h.accepted_externals(), 1);
+    let _ = child.kill().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_bridge_keeper_reads_statuses_only_after_the_oracle_changed() {
     let h = keeper_tests::bridge_keeper::BridgeHarness::start().await;

@@ -60,7 +60,7 @@ pub use publish::{
     Publication, PublishError, Publisher, SendSummary, TickOutcome, UPDATE_FAILED_ONCHAIN,
     UPDATE_NOT_APPLIED, WALLET_BALANCE_LOW, WALLET_RUNWAY_LOW, WALLET_UNFUNDED, delivery_failure,
 };
-pub use readback::{read_bridge_status, read_price};
+pub use readback::{ReadAt, read_bridge_status, read_bridge_status_at, read_price, read_price_at};
 pub use report::{
     BatchReport, DeliveryError, DeliveryReport, OracleTransaction, ReadBack, Shortfall,
     exit_code_meaning,

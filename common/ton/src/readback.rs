@@ -7,16 +7,38 @@ use super::oracle::{OracleMessage, OracleUpdate};
 use super::report::ReadBack;
 use super::transport::{StackValue, TonTransport, TransportError};
 
+/// A get-method's answer and the oracle's last transaction lt it ran at (0: the endpoint did
+/// not say).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadAt<V> {
+    /// The answer.
+    pub value: V,
+    /// `last_transaction_id.lt` of the run; 0 when not reported.
+    pub lt: u64,
+}
+
 /// `get_price(asset_id)` → `(price_micro, timestamp)`.
 pub async fn read_price<T: TonTransport>(
     transport: &T,
     oracle: &TonAddress,
     asset_id: u16,
 ) -> Result<(u128, u32), TransportError> {
+    Ok(read_price_at(transport, oracle, asset_id).await?.value)
+}
+
+/// [`read_price`] with the lt it ran at.
+pub async fn read_price_at<T: TonTransport>(
+    transport: &T,
+    oracle: &TonAddress,
+    asset_id: u16,
+) -> Result<ReadAt<(u128, u32)>, TransportError> {
     let r = transport
         .run_get_method(oracle, "get_price", &[i64::from(asset_id)])
         .await?;
-    two_numbers("get_price", &r.exit_code, &r.stack)
+    Ok(ReadAt {
+        value: two_numbers("get_price", &r.exit_code, &r.stack)?,
+        lt: r.last_transaction_lt,
+    })
 }
 
 /// `get_bridge_status(bridge_id)` → `(is_online, last_seen)`; TVM true is -1, any non-zero counts.
@@ -25,6 +47,17 @@ pub async fn read_bridge_status<T: TonTransport>(
     oracle: &TonAddress,
     bridge_id: u8,
 ) -> Result<(bool, u32), TransportError> {
+    Ok(read_bridge_status_at(transport, oracle, bridge_id)
+        .await?
+        .value)
+}
+
+/// [`read_bridge_status`] with the lt it ran at.
+pub async fn read_bridge_status_at<T: TonTransport>(
+    transport: &T,
+    oracle: &TonAddress,
+    bridge_id: u8,
+) -> Result<ReadAt<(bool, u32)>, TransportError> {
     let r = transport
         .run_get_method(oracle, "get_bridge_status", &[i64::from(bridge_id)])
         .await?;
@@ -52,7 +85,10 @@ pub async fn read_bridge_status<T: TonTransport>(
             method: "get_bridge_status",
             problem: "second stack item is not a u32".into(),
         })?;
-    Ok((online, last_seen))
+    Ok(ReadAt {
+        value: (online, last_seen),
+        lt: r.last_transaction_lt,
+    })
 }
 
 fn two_numbers(

@@ -709,7 +709,16 @@ pub fn parse_run_result(
             ));
         }
     };
-    Ok(GetMethodResult { exit_code, stack })
+    let last_transaction_lt = v
+        .get("last_transaction_id")
+        .and_then(|id| int_field(id, "lt"))
+        .and_then(|lt| u64::try_from(lt).ok())
+        .unwrap_or(0);
+    Ok(GetMethodResult {
+        exit_code,
+        stack,
+        last_transaction_lt,
+    })
 }
 
 impl Toncenter {

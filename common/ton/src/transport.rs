@@ -237,6 +237,9 @@ pub struct GetMethodResult {
     pub exit_code: i32,
     /// Result stack, bottom first (the order toncenter lists it).
     pub stack: Vec<StackValue>,
+    /// The account's last transaction when the method ran (`last_transaction_id.lt`); 0 when
+    /// the endpoint did not say.
+    pub last_transaction_lt: u64,
 }
 
 impl GetMethodResult {

@@ -4,10 +4,14 @@
 //!
 //! Each result is kept the moment it arrives, not when the whole read ends: a tick that the
 //! cycle timeout cuts (a shared, rate-limited endpoint can make a start take longer than one
-//! interval) leaves what it read to the next tick, which reads only the rest.
+//! interval) leaves what it read to the next tick, which reads only the rest. Each result is
+//! kept under the account's last transaction it ran at, which toncenter's `runGetMethod`
+//! reports: while nothing or only part is kept (the start, or a read a cut tick left), the
+//! get-methods themselves say where they stand and the account is not asked first.
 
 use std::future::Future;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures_util::future::join_all;
 use tonlib_core::TonAddress;
@@ -17,6 +21,9 @@ use crate::transport::TonTransport;
 
 /// One subject's view of the oracle, or why it is unknown.
 pub type View<V> = Result<V, String>;
+
+/// A view and the oracle's last transaction lt the get-method ran at (0: not reported).
+pub type ViewAt<V> = (View<V>, u64);
 
 #[derive(Debug)]
 enum Seen<V> {
@@ -33,6 +40,9 @@ pub struct ChainMemo<V> {
     seen: Mutex<Seen<V>>,
     /// `--once`: there is no next tick to keep anything for, so the account is not asked.
     one_shot: bool,
+    /// False once an endpoint answered a get-method without its lt: from then on the account
+    /// is read first, and answers are kept under its lt.
+    answers_carry_lt: AtomicBool,
 }
 
 impl<V: Clone> ChainMemo<V> {
@@ -41,6 +51,7 @@ impl<V: Clone> ChainMemo<V> {
         Self {
             seen: Mutex::new(Seen::Never),
             one_shot,
+            answers_carry_lt: AtomicBool::new(true),
         }
     }
 
@@ -49,10 +60,12 @@ impl<V: Clone> ChainMemo<V> {
         self.seen.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The oracle's views of `subjects` subjects: those kept while `oracle`'s last transaction
-    /// is unchanged, `read(i)` for the others (concurrently), each kept as it arrives. A view
-    /// that failed is never kept. With the account unreadable, everything is read and nothing
-    /// kept.
+    /// The oracle's views of `subjects` subjects, `read(i)` (concurrently) for those not kept,
+    /// each kept as it arrives. When every view is kept, one account read says whether they
+    /// still hold: the oracle's last transaction is unchanged. When only part is kept, the
+    /// rest is read and each answer kept under the lt it ran at (a newer one starts over). A
+    /// view that failed is never kept. With the account unreadable, everything is read and
+    /// nothing kept.
     pub async fn read<T, F, Fut>(
         &self,
         transport: &T,
@@ -63,37 +76,60 @@ impl<V: Clone> ChainMemo<V> {
     where
         T: TonTransport,
         F: Fn(usize) -> Fut,
-        Fut: Future<Output = View<V>>,
+        Fut: Future<Output = ViewAt<V>>,
     {
-        let lt = if self.one_shot {
-            None
-        } else {
+        let read = &read;
+        let read_all = || join_all((0..subjects).map(|i| async move { read(i).await.0 }));
+        if self.one_shot {
+            return read_all().await;
+        }
+        let ask_account =
+            self.complete_at(subjects).is_some() || !self.answers_carry_lt.load(Ordering::Relaxed);
+        let anchor = if ask_account {
             match transport.wallet_information(oracle).await {
-                Ok(info) => Some(info.last_transaction_lt).filter(|lt| *lt > 0),
+                Ok(info) if info.last_transaction_lt > 0 => Some(info.last_transaction_lt),
+                Ok(_) => return read_all().await,
                 Err(e) => {
                     tracing::debug!(error = %e, "oracle account unreadable; reading the oracle");
-                    None
+                    return read_all().await;
                 }
             }
+        } else {
+            None
         };
-        let Some(lt) = lt else {
-            return join_all((0..subjects).map(&read)).await;
-        };
-        self.start_at(lt, subjects);
+        if let Some(lt) = anchor {
+            self.start_at(lt, subjects);
+        }
         join_all((0..subjects).map(|i| {
-            let read = &read;
             async move {
-                if let Some(kept) = self.kept(lt, i) {
+                if let Some(kept) = self.kept(anchor, i) {
                     return Ok(kept);
                 }
-                let view = read(i).await;
-                if let Ok(v) = &view {
-                    self.keep(lt, i, v.clone());
+                let (view, ran_at) = read(i).await;
+                if ran_at == 0 {
+                    self.answers_carry_lt.store(false, Ordering::Relaxed);
+                }
+                // An answer without its lt ran after the account read, at its lt or later.
+                let at = Some(ran_at).filter(|lt| *lt > 0).or(anchor);
+                if let (Ok(v), Some(at)) = (&view, at) {
+                    self.keep(at, subjects, i, v.clone());
                 }
                 view
             }
         }))
         .await
+    }
+
+    /// The lt every one of `subjects` views is kept at, if all are.
+    fn complete_at(&self, subjects: usize) -> Option<u64> {
+        match &*self.seen() {
+            Seen::At { lt, views }
+                if views.len() == subjects && views.iter().all(Option::is_some) =>
+            {
+                Some(*lt)
+            }
+            _ => None,
+        }
     }
 
     /// Starts over unless what is kept was read at `lt`.
@@ -108,15 +144,32 @@ impl<V: Clone> ChainMemo<V> {
         }
     }
 
-    fn kept(&self, lt: u64, i: usize) -> Option<V> {
+    /// The view of subject `i` kept at `lt` (at any lt when `None`).
+    fn kept(&self, lt: Option<u64>, i: usize) -> Option<V> {
         match &*self.seen() {
-            Seen::At { lt: kept, views } if *kept == lt => views.get(i).cloned().flatten(),
+            Seen::At { lt: kept, views } if lt.is_none_or(|lt| lt == *kept) => {
+                views.get(i).cloned().flatten()
+            }
             _ => None,
         }
     }
 
-    fn keep(&self, lt: u64, i: usize, view: V) {
-        if let Seen::At { lt: kept, views } = &mut *self.seen()
+    /// Keeps subject `i`'s view read at `lt`: beside the others kept at the same lt, alone
+    /// when `lt` is newer (the oracle changed: the others no longer hold), not at all when
+    /// older (an endpoint behind).
+    fn keep(&self, lt: u64, subjects: usize, i: usize, view: V) {
+        let mut seen = self.seen();
+        let start_over = match &*seen {
+            Seen::Never => true,
+            Seen::At { lt: kept, views } => *kept < lt || views.len() != subjects,
+        };
+        if start_over {
+            *seen = Seen::At {
+                lt,
+                views: vec![None; subjects],
+            };
+        }
+        if let Seen::At { lt: kept, views } = &mut *seen
             && *kept == lt
             && let Some(slot) = views.get_mut(i)
         {
@@ -194,23 +247,46 @@ mod tests {
     fn views_are_kept_per_subject_for_their_lt_only() {
         let m: ChainMemo<u32> = ChainMemo::new(false);
         m.start_at(7, 2);
-        m.keep(7, 0, 5);
-        assert_eq!(m.kept(7, 0), Some(5));
-        assert_eq!(m.kept(7, 1), None, "not read yet");
-        m.keep(6, 1, 9);
-        assert_eq!(m.kept(7, 1), None, "read at another lt");
+        m.keep(7, 2, 0, 5);
+        assert_eq!(m.kept(Some(7), 0), Some(5));
+        assert_eq!(m.kept(None, 0), Some(5), "a part read is taken at its lt");
+        assert_eq!(m.kept(Some(7), 1), None, "not read yet");
+        assert_eq!(m.complete_at(2), None, "one of two read");
+        m.keep(6, 2, 1, 9);
+        assert_eq!(
+            m.kept(Some(7), 1),
+            None,
+            "read behind the kept lt: not kept"
+        );
+        m.keep(7, 2, 1, 8);
+        assert_eq!(m.complete_at(2), Some(7));
         m.start_at(7, 2);
-        assert_eq!(m.kept(7, 0), Some(5), "the same lt keeps what was read");
-        m.start_at(8, 2);
-        assert_eq!(m.kept(8, 0), None, "a new transaction starts over");
+        assert_eq!(
+            m.kept(Some(7), 0),
+            Some(5),
+            "the same lt keeps what was read"
+        );
+        m.keep(9, 2, 1, 4);
+        assert_eq!(m.kept(None, 0), None, "a newer answer starts over");
+        assert_eq!(m.kept(Some(9), 1), Some(4));
+        m.start_at(10, 2);
+        assert_eq!(m.kept(Some(10), 1), None, "a new transaction starts over");
+    }
+
+    #[test]
+    fn the_first_answer_starts_the_memo_at_its_lt() {
+        let m: ChainMemo<u32> = ChainMemo::new(false);
+        assert_eq!(m.complete_at(1), None);
+        m.keep(3, 1, 0, 1);
+        assert_eq!(m.complete_at(1), Some(3));
     }
 
     #[test]
     fn what_a_delivery_of_two_batches_wrote_is_kept_at_its_last_transaction() {
         let m: ChainMemo<u128> = ChainMemo::new(false);
         m.start_at(10, 2);
-        m.keep(10, 0, 1);
-        m.keep(10, 1, 2);
+        m.keep(10, 2, 0, 1);
+        m.keep(10, 2, 1, 2);
         let batch = |listing: Vec<OracleTransaction>| BatchReport {
             oracle_listing: listing,
             ..BatchReport::default()
@@ -229,9 +305,9 @@ mod tests {
             }],
         };
         m.landed(&report, |r| Some((usize::from(r.id), r.onchain_value?)));
-        assert_eq!(m.kept(30, 0), Some(5), "written by the delivery");
-        assert_eq!(m.kept(30, 1), Some(2), "untouched, still as read");
-        assert_eq!(m.kept(10, 0), None);
+        assert_eq!(m.kept(Some(30), 0), Some(5), "written by the delivery");
+        assert_eq!(m.kept(Some(30), 1), Some(2), "untouched, still as read");
+        assert_eq!(m.kept(Some(10), 0), None);
     }
 
     fn tx(lt: u64, ours: bool) -> OracleTransaction {

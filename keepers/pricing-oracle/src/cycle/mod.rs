@@ -9,10 +9,10 @@ use keeper_runtime::runner::{Cycle, CycleContext, CycleError, Staleness};
 use keeper_runtime::telemetry::metrics::labels;
 use keeper_sources::{Observation, PriceFetcher, Source};
 use keeper_ton::fallback::FallbackGate;
-use keeper_ton::keeper::{ChainMemo, ChainParts};
+use keeper_ton::keeper::{ChainMemo, ChainParts, ViewAt};
 use keeper_ton::{
-    DeliveryReport, OracleMessage, OracleUpdate, PriceUpdate, Publication, PublishError,
-    TickOutcome, TonAddress, read_price,
+    DeliveryReport, OracleMessage, OracleUpdate, PriceUpdate, Publication, PublishError, ReadAt,
+    TickOutcome, TonAddress, read_price_at,
 };
 
 use crate::breaker::Breaker;
@@ -602,13 +602,19 @@ async fn read_view(
     transport: &keeper_ton::Toncenter,
     oracle: &TonAddress,
     asset_id: u16,
-) -> ChainView {
-    match read_price(transport, oracle, asset_id).await {
-        Ok((price, ts)) if price > 0 => Ok(Some(OnChain {
-            price_micro: u64::try_from(price).unwrap_or(u64::MAX),
-            timestamp: u64::from(ts),
-        })),
-        Ok(_) => Ok(None),
-        Err(e) => Err(e.to_string()),
+) -> ViewAt<Option<OnChain>> {
+    match read_price_at(transport, oracle, asset_id).await {
+        Ok(ReadAt {
+            value: (price, ts),
+            lt,
+        }) if price > 0 => (
+            Ok(Some(OnChain {
+                price_micro: u64::try_from(price).unwrap_or(u64::MAX),
+                timestamp: u64::from(ts),
+            })),
+            lt,
+        ),
+        Ok(ReadAt { lt, .. }) => (Ok(None), lt),
+        Err(e) => (Err(e.to_string()), 0),
     }
 }
