@@ -467,6 +467,15 @@ struct Instance {
     token: Option<u64>,
 }
 
+/// How a delivery stops at its chosen await point.
+#[derive(Debug, Clone, Copy)]
+enum Stop {
+    /// The process dies: a restart has only the journal.
+    Crash,
+    /// A cycle timeout drops the delivery; the process keeps its memory.
+    Cut,
+}
+
 struct Sim {
     world: Shared,
     journal: Arc<MemoryJournal>,
@@ -590,6 +599,12 @@ impl Sim {
     /// Renews instance `i`'s lease and, if held, runs one delivery; it crashes after
     /// `crash_after` await points when given. Returns the outcome for the log.
     async fn deliver(&mut self, i: usize, crash_after: Option<u32>) -> String {
+        self.deliver_until(i, crash_after, Stop::Crash).await
+    }
+
+    /// [`Sim::deliver`], stopped after `after` await points as `stop` says.
+    async fn deliver_until(&mut self, i: usize, after: Option<u32>, stop: Stop) -> String {
+        let crash_after = after;
         if !self.renew(i) {
             return "standby".into();
         }
@@ -609,10 +624,17 @@ impl Sim {
             () = crash.notified() => "crashed".to_owned(),
         };
         world(&self.world).crash = None;
-        if outcome == "crashed" {
-            self.instances[i].delivery = None;
+        if outcome != "crashed" {
+            return outcome;
         }
-        outcome
+        match stop {
+            Stop::Crash => {
+                self.instances[i].delivery = None;
+                outcome
+            }
+            // The process lives on with what it had in memory.
+            Stop::Cut => "cut".to_owned(),
+        }
     }
 
     /// Instance `i`'s tick-start wallet read (kept for its next signature).
@@ -722,9 +744,16 @@ fn run_seed(seed: u64, steps: u32) -> (Option<String>, Vec<String>) {
                 ),
                 _ => {
                     let crash = rng.chance(35).then(|| rng.below(14) as u32);
+                    // Half of the stops are a cycle timeout: the delivery is dropped, the
+                    // process (and what it keeps in memory) lives on.
+                    let stop = if rng.chance(50) {
+                        Stop::Cut
+                    } else {
+                        Stop::Crash
+                    };
                     format!(
-                        "instance {i} delivers (crash after {crash:?}): {}",
-                        sim.deliver(i, crash).await
+                        "instance {i} delivers ({stop:?} after {crash:?}): {}",
+                        sim.deliver_until(i, crash, stop).await
                     )
                 }
             };
@@ -950,6 +979,49 @@ fn named_a_crash_at_every_await_point_is_survived() {
             assert_eq!(sim.failure(None), None, "crash at point {point} ({first})");
         });
     }
+}
+
+/// Issue 24: a delivery the cycle cut at any await point, the landed batch's result read
+/// included, is booked at most once at the next tick's start, and the next delivery signs
+/// the next seqno; a batch cut while its result was read is booked from what the delivery
+/// already knew.
+#[test]
+fn named_a_delivery_cut_at_every_await_point_is_booked_once() {
+    let mut booked_after_landing = 0;
+    for point in 0..20 {
+        paused_runtime().block_on(async {
+            let mut sim = Sim::new(2);
+            let first = sim.deliver_until(0, Some(point), Stop::Cut).await;
+            let landed_before_cut = world(&sim.world)
+                .sent
+                .iter()
+                .any(|s| s.seqno == FIRST_SEQNO);
+            tokio::time::advance(Duration::from_secs(2)).await;
+            world(&sim.world).advance();
+            let settled = sim.settle_earlier(0).await;
+            if first == "cut" && landed_before_cut && settled.starts_with("landed") {
+                booked_after_landing += 1;
+            }
+            assert_eq!(
+                sim.settle_earlier(0).await,
+                "nothing settled",
+                "cut at point {point} ({first}, then {settled}): booked twice"
+            );
+            let next = sim.deliver(0, None).await;
+            let sent: Vec<u32> = world(&sim.world).sent.iter().map(|s| s.seqno).collect();
+            assert!(
+                sent.windows(2).all(|w| w[0] < w[1]),
+                "cut at point {point} ({first}, then {settled}, then {next}): sent {sent:?}"
+            );
+            assert_eq!(sim.failure(None), None, "cut at point {point} ({first})");
+        });
+    }
+    // Cut points from the seqno's move to the end of the result read: 5. Without the record
+    // of landed, unbooked batches only the 2 cut before the move was seen are booked.
+    assert!(
+        booked_after_landing >= 5,
+        "only {booked_after_landing} cut points left a landed batch to book"
+    );
 }
 
 /// Issue 24: a delivery the cycle cut before its confirmation is looked for at the next tick's

@@ -338,6 +338,19 @@ pub struct Delivery<T> {
     /// Until when the v2 listing is not asked for results: it listed transactions without
     /// their BoC, so no exit code shows there.
     listing_without_results_until: std::sync::Mutex<Option<Instant>>,
+    /// Batches of the current delivery that landed, in order, until the delivery returns its
+    /// report: a cycle timeout that cuts it while it reads their results leaves them to
+    /// [`Delivery::settle_earlier`] instead of to nobody.
+    unbooked: std::sync::Mutex<Vec<Unbooked>>,
+}
+
+/// A batch that landed before its delivery returned.
+#[derive(Debug, Clone)]
+enum Unbooked {
+    /// Its seqno moved; its result on chain was not read yet.
+    Landed(InFlight, Option<Box<Transaction>>),
+    /// Its result was read and booked.
+    Booked(Vec<OracleMessage>, BatchReport),
 }
 
 impl<T: TonTransport> Delivery<T> {
@@ -355,6 +368,7 @@ impl<T: TonTransport> Delivery<T> {
             earlier_settle_timeout: None,
             observed: std::sync::Mutex::new(None),
             listing_without_results_until: std::sync::Mutex::new(None),
+            unbooked: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -624,6 +638,7 @@ impl<T: TonTransport> Delivery<T> {
         }
         let mut slot = self.in_flight.lock().await;
         self.settle_slot(&mut slot, true).await?;
+        lock(&self.unbooked).clear();
         let mut batches: Vec<BatchReport> = Vec::new();
         // Updates known without reading the oracle: not paid for, or applied by its transaction.
         let mut known: Vec<Option<ReadBack>> = vec![None; messages.len()];
@@ -655,6 +670,7 @@ impl<T: TonTransport> Delivery<T> {
             self.config.readback_timeout
         };
         let read_back = self.read_back(messages, known, wait).await;
+        lock(&self.unbooked).clear();
         let report = DeliveryReport { batches, read_back };
         let missing: Vec<ReadBack> = report.not_landed().cloned().collect();
         if missing.is_empty() {
@@ -988,7 +1004,13 @@ impl<T: TonTransport> Delivery<T> {
                 Ok(Settled::Confirmed(Landed::Ours(transaction))) => {
                     self.forget(&flight).await;
                     *slot = None;
+                    self.count(&flight.ops, "confirmed");
+                    lock(&self.unbooked)
+                        .push(Unbooked::Landed(flight.clone(), transaction.clone()));
                     let mut batch = self.confirmed(&flight, transaction).await;
+                    if let Some(last) = lock(&self.unbooked).last_mut() {
+                        *last = Unbooked::Booked(flight.messages.clone(), batch.clone());
+                    }
                     let latency = first_send.elapsed();
                     if let Some(m) = &self.metrics {
                         ChainMetrics::of(m)
@@ -1032,7 +1054,6 @@ impl<T: TonTransport> Delivery<T> {
         flight: &InFlight,
         transaction: Option<Box<Transaction>>,
     ) -> BatchReport {
-        self.count(&flight.ops, "confirmed");
         let onchain = self
             .onchain_result(&flight.ext, transaction.as_deref().cloned())
             .await;
@@ -1075,11 +1096,22 @@ impl<T: TonTransport> Delivery<T> {
 
     /// Looks once whether this process's own message from an earlier call (one a cycle timeout
     /// cut before its confirmation) has landed, and if so books it like a delivery: the
-    /// report says what the oracle now holds, so the caller need not read it again. `None`
-    /// when nothing of this process is in flight, or it has not settled yet (the next
+    /// report says what the oracle now holds, so the caller need not read it again. A
+    /// delivery cut after its batches landed but before it returned is booked the same way,
+    /// without asking the chain again what it already told. `None` when nothing of this
+    /// process is in flight or unbooked, or it has not settled yet (the next
     /// [`Delivery::deliver`] settles it as before).
     pub async fn settle_earlier(&self) -> Option<DeliveryReport> {
         let mut slot = self.in_flight.lock().await;
+        let unbooked = std::mem::take(&mut *lock(&self.unbooked));
+        if !unbooked.is_empty() {
+            drop(slot);
+            tracing::info!(
+                batches = unbooked.len(),
+                "batches from an earlier cycle landed before it was cut: booking them"
+            );
+            return Some(self.book(unbooked).await);
+        }
         let own = slot
             .as_ref()
             .filter(|f| !f.resumed && !f.messages.is_empty())?
@@ -1093,19 +1125,38 @@ impl<T: TonTransport> Delivery<T> {
                     seqno = own.ext.seqno,
                     "a message from an earlier cycle landed"
                 );
-                let batch = self.confirmed(&own, transaction).await;
-                let messages = &own.messages;
-                let mut known: Vec<Option<ReadBack>> = vec![None; messages.len()];
-                known_from_result(&mut known, messages, 0, &batch);
-                let read_back = self.read_back(messages, known, Duration::ZERO).await;
-                Some(DeliveryReport {
-                    batches: vec![batch],
-                    read_back,
-                })
+                self.count(&own.ops, "confirmed");
+                Some(self.book(vec![Unbooked::Landed(own, transaction)]).await)
             }
             // Anything else is left to the next delivery, which settles it as before.
             _ => None,
         }
+    }
+
+    /// A report of batches that landed: each one's result read now unless already booked,
+    /// then what the oracle made of their updates.
+    async fn book(&self, landed: Vec<Unbooked>) -> DeliveryReport {
+        let mut messages: Vec<OracleMessage> = Vec::new();
+        let mut batches = Vec::with_capacity(landed.len());
+        for entry in landed {
+            let (carried, batch) = match entry {
+                Unbooked::Landed(flight, transaction) => {
+                    let batch = self.confirmed(&flight, transaction).await;
+                    (flight.messages, batch)
+                }
+                Unbooked::Booked(carried, batch) => (carried, batch),
+            };
+            messages.extend(carried);
+            batches.push(batch);
+        }
+        let mut known: Vec<Option<ReadBack>> = vec![None; messages.len()];
+        let mut offset = 0;
+        for batch in &batches {
+            known_from_result(&mut known, &messages, offset, batch);
+            offset += batch.actions;
+        }
+        let read_back = self.read_back(&messages, known, Duration::ZERO).await;
+        DeliveryReport { batches, read_back }
     }
 
     /// Waits until `flight` is confirmed (seqno moved past it) or provably expired (a chain
