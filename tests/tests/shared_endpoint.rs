@@ -1,14 +1,13 @@
 //! Both chain keepers as real processes, each with its own wallet, sharing one toncenter
 //! endpoint limited as toncenter is without an API key (1 request/s, burst 1), each on its
-//! default request budget: over 75 s both publish, every batch lands, and the endpoint refuses
-//! few requests.
+//! default request budget, at a 15 s interval with a 30 s price heartbeat: over 75 s the
+//! pricing keeper publishes at start and again on its heartbeat, the bridge keeper publishes
+//! its first status, every batch lands, and the endpoint refuses at most 5 requests.
 //!
-//! The target is stricter: the pricing keeper publishing again on its heartbeat within the 75 s
-//! and at most 5 refusals. Six runs on two cores met it five times (4 refusals and two price
-//! batches in each run alone); once, in a full suite, the refusals at start halved both budgets
-//! once more, the pricing keeper's start took three cut ticks, its heartbeat fell past 75 s and
-//! 6 requests were refused. The bounds below are the ones every run met; they still catch the
-//! old behaviour (54 to 67 refusals, no batch in 75 s).
+//! Before the budget's shared slots, this held in five runs of six: two keepers spacing their
+//! requests independently kept meeting within the bucket's second, each refusal halved a
+//! budget, and once the pricing keeper's start took three cut ticks and its heartbeat fell
+//! past 75 s. The issue measured 54 to 67 refusals and at most one batch.
 
 use std::time::Duration;
 
@@ -42,6 +41,28 @@ fn requests_on(chain: &ToncenterServer, port: u16) -> (usize, usize) {
         .collect();
     let limited = all.iter().filter(|r| r.status == 429).count();
     (all.len(), limited)
+}
+
+/// Each request on `port` as `seconds:method[:status]`, from `start`: printed with the
+/// totals, so that a failing run shows how its time went.
+fn timeline(chain: &ToncenterServer, port: u16, start: std::time::Instant) -> String {
+    let mut all: Vec<_> = chain
+        .requests()
+        .into_iter()
+        .chain(chain.index_requests())
+        .filter(|r| r.port == port)
+        .collect();
+    all.sort_by_key(|r| r.at);
+    all.iter()
+        .map(|r| {
+            let secs = r.at.saturating_duration_since(start).as_secs_f64();
+            match r.status {
+                200 => format!("{secs:.1}:{}", r.method),
+                status => format!("{secs:.1}:{}:{status}", r.method),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Externals from `wallet`: (accepted, not accepted), and its oracle messages the oracle did
@@ -79,6 +100,7 @@ async fn both_keepers_share_a_keyless_endpoint() {
     let pricing = PricingHarness::on_chain(chain.clone()).await;
     let bridge = BridgeHarness::on_chain(chain.add_port().await, OTHER_MNEMONIC).await;
     chain.set_rate_limit(1.0, 1, None);
+    let start = std::time::Instant::now();
 
     let mut cmd = pricing.command(&[]);
     as_deployed(&mut cmd);
@@ -103,6 +125,11 @@ async fn both_keepers_share_a_keyless_endpoint() {
     let (p_landed, p_lost) = landed(&chain, pricing.wallet.address());
     let (b_landed, b_lost) = landed(&chain, bridge.wallet.address());
     let limited = chain.rate_limited_count();
+    println!(
+        "pricing: {}\nbridge: {}",
+        timeline(&chain, pricing.ton.port(), start),
+        timeline(&chain, bridge.ton.port(), start)
+    );
     println!(
         "{} s: pricing {} ticks, {p_requests} requests, {p_limited} answered 429, \
          {} price batches ({p_landed} externals landed); bridge {} ticks, {b_requests} \
@@ -129,15 +156,17 @@ async fn both_keepers_share_a_keyless_endpoint() {
         "batches sent that did not land: pricing {p_lost:?}, bridge {b_lost:?}"
     );
     assert!(
-        !batches.is_empty(),
-        "the pricing keeper published no batch (heartbeat {HEARTBEAT} s)"
+        batches.len() >= 2,
+        "the pricing keeper published {} batches: one at start and one on its heartbeat \
+         ({HEARTBEAT} s) were due",
+        batches.len()
     );
     assert!(
         !statuses.is_empty(),
         "the bridge keeper published no status"
     );
     assert!(
-        limited <= 8,
+        limited <= 5,
         "{limited} requests answered 429 (pricing {p_limited}, bridge {b_limited})"
     );
 }
