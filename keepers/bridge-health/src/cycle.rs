@@ -7,10 +7,10 @@ use futures_util::future::join_all;
 use keeper_runtime::runner::{Cycle, CycleContext, CycleError};
 use keeper_runtime::telemetry::metrics::labels;
 use keeper_ton::fallback::FallbackGate;
-use keeper_ton::keeper::{ChainMemo, ChainParts, ViewAt};
+use keeper_ton::keeper::{ChainMemo, ChainParts, ViewAt, view_at};
 use keeper_ton::{
-    BridgeStatusUpdate, OracleMessage, OracleUpdate, Publication, PublishError, ReadAt,
-    TickOutcome, TonAddress, read_bridge_status_at,
+    BridgeStatusUpdate, OracleMessage, OracleUpdate, Publication, PublishError, TickOutcome,
+    TonAddress, read_bridge_status_at,
 };
 
 use crate::clients::{EthBool, PegClients, PegRequests, peg_requests, prefetch_pegs};
@@ -580,18 +580,13 @@ async fn read_view(
     oracle: &TonAddress,
     bridge_id: u8,
 ) -> ViewAt<Option<OnChain>> {
-    match read_bridge_status_at(transport, oracle, bridge_id).await {
-        Ok(ReadAt { value: (_, 0), lt }) => (Ok(None), lt),
-        Ok(ReadAt {
-            value: (is_online, last_seen),
-            lt,
-        }) => (
-            Ok(Some(OnChain {
+    view_at(
+        read_bridge_status_at(transport, oracle, bridge_id).await,
+        |(is_online, last_seen)| {
+            (last_seen != 0).then(|| OnChain {
                 is_online,
                 last_seen: i64::from(last_seen),
-            })),
-            lt,
-        ),
-        Err(e) => (Err(e.to_string()), 0),
-    }
+            })
+        },
+    )
 }

@@ -16,14 +16,33 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use futures_util::future::join_all;
 use tonlib_core::TonAddress;
 
+use crate::readback::ReadAt;
 use crate::report::{DeliveryReport, OracleTransaction, ReadBack};
-use crate::transport::TonTransport;
+use crate::transport::{TonTransport, TransportError};
 
 /// One subject's view of the oracle, or why it is unknown.
 pub type View<V> = Result<V, String>;
 
 /// A view and the oracle's last transaction lt the get-method ran at (0: not reported).
-pub type ViewAt<V> = (View<V>, u64);
+pub type ViewAt<V> = ReadAt<View<V>>;
+
+/// A get-method's answer as a view: `view` makes its value what the decisions see; a failed
+/// read is unknown, at no lt.
+pub fn view_at<T, V>(
+    read: Result<ReadAt<T>, TransportError>,
+    view: impl FnOnce(T) -> V,
+) -> ViewAt<V> {
+    match read {
+        Ok(ReadAt { value, lt }) => ReadAt {
+            value: Ok(view(value)),
+            lt,
+        },
+        Err(e) => ReadAt {
+            value: Err(e.to_string()),
+            lt: 0,
+        },
+    }
+}
 
 #[derive(Debug)]
 enum Seen<V> {
@@ -79,7 +98,7 @@ impl<V: Clone> ChainMemo<V> {
         Fut: Future<Output = ViewAt<V>>,
     {
         let read = &read;
-        let read_all = || join_all((0..subjects).map(|i| async move { read(i).await.0 }));
+        let read_all = || join_all((0..subjects).map(|i| async move { read(i).await.value }));
         if self.one_shot {
             return read_all().await;
         }
@@ -105,7 +124,10 @@ impl<V: Clone> ChainMemo<V> {
                 if let Some(kept) = self.kept(anchor, i) {
                     return Ok(kept);
                 }
-                let (view, ran_at) = read(i).await;
+                let ReadAt {
+                    value: view,
+                    lt: ran_at,
+                } = read(i).await;
                 if ran_at == 0 {
                     self.answers_carry_lt.store(false, Ordering::Relaxed);
                 }

@@ -20,7 +20,7 @@ mod status;
 mod wallet;
 
 pub use freshness::Freshness;
-pub use memo::{ChainMemo, View, ViewAt};
+pub use memo::{ChainMemo, View, ViewAt, view_at};
 pub use run::{RunArgs, run};
 pub use status::{StatusArgs, status};
 pub use wallet::{

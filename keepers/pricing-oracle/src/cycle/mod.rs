@@ -9,9 +9,9 @@ use keeper_runtime::runner::{Cycle, CycleContext, CycleError, Staleness};
 use keeper_runtime::telemetry::metrics::labels;
 use keeper_sources::{Observation, PriceFetcher, Source};
 use keeper_ton::fallback::FallbackGate;
-use keeper_ton::keeper::{ChainMemo, ChainParts, ViewAt};
+use keeper_ton::keeper::{ChainMemo, ChainParts, ViewAt, view_at};
 use keeper_ton::{
-    DeliveryReport, OracleMessage, OracleUpdate, PriceUpdate, Publication, PublishError, ReadAt,
+    DeliveryReport, OracleMessage, OracleUpdate, PriceUpdate, Publication, PublishError,
     TickOutcome, TonAddress, read_price_at,
 };
 
@@ -603,18 +603,13 @@ async fn read_view(
     oracle: &TonAddress,
     asset_id: u16,
 ) -> ViewAt<Option<OnChain>> {
-    match read_price_at(transport, oracle, asset_id).await {
-        Ok(ReadAt {
-            value: (price, ts),
-            lt,
-        }) if price > 0 => (
-            Ok(Some(OnChain {
+    view_at(
+        read_price_at(transport, oracle, asset_id).await,
+        |(price, ts)| {
+            (price > 0).then(|| OnChain {
                 price_micro: u64::try_from(price).unwrap_or(u64::MAX),
                 timestamp: u64::from(ts),
-            })),
-            lt,
-        ),
-        Ok(ReadAt { lt, .. }) => (Ok(None), lt),
-        Err(e) => (Err(e.to_string()), 0),
-    }
+            })
+        },
+    )
 }
