@@ -681,6 +681,14 @@ fn cell_of(v: &Value) -> Option<ArcCell> {
     }
 }
 
+/// `last_transaction_id.lt` of a result; 0 when absent or out of range.
+fn last_transaction_lt(v: &Value) -> u64 {
+    v.get("last_transaction_id")
+        .and_then(|id| int_field(id, "lt"))
+        .and_then(|lt| u64::try_from(lt).ok())
+        .unwrap_or(0)
+}
+
 /// Parses a `runGetMethod` result object.
 pub fn parse_run_result(
     method: &'static str,
@@ -709,15 +717,10 @@ pub fn parse_run_result(
             ));
         }
     };
-    let last_transaction_lt = v
-        .get("last_transaction_id")
-        .and_then(|id| int_field(id, "lt"))
-        .and_then(|lt| u64::try_from(lt).ok())
-        .unwrap_or(0);
     Ok(GetMethodResult {
         exit_code,
         stack,
-        last_transaction_lt,
+        last_transaction_lt: last_transaction_lt(v),
     })
 }
 
@@ -1014,11 +1017,7 @@ pub fn parse_wallet_information(v: &Value) -> Result<WalletInformation, Transpor
     let balance_nanoton =
         int_field(v, "balance").ok_or_else(|| decode(M, "balance missing or not a number"))?;
     let seqno = u32_field(v, "seqno").map_err(|problem| decode(M, problem))?;
-    let last_transaction_lt = v
-        .get("last_transaction_id")
-        .and_then(|t| int_field(t, "lt"))
-        .and_then(|lt| u64::try_from(lt).ok())
-        .unwrap_or(0);
+    let last_transaction_lt = last_transaction_lt(v);
     Ok(WalletInformation {
         state,
         balance_nanoton,

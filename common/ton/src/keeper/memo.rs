@@ -53,6 +53,16 @@ enum Seen<V> {
     At { lt: u64, views: Vec<Option<V>> },
 }
 
+impl<V: Clone> Seen<V> {
+    /// Nothing read yet of `subjects` subjects at `lt`.
+    fn nothing_at(lt: u64, subjects: usize) -> Self {
+        Self::At {
+            lt,
+            views: vec![None; subjects],
+        }
+    }
+}
+
 /// What the oracle's get-methods returned, by the account's last transaction lt.
 #[derive(Debug)]
 pub struct ChainMemo<V> {
@@ -159,10 +169,7 @@ impl<V: Clone> ChainMemo<V> {
         let mut seen = self.seen();
         if !matches!(&*seen, Seen::At { lt: kept, views } if *kept == lt && views.len() == subjects)
         {
-            *seen = Seen::At {
-                lt,
-                views: vec![None; subjects],
-            };
+            *seen = Seen::nothing_at(lt, subjects);
         }
     }
 
@@ -186,10 +193,7 @@ impl<V: Clone> ChainMemo<V> {
             Seen::At { lt: kept, views } => *kept < lt || views.len() != subjects,
         };
         if start_over {
-            *seen = Seen::At {
-                lt,
-                views: vec![None; subjects],
-            };
+            *seen = Seen::nothing_at(lt, subjects);
         }
         if let Seen::At { lt: kept, views } = &mut *seen
             && *kept == lt
