@@ -346,11 +346,12 @@ pub struct Delivery<T> {
 
 /// A batch that landed before its delivery returned.
 #[derive(Debug, Clone)]
-enum Unbooked {
-    /// Its seqno moved; its result on chain was not read yet.
-    Landed(InFlight, Option<Box<Transaction>>),
-    /// Its result was read and booked.
-    Booked(Vec<OracleMessage>, BatchReport),
+struct Unbooked {
+    flight: InFlight,
+    /// Its own wallet transaction, when listed.
+    transaction: Option<Box<Transaction>>,
+    /// Its result on chain, once read and booked.
+    booked: Option<BatchReport>,
 }
 
 impl<T: TonTransport> Delivery<T> {
@@ -1005,11 +1006,14 @@ impl<T: TonTransport> Delivery<T> {
                     self.forget(&flight).await;
                     *slot = None;
                     self.count(&flight.ops, "confirmed");
-                    lock(&self.unbooked)
-                        .push(Unbooked::Landed(flight.clone(), transaction.clone()));
+                    lock(&self.unbooked).push(Unbooked {
+                        flight: flight.clone(),
+                        transaction: transaction.clone(),
+                        booked: None,
+                    });
                     let mut batch = self.confirmed(&flight, transaction).await;
                     if let Some(last) = lock(&self.unbooked).last_mut() {
-                        *last = Unbooked::Booked(flight.messages.clone(), batch.clone());
+                        last.booked = Some(batch.clone());
                     }
                     let latency = first_send.elapsed();
                     if let Some(m) = &self.metrics {
@@ -1126,7 +1130,14 @@ impl<T: TonTransport> Delivery<T> {
                     "a message from an earlier cycle landed"
                 );
                 self.count(&own.ops, "confirmed");
-                Some(self.book(vec![Unbooked::Landed(own, transaction)]).await)
+                Some(
+                    self.book(vec![Unbooked {
+                        flight: own,
+                        transaction,
+                        booked: None,
+                    }])
+                    .await,
+                )
             }
             // Anything else is left to the next delivery, which settles it as before.
             _ => None,
@@ -1139,14 +1150,11 @@ impl<T: TonTransport> Delivery<T> {
         let mut messages: Vec<OracleMessage> = Vec::new();
         let mut batches = Vec::with_capacity(landed.len());
         for entry in landed {
-            let (carried, batch) = match entry {
-                Unbooked::Landed(flight, transaction) => {
-                    let batch = self.confirmed(&flight, transaction).await;
-                    (flight.messages, batch)
-                }
-                Unbooked::Booked(carried, batch) => (carried, batch),
+            let batch = match entry.booked {
+                Some(batch) => batch,
+                None => self.confirmed(&entry.flight, entry.transaction).await,
             };
-            messages.extend(carried);
+            messages.extend(entry.flight.messages);
             batches.push(batch);
         }
         let mut known: Vec<Option<ReadBack>> = vec![None; messages.len()];
