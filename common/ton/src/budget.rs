@@ -387,38 +387,55 @@ mod tests {
         assert_eq!(after, b.boundary(3));
     }
 
-    #[test]
-    fn two_clients_behind_one_bucket_of_burst_1_converge_to_equal_shares() {
-        // Two clients in tight loops against a bucket of 1 request/s and burst 1, 10 ms each
-        // way, each asking again through its budget as soon as it has an answer.
+    /// One request of [`two_clients_behind_a_burst_1_bucket`].
+    struct Asked {
+        client: usize,
+        /// Seconds after the start that it reached the endpoint.
+        at: f64,
+        answered: bool,
+    }
+
+    /// Two clients on one grid, each asking a bucket of 1 request/s and burst 1 again through
+    /// its budget as soon as it has an answer (answers take 10 ms; client `c`'s requests take
+    /// `reach[c]` seconds to reach the endpoint), for `run` seconds: every request, in order.
+    fn two_clients_behind_a_burst_1_bucket(run: f64, reach: [f64; 2]) -> Vec<Asked> {
         let t0 = Instant::now();
         let clients = [Budget::new_at(1, t0), Budget::new_at(1, t0)];
-        let settled = t0 + secs(30.0);
-        let end = t0 + secs(100.0);
+        let end = t0 + secs(run);
         let (mut tokens, mut filled) = (1.0_f64, t0);
-        // Each client's next request reaches the endpoint at this time.
-        let mut arrives = [0, 1].map(|c| clients[c].take_at(t0) + secs(0.01 + 0.001 * c as f64));
-        let mut answers = [0_u32; 2];
-        let mut refusals_late = 0;
+        let mut arrives = [0, 1].map(|c| clients[c].take_at(t0) + secs(reach[c]));
+        let mut asked = Vec::new();
         loop {
             let c = usize::from(arrives[1] < arrives[0]);
             let arrive = arrives[c];
             if arrive >= end {
-                break;
+                return asked;
             }
             tokens = (tokens + (arrive - filled).as_secs_f64()).min(1.0);
             filled = arrive;
-            let answered = arrive + secs(0.01);
-            let late = arrive >= settled;
-            if tokens >= 1.0 {
+            let answer = arrive + secs(0.01);
+            let answered = tokens >= 1.0;
+            if answered {
                 tokens -= 1.0;
-                answers[c] += u32::from(late);
             } else {
-                clients[c].rate_limited_at(answered, None);
-                refusals_late += u32::from(late);
+                clients[c].rate_limited_at(answer, None);
             }
-            arrives[c] = clients[c].take_at(answered) + secs(0.01);
+            asked.push(Asked {
+                client: c,
+                at: (arrive - t0).as_secs_f64(),
+                answered,
+            });
+            arrives[c] = clients[c].take_at(answer) + secs(reach[c]);
         }
+    }
+
+    #[test]
+    fn two_clients_behind_one_bucket_of_burst_1_converge_to_equal_shares() {
+        let asked = two_clients_behind_a_burst_1_bucket(100.0, [0.01, 0.01]);
+        // After 30 s of settling.
+        let late = || asked.iter().filter(|a| a.at >= 30.0);
+        let answers = [0, 1].map(|c| late().filter(|a| a.client == c && a.answered).count());
+        let refusals_late = late().filter(|a| !a.answered).count();
         let total = answers[0] + answers[1];
         // 70 s at up to 1 request/s: over half of it used, split near evenly, few refusals.
         assert!(
@@ -457,31 +474,9 @@ mod tests {
     fn two_busy_clients_settle_in_alternate_slots_even_when_one_always_arrives_first() {
         // Both always have a request waiting; client 0's reach the endpoint 1 ms before
         // client 1's at a shared boundary, so client 1 loses every tie.
-        let t0 = Instant::now();
-        let clients = [Budget::new_at(1, t0), Budget::new_at(1, t0)];
-        let end = t0 + secs(75.0);
-        let (mut tokens, mut filled) = (1.0_f64, t0);
-        let mut arrives = [0, 1].map(|c| clients[c].take_at(t0) + secs(0.01 + 0.001 * c as f64));
-        let mut answers = [0_u32; 2];
-        let mut refused_at = Vec::new();
-        loop {
-            let c = usize::from(arrives[1] < arrives[0]);
-            let arrive = arrives[c];
-            if arrive >= end {
-                break;
-            }
-            tokens = (tokens + (arrive - filled).as_secs_f64()).min(1.0);
-            filled = arrive;
-            let answered = arrive + secs(0.01);
-            if tokens >= 1.0 {
-                tokens -= 1.0;
-                answers[c] += 1;
-            } else {
-                clients[c].rate_limited_at(answered, None);
-                refused_at.push((arrive - t0).as_secs_f64());
-            }
-            arrives[c] = clients[c].take_at(answered) + secs(0.01 + 0.001 * c as f64);
-        }
+        let asked = two_clients_behind_a_burst_1_bucket(75.0, [0.01, 0.011]);
+        let answers = [0, 1].map(|c| asked.iter().filter(|a| a.client == c && a.answered).count());
+        let refused_at: Vec<f64> = asked.iter().filter(|a| !a.answered).map(|a| a.at).collect();
         println!("{answers:?}, refused at {refused_at:?}");
         assert!(
             refused_at.len() <= 3 && refused_at.iter().all(|&t| t < 5.0),
