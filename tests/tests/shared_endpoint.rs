@@ -15,7 +15,7 @@ use keeper_tests::bridge_keeper::BridgeHarness;
 use keeper_tests::pricing::{OTHER_MNEMONIC, PricingHarness};
 use keeper_tests::process::spawn_logged;
 use keeper_tests::requests::status_ticks;
-use keeper_tests::toncenter::{ExternalOutcome, ToncenterServer};
+use keeper_tests::toncenter::{ExternalOutcome, RequestRecord, ToncenterServer};
 use keeper_ton::TonAddress;
 
 const RUN: Duration = Duration::from_secs(75);
@@ -31,14 +31,19 @@ fn as_deployed(cmd: &mut tokio::process::Command) {
         .env("UPDATE_INTERVAL", INTERVAL.to_string());
 }
 
-/// (requests, answered 429) that arrived on `port`, v3 index requests included.
-fn requests_on(chain: &ToncenterServer, port: u16) -> (usize, usize) {
-    let all: Vec<_> = chain
+/// Every request that arrived on `port`, v3 index requests included.
+fn requests_of(chain: &ToncenterServer, port: u16) -> Vec<RequestRecord> {
+    chain
         .requests()
         .into_iter()
         .chain(chain.index_requests())
         .filter(|r| r.port == port)
-        .collect();
+        .collect()
+}
+
+/// (requests, answered 429) that arrived on `port`.
+fn requests_on(chain: &ToncenterServer, port: u16) -> (usize, usize) {
+    let all = requests_of(chain, port);
     let limited = all.iter().filter(|r| r.status == 429).count();
     (all.len(), limited)
 }
@@ -46,12 +51,7 @@ fn requests_on(chain: &ToncenterServer, port: u16) -> (usize, usize) {
 /// Each request on `port` as `seconds:method[:status]`, from `start`: printed with the
 /// totals, so that a failing run shows how its time went.
 fn timeline(chain: &ToncenterServer, port: u16, start: std::time::Instant) -> String {
-    let mut all: Vec<_> = chain
-        .requests()
-        .into_iter()
-        .chain(chain.index_requests())
-        .filter(|r| r.port == port)
-        .collect();
+    let mut all = requests_of(chain, port);
     all.sort_by_key(|r| r.at);
     all.iter()
         .map(|r| {

@@ -498,6 +498,19 @@ fn config() -> DeliveryConfig {
 }
 
 impl Sim {
+    /// Two instances against endpoints that include a message 10 s after accepting it:
+    /// longer than the 6 s a delivery waits.
+    fn with_late_inclusion() -> Self {
+        let sim = Self::new(2);
+        world(&sim.world).faults.inclusion_delay_secs = 10;
+        sim
+    }
+
+    /// The seqnos of every external sent so far, in order.
+    fn sent_seqnos(&self) -> Vec<u32> {
+        world(&self.world).sent.iter().map(|s| s.seqno).collect()
+    }
+
     fn new(instances: usize) -> Self {
         let keys = Arc::new(WalletKeys::from_seed(&[77; 32]).unwrap());
         let wallet = Wallet::new(keys, WalletVersion::V5r1, Network::Mainnet).unwrap();
@@ -836,9 +849,7 @@ fn the_schedules_reach_takeovers_crashes_and_landings() {
 #[test]
 fn named_a_returning_holder_does_not_sign_over_its_successors_seqno() {
     paused_runtime().block_on(async {
-        let mut sim = Sim::new(2);
-        // Included 10 s after acceptance: longer than the 6 s a delivery waits.
-        world(&sim.world).faults.inclusion_delay_secs = 10;
+        let mut sim = Sim::with_late_inclusion();
         assert_eq!(sim.deliver(0, None).await, "unconfirmed");
         tokio::time::advance(LEASE_TTL).await;
         // The successor settles the first message (it lands) and sends seqno 6, unconfirmed.
@@ -992,10 +1003,7 @@ fn named_a_delivery_cut_at_every_await_point_is_booked_once() {
         paused_runtime().block_on(async {
             let mut sim = Sim::new(2);
             let first = sim.deliver_until(0, Some(point), Stop::Cut).await;
-            let landed_before_cut = world(&sim.world)
-                .sent
-                .iter()
-                .any(|s| s.seqno == FIRST_SEQNO);
+            let landed_before_cut = sim.sent_seqnos().contains(&FIRST_SEQNO);
             tokio::time::advance(Duration::from_secs(2)).await;
             world(&sim.world).advance();
             let settled = sim.settle_earlier(0).await;
@@ -1008,7 +1016,7 @@ fn named_a_delivery_cut_at_every_await_point_is_booked_once() {
                 "cut at point {point} ({first}, then {settled}): booked twice"
             );
             let next = sim.deliver(0, None).await;
-            let sent: Vec<u32> = world(&sim.world).sent.iter().map(|s| s.seqno).collect();
+            let sent = sim.sent_seqnos();
             assert!(
                 sent.windows(2).all(|w| w[0] < w[1]),
                 "cut at point {point} ({first}, then {settled}, then {next}): sent {sent:?}"
@@ -1030,9 +1038,7 @@ fn named_a_delivery_cut_at_every_await_point_is_booked_once() {
 #[test]
 fn named_a_cut_delivery_is_booked_at_the_next_tick_start() {
     paused_runtime().block_on(async {
-        let mut sim = Sim::new(2);
-        // Included 10 s after acceptance: longer than the 6 s a delivery waits.
-        world(&sim.world).faults.inclusion_delay_secs = 10;
+        let mut sim = Sim::with_late_inclusion();
         assert_eq!(sim.deliver(0, None).await, "unconfirmed");
         assert_eq!(
             sim.settle_earlier(0).await,
@@ -1052,7 +1058,7 @@ fn named_a_cut_delivery_is_booked_at_the_next_tick_start() {
         );
         world(&sim.world).faults.inclusion_delay_secs = 0;
         sim.deliver(0, None).await;
-        let sent: Vec<u32> = world(&sim.world).sent.iter().map(|s| s.seqno).collect();
+        let sent = sim.sent_seqnos();
         assert_eq!(
             sent,
             [FIRST_SEQNO, FIRST_SEQNO + 1],
